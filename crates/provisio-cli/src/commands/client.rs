@@ -1,0 +1,204 @@
+//! `provisio client ...`: the customers whose services Provisio provisions.
+
+use serde_json::{json, Map, Value};
+
+use super::{parse_field, require_changes, Ctx, Paging};
+use crate::output::{self, col, Column};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Create a client
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        /// ISO 4217 code; the instance default when not given
+        #[arg(long)]
+        currency: Option<String>,
+        /// Opening balance in minor units (cents), may be negative
+        #[arg(long, allow_negative_numbers = true)]
+        balance_minor: Option<i64>,
+        /// A custom field (repeatable)
+        #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
+        fields: Vec<(String, String)>,
+    },
+    /// List clients
+    List {
+        #[arg(long, value_parser = ["active", "archived"])]
+        status: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show one client
+    Show { id: i64 },
+    /// Change a client
+    Edit {
+        id: i64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, value_parser = ["active", "archived"])]
+        status: Option<String>,
+        /// Set a custom field (repeatable)
+        #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
+        fields: Vec<(String, String)>,
+        /// Remove a custom field (repeatable)
+        #[arg(long = "unset-field", value_name = "KEY")]
+        unset_fields: Vec<String>,
+    },
+    /// Archive a client (its records stay; it is no longer active)
+    Archive { id: i64 },
+    /// Delete a client
+    Delete { id: i64 },
+}
+
+const COLUMNS: &[Column] = &[
+    col("ID", "/id"),
+    col("NAME", "/name"),
+    col("EMAIL", "/email"),
+    col("STATUS", "/status"),
+    col("BALANCE (MINOR)", "/balance_minor"),
+    col("CURRENCY", "/currency"),
+];
+
+pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
+    match cmd {
+        ClientCmd::Add {
+            name,
+            email,
+            currency,
+            balance_minor,
+            fields,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), name.into());
+            body.insert("email".into(), email.into());
+            if let Some(currency) = currency {
+                body.insert("currency".into(), currency.into());
+            }
+            if let Some(balance) = balance_minor {
+                body.insert("balance_minor".into(), balance.into());
+            }
+            if !fields.is_empty() {
+                body.insert("custom_fields".into(), text_map(fields));
+            }
+            let client = ctx.api.post("/v1/clients", &Value::Object(body)).await?;
+            output::print_record(ctx.output, &client)
+        }
+        ClientCmd::List {
+            status,
+            email,
+            paging,
+        } => {
+            let filters = [
+                ("status", status.unwrap_or_default()),
+                ("email", email.unwrap_or_default()),
+            ];
+            let items = ctx.list("/v1/clients", &filters, &paging).await?;
+            output::print_list(ctx.output, &items, COLUMNS, "clients")
+        }
+        ClientCmd::Show { id } => {
+            let client = ctx.api.get(&path(id)).await?;
+            output::print_record(ctx.output, &client)
+        }
+        ClientCmd::Edit {
+            id,
+            name,
+            email,
+            status,
+            fields,
+            unset_fields,
+        } => {
+            let body = edit_body(name, email, status, fields, unset_fields)?;
+            let client = ctx.api.patch(&path(id), &Value::Object(body)).await?;
+            output::print_record(ctx.output, &client)
+        }
+        ClientCmd::Archive { id } => {
+            let client = ctx
+                .api
+                .post(&format!("{}/archive", path(id)), &json!({}))
+                .await?;
+            output::print_record(ctx.output, &client)
+        }
+        ClientCmd::Delete { id } => {
+            ctx.api.delete(&path(id)).await?;
+            output::print_deleted(ctx.output, "client", &id.to_string())
+        }
+    }
+}
+
+fn path(id: i64) -> String {
+    format!("/v1/clients/{id}")
+}
+
+fn text_map(pairs: Vec<(String, String)>) -> Value {
+    Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
+}
+
+fn edit_body(
+    name: Option<String>,
+    email: Option<String>,
+    status: Option<String>,
+    fields: Vec<(String, String)>,
+    unset_fields: Vec<String>,
+) -> anyhow::Result<Map<String, Value>> {
+    let mut body = Map::new();
+    let plain = [("name", name), ("email", email), ("status", status)];
+    for (key, value) in plain {
+        if let Some(value) = value {
+            body.insert(key.into(), value.into());
+        }
+    }
+    let mut custom = Map::new();
+    for (key, value) in fields {
+        custom.insert(key, value.into());
+    }
+    for key in unset_fields {
+        if custom.contains_key(&key) {
+            anyhow::bail!("custom field '{key}' is both set and unset");
+        }
+        // null removes the key on the server.
+        custom.insert(key, Value::Null);
+    }
+    if !custom.is_empty() {
+        body.insert("custom_fields".into(), Value::Object(custom));
+    }
+    require_changes(&body, "--name, --email, --status, --field, --unset-field")?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_send_only_what_changes() {
+        let body = edit_body(
+            None,
+            Some("a@b.example".into()),
+            None,
+            vec![("pass_key".into(), "k1".into())],
+            vec!["old".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(body),
+            json!({"email": "a@b.example", "custom_fields": {"pass_key": "k1", "old": null}})
+        );
+    }
+
+    #[test]
+    fn an_empty_edit_is_refused() {
+        let e = edit_body(None, None, None, vec![], vec![]).unwrap_err();
+        assert!(e.to_string().starts_with("nothing to change"));
+    }
+}

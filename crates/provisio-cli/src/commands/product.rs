@@ -1,0 +1,163 @@
+//! `provisio product ...`: what is sold, its module settings, and the plans that extend it.
+
+use serde_json::{Map, Value};
+
+use super::{clearable, require_changes, Ctx, NewSettings, Paging, SettingsChanges};
+use crate::api::segment;
+use crate::output::{self, col, Column};
+
+const AUTO_SETUP: [&str; 3] = ["on_order", "on_accept", "manual"];
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ProductCmd {
+    /// Create a product
+    Add {
+        name: String,
+        /// The module that provisions it
+        #[arg(long)]
+        module: String,
+        /// The product whose settings this one inherits (it overrides only what it sets)
+        #[arg(long, value_name = "PRODUCT")]
+        extends: Option<String>,
+        /// The group of servers its services are placed on
+        #[arg(long, value_name = "GROUP")]
+        server_group: Option<String>,
+        #[command(flatten)]
+        settings: NewSettings,
+        /// When the create action runs
+        #[arg(long, value_parser = AUTO_SETUP)]
+        auto_setup: Option<String>,
+    },
+    /// List products
+    List {
+        #[arg(long)]
+        module: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show one product, with its own and its effective (inherited) settings
+    Show {
+        #[arg(value_name = "NAME|ID")]
+        product: String,
+    },
+    /// Change a product
+    Edit {
+        #[arg(value_name = "NAME|ID")]
+        product: String,
+        /// A new name
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_name = "PRODUCT", conflicts_with = "no_extends")]
+        extends: Option<String>,
+        /// Stop inheriting from another product
+        #[arg(long)]
+        no_extends: bool,
+        #[arg(long, value_name = "GROUP", conflicts_with = "no_server_group")]
+        server_group: Option<String>,
+        /// Place services on any server of the module
+        #[arg(long)]
+        no_server_group: bool,
+        // Here --unset removes an override, so the parent's value applies again.
+        #[command(flatten)]
+        settings: SettingsChanges,
+        #[arg(long, value_parser = AUTO_SETUP)]
+        auto_setup: Option<String>,
+    },
+    /// Delete a product
+    Delete {
+        #[arg(value_name = "NAME|ID")]
+        product: String,
+    },
+}
+
+const COLUMNS: &[Column] = &[
+    col("ID", "/id"),
+    col("NAME", "/name"),
+    col("MODULE", "/module"),
+    col("EXTENDS", "/extends"),
+    col("SERVER GROUP", "/server_group"),
+    col("AUTO SETUP", "/auto_setup"),
+];
+
+pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
+    match cmd {
+        ProductCmd::Add {
+            name,
+            module,
+            extends,
+            server_group,
+            settings,
+            auto_setup,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), name.into());
+            body.insert("module".into(), module.into());
+            let optional = [
+                ("extends", extends),
+                ("server_group", server_group),
+                ("auto_setup", auto_setup),
+            ];
+            for (key, value) in optional {
+                if let Some(value) = value {
+                    body.insert(key.into(), value.into());
+                }
+            }
+            if let Some(settings) = settings.build()? {
+                body.insert("settings".into(), Value::Object(settings));
+            }
+            let product = ctx.api.post("/v1/products", &Value::Object(body)).await?;
+            output::print_record(ctx.output, &product)
+        }
+        ProductCmd::List { module, paging } => {
+            let filters = [("module", module.unwrap_or_default())];
+            let items = ctx.list("/v1/products", &filters, &paging).await?;
+            output::print_list(ctx.output, &items, COLUMNS, "products")
+        }
+        ProductCmd::Show { product } => {
+            let product = ctx.api.get(&path(&product)).await?;
+            output::print_record(ctx.output, &product)
+        }
+        ProductCmd::Edit {
+            product,
+            name,
+            extends,
+            no_extends,
+            server_group,
+            no_server_group,
+            settings,
+            auto_setup,
+        } => {
+            let mut body = Map::new();
+            if let Some(name) = name {
+                body.insert("name".into(), name.into());
+            }
+            if let Some(value) = clearable(extends, no_extends) {
+                body.insert("extends".into(), value);
+            }
+            if let Some(value) = clearable(server_group, no_server_group) {
+                body.insert("server_group".into(), value);
+            }
+            if let Some(settings) = settings.build()? {
+                body.insert("settings".into(), Value::Object(settings));
+            }
+            if let Some(auto_setup) = auto_setup {
+                body.insert("auto_setup".into(), auto_setup.into());
+            }
+            require_changes(
+                &body,
+                "--name, --extends, --no-extends, --server-group, --no-server-group, \
+                 --set, --unset, --set-stdin, --auto-setup",
+            )?;
+            let product = ctx.api.patch(&path(&product), &Value::Object(body)).await?;
+            output::print_record(ctx.output, &product)
+        }
+        ProductCmd::Delete { product } => {
+            ctx.api.delete(&path(&product)).await?;
+            output::print_deleted(ctx.output, "product", &product)
+        }
+    }
+}
+
+fn path(product: &str) -> String {
+    format!("/v1/products/{}", segment(product))
+}

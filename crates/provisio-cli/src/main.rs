@@ -1,0 +1,180 @@
+//! The `provisio` binary: runs the server, manages the database, and calls the REST API.
+
+mod api;
+mod commands;
+mod local;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::{client::ClientCmd, module::ModuleCmd, product::ProductCmd, server::ServerCmd, service::ServiceCmd};
+
+/// Provisio: makes remote systems follow what the billing system decides.
+#[derive(Parser, Debug)]
+#[command(name = "provisio", version, about, propagate_version = true)]
+struct Cli {
+    /// Base URL of a running Provisio, for the commands that call the API.
+    #[arg(long, global = true, env = "PROVISIO_URL", default_value = "http://127.0.0.1:8470")]
+    url: String,
+    /// API key; when absent, read from ./provisio.admin-key if that file exists.
+    #[arg(long, global = true, env = "PROVISIO_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Output for people (table) or scripts (json).
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = output::Format::Table)]
+    output: output::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where to find the database and config, for commands that work on them directly.
+#[derive(clap::Args, Debug, Clone)]
+struct LocalArgs {
+    /// TOML config file.
+    #[arg(long, env = "PROVISIO_CONFIG")]
+    config: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://…`; overrides the config file and PROVISIO_DATABASE_URL.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the REST API (and, as they arrive, the workers and scheduler).
+    Serve {
+        #[command(flatten)]
+        local: LocalArgs,
+        /// Address to listen on (default 127.0.0.1:8470); overrides PROVISIO_LISTEN.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// Manage API keys directly on the database (no running server needed).
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Clients: the billing system's customers.
+    #[command(subcommand)]
+    Client(ClientCmd),
+    /// Servers: remote systems and their credentials.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Products: what is sold.
+    #[command(subcommand)]
+    Product(ProductCmd),
+    /// Services: what clients have on servers.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Modules: what this instance can drive.
+    #[command(subcommand)]
+    Module(ModuleCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Create a key and print it (alone) on stdout; it is not shown again.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// List keys (names and prefixes, never the keys).
+    List {
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// Revoke a key.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PROVISIO_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn api_key(cli_key: Option<String>) -> Option<String> {
+    cli_key.or_else(|| {
+        std::fs::read_to_string("provisio.admin-key")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let Cli {
+        url,
+        api_key: key,
+        output,
+        command,
+    } = cli;
+    let remote = || -> anyhow::Result<commands::Ctx> {
+        Ok(commands::Ctx {
+            api: api::Api::new(url.clone(), api_key(key.clone()))?,
+            output,
+        })
+    };
+    match command {
+        Command::Serve { local, listen } => {
+            local::serve(&local.config, &local.database_url, listen, init_logging).await
+        }
+        Command::Migrate { local } => {
+            init_logging(false);
+            local::migrate(&local.config, &local.database_url).await
+        }
+        Command::Key { cmd } => match cmd {
+            KeyCmd::Create { name, local } => {
+                local::key_create(&local.config, &local.database_url, &name).await
+            }
+            KeyCmd::List { local } => {
+                local::key_list(&local.config, &local.database_url, output).await
+            }
+            KeyCmd::Delete { name, local } => {
+                local::key_delete(&local.config, &local.database_url, &name).await
+            }
+        },
+        Command::Client(cmd) => commands::client::run(cmd, &remote()?).await,
+        Command::Server(cmd) => commands::server::run(cmd, &remote()?).await,
+        Command::Product(cmd) => commands::product::run(cmd, &remote()?).await,
+        Command::Service(cmd) => commands::service::run(cmd, &remote()?).await,
+        Command::Module(cmd) => commands::module::run(cmd, &remote()?).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, joined.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

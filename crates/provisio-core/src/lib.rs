@@ -1,0 +1,18 @@
+//! Provisio's domain: records, lifecycle, typed module settings and module declarations.
+//!
+//! This crate does no I/O: no files, no network, no database, no clock reads
+//! outside `chrono::Utc::now` in constructors that take time explicitly elsewhere.
+
+pub mod client;
+pub mod ids;
+pub mod module;
+pub mod money;
+pub mod page;
+pub mod product;
+pub mod secret;
+pub mod server;
+pub mod service;
+pub mod settings;
+pub mod text;
+
+pub use ids::{ClientId, ProductId, ServerId, ServiceId};

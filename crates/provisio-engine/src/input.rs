@@ -1,0 +1,188 @@
+//! What callers send to create or change records: the same shapes come from the REST API
+//! (JSON) and from the config file (TOML). Unknown fields are refused so a typo never
+//! passes silently.
+
+use std::collections::BTreeMap;
+
+use provisio_core::client::ClientStatus;
+use provisio_core::product::AutoSetup;
+use provisio_core::settings::Settings;
+use provisio_core::ClientId;
+use secrecy::SecretString;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::patch::Patch;
+
+/// A record named by id or by name (`3` or `"basic"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum RecordRef {
+    Id(i64),
+    Name(String),
+}
+
+impl std::fmt::Display for RecordRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordRef::Id(i) => write!(f, "{i}"),
+            RecordRef::Name(n) => write!(f, "'{n}'"),
+        }
+    }
+}
+
+impl RecordRef {
+    /// Reads a path segment: digits are an id, anything else a name.
+    pub fn from_segment(s: &str) -> Self {
+        match s.parse::<i64>() {
+            Ok(i) => RecordRef::Id(i),
+            Err(_) => RecordRef::Name(s.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCreate {
+    pub name: String,
+    pub email: String,
+    /// ISO 4217 code; the instance default when absent.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Opening balance in minor units (cents); 0 when absent.
+    #[serde(default)]
+    pub balance_minor: Option<i64>,
+    #[serde(default)]
+    pub status: Option<ClientStatus>,
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPatch {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub status: Option<ClientStatus>,
+    /// Keys to set; a `null` value removes the key.
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    pub custom_fields: Option<BTreeMap<String, Option<String>>>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCreate {
+    pub name: String,
+    pub module: String,
+    /// Servers of one group are interchangeable for new services; `default` when absent.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Per the module's server schema; secret fields are stored encrypted and never shown.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    #[serde(default)]
+    pub max_per_second: Option<u32>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPatch {
+    pub name: Option<String>,
+    pub group: Option<String>,
+    /// Keys to set; a `null` value removes the key.
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Settings>,
+    pub max_concurrent: Option<u32>,
+    /// `null` removes the limit.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    pub max_per_second: Patch<u32>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductCreate {
+    pub name: String,
+    pub module: String,
+    /// The name of the product whose settings this one inherits.
+    #[serde(default)]
+    pub extends: Option<String>,
+    #[serde(default)]
+    pub server_group: Option<String>,
+    /// This product's own settings (overrides of the parent's).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub auto_setup: Option<AutoSetup>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    pub name: Option<String>,
+    /// `null` makes the product stand alone.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub extends: Patch<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub server_group: Patch<String>,
+    /// Keys to set; a `null` value removes the override (the parent's value applies again).
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Settings>,
+    pub auto_setup: Option<AutoSetup>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCreate {
+    #[schema(value_type = i64)]
+    pub client_id: ClientId,
+    /// The product, by id or name.
+    pub product: RecordRef,
+    /// The server, by id or name; when absent the enabled server of the product's module and
+    /// group with the fewest live services is chosen.
+    #[serde(default)]
+    pub server: Option<RecordRef>,
+    /// Generated when absent.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Generated when absent; stored encrypted.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub invoice: Option<String>,
+    #[serde(default)]
+    pub parent_invoice: Option<String>,
+    /// Per the module's service schema.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePatch {
+    /// Only while the service is pending (afterwards the remote knows it).
+    pub username: Option<String>,
+    /// Only while the service is pending; later use the change-password action.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub invoice: Patch<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub parent_invoice: Patch<String>,
+    /// Keys to set; a `null` value removes the key.
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Settings>,
+}

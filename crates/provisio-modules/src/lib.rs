@@ -1,0 +1,67 @@
+//! Provisio's built-in modules, one folder each, and the [`Registry`] that finds them by name.
+//!
+//! Modules talk to remote systems; they never touch the store.
+
+pub mod script;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use provisio_core::module::{Module, ModuleInfo};
+
+/// The modules an instance knows, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    modules: BTreeMap<String, Arc<dyn Module>>,
+}
+
+impl Registry {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The modules that ship with Provisio.
+    pub fn builtin() -> Self {
+        let mut r = Self::empty();
+        r.register(Arc::new(script::ScriptModule::new()));
+        r
+    }
+
+    /// Adds a module; one of the same name is replaced. Panics on a schema that does not
+    /// check out, since schemas are fixed in code and a bad one is a programming error.
+    pub fn register(&mut self, module: Arc<dyn Module>) {
+        let info = module.info();
+        for scope in [
+            provisio_core::module::SchemaScope::Server,
+            provisio_core::module::SchemaScope::Product,
+            provisio_core::module::SchemaScope::Service,
+        ] {
+            if let Err(e) = info.schema(scope).check() {
+                panic!("module {} declares a bad {} schema: {e}", info.name, scope.as_str());
+            }
+        }
+        self.modules.insert(info.name.clone(), module);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Module>> {
+        self.modules.get(name)
+    }
+
+    pub fn info(&self, name: &str) -> Option<&ModuleInfo> {
+        self.modules.get(name).map(|m| m.info())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.modules.keys().map(String::as_str)
+    }
+
+    pub fn infos(&self) -> impl Iterator<Item = &ModuleInfo> {
+        self.modules.values().map(|m| m.info())
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.modules.keys()).finish()
+    }
+}

@@ -1,0 +1,165 @@
+//! The one error type of the HTTP boundary: every failure becomes an RFC 9457
+//! `application/problem+json` response; internal causes are logged, never shown.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use provisio_core::settings::FieldError;
+use provisio_engine::EngineError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A problem document (RFC 9457).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// For validation problems: every field that broke a rule.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<FieldProblem>)]
+    pub errors: Vec<FieldError>,
+}
+
+/// One field that broke one rule.
+#[derive(Serialize, ToSchema)]
+pub struct FieldProblem {
+    /// The field, as a dotted path (`settings.port`).
+    pub field: String,
+    /// The rule's machine-readable name (`required`, `max`, `enum`, …).
+    pub rule: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: String,
+    errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            slug: "validation",
+            title: "The request has invalid fields",
+            detail,
+            errors,
+        }
+    }
+
+    /// A single bad field in the path, query or body.
+    pub fn bad_field(status: StatusCode, field: &str, rule: &str, message: impl std::fmt::Display) -> Self {
+        let message = format!("{field}: {message}");
+        Self {
+            status,
+            slug: "validation",
+            title: "The request has invalid fields",
+            detail: message.clone(),
+            errors: vec![FieldError {
+                field: field.into(),
+                rule: rule.into(),
+                message,
+            }],
+        }
+    }
+
+    pub fn unauthorized(detail: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the server failed to handle the request; the cause is in its log",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+/// Logs the whole cause chain of an internal error; the response says only that one happened.
+fn log_internal(e: &(dyn std::error::Error + 'static)) {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::error!(error = %chain, "internal error");
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(errors) => ApiError::validation(errors),
+            EngineError::NotFound { what, key } => ApiError::not_found(format!("{what} {key} not found")),
+            EngineError::Conflict { field, message } => {
+                let mut err = ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", message.clone());
+                if let Some(f) = field {
+                    err.errors.push(FieldError {
+                        message: format!("{f}: {message}"),
+                        field: f,
+                        rule: "unique".into(),
+                    });
+                }
+                err
+            }
+            e @ (EngineError::Store(_) | EngineError::Secret(_)) => {
+                log_internal(&e);
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            kind: format!("https://provisio.dev/problems/{}", self.slug),
+            title: self.title.to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

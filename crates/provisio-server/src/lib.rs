@@ -1,0 +1,158 @@
+//! Provisio's REST API and start-up: [`run`] opens the store, applies the declared config
+//! and serves `/v1`, `/healthz` and `/openapi.json` on a listener until shut down.
+//!
+//! Only this crate knows HTTP.
+
+pub mod config;
+mod error;
+mod extract;
+mod routes;
+mod startup;
+mod views;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use provisio_engine::Engine;
+use provisio_modules::Registry;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use config::{Config, Overrides};
+pub use error::ApiError;
+pub use startup::{prepare, StartError};
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Provisio", description = "Provisioning engine: clients, servers, products and services, and the actions that make remote systems follow them."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(error::Problem, error::FieldProblem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::v1())
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the REST API, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_parts().1
+}
+
+/// Every `/v1` request must carry a valid API key as `Authorization: Bearer KEY`.
+async fn require_key(State(app): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::unauthorized("an API key is required: send 'Authorization: Bearer KEY'"));
+    };
+    match app.engine.authenticate(presented).await? {
+        Some(_) => Ok(next.run(req).await),
+        None => Err(ApiError::unauthorized("the API key is not valid")),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not accept that method",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// The whole HTTP application over an engine.
+pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
+    let state = AppState { engine };
+    let (v1, api) = api_parts();
+    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let api = Arc::new(api);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Starts Provisio with the built-in modules: prepares the store and engine, then serves on
+/// `listener` until `shutdown` completes.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    run_with(config, Registry::builtin(), listener, shutdown).await
+}
+
+/// [`run`] with a chosen set of modules (tests add their own).
+pub async fn run_with(
+    config: Config,
+    modules: Registry,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let engine = Arc::new(prepare(&config, modules).await?);
+    let app = router(engine.clone(), &config);
+    tracing::info!(addr = %listener.local_addr().map_err(StartError::Io)?, "provisio listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(StartError::Io)?;
+    engine.store().close().await;
+    Ok(())
+}

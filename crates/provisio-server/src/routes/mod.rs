@@ -1,0 +1,43 @@
+//! The `/v1` routes, one file per resource, each handler documented for the OpenAPI document.
+
+pub mod clients;
+pub mod modules;
+pub mod products;
+pub mod servers;
+pub mod services;
+
+use axum::http::StatusCode;
+use provisio_core::page::PageRequest;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(clients::router())
+        .merge(servers::router())
+        .merge(products::router())
+        .merge(services::router())
+        .merge(modules::router())
+}
+
+/// Turns `limit` and `cursor` query parameters into a page request.
+pub(crate) fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
+    let limit = limit.unwrap_or(PageRequest::DEFAULT_LIMIT);
+    if limit == 0 || limit > PageRequest::MAX_LIMIT {
+        return Err(ApiError::bad_field(
+            StatusCode::BAD_REQUEST,
+            "limit",
+            "range",
+            format!("must be between 1 and {}", PageRequest::MAX_LIMIT),
+        ));
+    }
+    let after = match cursor {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_field(StatusCode::BAD_REQUEST, "cursor", "type", "is not a cursor this server returned")
+        })?),
+    };
+    Ok(PageRequest { after, limit })
+}

@@ -1,0 +1,103 @@
+//! `/v1/services`: what clients have on servers. Actions on them arrive with the engine.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use provisio_core::service::ServiceStatus;
+use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
+use provisio_engine::input::{ServiceCreate, ServicePatch};
+use provisio_store::ServiceFilter;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{path_id, Json, Query};
+use crate::views::{List, PasswordView, ServiceView};
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_services, create_service))
+        .routes(routes!(get_service, update_service, delete_service))
+        .routes(routes!(service_password))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ServiceQuery {
+    status: Option<ServiceStatus>,
+    client_id: Option<i64>,
+    server_id: Option<i64>,
+    product_id: Option<i64>,
+    invoice: Option<String>,
+    parent_invoice: Option<String>,
+    username: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// List services.
+#[utoipa::path(get, path = "/v1/services", tag = "services", params(ServiceQuery),
+    responses((status = 200, body = List<ServiceView>), (status = 400, body = Problem)))]
+async fn list_services(State(app): State<AppState>, Query(q): Query<ServiceQuery>) -> Result<axum::Json<List<ServiceView>>, ApiError> {
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let filter = ServiceFilter {
+        status: q.status,
+        client_id: q.client_id.map(ClientId),
+        server_id: q.server_id.map(ServerId),
+        product_id: q.product_id.map(ProductId),
+        invoice: q.invoice,
+        parent_invoice: q.parent_invoice,
+        username: q.username,
+        live_only: false,
+    };
+    let found = app.engine.list_services(&filter, page).await?;
+    Ok(axum::Json(List::from_page(found, ServiceView::from)))
+}
+
+/// Order a service: it is stored `pending` on the named server, or on one chosen from the
+/// product's server group.
+#[utoipa::path(post, path = "/v1/services", tag = "services", request_body = ServiceCreate,
+    responses((status = 201, body = ServiceView), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create_service(State(app): State<AppState>, Json(body): Json<ServiceCreate>) -> Result<(StatusCode, axum::Json<ServiceView>), ApiError> {
+    let s = app.engine.create_service(body).await?;
+    Ok((StatusCode::CREATED, axum::Json(s.into())))
+}
+
+/// Show a service.
+#[utoipa::path(get, path = "/v1/services/{id}", tag = "services", params(("id" = i64, Path)),
+    responses((status = 200, body = ServiceView), (status = 404, body = Problem)))]
+async fn get_service(State(app): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<ServiceView>, ApiError> {
+    let s = app.engine.get_service(ServiceId(path_id(&id)?)).await?;
+    Ok(axum::Json(s.into()))
+}
+
+/// Change a service's invoices or settings (and, while pending, its username or password).
+#[utoipa::path(patch, path = "/v1/services/{id}", tag = "services", params(("id" = i64, Path)), request_body = ServicePatch,
+    responses((status = 200, body = ServiceView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update_service(State(app): State<AppState>, Path(id): Path<String>, Json(body): Json<ServicePatch>) -> Result<axum::Json<ServiceView>, ApiError> {
+    let s = app.engine.update_service(ServiceId(path_id(&id)?), body).await?;
+    Ok(axum::Json(s.into()))
+}
+
+/// Remove a pending, failed or terminated service from the records.
+#[utoipa::path(delete, path = "/v1/services/{id}", tag = "services", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn delete_service(State(app): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    app.engine.delete_service(ServiceId(path_id(&id)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Show a service's password. The only place a stored secret is ever shown.
+#[utoipa::path(get, path = "/v1/services/{id}/password", tag = "services", params(("id" = i64, Path)),
+    responses((status = 200, body = PasswordView), (status = 404, body = Problem)))]
+async fn service_password(State(app): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<PasswordView>, ApiError> {
+    let id = ServiceId(path_id(&id)?);
+    let pw = app.engine.reveal_password(id).await?;
+    tracing::info!(service = %id, "service password revealed");
+    Ok(axum::Json(PasswordView {
+        password: pw.expose_secret().to_string(),
+    }))
+}

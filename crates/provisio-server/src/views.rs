@@ -1,0 +1,207 @@
+//! What the API shows of each record: secrets removed, ids and times in plain JSON.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use provisio_core::client::{Client, ClientStatus};
+use provisio_core::module::ModuleInfo;
+use provisio_core::page::Page;
+use provisio_core::product::AutoSetup;
+use provisio_core::secret::redact_settings;
+use provisio_core::server::Server;
+use provisio_core::service::{Service, ServiceStatus};
+use provisio_engine::ProductView as EngineProduct;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// One page of a listing.
+#[derive(Serialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    pub fn from_page<R>(page: Page<R>, f: impl FnMut(R) -> T) -> Self {
+        let next_cursor = page.next.map(|n| n.to_string());
+        Self {
+            items: page.items.into_iter().map(f).collect(),
+            next_cursor,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClientView {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub status: ClientStatus,
+    /// Balance in minor units of `currency`.
+    pub balance_minor: i64,
+    pub currency: String,
+    pub custom_fields: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Client> for ClientView {
+    fn from(c: Client) -> Self {
+        Self {
+            id: c.id.0,
+            name: c.name.into(),
+            email: c.email.into(),
+            status: c.status,
+            balance_minor: c.balance_minor,
+            currency: c.currency.into(),
+            custom_fields: c.custom_fields,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServerView {
+    pub id: i64,
+    pub name: String,
+    pub module: String,
+    pub group: String,
+    /// Settings without the secret ones.
+    #[schema(value_type = Object)]
+    pub settings: Map<String, Value>,
+    /// Names of the secret settings that are set (their values are never shown).
+    pub secrets: Vec<String>,
+    pub max_concurrent: u32,
+    /// `null`: unlimited.
+    pub max_per_second: Option<u32>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Server> for ServerView {
+    fn from(s: Server) -> Self {
+        let (settings, secrets) = redact_settings(&s.settings);
+        Self {
+            id: s.id.0,
+            name: s.name.into(),
+            module: s.module,
+            group: s.group.into(),
+            settings,
+            secrets,
+            max_concurrent: s.max_concurrent,
+            max_per_second: s.max_per_second,
+            enabled: s.enabled,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProductView {
+    pub id: i64,
+    pub name: String,
+    pub module: String,
+    /// The name of the product this one inherits settings from.
+    pub extends: Option<String>,
+    pub server_group: Option<String>,
+    /// This product's own settings (overrides), without secret ones.
+    #[schema(value_type = Object)]
+    pub settings: Map<String, Value>,
+    /// Inherited and own settings merged, defaults filled in, without secret ones.
+    #[schema(value_type = Object)]
+    pub effective_settings: Map<String, Value>,
+    /// Names of the secret settings that are set, own or inherited.
+    pub secrets: Vec<String>,
+    pub auto_setup: AutoSetup,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<EngineProduct> for ProductView {
+    fn from(v: EngineProduct) -> Self {
+        let (settings, _) = redact_settings(&v.product.settings);
+        let (effective_settings, secrets) = redact_settings(&v.effective);
+        let p = v.product;
+        Self {
+            id: p.id.0,
+            name: p.name.into(),
+            module: p.module,
+            extends: v.extends_name,
+            server_group: p.server_group.map(Into::into),
+            settings,
+            effective_settings,
+            secrets,
+            auto_setup: p.auto_setup,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SuspensionView {
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServiceView {
+    pub id: i64,
+    pub client_id: i64,
+    pub product_id: i64,
+    pub server_id: i64,
+    pub username: String,
+    pub status: ServiceStatus,
+    pub suspension: Option<SuspensionView>,
+    pub invoice: Option<String>,
+    pub parent_invoice: Option<String>,
+    #[schema(value_type = Object)]
+    pub settings: Map<String, Value>,
+    /// Values the module returned (e.g. a pass key), without secret ones.
+    #[schema(value_type = Object)]
+    pub outputs: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Service> for ServiceView {
+    fn from(s: Service) -> Self {
+        let (settings, _) = redact_settings(&s.settings);
+        let (outputs, _) = redact_settings(&s.outputs);
+        Self {
+            id: s.id.0,
+            client_id: s.client_id.0,
+            product_id: s.product_id.0,
+            server_id: s.server_id.0,
+            username: s.username.into(),
+            status: s.status,
+            suspension: s.suspension.map(|x| SuspensionView {
+                reason: x.reason.as_str().to_string(),
+                since: x.since,
+                until: x.until,
+            }),
+            invoice: s.invoice.map(Into::into),
+            parent_invoice: s.parent_invoice.map(Into::into),
+            settings,
+            outputs,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PasswordView {
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModuleList {
+    pub items: Vec<ModuleInfo>,
+}

@@ -1,0 +1,212 @@
+//! Row shapes shared by both databases and their conversion to domain records.
+
+use chrono::{DateTime, Utc};
+use provisio_core::client::{Client, ClientStatus};
+use provisio_core::money::Currency;
+use provisio_core::product::{AutoSetup, Product};
+use provisio_core::secret::Sealed;
+use provisio_core::server::Server;
+use provisio_core::service::{InvoiceRef, Service, ServiceStatus, SuspendReason, Suspension};
+use provisio_core::settings::Settings;
+use provisio_core::text::{DisplayName, Email, Handle, Username};
+use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
+use sqlx::types::Json;
+
+use crate::{ApiKey, StoreError};
+
+pub(crate) fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_ts(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| StoreError::Corrupt(format!("time {us}")))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClientRow {
+    id: i64,
+    name: String,
+    email: String,
+    status: String,
+    balance_minor: i64,
+    currency: String,
+    custom_fields: Json<std::collections::BTreeMap<String, String>>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<ClientRow> for Client {
+    type Error = StoreError;
+    fn try_from(r: ClientRow) -> Result<Self, StoreError> {
+        Ok(Client {
+            id: ClientId(r.id),
+            name: DisplayName::parse(&r.name).map_err(|e| corrupt("client name", e))?,
+            email: Email::parse(&r.email).map_err(|e| corrupt("client email", e))?,
+            status: ClientStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("client status", &r.status))?,
+            balance_minor: r.balance_minor,
+            currency: Currency::parse(&r.currency).map_err(|e| corrupt("currency", e))?,
+            custom_fields: r.custom_fields.0,
+            created_at: from_ts(r.created_at)?,
+            updated_at: from_ts(r.updated_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ServerRow {
+    id: i64,
+    name: String,
+    module: String,
+    server_group: String,
+    settings: Json<Settings>,
+    max_concurrent: i64,
+    max_per_second: Option<i64>,
+    enabled: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<ServerRow> for Server {
+    type Error = StoreError;
+    fn try_from(r: ServerRow) -> Result<Self, StoreError> {
+        Ok(Server {
+            id: ServerId(r.id),
+            name: Handle::parse(&r.name).map_err(|e| corrupt("server name", e))?,
+            module: r.module,
+            group: Handle::parse(&r.server_group).map_err(|e| corrupt("server group", e))?,
+            settings: r.settings.0,
+            max_concurrent: u32::try_from(r.max_concurrent)
+                .map_err(|e| corrupt("max_concurrent", e))?,
+            max_per_second: r
+                .max_per_second
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|e| corrupt("max_per_second", e))?,
+            enabled: r.enabled,
+            created_at: from_ts(r.created_at)?,
+            updated_at: from_ts(r.updated_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProductRow {
+    id: i64,
+    name: String,
+    module: String,
+    extends: Option<i64>,
+    server_group: Option<String>,
+    settings: Json<Settings>,
+    auto_setup: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<ProductRow> for Product {
+    type Error = StoreError;
+    fn try_from(r: ProductRow) -> Result<Self, StoreError> {
+        Ok(Product {
+            id: ProductId(r.id),
+            name: Handle::parse(&r.name).map_err(|e| corrupt("product name", e))?,
+            module: r.module,
+            extends: r.extends.map(ProductId),
+            server_group: r
+                .server_group
+                .as_deref()
+                .map(Handle::parse)
+                .transpose()
+                .map_err(|e| corrupt("server group", e))?,
+            settings: r.settings.0,
+            auto_setup: AutoSetup::parse(&r.auto_setup)
+                .ok_or_else(|| corrupt("auto_setup", &r.auto_setup))?,
+            created_at: from_ts(r.created_at)?,
+            updated_at: from_ts(r.updated_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ServiceRow {
+    id: i64,
+    client_id: i64,
+    product_id: i64,
+    server_id: i64,
+    username: String,
+    password: Vec<u8>,
+    status: String,
+    suspend_reason: Option<String>,
+    suspended_at: Option<i64>,
+    suspended_until: Option<i64>,
+    invoice: Option<String>,
+    parent_invoice: Option<String>,
+    settings: Json<Settings>,
+    outputs: Json<Settings>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<ServiceRow> for Service {
+    type Error = StoreError;
+    fn try_from(r: ServiceRow) -> Result<Self, StoreError> {
+        let invoice = |v: Option<String>| {
+            v.as_deref()
+                .map(InvoiceRef::parse)
+                .transpose()
+                .map_err(|e| corrupt("invoice", e))
+        };
+        let suspension = match (r.suspend_reason, r.suspended_at) {
+            (Some(reason), Some(since)) => Some(Suspension {
+                reason: SuspendReason::from(reason),
+                since: from_ts(since)?,
+                until: r.suspended_until.map(from_ts).transpose()?,
+            }),
+            _ => None,
+        };
+        Ok(Service {
+            id: ServiceId(r.id),
+            client_id: ClientId(r.client_id),
+            product_id: ProductId(r.product_id),
+            server_id: ServerId(r.server_id),
+            username: Username::parse(&r.username).map_err(|e| corrupt("username", e))?,
+            password: Sealed(r.password),
+            status: ServiceStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("service status", &r.status))?,
+            suspension,
+            invoice: invoice(r.invoice)?,
+            parent_invoice: invoice(r.parent_invoice)?,
+            settings: r.settings.0,
+            outputs: r.outputs.0,
+            created_at: from_ts(r.created_at)?,
+            updated_at: from_ts(r.updated_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApiKeyRow {
+    id: i64,
+    name: String,
+    prefix: String,
+    hash: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = StoreError;
+    fn try_from(r: ApiKeyRow) -> Result<Self, StoreError> {
+        Ok(ApiKey {
+            id: r.id,
+            name: r.name,
+            prefix: r.prefix,
+            hash: r.hash,
+            created_at: from_ts(r.created_at)?,
+            last_used_at: r.last_used_at.map(from_ts).transpose()?,
+        })
+    }
+}

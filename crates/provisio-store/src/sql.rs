@@ -1,0 +1,517 @@
+//! The SQL both databases share. SQLite and PostgreSQL accept the same statements here
+//! (`$n` parameters, `RETURNING`, partial indexes), so one body serves both pools; only
+//! connection set-up, migrations and (later) job claiming differ per database.
+
+/// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field and inherent
+/// `backend_kind()`, `run_migrations()` methods.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            fn backend(&self) -> $crate::Backend {
+                Self::backend_kind()
+            }
+
+            async fn migrate(&self) -> $crate::Result<()> {
+                self.run_migrations().await
+            }
+
+            async fn close(&self) {
+                self.pool.close().await
+            }
+
+            // ---- clients ----
+
+            async fn insert_client(
+                &self,
+                c: &provisio_core::client::NewClient,
+            ) -> $crate::Result<provisio_core::client::Client> {
+                let now = $crate::rows::ts(chrono::Utc::now());
+                let row: $crate::rows::ClientRow = sqlx::query_as(
+                    "INSERT INTO clients (name, email, status, balance_minor, currency, custom_fields, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                )
+                .bind(c.name.as_str())
+                .bind(c.email.as_str())
+                .bind(c.status.as_str())
+                .bind(c.balance_minor)
+                .bind(c.currency.as_str())
+                .bind(sqlx::types::Json(&c.custom_fields))
+                .bind(now)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                row.try_into()
+            }
+
+            async fn get_client(
+                &self,
+                id: provisio_core::ClientId,
+            ) -> $crate::Result<Option<provisio_core::client::Client>> {
+                let row: Option<$crate::rows::ClientRow> =
+                    sqlx::query_as("SELECT * FROM clients WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn update_client(
+                &self,
+                c: &provisio_core::client::Client,
+            ) -> $crate::Result<provisio_core::client::Client> {
+                let row: Option<$crate::rows::ClientRow> = sqlx::query_as(
+                    "UPDATE clients SET name = $1, email = $2, status = $3, balance_minor = $4, \
+                     currency = $5, custom_fields = $6, updated_at = $7 WHERE id = $8 RETURNING *",
+                )
+                .bind(c.name.as_str())
+                .bind(c.email.as_str())
+                .bind(c.status.as_str())
+                .bind(c.balance_minor)
+                .bind(c.currency.as_str())
+                .bind(sqlx::types::Json(&c.custom_fields))
+                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind(c.id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.ok_or($crate::StoreError::NotFound)?.try_into()
+            }
+
+            async fn delete_client(&self, id: provisio_core::ClientId) -> $crate::Result<bool> {
+                let r = sqlx::query("DELETE FROM clients WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn list_clients(
+                &self,
+                f: &$crate::ClientFilter,
+                page: provisio_core::page::PageRequest,
+            ) -> $crate::Result<provisio_core::page::Page<provisio_core::client::Client>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT * FROM clients WHERE 1 = 1");
+                if let Some(s) = f.status {
+                    qb.push(" AND status = ").push_bind(s.as_str());
+                }
+                if let Some(e) = &f.email {
+                    qb.push(" AND email = ").push_bind(e.as_str());
+                }
+                page_clause(&mut qb, page);
+                let rows: Vec<$crate::rows::ClientRow> =
+                    qb.build_query_as().fetch_all(&self.pool).await?;
+                collect_page(rows, page, |c: &provisio_core::client::Client| c.id.0)
+            }
+
+            // ---- servers ----
+
+            async fn insert_server(
+                &self,
+                s: &provisio_core::server::NewServer,
+            ) -> $crate::Result<provisio_core::server::Server> {
+                let now = $crate::rows::ts(chrono::Utc::now());
+                let row: $crate::rows::ServerRow = sqlx::query_as(
+                    "INSERT INTO servers (name, module, server_group, settings, max_concurrent, max_per_second, enabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+                )
+                .bind(s.name.as_str())
+                .bind(&s.module)
+                .bind(s.group.as_str())
+                .bind(sqlx::types::Json(&s.settings))
+                .bind(i64::from(s.max_concurrent))
+                .bind(s.max_per_second.map(i64::from))
+                .bind(s.enabled)
+                .bind(now)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                row.try_into()
+            }
+
+            async fn get_server(
+                &self,
+                id: provisio_core::ServerId,
+            ) -> $crate::Result<Option<provisio_core::server::Server>> {
+                let row: Option<$crate::rows::ServerRow> =
+                    sqlx::query_as("SELECT * FROM servers WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn get_server_by_name(
+                &self,
+                name: &str,
+            ) -> $crate::Result<Option<provisio_core::server::Server>> {
+                let row: Option<$crate::rows::ServerRow> =
+                    sqlx::query_as("SELECT * FROM servers WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn update_server(
+                &self,
+                s: &provisio_core::server::Server,
+            ) -> $crate::Result<provisio_core::server::Server> {
+                let row: Option<$crate::rows::ServerRow> = sqlx::query_as(
+                    "UPDATE servers SET name = $1, module = $2, server_group = $3, settings = $4, \
+                     max_concurrent = $5, max_per_second = $6, enabled = $7, updated_at = $8 \
+                     WHERE id = $9 RETURNING *",
+                )
+                .bind(s.name.as_str())
+                .bind(&s.module)
+                .bind(s.group.as_str())
+                .bind(sqlx::types::Json(&s.settings))
+                .bind(i64::from(s.max_concurrent))
+                .bind(s.max_per_second.map(i64::from))
+                .bind(s.enabled)
+                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind(s.id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.ok_or($crate::StoreError::NotFound)?.try_into()
+            }
+
+            async fn delete_server(&self, id: provisio_core::ServerId) -> $crate::Result<bool> {
+                let r = sqlx::query("DELETE FROM servers WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn list_servers(
+                &self,
+                f: &$crate::ServerFilter,
+                page: provisio_core::page::PageRequest,
+            ) -> $crate::Result<provisio_core::page::Page<provisio_core::server::Server>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT * FROM servers WHERE 1 = 1");
+                if let Some(m) = &f.module {
+                    qb.push(" AND module = ").push_bind(m.as_str());
+                }
+                if let Some(g) = &f.group {
+                    qb.push(" AND server_group = ").push_bind(g.as_str());
+                }
+                if let Some(e) = f.enabled {
+                    qb.push(" AND enabled = ").push_bind(e);
+                }
+                page_clause(&mut qb, page);
+                let rows: Vec<$crate::rows::ServerRow> =
+                    qb.build_query_as().fetch_all(&self.pool).await?;
+                collect_page(rows, page, |s: &provisio_core::server::Server| s.id.0)
+            }
+
+            // ---- products ----
+
+            async fn insert_product(
+                &self,
+                p: &provisio_core::product::NewProduct,
+            ) -> $crate::Result<provisio_core::product::Product> {
+                let now = $crate::rows::ts(chrono::Utc::now());
+                let row: $crate::rows::ProductRow = sqlx::query_as(
+                    "INSERT INTO products (name, module, extends, server_group, settings, auto_setup, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                )
+                .bind(p.name.as_str())
+                .bind(&p.module)
+                .bind(p.extends.map(|e| e.0))
+                .bind(p.server_group.as_ref().map(|g| g.as_str()))
+                .bind(sqlx::types::Json(&p.settings))
+                .bind(p.auto_setup.as_str())
+                .bind(now)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                row.try_into()
+            }
+
+            async fn get_product(
+                &self,
+                id: provisio_core::ProductId,
+            ) -> $crate::Result<Option<provisio_core::product::Product>> {
+                let row: Option<$crate::rows::ProductRow> =
+                    sqlx::query_as("SELECT * FROM products WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn get_product_by_name(
+                &self,
+                name: &str,
+            ) -> $crate::Result<Option<provisio_core::product::Product>> {
+                let row: Option<$crate::rows::ProductRow> =
+                    sqlx::query_as("SELECT * FROM products WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn update_product(
+                &self,
+                p: &provisio_core::product::Product,
+            ) -> $crate::Result<provisio_core::product::Product> {
+                let row: Option<$crate::rows::ProductRow> = sqlx::query_as(
+                    "UPDATE products SET name = $1, module = $2, extends = $3, server_group = $4, \
+                     settings = $5, auto_setup = $6, updated_at = $7 WHERE id = $8 RETURNING *",
+                )
+                .bind(p.name.as_str())
+                .bind(&p.module)
+                .bind(p.extends.map(|e| e.0))
+                .bind(p.server_group.as_ref().map(|g| g.as_str()))
+                .bind(sqlx::types::Json(&p.settings))
+                .bind(p.auto_setup.as_str())
+                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind(p.id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.ok_or($crate::StoreError::NotFound)?.try_into()
+            }
+
+            async fn delete_product(&self, id: provisio_core::ProductId) -> $crate::Result<bool> {
+                let r = sqlx::query("DELETE FROM products WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn list_products(
+                &self,
+                f: &$crate::ProductFilter,
+                page: provisio_core::page::PageRequest,
+            ) -> $crate::Result<provisio_core::page::Page<provisio_core::product::Product>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT * FROM products WHERE 1 = 1");
+                if let Some(m) = &f.module {
+                    qb.push(" AND module = ").push_bind(m.as_str());
+                }
+                if let Some(e) = f.extends {
+                    qb.push(" AND extends = ").push_bind(e.0);
+                }
+                page_clause(&mut qb, page);
+                let rows: Vec<$crate::rows::ProductRow> =
+                    qb.build_query_as().fetch_all(&self.pool).await?;
+                collect_page(rows, page, |p: &provisio_core::product::Product| p.id.0)
+            }
+
+            // ---- services ----
+
+            async fn insert_service(
+                &self,
+                s: &provisio_core::service::NewService,
+            ) -> $crate::Result<provisio_core::service::Service> {
+                let now = $crate::rows::ts(chrono::Utc::now());
+                let row: $crate::rows::ServiceRow = sqlx::query_as(
+                    "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
+                     invoice, parent_invoice, settings, outputs, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+                )
+                .bind(s.client_id.0)
+                .bind(s.product_id.0)
+                .bind(s.server_id.0)
+                .bind(s.username.as_str())
+                .bind(&s.password.0)
+                .bind(s.status.as_str())
+                .bind(s.invoice.as_ref().map(|v| v.as_str()))
+                .bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
+                .bind(sqlx::types::Json(&s.settings))
+                .bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
+                .bind(now)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                row.try_into()
+            }
+
+            async fn get_service(
+                &self,
+                id: provisio_core::ServiceId,
+            ) -> $crate::Result<Option<provisio_core::service::Service>> {
+                let row: Option<$crate::rows::ServiceRow> =
+                    sqlx::query_as("SELECT * FROM services WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn update_service(
+                &self,
+                s: &provisio_core::service::Service,
+            ) -> $crate::Result<provisio_core::service::Service> {
+                let susp = s.suspension.as_ref();
+                let row: Option<$crate::rows::ServiceRow> = sqlx::query_as(
+                    "UPDATE services SET client_id = $1, product_id = $2, server_id = $3, username = $4, \
+                     password = $5, status = $6, suspend_reason = $7, suspended_at = $8, suspended_until = $9, \
+                     invoice = $10, parent_invoice = $11, settings = $12, outputs = $13, updated_at = $14 \
+                     WHERE id = $15 RETURNING *",
+                )
+                .bind(s.client_id.0)
+                .bind(s.product_id.0)
+                .bind(s.server_id.0)
+                .bind(s.username.as_str())
+                .bind(&s.password.0)
+                .bind(s.status.as_str())
+                .bind(susp.map(|x| x.reason.as_str().to_string()))
+                .bind(susp.map(|x| $crate::rows::ts(x.since)))
+                .bind(susp.and_then(|x| x.until).map($crate::rows::ts))
+                .bind(s.invoice.as_ref().map(|v| v.as_str()))
+                .bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
+                .bind(sqlx::types::Json(&s.settings))
+                .bind(sqlx::types::Json(&s.outputs))
+                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind(s.id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.ok_or($crate::StoreError::NotFound)?.try_into()
+            }
+
+            async fn delete_service(&self, id: provisio_core::ServiceId) -> $crate::Result<bool> {
+                let r = sqlx::query("DELETE FROM services WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn list_services(
+                &self,
+                f: &$crate::ServiceFilter,
+                page: provisio_core::page::PageRequest,
+            ) -> $crate::Result<provisio_core::page::Page<provisio_core::service::Service>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT * FROM services WHERE 1 = 1");
+                service_filter(&mut qb, f);
+                page_clause(&mut qb, page);
+                let rows: Vec<$crate::rows::ServiceRow> =
+                    qb.build_query_as().fetch_all(&self.pool).await?;
+                collect_page(rows, page, |s: &provisio_core::service::Service| s.id.0)
+            }
+
+            async fn count_services(&self, f: &$crate::ServiceFilter) -> $crate::Result<i64> {
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM services WHERE 1 = 1");
+                service_filter(&mut qb, f);
+                let (n,): (i64,) = qb.build_query_as().fetch_one(&self.pool).await?;
+                Ok(n)
+            }
+
+            // ---- API keys ----
+
+            async fn insert_api_key(
+                &self,
+                name: &str,
+                prefix: &str,
+                hash: &str,
+            ) -> $crate::Result<$crate::ApiKey> {
+                let row: $crate::rows::ApiKeyRow = sqlx::query_as(
+                    "INSERT INTO api_keys (name, prefix, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+                )
+                .bind(name)
+                .bind(prefix)
+                .bind(hash)
+                .bind($crate::rows::ts(chrono::Utc::now()))
+                .fetch_one(&self.pool)
+                .await?;
+                row.try_into()
+            }
+
+            async fn find_api_key(&self, hash: &str) -> $crate::Result<Option<$crate::ApiKey>> {
+                let row: Option<$crate::rows::ApiKeyRow> =
+                    sqlx::query_as("SELECT * FROM api_keys WHERE hash = $1")
+                        .bind(hash)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn touch_api_key(
+                &self,
+                id: i64,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                    .bind($crate::rows::ts(at))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_api_keys(&self) -> $crate::Result<Vec<$crate::ApiKey>> {
+                let rows: Vec<$crate::rows::ApiKeyRow> =
+                    sqlx::query_as("SELECT * FROM api_keys ORDER BY id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn delete_api_key(&self, name: &str) -> $crate::Result<bool> {
+                let r = sqlx::query("DELETE FROM api_keys WHERE name = $1")
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+        }
+
+        fn page_clause(
+            qb: &mut sqlx::QueryBuilder<'_, $db>,
+            page: provisio_core::page::PageRequest,
+        ) {
+            if let Some(after) = page.after {
+                qb.push(" AND id > ").push_bind(after);
+            }
+            qb.push(" ORDER BY id LIMIT ")
+                .push_bind(i64::from(page.limit) + 1);
+        }
+
+        fn service_filter<'a>(qb: &mut sqlx::QueryBuilder<'a, $db>, f: &'a $crate::ServiceFilter) {
+            if let Some(s) = f.status {
+                qb.push(" AND status = ").push_bind(s.as_str());
+            }
+            if f.live_only {
+                qb.push(" AND status <> 'terminated'");
+            }
+            if let Some(c) = f.client_id {
+                qb.push(" AND client_id = ").push_bind(c.0);
+            }
+            if let Some(s) = f.server_id {
+                qb.push(" AND server_id = ").push_bind(s.0);
+            }
+            if let Some(p) = f.product_id {
+                qb.push(" AND product_id = ").push_bind(p.0);
+            }
+            if let Some(i) = &f.invoice {
+                qb.push(" AND invoice = ").push_bind(i.as_str());
+            }
+            if let Some(i) = &f.parent_invoice {
+                qb.push(" AND parent_invoice = ").push_bind(i.as_str());
+            }
+            if let Some(u) = &f.username {
+                qb.push(" AND username = ").push_bind(u.as_str());
+            }
+        }
+
+        fn collect_page<R, T>(
+            rows: Vec<R>,
+            page: provisio_core::page::PageRequest,
+            id: impl Fn(&T) -> i64,
+        ) -> $crate::Result<provisio_core::page::Page<T>>
+        where
+            T: TryFrom<R, Error = $crate::StoreError>,
+        {
+            let items = rows
+                .into_iter()
+                .map(T::try_from)
+                .collect::<$crate::Result<Vec<T>>>()?;
+            Ok(provisio_core::page::Page::from_overfetch(items, page.limit, id))
+        }
+    };
+}
+
+pub(crate) use impl_store;

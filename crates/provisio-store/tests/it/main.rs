@@ -1,0 +1,40 @@
+//! The store suite: every test runs once on SQLite and once on PostgreSQL.
+
+mod harness;
+mod suite;
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::harness::sqlite().await;
+                    crate::suite::$name(db.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::harness::postgres().await;
+                    crate::suite::$name(db.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    migrations_are_idempotent,
+    clients_roundtrip_filter_and_page,
+    servers_names_are_unique,
+    products_extend_and_filter,
+    services_roundtrip_with_suspension,
+    usernames_unique_per_server_among_live_services,
+    service_filters_and_counts,
+    referenced_records_cannot_be_deleted,
+    api_keys_by_hash,
+    settings_json_roundtrips,
+);
