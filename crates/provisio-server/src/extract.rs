@@ -94,11 +94,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("the body is not valid JSON: {inner}"),
         ));
     }
-    let msg = inner.to_string();
-    let msg = strip_position(&msg);
+    Err(field_problem(&path, &inner.to_string(), StatusCode::UNPROCESSABLE_ENTITY))
+}
+
+/// Turns a serde error at `path` into a problem naming the field and the rule.
+fn field_problem(path: &str, msg: &str, status: StatusCode) -> ApiError {
+    let msg = strip_position(msg);
+    let top = path == "." || path.is_empty();
     let join = |name: &str| {
-        if path == "." || path.is_empty() {
+        // serde_path_to_error already ends the path with an unknown field's own name.
+        if top {
             name.to_string()
+        } else if path == name || path.ends_with(&format!(".{name}")) {
+            path.to_string()
         } else {
             format!("{path}.{name}")
         }
@@ -110,10 +118,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let name = quoted_name(msg).unwrap_or("?");
         (join(name), "required", "is required".to_string())
     } else {
-        let field = if path == "." { "body".to_string() } else { path.clone() };
+        let field = if top { "body".to_string() } else { path.to_string() };
         (field, "type", without_value(msg))
     };
-    Err(ApiError::bad_field(StatusCode::UNPROCESSABLE_ENTITY, &field, rule, message))
+    ApiError::bad_field(status, &field, rule, message)
 }
 
 /// A query string, parsed strictly (unknown parameters are refused).
@@ -124,11 +132,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(q).map(Query).map_err(|e| {
-            let msg = e.to_string();
-            let field = quoted_name(&msg).unwrap_or("query").to_string();
-            let rule = if msg.starts_with("unknown field") { "unknown_field" } else { "type" };
-            ApiError::bad_field(StatusCode::BAD_REQUEST, &field, rule, msg)
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
+            let path = e.path().to_string();
+            field_problem(&path, &e.into_inner().to_string(), StatusCode::BAD_REQUEST)
         })
     }
 }

@@ -1,0 +1,13 @@
+//! The REST API, driven over HTTP against a server started in-process on 127.0.0.1:0.
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod clients;
+mod declared;
+mod openapi;
+mod products;
+mod secrets;
+mod servers;
+mod services;

@@ -1,0 +1,87 @@
+//! Known secrets written through the API appear nowhere: not in the database file, not in
+//! the log, not in any API answer but the one password endpoint.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{captured_log, spawn_app};
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest_and_never_shown() {
+    let app = spawn_app().await;
+    let server_secret = "SrvSecret-7d1f4c2a9b";
+    let service_password = "SvcPassword-3e8a6b0c5d";
+    let product_secret = "should-not-be-accepted-9f2";
+
+    let client = app.create("/v1/clients", json!({"name": "A", "email": "a@a.test"})).await;
+    let server = app
+        .create(
+            "/v1/servers",
+            json!({"name": "bk", "module": "backup",
+                   "settings": {"hostname": "h", "username": "admin", "password": server_secret}}),
+        )
+        .await;
+    app.create("/v1/servers", json!({"name": "sc", "module": "script",
+        "settings": {"executable": "x.sh", "api_secret": server_secret}})).await;
+    app.create("/v1/products", json!({"name": "p", "module": "script"})).await;
+    let svc = app
+        .create("/v1/services", json!({"client_id": client["id"], "product": "p", "password": service_password}))
+        .await;
+    // A rejected request carrying a secret in a wrongly typed field.
+    let (status, body) = app
+        .post("/v1/servers", json!({"name": "bad", "module": "script", "max_concurrent": product_secret}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!body.to_string().contains(product_secret), "error echoes a value: {body}");
+    // A wrong-typed password.
+    let (status, body) = app
+        .post("/v1/services", json!({"client_id": client["id"], "product": "p", "password": ["x", service_password]}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!body.to_string().contains(service_password), "{body}");
+
+    // Every listing and record the API shows.
+    for path in [
+        "/v1/servers".to_string(),
+        format!("/v1/servers/{}", server["id"]),
+        "/v1/servers/sc".to_string(),
+        "/v1/services".to_string(),
+        format!("/v1/services/{}", svc["id"]),
+        "/v1/products".to_string(),
+        "/v1/clients".to_string(),
+    ] {
+        let (_, body) = app.get(&path).await;
+        let text = body.to_string();
+        assert!(!text.contains(server_secret) && !text.contains(service_password), "{path}: {text}");
+    }
+    // The one explicit endpoint does show the password.
+    let (_, pw) = app.get(&format!("/v1/services/{}/password", svc["id"])).await;
+    assert_eq!(pw["password"], service_password);
+
+    // The database files, WAL included.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("provisio.db") {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(bytes.len() > 4096, "read the database");
+    assert!(contains(&bytes, "admin"), "plain settings are there, so the search works");
+    for secret in [server_secret, service_password, product_secret] {
+        assert!(!contains(&bytes, secret), "{secret} found in the database file");
+    }
+    // The log, at trace level.
+    let log = captured_log();
+    assert!(!log.is_empty());
+    for secret in [server_secret, service_password, product_secret] {
+        assert!(!log.contains(secret), "{secret} found in the log");
+    }
+    // Nor the admin API key itself.
+    assert!(!log.contains(&app.key));
+    app.stop().await;
+}
