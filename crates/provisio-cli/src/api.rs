@@ -244,21 +244,24 @@ pub fn problem_line(status: StatusCode, body: &[u8]) -> String {
             .map(one_line)
             .filter(|s| !s.is_empty())
     };
-    let base = text("detail").or_else(|| text("title")).unwrap_or(reason);
+    let detail = text("detail");
     let messages: Vec<String> = problem
         .get("errors")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(field_message)
-        // The server may already have put the messages into `detail`; never say them twice.
-        .filter(|m| !base.contains(m.as_str()))
         .collect();
     if messages.is_empty() {
-        format!("{code} {base}")
-    } else {
-        format!("{code} {base}: {}", messages.join("; "))
+        let base = detail.or_else(|| text("title")).unwrap_or(reason);
+        return format!("{code} {base}");
     }
+    // The server may already have put the messages into `detail`; never say them twice,
+    // but keep a detail that adds something ("invalid input").
+    let prefix = detail
+        .filter(|d| !messages.iter().any(|m| d.contains(m.as_str())))
+        .unwrap_or_else(|| "invalid input".to_string());
+    format!("{code} {prefix}: {}", messages.join("; "))
 }
 
 /// A validation error's message, prefixed with its field unless the message names it already.
@@ -415,6 +418,108 @@ mod tests {
         let e = Api::new("ftp://x".into(), None).unwrap_err().to_string();
         assert!(e.starts_with("invalid --url 'ftp://x'"), "{e}");
         assert!(Api::new("not a url".into(), None).is_err());
+    }
+
+    /// Answers one request per canned `(status, body)` on a local port, closing each
+    /// connection, and returns the base URL and the request heads it received.
+    async fn canned(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            for (status, body) in answers {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the client closed before the request ended");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                heads.push(String::from_utf8_lossy(&head).to_lowercase());
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(response.as_bytes()).await.unwrap();
+            }
+            heads
+        });
+        (base, server)
+    }
+
+    #[tokio::test]
+    async fn all_follows_the_cursor_and_sends_the_key() {
+        let (base, server) = canned(vec![
+            (
+                200,
+                r#"{"items": [{"id": 1}, {"id": 2}], "next_cursor": "c2"}"#,
+            ),
+            (200, r#"{"items": [{"id": 3}], "next_cursor": null}"#),
+        ])
+        .await;
+        let api = Api::new(base, Some("k123".into())).unwrap();
+        let filters = [("status", "active".to_string()), ("email", String::new())];
+        let listing = api.list("/v1/clients", &filters, 2, true).await.unwrap();
+        assert_eq!(listing.items.len(), 3);
+        assert!(!listing.more);
+        let heads = server.await.unwrap();
+        assert!(
+            heads[0].starts_with("get /v1/clients?status=active&limit=2 "),
+            "{}",
+            heads[0]
+        );
+        assert!(
+            heads[1].starts_with("get /v1/clients?status=active&limit=2&cursor=c2 "),
+            "{}",
+            heads[1]
+        );
+        assert!(heads
+            .iter()
+            .all(|h| h.contains("authorization: bearer k123")));
+    }
+
+    #[tokio::test]
+    async fn one_page_says_whether_more_remain() {
+        let (base, server) = canned(vec![(
+            200,
+            r#"{"items": [{"id": 1}], "next_cursor": "c1"}"#,
+        )])
+        .await;
+        let api = Api::new(base, None).unwrap();
+        let listing = api.list("/v1/servers", &[], 1, false).await.unwrap();
+        assert_eq!((listing.items.len(), listing.more), (1, true));
+        let heads = server.await.unwrap();
+        assert!(!heads[0].contains("authorization"));
+    }
+
+    #[tokio::test]
+    async fn errors_and_empty_answers_come_back_as_expected() {
+        let (base, _server) = canned(vec![
+            (204, ""),
+            (
+                404,
+                r#"{"title": "Not Found", "status": 404, "detail": "client 7 not found"}"#,
+            ),
+            (
+                401,
+                r#"{"title": "Unauthorized", "status": 401, "detail": "missing API key"}"#,
+            ),
+        ])
+        .await;
+        let api = Api::new(base, None).unwrap();
+        assert_eq!(api.delete("/v1/clients/7").await.unwrap(), Value::Null);
+        let e = api.get("/v1/clients/7").await.unwrap_err();
+        assert_eq!(e.to_string(), "404 client 7 not found");
+        let e = api.get("/v1/clients").await.unwrap_err().to_string();
+        assert!(
+            e.starts_with("401 missing API key (no API key given"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -8,7 +8,11 @@ use provisio_server::{Config, Overrides};
 
 use crate::output::Format;
 
-fn config(file: &Option<PathBuf>, database_url: &Option<String>, listen: Option<String>) -> anyhow::Result<Config> {
+fn config(
+    file: &Option<PathBuf>,
+    database_url: &Option<String>,
+    listen: Option<String>,
+) -> anyhow::Result<Config> {
     Ok(Config::load(
         file.as_deref(),
         &Overrides {
@@ -18,13 +22,19 @@ fn config(file: &Option<PathBuf>, database_url: &Option<String>, listen: Option<
     )?)
 }
 
-async fn open_store(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow::Result<std::sync::Arc<dyn provisio_store::Store>> {
+async fn open_store(
+    file: &Option<PathBuf>,
+    database_url: &Option<String>,
+) -> anyhow::Result<std::sync::Arc<dyn provisio_store::Store>> {
     let cfg = config(file, database_url, None)?;
     let url = provisio_store::redact_url(&cfg.database_url);
     let store = provisio_store::open(&cfg.database_url)
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
-    store.migrate().await.with_context(|| format!("cannot migrate the database {url}"))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate the database {url}"))?;
     Ok(store)
 }
 
@@ -50,7 +60,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-pub async fn serve(file: &Option<PathBuf>, database_url: &Option<String>, listen: Option<String>, init_logging: fn(bool)) -> anyhow::Result<()> {
+pub async fn serve(
+    file: &Option<PathBuf>,
+    database_url: &Option<String>,
+    listen: Option<String>,
+    init_logging: fn(bool),
+) -> anyhow::Result<()> {
     let cfg = config(file, database_url, listen)?;
     init_logging(cfg.log_json);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -67,7 +82,11 @@ pub async fn migrate(file: &Option<PathBuf>, database_url: &Option<String>) -> a
     Ok(())
 }
 
-pub async fn key_create(file: &Option<PathBuf>, database_url: &Option<String>, name: &str) -> anyhow::Result<()> {
+pub async fn key_create(
+    file: &Option<PathBuf>,
+    database_url: &Option<String>,
+    name: &str,
+) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
     let store = open_store(file, database_url).await?;
     let new = provisio_engine::keys::create_api_key(store.as_ref(), name).await?;
@@ -76,7 +95,11 @@ pub async fn key_create(file: &Option<PathBuf>, database_url: &Option<String>, n
     Ok(())
 }
 
-pub async fn key_list(file: &Option<PathBuf>, database_url: &Option<String>, output: Format) -> anyhow::Result<()> {
+pub async fn key_list(
+    file: &Option<PathBuf>,
+    database_url: &Option<String>,
+    output: Format,
+) -> anyhow::Result<()> {
     let store = open_store(file, database_url).await?;
     let keys = store.list_api_keys().await?;
     store.close().await;
@@ -102,7 +125,9 @@ pub async fn key_list(file: &Option<PathBuf>, database_url: &Option<String>, out
                     k.name,
                     format!("{}…", k.prefix),
                     k.created_at.format("%Y-%m-%d %H:%M").to_string(),
-                    k.last_used_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
+                    k.last_used_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_default(),
                 ]);
             }
             println!("{t}");
@@ -111,7 +136,11 @@ pub async fn key_list(file: &Option<PathBuf>, database_url: &Option<String>, out
     Ok(())
 }
 
-pub async fn key_delete(file: &Option<PathBuf>, database_url: &Option<String>, name: &str) -> anyhow::Result<()> {
+pub async fn key_delete(
+    file: &Option<PathBuf>,
+    database_url: &Option<String>,
+    name: &str,
+) -> anyhow::Result<()> {
     let store = open_store(file, database_url).await?;
     let deleted = store.delete_api_key(name).await?;
     store.close().await;

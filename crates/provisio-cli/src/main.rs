@@ -10,14 +10,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{client::ClientCmd, module::ModuleCmd, product::ProductCmd, server::ServerCmd, service::ServiceCmd};
+use commands::{
+    client::ClientCmd, module::ModuleCmd, product::ProductCmd, server::ServerCmd,
+    service::ServiceCmd,
+};
 
 /// Provisio: makes remote systems follow what the billing system decides.
 #[derive(Parser, Debug)]
 #[command(name = "provisio", version, about, propagate_version = true)]
 struct Cli {
     /// Base URL of a running Provisio, for the commands that call the API.
-    #[arg(long, global = true, env = "PROVISIO_URL", default_value = "http://127.0.0.1:8470")]
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISIO_URL",
+        default_value = "http://127.0.0.1:8470"
+    )]
     url: String,
     /// API key; when absent, read from ./provisio.admin-key if that file exists.
     #[arg(long, global = true, env = "PROVISIO_API_KEY", hide_env_values = true)]
@@ -103,7 +111,9 @@ fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PROVISIO_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -136,7 +136,9 @@ pub fn cell(value: &Value, missing: &str) -> String {
         Value::Null => missing.to_string(),
         Value::String(s) => s.clone(),
         Value::Bool(_) | Value::Number(_) => value.to_string(),
-        Value::Array(items) if items.iter().all(Value::is_string) && !items.is_empty() => items
+        // An empty list reads as "nothing", like null, rather than as JSON punctuation.
+        Value::Array(items) if items.is_empty() => missing.to_string(),
+        Value::Array(items) if items.iter().all(Value::is_string) => items
             .iter()
             .filter_map(Value::as_str)
             .collect::<Vec<_>>()
@@ -186,7 +188,7 @@ mod tests {
         assert_eq!(cell(&json!(true), "-"), "true");
         assert_eq!(cell(&Value::Null, "unlimited"), "unlimited");
         assert_eq!(cell(&json!(["create", "suspend"]), "-"), "create, suspend");
-        assert_eq!(cell(&json!([]), "-"), "[]");
+        assert_eq!(cell(&json!([]), "-"), "-");
         assert_eq!(
             cell(&json!({"port": 6061, "a": [1]}), "-"),
             r#"{"port":6061,"a":[1]}"#

@@ -18,7 +18,9 @@ impl Currency {
         } else {
             Err(TextError {
                 rule: "pattern",
-                message: format!("'{s}' is not a three-letter upper-case currency code such as EUR"),
+                message: format!(
+                    "'{s}' is not a three-letter upper-case currency code such as EUR"
+                ),
             })
         }
     }

@@ -113,7 +113,10 @@ impl Cipher {
         }
         let pt = self
             .aead
-            .decrypt(XNonce::from_slice(&b[1..1 + NONCE_LEN]), &b[1 + NONCE_LEN..])
+            .decrypt(
+                XNonce::from_slice(&b[1..1 + NONCE_LEN]),
+                &b[1 + NONCE_LEN..],
+            )
             .map_err(|_| SecretError::Undecryptable)?;
         String::from_utf8(pt)
             .map(SecretString::from)

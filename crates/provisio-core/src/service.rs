@@ -193,7 +193,14 @@ mod tests {
 
     #[test]
     fn reasons_roundtrip() {
-        for r in ["non-payment", "holiday", "abuse", "admin", "usage", "moving house"] {
+        for r in [
+            "non-payment",
+            "holiday",
+            "abuse",
+            "admin",
+            "usage",
+            "moving house",
+        ] {
             assert_eq!(String::from(SuspendReason::from(r.to_string())), r);
         }
     }

@@ -94,7 +94,10 @@ fn handle_like(s: &str, max: usize, extra: &[char], what: &str) -> Result<String
         return Err(err("required", "must not be empty"));
     }
     if s.len() > max {
-        return Err(err("max_length", format!("must be at most {max} characters")));
+        return Err(err(
+            "max_length",
+            format!("must be at most {max} characters"),
+        ));
     }
     let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = s
@@ -111,7 +114,13 @@ fn handle_like(s: &str, max: usize, extra: &[char], what: &str) -> Result<String
 
 impl Handle {
     pub fn parse(s: &str) -> Result<Self, TextError> {
-        handle_like(s, 100, &['.', '_', '-'], "letters, digits, '.', '_' and '-'").map(Self)
+        handle_like(
+            s,
+            100,
+            &['.', '_', '-'],
+            "letters, digits, '.', '_' and '-'",
+        )
+        .map(Self)
     }
 }
 
@@ -170,7 +179,10 @@ mod tests {
         assert_eq!(Handle::parse("-x").unwrap_err().rule, "pattern");
         assert_eq!(Handle::parse("a b").unwrap_err().rule, "pattern");
         assert!(Username::parse("joe@example.com").is_ok());
-        assert_eq!(Username::parse(&"a".repeat(65)).unwrap_err().rule, "max_length");
+        assert_eq!(
+            Username::parse(&"a".repeat(65)).unwrap_err().rule,
+            "max_length"
+        );
     }
 
     #[test]

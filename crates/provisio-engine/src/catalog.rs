@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use provisio_core::client::{check_custom_field_key, Client, ClientStatus, CustomFields, NewClient, CUSTOM_FIELD_MAX_LEN};
+use provisio_core::client::{
+    check_custom_field_key, Client, ClientStatus, CustomFields, NewClient, CUSTOM_FIELD_MAX_LEN,
+};
 use provisio_core::module::{ModuleInfo, SchemaScope};
 use provisio_core::money::Currency;
 use provisio_core::page::{Page, PageRequest};
@@ -90,7 +92,10 @@ fn check_limits(p: &mut Problems, max_concurrent: u32, max_per_second: Option<u3
     }
 }
 
-fn check_custom_fields<'a>(p: &mut Problems, fields: impl Iterator<Item = (&'a String, Option<&'a String>)>) {
+fn check_custom_fields<'a>(
+    p: &mut Problems,
+    fields: impl Iterator<Item = (&'a String, Option<&'a String>)>,
+) {
     for (k, v) in fields {
         if let Err(e) = check_custom_field_key(k) {
             p.push(&format!("custom_fields.{k}"), e.rule, e.message);
@@ -151,7 +156,10 @@ impl Engine {
             Some(c) => p.take("currency", Currency::parse(c)),
             None => Some(self.options.default_currency.clone()),
         };
-        check_custom_fields(&mut p, input.custom_fields.iter().map(|(k, v)| (k, Some(v))));
+        check_custom_fields(
+            &mut p,
+            input.custom_fields.iter().map(|(k, v)| (k, Some(v))),
+        );
         p.finish()?;
         let new = NewClient {
             name: name.expect("checked"),
@@ -288,7 +296,9 @@ impl Engine {
                 let merged = merge_patch(&server.settings, s);
                 let info = self.module(&mut p, &server.module);
                 if let Some(info) = info {
-                    if let Some(s) = self.complete_settings(&mut p, info, SchemaScope::Server, &merged) {
+                    if let Some(s) =
+                        self.complete_settings(&mut p, info, SchemaScope::Server, &merged)
+                    {
                         server.settings = s;
                     }
                 }
@@ -336,7 +346,10 @@ impl Engine {
 
     /// The product's chain root first, fetched from the store; `candidate` stands in for
     /// its stored version so a change can be checked before it is written.
-    async fn chain_of(&self, candidate: &Product) -> Result<std::result::Result<Vec<Product>, provisio_core::product::ExtendsError>> {
+    async fn chain_of(
+        &self,
+        candidate: &Product,
+    ) -> Result<std::result::Result<Vec<Product>, provisio_core::product::ExtendsError>> {
         // Chains are short; fetch parents one by one into a map the pure resolver reads.
         let mut known: HashMap<ProductId, Product> = HashMap::new();
         let mut next = candidate.extends;
@@ -363,7 +376,11 @@ impl Engine {
 
     /// Validates `candidate`'s own settings (partially) and its effective settings
     /// (completely), seals its own secrets, and returns the effective settings.
-    async fn check_product(&self, p: &mut Problems, candidate: &mut Product) -> Result<Option<Settings>> {
+    async fn check_product(
+        &self,
+        p: &mut Problems,
+        candidate: &mut Product,
+    ) -> Result<Option<Settings>> {
         let Some(info) = self.module(p, &candidate.module) else {
             return Ok(None);
         };
@@ -395,7 +412,11 @@ impl Engine {
         }
     }
 
-    async fn parent_id(&self, p: &mut Problems, extends: Option<&str>) -> Result<Option<ProductId>> {
+    async fn parent_id(
+        &self,
+        p: &mut Problems,
+        extends: Option<&str>,
+    ) -> Result<Option<ProductId>> {
         let Some(name) = extends else { return Ok(None) };
         match self.store.get_product_by_name(name).await? {
             Some(parent) => Ok(Some(parent.id)),
@@ -419,7 +440,9 @@ impl Engine {
         let mut candidate = Product {
             // Not stored yet: an id no stored product has, so the chain check cannot confuse it.
             id: ProductId(0),
-            name: name.clone().unwrap_or_else(|| Handle::parse("new").expect("valid")),
+            name: name
+                .clone()
+                .unwrap_or_else(|| Handle::parse("new").expect("valid")),
             module: input.module.clone(),
             extends,
             server_group: server_group.clone(),
@@ -543,7 +566,13 @@ impl Engine {
                     let Ok(chain) = chain else { continue };
                     let chain: Vec<Product> = chain
                         .into_iter()
-                        .map(|x| if x.id == changed.id { changed.clone() } else { x })
+                        .map(|x| {
+                            if x.id == changed.id {
+                                changed.clone()
+                            } else {
+                                x
+                            }
+                        })
                         .collect();
                     let merged = merge_chain(chain.iter().map(|x| &x.settings));
                     if let Some(info) = self.modules.info(&child.module) {
@@ -607,7 +636,11 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn list_products(&self, f: &ProductFilter, page: PageRequest) -> Result<Page<ProductView>> {
+    pub async fn list_products(
+        &self,
+        f: &ProductFilter,
+        page: PageRequest,
+    ) -> Result<Page<ProductView>> {
         let page = self.store.list_products(f, page).await?;
         let mut items = Vec::with_capacity(page.items.len());
         for product in page.items {
@@ -663,10 +696,16 @@ impl Engine {
         let mut p = Problems::default();
         let client = self.store.get_client(input.client_id).await?;
         match &client {
-            None => p.push("client_id", "exists", format!("no client with id {}", input.client_id)),
-            Some(c) if c.status == ClientStatus::Archived => {
-                p.push("client_id", "status", format!("client {} is archived", c.id))
-            }
+            None => p.push(
+                "client_id",
+                "exists",
+                format!("no client with id {}", input.client_id),
+            ),
+            Some(c) if c.status == ClientStatus::Archived => p.push(
+                "client_id",
+                "status",
+                format!("client {} is archived", c.id),
+            ),
             _ => {}
         }
         let product = match self.find_product(&input.product).await {
@@ -734,7 +773,9 @@ impl Engine {
         }
         let settings = match (&product, p.is_empty()) {
             (Some(product), true) => match self.module(&mut p, &product.module) {
-                Some(info) => self.complete_settings(&mut p, info, SchemaScope::Service, &input.settings),
+                Some(info) => {
+                    self.complete_settings(&mut p, info, SchemaScope::Service, &input.settings)
+                }
                 None => None,
             },
             _ => None,
@@ -768,7 +809,11 @@ impl Engine {
         let pending = service.status == ServiceStatus::Pending;
         if let Some(u) = &patch.username {
             if !pending {
-                p.push("username", "status", "can only change while the service is pending");
+                p.push(
+                    "username",
+                    "status",
+                    "can only change while the service is pending",
+                );
             } else if let Some(u) = p.take("username", Username::parse(u)) {
                 service.username = u;
             }
@@ -787,7 +832,9 @@ impl Engine {
         match &patch.invoice {
             crate::patch::Patch::Keep => {}
             crate::patch::Patch::Clear => service.invoice = None,
-            crate::patch::Patch::Set(v) => service.invoice = opt_invoice(&mut p, "invoice", Some(v)),
+            crate::patch::Patch::Set(v) => {
+                service.invoice = opt_invoice(&mut p, "invoice", Some(v))
+            }
         }
         match &patch.parent_invoice {
             crate::patch::Patch::Keep => {}
@@ -806,7 +853,9 @@ impl Engine {
                     .ok_or_else(|| not_found("product", service.product_id))?;
                 let merged = merge_patch(&service.settings, s);
                 if let Some(info) = self.module(&mut p, &product.module) {
-                    if let Some(s) = self.complete_settings(&mut p, info, SchemaScope::Service, &merged) {
+                    if let Some(s) =
+                        self.complete_settings(&mut p, info, SchemaScope::Service, &merged)
+                    {
                         service.settings = s;
                     }
                 }
@@ -831,7 +880,11 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn list_services(&self, f: &ServiceFilter, page: PageRequest) -> Result<Page<Service>> {
+    pub async fn list_services(
+        &self,
+        f: &ServiceFilter,
+        page: PageRequest,
+    ) -> Result<Page<Service>> {
         Ok(self.store.list_services(f, page).await?)
     }
 
@@ -842,7 +895,10 @@ impl Engine {
     }
 }
 
-fn apply_custom_fields(fields: &mut CustomFields, patch: std::collections::BTreeMap<String, Option<String>>) {
+fn apply_custom_fields(
+    fields: &mut CustomFields,
+    patch: std::collections::BTreeMap<String, Option<String>>,
+) {
     for (k, v) in patch {
         match v {
             Some(v) => {

@@ -56,7 +56,12 @@ impl Engine {
                 entry: entry.clone(),
                 source,
             };
-            match self.store.get_server_by_name(&s.name).await.map_err(|e| wrap(e.into()))? {
+            match self
+                .store
+                .get_server_by_name(&s.name)
+                .await
+                .map_err(|e| wrap(e.into()))?
+            {
                 None => {
                     self.create_server(s.clone()).await.map_err(wrap)?;
                     applied.created += 1;
@@ -75,7 +80,9 @@ impl Engine {
                         name: None,
                         group: Some(s.group.clone().unwrap_or_else(|| "default".into())),
                         settings: Some(replace_settings(&existing.settings, &s.settings)),
-                        max_concurrent: s.max_concurrent.or(Some(provisio_core::server::DEFAULT_MAX_CONCURRENT)),
+                        max_concurrent: s
+                            .max_concurrent
+                            .or(Some(provisio_core::server::DEFAULT_MAX_CONCURRENT)),
                         max_per_second: match s.max_per_second {
                             Some(v) => Patch::Set(v),
                             None => Patch::Clear,
@@ -121,7 +128,12 @@ impl Engine {
                 entry: entry.clone(),
                 source,
             };
-            match self.store.get_product_by_name(&p.name).await.map_err(|e| wrap(e.into()))? {
+            match self
+                .store
+                .get_product_by_name(&p.name)
+                .await
+                .map_err(|e| wrap(e.into()))?
+            {
                 None => {
                     self.create_product(p.clone()).await.map_err(wrap)?;
                     applied.created += 1;

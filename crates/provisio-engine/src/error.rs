@@ -79,7 +79,11 @@ impl Problems {
     }
 
     /// Records the error of a parse, if any, under `field` and returns the value if it parsed.
-    pub fn take<T>(&mut self, field: &str, r: Result<T, provisio_core::text::TextError>) -> Option<T> {
+    pub fn take<T>(
+        &mut self,
+        field: &str,
+        r: Result<T, provisio_core::text::TextError>,
+    ) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(e) => {

@@ -60,7 +60,9 @@ impl Engine {
         if let Some(k) = &found {
             let now = chrono::Utc::now();
             // Writing on every request would make reads write; a minute's precision is enough.
-            if k.last_used_at.is_none_or(|t| now - t > chrono::Duration::seconds(60)) {
+            if k.last_used_at
+                .is_none_or(|t| now - t > chrono::Duration::seconds(60))
+            {
                 self.store.touch_api_key(k.id, now).await?;
             }
         }

@@ -46,7 +46,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, modules: Registry, cipher: Cipher, options: EngineOptions) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        modules: Registry,
+        cipher: Cipher,
+        options: EngineOptions,
+    ) -> Self {
         Self {
             store,
             modules,

@@ -37,7 +37,11 @@ impl Registry {
             provisio_core::module::SchemaScope::Service,
         ] {
             if let Err(e) = info.schema(scope).check() {
-                panic!("module {} declares a bad {} schema: {e}", info.name, scope.as_str());
+                panic!(
+                    "module {} declares a bad {} schema: {e}",
+                    info.name,
+                    scope.as_str()
+                );
             }
         }
         self.modules.insert(info.name.clone(), module);

@@ -43,7 +43,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             slug,
@@ -69,7 +74,12 @@ impl ApiError {
     }
 
     /// A single bad field in the path, query or body.
-    pub fn bad_field(status: StatusCode, field: &str, rule: &str, message: impl std::fmt::Display) -> Self {
+    pub fn bad_field(
+        status: StatusCode,
+        field: &str,
+        rule: &str,
+        message: impl std::fmt::Display,
+    ) -> Self {
         let message = format!("{field}: {message}");
         Self {
             status,
@@ -85,7 +95,12 @@ impl ApiError {
     }
 
     pub fn unauthorized(detail: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -122,9 +137,16 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Invalid(errors) => ApiError::validation(errors),
-            EngineError::NotFound { what, key } => ApiError::not_found(format!("{what} {key} not found")),
+            EngineError::NotFound { what, key } => {
+                ApiError::not_found(format!("{what} {key} not found"))
+            }
             EngineError::Conflict { field, message } => {
-                let mut err = ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", message.clone());
+                let mut err = ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "Conflict",
+                    message.clone(),
+                );
                 if let Some(f) = field {
                     err.errors.push(FieldError {
                         message: format!("{f}: {message}"),

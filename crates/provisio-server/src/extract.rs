@@ -21,7 +21,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|ct| {
-                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let mime = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             })
             .unwrap_or(false);
@@ -42,7 +47,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                     "the request body is larger than this server accepts (max_body_bytes)",
                 )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad-body", "Unreadable body", "the request body could not be read")
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-body",
+                    "Unreadable body",
+                    "the request body could not be read",
+                )
             }
         })?;
         parse_json(&bytes).map(Json)
@@ -67,7 +77,10 @@ fn quoted_name(msg: &str) -> Option<&str> {
 /// serde quotes the offending value ("invalid type: string \"…\", expected u32"); the value
 /// may be a secret sent to the wrong field, so only what was expected is repeated.
 fn without_value(msg: &str) -> String {
-    if msg.starts_with("invalid type") || msg.starts_with("invalid value") || msg.starts_with("invalid length") {
+    if msg.starts_with("invalid type")
+        || msg.starts_with("invalid value")
+        || msg.starts_with("invalid length")
+    {
         if let Some(i) = msg.find(", expected ") {
             return format!("must be {}", &msg[i + ", expected ".len()..]);
         }
@@ -94,7 +107,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("the body is not valid JSON: {inner}"),
         ));
     }
-    Err(field_problem(&path, &inner.to_string(), StatusCode::UNPROCESSABLE_ENTITY))
+    Err(field_problem(
+        &path,
+        &inner.to_string(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    ))
 }
 
 /// Turns a serde error at `path` into a problem naming the field and the rule.
@@ -113,12 +130,20 @@ fn field_problem(path: &str, msg: &str, status: StatusCode) -> ApiError {
     };
     let (field, rule, message) = if msg.starts_with("unknown field") {
         let name = quoted_name(msg).unwrap_or("?");
-        (join(name), "unknown_field", "is not a known field".to_string())
+        (
+            join(name),
+            "unknown_field",
+            "is not a known field".to_string(),
+        )
     } else if msg.starts_with("missing field") {
         let name = quoted_name(msg).unwrap_or("?");
         (join(name), "required", "is required".to_string())
     } else {
-        let field = if top { "body".to_string() } else { path.to_string() };
+        let field = if top {
+            "body".to_string()
+        } else {
+            path.to_string()
+        };
         (field, "type", without_value(msg))
     };
     ApiError::bad_field(status, &field, rule, message)
@@ -133,17 +158,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
-        serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
-            let path = e.path().to_string();
-            field_problem(&path, &e.into_inner().to_string(), StatusCode::BAD_REQUEST)
-        })
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                field_problem(&path, &e.into_inner().to_string(), StatusCode::BAD_REQUEST)
+            })
     }
 }
 
 /// Parses a numeric path id, naming the parameter when it is not one.
 pub fn path_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().map_err(|_| {
-        ApiError::bad_field(StatusCode::BAD_REQUEST, "id", "type", format!("must be an integer, got '{raw}'"))
+        ApiError::bad_field(
+            StatusCode::BAD_REQUEST,
+            "id",
+            "type",
+            format!("must be an integer, got '{raw}'"),
+        )
     })
 }
 
@@ -166,10 +198,16 @@ mod tests {
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let e = format!("{e:?}");
         assert!(e.contains("bogus"), "{e}");
-        let e = format!("{:?}", parse_json::<Body>(br#"{"name": "x", "port": "abc"}"#).unwrap_err());
+        let e = format!(
+            "{:?}",
+            parse_json::<Body>(br#"{"name": "x", "port": "abc"}"#).unwrap_err()
+        );
         assert!(e.contains("field: \"port\""), "{e}");
         let e = format!("{:?}", parse_json::<Body>(br#"{}"#).unwrap_err());
         assert!(e.contains("field: \"name\""), "{e}");
-        assert_eq!(parse_json::<Body>(b"{nope").unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            parse_json::<Body>(b"{nope").unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -71,15 +71,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Every `/v1` request must carry a valid API key as `Authorization: Bearer KEY`.
-async fn require_key(State(app): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn require_key(
+    State(app): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(presented) = presented else {
-        return Err(ApiError::unauthorized("an API key is required: send 'Authorization: Bearer KEY'"));
+        return Err(ApiError::unauthorized(
+            "an API key is required: send 'Authorization: Bearer KEY'",
+        ));
     };
     match app.engine.authenticate(presented).await? {
         Some(_) => Ok(next.run(req).await),
@@ -135,7 +144,11 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
 
 /// Starts Provisio with the built-in modules: prepares the store and engine, then serves on
 /// `listener` until `shutdown` completes.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     run_with(config, Registry::builtin(), listener, shutdown).await
 }
 

@@ -70,20 +70,28 @@ async fn holds_secrets(store: &dyn Store) -> Result<bool, provisio_store::StoreE
     Ok(store.count_services(&ServiceFilter::default()).await? > 0)
 }
 
-async fn load_key(config: &Config, store: &dyn Store, url: &str) -> Result<SecretBox<[u8; 32]>, StartError> {
+async fn load_key(
+    config: &Config,
+    store: &dyn Store,
+    url: &str,
+) -> Result<SecretBox<[u8; 32]>, StartError> {
     if let Some(k) = &config.secret_key {
         return Cipher::parse_key(k.expose_secret()).map_err(|e| StartError::Key(e.to_string()));
     }
     let path = &config.secret_key_file;
     if path.exists() {
         let text = std::fs::read_to_string(path).map_err(file_err(path))?;
-        return Cipher::parse_key(&text).map_err(|e| StartError::Key(format!("{}: {e}", path.display())));
+        return Cipher::parse_key(&text)
+            .map_err(|e| StartError::Key(format!("{}: {e}", path.display())));
     }
     // A new key would make every stored secret unreadable: refuse rather than lose them.
-    if holds_secrets(store).await.map_err(|source| StartError::Store {
-        url: url.to_string(),
-        source,
-    })? {
+    if holds_secrets(store)
+        .await
+        .map_err(|source| StartError::Store {
+            url: url.to_string(),
+            source,
+        })?
+    {
         return Err(StartError::Key(format!(
             "the key file {} is missing but the database already holds encrypted secrets; restore the file or set PROVISIO_SECRET_KEY",
             path.display()
@@ -103,7 +111,9 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
         url: url.clone(),
         source,
     };
-    let store = provisio_store::open(&config.database_url).await.map_err(store_err)?;
+    let store = provisio_store::open(&config.database_url)
+        .await
+        .map_err(store_err)?;
     store.migrate().await.map_err(store_err)?;
     let key = load_key(config, store.as_ref(), &url).await?;
     let currency = Currency::parse(&config.default_currency)
@@ -119,10 +129,17 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
     );
     let applied = engine.apply_declared(&declared).await?;
     if applied.created + applied.updated > 0 {
-        tracing::info!(created = applied.created, updated = applied.updated, "applied declared servers and products");
+        tracing::info!(
+            created = applied.created,
+            updated = applied.updated,
+            "applied declared servers and products"
+        );
     }
     if store.list_api_keys().await.map_err(store_err)?.is_empty() {
-        let new = engine.create_api_key("admin").await.map_err(|e| StartError::Key(e.to_string()))?;
+        let new = engine
+            .create_api_key("admin")
+            .await
+            .map_err(|e| StartError::Key(e.to_string()))?;
         write_private(&config.admin_key_file, new.key.expose_secret())?;
         tracing::info!(file = %config.admin_key_file.display(), "created the first admin API key; the CLI reads it from that file");
     }

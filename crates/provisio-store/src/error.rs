@@ -57,7 +57,13 @@ fn conflict_field(constraint: Option<&str>, message: &str) -> String {
         .rsplit(['.', ' '])
         .next()
         .filter(|s| !s.is_empty())
-        .map(|s| if s == "hash" { "key".into() } else { s.to_string() })
+        .map(|s| {
+            if s == "hash" {
+                "key".into()
+            } else {
+                s.to_string()
+            }
+        })
         .unwrap_or_else(|| "value".into())
 }
 
@@ -67,7 +73,10 @@ mod tests {
     fn conflict_fields() {
         assert_eq!(super::conflict_field(Some("ux_servers_name"), ""), "name");
         assert_eq!(
-            super::conflict_field(None, "UNIQUE constraint failed: services.server_id, services.username"),
+            super::conflict_field(
+                None,
+                "UNIQUE constraint failed: services.server_id, services.username"
+            ),
             "username"
         );
     }

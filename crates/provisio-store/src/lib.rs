@@ -106,15 +106,21 @@ pub trait Store: Send + Sync + 'static {
     async fn get_product_by_name(&self, name: &str) -> Result<Option<Product>>;
     async fn update_product(&self, product: &Product) -> Result<Product>;
     async fn delete_product(&self, id: ProductId) -> Result<bool>;
-    async fn list_products(&self, filter: &ProductFilter, page: PageRequest)
-        -> Result<Page<Product>>;
+    async fn list_products(
+        &self,
+        filter: &ProductFilter,
+        page: PageRequest,
+    ) -> Result<Page<Product>>;
 
     async fn insert_service(&self, new: &NewService) -> Result<Service>;
     async fn get_service(&self, id: ServiceId) -> Result<Option<Service>>;
     async fn update_service(&self, service: &Service) -> Result<Service>;
     async fn delete_service(&self, id: ServiceId) -> Result<bool>;
-    async fn list_services(&self, filter: &ServiceFilter, page: PageRequest)
-        -> Result<Page<Service>>;
+    async fn list_services(
+        &self,
+        filter: &ServiceFilter,
+        page: PageRequest,
+    ) -> Result<Page<Service>>;
     async fn count_services(&self, filter: &ServiceFilter) -> Result<i64>;
 
     async fn insert_api_key(&self, name: &str, prefix: &str, hash: &str) -> Result<ApiKey>;

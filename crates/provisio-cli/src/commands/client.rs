@@ -9,6 +9,7 @@ use crate::output::{self, col, Column};
 pub enum ClientCmd {
     /// Create a client
     Add {
+        /// The client's name (a person or a company)
         #[arg(long)]
         name: String,
         #[arg(long)]

@@ -19,7 +19,7 @@ pub enum ProductCmd {
         /// The product whose settings this one inherits (it overrides only what it sets)
         #[arg(long, value_name = "PRODUCT")]
         extends: Option<String>,
-        /// The group of servers its services are placed on
+        /// Place new services on servers of this group (default: any server of the module)
         #[arg(long, value_name = "GROUP")]
         server_group: Option<String>,
         #[command(flatten)]
@@ -30,6 +30,7 @@ pub enum ProductCmd {
     },
     /// List products
     List {
+        /// Only products of this module
         #[arg(long)]
         module: Option<String>,
         #[command(flatten)]
@@ -47,11 +48,13 @@ pub enum ProductCmd {
         /// A new name
         #[arg(long)]
         name: Option<String>,
+        /// Inherit the settings of this product instead
         #[arg(long, value_name = "PRODUCT", conflicts_with = "no_extends")]
         extends: Option<String>,
         /// Stop inheriting from another product
         #[arg(long)]
         no_extends: bool,
+        /// Place new services on servers of this group
         #[arg(long, value_name = "GROUP", conflicts_with = "no_server_group")]
         server_group: Option<String>,
         /// Place services on any server of the module
@@ -60,6 +63,7 @@ pub enum ProductCmd {
         // Here --unset removes an override, so the parent's value applies again.
         #[command(flatten)]
         settings: SettingsChanges,
+        /// When the create action runs
         #[arg(long, value_parser = AUTO_SETUP)]
         auto_setup: Option<String>,
     },

@@ -31,10 +31,15 @@ pub enum ServerCmd {
     },
     /// List servers
     List {
+        /// Only servers of this module
         #[arg(long)]
         module: Option<String>,
+        /// Only servers of this group
         #[arg(long)]
         group: Option<String>,
+        /// Only enabled (true) or disabled (false) servers
+        #[arg(long, value_name = "BOOL")]
+        enabled: Option<bool>,
         #[command(flatten)]
         paging: Paging,
     },
@@ -50,12 +55,15 @@ pub enum ServerCmd {
         /// A new name
         #[arg(long)]
         name: Option<String>,
+        /// Move it to another group
         #[arg(long)]
         group: Option<String>,
         #[command(flatten)]
         settings: SettingsChanges,
+        /// Actions run at once against this server at most
         #[arg(long)]
         max_concurrent: Option<u32>,
+        /// Actions started per second at most
         #[arg(long, conflicts_with = "unlimited")]
         max_per_second: Option<u32>,
         /// Remove the per-second limit
@@ -120,11 +128,16 @@ pub async fn run(cmd: ServerCmd, ctx: &Ctx) -> anyhow::Result<()> {
         ServerCmd::List {
             module,
             group,
+            enabled,
             paging,
         } => {
             let filters = [
                 ("module", module.unwrap_or_default()),
                 ("group", group.unwrap_or_default()),
+                (
+                    "enabled",
+                    enabled.map(|e| e.to_string()).unwrap_or_default(),
+                ),
             ];
             let items = ctx.list("/v1/servers", &filters, &paging).await?;
             output::print_list(ctx.output, &items, COLUMNS, "servers")

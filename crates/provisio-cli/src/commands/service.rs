@@ -18,6 +18,7 @@ pub enum ServiceCmd {
         /// The client's id
         #[arg(long = "client", value_name = "ID")]
         client_id: i64,
+        /// The product, by name or id
         #[arg(long, value_name = "NAME|ID")]
         product: String,
         /// Default: the enabled server of the product's module and group with the fewest services
@@ -30,8 +31,10 @@ pub enum ServiceCmd {
         /// (generated when not given)
         #[arg(long)]
         password_stdin: bool,
+        /// The invoice that groups services operated on as one unit
         #[arg(long)]
         invoice: Option<String>,
+        /// The invoice of the group this service belongs to
         #[arg(long)]
         parent_invoice: Option<String>,
         #[command(flatten)]
@@ -61,16 +64,19 @@ pub enum ServiceCmd {
     /// Change a service (username and password only while it is pending)
     Edit {
         id: i64,
+        /// A new username
         #[arg(long)]
         username: Option<String>,
         /// Read a new password from one line of standard input, before any --set-stdin lines
         #[arg(long)]
         password_stdin: bool,
+        /// Put the service in this invoice group
         #[arg(long, conflicts_with = "no_invoice")]
         invoice: Option<String>,
         /// Take the service out of its invoice group
         #[arg(long)]
         no_invoice: bool,
+        /// Attach the service to this parent invoice
         #[arg(long, conflicts_with = "no_parent_invoice")]
         parent_invoice: Option<String>,
         /// Clear the parent invoice

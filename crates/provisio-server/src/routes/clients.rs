@@ -36,7 +36,10 @@ pub struct ClientQuery {
 /// List clients.
 #[utoipa::path(get, path = "/v1/clients", tag = "clients", params(ClientQuery),
     responses((status = 200, body = List<ClientView>), (status = 400, body = Problem)))]
-async fn list_clients(State(app): State<AppState>, Query(q): Query<ClientQuery>) -> Result<axum::Json<List<ClientView>>, ApiError> {
+async fn list_clients(
+    State(app): State<AppState>,
+    Query(q): Query<ClientQuery>,
+) -> Result<axum::Json<List<ClientView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let filter = ClientFilter {
         status: q.status,
@@ -49,7 +52,10 @@ async fn list_clients(State(app): State<AppState>, Query(q): Query<ClientQuery>)
 /// Create a client.
 #[utoipa::path(post, path = "/v1/clients", tag = "clients", request_body = ClientCreate,
     responses((status = 201, body = ClientView), (status = 422, body = Problem)))]
-async fn create_client(State(app): State<AppState>, Json(body): Json<ClientCreate>) -> Result<(StatusCode, axum::Json<ClientView>), ApiError> {
+async fn create_client(
+    State(app): State<AppState>,
+    Json(body): Json<ClientCreate>,
+) -> Result<(StatusCode, axum::Json<ClientView>), ApiError> {
     let c = app.engine.create_client(body).await?;
     Ok((StatusCode::CREATED, axum::Json(c.into())))
 }
@@ -57,7 +63,10 @@ async fn create_client(State(app): State<AppState>, Json(body): Json<ClientCreat
 /// Show a client.
 #[utoipa::path(get, path = "/v1/clients/{id}", tag = "clients", params(("id" = i64, Path)),
     responses((status = 200, body = ClientView), (status = 404, body = Problem)))]
-async fn get_client(State(app): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<ClientView>, ApiError> {
+async fn get_client(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ClientView>, ApiError> {
     let c = app.engine.get_client(ClientId(path_id(&id)?)).await?;
     Ok(axum::Json(c.into()))
 }
@@ -65,15 +74,25 @@ async fn get_client(State(app): State<AppState>, Path(id): Path<String>) -> Resu
 /// Change a client's name, email, status or custom fields.
 #[utoipa::path(patch, path = "/v1/clients/{id}", tag = "clients", params(("id" = i64, Path)), request_body = ClientPatch,
     responses((status = 200, body = ClientView), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn update_client(State(app): State<AppState>, Path(id): Path<String>, Json(body): Json<ClientPatch>) -> Result<axum::Json<ClientView>, ApiError> {
-    let c = app.engine.update_client(ClientId(path_id(&id)?), body).await?;
+async fn update_client(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<ClientPatch>,
+) -> Result<axum::Json<ClientView>, ApiError> {
+    let c = app
+        .engine
+        .update_client(ClientId(path_id(&id)?), body)
+        .await?;
     Ok(axum::Json(c.into()))
 }
 
 /// Delete a client that has no services.
 #[utoipa::path(delete, path = "/v1/clients/{id}", tag = "clients", params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
-async fn delete_client(State(app): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_client(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     app.engine.delete_client(ClientId(path_id(&id)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -81,7 +100,10 @@ async fn delete_client(State(app): State<AppState>, Path(id): Path<String>) -> R
 /// Archive a client.
 #[utoipa::path(post, path = "/v1/clients/{id}/archive", tag = "clients", params(("id" = i64, Path)),
     responses((status = 200, body = ClientView), (status = 404, body = Problem)))]
-async fn archive_client(State(app): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<ClientView>, ApiError> {
+async fn archive_client(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ClientView>, ApiError> {
     let c = app.engine.archive_client(ClientId(path_id(&id)?)).await?;
     Ok(axum::Json(c.into()))
 }

@@ -36,7 +36,12 @@ pub(crate) fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<PageReque
     let after = match cursor {
         None | Some("") => None,
         Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_field(StatusCode::BAD_REQUEST, "cursor", "type", "is not a cursor this server returned")
+            ApiError::bad_field(
+                StatusCode::BAD_REQUEST,
+                "cursor",
+                "type",
+                "is not a cursor this server returned",
+            )
         })?),
     };
     Ok(PageRequest { after, limit })

@@ -25,7 +25,10 @@ async fn list_modules(State(app): State<AppState>) -> axum::Json<ModuleList> {
 /// Show a module.
 #[utoipa::path(get, path = "/v1/modules/{name}", tag = "modules", params(("name" = String, Path)),
     responses((status = 200, body = ModuleInfo), (status = 404, body = Problem)))]
-async fn get_module(State(app): State<AppState>, Path(name): Path<String>) -> Result<axum::Json<ModuleInfo>, ApiError> {
+async fn get_module(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<ModuleInfo>, ApiError> {
     app.engine
         .modules()
         .info(&name)

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use provisio_engine::input::{RecordRef, ProductCreate, ProductPatch};
+use provisio_engine::input::{ProductCreate, ProductPatch, RecordRef};
 use provisio_store::ProductFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -33,10 +33,18 @@ pub struct ProductQuery {
 /// List products.
 #[utoipa::path(get, path = "/v1/products", tag = "products", params(ProductQuery),
     responses((status = 200, body = List<ProductView>), (status = 400, body = Problem)))]
-async fn list_products(State(app): State<AppState>, Query(q): Query<ProductQuery>) -> Result<axum::Json<List<ProductView>>, ApiError> {
+async fn list_products(
+    State(app): State<AppState>,
+    Query(q): Query<ProductQuery>,
+) -> Result<axum::Json<List<ProductView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let extends = match &q.extends {
-        Some(name) => Some(app.engine.find_product(&RecordRef::Name(name.clone())).await?.id),
+        Some(name) => Some(
+            app.engine
+                .find_product(&RecordRef::Name(name.clone()))
+                .await?
+                .id,
+        ),
         None => None,
     };
     let filter = ProductFilter {
@@ -50,7 +58,10 @@ async fn list_products(State(app): State<AppState>, Query(q): Query<ProductQuery
 /// Create a product; its own settings, and the settings it inherits merged with them, are validated against the module's product schema.
 #[utoipa::path(post, path = "/v1/products", tag = "products", request_body = ProductCreate,
     responses((status = 201, body = ProductView), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn create_product(State(app): State<AppState>, Json(body): Json<ProductCreate>) -> Result<(StatusCode, axum::Json<ProductView>), ApiError> {
+async fn create_product(
+    State(app): State<AppState>,
+    Json(body): Json<ProductCreate>,
+) -> Result<(StatusCode, axum::Json<ProductView>), ApiError> {
     let s = app.engine.create_product(body).await?;
     Ok((StatusCode::CREATED, axum::Json(s.into())))
 }
@@ -58,23 +69,41 @@ async fn create_product(State(app): State<AppState>, Json(body): Json<ProductCre
 /// Show a product (by id or name).
 #[utoipa::path(get, path = "/v1/products/{product}", tag = "products", params(("product" = String, Path, description = "id or name")),
     responses((status = 200, body = ProductView), (status = 404, body = Problem)))]
-async fn get_product(State(app): State<AppState>, Path(product): Path<String>) -> Result<axum::Json<ProductView>, ApiError> {
-    let s = app.engine.get_product(&RecordRef::from_segment(&product)).await?;
+async fn get_product(
+    State(app): State<AppState>,
+    Path(product): Path<String>,
+) -> Result<axum::Json<ProductView>, ApiError> {
+    let s = app
+        .engine
+        .get_product(&RecordRef::from_segment(&product))
+        .await?;
     Ok(axum::Json(s.into()))
 }
 
 /// Change a product; settings are merged (`null` removes an override) and validated again, with every product that extends it.
 #[utoipa::path(patch, path = "/v1/products/{product}", tag = "products", params(("product" = String, Path, description = "id or name")), request_body = ProductPatch,
     responses((status = 200, body = ProductView), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn update_product(State(app): State<AppState>, Path(product): Path<String>, Json(body): Json<ProductPatch>) -> Result<axum::Json<ProductView>, ApiError> {
-    let s = app.engine.update_product(&RecordRef::from_segment(&product), body).await?;
+async fn update_product(
+    State(app): State<AppState>,
+    Path(product): Path<String>,
+    Json(body): Json<ProductPatch>,
+) -> Result<axum::Json<ProductView>, ApiError> {
+    let s = app
+        .engine
+        .update_product(&RecordRef::from_segment(&product), body)
+        .await?;
     Ok(axum::Json(s.into()))
 }
 
 /// Delete a product that has no services and that no product extends.
 #[utoipa::path(delete, path = "/v1/products/{product}", tag = "products", params(("product" = String, Path, description = "id or name")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
-async fn delete_product(State(app): State<AppState>, Path(product): Path<String>) -> Result<StatusCode, ApiError> {
-    app.engine.delete_product(&RecordRef::from_segment(&product)).await?;
+async fn delete_product(
+    State(app): State<AppState>,
+    Path(product): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.engine
+        .delete_product(&RecordRef::from_segment(&product))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

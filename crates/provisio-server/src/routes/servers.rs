@@ -33,7 +33,10 @@ pub struct ServerQuery {
 /// List servers.
 #[utoipa::path(get, path = "/v1/servers", tag = "servers", params(ServerQuery),
     responses((status = 200, body = List<ServerView>), (status = 400, body = Problem)))]
-async fn list_servers(State(app): State<AppState>, Query(q): Query<ServerQuery>) -> Result<axum::Json<List<ServerView>>, ApiError> {
+async fn list_servers(
+    State(app): State<AppState>,
+    Query(q): Query<ServerQuery>,
+) -> Result<axum::Json<List<ServerView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let filter = ServerFilter {
         module: q.module,
@@ -47,7 +50,10 @@ async fn list_servers(State(app): State<AppState>, Query(q): Query<ServerQuery>)
 /// Create a server; its settings are validated against the module's server schema.
 #[utoipa::path(post, path = "/v1/servers", tag = "servers", request_body = ServerCreate,
     responses((status = 201, body = ServerView), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn create_server(State(app): State<AppState>, Json(body): Json<ServerCreate>) -> Result<(StatusCode, axum::Json<ServerView>), ApiError> {
+async fn create_server(
+    State(app): State<AppState>,
+    Json(body): Json<ServerCreate>,
+) -> Result<(StatusCode, axum::Json<ServerView>), ApiError> {
     let s = app.engine.create_server(body).await?;
     Ok((StatusCode::CREATED, axum::Json(s.into())))
 }
@@ -55,23 +61,41 @@ async fn create_server(State(app): State<AppState>, Json(body): Json<ServerCreat
 /// Show a server (by id or name).
 #[utoipa::path(get, path = "/v1/servers/{server}", tag = "servers", params(("server" = String, Path, description = "id or name")),
     responses((status = 200, body = ServerView), (status = 404, body = Problem)))]
-async fn get_server(State(app): State<AppState>, Path(server): Path<String>) -> Result<axum::Json<ServerView>, ApiError> {
-    let s = app.engine.find_server(&RecordRef::from_segment(&server)).await?;
+async fn get_server(
+    State(app): State<AppState>,
+    Path(server): Path<String>,
+) -> Result<axum::Json<ServerView>, ApiError> {
+    let s = app
+        .engine
+        .find_server(&RecordRef::from_segment(&server))
+        .await?;
     Ok(axum::Json(s.into()))
 }
 
 /// Change a server; settings are merged (`null` removes a key) and validated again.
 #[utoipa::path(patch, path = "/v1/servers/{server}", tag = "servers", params(("server" = String, Path, description = "id or name")), request_body = ServerPatch,
     responses((status = 200, body = ServerView), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn update_server(State(app): State<AppState>, Path(server): Path<String>, Json(body): Json<ServerPatch>) -> Result<axum::Json<ServerView>, ApiError> {
-    let s = app.engine.update_server(&RecordRef::from_segment(&server), body).await?;
+async fn update_server(
+    State(app): State<AppState>,
+    Path(server): Path<String>,
+    Json(body): Json<ServerPatch>,
+) -> Result<axum::Json<ServerView>, ApiError> {
+    let s = app
+        .engine
+        .update_server(&RecordRef::from_segment(&server), body)
+        .await?;
     Ok(axum::Json(s.into()))
 }
 
 /// Delete a server that has no services.
 #[utoipa::path(delete, path = "/v1/servers/{server}", tag = "servers", params(("server" = String, Path, description = "id or name")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
-async fn delete_server(State(app): State<AppState>, Path(server): Path<String>) -> Result<StatusCode, ApiError> {
-    app.engine.delete_server(&RecordRef::from_segment(&server)).await?;
+async fn delete_server(
+    State(app): State<AppState>,
+    Path(server): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.engine
+        .delete_server(&RecordRef::from_segment(&server))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -41,7 +41,10 @@ pub struct ServiceQuery {
 /// List services.
 #[utoipa::path(get, path = "/v1/services", tag = "services", params(ServiceQuery),
     responses((status = 200, body = List<ServiceView>), (status = 400, body = Problem)))]
-async fn list_services(State(app): State<AppState>, Query(q): Query<ServiceQuery>) -> Result<axum::Json<List<ServiceView>>, ApiError> {
+async fn list_services(
+    State(app): State<AppState>,
+    Query(q): Query<ServiceQuery>,
+) -> Result<axum::Json<List<ServiceView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let filter = ServiceFilter {
         status: q.status,
@@ -61,7 +64,10 @@ async fn list_services(State(app): State<AppState>, Query(q): Query<ServiceQuery
 /// product's server group.
 #[utoipa::path(post, path = "/v1/services", tag = "services", request_body = ServiceCreate,
     responses((status = 201, body = ServiceView), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn create_service(State(app): State<AppState>, Json(body): Json<ServiceCreate>) -> Result<(StatusCode, axum::Json<ServiceView>), ApiError> {
+async fn create_service(
+    State(app): State<AppState>,
+    Json(body): Json<ServiceCreate>,
+) -> Result<(StatusCode, axum::Json<ServiceView>), ApiError> {
     let s = app.engine.create_service(body).await?;
     Ok((StatusCode::CREATED, axum::Json(s.into())))
 }
@@ -69,7 +75,10 @@ async fn create_service(State(app): State<AppState>, Json(body): Json<ServiceCre
 /// Show a service.
 #[utoipa::path(get, path = "/v1/services/{id}", tag = "services", params(("id" = i64, Path)),
     responses((status = 200, body = ServiceView), (status = 404, body = Problem)))]
-async fn get_service(State(app): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<ServiceView>, ApiError> {
+async fn get_service(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ServiceView>, ApiError> {
     let s = app.engine.get_service(ServiceId(path_id(&id)?)).await?;
     Ok(axum::Json(s.into()))
 }
@@ -77,15 +86,25 @@ async fn get_service(State(app): State<AppState>, Path(id): Path<String>) -> Res
 /// Change a service's invoices or settings (and, while pending, its username or password).
 #[utoipa::path(patch, path = "/v1/services/{id}", tag = "services", params(("id" = i64, Path)), request_body = ServicePatch,
     responses((status = 200, body = ServiceView), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn update_service(State(app): State<AppState>, Path(id): Path<String>, Json(body): Json<ServicePatch>) -> Result<axum::Json<ServiceView>, ApiError> {
-    let s = app.engine.update_service(ServiceId(path_id(&id)?), body).await?;
+async fn update_service(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<ServicePatch>,
+) -> Result<axum::Json<ServiceView>, ApiError> {
+    let s = app
+        .engine
+        .update_service(ServiceId(path_id(&id)?), body)
+        .await?;
     Ok(axum::Json(s.into()))
 }
 
 /// Remove a pending, failed or terminated service from the records.
 #[utoipa::path(delete, path = "/v1/services/{id}", tag = "services", params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
-async fn delete_service(State(app): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_service(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     app.engine.delete_service(ServiceId(path_id(&id)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -93,7 +112,10 @@ async fn delete_service(State(app): State<AppState>, Path(id): Path<String>) -> 
 /// Show a service's password. The only place a stored secret is ever shown.
 #[utoipa::path(get, path = "/v1/services/{id}/password", tag = "services", params(("id" = i64, Path)),
     responses((status = 200, body = PasswordView), (status = 404, body = Problem)))]
-async fn service_password(State(app): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<PasswordView>, ApiError> {
+async fn service_password(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<PasswordView>, ApiError> {
     let id = ServiceId(path_id(&id)?);
     let pw = app.engine.reveal_password(id).await?;
     tracing::info!(service = %id, "service password revealed");

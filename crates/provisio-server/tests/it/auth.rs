@@ -7,7 +7,11 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn v1_needs_a_valid_key() {
     let app = spawn_app().await;
-    for (key, why) in [(None, "missing"), (Some("pvo_wrong"), "wrong"), (Some("Basic abc"), "garbage")] {
+    for (key, why) in [
+        (None, "missing"),
+        (Some("pvo_wrong"), "wrong"),
+        (Some("Basic abc"), "garbage"),
+    ] {
         let mut req = app.http.get(format!("{}/v1/clients", app.base));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -28,9 +32,19 @@ async fn v1_needs_a_valid_key() {
 #[tokio::test]
 async fn health_and_openapi_are_public() {
     let app = spawn_app().await;
-    let resp = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let resp = app.http.get(format!("{}/openapi.json", app.base)).send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let doc: serde_json::Value = resp.json().await.unwrap();
     assert!(doc["paths"]["/v1/clients"].is_object());

@@ -10,7 +10,12 @@ use crate::helpers::spawn_app;
 async fn every_write_route_refuses_bad_bodies_with_a_problem() {
     let app = spawn_app().await;
     let (client, _, _) = app.seed().await;
-    let svc = app.create("/v1/services", json!({"client_id": client, "product": "basic"})).await;
+    let svc = app
+        .create(
+            "/v1/services",
+            json!({"client_id": client, "product": "basic"}),
+        )
+        .await;
     let ids = [
         ("{id}", svc["id"].to_string()),
         ("{server}", "s1".to_string()),
@@ -56,7 +61,10 @@ async fn every_write_route_refuses_bad_bodies_with_a_problem() {
         for (what, body) in &bodies {
             let resp = app
                 .http
-                .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base))
+                .request(
+                    Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("{}{path}", app.base),
+                )
                 .bearer_auth(&app.key)
                 .header("content-type", "application/json")
                 .body(body.clone())
@@ -64,9 +72,16 @@ async fn every_write_route_refuses_bad_bodies_with_a_problem() {
                 .await
                 .unwrap();
             let status = resp.status();
-            assert!(!status.is_server_error(), "{method} {path} with {what} body: {status}");
+            assert!(
+                !status.is_server_error(),
+                "{method} {path} with {what} body: {status}"
+            );
             if status.is_client_error() {
-                assert_eq!(resp.headers()["content-type"], "application/problem+json", "{method} {path} {what}");
+                assert_eq!(
+                    resp.headers()["content-type"],
+                    "application/problem+json",
+                    "{method} {path} {what}"
+                );
                 let p: serde_json::Value = resp.json().await.unwrap();
                 assert_eq!(p["status"], status.as_u16());
                 assert!(!p["detail"].as_str().unwrap().is_empty());
@@ -76,24 +91,43 @@ async fn every_write_route_refuses_bad_bodies_with_a_problem() {
         // Wrong content type.
         let resp = app
             .http
-            .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base))
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", app.base),
+            )
             .bearer_auth(&app.key)
             .header("content-type", "text/plain")
             .body("{}")
             .send()
             .await
             .unwrap();
-        assert!(!resp.status().is_server_error(), "{method} {path} text/plain");
+        assert!(
+            !resp.status().is_server_error(),
+            "{method} {path} text/plain"
+        );
     }
-    assert!(checked > routes.len() * 8, "most bad bodies were refused ({checked})");
+    assert!(
+        checked > routes.len() * 8,
+        "most bad bodies were refused ({checked})"
+    );
 
     // Unknown fields name themselves.
-    let (status, body) = app.post("/v1/clients", json!({"name": "a", "email": "a@a.test", "nmae": "typo"})).await;
+    let (status, body) = app
+        .post(
+            "/v1/clients",
+            json!({"name": "a", "email": "a@a.test", "nmae": "typo"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["errors"][0]["field"], "nmae");
     assert_eq!(body["errors"][0]["rule"], "unknown_field");
     // Wrong types name their path.
-    let (status, body) = app.post("/v1/servers", json!({"name": "a", "module": "script", "max_concurrent": "ten"})).await;
+    let (status, body) = app
+        .post(
+            "/v1/servers",
+            json!({"name": "a", "module": "script", "max_concurrent": "ten"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["errors"][0]["field"], "max_concurrent");
     // Missing required fields too.

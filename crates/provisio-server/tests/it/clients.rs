@@ -34,19 +34,28 @@ async fn clients_crud(db: Db) {
     assert_eq!(changed["custom_fields"], json!({"tier": "gold"}));
     assert_eq!(changed["name"], "Acme GmbH");
 
-    let (status, archived) = app.post(&format!("/v1/clients/{id}/archive"), json!({})).await;
+    let (status, archived) = app
+        .post(&format!("/v1/clients/{id}/archive"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(archived["status"], "archived");
 
     for i in 0..4 {
-        app.create("/v1/clients", json!({"name": format!("c{i}"), "email": format!("c{i}@x.test")}))
-            .await;
+        app.create(
+            "/v1/clients",
+            json!({"name": format!("c{i}"), "email": format!("c{i}@x.test")}),
+        )
+        .await;
     }
     // Cursor pagination over the active ones.
     let (_, p1) = app.get("/v1/clients?status=active&limit=3").await;
     assert_eq!(p1["items"].as_array().unwrap().len(), 3);
     let cursor = p1["next_cursor"].as_str().unwrap();
-    let (_, p2) = app.get(&format!("/v1/clients?status=active&limit=3&cursor={cursor}")).await;
+    let (_, p2) = app
+        .get(&format!(
+            "/v1/clients?status=active&limit=3&cursor={cursor}"
+        ))
+        .await;
     assert_eq!(p2["items"].as_array().unwrap().len(), 1);
     assert!(p2["next_cursor"].is_null());
     let (_, archived) = app.get("/v1/clients?status=archived").await;
@@ -81,9 +90,13 @@ async fn client_rules_name_their_fields() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        app.request(reqwest::Method::POST, "/v1/clients", Some(json!({"name": "", "email": ""})))
-            .await
-            .headers()["content-type"],
+        app.request(
+            reqwest::Method::POST,
+            "/v1/clients",
+            Some(json!({"name": "", "email": ""}))
+        )
+        .await
+        .headers()["content-type"],
         "application/problem+json"
     );
     assert_field_error(status, &body, "name", "required");
@@ -95,7 +108,11 @@ async fn client_rules_name_their_fields() {
     assert!(list["items"].as_array().unwrap().is_empty());
     let (status, body) = app.get("/v1/clients?status=bogus").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["detail"].as_str().unwrap().contains("status") || body["errors"][0]["field"] == "status", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("status")
+            || body["errors"][0]["field"] == "status",
+        "{body}"
+    );
     let (status, body) = app.get("/v1/clients?limit=0").await;
     assert_field_error(status, &body, "limit", "range");
     let (status, body) = app.get("/v1/clients/abc").await;
@@ -107,10 +124,17 @@ async fn client_rules_name_their_fields() {
 async fn a_client_with_services_is_not_deleted() {
     let app = spawn_app_with(Db::Sqlite, "").await;
     let (client, _, _) = app.seed().await;
-    app.create("/v1/services", json!({"client_id": client, "product": "basic"})).await;
+    app.create(
+        "/v1/services",
+        json!({"client_id": client, "product": "basic"}),
+    )
+    .await;
     let (status, body) = app.delete(&format!("/v1/clients/{client}")).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert!(body["detail"].as_str().unwrap().contains("service"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("service"),
+        "{body}"
+    );
     let (status, _) = app.get(&format!("/v1/clients/{client}")).await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;

@@ -33,7 +33,10 @@ async fn declared_entries_are_applied_idempotently() {
     assert_eq!(s["max_concurrent"], 3);
     assert_eq!(s["secrets"], json!(["password"]));
     let (_, gold) = app.get("/v1/products/gold").await;
-    assert_eq!(gold["extends"], "silver", "parents are applied first whatever the order");
+    assert_eq!(
+        gold["extends"], "silver",
+        "parents are applied first whatever the order"
+    );
     assert_eq!(gold["effective_settings"]["storage_allotted"], 50u64 << 30);
     assert_eq!(gold["effective_settings"]["protocol"], "https");
     let server_id = s["id"].clone();
@@ -42,9 +45,13 @@ async fn declared_entries_are_applied_idempotently() {
     let key = app.key.clone();
 
     // Start again on the same database with a changed declaration: updated in place.
-    let changed = DECLARED.replace("max_concurrent = 3", "max_concurrent = 5").replace("50 GB", "60 GB");
+    let changed = DECLARED
+        .replace("max_concurrent = 3", "max_concurrent = 5")
+        .replace("50 GB", "60 GB");
     let cfg = config(&dir, &url, &changed);
-    let engine = provisio_server::prepare(&cfg, crate::helpers::registry()).await.unwrap();
+    let engine = provisio_server::prepare(&cfg, crate::helpers::registry())
+        .await
+        .unwrap();
     let server = engine
         .find_server(&provisio_engine::input::RecordRef::Name("backup-1".into()))
         .await
@@ -56,10 +63,21 @@ async fn declared_entries_are_applied_idempotently() {
         .await
         .unwrap();
     assert_eq!(gold.effective["storage_allotted"], 60u64 << 30);
-    let (list, _) = (engine.list_servers(&Default::default(), Default::default()).await.unwrap(), ());
+    let (list, _) = (
+        engine
+            .list_servers(&Default::default(), Default::default())
+            .await
+            .unwrap(),
+        (),
+    );
     assert_eq!(list.items.len(), 1, "no duplicate");
     // The admin key is made once.
-    assert_eq!(std::fs::read_to_string(dir.join("admin.key")).unwrap().trim(), key);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("admin.key"))
+            .unwrap()
+            .trim(),
+        key
+    );
     app.stop().await;
 }
 
@@ -79,14 +97,26 @@ module = "backup"
 settings = { hostname = "h", username = "u", password = "p", port = 99999 }
 "#;
     let cfg = config(dir.path(), &url, bad);
-    let err = provisio_server::prepare(&cfg, crate::helpers::registry()).await.err().expect("refused");
+    let err = provisio_server::prepare(&cfg, crate::helpers::registry())
+        .await
+        .err()
+        .expect("refused");
     let msg = format!("{err}");
-    assert!(msg.contains("servers[1]") && msg.contains("broken"), "{msg}");
+    assert!(
+        msg.contains("servers[1]") && msg.contains("broken"),
+        "{msg}"
+    );
     assert!(msg.contains("settings.port"), "{msg}");
 
     let typo = "[[products]]\nname = \"x\"\nmodule = \"script\"\nsetings = {}\n";
     let cfg = config(dir.path(), &url, typo);
-    let err = provisio_server::prepare(&cfg, crate::helpers::registry()).await.err().expect("refused");
+    let err = provisio_server::prepare(&cfg, crate::helpers::registry())
+        .await
+        .err()
+        .expect("refused");
     let msg = format!("{err}");
-    assert!(msg.contains("products[0]") && msg.contains("setings"), "{msg}");
+    assert!(
+        msg.contains("products[0]") && msg.contains("setings"),
+        "{msg}"
+    );
 }

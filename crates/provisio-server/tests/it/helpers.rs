@@ -72,21 +72,31 @@ impl BackupModule {
     pub fn new() -> Self {
         let product = SettingsSchema::new(vec![
             Field::enumeration("protocol", "Protocol", &["http", "https"]).required(),
-            Field::enumeration("action", "Action", &["signup_reseller", "signup_customer"]).required(),
+            Field::enumeration("action", "Action", &["signup_reseller", "signup_customer"])
+                .required(),
             Field::string("reseller_name", "Reseller name")
                 .forbidden_when("action", "signup_reseller"),
             Field::bytes("storage_allotted", "Storage allotted", None, None),
             Field::email_list("report_email", "Consolidated report email")
                 .forbidden_when("action", "signup_reseller"),
             Field::boolean("throttle_enabled", "Throttle").default_value(false),
-            Field::enumeration("throttle_mode", "Throttle settings", &["always", "specified_time"])
-                .default_value("always"),
+            Field::enumeration(
+                "throttle_mode",
+                "Throttle settings",
+                &["always", "specified_time"],
+            )
+            .default_value("always"),
             Field::time_of_day("throttle_from", "Throttle from")
                 .required_when("throttle_mode", "specified_time"),
             Field::time_of_day("throttle_till", "Throttle till")
                 .required_when("throttle_mode", "specified_time"),
-            Field::bytes("restricted_rate", "Restricted rate", Some(1024), Some(9999 * (1 << 30)))
-                .required_when("throttle_enabled", true),
+            Field::bytes(
+                "restricted_rate",
+                "Restricted rate",
+                Some(1024),
+                Some(9999 * (1 << 30)),
+            )
+            .required_when("throttle_enabled", true),
         ]);
         let server = SettingsSchema::new(vec![
             Field::string("hostname", "Host").required(),
@@ -142,7 +152,12 @@ pub async fn db_url(db: Db, dir: &std::path::Path) -> String {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish()
 }
 
@@ -187,7 +202,10 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
             .await
             .unwrap();
     });
-    let key = std::fs::read_to_string(admin_file).unwrap().trim().to_string();
+    let key = std::fs::read_to_string(admin_file)
+        .unwrap()
+        .trim()
+        .to_string();
     TestApp {
         base: format!("http://{addr}"),
         key,
@@ -221,7 +239,12 @@ impl TestApp {
     }
 
     /// Sends a request and returns the status and the JSON body (Null when empty).
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let resp = self.request(method, path, body).await;
         let status = resp.status();
         let text = resp.text().await.unwrap();
@@ -256,7 +279,10 @@ impl TestApp {
     /// A client, a `script` server and product, ready for services.
     pub async fn seed(&self) -> (i64, Value, Value) {
         let client = self
-            .create("/v1/clients", serde_json::json!({"name": "Acme", "email": "ops@acme.test"}))
+            .create(
+                "/v1/clients",
+                serde_json::json!({"name": "Acme", "email": "ops@acme.test"}),
+            )
             .await;
         let server = self
             .create(
@@ -276,14 +302,24 @@ impl TestApp {
 
 /// Asserts a problem+json response with a field error for `field` under `rule`.
 pub fn assert_field_error(status: StatusCode, body: &Value, field: &str, rule: &str) {
-    assert!(status.is_client_error(), "expected 4xx, got {status}: {body}");
-    let errors = body["errors"].as_array().unwrap_or_else(|| panic!("no errors list: {body}"));
     assert!(
-        errors.iter().any(|e| e["field"] == field && e["rule"] == rule),
+        status.is_client_error(),
+        "expected 4xx, got {status}: {body}"
+    );
+    let errors = body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors list: {body}"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["field"] == field && e["rule"] == rule),
         "expected {field}/{rule} in {body}"
     );
     for e in errors {
         let msg = e["message"].as_str().unwrap();
-        assert!(msg.contains(e["field"].as_str().unwrap()), "message names its field: {e}");
+        assert!(
+            msg.contains(e["field"].as_str().unwrap()),
+            "message names its field: {e}"
+        );
     }
 }

@@ -22,14 +22,33 @@ fn openapi_document_is_fresh() {
 fn every_v1_operation_is_documented_with_problems() {
     let doc = serde_json::to_value(provisio_server::openapi()).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    for p in ["/v1/clients", "/v1/servers", "/v1/products", "/v1/services", "/v1/modules"] {
+    for p in [
+        "/v1/clients",
+        "/v1/servers",
+        "/v1/products",
+        "/v1/services",
+        "/v1/modules",
+    ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
-            assert!(op["summary"].is_string() || op["description"].is_string(), "{method} {path} undocumented");
-            assert!(op["responses"].as_object().unwrap().keys().any(|k| k.starts_with('2')), "{method} {path}");
+            assert!(
+                op["summary"].is_string() || op["description"].is_string(),
+                "{method} {path} undocumented"
+            );
+            assert!(
+                op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .any(|k| k.starts_with('2')),
+                "{method} {path}"
+            );
         }
     }
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 }

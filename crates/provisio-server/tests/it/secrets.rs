@@ -7,7 +7,9 @@ use serde_json::json;
 use crate::helpers::{captured_log, spawn_app};
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -17,7 +19,9 @@ async fn secrets_are_encrypted_at_rest_and_never_shown() {
     let service_password = "SvcPassword-3e8a6b0c5d";
     let product_secret = "should-not-be-accepted-9f2";
 
-    let client = app.create("/v1/clients", json!({"name": "A", "email": "a@a.test"})).await;
+    let client = app
+        .create("/v1/clients", json!({"name": "A", "email": "a@a.test"}))
+        .await;
     let server = app
         .create(
             "/v1/servers",
@@ -25,21 +29,38 @@ async fn secrets_are_encrypted_at_rest_and_never_shown() {
                    "settings": {"hostname": "h", "username": "admin", "password": server_secret}}),
         )
         .await;
-    app.create("/v1/servers", json!({"name": "sc", "module": "script",
-        "settings": {"executable": "x.sh", "api_secret": server_secret}})).await;
-    app.create("/v1/products", json!({"name": "p", "module": "script"})).await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "sc", "module": "script",
+        "settings": {"executable": "x.sh", "api_secret": server_secret}}),
+    )
+    .await;
+    app.create("/v1/products", json!({"name": "p", "module": "script"}))
+        .await;
     let svc = app
-        .create("/v1/services", json!({"client_id": client["id"], "product": "p", "password": service_password}))
+        .create(
+            "/v1/services",
+            json!({"client_id": client["id"], "product": "p", "password": service_password}),
+        )
         .await;
     // A rejected request carrying a secret in a wrongly typed field.
     let (status, body) = app
-        .post("/v1/servers", json!({"name": "bad", "module": "script", "max_concurrent": product_secret}))
+        .post(
+            "/v1/servers",
+            json!({"name": "bad", "module": "script", "max_concurrent": product_secret}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(!body.to_string().contains(product_secret), "error echoes a value: {body}");
+    assert!(
+        !body.to_string().contains(product_secret),
+        "error echoes a value: {body}"
+    );
     // A wrong-typed password.
     let (status, body) = app
-        .post("/v1/services", json!({"client_id": client["id"], "product": "p", "password": ["x", service_password]}))
+        .post(
+            "/v1/services",
+            json!({"client_id": client["id"], "product": "p", "password": ["x", service_password]}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!body.to_string().contains(service_password), "{body}");
@@ -56,24 +77,40 @@ async fn secrets_are_encrypted_at_rest_and_never_shown() {
     ] {
         let (_, body) = app.get(&path).await;
         let text = body.to_string();
-        assert!(!text.contains(server_secret) && !text.contains(service_password), "{path}: {text}");
+        assert!(
+            !text.contains(server_secret) && !text.contains(service_password),
+            "{path}: {text}"
+        );
     }
     // The one explicit endpoint does show the password.
-    let (_, pw) = app.get(&format!("/v1/services/{}/password", svc["id"])).await;
+    let (_, pw) = app
+        .get(&format!("/v1/services/{}/password", svc["id"]))
+        .await;
     assert_eq!(pw["password"], service_password);
 
     // The database files, WAL included.
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(app.dir.path()).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("provisio.db") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("provisio.db")
+        {
             bytes.extend(std::fs::read(&path).unwrap());
         }
     }
     assert!(bytes.len() > 4096, "read the database");
-    assert!(contains(&bytes, "admin"), "plain settings are there, so the search works");
+    assert!(
+        contains(&bytes, "admin"),
+        "plain settings are there, so the search works"
+    );
     for secret in [server_secret, service_password, product_secret] {
-        assert!(!contains(&bytes, secret), "{secret} found in the database file");
+        assert!(
+            !contains(&bytes, secret),
+            "{secret} found in the database file"
+        );
     }
     // The log, at trace level.
     let log = captured_log();

@@ -16,14 +16,20 @@ async fn servers_validate_settings_and_hide_secrets() {
                    "max_concurrent": 4, "max_per_second": 20}),
         )
         .await;
-    assert_eq!(s["settings"], json!({"hostname": "b1.example", "port": 6061, "username": "admin"}));
+    assert_eq!(
+        s["settings"],
+        json!({"hostname": "b1.example", "port": 6061, "username": "admin"})
+    );
     assert_eq!(s["secrets"], json!(["password"]));
     assert_eq!(s["group"], "eu");
     assert_eq!(s["max_concurrent"], 4);
 
     // By name, too; a patch merges settings and keeps the secret.
     let (status, s2) = app
-        .patch("/v1/servers/backup-eu", json!({"settings": {"port": "6062"}, "max_per_second": null}))
+        .patch(
+            "/v1/servers/backup-eu",
+            json!({"settings": {"port": "6062"}, "max_per_second": null}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{s2}");
     assert_eq!(s2["settings"]["port"], 6062);
@@ -31,7 +37,10 @@ async fn servers_validate_settings_and_hide_secrets() {
     assert!(s2["max_per_second"].is_null());
 
     let (status, body) = app
-        .patch("/v1/servers/backup-eu", json!({"settings": {"port": 70000, "hostname": null}}))
+        .patch(
+            "/v1/servers/backup-eu",
+            json!({"settings": {"port": 70000, "hostname": null}}),
+        )
         .await;
     assert_field_error(status, &body, "settings.port", "max");
     assert_field_error(status, &body, "settings.hostname", "required");
@@ -39,16 +48,24 @@ async fn servers_validate_settings_and_hide_secrets() {
     assert_eq!(unchanged["settings"]["port"], 6062);
 
     let (status, body) = app
-        .post("/v1/servers", json!({"name": "backup-eu", "module": "backup",
-              "settings": {"hostname": "h", "username": "u", "password": "p"}}))
+        .post(
+            "/v1/servers",
+            json!({"name": "backup-eu", "module": "backup",
+              "settings": {"hostname": "h", "username": "u", "password": "p"}}),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["errors"][0]["field"], "name");
 
-    let (status, body) = app.post("/v1/servers", json!({"name": "x", "module": "nope"})).await;
+    let (status, body) = app
+        .post("/v1/servers", json!({"name": "x", "module": "nope"}))
+        .await;
     assert_field_error(status, &body, "module", "unknown");
     let (status, body) = app
-        .post("/v1/servers", json!({"name": "bad name", "module": "script", "max_concurrent": 0, "settings": {}}))
+        .post(
+            "/v1/servers",
+            json!({"name": "bad name", "module": "script", "max_concurrent": 0, "settings": {}}),
+        )
         .await;
     assert_field_error(status, &body, "name", "pattern");
     assert_field_error(status, &body, "max_concurrent", "range");
@@ -77,19 +94,33 @@ async fn modules_list_their_schemas() {
     let app = spawn_app().await;
     let (status, list) = app.get("/v1/modules").await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"script"), "{names:?}");
     let (_, script) = app.get("/v1/modules/script").await;
-    assert!(script["capabilities"].as_array().unwrap().contains(&json!("create")));
+    assert!(script["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("create")));
     let exe = &script["server_schema"]["fields"][0];
     assert_eq!(exe["name"], "executable");
     assert_eq!(exe["type"], "string");
     assert_eq!(exe["required"], true);
     let (_, backup) = app.get("/v1/modules/backup").await;
     let fields = backup["product_schema"]["fields"].as_array().unwrap();
-    let from = fields.iter().find(|f| f["name"] == "throttle_from").unwrap();
+    let from = fields
+        .iter()
+        .find(|f| f["name"] == "throttle_from")
+        .unwrap();
     assert_eq!(from["type"], "time_of_day");
-    assert_eq!(from["required_when"], json!({"field": "throttle_mode", "equals": "specified_time"}));
+    assert_eq!(
+        from["required_when"],
+        json!({"field": "throttle_mode", "equals": "specified_time"})
+    );
     let (status, _) = app.get("/v1/modules/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;

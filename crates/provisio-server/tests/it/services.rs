@@ -12,7 +12,11 @@ async fn services_lifecycle_of_records(db: Db) {
     let eu = app
         .create("/v1/servers", json!({"name": "s-eu", "module": "script", "group": "eu", "settings": {"executable": "a.sh"}}))
         .await;
-    app.create("/v1/products", json!({"name": "eu-plan", "module": "script", "server_group": "eu"})).await;
+    app.create(
+        "/v1/products",
+        json!({"name": "eu-plan", "module": "script", "server_group": "eu"}),
+    )
+    .await;
 
     let svc = app
         .create(
@@ -25,7 +29,10 @@ async fn services_lifecycle_of_records(db: Db) {
     assert_eq!(svc["status"], "pending");
     assert_eq!(svc["username"], "joe");
     assert_eq!(svc["invoice"], "master-invoice-123");
-    assert!(svc.get("password").is_none(), "no password in the record: {svc}");
+    assert!(
+        svc.get("password").is_none(),
+        "no password in the record: {svc}"
+    );
     let id = svc["id"].as_i64().unwrap();
 
     let (status, pw) = app.get(&format!("/v1/services/{id}/password")).await;
@@ -33,11 +40,21 @@ async fn services_lifecycle_of_records(db: Db) {
     assert_eq!(pw["password"], "correct horse battery");
 
     // Placement follows the product's server group.
-    let placed = app.create("/v1/services", json!({"client_id": client, "product": "eu-plan"})).await;
+    let placed = app
+        .create(
+            "/v1/services",
+            json!({"client_id": client, "product": "eu-plan"}),
+        )
+        .await;
     assert_eq!(placed["server_id"], eu["id"]);
     let generated = placed["username"].as_str().unwrap();
-    assert!(generated.starts_with('u') && generated.len() == 10, "{generated}");
-    let (_, pw) = app.get(&format!("/v1/services/{}/password", placed["id"])).await;
+    assert!(
+        generated.starts_with('u') && generated.len() == 10,
+        "{generated}"
+    );
+    let (_, pw) = app
+        .get(&format!("/v1/services/{}/password", placed["id"]))
+        .await;
     assert_eq!(pw["password"].as_str().unwrap().len(), 16);
 
     // Same username on the same server: conflict naming the field.
@@ -48,7 +65,10 @@ async fn services_lifecycle_of_records(db: Db) {
     assert_eq!(body["errors"][0]["field"], "username");
 
     let (status, changed) = app
-        .patch(&format!("/v1/services/{id}"), json!({"parent_invoice": "p-1", "invoice": null, "username": "joe2"}))
+        .patch(
+            &format!("/v1/services/{id}"),
+            json!({"parent_invoice": "p-1", "invoice": null, "username": "joe2"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["parent_invoice"], "p-1");
@@ -57,7 +77,12 @@ async fn services_lifecycle_of_records(db: Db) {
 
     let (_, by_parent) = app.get("/v1/services?parent_invoice=p-1").await;
     assert_eq!(by_parent["items"].as_array().unwrap().len(), 1);
-    let (_, by_server) = app.get(&format!("/v1/services?server_id={}&status=pending", eu["id"])).await;
+    let (_, by_server) = app
+        .get(&format!(
+            "/v1/services?server_id={}&status=pending",
+            eu["id"]
+        ))
+        .await;
     assert_eq!(by_server["items"].as_array().unwrap().len(), 1);
     let (_, by_client) = app.get(&format!("/v1/services?client_id={client}")).await;
     assert_eq!(by_client["items"].as_array().unwrap().len(), 2);
@@ -102,23 +127,44 @@ async fn service_input_is_checked() {
         json!({"name": "bk", "module": "backup", "settings": {"protocol": "http", "action": "signup_reseller"}}),
     )
     .await;
-    let (status, body) = app.post("/v1/services", json!({"client_id": client, "product": "bk"})).await;
+    let (status, body) = app
+        .post(
+            "/v1/services",
+            json!({"client_id": client, "product": "bk"}),
+        )
+        .await;
     assert_field_error(status, &body, "server", "placement");
     // Service settings follow the module's service schema.
-    app.create("/v1/servers", json!({"name": "b1", "module": "backup",
-        "settings": {"hostname": "h", "username": "u", "password": "pw-123456"}})).await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "b1", "module": "backup",
+        "settings": {"hostname": "h", "username": "u", "password": "pw-123456"}}),
+    )
+    .await;
     let (status, body) = app
-        .post("/v1/services", json!({"client_id": client, "product": "bk", "settings": {"domain": 5}}))
+        .post(
+            "/v1/services",
+            json!({"client_id": client, "product": "bk", "settings": {"domain": 5}}),
+        )
         .await;
     assert_field_error(status, &body, "settings.domain", "type");
     // A server of another module is refused.
     let (status, body) = app
-        .post("/v1/services", json!({"client_id": client, "product": "basic", "server": "b1"}))
+        .post(
+            "/v1/services",
+            json!({"client_id": client, "product": "basic", "server": "b1"}),
+        )
         .await;
     assert_field_error(status, &body, "server", "module");
     // An archived client orders nothing.
-    app.post(&format!("/v1/clients/{client}/archive"), json!({})).await;
-    let (status, body) = app.post("/v1/services", json!({"client_id": client, "product": "basic"})).await;
+    app.post(&format!("/v1/clients/{client}/archive"), json!({}))
+        .await;
+    let (status, body) = app
+        .post(
+            "/v1/services",
+            json!({"client_id": client, "product": "basic"}),
+        )
+        .await;
     assert_field_error(status, &body, "client_id", "status");
     app.stop().await;
 }

@@ -56,7 +56,12 @@ fn new_product(name: &str, extends: Option<ProductId>) -> NewProduct {
     }
 }
 
-fn new_service(client: ClientId, product: ProductId, server: ServerId, username: &str) -> NewService {
+fn new_service(
+    client: ClientId,
+    product: ProductId,
+    server: ServerId,
+    username: &str,
+) -> NewService {
     NewService {
         client_id: client,
         product_id: product,
@@ -77,7 +82,10 @@ struct World {
 }
 
 async fn world(s: &S) -> World {
-    let client = s.insert_client(&new_client("Acme", "ops@acme.test")).await.unwrap();
+    let client = s
+        .insert_client(&new_client("Acme", "ops@acme.test"))
+        .await
+        .unwrap();
     let server = s.insert_server(&new_server("srv-1")).await.unwrap();
     let product = s.insert_product(&new_product("basic", None)).await.unwrap();
     World {
@@ -150,7 +158,10 @@ pub async fn clients_roundtrip_filter_and_page(s: S) {
     assert!(s.delete_client(c.id).await.unwrap());
     assert!(s.get_client(c.id).await.unwrap().is_none());
     assert!(!s.delete_client(c.id).await.unwrap());
-    assert!(matches!(s.update_client(&changed).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.update_client(&changed).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 pub async fn servers_names_are_unique(s: S) {
@@ -161,8 +172,14 @@ pub async fn servers_names_are_unique(s: S) {
     }
     let mut b = s.insert_server(&new_server("radius-2")).await.unwrap();
     b.name = Handle::parse("radius-1").unwrap();
-    assert!(matches!(s.update_server(&b).await, Err(StoreError::Conflict { .. })));
-    assert_eq!(s.get_server_by_name("radius-1").await.unwrap().unwrap().id, a.id);
+    assert!(matches!(
+        s.update_server(&b).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        s.get_server_by_name("radius-1").await.unwrap().unwrap().id,
+        a.id
+    );
     let mut a2 = a.clone();
     a2.enabled = false;
     a2.max_per_second = Some(50);
@@ -187,7 +204,10 @@ pub async fn servers_names_are_unique(s: S) {
 
 pub async fn products_extend_and_filter(s: S) {
     let base = s.insert_product(&new_product("base", None)).await.unwrap();
-    let plus = s.insert_product(&new_product("plus", Some(base.id))).await.unwrap();
+    let plus = s
+        .insert_product(&new_product("plus", Some(base.id)))
+        .await
+        .unwrap();
     assert_eq!(plus.extends, Some(base.id));
     let children = s
         .list_products(
@@ -202,8 +222,14 @@ pub async fn products_extend_and_filter(s: S) {
     assert_eq!(children.items.len(), 1);
     assert_eq!(children.items[0].id, plus.id);
     // A parent that others extend cannot be removed from under them.
-    assert!(matches!(s.delete_product(base.id).await, Err(StoreError::Reference)));
-    assert_eq!(s.get_product_by_name("plus").await.unwrap().unwrap().id, plus.id);
+    assert!(matches!(
+        s.delete_product(base.id).await,
+        Err(StoreError::Reference)
+    ));
+    assert_eq!(
+        s.get_product_by_name("plus").await.unwrap().unwrap().id,
+        plus.id
+    );
 }
 
 pub async fn services_roundtrip_with_suspension(s: S) {
@@ -233,7 +259,10 @@ pub async fn services_roundtrip_with_suspension(s: S) {
     assert_eq!(susp.reason, SuspendReason::Holiday);
     // Stored with microsecond precision.
     assert_eq!(susp.since.timestamp_micros(), since.timestamp_micros());
-    assert_eq!(susp.until.unwrap().timestamp_micros(), until.timestamp_micros());
+    assert_eq!(
+        susp.until.unwrap().timestamp_micros(),
+        until.timestamp_micros()
+    );
     assert_eq!(got.outputs["pass_key"], "PK-1");
 
     let mut other = got.clone();
@@ -348,7 +377,10 @@ pub async fn service_filters_and_counts(s: S) {
         .await
         .unwrap();
     assert_eq!(by_name.items.len(), 1);
-    assert_eq!(by_name.items[0].parent_invoice.as_ref().unwrap().as_str(), "inv-1");
+    assert_eq!(
+        by_name.items[0].parent_invoice.as_ref().unwrap().as_str(),
+        "inv-1"
+    );
 }
 
 pub async fn referenced_records_cannot_be_deleted(s: S) {
@@ -357,9 +389,18 @@ pub async fn referenced_records_cannot_be_deleted(s: S) {
         .insert_service(&new_service(w.client, w.product, w.server, "joe"))
         .await
         .unwrap();
-    assert!(matches!(s.delete_client(w.client).await, Err(StoreError::Reference)));
-    assert!(matches!(s.delete_server(w.server).await, Err(StoreError::Reference)));
-    assert!(matches!(s.delete_product(w.product).await, Err(StoreError::Reference)));
+    assert!(matches!(
+        s.delete_client(w.client).await,
+        Err(StoreError::Reference)
+    ));
+    assert!(matches!(
+        s.delete_server(w.server).await,
+        Err(StoreError::Reference)
+    ));
+    assert!(matches!(
+        s.delete_product(w.product).await,
+        Err(StoreError::Reference)
+    ));
     // A service for a client that does not exist is refused by the database itself.
     assert!(matches!(
         s.insert_service(&new_service(ClientId(999_999), w.product, w.server, "x"))
@@ -383,7 +424,10 @@ pub async fn api_keys_by_hash(s: S) {
     let now = Utc::now();
     s.touch_api_key(k.id, now).await.unwrap();
     let found = s.find_api_key("h1").await.unwrap().unwrap();
-    assert_eq!(found.last_used_at.unwrap().timestamp_micros(), now.timestamp_micros());
+    assert_eq!(
+        found.last_used_at.unwrap().timestamp_micros(),
+        now.timestamp_micros()
+    );
     assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
     assert!(s.delete_api_key("admin").await.unwrap());
     assert!(s.find_api_key("h1").await.unwrap().is_none());
@@ -400,5 +444,8 @@ pub async fn settings_json_roundtrips(s: S) {
     }));
     let srv = s.insert_server(&ns).await.unwrap();
     let got = s.get_server(srv.id).await.unwrap().unwrap();
-    assert_eq!(serde_json::Value::Object(got.settings), serde_json::Value::Object(ns.settings));
+    assert_eq!(
+        serde_json::Value::Object(got.settings),
+        serde_json::Value::Object(ns.settings)
+    );
 }

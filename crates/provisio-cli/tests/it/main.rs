@@ -1,0 +1,348 @@
+//! The `provisio` binary end to end: `serve` in a temporary directory, then the CLI
+//! commands a newcomer types, checked through their output.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_provisio");
+
+struct Served {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(extra_args: &[&str]) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &listen])
+        .args(extra_args)
+        .current_dir(dir.path())
+        .env_remove("PROVISIO_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{listen}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start: {}",
+            log(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Served { child, url, dir }
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+}
+
+impl Served {
+    /// Runs the CLI in the server's directory, where it finds `provisio.admin-key`.
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("PROVISIO_URL", &self.url)
+            .env_remove("PROVISIO_API_KEY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(s) = stdin {
+            child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(s.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args, None);
+        assert!(
+            out.status.success(),
+            "provisio {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+}
+
+#[test]
+fn a_newcomer_adds_a_client_server_product_and_service() {
+    let s = serve(&[]);
+    // The first start made the database, the secret key and the admin key, 0600.
+    for f in ["provisio.db", "provisio.secret-key", "provisio.admin-key"] {
+        assert!(s.dir.path().join(f).exists(), "{f} missing");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["provisio.secret-key", "provisio.admin-key"] {
+            let mode = std::fs::metadata(s.dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{f} is readable by others");
+        }
+    }
+
+    let modules = s.ok(&["module", "list"]);
+    assert!(modules.contains("script"), "{modules}");
+
+    let client = s.json(&[
+        "client",
+        "add",
+        "--name",
+        "Acme Ltd",
+        "--email",
+        "ops@acme.example",
+        "--field",
+        "tier=gold",
+    ]);
+    assert_eq!(client["custom_fields"]["tier"], "gold");
+    let client_id = client["id"].as_i64().unwrap().to_string();
+
+    let out = s.cli(
+        &[
+            "server",
+            "add",
+            "box-1",
+            "--module",
+            "script",
+            "--set",
+            "executable=accounts.sh",
+            "--set",
+            "timeout_seconds=20",
+            "--set-stdin",
+            "api_secret",
+            "-o",
+            "json",
+        ],
+        Some("cli-Secret-42\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(server["secrets"], serde_json::json!(["api_secret"]));
+    assert_eq!(server["settings"]["timeout_seconds"], 20);
+    assert!(!server.to_string().contains("cli-Secret-42"), "{server}");
+
+    let base = s.json(&[
+        "product",
+        "add",
+        "starter",
+        "--module",
+        "script",
+        "--set",
+        "quota=100",
+        "--set",
+        "package=starter",
+    ]);
+    assert_eq!(base["effective_settings"]["quota"], 100);
+    let pro = s.json(&[
+        "product",
+        "add",
+        "pro",
+        "--module",
+        "script",
+        "--extends",
+        "starter",
+        "--set",
+        "quota=1000",
+    ]);
+    assert_eq!(pro["effective_settings"]["package"], "starter");
+    assert_eq!(pro["effective_settings"]["quota"], 1000);
+
+    let out = s.cli(
+        &[
+            "service",
+            "add",
+            "--client",
+            &client_id,
+            "--product",
+            "pro",
+            "--username",
+            "acme1",
+            "--password-stdin",
+            "--invoice",
+            "inv-1001",
+            "-o",
+            "json",
+        ],
+        Some("a-long-password-1\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(svc["status"], "pending");
+    assert_eq!(svc["server_id"], server["id"]);
+    let svc_id = svc["id"].as_i64().unwrap().to_string();
+
+    assert_eq!(
+        s.ok(&["service", "password", &svc_id]).trim(),
+        "a-long-password-1"
+    );
+    let table = s.ok(&["service", "list", "--invoice", "inv-1001"]);
+    assert!(
+        table.contains("acme1") && table.contains("pending"),
+        "{table}"
+    );
+    assert!(!table.contains("a-long-password-1"));
+    let shown = s.ok(&["client", "show", &client_id]);
+    assert!(shown.contains("Acme Ltd"), "{shown}");
+
+    // A bad value: one clear line naming the field, non-zero exit.
+    let out = s.cli(
+        &[
+            "server",
+            "add",
+            "box-2",
+            "--module",
+            "script",
+            "--set",
+            "timeout_seconds=0",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("settings.timeout_seconds") && err.contains("422"),
+        "{err}"
+    );
+    assert!(err.contains("settings.executable"), "{err}");
+
+    // Not found, and a wrong key.
+    let out = s.cli(&["client", "show", "999"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let out = Command::new(BIN)
+        .args(["client", "list"])
+        .env("PROVISIO_URL", &s.url)
+        .env("PROVISIO_API_KEY", "pvo_nope")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    // The server log holds no secret.
+    let log = log(s.dir.path());
+    assert!(!log.contains("a-long-password-1") && !log.contains("cli-Secret-42"));
+}
+
+#[test]
+fn key_create_bootstraps_access_and_migrate_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("k.db").display());
+    let out = Command::new(BIN)
+        .args(["migrate", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["key", "create", "--name", "billing", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(key.lines().count(), 1, "the key alone on stdout");
+    assert!(key.starts_with("pvo_") && key.trim().len() == 68, "{key}");
+    let out = Command::new(BIN)
+        .args(["key", "list", "--database-url", &db])
+        .output()
+        .unwrap();
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        list.contains("billing") && !list.contains(key.trim()),
+        "{list}"
+    );
+    // A duplicate name is one clear line.
+    let out = Command::new(BIN)
+        .args(["key", "create", "--name", "billing", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("name is already taken") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_declared_entry_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[[servers]]\nname = \"box\"\nmodule = \"script\"\nsettings = { timeout_seconds = 5 }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("servers[0]") && err.contains("settings.executable"),
+        "{err}"
+    );
+}
