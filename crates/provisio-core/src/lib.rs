@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod ids;
+pub mod job;
 pub mod module;
 pub mod money;
 pub mod page;

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::settings::SettingsSchema;
+use secrecy::SecretString;
+
+use crate::settings::{Settings, SettingsSchema};
 
 /// Something a module can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -76,8 +78,301 @@ impl ModuleInfo {
     }
 }
 
-/// A module: code that talks to one kind of remote system. Actions arrive with the
-/// action engine; for now a module declares itself.
+/// What the engine asks a module to do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Suspend,
+    Unsuspend,
+    Terminate,
+    ChangePassword,
+    ChangePackage,
+    Renew,
+    Lookup,
+    ListAccounts,
+    Usage,
+    LoginUrl,
+    TestConnection,
+    /// A module-specific action named in `ModuleInfo::custom_actions`.
+    #[serde(untagged)]
+    Custom(String),
+}
+
+impl Action {
+    pub const LIFECYCLE: [Action; 7] = [
+        Action::Create,
+        Action::Suspend,
+        Action::Unsuspend,
+        Action::Terminate,
+        Action::ChangePassword,
+        Action::ChangePackage,
+        Action::Renew,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Action::Create => "create",
+            Action::Suspend => "suspend",
+            Action::Unsuspend => "unsuspend",
+            Action::Terminate => "terminate",
+            Action::ChangePassword => "change_password",
+            Action::ChangePackage => "change_package",
+            Action::Renew => "renew",
+            Action::Lookup => "lookup",
+            Action::ListAccounts => "list_accounts",
+            Action::Usage => "usage",
+            Action::LoginUrl => "login_url",
+            Action::TestConnection => "test_connection",
+            Action::Custom(s) => s,
+        }
+    }
+
+    /// Parses the snake_case name; anything else is a custom action.
+    pub fn parse(s: &str) -> Action {
+        match s {
+            "create" => Action::Create,
+            "suspend" => Action::Suspend,
+            "unsuspend" => Action::Unsuspend,
+            "terminate" => Action::Terminate,
+            "change_password" => Action::ChangePassword,
+            "change_package" => Action::ChangePackage,
+            "renew" => Action::Renew,
+            "lookup" => Action::Lookup,
+            "list_accounts" => Action::ListAccounts,
+            "usage" => Action::Usage,
+            "login_url" => Action::LoginUrl,
+            "test_connection" => Action::TestConnection,
+            other => Action::Custom(other.to_string()),
+        }
+    }
+
+    /// The capability a module needs to run this action.
+    pub fn capability(&self) -> Option<Capability> {
+        Some(match self {
+            Action::Create => Capability::Create,
+            Action::Suspend => Capability::Suspend,
+            Action::Unsuspend => Capability::Unsuspend,
+            Action::Terminate => Capability::Terminate,
+            Action::ChangePassword => Capability::ChangePassword,
+            Action::ChangePackage => Capability::ChangePackage,
+            Action::Renew => Capability::Renew,
+            Action::Lookup => Capability::Lookup,
+            Action::ListAccounts => Capability::ListAccounts,
+            Action::Usage => Capability::Usage,
+            Action::LoginUrl => Capability::LoginUrl,
+            Action::TestConnection => Capability::TestConnection,
+            Action::Custom(_) => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The server an action runs against, secrets opened.
+#[derive(Clone, Default, Serialize)]
+pub struct ServerContext {
+    pub id: i64,
+    pub name: String,
+    pub settings: Settings,
+}
+
+/// The product (effective settings, secrets opened).
+#[derive(Clone, Default, Serialize)]
+pub struct ProductContext {
+    pub id: i64,
+    pub name: String,
+    pub settings: Settings,
+}
+
+/// The service an action is about.
+#[derive(Clone, Serialize)]
+pub struct ServiceContext {
+    pub id: i64,
+    pub username: String,
+    #[serde(serialize_with = "expose")]
+    pub password: SecretString,
+    pub status: String,
+    pub settings: Settings,
+    pub outputs: Settings,
+}
+
+/// The client who has the service.
+#[derive(Clone, Serialize)]
+pub struct ClientContext {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub custom_fields: std::collections::BTreeMap<String, String>,
+}
+
+fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    ser.serialize_str(s.expose_secret())
+}
+
+/// Everything a module gets for one call. Serialised, it is the `script` module's stdin
+/// (`{"action", "idempotency_key", "server", "product", "service", "client", "params"}`), so
+/// it holds secrets in clear: its `Debug` shows only the action and ids.
+#[derive(Clone, Serialize)]
+pub struct ActionRequest {
+    pub action: Action,
+    /// The same for every attempt of one job; modules pass it on where the remote supports it.
+    pub idempotency_key: String,
+    pub server: ServerContext,
+    pub product: ProductContext,
+    pub service: Option<ServiceContext>,
+    pub client: Option<ClientContext>,
+    /// Action parameters: `reason`, `until`, `new_password`, `new_product` (settings),
+    /// `cursor`, …
+    pub params: Settings,
+}
+
+impl std::fmt::Debug for ActionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionRequest")
+            .field("action", &self.action)
+            .field("server", &self.server.id)
+            .field("service", &self.service.as_ref().map(|s| s.id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One account as the remote reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RemoteAccount {
+    pub username: String,
+    /// `active`, `suspended`, or what the remote calls it.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub package: Option<String>,
+}
+
+/// One metric of one account's usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Metric {
+    pub used: f64,
+    #[serde(default)]
+    pub limit: Option<f64>,
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+/// Usage of one account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageReport {
+    pub username: String,
+    pub metrics: std::collections::BTreeMap<String, Metric>,
+}
+
+/// What a module answers; which fields are filled depends on the action.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActionReply {
+    /// Values to keep on the service (e.g. a pass key).
+    #[serde(default)]
+    pub outputs: Settings,
+    /// `lookup`: the account, or `None` when the remote has none.
+    #[serde(default)]
+    pub account: Option<RemoteAccount>,
+    /// `list_accounts`: one page.
+    #[serde(default)]
+    pub accounts: Vec<RemoteAccount>,
+    /// `list_accounts`: the cursor of the next page.
+    #[serde(default)]
+    pub next: Option<String>,
+    /// `usage`.
+    #[serde(default)]
+    pub usage: Vec<UsageReport>,
+    /// `login_url`.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// How the engine treats a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Try again later (timeouts before sending, 5xx, 429, connection refused).
+    Transient,
+    /// Stop; a person must look (bad credentials, 4xx, invalid data).
+    Permanent,
+    /// The request may or may not have taken effect: look the account up before retrying.
+    Unknown,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A failed module call. The message must never contain a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} error: {message}", kind.as_str())]
+pub struct ModuleError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ModuleError {
+    pub fn transient(m: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: m.into(),
+        }
+    }
+    pub fn permanent(m: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            message: m.into(),
+        }
+    }
+    pub fn unknown(m: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unknown,
+            message: m.into(),
+        }
+    }
+}
+
+/// A module: code that talks to one kind of remote system.
+///
+/// The engine calls [`Module::call`] only for actions whose capability the module declares,
+/// with a timeout of its own around the call. Modules never touch the store.
+#[async_trait::async_trait]
 pub trait Module: Send + Sync + 'static {
     fn info(&self) -> &ModuleInfo;
+
+    /// Rules a schema cannot express (e.g. the shape of a `json` setting), checked after the
+    /// schema passed; errors name the setting as the schema does (`actions.create.url`).
+    fn check_settings(
+        &self,
+        _scope: SchemaScope,
+        _settings: &Settings,
+    ) -> Vec<crate::settings::FieldError> {
+        Vec::new()
+    }
+
+    async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError>;
+}
+
+/// Removes every occurrence of the given secrets from a text (module messages, stderr
+/// excerpts) before it is stored or logged.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if s.len() >= 4 {
+            out = out.replace(s, "[redacted]");
+        }
+    }
+    out
 }

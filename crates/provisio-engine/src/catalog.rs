@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use provisio_core::client::{
     check_custom_field_key, Client, ClientStatus, CustomFields, NewClient, CUSTOM_FIELD_MAX_LEN,
 };
+use provisio_core::module::Action;
 use provisio_core::module::{ModuleInfo, SchemaScope};
 use provisio_core::money::Currency;
 use provisio_core::page::{Page, PageRequest};
-use provisio_core::product::{merge_chain, resolve_chain, NewProduct, Product};
+use provisio_core::product::{merge_chain, resolve_chain, AutoSetup, NewProduct, Product};
 use provisio_core::secret::{as_sealed, generate_password};
 use provisio_core::server::{NewServer, Server, DEFAULT_MAX_CONCURRENT};
 use provisio_core::service::{generate_username, InvoiceRef, NewService, Service, ServiceStatus};
@@ -136,6 +137,15 @@ impl Engine {
         let schema = info.schema(scope);
         match schema.validate(settings, Mode::Complete) {
             Ok(mut s) => {
+                let extra = self
+                    .modules
+                    .get(&info.name)
+                    .map(|m| m.check_settings(scope, &s))
+                    .unwrap_or_default();
+                if !extra.is_empty() {
+                    p.extend_prefixed("settings", extra);
+                    return None;
+                }
                 self.cipher.seal_settings(schema, &mut s);
                 Some(s)
             }
@@ -404,7 +414,18 @@ impl Engine {
         };
         let merged = merge_chain(chain.iter().map(|p| &p.settings));
         match schema.validate(&merged, Mode::Complete) {
-            Ok(eff) => Ok(Some(eff)),
+            Ok(eff) => {
+                let extra = self
+                    .modules
+                    .get(&info.name)
+                    .map(|m| m.check_settings(SchemaScope::Product, &eff))
+                    .unwrap_or_default();
+                if !extra.is_empty() {
+                    p.extend_prefixed("settings", extra);
+                    return Ok(None);
+                }
+                Ok(Some(eff))
+            }
             Err(errors) => {
                 p.extend_prefixed("settings", errors);
                 Ok(None)
@@ -782,10 +803,12 @@ impl Engine {
         };
         p.finish()?;
         let password = input.password.unwrap_or_else(|| generate_password(16));
+        let product = product.expect("checked");
+        let server = server.expect("checked");
         let new = NewService {
             client_id: input.client_id,
-            product_id: product.expect("checked").id,
-            server_id: server.expect("checked").id,
+            product_id: product.id,
+            server_id: server.id,
             username: username.expect("checked"),
             password: self.cipher.seal_str(&password),
             status: ServiceStatus::Pending,
@@ -793,7 +816,24 @@ impl Engine {
             parent_invoice,
             settings: settings.expect("checked"),
         };
-        Ok(self.store.insert_service(&new).await?)
+        // The create job is written with the service, so an order the API accepted is never
+        // lost before it is provisioned.
+        let job = (product.auto_setup == AutoSetup::OnOrder).then(|| {
+            self.new_job(
+                server.id,
+                Action::Create,
+                Settings::new(),
+                chrono::Utc::now(),
+            )
+        });
+        let (service, job) = self
+            .store
+            .insert_service_with_job(&new, job.as_ref())
+            .await?;
+        if job.is_some() {
+            self.wake.notify_one();
+        }
+        Ok(service)
     }
 
     pub async fn get_service(&self, id: ServiceId) -> Result<Service> {
@@ -870,6 +910,23 @@ impl Engine {
 
     pub async fn delete_service(&self, id: ServiceId) -> Result<()> {
         let service = self.get_service(id).await?;
+        let open = self
+            .store
+            .list_jobs(
+                &provisio_store::JobFilter {
+                    service_id: Some(id),
+                    open_only: true,
+                    ..Default::default()
+                },
+                PageRequest::first(1),
+            )
+            .await?;
+        if !open.items.is_empty() {
+            return Err(conflict(format!(
+                "service {id} has a {} job pending; wait for it or let it fail first",
+                open.items[0].action
+            )));
+        }
         if !service.status.deletable() {
             return Err(conflict(format!(
                 "service {id} is {}; terminate it first so the remote account is removed",
@@ -893,6 +950,12 @@ impl Engine {
         let service = self.get_service(id).await?;
         Ok(self.cipher.open(&service.password)?)
     }
+}
+
+/// A sealed value as stored inside a settings-like map (job params).
+pub(crate) fn sealed_value(s: &provisio_core::secret::Sealed) -> serde_json::Value {
+    use base64::Engine as _;
+    serde_json::json!({ provisio_core::secret::SEALED_MARKER: base64::engine::general_purpose::STANDARD.encode(&s.0) })
 }
 
 fn apply_custom_fields(

@@ -4,20 +4,26 @@
 //! module schemas, resolves product inheritance, places services on servers and seals
 //! secrets. Jobs, retries, the scheduler, handlers, usage, audit and groups join it later.
 
+mod actions;
 mod catalog;
 mod declared;
 mod error;
 pub mod input;
 pub mod keys;
+pub mod limits;
 pub mod patch;
+pub mod worker;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use provisio_core::job::RetryPolicy;
 use provisio_core::money::Currency;
 use provisio_core::secret::Cipher;
 use provisio_modules::Registry;
 use provisio_store::Store;
 
+pub use actions::{ActionInput, JobDetail};
 pub use catalog::ProductView;
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
@@ -27,22 +33,58 @@ pub use error::{EngineError, Result};
 pub struct EngineOptions {
     /// The currency of clients created without one.
     pub default_currency: Currency,
+    pub jobs: JobOptions,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             default_currency: Currency::parse("EUR").expect("valid"),
+            jobs: JobOptions::default(),
         }
     }
 }
 
-/// The engine, shared by every request handler.
+/// How jobs are run and retried.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    pub retry: RetryPolicy,
+    /// How long a claimed job stays leased without a heartbeat; after that another worker
+    /// takes it over (looking the account up first).
+    pub lease: Duration,
+    /// The longest a single module call may take before it counts as an unknown outcome
+    /// (modules have their own, usually shorter, timeouts).
+    pub call_timeout: Duration,
+    /// Jobs one worker runs at once, over all servers.
+    pub max_in_flight: u32,
+    /// How often a worker looks for due jobs when nothing woke it.
+    pub poll_interval: Duration,
+    pub breaker: limits::BreakerOptions,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            lease: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(15 * 60),
+            max_in_flight: 256,
+            poll_interval: Duration::from_millis(200),
+            breaker: limits::BreakerOptions::default(),
+        }
+    }
+}
+
+/// The engine, shared by every request handler and the workers.
 pub struct Engine {
     store: Arc<dyn Store>,
     modules: Registry,
     cipher: Cipher,
     options: EngineOptions,
+    /// Wakes this process's worker when a job is enqueued.
+    wake: tokio::sync::Notify,
+    /// Ids of jobs this process finished, for callers waiting on an outcome.
+    finished: tokio::sync::broadcast::Sender<provisio_core::job::JobId>,
 }
 
 impl Engine {
@@ -57,7 +99,13 @@ impl Engine {
             modules,
             cipher,
             options,
+            wake: tokio::sync::Notify::new(),
+            finished: tokio::sync::broadcast::channel(4096).0,
         }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

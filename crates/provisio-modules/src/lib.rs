@@ -2,6 +2,7 @@
 //!
 //! Modules talk to remote systems; they never touch the store.
 
+pub mod http;
 pub mod script;
 
 use std::collections::BTreeMap;
@@ -22,8 +23,14 @@ impl Registry {
 
     /// The modules that ship with Provisio.
     pub fn builtin() -> Self {
+        Self::builtin_in(std::path::PathBuf::from("modules"))
+    }
+
+    /// The built-in modules, with the `script` module confined to `modules_dir`.
+    pub fn builtin_in(modules_dir: std::path::PathBuf) -> Self {
         let mut r = Self::empty();
-        r.register(Arc::new(script::ScriptModule::new()));
+        r.register(Arc::new(http::HttpModule::new()));
+        r.register(Arc::new(script::ScriptModule::new(modules_dir)));
         r
     }
 

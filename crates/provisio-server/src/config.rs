@@ -31,11 +31,112 @@ pub struct Config {
     pub default_currency: String,
     /// Log lines as JSON instead of text.
     pub log_json: bool,
+    /// Where the `script` module finds executables; paths outside it are refused.
+    pub modules_dir: PathBuf,
+    /// Run the job worker in this process (an API-only node sets this to false).
+    pub worker: bool,
+    /// How jobs are run and retried.
+    pub jobs: JobsConfig,
     /// Servers and products declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
     #[serde(default)]
     pub products: Vec<serde_json::Value>,
+}
+
+/// The `[jobs]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Delays between attempts, e.g. `["10s", "1m", "1h"]`: one retry per entry.
+    pub retry_schedule: Vec<String>,
+    /// Spread of each delay, 0 to 1 (0.2 = ±20%).
+    pub retry_jitter: f64,
+    /// Seconds a job stays leased without a heartbeat.
+    pub lease_seconds: u64,
+    /// Seconds one module call may take at most before its outcome counts as unknown.
+    pub call_timeout_seconds: u64,
+    /// Jobs one process runs at once.
+    pub max_in_flight: u32,
+    /// Milliseconds between looks for due jobs when nothing woke the worker.
+    pub poll_interval_ms: u64,
+    /// Consecutive transient failures that open a server's circuit breaker.
+    pub breaker_failures: u32,
+    /// Seconds the breaker stays open before a probe.
+    pub breaker_open_seconds: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            retry_schedule: [
+                "10s", "30s", "1m", "5m", "15m", "30m", "1h", "2h", "4h", "8h",
+            ]
+            .map(String::from)
+            .to_vec(),
+            retry_jitter: 0.2,
+            lease_seconds: 60,
+            call_timeout_seconds: 900,
+            max_in_flight: 256,
+            poll_interval_ms: 200,
+            breaker_failures: 5,
+            breaker_open_seconds: 30,
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `5m`, `2h`, `1d` (or `500ms`) into a duration.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 30s, 5m, 2h or 1d"))?;
+    let secs = match unit.trim() {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("'{s}' is not a duration such as 30s, 5m, 2h or 1d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+impl JobsConfig {
+    /// The engine's job options, or a message naming the bad key.
+    pub fn to_options(&self) -> Result<provisio_engine::JobOptions, ConfigError> {
+        let bad = |k: &str, m: String| ConfigError::Invalid(format!("jobs.{k}: {m}"));
+        let delays = self
+            .retry_schedule
+            .iter()
+            .map(|d| parse_duration(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| bad("retry_schedule", m))?;
+        if !(0.0..=1.0).contains(&self.retry_jitter) {
+            return Err(bad("retry_jitter", "must be between 0 and 1".into()));
+        }
+        if self.lease_seconds == 0 || self.max_in_flight == 0 || self.poll_interval_ms == 0 {
+            return Err(bad(
+                "lease_seconds/max_in_flight/poll_interval_ms",
+                "must be positive".into(),
+            ));
+        }
+        Ok(provisio_engine::JobOptions {
+            retry: provisio_core::job::RetryPolicy {
+                delays,
+                jitter: self.retry_jitter,
+            },
+            lease: std::time::Duration::from_secs(self.lease_seconds),
+            call_timeout: std::time::Duration::from_secs(self.call_timeout_seconds.max(1)),
+            max_in_flight: self.max_in_flight,
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            breaker: provisio_engine::limits::BreakerOptions {
+                failures_to_open: self.breaker_failures.max(1),
+                open_for: std::time::Duration::from_secs(self.breaker_open_seconds),
+            },
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -47,6 +148,8 @@ struct Defaults {
     max_body_bytes: usize,
     default_currency: &'static str,
     log_json: bool,
+    modules_dir: &'static str,
+    worker: bool,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -57,6 +160,8 @@ const DEFAULTS: Defaults = Defaults {
     max_body_bytes: 1024 * 1024,
     default_currency: "EUR",
     log_json: false,
+    modules_dir: "modules",
+    worker: true,
 };
 
 /// The environment variables read (each `PROVISIO_` + the key in upper case).
@@ -69,6 +174,8 @@ const ENV_KEYS: &[&str] = &[
     "max_body_bytes",
     "default_currency",
     "log_json",
+    "modules_dir",
+    "worker",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +198,8 @@ pub struct Overrides {
 impl Config {
     /// Reads the layers; `file` is the `--config` path, if any.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(&DEFAULTS));
+        let mut fig = Figment::from(Serialized::defaults(&DEFAULTS))
+            .merge(Serialized::default("jobs", JobsConfig::default()));
         if let Some(f) = file {
             if !f.exists() {
                 return Err(ConfigError::Missing(f.to_path_buf()));

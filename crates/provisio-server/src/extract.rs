@@ -59,6 +59,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// A JSON body that may be left out entirely (no body, or an empty one): then `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0")
+            || !req.headers().contains_key(header::CONTENT_TYPE)
+                && !req.headers().contains_key(header::CONTENT_LENGTH)
+                && !req.headers().contains_key(header::TRANSFER_ENCODING);
+        if empty {
+            return Ok(OptionalJson(T::default()));
+        }
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| OptionalJson(v))
+    }
+}
+
 /// serde_json appends " at line L column C"; a field path is more use to an API caller.
 fn strip_position(msg: &str) -> &str {
     match msg.rfind(" at line ") {

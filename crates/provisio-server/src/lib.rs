@@ -149,7 +149,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    run_with(config, Registry::builtin(), listener, shutdown).await
+    let modules = Registry::builtin_in(config.modules_dir.clone());
+    run_with(config, modules, listener, shutdown).await
 }
 
 /// [`run`] with a chosen set of modules (tests add their own).
@@ -160,12 +161,40 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let engine = Arc::new(prepare(&config, modules).await?);
+    let worker = config
+        .worker
+        .then(|| provisio_engine::worker::spawn(engine.clone(), worker_name()));
     let app = router(engine.clone(), &config);
-    tracing::info!(addr = %listener.local_addr().map_err(StartError::Io)?, "provisio listening");
-    axum::serve(listener, app)
+    tracing::info!(addr = %listener.local_addr().map_err(StartError::Io)?, worker = config.worker, "provisio listening");
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(StartError::Io)?;
+        .await;
+    if let Some(w) = worker {
+        w.shutdown().await;
+    }
     engine.store().close().await;
-    Ok(())
+    served.map_err(StartError::Io)
+}
+
+/// Names this process in job leases: host, pid and a random part, so a restarted process
+/// never mistakes its predecessor's leases for its own.
+pub fn worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}-{:08x}", std::process::id(), rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
 }

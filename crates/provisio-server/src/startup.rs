@@ -125,6 +125,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
         Cipher::new(&key),
         EngineOptions {
             default_currency: currency,
+            jobs: config.jobs.to_options()?,
         },
     );
     let applied = engine.apply_declared(&declared).await?;

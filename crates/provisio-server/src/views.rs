@@ -205,3 +205,99 @@ pub struct PasswordView {
 pub struct ModuleList {
     pub items: Vec<ModuleInfo>,
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    /// `ok`, `transient`, `permanent`, `unknown`, `skipped` (a lookup showed it done), `cancelled`.
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    pub id: i64,
+    pub service_id: i64,
+    pub server_id: i64,
+    pub action: String,
+    pub state: provisio_core::job::JobState,
+    /// Parameters without secret ones (a new password is never shown).
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+    /// The same for every attempt; modules pass it to remotes that support it.
+    pub idempotency_key: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_after: DateTime<Utc>,
+    /// The last outcome is unknown: the next attempt looks the account up first.
+    pub needs_lookup: bool,
+    pub last_error: Option<String>,
+    pub error_kind: Option<provisio_core::module::ErrorKind>,
+    /// Set when a person resolved the job.
+    pub note: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Every attempt, on the single-job view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<AttemptView>>,
+}
+
+impl From<provisio_core::job::Job> for JobView {
+    fn from(j: provisio_core::job::Job) -> Self {
+        let (params, _) = redact_settings(&j.params);
+        Self {
+            id: j.id.0,
+            service_id: j.service_id.0,
+            server_id: j.server_id.0,
+            action: j.action.as_str().to_string(),
+            state: j.state,
+            params,
+            idempotency_key: j.idempotency_key,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            run_after: j.run_after,
+            needs_lookup: j.needs_lookup,
+            last_error: j.last_error,
+            error_kind: j.error_kind,
+            note: j.note,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            finished_at: j.finished_at,
+            history: None,
+        }
+    }
+}
+
+impl From<provisio_engine::JobDetail> for JobView {
+    fn from(d: provisio_engine::JobDetail) -> Self {
+        let mut v = JobView::from(d.job);
+        v.history = Some(
+            d.attempts
+                .into_iter()
+                .map(|a| AttemptView {
+                    attempt: a.attempt,
+                    started_at: a.started_at,
+                    duration_ms: a.duration_ms,
+                    outcome: a.outcome,
+                    message: a.message,
+                })
+                .collect(),
+        );
+        v
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RetriedView {
+    pub retried: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionTestView {
+    pub ok: bool,
+    /// Why the test failed (secrets removed).
+    pub error: Option<String>,
+}

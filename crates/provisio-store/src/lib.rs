@@ -9,15 +9,20 @@ mod rows;
 mod sql;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use provisio_core::client::{Client, ClientStatus, NewClient};
+use provisio_core::job::{Attempt, Job, JobId, JobState, NewJob};
+use provisio_core::module::ErrorKind;
 use provisio_core::page::{Page, PageRequest};
 use provisio_core::product::{NewProduct, Product};
+use provisio_core::secret::Sealed;
 use provisio_core::server::{NewServer, Server};
-use provisio_core::service::{NewService, Service, ServiceStatus};
+use provisio_core::service::{NewService, Service, ServiceStatus, Suspension};
+use provisio_core::settings::Settings;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 
 pub use error::StoreError;
@@ -78,6 +83,56 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub server_id: Option<ServerId>,
+    pub service_id: Option<ServiceId>,
+    /// Only pending and running jobs.
+    pub open_only: bool,
+}
+
+/// What a worker asks for when it claims jobs.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    /// At most this many jobs in all.
+    pub max_total: u32,
+    /// The worker's own cap per server (rate tokens, circuit breaker); servers not named
+    /// are capped only by their `max_concurrent`.
+    pub allowance: &'a HashMap<ServerId, u32>,
+}
+
+/// How a service changes when its job succeeds (or create finally fails).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceChange {
+    pub status: Option<ServiceStatus>,
+    /// `Some(None)` clears the suspension.
+    pub suspension: Option<Option<Suspension>>,
+    pub outputs: Option<Settings>,
+    pub password: Option<Sealed>,
+    pub product_id: Option<ProductId>,
+}
+
+/// The end of one attempt, written with the attempt record and the service change in one
+/// transaction, and only while the worker still holds the job's lease.
+#[derive(Debug, Clone)]
+pub struct JobUpdate {
+    pub job_id: JobId,
+    pub service_id: ServiceId,
+    pub owner: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub run_after: DateTime<Utc>,
+    pub needs_lookup: bool,
+    pub last_error: Option<String>,
+    pub error_kind: Option<ErrorKind>,
+    pub attempt: Attempt,
+    pub service: Option<ServiceChange>,
+}
+
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -122,6 +177,39 @@ pub trait Store: Send + Sync + 'static {
         page: PageRequest,
     ) -> Result<Page<Service>>;
     async fn count_services(&self, filter: &ServiceFilter) -> Result<i64>;
+
+    /// Stores a service and, when given, the job that creates it, in one transaction.
+    async fn insert_service_with_job(
+        &self,
+        new: &NewService,
+        job: Option<&NewJob>,
+    ) -> Result<(Service, Option<Job>)>;
+    async fn enqueue_job(&self, service_id: ServiceId, job: &NewJob) -> Result<Job>;
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
+    async fn list_jobs(&self, filter: &JobFilter, page: PageRequest) -> Result<Page<Job>>;
+    async fn job_attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
+    /// Leases due jobs: per server at most `max_concurrent` running in all (across every
+    /// process) and the request's allowance; never a job whose service has an earlier job
+    /// still pending or running.
+    async fn claim_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>>;
+    /// Extends the leases `owner` holds on `ids`.
+    async fn renew_leases(&self, owner: &str, ids: &[JobId], until: DateTime<Utc>) -> Result<u64>;
+    /// Puts running jobs whose lease expired back to pending, marked for a lookup first
+    /// (their worker died mid-action: the outcome is unknown).
+    async fn requeue_expired(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// Applies attempt outcomes; returns, per update, whether the lease was still held.
+    async fn finish_jobs(&self, updates: &[JobUpdate]) -> Result<Vec<bool>>;
+    /// A failed job back to pending, due now, with `extra_attempts` more tries.
+    async fn retry_job(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+    ) -> Result<Option<Job>>;
+    /// A failed job marked handled by a person.
+    async fn resolve_job(&self, id: JobId, note: &str, now: DateTime<Utc>) -> Result<Option<Job>>;
+    /// Suspended services whose `until` has passed and that have no open job.
+    async fn due_unsuspends(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Service>>;
 
     async fn insert_api_key(&self, name: &str, prefix: &str, hash: &str) -> Result<ApiKey>;
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;

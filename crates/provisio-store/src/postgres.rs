@@ -28,6 +28,20 @@ impl PgStore {
         Backend::Postgres
     }
 
+    /// Rows another claimer is taking are skipped rather than waited for.
+    const LOCK_CLAUSE: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    /// Claims from all processes take turns (a transaction-scoped advisory lock), so the
+    /// running count per server they read is exact and `max_concurrent` holds globally.
+    /// A claim is one short transaction, so the turns cost little.
+    async fn begin_claim(&self) -> Result<sqlx::Transaction<'_, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(847001)")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     async fn run_migrations(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
     }

@@ -210,3 +210,97 @@ impl TryFrom<ApiKeyRow> for ApiKey {
         })
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: i64,
+    service_id: i64,
+    server_id: i64,
+    action: String,
+    state: String,
+    params: Json<Settings>,
+    idempotency_key: String,
+    attempts: i64,
+    max_attempts: i64,
+    run_after: i64,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+    needs_lookup: bool,
+    last_error: Option<String>,
+    error_kind: Option<String>,
+    note: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+pub(crate) fn error_kind_str(k: provisio_core::module::ErrorKind) -> &'static str {
+    k.as_str()
+}
+
+fn parse_error_kind(s: &str) -> Option<provisio_core::module::ErrorKind> {
+    use provisio_core::module::ErrorKind::*;
+    [Transient, Permanent, Unknown]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+}
+
+impl TryFrom<JobRow> for provisio_core::job::Job {
+    type Error = StoreError;
+    fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        use provisio_core::job::{Job, JobId, JobState};
+        Ok(Job {
+            id: JobId(r.id),
+            service_id: ServiceId(r.service_id),
+            server_id: ServerId(r.server_id),
+            action: provisio_core::module::Action::parse(&r.action),
+            state: JobState::parse(&r.state).ok_or_else(|| corrupt("job state", &r.state))?,
+            params: r.params.0,
+            idempotency_key: r.idempotency_key,
+            attempts: u32::try_from(r.attempts).map_err(|e| corrupt("attempts", e))?,
+            max_attempts: u32::try_from(r.max_attempts).map_err(|e| corrupt("max_attempts", e))?,
+            run_after: from_ts(r.run_after)?,
+            lease_owner: r.lease_owner,
+            lease_until: r.lease_until.map(from_ts).transpose()?,
+            needs_lookup: r.needs_lookup,
+            last_error: r.last_error,
+            error_kind: r.error_kind.as_deref().and_then(parse_error_kind),
+            note: r.note,
+            created_at: from_ts(r.created_at)?,
+            updated_at: from_ts(r.updated_at)?,
+            finished_at: r.finished_at.map(from_ts).transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    job_id: i64,
+    attempt: i64,
+    started_at: i64,
+    duration_ms: i64,
+    outcome: String,
+    message: Option<String>,
+}
+
+impl TryFrom<AttemptRow> for provisio_core::job::Attempt {
+    type Error = StoreError;
+    fn try_from(r: AttemptRow) -> Result<Self, StoreError> {
+        Ok(provisio_core::job::Attempt {
+            job_id: provisio_core::job::JobId(r.job_id),
+            attempt: u32::try_from(r.attempt).map_err(|e| corrupt("attempt", e))?,
+            started_at: from_ts(r.started_at)?,
+            duration_ms: r.duration_ms,
+            outcome: r.outcome,
+            message: r.message,
+        })
+    }
+}
+
+/// A server with jobs due, and how many of its jobs run now.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CapacityRow {
+    pub id: i64,
+    pub max_concurrent: i64,
+    pub running: i64,
+}

@@ -400,6 +400,337 @@ macro_rules! impl_store {
                 Ok(n)
             }
 
+            // ---- jobs ----
+
+            async fn insert_service_with_job(
+                &self,
+                s: &provisio_core::service::NewService,
+                job: Option<&provisio_core::job::NewJob>,
+            ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
+                let now = $crate::rows::ts(chrono::Utc::now());
+                let mut tx = self.pool.begin().await?;
+                let row: $crate::rows::ServiceRow = sqlx::query_as(
+                    "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
+                     invoice, parent_invoice, settings, outputs, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+                )
+                .bind(s.client_id.0)
+                .bind(s.product_id.0)
+                .bind(s.server_id.0)
+                .bind(s.username.as_str())
+                .bind(&s.password.0)
+                .bind(s.status.as_str())
+                .bind(s.invoice.as_ref().map(|v| v.as_str()))
+                .bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
+                .bind(sqlx::types::Json(&s.settings))
+                .bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
+                .bind(now)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                let service: provisio_core::service::Service = row.try_into()?;
+                let job = match job {
+                    Some(j) => Some(insert_job(&mut tx, service.id, j).await?),
+                    None => None,
+                };
+                tx.commit().await?;
+                Ok((service, job))
+            }
+
+            async fn enqueue_job(
+                &self,
+                service_id: provisio_core::ServiceId,
+                job: &provisio_core::job::NewJob,
+            ) -> $crate::Result<provisio_core::job::Job> {
+                let mut tx = self.pool.begin().await?;
+                let j = insert_job(&mut tx, service_id, job).await?;
+                tx.commit().await?;
+                Ok(j)
+            }
+
+            async fn get_job(
+                &self,
+                id: provisio_core::job::JobId,
+            ) -> $crate::Result<Option<provisio_core::job::Job>> {
+                let row: Option<$crate::rows::JobRow> =
+                    sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_jobs(
+                &self,
+                f: &$crate::JobFilter,
+                page: provisio_core::page::PageRequest,
+            ) -> $crate::Result<provisio_core::page::Page<provisio_core::job::Job>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT * FROM jobs WHERE 1 = 1");
+                if let Some(s) = f.state {
+                    qb.push(" AND state = ").push_bind(s.as_str());
+                }
+                if f.open_only {
+                    qb.push(" AND state IN ('pending', 'running')");
+                }
+                if let Some(s) = f.server_id {
+                    qb.push(" AND server_id = ").push_bind(s.0);
+                }
+                if let Some(s) = f.service_id {
+                    qb.push(" AND service_id = ").push_bind(s.0);
+                }
+                page_clause(&mut qb, page);
+                let rows: Vec<$crate::rows::JobRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+                collect_page(rows, page, |j: &provisio_core::job::Job| j.id.0)
+            }
+
+            async fn job_attempts(
+                &self,
+                id: provisio_core::job::JobId,
+            ) -> $crate::Result<Vec<provisio_core::job::Attempt>> {
+                let rows: Vec<$crate::rows::AttemptRow> =
+                    sqlx::query_as("SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY id")
+                        .bind(id.0)
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn claim_jobs(
+                &self,
+                req: &$crate::ClaimRequest<'_>,
+            ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+                let now = $crate::rows::ts(req.now);
+                let mut tx = self.begin_claim().await?;
+                let caps: Vec<$crate::rows::CapacityRow> = sqlx::query_as(
+                    "SELECT s.id, s.max_concurrent, \
+                       (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running') AS running \
+                     FROM servers s WHERE EXISTS (SELECT 1 FROM jobs p WHERE p.server_id = s.id \
+                       AND p.state = 'pending' AND p.run_after <= $1)",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut budget = req.max_total as i64;
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE jobs SET state = 'running', lease_owner = ",
+                );
+                qb.push_bind(req.owner)
+                    .push(", lease_until = ")
+                    .push_bind($crate::rows::ts(req.lease_until))
+                    .push(", updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE id IN (");
+                let mut any = false;
+                for c in caps {
+                    if budget <= 0 {
+                        break;
+                    }
+                    let own = req
+                        .allowance
+                        .get(&provisio_core::ServerId(c.id))
+                        .map(|a| i64::from(*a))
+                        .unwrap_or(i64::MAX);
+                    let free = (c.max_concurrent - c.running).min(own).min(budget);
+                    if free <= 0 {
+                        continue;
+                    }
+                    budget -= free;
+                    if any {
+                        qb.push(" UNION ALL ");
+                    }
+                    any = true;
+                    qb.push("SELECT id FROM (SELECT j.id FROM jobs j WHERE j.server_id = ")
+                        .push_bind(c.id)
+                        .push(" AND j.state = 'pending' AND j.run_after <= ")
+                        .push_bind(now)
+                        .push(
+                            " AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.service_id = j.service_id \
+                             AND e.id < j.id AND e.state IN ('pending', 'running')) ORDER BY j.id LIMIT ",
+                        )
+                        .push_bind(free)
+                        .push(Self::LOCK_CLAUSE)
+                        .push(") AS c");
+                }
+                if !any {
+                    tx.commit().await?;
+                    return Ok(Vec::new());
+                }
+                qb.push(") RETURNING *");
+                let rows: Vec<$crate::rows::JobRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let mut jobs = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<$crate::Result<Vec<provisio_core::job::Job>>>()?;
+                jobs.sort_by_key(|j| j.id);
+                Ok(jobs)
+            }
+
+            async fn renew_leases(
+                &self,
+                owner: &str,
+                ids: &[provisio_core::job::JobId],
+                until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let mut total = 0;
+                for chunk in ids.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE jobs SET lease_until = ");
+                    qb.push_bind($crate::rows::ts(until))
+                        .push(" WHERE state = 'running' AND lease_owner = ")
+                        .push_bind(owner)
+                        .push(" AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.0);
+                    }
+                    qb.push(")");
+                    total += qb.build().execute(&self.pool).await?.rows_affected();
+                }
+                Ok(total)
+            }
+
+            async fn requeue_expired(&self, now: chrono::DateTime<chrono::Utc>) -> $crate::Result<u64> {
+                let r = sqlx::query(
+                    "UPDATE jobs SET state = 'pending', needs_lookup = TRUE, lease_owner = NULL, \
+                     lease_until = NULL, updated_at = $1 WHERE state = 'running' AND lease_until < $2",
+                )
+                .bind($crate::rows::ts(now))
+                .bind($crate::rows::ts(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn finish_jobs(&self, updates: &[$crate::JobUpdate]) -> $crate::Result<Vec<bool>> {
+                let now = $crate::rows::ts(chrono::Utc::now());
+                let mut tx = self.pool.begin().await?;
+                let mut applied = Vec::with_capacity(updates.len());
+                for u in updates {
+                    let finished = u.state.is_final().then_some(now);
+                    let r = sqlx::query(
+                        "UPDATE jobs SET state = $1, attempts = $2, run_after = $3, needs_lookup = $4, \
+                         last_error = $5, error_kind = $6, lease_owner = NULL, lease_until = NULL, \
+                         updated_at = $7, finished_at = $8 \
+                         WHERE id = $9 AND state = 'running' AND lease_owner = $10",
+                    )
+                    .bind(u.state.as_str())
+                    .bind(i64::from(u.attempts))
+                    .bind($crate::rows::ts(u.run_after))
+                    .bind(u.needs_lookup)
+                    .bind(u.last_error.as_deref())
+                    .bind(u.error_kind.map($crate::rows::error_kind_str))
+                    .bind(now)
+                    .bind(finished)
+                    .bind(u.job_id.0)
+                    .bind(&u.owner)
+                    .execute(&mut *tx)
+                    .await?;
+                    let held = r.rows_affected() == 1;
+                    applied.push(held);
+                    if !held {
+                        // Another worker took the job over after our lease ran out; it will
+                        // look the account up and finish the job itself.
+                        continue;
+                    }
+                    let a = &u.attempt;
+                    sqlx::query(
+                        "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, message) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(u.job_id.0)
+                    .bind(i64::from(a.attempt))
+                    .bind($crate::rows::ts(a.started_at))
+                    .bind(a.duration_ms)
+                    .bind(&a.outcome)
+                    .bind(a.message.as_deref())
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(c) = &u.service {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE services SET updated_at = ");
+                        qb.push_bind(now);
+                        if let Some(st) = c.status {
+                            qb.push(", status = ").push_bind(st.as_str());
+                        }
+                        if let Some(susp) = &c.suspension {
+                            qb.push(", suspend_reason = ")
+                                .push_bind(susp.as_ref().map(|x| x.reason.as_str().to_string()))
+                                .push(", suspended_at = ")
+                                .push_bind(susp.as_ref().map(|x| $crate::rows::ts(x.since)))
+                                .push(", suspended_until = ")
+                                .push_bind(susp.as_ref().and_then(|x| x.until).map($crate::rows::ts));
+                        }
+                        if let Some(o) = &c.outputs {
+                            qb.push(", outputs = ").push_bind(sqlx::types::Json(o.clone()));
+                        }
+                        if let Some(p) = &c.password {
+                            qb.push(", password = ").push_bind(p.0.clone());
+                        }
+                        if let Some(p) = c.product_id {
+                            qb.push(", product_id = ").push_bind(p.0);
+                        }
+                        qb.push(" WHERE id = ").push_bind(u.service_id.0);
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(applied)
+            }
+
+            async fn retry_job(
+                &self,
+                id: provisio_core::job::JobId,
+                now: chrono::DateTime<chrono::Utc>,
+                extra_attempts: u32,
+            ) -> $crate::Result<Option<provisio_core::job::Job>> {
+                let row: Option<$crate::rows::JobRow> = sqlx::query_as(
+                    "UPDATE jobs SET state = 'pending', run_after = $1, max_attempts = attempts + $2, \
+                     updated_at = $3, finished_at = NULL WHERE id = $4 AND state = 'failed' RETURNING *",
+                )
+                .bind($crate::rows::ts(now))
+                .bind(i64::from(extra_attempts))
+                .bind($crate::rows::ts(now))
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn resolve_job(
+                &self,
+                id: provisio_core::job::JobId,
+                note: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Option<provisio_core::job::Job>> {
+                let row: Option<$crate::rows::JobRow> = sqlx::query_as(
+                    "UPDATE jobs SET state = 'resolved', note = $1, updated_at = $2, finished_at = $3 \
+                     WHERE id = $4 AND state = 'failed' RETURNING *",
+                )
+                .bind(note)
+                .bind($crate::rows::ts(now))
+                .bind($crate::rows::ts(now))
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn due_unsuspends(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> $crate::Result<Vec<provisio_core::service::Service>> {
+                let rows: Vec<$crate::rows::ServiceRow> = sqlx::query_as(
+                    "SELECT * FROM services s WHERE s.status = 'suspended' AND s.suspended_until IS NOT NULL \
+                     AND s.suspended_until <= $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.service_id = s.id \
+                     AND j.state IN ('pending', 'running')) ORDER BY s.id LIMIT $2",
+                )
+                .bind($crate::rows::ts(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
             // ---- API keys ----
 
             async fn insert_api_key(
@@ -457,6 +788,31 @@ macro_rules! impl_store {
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
+        }
+
+        async fn insert_job(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            service_id: provisio_core::ServiceId,
+            j: &provisio_core::job::NewJob,
+        ) -> $crate::Result<provisio_core::job::Job> {
+            let now = $crate::rows::ts(chrono::Utc::now());
+            let row: $crate::rows::JobRow = sqlx::query_as(
+                "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
+                 max_attempts, run_after, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9) RETURNING *",
+            )
+            .bind(service_id.0)
+            .bind(j.server_id.0)
+            .bind(j.action.as_str())
+            .bind(sqlx::types::Json(&j.params))
+            .bind(&j.idempotency_key)
+            .bind(i64::from(j.max_attempts))
+            .bind($crate::rows::ts(j.run_after))
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await?;
+            row.try_into()
         }
 
         fn page_clause(

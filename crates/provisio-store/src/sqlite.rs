@@ -44,6 +44,15 @@ impl SqliteStore {
         Backend::Sqlite
     }
 
+    /// SQLite has one writer at a time, so no row locks are needed in a claim.
+    const LOCK_CLAUSE: &'static str = "";
+
+    /// A claim reads then writes: take the write lock up front, or a writer that commits in
+    /// between would make the upgrade fail.
+    async fn begin_claim(&self) -> Result<sqlx::Transaction<'_, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     async fn run_migrations(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
     }

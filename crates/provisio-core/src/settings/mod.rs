@@ -94,6 +94,9 @@ pub enum FieldKind {
         #[serde(default = "default_url_schemes")]
         schemes: Vec<String>,
     },
+    /// A JSON object or array whose inner rules the module checks itself
+    /// (`Module::check_settings`), e.g. the `http` module's per-action requests.
+    Json,
 }
 
 fn default_url_schemes() -> Vec<String> {
@@ -282,6 +285,11 @@ impl Field {
             ),
         }
         self
+    }
+
+    /// A JSON object or array, checked further by the module.
+    pub fn json(name: impl Into<String>, label: impl Into<String>) -> Self {
+        Self::new(name, label, FieldKind::Json)
     }
 
     /// The URL schemes a URL field accepts, replacing `http` and `https`.

@@ -363,6 +363,15 @@ fn normalise(field: &Field, value: &Value) -> Result<Option<Value>, Vec<FieldErr
         FieldKind::Bytes { min, max } => Value::from(bytes(name, value, *min, *max).map_err(one)?),
         FieldKind::TimeOfDay => Value::from(time_of_day(name, value).map_err(one)?),
         FieldKind::Url { schemes } => Value::from(url(name, value, schemes).map_err(one)?),
+        FieldKind::Json => match value {
+            Value::Object(_) | Value::Array(_) => value.clone(),
+            _ => {
+                return Err(one(type_error(
+                    name,
+                    "must be a JSON object or array".to_string(),
+                )))
+            }
+        },
     };
     Ok(Some(normal))
 }

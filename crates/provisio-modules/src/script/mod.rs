@@ -1,23 +1,44 @@
 //! The `script` module: runs a local executable that speaks JSON on stdin and stdout, so a
-//! module can be written in any language. Its settings are declared here; the runner comes
-//! with the action engine.
+//! module can be written in any language. The protocol is documented in
+//! `docs/modules/script.md`; this file declares the settings and turns one call into one run.
 
-use provisio_core::module::{Capability, Module, ModuleInfo};
-use provisio_core::settings::{Field, SettingsSchema};
+mod path;
+mod process;
+mod reply;
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use provisio_core::module::{
+    redact, ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
+};
+use provisio_core::settings::{Field, Settings, SettingsSchema};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use process::RunError;
+
+const DEFAULT_TIMEOUT_SECONDS: i64 = 30;
+const MAX_TIMEOUT_SECONDS: i64 = 3600;
+/// Longest stderr excerpt put into an error when the executable gave no reply.
+const STDERR_EXCERPT_CHARS: usize = 500;
+
+/// Runs executables found in one modules directory.
 pub struct ScriptModule {
     info: ModuleInfo,
+    modules_dir: PathBuf,
 }
 
 impl ScriptModule {
-    pub fn new() -> Self {
+    /// A module whose executables live in `modules_dir` (also their working directory).
+    pub fn new(modules_dir: PathBuf) -> Self {
         let server_schema = SettingsSchema::new(vec![
             Field::string("executable", "Executable")
                 .required()
                 .pattern(r"[A-Za-z0-9_.][A-Za-z0-9_./-]*")
                 .help("Path of the executable, relative to the configured modules directory; paths outside it are refused."),
-            Field::integer("timeout_seconds", "Timeout (seconds)", Some(1), Some(3600))
-                .default_value(30)
+            Field::integer("timeout_seconds", "Timeout (seconds)", Some(1), Some(MAX_TIMEOUT_SECONDS))
+                .default_value(DEFAULT_TIMEOUT_SECONDS)
                 .help("After this long the process group is killed and the attempt counts as an unknown outcome."),
             Field::secret("api_secret", "API secret")
                 .help("A credential handed to the executable in server.settings; stored encrypted."),
@@ -50,18 +71,181 @@ impl ScriptModule {
                 product_schema,
                 service_schema,
             },
+            modules_dir,
         }
+    }
+
+    pub fn modules_dir(&self) -> &Path {
+        &self.modules_dir
+    }
+
+    /// Every secret of the request in clear, longest first so that a secret containing
+    /// another is replaced whole.
+    fn secrets<'a>(&self, request: &'a ActionRequest) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        if let Some(service) = &request.service {
+            out.push(service.password.expose_secret());
+            collect_secrets(&service.settings, &[], &mut out);
+        }
+        let server_secrets: Vec<&str> = self.info.server_schema.secret_fields().collect();
+        collect_secrets(&request.server.settings, &server_secrets, &mut out);
+        let product_secrets: Vec<&str> = self.info.product_schema.secret_fields().collect();
+        collect_secrets(&request.product.settings, &product_secrets, &mut out);
+        collect_secrets(&request.params, &[], &mut out);
+        out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        out.dedup();
+        out
     }
 }
 
 impl Default for ScriptModule {
     fn default() -> Self {
-        Self::new()
+        Self::new(PathBuf::from("modules"))
     }
 }
 
+/// Adds the string values of `settings` that are secrets: fields the schema declares as
+/// such, and any whose name says so (`new_password`, `db_password`, `token`, …), since
+/// undeclared settings pass through to the executable and may be credentials too.
+/// Nested objects (e.g. `params.new_product`) are searched by name.
+fn collect_secrets<'a>(settings: &'a Settings, declared: &[&str], out: &mut Vec<&'a str>) {
+    for (key, value) in settings {
+        match value {
+            Value::String(s) if declared.contains(&key.as_str()) || sensitive_name(key) => {
+                out.push(s)
+            }
+            Value::Object(inner) => collect_secrets(inner, &[], out),
+            _ => {}
+        }
+    }
+}
+
+fn sensitive_name(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+#[async_trait::async_trait]
 impl Module for ScriptModule {
     fn info(&self) -> &ModuleInfo {
         &self.info
+    }
+
+    async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
+        let secrets = self.secrets(request);
+        // Every message leaves through here, whatever produced it.
+        self.run(request, &secrets).await.map_err(|e| ModuleError {
+            kind: e.kind,
+            message: redact(&e.message, &secrets),
+        })
+    }
+}
+
+impl ScriptModule {
+    async fn run(
+        &self,
+        request: &ActionRequest,
+        secrets: &[&str],
+    ) -> Result<ActionReply, ModuleError> {
+        let settings = &request.server.settings;
+        let executable = settings
+            .get("executable")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ModuleError::permanent("the server has no `executable` setting"))?;
+        // Settings were validated against the schema; the clamp only guards hand-made ones.
+        let timeout_seconds = settings
+            .get("timeout_seconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(DEFAULT_TIMEOUT_SECONDS)
+            .clamp(1, MAX_TIMEOUT_SECONDS);
+        let resolved = path::resolve_executable(&self.modules_dir, executable)?;
+        let stdin = serde_json::to_vec(request)
+            .map_err(|_| ModuleError::permanent("the request could not be encoded as JSON"))?;
+
+        tracing::debug!(
+            action = %request.action,
+            server = request.server.id,
+            executable,
+            "running script module"
+        );
+        let finished = match process::run(
+            &resolved.program,
+            &resolved.dir,
+            stdin,
+            Duration::from_secs(timeout_seconds.unsigned_abs()),
+        )
+        .await
+        {
+            Ok(finished) => finished,
+            Err(RunError::Spawn(e)) => return Err(spawn_error(executable, &e)),
+            // It started, so it may have acted before the pipe broke.
+            Err(RunError::Io(e)) => {
+                return Err(ModuleError::unknown(format!(
+                    "lost contact with executable {executable:?}: {e}; the remote may have acted"
+                )))
+            }
+            Err(RunError::TimedOut) => {
+                return Err(ModuleError::unknown(format!(
+                    "executable {executable:?} timed out after {timeout_seconds}s and was killed; the remote may have acted"
+                )))
+            }
+        };
+
+        let parsed = if finished.stdout.truncated {
+            Err(reply::NotAReply(format!(
+                "stdout exceeded {} MiB",
+                process::CAPTURE_LIMIT / (1024 * 1024)
+            )))
+        } else {
+            reply::parse(&finished.stdout.bytes, &request.action, secrets)
+        };
+        match parsed {
+            Ok(outcome) => {
+                if outcome.is_ok() && !finished.status.success() {
+                    // The reply is the contract; the status is only worth a note.
+                    tracing::warn!(
+                        executable,
+                        status = %finished.status,
+                        "script module replied ok but exited unsuccessfully"
+                    );
+                }
+                outcome
+            }
+            Err(reply::NotAReply(why)) => {
+                let stderr =
+                    reply::stderr_excerpt(&finished.stderr.bytes, secrets, STDERR_EXCERPT_CHARS);
+                let stderr = if stderr.is_empty() {
+                    "(empty)".to_string()
+                } else {
+                    stderr
+                };
+                Err(ModuleError::transient(format!(
+                    "executable {executable:?} gave no valid reply ({why}), {}; stderr: {stderr}",
+                    finished.status
+                )))
+            }
+        }
+    }
+}
+
+/// A program that cannot be started will not start on a retry either, unless the failure is
+/// about resources (process or file limits).
+fn spawn_error(executable: &str, e: &std::io::Error) -> ModuleError {
+    let message = format!("could not start executable {executable:?}: {e}");
+    let hopeless = matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+    ) || e.raw_os_error() == Some(libc::ENOEXEC);
+    if hopeless {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (is the interpreter named on its #! line installed?)"
+        } else {
+            ""
+        };
+        ModuleError::permanent(format!("{message}{hint}"))
+    } else {
+        ModuleError::transient(message)
     }
 }

@@ -1,6 +1,7 @@
 //! The `/v1` routes, one file per resource, each handler documented for the OpenAPI document.
 
 pub mod clients;
+pub mod jobs;
 pub mod modules;
 pub mod products;
 pub mod servers;
@@ -20,6 +21,7 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(products::router())
         .merge(services::router())
         .merge(modules::router())
+        .merge(jobs::router())
 }
 
 /// Turns `limit` and `cursor` query parameters into a page request.

@@ -10,13 +10,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
-use crate::views::{List, ServerView};
+use crate::views::{ConnectionTestView, List, ServerView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_servers, create_server))
         .routes(routes!(get_server, update_server, delete_server))
+        .routes(routes!(test_server))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -98,4 +99,20 @@ async fn delete_server(
         .delete_server(&RecordRef::from_segment(&server))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Check that the server's settings reach a working remote (the module's `test_connection`).
+#[utoipa::path(post, path = "/v1/servers/{server}/test", tag = "servers", params(("server" = String, Path, description = "id or name")),
+    responses((status = 200, body = ConnectionTestView), (status = 404, body = Problem)))]
+async fn test_server(
+    State(app): State<AppState>,
+    Path(server): Path<String>,
+) -> Result<axum::Json<ConnectionTestView>, ApiError> {
+    let r =
+        provisio_engine::worker::test_connection(&app.engine, &RecordRef::from_segment(&server))
+            .await?;
+    Ok(axum::Json(ConnectionTestView {
+        ok: r.is_ok(),
+        error: r.err(),
+    }))
 }

@@ -12,8 +12,8 @@ use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::error::{ApiError, Problem};
-use crate::extract::{path_id, Json, Query};
-use crate::views::{List, PasswordView, ServiceView};
+use crate::extract::{path_id, Json, OptionalJson, Query};
+use crate::views::{JobView, List, PasswordView, ServiceView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -21,6 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_services, create_service))
         .routes(routes!(get_service, update_service, delete_service))
         .routes(routes!(service_password))
+        .routes(routes!(service_action))
+        .routes(routes!(service_jobs))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -122,4 +124,88 @@ async fn service_password(
     Ok(axum::Json(PasswordView {
         password: pw.expose_secret().to_string(),
     }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Wait up to this many seconds (at most 300) for the outcome.
+    wait: Option<u64>,
+}
+
+/// Run an action on a service: `create`, `suspend`, `unsuspend`, `terminate`,
+/// `change-password`, `change-package` or `renew`. Answers 202 with the queued job, or with
+/// `?wait=SECONDS` 200 with the finished job (202 if it is still running by then). The
+/// service's status changes only once the remote confirmed the action.
+#[utoipa::path(post, path = "/v1/services/{id}/{action}", tag = "services",
+    params(("id" = i64, Path), ("action" = String, Path, description = "create, suspend, unsuspend, terminate, change-password, change-package or renew"), WaitQuery),
+    request_body(content = Option<provisio_engine::ActionInput>, description = "suspend: reason, until; change-password: password; change-package: product"),
+    responses((status = 202, body = JobView), (status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn service_action(
+    State(app): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    Query(q): Query<WaitQuery>,
+    OptionalJson(body): OptionalJson<provisio_engine::ActionInput>,
+) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
+    let id = ServiceId(path_id(&id)?);
+    let action = match action.as_str() {
+        "create" | "suspend" | "unsuspend" | "terminate" | "change-password" | "change-package"
+        | "renew" => provisio_core::module::Action::parse(&action.replace('-', "_")),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action '{other}' on services"
+            )))
+        }
+    };
+    if q.wait.is_some_and(|w| w > 300) {
+        return Err(ApiError::bad_field(
+            StatusCode::BAD_REQUEST,
+            "wait",
+            "range",
+            "must be at most 300 seconds",
+        ));
+    }
+    let job = app.engine.request_action(id, action, body).await?;
+    match q.wait {
+        Some(secs) if secs > 0 => {
+            let job = app
+                .engine
+                .wait_for_job(job.id, std::time::Duration::from_secs(secs))
+                .await?;
+            let status = if job.state.is_final() {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((status, axum::Json(job.into())))
+        }
+        _ => Ok((StatusCode::ACCEPTED, axum::Json(job.into()))),
+    }
+}
+
+/// A service's job history, oldest first.
+#[utoipa::path(get, path = "/v1/services/{id}/jobs", tag = "services", params(("id" = i64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = List<JobView>), (status = 404, body = Problem)))]
+async fn service_jobs(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<List<JobView>>, ApiError> {
+    let id = ServiceId(path_id(&id)?);
+    app.engine.get_service(id).await?;
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let filter = provisio_store::JobFilter {
+        service_id: Some(id),
+        ..Default::default()
+    };
+    let found = app.engine.list_jobs(&filter, page).await?;
+    Ok(axum::Json(List::from_page(found, JobView::from)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
 }

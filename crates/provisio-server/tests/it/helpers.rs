@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use provisio_core::module::{Capability, Module, ModuleInfo};
+use provisio_core::module::{
+    ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
+};
 use provisio_core::settings::{Field, SettingsSchema};
 use provisio_modules::Registry;
 use provisio_server::Config;
@@ -55,6 +57,8 @@ pub enum Db {
 }
 
 pub struct TestApp {
+    pub recorder: Arc<Recorder>,
+    worker: Option<provisio_engine::worker::WorkerHandle>,
     pub base: String,
     pub key: String,
     pub http: reqwest::Client,
@@ -117,15 +121,25 @@ impl BackupModule {
     }
 }
 
+#[async_trait::async_trait]
 impl Module for BackupModule {
     fn info(&self) -> &ModuleInfo {
         &self.0
     }
+
+    async fn call(&self, _: &ActionRequest) -> Result<ActionReply, ModuleError> {
+        Ok(ActionReply::default())
+    }
 }
 
 pub fn registry() -> Registry {
+    registry_with(Arc::new(Recorder::default()))
+}
+
+pub fn registry_with(recorder: Arc<Recorder>) -> Registry {
     let mut r = Registry::builtin();
     r.register(Arc::new(BackupModule::new()));
+    r.register(recorder);
     r
 }
 
@@ -161,6 +175,9 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
+/// Jobs run fast in tests: short retries and leases, frequent polls.
+pub const FAST_JOBS: &str = "[jobs]\nretry_schedule = [\"100ms\", \"100ms\", \"100ms\"]\nretry_jitter = 0.0\nlease_seconds = 2\npoll_interval_ms = 20\nbreaker_failures = 5\nbreaker_open_seconds = 2\n";
+
 /// A config for a test instance: files in `dir`, the given database, extra TOML appended.
 pub fn config(dir: &std::path::Path, db_url: &str, extra_toml: &str) -> Config {
     let path: PathBuf = dir.join("provisio.toml");
@@ -182,7 +199,12 @@ pub async fn spawn_app_with(db: Db, extra_toml: &str) -> TestApp {
     init_log();
     let dir = tempfile::tempdir().unwrap();
     let url = db_url(db, dir.path()).await;
-    let cfg = config(dir.path(), &url, extra_toml);
+    let extra = if extra_toml.contains("[jobs]") {
+        extra_toml.to_string()
+    } else {
+        format!("{extra_toml}\n{FAST_JOBS}")
+    };
+    let cfg = config(dir.path(), &url, &extra);
     start(dir, url, cfg).await
 }
 
@@ -192,8 +214,17 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
     let (tx, rx) = oneshot::channel::<()>();
     let admin_file = cfg.admin_key_file.clone();
     // Prepare first so the admin key file exists before the test reads it.
-    let engine = Arc::new(provisio_server::prepare(&cfg, registry()).await.unwrap());
-    let app = provisio_server::router(engine, &cfg);
+    let recorder = Arc::new(Recorder::default());
+    let engine = Arc::new(
+        provisio_server::prepare(&cfg, registry_with(recorder.clone()))
+            .await
+            .unwrap(),
+    );
+    let worker = Some(provisio_engine::worker::spawn(
+        engine.clone(),
+        provisio_server::worker_name(),
+    ));
+    let app = provisio_server::router(engine.clone(), &cfg);
     let handle = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -207,6 +238,8 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
         .trim()
         .to_string();
     TestApp {
+        recorder,
+        worker,
         base: format!("http://{addr}"),
         key,
         http: reqwest::Client::new(),
@@ -225,6 +258,40 @@ impl TestApp {
         if let Some(h) = self.handle.take() {
             let _ = h.await;
         }
+        if let Some(w) = self.worker.take() {
+            w.shutdown().await;
+        }
+    }
+
+    /// Polls until the job is final (or 20 s pass) and returns it.
+    pub async fn wait_job(&self, id: i64) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            let state = job["state"].as_str().unwrap_or("").to_string();
+            if !matches!(state.as_str(), "pending" | "running")
+                || std::time::Instant::now() > deadline
+            {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Runs an action with `?wait=20` and returns the finished job.
+    pub async fn act(&self, service: i64, action: &str, body: Option<Value>) -> Value {
+        let (status, job) = self
+            .call(
+                Method::POST,
+                &format!("/v1/services/{service}/{action}?wait=20"),
+                body,
+            )
+            .await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::ACCEPTED,
+            "{action}: {status} {job}"
+        );
+        job
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Response {
@@ -293,7 +360,7 @@ impl TestApp {
         let product = self
             .create(
                 "/v1/products",
-                serde_json::json!({"name": "basic", "module": "script", "settings": {"quota": 100}}),
+                serde_json::json!({"name": "basic", "module": "script", "auto_setup": "manual", "settings": {"quota": 100}}),
             )
             .await;
         (client["id"].as_i64().unwrap(), server, product)
@@ -321,5 +388,161 @@ pub fn assert_field_error(status: StatusCode, body: &Value, field: &str, rule: &
             msg.contains(e["field"].as_str().unwrap()),
             "message names its field: {e}"
         );
+    }
+}
+
+/// How the recorder answers one call, chosen per service by its `behaviour` setting.
+/// The recorder is test scaffolding for the engine's rules (retries, lookups, limits); the
+/// real `script` and `http` modules are exercised against real peers elsewhere.
+#[derive(Default)]
+pub struct Recorder {
+    pub info: OnceLock<ModuleInfo>,
+    state: Mutex<RecorderState>,
+}
+
+#[derive(Default)]
+pub struct RecorderState {
+    /// username -> status on the "remote".
+    pub accounts: std::collections::BTreeMap<String, String>,
+    /// (idempotency key, action, username) of every effect applied.
+    pub effects: Vec<(String, String, String)>,
+    /// Calls per (username, action), lookups included.
+    pub calls: std::collections::HashMap<(String, String), u32>,
+    pub running: u32,
+    pub max_running: u32,
+    /// When each non-lookup call started.
+    pub starts: Vec<std::time::Instant>,
+}
+
+impl Recorder {
+    pub fn with<R>(&self, f: impl FnOnce(&RecorderState) -> R) -> R {
+        f(&self.state.lock().unwrap())
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for Recorder {
+    fn info(&self) -> &ModuleInfo {
+        self.info.get_or_init(|| ModuleInfo {
+            name: "recorder".into(),
+            version: "1".into(),
+            description: "test scaffolding".into(),
+            capabilities: vec![
+                Capability::Create,
+                Capability::Suspend,
+                Capability::Unsuspend,
+                Capability::Terminate,
+                Capability::ChangePassword,
+                Capability::ChangePackage,
+                Capability::Renew,
+                Capability::Lookup,
+                Capability::TestConnection,
+            ],
+            custom_actions: vec![],
+            server_schema: SettingsSchema::new(vec![Field::secret("token", "Token")]).allow_extra(),
+            product_schema: SettingsSchema::new(vec![]).allow_extra(),
+            service_schema: SettingsSchema::new(vec![]).allow_extra(),
+        })
+    }
+
+    async fn call(&self, req: &ActionRequest) -> Result<ActionReply, ModuleError> {
+        use provisio_core::module::{Action, RemoteAccount};
+        let Some(svc) = &req.service else {
+            return match req.server.settings.get("healthy").and_then(Value::as_bool) {
+                Some(false) => Err(ModuleError::permanent("cannot log in")),
+                _ => Ok(ActionReply::default()),
+            };
+        };
+        let user = svc.username.clone();
+        let action = req.action.as_str().to_string();
+        let behaviour = svc
+            .settings
+            .get("behaviour")
+            .and_then(Value::as_str)
+            .unwrap_or("ok")
+            .to_string();
+        let delay_ms = svc
+            .settings
+            .get("delay_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let n = {
+            let mut st = self.state.lock().unwrap();
+            let n = st.calls.entry((user.clone(), action.clone())).or_default();
+            *n += 1;
+            let n = *n;
+            if req.action != Action::Lookup {
+                st.running += 1;
+                st.max_running = st.max_running.max(st.running);
+                st.starts.push(std::time::Instant::now());
+            }
+            n
+        };
+        if req.action == Action::Lookup {
+            let st = self.state.lock().unwrap();
+            return Ok(ActionReply {
+                account: st.accounts.get(&user).map(|s| RemoteAccount {
+                    username: user.clone(),
+                    status: Some(s.clone()),
+                    package: None,
+                }),
+                ..Default::default()
+            });
+        }
+        if delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        }
+        let apply = |st: &mut RecorderState| {
+            if !st
+                .effects
+                .iter()
+                .any(|(k, a, _)| k == &req.idempotency_key && a == &action)
+            {
+                st.effects
+                    .push((req.idempotency_key.clone(), action.clone(), user.clone()));
+                match req.action {
+                    Action::Create | Action::Unsuspend => {
+                        st.accounts.insert(user.clone(), "active".into());
+                    }
+                    Action::Suspend => {
+                        st.accounts.insert(user.clone(), "suspended".into());
+                    }
+                    Action::Terminate => {
+                        st.accounts.remove(&user);
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let result = {
+            let mut st = self.state.lock().unwrap();
+            let r = match behaviour.as_str() {
+                // Fails twice (nothing applied), then works.
+                "flaky" if n <= 2 => Err(ModuleError::transient("remote busy (503)")),
+                "permanent" => Err(ModuleError::permanent(format!(
+                    "remote refused {user}: bad plan; password {}",
+                    secrecy::ExposeSecret::expose_secret(&svc.password)
+                ))),
+                "down" => Err(ModuleError::transient("connection refused")),
+                // Applies the effect, then the answer is lost.
+                "lost_reply" if n == 1 => {
+                    apply(&mut st);
+                    Err(ModuleError::unknown("connection reset after sending"))
+                }
+                _ => {
+                    apply(&mut st);
+                    Ok(ActionReply {
+                        outputs: serde_json::json!({"pass_key": format!("PK-{user}")})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                        ..Default::default()
+                    })
+                }
+            };
+            st.running -= 1;
+            r
+        };
+        result
     }
 }

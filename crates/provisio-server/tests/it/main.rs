@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod actions;
 mod auth;
 mod bad_input;
 mod clients;

@@ -14,7 +14,7 @@ async fn services_lifecycle_of_records(db: Db) {
         .await;
     app.create(
         "/v1/products",
-        json!({"name": "eu-plan", "module": "script", "server_group": "eu"}),
+        json!({"name": "eu-plan", "module": "script", "server_group": "eu", "auto_setup": "manual"}),
     )
     .await;
 

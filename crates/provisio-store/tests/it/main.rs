@@ -1,6 +1,7 @@
 //! The store suite: every test runs once on SQLite and once on PostgreSQL.
 
 mod harness;
+mod jobs;
 mod suite;
 
 macro_rules! on_both {
@@ -10,7 +11,7 @@ macro_rules! on_both {
                 #[tokio::test]
                 async fn $name() {
                     let db = crate::harness::sqlite().await;
-                    crate::suite::$name(db.store.clone()).await;
+                    crate::$name(db.store.clone()).await;
                 }
             )*
         }
@@ -19,12 +20,15 @@ macro_rules! on_both {
                 #[tokio::test]
                 async fn $name() {
                     let db = crate::harness::postgres().await;
-                    crate::suite::$name(db.store.clone()).await;
+                    crate::$name(db.store.clone()).await;
                 }
             )*
         }
     };
 }
+
+use jobs::*;
+use suite::*;
 
 on_both!(
     migrations_are_idempotent,
@@ -37,4 +41,9 @@ on_both!(
     referenced_records_cannot_be_deleted,
     api_keys_by_hash,
     settings_json_roundtrips,
+    claims_respect_order_and_capacity,
+    allowance_and_total_cap_claims,
+    expired_leases_come_back_for_lookup,
+    failed_jobs_retry_or_resolve,
+    due_unsuspends_are_found,
 );

@@ -22,7 +22,7 @@ fn settings(v: serde_json::Value) -> Settings {
     v.as_object().unwrap().clone()
 }
 
-fn new_client(name: &str, email: &str) -> NewClient {
+pub fn new_client(name: &str, email: &str) -> NewClient {
     NewClient {
         name: DisplayName::parse(name).unwrap(),
         email: Email::parse(email).unwrap(),
@@ -33,7 +33,7 @@ fn new_client(name: &str, email: &str) -> NewClient {
     }
 }
 
-fn new_server(name: &str) -> NewServer {
+pub fn new_server(name: &str) -> NewServer {
     NewServer {
         name: Handle::parse(name).unwrap(),
         module: "script".into(),
@@ -45,7 +45,7 @@ fn new_server(name: &str) -> NewServer {
     }
 }
 
-fn new_product(name: &str, extends: Option<ProductId>) -> NewProduct {
+pub fn new_product(name: &str, extends: Option<ProductId>) -> NewProduct {
     NewProduct {
         name: Handle::parse(name).unwrap(),
         module: "script".into(),

@@ -1,0 +1,340 @@
+//! Asking for actions: checking them against the service's lifecycle, writing the job (in
+//! the same transaction as the record that caused it), and the module queue's operations.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use provisio_core::job::{check_transition, status_after, Attempt, Job, JobId, JobState, NewJob};
+use provisio_core::module::Action;
+use provisio_core::page::{Page, PageRequest};
+use provisio_core::secret::generate_password;
+use provisio_core::service::{Service, ServiceStatus, SuspendReason};
+use provisio_core::settings::Settings;
+use provisio_core::{ServerId, ServiceId};
+use provisio_store::JobFilter;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::error::Problems;
+use crate::input::RecordRef;
+use crate::{Engine, EngineError, Result};
+
+/// What an action request may carry; which fields apply depends on the action.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionInput {
+    /// suspend: `non-payment`, `holiday`, `abuse`, `admin`, `usage` or free text; `admin`
+    /// when absent.
+    pub reason: Option<String>,
+    /// suspend: when the engine unsuspends by itself.
+    pub until: Option<DateTime<Utc>>,
+    /// change_password: the new password; generated when absent.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<SecretString>,
+    /// change_package: the new product, by id or name.
+    pub product: Option<RecordRef>,
+}
+
+/// A job with its attempt history.
+#[derive(Debug, Clone)]
+pub struct JobDetail {
+    pub job: Job,
+    pub attempts: Vec<Attempt>,
+}
+
+pub(crate) fn new_idempotency_key() -> String {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Engine {
+    pub(crate) fn new_job(
+        &self,
+        server_id: ServerId,
+        action: Action,
+        params: Settings,
+        run_after: DateTime<Utc>,
+    ) -> NewJob {
+        NewJob {
+            server_id,
+            action,
+            params,
+            idempotency_key: new_idempotency_key(),
+            max_attempts: self.options.jobs.retry.max_attempts(),
+            run_after,
+        }
+    }
+
+    /// The status the service will have once its open jobs have run, so that a suspend can
+    /// be queued behind the create that makes it possible.
+    async fn projected_status(&self, service: &Service) -> Result<ServiceStatus> {
+        let open = self
+            .store
+            .list_jobs(
+                &JobFilter {
+                    service_id: Some(service.id),
+                    open_only: true,
+                    ..Default::default()
+                },
+                PageRequest::first(PageRequest::MAX_LIMIT),
+            )
+            .await?;
+        Ok(open.items.iter().fold(service.status, |st, j| {
+            status_after(&j.action).unwrap_or(st)
+        }))
+    }
+
+    /// Queues `action` on a service and wakes the worker. The status changes only when the
+    /// remote has confirmed it.
+    pub async fn request_action(
+        &self,
+        id: ServiceId,
+        action: Action,
+        input: ActionInput,
+    ) -> Result<Job> {
+        let service = self.get_service(id).await?;
+        let server = self
+            .store
+            .get_server(service.server_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "server",
+                key: service.server_id.to_string(),
+            })?;
+        let mut p = Problems::default();
+        let module = self.modules.info(&server.module);
+        match (module, action.capability()) {
+            (None, _) => {
+                return Err(EngineError::Conflict {
+                    field: None,
+                    message: format!(
+                        "server '{}' uses module '{}', which is not installed",
+                        server.name, server.module
+                    ),
+                })
+            }
+            (Some(m), Some(cap)) if !m.can(cap) => {
+                return Err(EngineError::Conflict {
+                    field: None,
+                    message: format!("module '{}' cannot {action}", m.name),
+                })
+            }
+            _ => {}
+        }
+        if !Action::LIFECYCLE.contains(&action) {
+            let mut bad = Problems::default();
+            bad.push(
+                "action",
+                "enum",
+                format!("'{action}' is not a service action"),
+            );
+            return Err(EngineError::Invalid(bad.0));
+        }
+        let projected = self.projected_status(&service).await?;
+        check_transition(projected, &action).map_err(|message| EngineError::Conflict {
+            field: None,
+            message,
+        })?;
+
+        let mut params = Settings::new();
+        match action {
+            Action::Suspend => {
+                let reason =
+                    SuspendReason::from(input.reason.clone().unwrap_or_else(|| "admin".into()));
+                if reason.as_str().trim().is_empty() || reason.as_str().len() > 200 {
+                    p.push("reason", "length", "must be 1 to 200 characters");
+                }
+                if let Some(u) = input.until {
+                    if u <= Utc::now() {
+                        p.push("until", "future", "must be in the future");
+                    }
+                    params.insert("until".into(), Value::String(u.to_rfc3339()));
+                }
+                params.insert("reason".into(), Value::String(reason.as_str().to_string()));
+            }
+            Action::ChangePassword => {
+                let pw = input
+                    .password
+                    .clone()
+                    .unwrap_or_else(|| generate_password(16));
+                let n = pw.expose_secret().chars().count();
+                if !(8..=128).contains(&n) {
+                    p.push("password", "length", "must be 8 to 128 characters");
+                }
+                let sealed = self.cipher.seal_str(&pw);
+                params.insert("new_password".into(), crate::catalog::sealed_value(&sealed));
+            }
+            Action::ChangePackage => match &input.product {
+                None => p.push("product", "required", "is required for change-package"),
+                Some(r) => match self.find_product(r).await {
+                    Ok(prod) if prod.module != server.module => p.push(
+                        "product",
+                        "module",
+                        format!(
+                            "product '{}' uses module '{}', the service's server '{}'",
+                            prod.name, prod.module, server.module
+                        ),
+                    ),
+                    Ok(prod) if prod.id == service.product_id => {
+                        p.push("product", "same", "is already the service's product")
+                    }
+                    Ok(prod) => {
+                        params.insert("product_id".into(), Value::from(prod.id.0));
+                    }
+                    Err(EngineError::NotFound { .. }) => {
+                        p.push("product", "exists", format!("no product {r}"))
+                    }
+                    Err(e) => return Err(e),
+                },
+            },
+            _ => {}
+        }
+        // Fields that do not belong to this action are refused rather than ignored.
+        let stray = [
+            (
+                "reason",
+                input.reason.is_some() && action != Action::Suspend,
+            ),
+            ("until", input.until.is_some() && action != Action::Suspend),
+            (
+                "password",
+                input.password.is_some() && action != Action::ChangePassword,
+            ),
+            (
+                "product",
+                input.product.is_some() && action != Action::ChangePackage,
+            ),
+        ];
+        for (field, bad) in stray {
+            if bad {
+                p.push(
+                    field,
+                    "not_applicable",
+                    format!("does not apply to {action}"),
+                );
+            }
+        }
+        p.finish()?;
+        let job = self.new_job(service.server_id, action, params, Utc::now());
+        let stored = self.store.enqueue_job(service.id, &job).await?;
+        self.wake.notify_one();
+        Ok(stored)
+    }
+
+    pub async fn get_job(&self, id: JobId) -> Result<JobDetail> {
+        let job = self
+            .store
+            .get_job(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "job",
+                key: id.to_string(),
+            })?;
+        let attempts = self.store.job_attempts(id).await?;
+        Ok(JobDetail { job, attempts })
+    }
+
+    pub async fn list_jobs(&self, f: &JobFilter, page: PageRequest) -> Result<Page<Job>> {
+        Ok(self.store.list_jobs(f, page).await?)
+    }
+
+    /// A failed job runs again, with a fresh set of retries.
+    pub async fn retry_job(&self, id: JobId) -> Result<Job> {
+        let job = self.get_job(id).await?.job;
+        let extra = self.options.jobs.retry.max_attempts();
+        match self.store.retry_job(id, Utc::now(), extra).await? {
+            Some(j) => {
+                self.wake.notify_one();
+                Ok(j)
+            }
+            None => Err(EngineError::Conflict {
+                field: None,
+                message: format!(
+                    "job {id} is {}; only failed jobs can be retried",
+                    job.state.as_str()
+                ),
+            }),
+        }
+    }
+
+    /// Retries every failed job, optionally only those of one server; returns how many.
+    pub async fn retry_failed(&self, server: Option<ServerId>) -> Result<usize> {
+        let mut n = 0;
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        let extra = self.options.jobs.retry.max_attempts();
+        loop {
+            let failed = self
+                .store
+                .list_jobs(
+                    &JobFilter {
+                        state: Some(JobState::Failed),
+                        server_id: server,
+                        ..Default::default()
+                    },
+                    page,
+                )
+                .await?;
+            for j in &failed.items {
+                if self
+                    .store
+                    .retry_job(j.id, Utc::now(), extra)
+                    .await?
+                    .is_some()
+                {
+                    n += 1;
+                }
+            }
+            match failed.next {
+                Some(c) => page.after = Some(c),
+                None => break,
+            }
+        }
+        if n > 0 {
+            self.wake.notify_one();
+        }
+        Ok(n)
+    }
+
+    /// A person marks a failed job handled.
+    pub async fn resolve_job(&self, id: JobId, note: &str) -> Result<Job> {
+        let mut p = Problems::default();
+        if note.trim().is_empty() || note.len() > 2000 {
+            p.push("note", "length", "must be 1 to 2000 characters");
+        }
+        p.finish()?;
+        let job = self.get_job(id).await?.job;
+        self.store
+            .resolve_job(id, note.trim(), Utc::now())
+            .await?
+            .ok_or_else(|| EngineError::Conflict {
+                field: None,
+                message: format!(
+                    "job {id} is {}; only failed jobs can be resolved",
+                    job.state.as_str()
+                ),
+            })
+    }
+
+    /// Waits up to `timeout` for a job to reach a final state and returns it as it is then.
+    pub async fn wait_for_job(&self, id: JobId, timeout: Duration) -> Result<Job> {
+        let mut rx = self.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.get_job(id).await?.job;
+            if job.state.is_final() || tokio::time::Instant::now() >= deadline {
+                return Ok(job);
+            }
+            // Another process may finish it: poll as well as listen.
+            let tick = tokio::time::sleep(Duration::from_millis(250));
+            tokio::select! {
+                _ = rx.recv() => {}
+                _ = tick => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}

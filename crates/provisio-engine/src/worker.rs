@@ -1,0 +1,657 @@
+//! The worker: claims due jobs, runs them through their module, and writes each outcome with
+//! its attempt record and service change in batched transactions. It also renews its
+//! leases, returns jobs of dead workers to the queue, and unsuspends services whose
+//! suspension has run out.
+//!
+//! Exactly-once rests on three things: the job is stored before anyone is told it was
+//! accepted; a job whose outcome is unknown (timeout, crash) is looked up on the remote
+//! before it runs again; and every attempt carries the job's idempotency key.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::Utc;
+use provisio_core::job::{check_transition, status_after, Attempt, Job, JobId, JobState};
+use provisio_core::module::{
+    redact, Action, ActionReply, ActionRequest, ClientContext, ErrorKind, Module, ModuleError,
+    ProductContext, RemoteAccount, SchemaScope, ServerContext, ServiceContext,
+};
+use provisio_core::secret::as_sealed;
+use provisio_core::service::{ServiceStatus, SuspendReason, Suspension};
+use provisio_core::settings::Settings;
+use provisio_core::{ProductId, ServerId};
+use provisio_store::{ClaimRequest, JobUpdate, ServiceChange};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::input::RecordRef;
+use crate::limits::Limits;
+use crate::Engine;
+
+/// A running worker; dropping the handle does not stop it, [`WorkerHandle::shutdown`] does.
+pub struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl WorkerHandle {
+    /// Stops claiming, lets jobs in flight finish and writes their outcomes.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+struct Shared {
+    engine: Arc<Engine>,
+    owner: String,
+    inflight: Mutex<HashSet<JobId>>,
+    limits: Mutex<Limits>,
+}
+
+/// What a finished execution reports to the writer.
+struct Finished {
+    update: JobUpdate,
+}
+
+/// Starts a worker over `engine`; `owner` names this process in job leases.
+pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
+    let (stop, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        limits: Mutex::new(Limits::new(engine.options.jobs.breaker.clone())),
+        engine,
+        owner,
+        inflight: Mutex::new(HashSet::new()),
+    });
+    let (tx, rx) = mpsc::unbounded_channel::<Finished>();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(claim_loop(shared.clone(), tx, stop_rx.clone()));
+    tasks.spawn(write_loop(shared.clone(), rx));
+    tasks.spawn(heartbeat_loop(shared.clone(), stop_rx.clone()));
+    tasks.spawn(maintenance_loop(shared, stop_rx));
+    WorkerHandle { stop, tasks }
+}
+
+async fn sleep_or_stop(d: std::time::Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+async fn claim_loop(
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Finished>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let engine = shared.engine.clone();
+    let opts = engine.options.jobs.clone();
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        // Rates come from the server records; reading them every couple of seconds is plenty.
+        if servers_loaded.elapsed() > std::time::Duration::from_secs(2) {
+            if let Ok(list) = load_servers(&engine).await {
+                let now = Instant::now();
+                let mut l = shared.limits.lock().unwrap();
+                for (id, rate) in list {
+                    l.configure(id, rate, now);
+                }
+            }
+            servers_loaded = Instant::now();
+        }
+        let free = opts.max_in_flight as usize - shared.inflight.lock().unwrap().len();
+        let mut claimed = 0;
+        if free > 0 {
+            let allowance = shared.limits.lock().unwrap().allowance(Instant::now());
+            let now = Utc::now();
+            let req = ClaimRequest {
+                owner: &shared.owner,
+                now,
+                lease_until: now + chrono::Duration::from_std(opts.lease).unwrap_or_default(),
+                max_total: free as u32,
+                allowance: &allowance,
+            };
+            match engine.store.claim_jobs(&req).await {
+                Ok(jobs) => {
+                    claimed = jobs.len();
+                    for job in jobs {
+                        if !shared.limits.lock().unwrap().knows(job.server_id) {
+                            // A server created since the last read: fetch its rate soon.
+                            servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
+                        }
+                        shared.inflight.lock().unwrap().insert(job.id);
+                        shared
+                            .limits
+                            .lock()
+                            .unwrap()
+                            .started(job.server_id, Instant::now());
+                        let shared = shared.clone();
+                        let tx = tx.clone();
+                        running.spawn(async move {
+                            let server = job.server_id;
+                            let (update, health) = execute(&shared, job).await;
+                            // Before the outcome is written (which frees the server's slot), so
+                            // a breaker that opens now holds back the next claim.
+                            if let Some(h) = health {
+                                if let Some(state) = shared.limits.lock().unwrap().finished(server, h, Instant::now()) {
+                                    tracing::warn!(server = %server, ?state, "circuit breaker changed");
+                                }
+                            }
+                            let _ = tx.send(Finished { update });
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming jobs failed; will try again"),
+            }
+        }
+        while running.try_join_next().is_some() {}
+        if claimed == free && claimed > 0 {
+            // The batch was full: there may be more due right away.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = engine.wake.notified() => {}
+            _ = tokio::time::sleep(opts.poll_interval) => {}
+            _ = stop.changed() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+    }
+    // Let what is running finish so its outcome is written, not left to a lease expiry.
+    while running.join_next().await.is_some() {}
+}
+
+async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, Option<u32>)>> {
+    let mut out = Vec::new();
+    let mut page =
+        provisio_core::page::PageRequest::first(provisio_core::page::PageRequest::MAX_LIMIT);
+    loop {
+        let p = engine.store.list_servers(&Default::default(), page).await?;
+        out.extend(p.items.iter().map(|s| (s.id, s.max_per_second)));
+        match p.next {
+            Some(n) => page.after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Writes outcomes in batches: one transaction for everything that finished meanwhile.
+async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Finished>) {
+    let engine = shared.engine.clone();
+    let mut batch: Vec<Finished> = Vec::new();
+    loop {
+        if batch.is_empty() && rx.recv_many(&mut batch, 512).await == 0 {
+            return;
+        }
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let updates: Vec<JobUpdate> = batch.iter().map(|f| f.update.clone()).collect();
+        match engine.store.finish_jobs(&updates).await {
+            Ok(applied) => {
+                for (f, held) in batch.drain(..).zip(applied) {
+                    shared.inflight.lock().unwrap().remove(&f.update.job_id);
+                    if !held {
+                        tracing::warn!(job = %f.update.job_id, "lease lost before the outcome was written; another worker will look it up");
+                    }
+                    let _ = engine.finished.send(f.update.job_id);
+                }
+                engine.wake.notify_one();
+            }
+            Err(e) => {
+                // Keep the outcomes and try again: losing them would mean running the
+                // actions a second time (after a lookup) when the lease runs out.
+                tracing::error!(error = %e, "writing job outcomes failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let lease = shared.engine.options.jobs.lease;
+    loop {
+        if sleep_or_stop(lease / 3, &mut stop).await {
+            return;
+        }
+        let ids: Vec<JobId> = shared.inflight.lock().unwrap().iter().copied().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+        if let Err(e) = shared
+            .engine
+            .store
+            .renew_leases(&shared.owner, &ids, until)
+            .await
+        {
+            tracing::warn!(error = %e, "renewing leases failed");
+        }
+    }
+}
+
+async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let engine = shared.engine.clone();
+    let every = (engine.options.jobs.lease / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
+    loop {
+        match engine.store.requeue_expired(Utc::now()).await {
+            Ok(n) if n > 0 => {
+                tracing::warn!(
+                    jobs = n,
+                    "took over jobs whose worker stopped answering; they will be looked up first"
+                );
+                engine.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "requeueing expired jobs failed"),
+        }
+        match engine.store.due_unsuspends(Utc::now(), 500).await {
+            Ok(due) => {
+                for s in due {
+                    if let Err(e) = engine
+                        .request_action(s.id, Action::Unsuspend, Default::default())
+                        .await
+                    {
+                        tracing::warn!(service = %s.id, error = %e, "automatic unsuspend could not be queued");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "looking for due unsuspends failed"),
+        }
+        if sleep_or_stop(every, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Everything one execution needs, loaded fresh for each job.
+struct Loaded {
+    request: ActionRequest,
+    module: Arc<dyn Module>,
+    status: ServiceStatus,
+    outputs: Settings,
+    /// Secret values to strip from any message.
+    secrets: Vec<String>,
+}
+
+async fn load(engine: &Engine, job: &Job) -> Result<Loaded, String> {
+    let store = &engine.store;
+    let fail = |e: &dyn std::fmt::Display| format!("loading the job's records failed: {e}");
+    let service = store
+        .get_service(job.service_id)
+        .await
+        .map_err(|e| fail(&e))?
+        .ok_or("the service no longer exists")?;
+    let server = store
+        .get_server(service.server_id)
+        .await
+        .map_err(|e| fail(&e))?
+        .ok_or("the server no longer exists")?;
+    let client = store
+        .get_client(service.client_id)
+        .await
+        .map_err(|e| fail(&e))?;
+    let product = engine
+        .get_product(&RecordRef::Id(service.product_id.0))
+        .await
+        .map_err(|e| fail(&e))?;
+    let module = engine
+        .modules
+        .get(&server.module)
+        .cloned()
+        .ok_or_else(|| format!("module '{}' is not installed", server.module))?;
+    let cipher = &engine.cipher;
+    let open = |s: &Settings| cipher.open_settings(s).map_err(|e| e.to_string());
+    let server_settings = open(&server.settings)?;
+    let product_settings = open(&product.effective)?;
+    let service_settings = open(&service.settings)?;
+    let password = cipher.open(&service.password).map_err(|e| e.to_string())?;
+    let mut params = open(&job.params)?;
+    if let Some(pid) = job.params.get("product_id").and_then(Value::as_i64) {
+        let new = engine
+            .get_product(&RecordRef::Id(pid))
+            .await
+            .map_err(|e| fail(&e))?;
+        params.insert(
+            "new_product".into(),
+            serde_json::json!({"id": pid, "name": new.product.name.as_str(), "settings": open(&new.effective)?}),
+        );
+    }
+    let mut secrets = vec![password.expose_secret().to_string()];
+    for (scope, settings) in [
+        (SchemaScope::Server, &server_settings),
+        (SchemaScope::Product, &product_settings),
+    ] {
+        let schema = module.info().schema(scope);
+        for name in schema.secret_fields() {
+            if let Some(Value::String(v)) = settings.get(name) {
+                secrets.push(v.clone());
+            }
+        }
+    }
+    if let Some(Value::String(pw)) = params.get("new_password") {
+        secrets.push(pw.clone());
+    }
+    let request = ActionRequest {
+        action: job.action.clone(),
+        idempotency_key: job.idempotency_key.clone(),
+        server: ServerContext {
+            id: server.id.0,
+            name: server.name.to_string(),
+            settings: server_settings,
+        },
+        product: ProductContext {
+            id: product.product.id.0,
+            name: product.product.name.to_string(),
+            settings: product_settings,
+        },
+        service: Some(ServiceContext {
+            id: service.id.0,
+            username: service.username.to_string(),
+            password,
+            status: service.status.as_str().to_string(),
+            settings: service_settings,
+            outputs: service.outputs.clone(),
+        }),
+        client: client.map(|c| ClientContext {
+            id: c.id.0,
+            name: c.name.to_string(),
+            email: c.email.to_string(),
+            custom_fields: c.custom_fields,
+        }),
+        params,
+    };
+    Ok(Loaded {
+        request,
+        module,
+        status: service.status,
+        outputs: service.outputs,
+        secrets,
+    })
+}
+
+/// Whether the remote state a lookup found shows the action already took effect.
+fn already_done(action: &Action, account: Option<&RemoteAccount>) -> bool {
+    match action {
+        Action::Create => account.is_some(),
+        Action::Terminate => account.is_none(),
+        Action::Suspend => account.and_then(|a| a.status.as_deref()) == Some("suspended"),
+        Action::Unsuspend => account.and_then(|a| a.status.as_deref()) == Some("active"),
+        _ => false,
+    }
+}
+
+async fn call(
+    engine: &Engine,
+    module: &dyn Module,
+    request: &ActionRequest,
+) -> Result<ActionReply, ModuleError> {
+    let limit = engine.options.jobs.call_timeout;
+    match tokio::time::timeout(limit, module.call(request)).await {
+        Ok(r) => r,
+        Err(_) => Err(ModuleError::unknown(format!(
+            "the module did not answer within {}s",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// Runs one job and says how it ended. Never fails: every problem becomes an outcome.
+async fn execute(shared: &Shared, job: Job) -> (JobUpdate, Option<bool>) {
+    let engine = &shared.engine;
+    let started = Utc::now();
+    let t0 = Instant::now();
+    let attempt_no = job.attempts + 1;
+    let mut update = JobUpdate {
+        job_id: job.id,
+        service_id: job.service_id,
+        owner: shared.owner.clone(),
+        state: JobState::Done,
+        attempts: attempt_no,
+        run_after: job.run_after,
+        needs_lookup: false,
+        last_error: None,
+        error_kind: None,
+        attempt: Attempt {
+            job_id: job.id,
+            attempt: attempt_no,
+            started_at: started,
+            duration_ms: 0,
+            outcome: "ok".into(),
+            message: None,
+        },
+        service: None,
+    };
+    let finish = |mut u: JobUpdate, outcome: &str, message: Option<String>| {
+        u.attempt.duration_ms = t0.elapsed().as_millis() as i64;
+        u.attempt.outcome = outcome.to_string();
+        u.attempt.message = message.clone();
+        if u.state != JobState::Done {
+            u.last_error = message;
+        }
+        u
+    };
+
+    let loaded = match load(engine, &job).await {
+        Ok(l) => l,
+        Err(msg) => {
+            // Records missing or unreadable: nothing was sent, so a later try is safe.
+            return (
+                retry_or_fail(engine, &job, update, ErrorKind::Transient, msg, finish),
+                None,
+            );
+        }
+    };
+    if let Err(why) = check_transition(loaded.status, &job.action) {
+        update.state = JobState::Cancelled;
+        return (finish(update, "cancelled", Some(why)), None);
+    }
+    let module = loaded.module.as_ref();
+    if let Some(cap) = job.action.capability() {
+        if !module.info().can(cap) {
+            update.state = JobState::Failed;
+            update.error_kind = Some(ErrorKind::Permanent);
+            let msg = format!("module '{}' cannot {}", module.info().name, job.action);
+            return (finish(update, "permanent", Some(msg)), None);
+        }
+    }
+    let secrets: Vec<&str> = loaded.secrets.iter().map(String::as_str).collect();
+
+    // After an unknown outcome, ask the remote before acting again.
+    if job.needs_lookup && module.info().can(provisio_core::module::Capability::Lookup) {
+        let mut lookup = loaded.request.clone();
+        lookup.action = Action::Lookup;
+        match call(engine, module, &lookup).await {
+            Ok(reply) => {
+                if already_done(&job.action, reply.account.as_ref()) {
+                    update.service = Some(success_change(&job, &loaded, &ActionReply::default()));
+                    return (
+                        finish(
+                            update,
+                            "skipped",
+                            Some("a lookup showed the action had already taken effect".into()),
+                        ),
+                        Some(true),
+                    );
+                }
+            }
+            Err(e) => {
+                let msg = redact(
+                    &format!("lookup before retrying failed: {}", e.message),
+                    &secrets,
+                );
+                let mut u = retry_or_fail(engine, &job, update, ErrorKind::Unknown, msg, finish);
+                u.needs_lookup = true;
+                return (u, Some(e.kind == ErrorKind::Permanent));
+            }
+        }
+    }
+
+    match call(engine, module, &loaded.request).await {
+        Ok(reply) => {
+            update.service = Some(success_change(&job, &loaded, &reply));
+            (finish(update, "ok", None), Some(true))
+        }
+        Err(e) => {
+            let msg = redact(&e.message, &secrets);
+            let healthy = e.kind == ErrorKind::Permanent;
+            let u = match e.kind {
+                ErrorKind::Permanent => {
+                    update.state = JobState::Failed;
+                    update.error_kind = Some(ErrorKind::Permanent);
+                    update.service = failure_change(&job);
+                    finish(update, "permanent", Some(msg))
+                }
+                kind => retry_or_fail(engine, &job, update, kind, msg, finish),
+            };
+            (u, Some(healthy))
+        }
+    }
+}
+
+/// A transient or unknown failure: try again after the schedule's delay, or park the job
+/// when the attempts are used up.
+fn retry_or_fail(
+    engine: &Engine,
+    job: &Job,
+    mut u: JobUpdate,
+    kind: ErrorKind,
+    msg: String,
+    finish: impl Fn(JobUpdate, &str, Option<String>) -> JobUpdate,
+) -> JobUpdate {
+    u.error_kind = Some(kind);
+    u.needs_lookup = kind == ErrorKind::Unknown || job.needs_lookup;
+    let delay = (u.attempts < job.max_attempts)
+        .then(|| {
+            engine
+                .options
+                .jobs
+                .retry
+                .delay_after(u.attempts, rand::random::<f64>())
+        })
+        .flatten();
+    match delay {
+        Some(d) => {
+            u.state = JobState::Pending;
+            u.run_after = Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
+        }
+        None => {
+            u.state = JobState::Failed;
+            u.service = failure_change(job);
+        }
+    }
+    finish(u, kind.as_str(), Some(msg))
+}
+
+/// A create that gave up leaves the service `failed`; other actions leave it as it was.
+fn failure_change(job: &Job) -> Option<ServiceChange> {
+    (job.action == Action::Create).then(|| ServiceChange {
+        status: Some(ServiceStatus::Failed),
+        ..Default::default()
+    })
+}
+
+fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceChange {
+    let mut change = ServiceChange {
+        status: status_after(&job.action),
+        ..Default::default()
+    };
+    match &job.action {
+        Action::Suspend => {
+            let reason = job
+                .params
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("admin");
+            let until = job
+                .params
+                .get("until")
+                .and_then(Value::as_str)
+                .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
+                .map(|d| d.with_timezone(&Utc));
+            change.suspension = Some(Some(Suspension {
+                reason: SuspendReason::from(reason.to_string()),
+                since: Utc::now(),
+                until,
+            }));
+        }
+        Action::Unsuspend | Action::Terminate => change.suspension = Some(None),
+        Action::ChangePassword => {
+            change.password = job.params.get("new_password").and_then(as_sealed);
+        }
+        Action::ChangePackage => {
+            change.product_id = job
+                .params
+                .get("product_id")
+                .and_then(Value::as_i64)
+                .map(ProductId);
+        }
+        _ => {}
+    }
+    if !reply.outputs.is_empty() {
+        let mut outputs = loaded.outputs.clone();
+        for (k, v) in &reply.outputs {
+            outputs.insert(k.clone(), v.clone());
+        }
+        change.outputs = Some(outputs);
+    }
+    change
+}
+
+/// Runs `test_connection` against a server now, outside the queue.
+pub async fn test_connection(
+    engine: &Engine,
+    server: &RecordRef,
+) -> crate::Result<Result<(), String>> {
+    let server = engine.find_server(server).await?;
+    let Some(module) = engine.modules.get(&server.module).cloned() else {
+        return Ok(Err(format!("module '{}' is not installed", server.module)));
+    };
+    if !module
+        .info()
+        .can(provisio_core::module::Capability::TestConnection)
+    {
+        return Ok(Err(format!(
+            "module '{}' has no connection test",
+            server.module
+        )));
+    }
+    let settings = engine.cipher.open_settings(&server.settings)?;
+    let mut secrets: Vec<String> = Vec::new();
+    for name in module.info().server_schema.secret_fields() {
+        if let Some(Value::String(v)) = settings.get(name) {
+            secrets.push(v.clone());
+        }
+    }
+    let request = ActionRequest {
+        action: Action::TestConnection,
+        idempotency_key: crate::actions::new_idempotency_key(),
+        server: ServerContext {
+            id: server.id.0,
+            name: server.name.to_string(),
+            settings,
+        },
+        product: ProductContext::default(),
+        service: None,
+        client: None,
+        params: Settings::new(),
+    };
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    Ok(match call(engine, module.as_ref(), &request).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(redact(&e.to_string(), &refs)),
+    })
+}

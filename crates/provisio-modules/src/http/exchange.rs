@@ -1,0 +1,130 @@
+//! One HTTP exchange of the `http` module, and what a transport failure means for the
+//! engine: nothing was sent (retry), or the request may have arrived (look up first).
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Client, Method, Url};
+
+/// Connecting is bounded separately from `timeout_seconds`, so that a host that does not
+/// accept the connection is told apart from one that took the request and went quiet:
+/// only the second may have acted on it. Below this, a hanging connect hits the request
+/// timeout first and is reported as an unknown outcome, which is safe, just slower.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A larger answer is not read: no provisioning response needs it, and it would sit in
+/// memory while being parsed.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+pub(crate) fn client() -> Client {
+    Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A redirected POST silently becomes a GET; a provisioning call must not change
+        // meaning on its way, so a 3xx is an answer like any other.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("provisio/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client (rustls) initialises")
+}
+
+/// What to send.
+pub(crate) struct Outgoing {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// The remote answered with a status; the body may still have failed to arrive.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: Result<Vec<u8>, BodyError>,
+}
+
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// Cut or timed out while reading; the text describes the transport, not the data.
+    Failed(String),
+    TooLarge,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Failed(why) => write!(f, "the response body could not be read: {why}"),
+            BodyError::TooLarge => write!(f, "the response body exceeds {MAX_BODY} bytes"),
+        }
+    }
+}
+
+/// No status came back.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The request never left: no connection (refused, DNS, connect timeout, TLS).
+    NotSent(String),
+    /// The request may have been received: timed out or cut after it was sent.
+    Unknown(String),
+}
+
+pub(crate) async fn exchange(client: &Client, out: Outgoing) -> Result<Answer, Failure> {
+    let timeout = out.timeout;
+    let mut request = client
+        .request(out.method, out.url)
+        .headers(out.headers)
+        .timeout(timeout);
+    if let Some(body) = out.body {
+        request = request.body(body);
+    }
+    let mut response = request.send().await.map_err(|e| classify(e, timeout))?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    let body = loop {
+        match response.chunk().await {
+            Ok(None) => break Ok(body),
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    break Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Err(e) => break Err(BodyError::Failed(describe(&e))),
+        }
+    };
+    Ok(Answer { status, body })
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> Failure {
+    // reqwest marks every failure to establish the connection, including the connect
+    // timeout, as a connect error; the request has not been written then.
+    if e.is_connect() {
+        return Failure::NotSent(describe(&e));
+    }
+    if e.is_timeout() {
+        return Failure::Unknown(format!("no answer came within {} s", timeout.as_secs()));
+    }
+    Failure::Unknown(format!("the connection failed: {}", describe(&e)))
+}
+
+/// The error chain as one line, without the URL (whose query may carry a credential).
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut parts = Vec::new();
+    let mut source = e.source();
+    while let Some(err) = source {
+        let text = err.to_string();
+        // Wrappers often repeat their source's text; keep each piece once.
+        if !parts.iter().any(|p: &String| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    if parts.is_empty() {
+        let mut top = e.to_string();
+        if let Some(url) = e.url() {
+            top = top.replace(url.as_str(), "");
+        }
+        parts.push(top);
+    }
+    parts.join(": ")
+}

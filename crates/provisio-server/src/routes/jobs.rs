@@ -1,0 +1,135 @@
+//! `/v1/jobs`: the module queue: what is pending, running, done or failed, with retry and
+//! resolve for the failed ones.
+
+use axum::extract::{Path, State};
+use provisio_core::job::{JobId, JobState};
+use provisio_core::{ServerId, ServiceId};
+use provisio_engine::input::RecordRef;
+use provisio_store::JobFilter;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{path_id, Json, OptionalJson, Query};
+use crate::views::{JobView, List, RetriedView};
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(retry_job))
+        .routes(routes!(resolve_job))
+        .routes(routes!(retry_failed))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    state: Option<JobState>,
+    /// Server id or name.
+    server: Option<String>,
+    service: Option<i64>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// List jobs.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobQuery),
+    responses((status = 200, body = List<JobView>), (status = 400, body = Problem)))]
+async fn list_jobs(
+    State(app): State<AppState>,
+    Query(q): Query<JobQuery>,
+) -> Result<axum::Json<List<JobView>>, ApiError> {
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let server_id = match &q.server {
+        Some(s) => Some(
+            app.engine
+                .find_server(&RecordRef::from_segment(s))
+                .await?
+                .id,
+        ),
+        None => None,
+    };
+    let filter = JobFilter {
+        state: q.state,
+        server_id,
+        service_id: q.service.map(ServiceId),
+        open_only: false,
+    };
+    let found = app.engine.list_jobs(&filter, page).await?;
+    Ok(axum::Json(List::from_page(found, JobView::from)))
+}
+
+/// Show a job with every attempt.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem)))]
+async fn get_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let d = app.engine.get_job(JobId(path_id(&id)?)).await?;
+    Ok(axum::Json(d.into()))
+}
+
+/// Run a failed job again, with a fresh set of retries.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn retry_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let j = app.engine.retry_job(JobId(path_id(&id)?)).await?;
+    Ok(axum::Json(j.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    /// What the person did about it.
+    note: String,
+}
+
+/// Mark a failed job handled by a person.
+#[utoipa::path(post, path = "/v1/jobs/{id}/resolve", tag = "jobs", params(("id" = i64, Path)), request_body = ResolveBody,
+    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn resolve_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<ResolveBody>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let j = app
+        .engine
+        .resolve_job(JobId(path_id(&id)?), &body.note)
+        .await?;
+    Ok(axum::Json(j.into()))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFailedBody {
+    /// Only this server's failed jobs (id or name).
+    server: Option<String>,
+}
+
+/// Retry every failed job (of one server).
+#[utoipa::path(post, path = "/v1/jobs/retry", tag = "jobs", request_body = RetryFailedBody,
+    responses((status = 200, body = RetriedView), (status = 404, body = Problem)))]
+async fn retry_failed(
+    State(app): State<AppState>,
+    OptionalJson(body): OptionalJson<RetryFailedBody>,
+) -> Result<axum::Json<RetriedView>, ApiError> {
+    let server: Option<ServerId> = match &body.server {
+        Some(s) => Some(
+            app.engine
+                .find_server(&RecordRef::from_segment(s))
+                .await?
+                .id,
+        ),
+        None => None,
+    };
+    let retried = app.engine.retry_failed(server).await?;
+    Ok(axum::Json(RetriedView { retried }))
+}

@@ -1,0 +1,284 @@
+//! The job queue's storage rules, on both databases.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use provisio_core::job::{Attempt, JobState, NewJob};
+use provisio_core::module::{Action, ErrorKind};
+use provisio_core::page::PageRequest;
+use provisio_core::secret::Sealed;
+use provisio_core::service::{NewService, ServiceStatus, SuspendReason, Suspension};
+use provisio_core::settings::Settings;
+use provisio_core::text::Username;
+use provisio_core::{ServerId, ServiceId};
+use provisio_store::{ClaimRequest, JobFilter, JobUpdate, ServiceChange, Store};
+
+use crate::suite::{new_client, new_product, new_server};
+
+type S = Arc<dyn Store>;
+
+fn job(server: ServerId, action: Action) -> NewJob {
+    NewJob {
+        server_id: server,
+        action,
+        params: Settings::new(),
+        idempotency_key: format!("k-{}", rand::random::<u64>()),
+        max_attempts: 3,
+        run_after: Utc::now() - Duration::seconds(1),
+    }
+}
+
+async fn setup(s: &S, max_concurrent: u32) -> (ServerId, Vec<ServiceId>) {
+    let c = s.insert_client(&new_client("A", "a@a.test")).await.unwrap();
+    let mut ns = new_server("srv");
+    ns.max_concurrent = max_concurrent;
+    let srv = s.insert_server(&ns).await.unwrap();
+    let p = s.insert_product(&new_product("p", None)).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (svc, j) = s
+            .insert_service_with_job(
+                &NewService {
+                    client_id: c.id,
+                    product_id: p.id,
+                    server_id: srv.id,
+                    username: Username::parse(&format!("u{i}")).unwrap(),
+                    password: Sealed(vec![1]),
+                    status: ServiceStatus::Pending,
+                    invoice: None,
+                    parent_invoice: None,
+                    settings: Settings::new(),
+                },
+                Some(&job(srv.id, Action::Create)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(j.unwrap().service_id, svc.id);
+        ids.push(svc.id);
+    }
+    (srv.id, ids)
+}
+
+fn claim<'a>(
+    owner: &'a str,
+    max_total: u32,
+    allowance: &'a HashMap<ServerId, u32>,
+) -> ClaimRequest<'a> {
+    ClaimRequest {
+        owner,
+        now: Utc::now(),
+        lease_until: Utc::now() + Duration::seconds(30),
+        max_total,
+        allowance,
+    }
+}
+
+fn done(j: &provisio_core::job::Job, owner: &str, service: Option<ServiceChange>) -> JobUpdate {
+    JobUpdate {
+        job_id: j.id,
+        service_id: j.service_id,
+        owner: owner.into(),
+        state: JobState::Done,
+        attempts: j.attempts + 1,
+        run_after: j.run_after,
+        needs_lookup: false,
+        last_error: None,
+        error_kind: None,
+        attempt: Attempt {
+            job_id: j.id,
+            attempt: j.attempts + 1,
+            started_at: Utc::now(),
+            duration_ms: 3,
+            outcome: "ok".into(),
+            message: None,
+        },
+        service,
+    }
+}
+
+pub async fn claims_respect_order_and_capacity(s: S) {
+    let (srv, svcs) = setup(&s, 2).await;
+    // A second job for the first service must wait for its create.
+    let suspend = s
+        .enqueue_job(svcs[0], &job(srv, Action::Suspend))
+        .await
+        .unwrap();
+    let none = HashMap::new();
+    let first = s.claim_jobs(&claim("w1", 100, &none)).await.unwrap();
+    assert_eq!(first.len(), 2, "max_concurrent caps the claim");
+    assert!(first
+        .iter()
+        .all(|j| j.action == Action::Create && j.state == JobState::Running));
+    let more = s.claim_jobs(&claim("w2", 100, &none)).await.unwrap();
+    assert!(
+        more.is_empty(),
+        "two are running: the server is full for every worker"
+    );
+
+    let applied = s
+        .finish_jobs(&[done(
+            &first[0],
+            "w1",
+            Some(ServiceChange {
+                status: Some(ServiceStatus::Active),
+                outputs: Some(
+                    serde_json::json!({"pass_key": "PK"})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                ),
+                ..Default::default()
+            }),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![true]);
+    let svc = s.get_service(first[0].service_id).await.unwrap().unwrap();
+    assert_eq!(svc.status, ServiceStatus::Active);
+    assert_eq!(svc.outputs["pass_key"], "PK");
+    // A stale owner cannot finish a job it no longer holds.
+    assert_eq!(
+        s.finish_jobs(&[done(&first[1], "someone-else", None)])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+
+    let next = s.claim_jobs(&claim("w1", 100, &none)).await.unwrap();
+    assert_eq!(next.len(), 1);
+    // The suspend of service 0 is now claimable only if its create is done, which it is
+    // when first[0] was service 0; otherwise the next create comes first.
+    let ids: Vec<_> = next
+        .iter()
+        .map(|j| (j.service_id, j.action.clone()))
+        .collect();
+    assert!(
+        ids.iter()
+            .all(|(sid, a)| *a == Action::Create || *sid == svcs[0]),
+        "{ids:?}"
+    );
+    let _ = suspend;
+    let attempts = s.job_attempts(first[0].id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "ok");
+}
+
+pub async fn allowance_and_total_cap_claims(s: S) {
+    let (srv, _) = setup(&s, 10).await;
+    let mut allow = HashMap::new();
+    allow.insert(srv, 1);
+    assert_eq!(
+        s.claim_jobs(&claim("w", 100, &allow)).await.unwrap().len(),
+        1
+    );
+    let none = HashMap::new();
+    assert_eq!(s.claim_jobs(&claim("w", 2, &none)).await.unwrap().len(), 2);
+}
+
+pub async fn expired_leases_come_back_for_lookup(s: S) {
+    let (_, _) = setup(&s, 10).await;
+    let none = HashMap::new();
+    let mut req = claim("dead", 1, &none);
+    req.lease_until = Utc::now() - Duration::seconds(1);
+    let taken = s.claim_jobs(&req).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(s.requeue_expired(Utc::now()).await.unwrap(), 1);
+    let back = s.get_job(taken[0].id).await.unwrap().unwrap();
+    assert_eq!(back.state, JobState::Pending);
+    assert!(back.needs_lookup);
+    assert!(back.lease_owner.is_none());
+    // Renewal keeps a live lease.
+    let again = s.claim_jobs(&claim("live", 10, &none)).await.unwrap();
+    assert!(!again.is_empty());
+    let ids: Vec<_> = again.iter().map(|j| j.id).collect();
+    assert_eq!(
+        s.renew_leases("live", &ids, Utc::now() + Duration::seconds(60))
+            .await
+            .unwrap() as usize,
+        ids.len()
+    );
+    assert_eq!(s.renew_leases("other", &ids, Utc::now()).await.unwrap(), 0);
+}
+
+pub async fn failed_jobs_retry_or_resolve(s: S) {
+    let (_, _) = setup(&s, 10).await;
+    let none = HashMap::new();
+    let taken = s.claim_jobs(&claim("w", 2, &none)).await.unwrap();
+    let mut fail = done(
+        &taken[0],
+        "w",
+        Some(ServiceChange {
+            status: Some(ServiceStatus::Failed),
+            ..Default::default()
+        }),
+    );
+    fail.state = JobState::Failed;
+    fail.last_error = Some("permanent: nope".into());
+    fail.error_kind = Some(ErrorKind::Permanent);
+    fail.attempt.outcome = "permanent".into();
+    let mut fail2 = done(&taken[1], "w", None);
+    fail2.state = JobState::Failed;
+    s.finish_jobs(&[fail, fail2]).await.unwrap();
+    let failed = s
+        .list_jobs(
+            &JobFilter {
+                state: Some(JobState::Failed),
+                ..Default::default()
+            },
+            PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.items.len(), 2);
+    assert_eq!(failed.items[0].error_kind, Some(ErrorKind::Permanent));
+    assert!(failed.items[0].finished_at.is_some());
+    let retried = s
+        .retry_job(taken[0].id, Utc::now(), 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(retried.state, JobState::Pending);
+    assert_eq!(retried.max_attempts, retried.attempts + 3);
+    assert!(
+        s.retry_job(taken[0].id, Utc::now(), 3)
+            .await
+            .unwrap()
+            .is_none(),
+        "only failed jobs"
+    );
+    let resolved = s
+        .resolve_job(taken[1].id, "fixed by hand", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.state, JobState::Resolved);
+    assert_eq!(resolved.note.as_deref(), Some("fixed by hand"));
+}
+
+pub async fn due_unsuspends_are_found(s: S) {
+    let (srv, svcs) = setup(&s, 10).await;
+    let mut svc = s.get_service(svcs[0]).await.unwrap().unwrap();
+    svc.status = ServiceStatus::Suspended;
+    svc.suspension = Some(Suspension {
+        reason: SuspendReason::Holiday,
+        since: Utc::now() - Duration::days(2),
+        until: Some(Utc::now() - Duration::minutes(1)),
+    });
+    s.update_service(&svc).await.unwrap();
+    // Its create job is still open: not due until that is done.
+    assert!(s.due_unsuspends(Utc::now(), 10).await.unwrap().is_empty());
+    let none = HashMap::new();
+    loop {
+        let taken = s.claim_jobs(&claim("w", 10, &none)).await.unwrap();
+        if taken.is_empty() {
+            break;
+        }
+        let ups: Vec<_> = taken.iter().map(|j| done(j, "w", None)).collect();
+        s.finish_jobs(&ups).await.unwrap();
+    }
+    let due = s.due_unsuspends(Utc::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, svcs[0]);
+    let _ = srv;
+}
