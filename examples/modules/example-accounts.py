@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -I -S
 """An example Provisio `script` module: accounts kept in a local JSON file.
 
 It stands in for a remote system so that the whole protocol can be tried without one:
@@ -61,6 +61,9 @@ class Store:
         except FileNotFoundError:
             self.data = {"accounts": {}}
         self.data.setdefault("accounts", {})
+        # Which (idempotency key, action) pairs were applied, so a repeat is found without
+        # reading the whole effects log.
+        self.data.setdefault("applied", {})
         return self
 
     def __exit__(self, *exc):
@@ -78,9 +81,7 @@ class Store:
         directory = os.path.dirname(os.path.abspath(self.accounts_path))
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".accounts-")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+            json.dump(self.data, f, sort_keys=True, separators=(",", ":"))
         os.replace(tmp, self.accounts_path)
 
     def effects(self):
@@ -91,7 +92,7 @@ class Store:
             return []
 
     def has_effect(self, key, action):
-        return any(e.get("key") == key and e.get("action") == action for e in self.effects())
+        return action in self.data["applied"].get(key, [])
 
     def record_effect(self, key, action, username):
         effect = {
@@ -100,6 +101,10 @@ class Store:
             "username": username,
             "at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
+        # The accounts and the applied marker are saved together before the effect is logged,
+        # so a logged effect is always one the accounts file holds.
+        self.data["applied"].setdefault(key, []).append(action)
+        self.save()
         with open(self.effects_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(effect) + "\n")
 
@@ -142,14 +147,13 @@ def create(store, request, key):
         "created_at": now(),
         "outputs": outputs,
     }
-    store.save()
     store.record_effect(key, "create", username)
     return {"outputs": outputs}
 
 
 def change(apply):
     """Wraps an action that changes one existing account: a repeat of the same job (same
-    key and action already in the effects log) is a no-op, anything else changes the
+    key and action already applied) is a no-op, anything else changes the
     account and records one effect."""
 
     def run(store, request, key):
@@ -161,7 +165,6 @@ def change(apply):
         if account is None:
             raise permanent(f"no such account: {username}")
         apply(store, request, username, account)
-        store.save()
         store.record_effect(key, action, username)
         return {}
 

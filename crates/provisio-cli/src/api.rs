@@ -63,26 +63,51 @@ impl Api {
     /// `GET path`; `path` starts with `/v1/` and has its variable segments encoded with
     /// [`segment`].
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(Method::GET, path, &[], None).await
+        self.send(Method::GET, path, &[], None, REQUEST_TIMEOUT)
+            .await
     }
 
     /// `GET path?query`; pairs with an empty value are left out, so unset filters can be
     /// passed through as they are.
     pub async fn get_with(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        self.send(Method::GET, path, query, None).await
+        self.send(Method::GET, path, query, None, REQUEST_TIMEOUT)
+            .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(Method::POST, path, &[], Some(body)).await
+        self.send(Method::POST, path, &[], Some(body), REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// `POST path` without a body, and so without a Content-Type: the server takes its
+    /// defaults.
+    pub async fn post_empty(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(Method::POST, path, &[], None, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// `POST path?query` with a body or none, for a request the server may hold open for up
+    /// to `hold` on purpose (`?wait=SECS`): the usual timeout is extended by that much.
+    pub async fn post_held(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        hold: Duration,
+    ) -> anyhow::Result<Value> {
+        self.send(Method::POST, path, query, body, REQUEST_TIMEOUT + hold)
+            .await
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(Method::PATCH, path, &[], Some(body)).await
+        self.send(Method::PATCH, path, &[], Some(body), REQUEST_TIMEOUT)
+            .await
     }
 
     /// `DELETE path`; `Value::Null` when the server answers 204 without a body.
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(Method::DELETE, path, &[], None).await
+        self.send(Method::DELETE, path, &[], None, REQUEST_TIMEOUT)
+            .await
     }
 
     /// Fetches `limit` records of a listing, or with `all` every record, `limit` per request.
@@ -121,9 +146,10 @@ impl Api {
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
+        timeout: Duration,
     ) -> anyhow::Result<Value> {
         let url = self.url(path, query)?;
-        let mut request = self.http.request(method, url);
+        let mut request = self.http.request(method, url).timeout(timeout);
         if let Some(key) = &self.key {
             // bearer_auth marks the header sensitive, which keeps it out of debug output.
             request = request.bearer_auth(key.expose_secret());
@@ -131,12 +157,15 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, timeout))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(&e, timeout))?;
         if !status.is_success() {
             let mut line = problem_line(status, &bytes);
             if status == StatusCode::UNAUTHORIZED && self.key.is_none() {
@@ -169,7 +198,7 @@ impl Api {
         Ok(url)
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
+    fn transport_error(&self, e: &reqwest::Error, timeout: Duration) -> anyhow::Error {
         let root = root_cause(e);
         if e.is_connect() {
             if is_refused(e) {
@@ -184,7 +213,7 @@ impl Api {
             anyhow!(
                 "Provisio at {} did not answer within {} seconds",
                 self.base,
-                REQUEST_TIMEOUT.as_secs()
+                timeout.as_secs()
             )
         } else {
             anyhow!("request to Provisio at {} failed: {root}", self.base)
@@ -495,6 +524,49 @@ mod tests {
         assert_eq!((listing.items.len(), listing.more), (1, true));
         let heads = server.await.unwrap();
         assert!(!heads[0].contains("authorization"));
+    }
+
+    #[tokio::test]
+    async fn posts_without_a_body_send_no_content_type() {
+        let (base, server) = canned(vec![
+            (202, r#"{"id": 1, "state": "pending"}"#),
+            (200, r#"{"id": 2, "state": "done"}"#),
+            (200, r#"{"ok": true, "error": null}"#),
+        ])
+        .await;
+        let api = Api::new(base, None).unwrap();
+        let queued = api
+            .post_held("/v1/services/5/renew", &[], None, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(queued["state"], "pending");
+        let body = serde_json::json!({"reason": "holiday"});
+        let wait = [("wait", "30".to_string())];
+        let done = api
+            .post_held(
+                "/v1/services/5/suspend",
+                &wait,
+                Some(&body),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done["state"], "done");
+        api.post_empty("/v1/servers/r1/test").await.unwrap();
+        let heads = server.await.unwrap();
+        assert!(
+            heads[0].starts_with("post /v1/services/5/renew "),
+            "{}",
+            heads[0]
+        );
+        assert!(!heads[0].contains("content-type"), "{}", heads[0]);
+        assert!(
+            heads[1].starts_with("post /v1/services/5/suspend?wait=30 "),
+            "{}",
+            heads[1]
+        );
+        assert!(heads[1].contains("content-type: application/json"));
+        assert!(!heads[2].contains("content-type"), "{}", heads[2]);
     }
 
     #[tokio::test]

@@ -83,6 +83,9 @@ enum Command {
     /// Modules: what this instance can drive.
     #[command(subcommand)]
     Module(ModuleCmd),
+    /// The queue: jobs that carry actions to the remotes.
+    #[command(subcommand)]
+    Queue(commands::queue::QueueCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +170,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Product(cmd) => commands::product::run(cmd, &remote()?).await,
         Command::Service(cmd) => commands::service::run(cmd, &remote()?).await,
         Command::Module(cmd) => commands::module::run(cmd, &remote()?).await,
+        Command::Queue(cmd) => commands::queue::run(cmd, &remote()?).await,
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Column {
     pub pointer: &'static str,
     /// Shown when the value is null or absent (`unlimited` reads better than `-` for limits).
     pub missing: &'static str,
+    /// Longer values are cut to this many characters, on one line (0: shown whole).
+    pub max_chars: usize,
 }
 
 /// A column that shows `-` for a missing value.
@@ -28,12 +30,18 @@ pub const fn col(header: &'static str, pointer: &'static str) -> Column {
         header,
         pointer,
         missing: "-",
+        max_chars: 0,
     }
 }
 
 impl Column {
     pub const fn or(self, missing: &'static str) -> Column {
         Column { missing, ..self }
+    }
+
+    /// Cuts long values (error messages) so one record stays one readable row.
+    pub const fn cut(self, max_chars: usize) -> Column {
+        Column { max_chars, ..self }
     }
 }
 
@@ -117,17 +125,33 @@ pub fn render_list(items: &[Value], columns: &[Column]) -> String {
     let mut t = table();
     t.set_header(columns.iter().map(|c| c.header));
     for item in items {
-        t.add_row(
-            columns
-                .iter()
-                .map(|c| cell_or_missing(item.pointer(c.pointer), c.missing)),
-        );
+        t.add_row(columns.iter().map(|c| {
+            let text = cell_or_missing(item.pointer(c.pointer), c.missing);
+            if c.max_chars > 0 {
+                truncate(&one_line(&text), c.max_chars)
+            } else {
+                text
+            }
+        }));
     }
     t.to_string()
 }
 
 fn cell_or_missing(value: Option<&Value>, missing: &str) -> String {
     value.map_or_else(|| missing.to_string(), |v| cell(v, missing))
+}
+
+/// `s` with every run of whitespace, line breaks included, made one space.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `s` cut to `max_chars` characters, with `…` when something was cut.
+pub fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// A value as table text: strings without quotes, everything nested as compact JSON.
@@ -149,7 +173,8 @@ pub fn cell(value: &Value, missing: &str) -> String {
 
 /// A copy of `record` with secret setting values hidden. The API should never send them,
 /// but the CLI promises not to print secrets, so it does not rely on that: values of the
-/// keys listed in `secrets`, and sealed `{"$sealed": ...}` values, are replaced.
+/// keys listed in `secrets`, sealed `{"$sealed": ...}` values, and a job's password
+/// parameters are replaced.
 pub fn redacted(record: &Value) -> Value {
     let mut record = record.clone();
     let secret_names: Vec<String> = record
@@ -163,12 +188,13 @@ pub fn redacted(record: &Value) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    for key in ["settings", "effective_settings"] {
+    for key in ["settings", "effective_settings", "params"] {
         if let Some(Value::Object(settings)) = record.get_mut(key) {
             for (name, value) in settings.iter_mut() {
                 let sealed = value.get("$sealed").is_some();
                 let listed = secret_names.contains(name) && !value.is_null();
-                if sealed || listed {
+                let password = key == "params" && name.contains("password") && !value.is_null();
+                if sealed || listed || password {
                     *value = Value::String(HIDDEN.into());
                 }
             }
@@ -251,5 +277,24 @@ mod tests {
         assert_eq!(shown["settings"]["password"], HIDDEN);
         assert_eq!(shown["settings"]["token"], HIDDEN);
         assert!(!render_record(&shown).contains("hunter2"));
+    }
+
+    #[test]
+    fn job_password_parameters_are_hidden() {
+        let job = json!({"id": 3, "params": {"new_password": "hunter2", "reason": "admin"}});
+        let shown = redacted(&job);
+        assert_eq!(shown["params"]["new_password"], HIDDEN);
+        assert_eq!(shown["params"]["reason"], "admin");
+    }
+
+    #[test]
+    fn cut_columns_stay_on_one_short_line() {
+        let columns = [col("ID", "/id"), col("ERROR", "/e").cut(10)];
+        let items = [json!({"id": 1, "e": "connection\nrefused by the remote"})];
+        let text = render_list(&items, &columns);
+        assert!(text.contains("connection…"), "{text}");
+        assert!(!text.contains("refused"), "{text}");
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(one_line(" a\n b  c "), "a b c");
     }
 }

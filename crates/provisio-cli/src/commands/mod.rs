@@ -1,9 +1,10 @@
-//! The subcommands that manage records through the REST API (`client`, `server`, `product`,
-//! `service`, `module`) and the argument parsing they share.
+//! The subcommands that manage records and run actions through the REST API (`client`,
+//! `server`, `product`, `service`, `module`, `queue`) and the argument parsing they share.
 
 pub mod client;
 pub mod module;
 pub mod product;
+pub mod queue;
 pub mod server;
 pub mod service;
 
@@ -343,6 +344,8 @@ mod tests {
         Service(service::ServiceCmd),
         #[command(subcommand)]
         Module(module::ModuleCmd),
+        #[command(subcommand)]
+        Queue(queue::QueueCmd),
     }
 
     #[test]

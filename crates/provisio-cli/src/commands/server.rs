@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use super::{require_changes, Ctx, NewSettings, Paging, SettingsChanges};
 use crate::api::segment;
-use crate::output::{self, col, Column};
+use crate::output::{self, col, Column, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ServerCmd {
@@ -78,6 +78,11 @@ pub enum ServerCmd {
     },
     /// Delete a server
     Delete {
+        #[arg(value_name = "NAME|ID")]
+        server: String,
+    },
+    /// Check that the server's settings reach a working remote; exit 1 if they do not
+    Test {
         #[arg(value_name = "NAME|ID")]
         server: String,
     },
@@ -190,9 +195,60 @@ pub async fn run(cmd: ServerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             ctx.api.delete(&path(&server)).await?;
             output::print_deleted(ctx.output, "server", &server)
         }
+        ServerCmd::Test { server } => {
+            let answer = ctx
+                .api
+                .post_empty(&format!("{}/test", path(&server)))
+                .await?;
+            let verdict = test_verdict(&server, &answer);
+            match (ctx.output, verdict) {
+                (Format::Json, verdict) => {
+                    output::print_json(&answer)?;
+                    verdict.map(drop)
+                }
+                (Format::Table, Ok(line)) => output::emit(&line),
+                (Format::Table, Err(e)) => Err(e),
+            }
+        }
     }
+}
+
+/// `server r1: connection ok`, or the error `server r1: connection test failed: ...`.
+fn test_verdict(server: &str, answer: &Value) -> anyhow::Result<String> {
+    if answer.get("ok").and_then(Value::as_bool) == Some(true) {
+        return Ok(format!("server {server}: connection ok"));
+    }
+    let error = answer
+        .get("error")
+        .and_then(Value::as_str)
+        .map(output::one_line)
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "no reason given".into());
+    anyhow::bail!("server {server}: connection test failed: {error}")
 }
 
 fn path(server: &str) -> String {
     format!("/v1/servers/{}", segment(server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_connection_test_passes_only_when_ok() {
+        let ok = test_verdict("r1", &json!({"ok": true, "error": null})).unwrap();
+        assert_eq!(ok, "server r1: connection ok");
+        let failed = test_verdict("r1", &json!({"ok": false, "error": "auth\nrejected"}));
+        assert_eq!(
+            failed.unwrap_err().to_string(),
+            "server r1: connection test failed: auth rejected"
+        );
+        let silent = test_verdict("7", &json!({"ok": false, "error": null}));
+        assert_eq!(
+            silent.unwrap_err().to_string(),
+            "server 7: connection test failed: no reason given"
+        );
+    }
 }

@@ -1,10 +1,14 @@
-//! `provisio service ...`: what each client has on a server, and its password.
+//! `provisio service ...`: what each client has on a server, its password, and the actions
+//! (create, suspend, ...) that the queue carries out on the remote.
 
-use secrecy::ExposeSecret as _;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{json, Map, Value};
 
 use super::{
-    clearable, id_or_name, read_password, require_changes, Ctx, NewSettings, Paging,
+    clearable, id_or_name, queue, read_password, require_changes, Ctx, NewSettings, Paging,
     SettingsChanges,
 };
 use crate::output::{self, col, Column, Format};
@@ -89,6 +93,109 @@ pub enum ServiceCmd {
     Delete { id: i64 },
     /// Print a service's password, alone on one line
     Password { id: i64 },
+    /// Create the account on the remote
+    Create {
+        id: i64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Suspend the service on the remote
+    Suspend {
+        id: i64,
+        /// non-payment, holiday, abuse, admin, usage, or free text (default: admin)
+        #[arg(long, value_name = "REASON")]
+        reason: Option<String>,
+        /// Unsuspend by itself at this time (RFC 3339, e.g. 2030-01-31T00:00:00Z)
+        #[arg(long, value_name = "RFC3339", value_parser = parse_until)]
+        until: Option<DateTime<FixedOffset>>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Lift a suspension on the remote
+    Unsuspend {
+        id: i64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Remove the account from the remote
+    Terminate {
+        id: i64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Set a new password on the remote (generated unless --password-stdin)
+    ChangePassword {
+        id: i64,
+        /// Read the new password from one line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Move the service to another product on the remote
+    ChangePackage {
+        id: i64,
+        /// The new product, by name or id
+        #[arg(long, value_name = "NAME|ID")]
+        product: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Renew the service on the remote
+    Renew {
+        id: i64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// List the jobs of a service, oldest first
+    Jobs {
+        id: i64,
+        #[command(flatten)]
+        paging: Paging,
+    },
+}
+
+/// `--wait`, for every action.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Wait {
+    /// Wait up to SECS seconds (0 to 300) for the job to finish; exit 1 if it failed
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub wait: Option<u64>,
+}
+
+/// An action's optional fields; `None` for each one not given.
+#[derive(Debug, Default)]
+struct ActionFields {
+    reason: Option<String>,
+    until: Option<DateTime<FixedOffset>>,
+    password: Option<SecretString>,
+    product: Option<String>,
+}
+
+impl ActionFields {
+    /// The request body, or `None` when no field is given, so the request carries no body
+    /// and the server uses its defaults.
+    fn body(self) -> Option<Value> {
+        let mut body = Map::new();
+        if let Some(reason) = self.reason {
+            body.insert("reason".into(), reason.into());
+        }
+        if let Some(until) = self.until {
+            body.insert("until".into(), until.to_rfc3339().into());
+        }
+        if let Some(password) = self.password {
+            body.insert("password".into(), password.expose_secret().into());
+        }
+        if let Some(product) = self.product {
+            body.insert("product".into(), id_or_name(&product));
+        }
+        (!body.is_empty()).then_some(Value::Object(body))
+    }
+}
+
+fn parse_until(arg: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(arg.trim())
+        .map_err(|e| format!("expected an RFC 3339 time like 2030-01-31T00:00:00Z: {e}"))
 }
 
 const COLUMNS: &[Column] = &[
@@ -219,9 +326,194 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 Format::Json => output::print_json(&json!({ "password": password })),
             }
         }
+        ServiceCmd::Create { id, wait } => act(ctx, id, "create", Default::default(), wait).await,
+        ServiceCmd::Suspend {
+            id,
+            reason,
+            until,
+            wait,
+        } => {
+            let fields = ActionFields {
+                reason,
+                until,
+                ..Default::default()
+            };
+            act(ctx, id, "suspend", fields, wait).await
+        }
+        ServiceCmd::Unsuspend { id, wait } => {
+            act(ctx, id, "unsuspend", Default::default(), wait).await
+        }
+        ServiceCmd::Terminate { id, wait } => {
+            act(ctx, id, "terminate", Default::default(), wait).await
+        }
+        ServiceCmd::ChangePassword {
+            id,
+            password_stdin,
+            wait,
+        } => {
+            // Read standard input before anything is sent, so a missing password stops the
+            // command instead of setting a generated one.
+            let fields = ActionFields {
+                password: password_stdin.then(read_password).transpose()?,
+                ..Default::default()
+            };
+            act(ctx, id, "change-password", fields, wait).await
+        }
+        ServiceCmd::ChangePackage { id, product, wait } => {
+            let fields = ActionFields {
+                product: Some(product),
+                ..Default::default()
+            };
+            act(ctx, id, "change-package", fields, wait).await
+        }
+        ServiceCmd::Renew { id, wait } => act(ctx, id, "renew", Default::default(), wait).await,
+        ServiceCmd::Jobs { id, paging } => {
+            let path = format!("{}/jobs", path(id));
+            let items = ctx.list(&path, &[], &paging).await?;
+            output::print_list(ctx.output, &items, queue::SERVICE_COLUMNS, "jobs")
+        }
+    }
+}
+
+/// Requests `action` on service `id` and prints the job; with `--wait`, the job as it is
+/// when the wait ends, failing when it failed.
+async fn act(
+    ctx: &Ctx,
+    id: i64,
+    action: &str,
+    fields: ActionFields,
+    Wait { wait }: Wait,
+) -> anyhow::Result<()> {
+    let query = [("wait", wait.map(|w| w.to_string()).unwrap_or_default())];
+    let body = fields.body();
+    let job = ctx
+        .api
+        .post_held(
+            &format!("{}/{action}", path(id)),
+            &query,
+            body.as_ref(),
+            Duration::from_secs(wait.unwrap_or(0)),
+        )
+        .await?;
+    if wait.is_some() {
+        queue::finish_waited(ctx.output, &job)
+    } else {
+        queue::print_job(ctx.output, &job)
     }
 }
 
 fn path(id: i64) -> String {
     format!("/v1/services/{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ServiceCmd,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServiceCmd, clap::Error> {
+        Cli::try_parse_from([&["x"], args].concat()).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn actions_without_fields_send_no_body() {
+        assert_eq!(ActionFields::default().body(), None);
+        let cmd = parse(&["change-password", "5"]).unwrap();
+        assert!(matches!(
+            cmd,
+            ServiceCmd::ChangePassword {
+                id: 5,
+                password_stdin: false,
+                wait: Wait { wait: None }
+            }
+        ));
+    }
+
+    #[test]
+    fn suspend_sends_its_reason_and_until() {
+        let ServiceCmd::Suspend {
+            id, reason, until, ..
+        } = parse(&[
+            "suspend",
+            "5",
+            "--reason",
+            "non-payment",
+            "--until",
+            "2030-01-31T00:00:00+01:00",
+        ])
+        .unwrap()
+        else {
+            panic!("not a suspend");
+        };
+        assert_eq!(id, 5);
+        let body = ActionFields {
+            reason,
+            until,
+            ..Default::default()
+        }
+        .body();
+        assert_eq!(
+            body,
+            Some(json!({"reason": "non-payment", "until": "2030-01-31T00:00:00+01:00"}))
+        );
+        let free = ActionFields {
+            reason: Some("asked by phone".into()),
+            ..Default::default()
+        };
+        assert_eq!(free.body(), Some(json!({"reason": "asked by phone"})));
+        let e = parse(&["suspend", "5", "--until", "tomorrow"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--until") && e.contains("RFC 3339"), "{e}");
+    }
+
+    #[test]
+    fn change_package_names_the_product_by_id_or_name() {
+        let product = |p: &str| {
+            ActionFields {
+                product: Some(p.into()),
+                ..Default::default()
+            }
+            .body()
+        };
+        assert_eq!(product("12"), Some(json!({"product": 12})));
+        assert_eq!(product("gold"), Some(json!({"product": "gold"})));
+        assert!(parse(&["change-package", "5"]).is_err());
+    }
+
+    #[test]
+    fn a_password_goes_only_in_the_body() {
+        let body = ActionFields {
+            password: Some(SecretString::from("s3cret")),
+            ..Default::default()
+        }
+        .body();
+        assert_eq!(body, Some(json!({"password": "s3cret"})));
+        // There is no way to give the password as an argument.
+        assert!(parse(&["change-password", "5", "--password", "s3cret"]).is_err());
+        assert!(parse(&["change-password", "5", "s3cret"]).is_err());
+    }
+
+    #[test]
+    fn wait_is_bounded() {
+        assert!(matches!(
+            parse(&["renew", "5", "--wait", "300"]),
+            Ok(ServiceCmd::Renew {
+                wait: Wait { wait: Some(300) },
+                ..
+            })
+        ));
+        assert!(parse(&["renew", "5", "--wait", "301"]).is_err());
+        assert!(parse(&["renew", "5", "--wait", "-1"]).is_err());
+        assert!(matches!(
+            parse(&["jobs", "5", "--all"]),
+            Ok(ServiceCmd::Jobs { id: 5, .. })
+        ));
+    }
 }

@@ -1,6 +1,8 @@
 //! The `provisio` binary end to end: `serve` in a temporary directory, then the CLI
 //! commands a newcomer types, checked through their output.
 
+mod crash;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;

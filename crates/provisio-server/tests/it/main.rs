@@ -7,6 +7,8 @@ mod auth;
 mod bad_input;
 mod clients;
 mod declared;
+mod faults;
+mod multi_engine;
 mod openapi;
 mod products;
 mod secrets;
