@@ -477,7 +477,8 @@ async fn execute(shared: &Shared, job: Job) -> (JobUpdate, Option<bool>) {
         match call(engine, module, &lookup).await {
             Ok(reply) => {
                 if already_done(&job.action, reply.account.as_ref()) {
-                    update.service = Some(success_change(&job, &loaded, &ActionReply::default()));
+                    // The lookup's outputs stand in for the lost reply's (a remote id, say).
+                    update.service = Some(success_change(&job, &loaded, &reply));
                     return (
                         finish(
                             update,

@@ -3,6 +3,7 @@
 //! Modules talk to remote systems; they never touch the store.
 
 pub mod http;
+pub mod noop;
 pub mod script;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ impl Registry {
     pub fn builtin_in(modules_dir: std::path::PathBuf) -> Self {
         let mut r = Self::empty();
         r.register(Arc::new(http::HttpModule::new()));
+        r.register(Arc::new(noop::NoopModule::new()));
         r.register(Arc::new(script::ScriptModule::new(modules_dir)));
         r
     }

@@ -684,15 +684,10 @@ async fn http_actions_complete_exactly_once_against_a_remote_that_fails_a_third(
     app.stop().await;
 }
 
-/// Engine bug, kept as evidence (run with `--ignored`): when a create's answer is lost and
-/// the lookup before the retry finds the account, the job is `skipped` and the service
-/// becomes active, but the worker stores the outputs of an empty reply
-/// (`success_change(.., &ActionReply::default())` in `worker.rs`), dropping what the lookup
-/// returned. The service then lacks the outputs that later actions need: with the setup of
-/// docs/modules/http.md (`url = "/users/{{ service.outputs.user_id }}"`), its suspend fails
-/// permanently on an undefined template variable.
+/// When a create's answer is lost and the lookup before the retry finds the account, the
+/// job is `skipped`, and the outputs the lookup returned are kept: later actions need them
+/// (with docs/modules/http.md's setup, `url = "/users/{{ service.outputs.user_id }}"`).
 #[tokio::test]
-#[ignore = "engine bug: a create skipped after a lookup keeps no outputs (worker.rs discards the lookup reply)"]
 async fn outputs_survive_a_create_that_was_skipped_after_a_lookup() {
     let remote = Remote::start().await;
     let app = spawn_app_with(Db::Sqlite, JOBS).await;
