@@ -1,6 +1,7 @@
 //! The `provisio` binary: runs the server, manages the database, and calls the REST API.
 
 mod api;
+mod bench;
 mod commands;
 mod local;
 mod output;
@@ -80,6 +81,9 @@ enum Command {
     /// Services: what clients have on servers.
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// Measure the engine and print figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
     /// Modules: what this instance can drive.
     #[command(subcommand)]
     Module(ModuleCmd),
@@ -169,6 +173,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Server(cmd) => commands::server::run(cmd, &remote()?).await,
         Command::Product(cmd) => commands::product::run(cmd, &remote()?).await,
         Command::Service(cmd) => commands::service::run(cmd, &remote()?).await,
+        Command::Bench(cmd) => {
+            init_logging(false);
+            bench::run(cmd).await
+        }
         Command::Module(cmd) => commands::module::run(cmd, &remote()?).await,
         Command::Queue(cmd) => commands::queue::run(cmd, &remote()?).await,
     }

@@ -108,6 +108,12 @@ impl Engine {
         &self.options
     }
 
+    /// Seals a secret under this instance's key, for callers that write records directly
+    /// through the store (the bench's bulk loader).
+    pub fn seal_secret(&self, secret: &secrecy::SecretString) -> provisio_core::secret::Sealed {
+        self.cipher.seal_str(secret)
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

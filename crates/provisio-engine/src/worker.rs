@@ -7,7 +7,7 @@
 //! accepted; a job whose outcome is unknown (timeout, crash) is looked up on the remote
 //! before it runs again; and every attempt carries the job's idempotency key.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use provisio_core::module::{
     ProductContext, RemoteAccount, SchemaScope, ServerContext, ServiceContext,
 };
 use provisio_core::secret::as_sealed;
+use provisio_core::server::Server;
 use provisio_core::service::{ServiceStatus, SuspendReason, Suspension};
 use provisio_core::settings::Settings;
 use provisio_core::{ProductId, ServerId};
@@ -50,6 +51,60 @@ struct Shared {
     owner: String,
     inflight: Mutex<HashSet<JobId>>,
     limits: Mutex<Limits>,
+    cache: Mutex<RecordCache>,
+}
+
+/// Servers and products change rarely and every job reads them: a copy a couple of seconds
+/// old saves most of a job's reads. Services and clients are always read fresh.
+#[derive(Default)]
+struct RecordCache {
+    servers: HashMap<ServerId, (Instant, Server)>,
+    products: HashMap<ProductId, (Instant, crate::ProductView)>,
+}
+
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Shared {
+    async fn server(&self, id: ServerId) -> Result<Option<Server>, String> {
+        if let Some((at, s)) = self.cache.lock().unwrap().servers.get(&id) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(Some(s.clone()));
+            }
+        }
+        let found = self
+            .engine
+            .store
+            .get_server(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(s) = &found {
+            self.cache
+                .lock()
+                .unwrap()
+                .servers
+                .insert(id, (Instant::now(), s.clone()));
+        }
+        Ok(found)
+    }
+
+    async fn product(&self, id: ProductId) -> Result<crate::ProductView, String> {
+        if let Some((at, p)) = self.cache.lock().unwrap().products.get(&id) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(p.clone());
+            }
+        }
+        let p = self
+            .engine
+            .get_product(&RecordRef::Id(id.0))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.cache
+            .lock()
+            .unwrap()
+            .products
+            .insert(id, (Instant::now(), p.clone()));
+        Ok(p)
+    }
 }
 
 /// What a finished execution reports to the writer.
@@ -65,6 +120,7 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         engine,
         owner,
         inflight: Mutex::new(HashSet::new()),
+        cache: Mutex::new(RecordCache::default()),
     });
     let (tx, rx) = mpsc::unbounded_channel::<Finished>();
     let mut tasks = JoinSet::new();
@@ -287,7 +343,8 @@ struct Loaded {
     secrets: Vec<String>,
 }
 
-async fn load(engine: &Engine, job: &Job) -> Result<Loaded, String> {
+async fn load(shared: &Shared, job: &Job) -> Result<Loaded, String> {
+    let engine = &shared.engine;
     let store = &engine.store;
     let fail = |e: &dyn std::fmt::Display| format!("loading the job's records failed: {e}");
     let service = store
@@ -295,8 +352,8 @@ async fn load(engine: &Engine, job: &Job) -> Result<Loaded, String> {
         .await
         .map_err(|e| fail(&e))?
         .ok_or("the service no longer exists")?;
-    let server = store
-        .get_server(service.server_id)
+    let server = shared
+        .server(service.server_id)
         .await
         .map_err(|e| fail(&e))?
         .ok_or("the server no longer exists")?;
@@ -304,8 +361,8 @@ async fn load(engine: &Engine, job: &Job) -> Result<Loaded, String> {
         .get_client(service.client_id)
         .await
         .map_err(|e| fail(&e))?;
-    let product = engine
-        .get_product(&RecordRef::Id(service.product_id.0))
+    let product = shared
+        .product(service.product_id)
         .await
         .map_err(|e| fail(&e))?;
     let module = engine
@@ -321,13 +378,12 @@ async fn load(engine: &Engine, job: &Job) -> Result<Loaded, String> {
     let password = cipher.open(&service.password).map_err(|e| e.to_string())?;
     let mut params = open(&job.params)?;
     if let Some(pid) = job.params.get("product_id").and_then(Value::as_i64) {
-        let new = engine
-            .get_product(&RecordRef::Id(pid))
-            .await
-            .map_err(|e| fail(&e))?;
+        let new = shared.product(ProductId(pid)).await.map_err(|e| fail(&e))?;
+        // Modules read the new package's settings as `params.new_product.<setting>`.
+        params.insert("new_product".into(), Value::Object(open(&new.effective)?));
         params.insert(
-            "new_product".into(),
-            serde_json::json!({"id": pid, "name": new.product.name.as_str(), "settings": open(&new.effective)?}),
+            "new_product_name".into(),
+            Value::String(new.product.name.to_string()),
         );
     }
     let mut secrets = vec![password.expose_secret().to_string()];
@@ -445,7 +501,7 @@ async fn execute(shared: &Shared, job: Job) -> (JobUpdate, Option<bool>) {
         u
     };
 
-    let loaded = match load(engine, &job).await {
+    let loaded = match load(shared, &job).await {
         Ok(l) => l,
         Err(msg) => {
             // Records missing or unreadable: nothing was sent, so a later try is safe.

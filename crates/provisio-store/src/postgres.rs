@@ -28,6 +28,10 @@ impl PgStore {
         Backend::Postgres
     }
 
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Rows another claimer is taking are skipped rather than waited for.
     const LOCK_CLAUSE: &'static str = " FOR UPDATE SKIP LOCKED";
 

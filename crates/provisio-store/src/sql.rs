@@ -2,8 +2,9 @@
 //! (`$n` parameters, `RETURNING`, partial indexes), so one body serves both pools; only
 //! connection set-up, migrations and (later) job claiming differ per database.
 
-/// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field and inherent
-/// `backend_kind()`, `run_migrations()` methods.
+/// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field (reads) and
+/// inherent `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
+/// `begin_claim()` and `LOCK_CLAUSE`.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -17,7 +18,8 @@ macro_rules! impl_store {
             }
 
             async fn close(&self) {
-                self.pool.close().await
+                self.pool.close().await;
+                self.writer().close().await;
             }
 
             // ---- clients ----
@@ -39,7 +41,7 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&c.custom_fields))
                 .bind(now)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?;
                 row.try_into()
             }
@@ -72,7 +74,7 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&c.custom_fields))
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(c.id.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
                 row.ok_or($crate::StoreError::NotFound)?.try_into()
             }
@@ -80,7 +82,7 @@ macro_rules! impl_store {
             async fn delete_client(&self, id: provisio_core::ClientId) -> $crate::Result<bool> {
                 let r = sqlx::query("DELETE FROM clients WHERE id = $1")
                     .bind(id.0)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -123,7 +125,7 @@ macro_rules! impl_store {
                 .bind(s.enabled)
                 .bind(now)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?;
                 row.try_into()
             }
@@ -170,7 +172,7 @@ macro_rules! impl_store {
                 .bind(s.enabled)
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(s.id.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
                 row.ok_or($crate::StoreError::NotFound)?.try_into()
             }
@@ -178,7 +180,7 @@ macro_rules! impl_store {
             async fn delete_server(&self, id: provisio_core::ServerId) -> $crate::Result<bool> {
                 let r = sqlx::query("DELETE FROM servers WHERE id = $1")
                     .bind(id.0)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -223,7 +225,7 @@ macro_rules! impl_store {
                 .bind(p.auto_setup.as_str())
                 .bind(now)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?;
                 row.try_into()
             }
@@ -268,7 +270,7 @@ macro_rules! impl_store {
                 .bind(p.auto_setup.as_str())
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(p.id.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
                 row.ok_or($crate::StoreError::NotFound)?.try_into()
             }
@@ -276,7 +278,7 @@ macro_rules! impl_store {
             async fn delete_product(&self, id: provisio_core::ProductId) -> $crate::Result<bool> {
                 let r = sqlx::query("DELETE FROM products WHERE id = $1")
                     .bind(id.0)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -323,7 +325,7 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
                 .bind(now)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?;
                 row.try_into()
             }
@@ -366,7 +368,7 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&s.outputs))
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(s.id.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
                 row.ok_or($crate::StoreError::NotFound)?.try_into()
             }
@@ -374,7 +376,7 @@ macro_rules! impl_store {
             async fn delete_service(&self, id: provisio_core::ServiceId) -> $crate::Result<bool> {
                 let r = sqlx::query("DELETE FROM services WHERE id = $1")
                     .bind(id.0)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -408,7 +410,7 @@ macro_rules! impl_store {
                 job: Option<&provisio_core::job::NewJob>,
             ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
                 let now = $crate::rows::ts(chrono::Utc::now());
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ServiceRow = sqlx::query_as(
                     "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
                      invoice, parent_invoice, settings, outputs, created_at, updated_at) \
@@ -442,7 +444,7 @@ macro_rules! impl_store {
                 service_id: provisio_core::ServiceId,
                 job: &provisio_core::job::NewJob,
             ) -> $crate::Result<provisio_core::job::Job> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer().begin().await?;
                 let j = insert_job(&mut tx, service_id, job).await?;
                 tx.commit().await?;
                 Ok(j)
@@ -584,7 +586,7 @@ macro_rules! impl_store {
                         sep.push_bind(id.0);
                     }
                     qb.push(")");
-                    total += qb.build().execute(&self.pool).await?.rows_affected();
+                    total += qb.build().execute(self.writer()).await?.rows_affected();
                 }
                 Ok(total)
             }
@@ -596,14 +598,14 @@ macro_rules! impl_store {
                 )
                 .bind($crate::rows::ts(now))
                 .bind($crate::rows::ts(now))
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(r.rows_affected())
             }
 
             async fn finish_jobs(&self, updates: &[$crate::JobUpdate]) -> $crate::Result<Vec<bool>> {
                 let now = $crate::rows::ts(chrono::Utc::now());
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer().begin().await?;
                 let mut applied = Vec::with_capacity(updates.len());
                 for u in updates {
                     let finished = u.state.is_final().then_some(now);
@@ -690,7 +692,7 @@ macro_rules! impl_store {
                 .bind(i64::from(extra_attempts))
                 .bind($crate::rows::ts(now))
                 .bind(id.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
                 row.map(TryInto::try_into).transpose()
             }
@@ -709,7 +711,7 @@ macro_rules! impl_store {
                 .bind($crate::rows::ts(now))
                 .bind($crate::rows::ts(now))
                 .bind(id.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
                 row.map(TryInto::try_into).transpose()
             }
@@ -746,7 +748,7 @@ macro_rules! impl_store {
                 .bind(prefix)
                 .bind(hash)
                 .bind($crate::rows::ts(chrono::Utc::now()))
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?;
                 row.try_into()
             }
@@ -768,7 +770,7 @@ macro_rules! impl_store {
                 sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                     .bind($crate::rows::ts(at))
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(())
             }
@@ -784,7 +786,7 @@ macro_rules! impl_store {
             async fn delete_api_key(&self, name: &str) -> $crate::Result<bool> {
                 let r = sqlx::query("DELETE FROM api_keys WHERE name = $1")
                     .bind(name)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(r.rows_affected() > 0)
             }

@@ -12,7 +12,11 @@ use crate::{Backend, Result, StoreError};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub struct SqliteStore {
+    /// Readers: WAL lets them run beside the writer.
     pool: SqlitePool,
+    /// The one writer connection. SQLite admits one writer at a time anyway; queueing
+    /// writers here, in async code, beats letting them sleep in SQLite's busy handler.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -33,11 +37,19 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
     fn backend_kind() -> Backend {
@@ -50,11 +62,14 @@ impl SqliteStore {
     /// A claim reads then writes: take the write lock up front, or a writer that commits in
     /// between would make the upgrade fail.
     async fn begin_claim(&self) -> Result<sqlx::Transaction<'_, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     async fn run_migrations(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(StoreError::Migrate)
     }
 }
 

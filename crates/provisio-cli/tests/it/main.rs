@@ -2,6 +2,7 @@
 //! commands a newcomer types, checked through their output.
 
 mod crash;
+mod quickstart;
 
 use std::io::Write;
 use std::net::TcpListener;

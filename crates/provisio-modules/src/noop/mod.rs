@@ -1,7 +1,9 @@
 //! The `noop` module: every action succeeds at once without contacting anything. For
 //! benchmarking the engine itself and for trying Provisio out with no remote system.
 
-use provisio_core::module::{ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo};
+use provisio_core::module::{
+    ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
+};
 use provisio_core::settings::SettingsSchema;
 
 pub struct NoopModule {
@@ -14,7 +16,9 @@ impl NoopModule {
             info: ModuleInfo {
                 name: "noop".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                description: "Succeeds at every action without contacting anything (benchmarks, trials).".into(),
+                description:
+                    "Succeeds at every action without contacting anything (benchmarks, trials)."
+                        .into(),
                 capabilities: vec![
                     Capability::Create,
                     Capability::Suspend,

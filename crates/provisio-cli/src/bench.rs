@@ -1,0 +1,349 @@
+//! `provisio bench`: measures the engine, and prints figures rather than judging them.
+//!
+//! `queue`: N create actions through the durable queue with the in-process `noop` module,
+//! on SQLite and (with `--postgres-url`) on PostgreSQL with one and two engine processes.
+//! `latency`: N creates against a local HTTP remote that answers after L ms, over S servers
+//! limited to C concurrent actions each, beside the limit N·L/(S·C) that latency and
+//! concurrency alone impose.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use provisio_core::module::Action;
+use provisio_core::page::PageRequest;
+use provisio_core::service::{NewService, ServiceStatus};
+use provisio_core::settings::Settings;
+use provisio_core::text::Username;
+use provisio_core::{ClientId, ProductId, ServerId};
+use provisio_engine::input::{ClientCreate, ProductCreate, ServerCreate};
+use provisio_engine::Engine;
+use provisio_server::Config;
+use provisio_store::JobFilter;
+use serde_json::json;
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchCmd {
+    /// Actions through the queue with the no-op module.
+    Queue {
+        #[arg(long, default_value_t = 100_000)]
+        actions: usize,
+        /// Also run on this PostgreSQL (a database the bench may fill), with one and two engines.
+        #[arg(long, env = "PROVISIO_BENCH_PG_URL")]
+        postgres_url: Option<String>,
+        /// Skip SQLite.
+        #[arg(long)]
+        no_sqlite: bool,
+    },
+    /// Actions against a slow local HTTP remote through the `http` module.
+    Latency {
+        #[arg(long, default_value_t = 4000)]
+        actions: usize,
+        /// The remote's delay per request, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        servers: usize,
+        /// max_concurrent of each server.
+        #[arg(long, default_value_t = 10)]
+        concurrency: u32,
+    },
+}
+
+fn config(dir: &Path, db: &str, extra: &str) -> anyhow::Result<Config> {
+    let key =
+        provisio_core::secret::Cipher::format_key(&provisio_core::secret::Cipher::generate_key());
+    let text = format!(
+        "database_url = {db:?}\nsecret_key = {key:?}\nsecret_key_file = {skf:?}\nadmin_key_file = {akf:?}\n\
+         [jobs]\nretry_schedule = [\"1s\", \"1s\", \"1s\"]\nmax_in_flight = 512\npoll_interval_ms = 10\nlease_seconds = 60\n{extra}\n",
+        key = secrecy::ExposeSecret::expose_secret(&key),
+        skf = dir.join("secret.key").display().to_string(),
+        akf = dir.join("admin.key").display().to_string(),
+    );
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, text)?;
+    Ok(Config::load(Some(&path), &Default::default())?)
+}
+
+/// A client, and `servers` servers of `module` with one product, ready for services.
+async fn seed(
+    engine: &Engine,
+    module: &str,
+    servers: usize,
+    concurrency: u32,
+    settings: serde_json::Value,
+) -> anyhow::Result<(ClientId, Vec<ServerId>, ProductId)> {
+    let client = engine
+        .create_client(ClientCreate {
+            name: "Bench".into(),
+            email: "bench@example.com".into(),
+            currency: None,
+            balance_minor: None,
+            status: None,
+            custom_fields: Default::default(),
+        })
+        .await?;
+    let mut ids = Vec::new();
+    for i in 0..servers {
+        let s = engine
+            .create_server(ServerCreate {
+                name: format!("bench-{i}"),
+                module: module.into(),
+                group: None,
+                settings: settings.as_object().cloned().unwrap_or_default(),
+                max_concurrent: Some(concurrency),
+                max_per_second: None,
+                enabled: None,
+            })
+            .await?;
+        ids.push(s.id);
+    }
+    let p = engine
+        .create_product(ProductCreate {
+            name: "bench".into(),
+            module: module.into(),
+            extends: None,
+            server_group: None,
+            settings: Settings::new(),
+            auto_setup: Some(provisio_core::product::AutoSetup::Manual),
+        })
+        .await?;
+    Ok((client.id, ids, p.product.id))
+}
+
+/// Stores `n` services, each with its create job, from 8 tasks; returns the seconds taken.
+async fn enqueue(
+    engine: &Arc<Engine>,
+    n: usize,
+    client: ClientId,
+    servers: &[ServerId],
+    product: ProductId,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let sealed = engine.seal_secret(&secrecy::SecretString::from("bench-password-1"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let (engine, servers, sealed) = (engine.clone(), servers.to_vec(), sealed.clone());
+        tasks.spawn(async move {
+            for i in (t..n).step_by(8) {
+                let server = servers[i % servers.len()];
+                let new = NewService {
+                    client_id: client,
+                    product_id: product,
+                    server_id: server,
+                    username: Username::parse(&format!("b{i}")).expect("valid"),
+                    password: sealed.clone(),
+                    status: ServiceStatus::Pending,
+                    invoice: None,
+                    parent_invoice: None,
+                    settings: Settings::new(),
+                };
+                let job = provisio_core::job::NewJob {
+                    server_id: server,
+                    action: Action::Create,
+                    params: Settings::new(),
+                    idempotency_key: format!("bench-{i}"),
+                    max_attempts: 3,
+                    run_after: chrono::Utc::now(),
+                };
+                engine
+                    .store()
+                    .insert_service_with_job(&new, Some(&job))
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Waits until no job is open; returns the seconds taken.
+async fn drain(engine: &Engine, limit: Duration) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let open = JobFilter {
+        open_only: true,
+        ..Default::default()
+    };
+    while !engine
+        .store()
+        .list_jobs(&open, PageRequest::first(1))
+        .await?
+        .items
+        .is_empty()
+    {
+        if t0.elapsed() > limit {
+            bail!("jobs still open after {}s", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let failed = engine
+        .store()
+        .list_jobs(
+            &JobFilter {
+                state: Some(provisio_core::job::JobState::Failed),
+                ..Default::default()
+            },
+            PageRequest::first(1),
+        )
+        .await?;
+    if !failed.items.is_empty() {
+        bail!("some jobs failed, e.g. {:?}", failed.items[0].last_error);
+    }
+    Ok(elapsed)
+}
+
+fn second_engine(dir: &Path) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    Command::new(exe)
+        .args(["serve", "--config", "bench.toml", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env("PROVISIO_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a second engine process")
+}
+
+async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = if db == "sqlite" {
+        format!("sqlite://{}", dir.path().join("bench.db").display())
+    } else {
+        db.to_string()
+    };
+    let cfg = config(dir.path(), &url, "")?;
+    let engine =
+        Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
+    let (client, servers, product) = seed(&engine, "noop", 1, 10_000, json!({})).await?;
+    let enq = enqueue(&engine, n, client, &servers, product).await?;
+    let mut child = if engines == 2 {
+        Some(second_engine(dir.path())?)
+    } else {
+        None
+    };
+    let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
+    let secs = drain(&engine, Duration::from_secs(1800)).await;
+    worker.shutdown().await;
+    if let Some(c) = child.as_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let secs = secs?;
+    println!(
+        "queue  {label:<28} {n:>7} actions: enqueue {:>6.1}s ({:>6.0}/s), run {:>6.1}s = {:>6.0} actions/s, end to end {:>6.0}/s",
+        enq,
+        n as f64 / enq,
+        secs,
+        n as f64 / secs,
+        n as f64 / (enq + secs)
+    );
+    engine.store().close().await;
+    Ok(())
+}
+
+/// A remote that answers every request after `delay`.
+async fn slow_remote(delay: Duration) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        axum::Json(json!({"id": "x"}))
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
+async fn latency_run(
+    n: usize,
+    latency_ms: u64,
+    servers: usize,
+    concurrency: u32,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let cfg = config(dir.path(), &url, "")?;
+    let engine =
+        Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
+    let base = slow_remote(Duration::from_millis(latency_ms)).await?;
+    let settings = json!({
+        "base_url": base,
+        "timeout_seconds": 30,
+        "actions": {"create": {"method": "POST", "url": "/users", "body": {"userName": "{{ service.username }}"}}},
+    });
+    let (client, ids, product) = seed(&engine, "http", servers, concurrency, settings).await?;
+    enqueue(&engine, n, client, &ids, product).await?;
+    let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
+    let secs = drain(&engine, Duration::from_secs(1800)).await;
+    worker.shutdown().await;
+    let secs = secs?;
+    let limit = n as f64 * latency_ms as f64 / 1000.0 / (servers as f64 * f64::from(concurrency));
+    println!(
+        "latency {n} actions, {latency_ms} ms remote, {servers} servers x {concurrency} concurrent: {secs:.2}s, limit N*L/(S*C) = {limit:.2}s, ratio {:.3}",
+        secs / limit
+    );
+    engine.store().close().await;
+    Ok(())
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Queue {
+            actions,
+            postgres_url,
+            no_sqlite,
+        } => {
+            if !no_sqlite {
+                queue_run("sqlite, 1 engine", "sqlite", actions, 1).await?;
+            }
+            match postgres_url {
+                Some(pg) => {
+                    queue_run("postgres, 1 engine", &fresh_pg(&pg).await?, actions, 1).await?;
+                    queue_run(
+                        "postgres, 2 engine processes",
+                        &fresh_pg(&pg).await?,
+                        actions,
+                        2,
+                    )
+                    .await?;
+                }
+                None => println!("queue  postgres: skipped (give --postgres-url)"),
+            }
+        }
+        BenchCmd::Latency {
+            actions,
+            latency_ms,
+            servers,
+            concurrency,
+        } => {
+            latency_run(actions, latency_ms, servers, concurrency).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A new database next to the one `admin_url` names, so runs never see each other's jobs.
+async fn fresh_pg(admin_url: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let name = format!("provisio_bench_{}_{nanos}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    Ok(format!("{base}/{name}"))
+}
