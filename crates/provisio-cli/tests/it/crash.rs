@@ -5,30 +5,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_provisio");
 const SERVICES: usize = 2000;
 
-fn start(dir: &Path, listen: &str, log: &str) -> Child {
-    let child = Command::new(BIN)
-        .args(["serve", "--config", "provisio.toml", "--listen", listen])
-        .current_dir(dir)
-        .env_remove("PROVISIO_DATABASE_URL")
-        .env("PROVISIO_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(log)).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(listen).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+fn start(dir: &Path, log: &str) -> (Child, String) {
+    crate::spawn_serve(dir, &["--config", "provisio.toml"], log)
 }
 
 fn effects(path: &Path) -> Vec<Value> {
@@ -102,14 +87,8 @@ settings = { package = "plan" }
 "#,
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let base = format!("http://{listen}");
-    let mut first = start(dir.path(), &listen, "serve-1.log");
+    let (mut first, addr) = start(dir.path(), "serve-1.log");
+    let base = format!("http://{addr}");
     let key = std::fs::read_to_string(dir.path().join("provisio.admin-key"))
         .unwrap()
         .trim()
@@ -166,7 +145,8 @@ settings = { package = "plan" }
 
     // Restart on the same database: the dead process's leases expire, its jobs are looked
     // up, and the rest run.
-    let mut second = start(dir.path(), &listen, "serve-2.log");
+    let (mut second, addr) = start(dir.path(), "serve-2.log");
+    let base = format!("http://{addr}");
     let deadline = Instant::now() + Duration::from_secs(300);
     let services = loop {
         let s = all_services(&http, &base, &key).await;

@@ -5,7 +5,6 @@ mod crash;
 mod quickstart;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -25,38 +24,64 @@ impl Drop for Served {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Starts `provisio serve` on port 0 in `dir` (so parallel tests never race for a port),
+/// logging to `dir/log`, and returns it with the address it reports listening on.
+pub fn spawn_serve(dir: &Path, args: &[&str], log: &str) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PROVISIO_DATABASE_URL")
+        .env("PROVISIO_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let plain = strip_ansi(&std::fs::read_to_string(dir.join(log)).unwrap_or_default());
+        if let Some(line) = plain.lines().find(|l| l.contains("provisio listening")) {
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .expect("the listening line names its address")
+                .to_string();
+            return (child, addr);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("serve exited with {status}: {plain}");
+        }
+        assert!(Instant::now() < deadline, "serve did not start: {plain}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The log may be coloured: drop escape sequences before reading `addr=…`.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn serve(extra_args: &[&str]) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &listen])
-        .args(extra_args)
-        .current_dir(dir.path())
-        .env_remove("PROVISIO_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let url = format!("http://{listen}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not start: {}",
-            log(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    let (child, addr) = spawn_serve(dir.path(), extra_args, "serve.log");
+    Served {
+        child,
+        url: format!("http://{addr}"),
+        dir,
     }
-    Served { child, url, dir }
 }
 
 fn log(dir: &Path) -> String {
@@ -187,6 +212,8 @@ fn a_newcomer_adds_a_client_server_product_and_service() {
         "pro",
         "--module",
         "script",
+        "--auto-setup",
+        "manual",
         "--extends",
         "starter",
         "--set",

@@ -43,32 +43,12 @@ fn the_readme_quickstart_runs_a_service_through_its_lifecycle() {
         examples.join("modules/example-accounts.py"),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let mut serve = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            "examples/provisio.toml",
-            "--listen",
-            &listen,
-        ])
-        .current_dir(dir.path())
-        .env_remove("PROVISIO_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut serve, addr) = crate::spawn_serve(
+        dir.path(),
+        &["--config", "examples/provisio.toml"],
+        "serve.log",
+    );
+    let url = format!("http://{addr}");
 
     let run = |args: &[&str]| {
         let (ok, out, err) = cli(dir.path(), &url, args);
