@@ -362,6 +362,12 @@ pub trait Module: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The custom actions a server of this module offers. Most modules have a fixed list
+    /// (`ModuleInfo::custom_actions`); a declarative one (`http`) reads it from the server.
+    fn custom_actions(&self, _server_settings: &Settings) -> Vec<String> {
+        self.info().custom_actions.clone()
+    }
+
     async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError>;
 }
 

@@ -106,6 +106,27 @@ impl Engine {
                 key: service.server_id.to_string(),
             })?;
         let mut p = Problems::default();
+        if let Action::Custom(name) = &action {
+            let offered = self
+                .modules
+                .get(&server.module)
+                .map(|m| m.custom_actions(&server.settings))
+                .unwrap_or_default();
+            if !offered.contains(name) {
+                return Err(EngineError::NotFound {
+                    what: "action",
+                    key: format!(
+                        "'{name}' on server '{}' (its custom actions: {})",
+                        server.name,
+                        if offered.is_empty() {
+                            "none".to_string()
+                        } else {
+                            offered.join(", ")
+                        }
+                    ),
+                });
+            }
+        }
         let module = self.modules.info(&server.module);
         match (module, action.capability()) {
             (None, _) => {
@@ -125,7 +146,7 @@ impl Engine {
             }
             _ => {}
         }
-        if !Action::LIFECYCLE.contains(&action) {
+        if !Action::LIFECYCLE.contains(&action) && !matches!(action, Action::Custom(_)) {
             let mut bad = Problems::default();
             bad.push(
                 "action",

@@ -126,6 +126,20 @@ impl Module for HttpModule {
         }
     }
 
+    /// Every key of the server's `actions` that is not a standard action.
+    fn custom_actions(&self, server_settings: &Settings) -> Vec<String> {
+        server_settings
+            .get("actions")
+            .and_then(|a| a.as_object())
+            .map(|a| {
+                a.keys()
+                    .filter(|k| !spec::STANDARD_ACTIONS.contains(&k.as_str()))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
         let secrets = Secrets::of(request, &self.info.server_schema);
         // Every message is redacted once more on the way out, whatever built it.

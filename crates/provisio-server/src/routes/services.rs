@@ -135,11 +135,12 @@ pub struct WaitQuery {
 }
 
 /// Run an action on a service: `create`, `suspend`, `unsuspend`, `terminate`,
-/// `change-password`, `change-package` or `renew`. Answers 202 with the queued job, or with
+/// `change-password`, `change-package`, `renew`, or a custom action the server's module
+/// offers. Answers 202 with the queued job, or with
 /// `?wait=SECONDS` 200 with the finished job (202 if it is still running by then). The
 /// service's status changes only once the remote confirmed the action.
 #[utoipa::path(post, path = "/v1/services/{id}/{action}", tag = "services",
-    params(("id" = i64, Path), ("action" = String, Path, description = "create, suspend, unsuspend, terminate, change-password, change-package or renew"), WaitQuery),
+    params(("id" = i64, Path), ("action" = String, Path, description = "create, suspend, unsuspend, terminate, change-password, change-package, renew, or a custom action of the module"), WaitQuery),
     request_body(content = Option<provisio_engine::ActionInput>, description = "suspend: reason, until; change-password: password; change-package: product"),
     responses((status = 202, body = JobView), (status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn service_action(
@@ -152,6 +153,11 @@ async fn service_action(
     let action = match action.as_str() {
         "create" | "suspend" | "unsuspend" | "terminate" | "change-password" | "change-package"
         | "renew" => provisio_core::module::Action::parse(&action.replace('-', "_")),
+        // A module's custom action (dashes or underscores); the engine checks the server
+        // offers it.
+        custom if is_custom_name(custom) => {
+            provisio_core::module::Action::Custom(custom.replace('-', "_"))
+        }
         other => {
             return Err(ApiError::not_found(format!(
                 "no action '{other}' on services"
@@ -182,6 +188,17 @@ async fn service_action(
         }
         _ => Ok((StatusCode::ACCEPTED, axum::Json(job.into()))),
     }
+}
+
+fn is_custom_name(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        // Standard actions that are not service actions (lookup, usage, …) stay internal.
+        && !matches!(
+            s.replace('-', "_").as_str(),
+            "lookup" | "list_accounts" | "usage" | "login_url" | "test_connection"
+        )
 }
 
 /// A service's job history, oldest first.

@@ -130,10 +130,26 @@ async fn lifecycle(db: Db) {
         .post(&format!("/v1/services/{id}/renew"), json!({"reason": "x"}))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, _) = app
+    let (status, body) = app
         .post(&format!("/v1/services/{id}/explode"), json!({}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["detail"].as_str().unwrap().contains("reboot"),
+        "names the custom actions there are: {body}"
+    );
+    // A custom action the module offers runs like any other, status unchanged.
+    let job = app.act(id, "reboot", None).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["action"], "reboot");
+    let (status, _) = app
+        .post(&format!("/v1/services/{id}/lookup"), json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "internal actions are not service actions"
+    );
 
     assert_eq!(app.act(id, "terminate", None).await["state"], "done");
     let (_, s) = app.get(&format!("/v1/services/{id}")).await;
@@ -161,6 +177,7 @@ async fn lifecycle(db: Db) {
             "change_password",
             "change_package",
             "renew",
+            "reboot",
             "terminate"
         ]
     );
@@ -172,7 +189,7 @@ async fn lifecycle(db: Db) {
     let effects = app
         .recorder
         .with(|s| s.effects.iter().filter(|(_, _, u)| u == "alice").count());
-    assert_eq!(effects, 7);
+    assert_eq!(effects, 8);
     app.stop().await;
 }
 

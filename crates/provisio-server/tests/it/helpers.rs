@@ -438,7 +438,7 @@ impl Module for Recorder {
                 Capability::Lookup,
                 Capability::TestConnection,
             ],
-            custom_actions: vec![],
+            custom_actions: vec!["reboot".into()],
             server_schema: SettingsSchema::new(vec![Field::secret("token", "Token")]).allow_extra(),
             product_schema: SettingsSchema::new(vec![]).allow_extra(),
             service_schema: SettingsSchema::new(vec![]).allow_extra(),
