@@ -431,7 +431,11 @@ async fn per_server_concurrency_and_rate_hold() {
 
 #[tokio::test]
 async fn the_breaker_stops_calls_to_a_failing_server() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+    // Open for 5 s, so the 1 s without calls checked below lies well inside it even on a
+    // loaded machine.
+    let jobs =
+        crate::helpers::FAST_JOBS.replace("breaker_open_seconds = 2", "breaker_open_seconds = 5");
+    let app = spawn_app_with(Db::Sqlite, &jobs).await;
     let client = recorder_setup(&app, json!({"max_concurrent": 1})).await;
     for i in 0..8 {
         order(
@@ -443,7 +447,7 @@ async fn the_breaker_stops_calls_to_a_failing_server() {
         )
         .await;
     }
-    // Five failures open the breaker for 2 s; in the first second after that no call is made.
+    // Five failures open the breaker for 5 s; in the first second after that no call is made.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let total = || {
         app.recorder.with(|s| {
@@ -464,9 +468,15 @@ async fn the_breaker_stops_calls_to_a_failing_server() {
     let at_open = total();
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     assert_eq!(total(), at_open, "no calls while the breaker is open");
-    // Then it probes again.
-    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
-    assert!(total() > at_open, "a probe after the open period");
+    // Then it probes again (bounded wait: a loaded machine may be slow to get there).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while total() == at_open {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe after the open period"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     app.stop().await;
 }
 
