@@ -30,6 +30,24 @@ pub enum Capability {
     TestConnection,
 }
 
+impl Capability {
+    /// The seven actions of a service's lifecycle.
+    pub const LIFECYCLE: [Capability; 7] = [
+        Capability::Create,
+        Capability::Suspend,
+        Capability::Unsuspend,
+        Capability::Terminate,
+        Capability::ChangePassword,
+        Capability::ChangePackage,
+        Capability::Renew,
+    ];
+
+    /// The lifecycle capabilities and `more`.
+    pub fn lifecycle_and(more: &[Capability]) -> Vec<Capability> {
+        Self::LIFECYCLE.iter().chain(more).copied().collect()
+    }
+}
+
 /// Which record a settings schema applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

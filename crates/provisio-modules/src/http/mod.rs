@@ -92,20 +92,7 @@ fn info() -> ModuleInfo {
         description: "Declarative JSON/REST: per action a request template, a success rule and output mappings.".into(),
         // Which actions work depends on each server's `actions`; an unconfigured one fails
         // with a permanent error that says so.
-        capabilities: vec![
-            Capability::Create,
-            Capability::Suspend,
-            Capability::Unsuspend,
-            Capability::Terminate,
-            Capability::ChangePassword,
-            Capability::ChangePackage,
-            Capability::Renew,
-            Capability::Lookup,
-            Capability::ListAccounts,
-            Capability::Usage,
-            Capability::LoginUrl,
-            Capability::TestConnection,
-        ],
+        capabilities: Capability::lifecycle_and(&[Capability::Lookup, Capability::ListAccounts, Capability::Usage, Capability::LoginUrl, Capability::TestConnection]),
         custom_actions: vec![],
         server_schema,
         product_schema,

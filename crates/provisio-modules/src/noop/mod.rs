@@ -19,16 +19,7 @@ impl NoopModule {
                 description:
                     "Succeeds at every action without contacting anything (benchmarks, trials)."
                         .into(),
-                capabilities: vec![
-                    Capability::Create,
-                    Capability::Suspend,
-                    Capability::Unsuspend,
-                    Capability::Terminate,
-                    Capability::ChangePassword,
-                    Capability::ChangePackage,
-                    Capability::Renew,
-                    Capability::TestConnection,
-                ],
+                capabilities: Capability::lifecycle_and(&[Capability::TestConnection]),
                 custom_actions: vec![],
                 server_schema: SettingsSchema::new(vec![]).allow_extra(),
                 product_schema: SettingsSchema::new(vec![]).allow_extra(),
