@@ -4,6 +4,7 @@
 //! outside `chrono::Utc::now` in constructors that take time explicitly elsewhere.
 
 pub mod client;
+pub mod event;
 pub mod ids;
 pub mod job;
 pub mod module;
@@ -15,5 +16,6 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod text;
+pub mod webhook;
 
 pub use ids::{ClientId, ProductId, ServerId, ServiceId};
