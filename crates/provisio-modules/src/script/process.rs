@@ -69,7 +69,9 @@ pub(crate) async fn run(
         }
     }
 
-    let mut child = cmd.spawn().map_err(RunError::Spawn)?;
+    let mut child = spawn_retrying_busy(&mut cmd)
+        .await
+        .map_err(RunError::Spawn)?;
     let mut group = GroupGuard(child.id().and_then(|pid| i32::try_from(pid).ok()));
 
     let child_stdin = child.stdin.take();
@@ -161,4 +163,22 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Spawns, retrying briefly on ETXTBSY ("text file busy"). Another thread of this process
+/// may fork while a module file is being written or replaced; until that child execs, it
+/// holds the file open for writing and the kernel refuses to execute it. The window is
+/// short, so a few quick retries are enough.
+async fn spawn_retrying_busy(cmd: &mut Command) -> io::Result<tokio::process::Child> {
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..6 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    cmd.spawn()
 }
