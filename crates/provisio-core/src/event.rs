@@ -263,3 +263,42 @@ mod tests {
         assert!(EventPattern::from(e.clone()).matches(&e));
     }
 }
+
+/// Identifies a stored event.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(transparent)]
+pub struct EventId(pub i64);
+
+/// Something that happened, as stored: written in the same transaction as the change that
+/// caused it, so no change goes unannounced. Payloads never hold secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: EventId,
+    pub kind: EventType,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// What it is about: `client:7`, `service:12`.
+    pub subject: String,
+    pub payload: serde_json::Value,
+}
+
+/// An event about to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: EventType,
+    pub subject: String,
+    pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event of a catalogued type; panics on a type outside the catalogue's grammar,
+    /// since event types are fixed in code.
+    pub fn new(kind: &str, subject: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            kind: EventType::parse(kind).expect("event types in code are valid"),
+            subject: subject.into(),
+            payload,
+        }
+    }
+}

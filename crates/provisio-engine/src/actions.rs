@@ -240,8 +240,9 @@ impl Engine {
             }
         }
         p.finish()?;
+        let before = crate::events::before(&params, action.as_str(), &service);
         let job = self.new_job(service.server_id, action, params, Utc::now());
-        let stored = self.store.enqueue_job(service.id, &job).await?;
+        let stored = self.store.enqueue_job(service.id, &job, &[before]).await?;
         self.wake.notify_one();
         Ok(stored)
     }

@@ -179,7 +179,7 @@ impl Engine {
             currency: currency.expect("checked"),
             custom_fields: input.custom_fields,
         };
-        Ok(self.store.insert_client(&new).await?)
+        Ok(self.store.insert_client(&new, &["client.created"]).await?)
     }
 
     pub async fn get_client(&self, id: ClientId) -> Result<Client> {
@@ -190,7 +190,8 @@ impl Engine {
     }
 
     pub async fn update_client(&self, id: ClientId, patch: ClientPatch) -> Result<Client> {
-        let mut client = self.get_client(id).await?;
+        let before = self.get_client(id).await?;
+        let mut client = before.clone();
         let mut p = Problems::default();
         if let Some(n) = &patch.name {
             if let Some(n) = p.take("name", DisplayName::parse(n)) {
@@ -212,13 +213,16 @@ impl Engine {
         if let Some(cf) = patch.custom_fields {
             apply_custom_fields(&mut client.custom_fields, cf);
         }
-        Ok(self.store.update_client(&client).await?)
+        let announce = client_changes(&before, &client);
+        Ok(self.store.update_client(&client, &announce).await?)
     }
 
     pub async fn archive_client(&self, id: ClientId) -> Result<Client> {
-        let mut client = self.get_client(id).await?;
+        let before = self.get_client(id).await?;
+        let mut client = before.clone();
         client.status = ClientStatus::Archived;
-        Ok(self.store.update_client(&client).await?)
+        let announce = client_changes(&before, &client);
+        Ok(self.store.update_client(&client, &announce).await?)
     }
 
     pub async fn delete_client(&self, id: ClientId) -> Result<()> {
@@ -235,7 +239,7 @@ impl Engine {
                 "client {id} has {services} service(s); delete them first, or archive the client"
             )));
         }
-        self.store.delete_client(id).await?;
+        self.store.delete_client(id, &["client.deleted"]).await?;
         Ok(())
     }
 
@@ -956,6 +960,29 @@ impl Engine {
 pub(crate) fn sealed_value(s: &provisio_core::secret::Sealed) -> serde_json::Value {
     use base64::Engine as _;
     serde_json::json!({ provisio_core::secret::SEALED_MARKER: base64::engine::general_purpose::STANDARD.encode(&s.0) })
+}
+
+/// The events a change of a client announces: `client.updated` for any change, plus
+/// `client.archived` and `client.custom_fields_updated` when those parts changed.
+fn client_changes(before: &Client, after: &Client) -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    let fields_changed = before.custom_fields != after.custom_fields;
+    let archived =
+        before.status != ClientStatus::Archived && after.status == ClientStatus::Archived;
+    if before.name != after.name
+        || before.email != after.email
+        || before.status != after.status
+        || fields_changed
+    {
+        kinds.push("client.updated");
+    }
+    if archived {
+        kinds.push("client.archived");
+    }
+    if fields_changed {
+        kinds.push("client.custom_fields_updated");
+    }
+    kinds
 }
 
 fn apply_custom_fields(

@@ -8,6 +8,7 @@ mod actions;
 mod catalog;
 mod declared;
 mod error;
+pub mod events;
 pub mod input;
 pub mod keys;
 pub mod limits;
@@ -34,6 +35,8 @@ pub struct EngineOptions {
     /// The currency of clients created without one.
     pub default_currency: Currency,
     pub jobs: JobOptions,
+    /// How long stored events are kept.
+    pub event_retention: Duration,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +44,7 @@ impl Default for EngineOptions {
         Self {
             default_currency: Currency::parse("EUR").expect("valid"),
             jobs: JobOptions::default(),
+            event_retention: Duration::from_secs(90 * 86400),
         }
     }
 }

@@ -314,6 +314,9 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "requeueing expired jobs failed"),
         }
+        if let Err(e) = engine.purge_events(Utc::now()).await {
+            tracing::warn!(error = %e, "trimming old events failed");
+        }
         match engine.store.due_unsuspends(Utc::now(), 500).await {
             Ok(due) => {
                 for s in due {
@@ -335,6 +338,8 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
 
 /// Everything one execution needs, loaded fresh for each job.
 struct Loaded {
+    /// The service as it was when the job started, for the events announcing the outcome.
+    service: provisio_core::service::Service,
     request: ActionRequest,
     module: Arc<dyn Module>,
     status: ServiceStatus,
@@ -434,8 +439,9 @@ async fn load(shared: &Shared, job: &Job) -> Result<Loaded, String> {
         request,
         module,
         status: service.status,
-        outputs: service.outputs,
+        outputs: service.outputs.clone(),
         secrets,
+        service,
     })
 }
 
@@ -466,7 +472,48 @@ async fn call(
 }
 
 /// Runs one job and says how it ended. Never fails: every problem becomes an outcome.
+/// Runs one job and adds the event announcing its outcome, once it has one.
 async fn execute(shared: &Shared, job: Job) -> (JobUpdate, Option<bool>) {
+    let mut seen = None;
+    let (mut update, health) = run(shared, job.clone(), &mut seen).await;
+    if let Some(mut service) = seen {
+        if let Some(c) = &update.service {
+            apply_change(&mut service, c);
+        }
+        if let Some(e) = crate::events::outcome(
+            &job,
+            update.state,
+            update.attempts,
+            update.last_error.as_deref(),
+            &service,
+        ) {
+            update.events.push(e);
+        }
+    }
+    (update, health)
+}
+
+/// The service as the change will leave it, for the outcome's event.
+fn apply_change(s: &mut provisio_core::service::Service, c: &ServiceChange) {
+    if let Some(st) = c.status {
+        s.status = st;
+    }
+    if let Some(susp) = &c.suspension {
+        s.suspension = susp.clone();
+    }
+    if let Some(o) = &c.outputs {
+        s.outputs = o.clone();
+    }
+    if let Some(p) = c.product_id {
+        s.product_id = p;
+    }
+}
+
+async fn run(
+    shared: &Shared,
+    job: Job,
+    seen: &mut Option<provisio_core::service::Service>,
+) -> (JobUpdate, Option<bool>) {
     let engine = &shared.engine;
     let started = Utc::now();
     let t0 = Instant::now();
@@ -490,6 +537,7 @@ async fn execute(shared: &Shared, job: Job) -> (JobUpdate, Option<bool>) {
             message: None,
         },
         service: None,
+        events: Vec::new(),
     };
     let finish = |mut u: JobUpdate, outcome: &str, message: Option<String>| {
         u.attempt.duration_ms = t0.elapsed().as_millis() as i64;
@@ -502,7 +550,10 @@ async fn execute(shared: &Shared, job: Job) -> (JobUpdate, Option<bool>) {
     };
 
     let loaded = match load(shared, &job).await {
-        Ok(l) => l,
+        Ok(l) => {
+            *seen = Some(l.service.clone());
+            l
+        }
         Err(msg) => {
             // Records missing or unreadable: nothing was sent, so a later try is safe.
             return (

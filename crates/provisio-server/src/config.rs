@@ -35,6 +35,8 @@ pub struct Config {
     pub modules_dir: PathBuf,
     /// Run the job worker in this process (an API-only node sets this to false).
     pub worker: bool,
+    /// Days stored events are kept.
+    pub event_retention_days: u32,
     /// How jobs are run and retried.
     pub jobs: JobsConfig,
     /// Servers and products declared in the file, applied at start.
@@ -150,6 +152,7 @@ struct Defaults {
     log_json: bool,
     modules_dir: &'static str,
     worker: bool,
+    event_retention_days: u32,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -162,6 +165,7 @@ const DEFAULTS: Defaults = Defaults {
     log_json: false,
     modules_dir: "modules",
     worker: true,
+    event_retention_days: 90,
 };
 
 /// The environment variables read (each `PROVISIO_` + the key in upper case).
@@ -176,6 +180,7 @@ const ENV_KEYS: &[&str] = &[
     "log_json",
     "modules_dir",
     "worker",
+    "event_retention_days",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -126,6 +126,9 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
         EngineOptions {
             default_currency: currency,
             jobs: config.jobs.to_options()?,
+            event_retention: std::time::Duration::from_secs(
+                u64::from(config.event_retention_days.max(1)) * 86400,
+            ),
         },
     );
     let applied = engine.apply_declared(&declared).await?;

@@ -301,3 +301,28 @@ pub struct ConnectionTestView {
     /// Why the test failed (secrets removed).
     pub error: Option<String>,
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    pub id: i64,
+    /// The event type, e.g. `service.suspend.succeeded`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    /// What it is about: `client:7`, `service:12`.
+    pub subject: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+impl From<provisio_core::event::Event> for EventView {
+    fn from(e: provisio_core::event::Event) -> Self {
+        Self {
+            id: e.id.0,
+            kind: e.kind.as_str().to_string(),
+            at: e.at,
+            subject: e.subject,
+            payload: e.payload,
+        }
+    }
+}

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use provisio_core::client::{Client, ClientStatus, NewClient};
+use provisio_core::event::{Event, EventPattern, NewEvent};
 use provisio_core::job::{Attempt, Job, JobId, JobState, NewJob};
 use provisio_core::module::ErrorKind;
 use provisio_core::page::{Page, PageRequest};
@@ -92,6 +93,15 @@ pub struct JobFilter {
     pub open_only: bool,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events whose type matches one of these (none: all).
+    pub types: Vec<EventPattern>,
+    pub subject: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// What a worker asks for when it claims jobs.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
@@ -131,6 +141,8 @@ pub struct JobUpdate {
     pub error_kind: Option<ErrorKind>,
     pub attempt: Attempt,
     pub service: Option<ServiceChange>,
+    /// Announced with the outcome, in the same transaction.
+    pub events: Vec<NewEvent>,
 }
 
 /// Durable storage for Provisio's records. Every method is one transaction.
@@ -142,11 +154,13 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connections.
     async fn close(&self);
 
-    async fn insert_client(&self, new: &NewClient) -> Result<Client>;
+    /// Stores a client and announces it: one event of each kind in `announce`, with the
+    /// stored client as payload, in the same transaction.
+    async fn insert_client(&self, new: &NewClient, announce: &[&str]) -> Result<Client>;
     async fn get_client(&self, id: ClientId) -> Result<Option<Client>>;
     /// Writes every field of `client` but `created_at`; sets `updated_at` to now.
-    async fn update_client(&self, client: &Client) -> Result<Client>;
-    async fn delete_client(&self, id: ClientId) -> Result<bool>;
+    async fn update_client(&self, client: &Client, announce: &[&str]) -> Result<Client>;
+    async fn delete_client(&self, id: ClientId, announce: &[&str]) -> Result<bool>;
     async fn list_clients(&self, filter: &ClientFilter, page: PageRequest) -> Result<Page<Client>>;
 
     async fn insert_server(&self, new: &NewServer) -> Result<Server>;
@@ -184,7 +198,13 @@ pub trait Store: Send + Sync + 'static {
         new: &NewService,
         job: Option<&NewJob>,
     ) -> Result<(Service, Option<Job>)>;
-    async fn enqueue_job(&self, service_id: ServiceId, job: &NewJob) -> Result<Job>;
+    /// Stores a job and the events announcing it (`service.<action>.before`) together.
+    async fn enqueue_job(
+        &self,
+        service_id: ServiceId,
+        job: &NewJob,
+        events: &[NewEvent],
+    ) -> Result<Job>;
     async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
     async fn list_jobs(&self, filter: &JobFilter, page: PageRequest) -> Result<Page<Job>>;
     async fn job_attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
@@ -210,6 +230,11 @@ pub trait Store: Send + Sync + 'static {
     async fn resolve_job(&self, id: JobId, note: &str, now: DateTime<Utc>) -> Result<Option<Job>>;
     /// Suspended services whose `until` has passed and that have no open job.
     async fn due_unsuspends(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Service>>;
+
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<()>;
+    async fn list_events(&self, filter: &EventFilter, page: PageRequest) -> Result<Page<Event>>;
+    /// Removes events older than `before`; returns how many.
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64>;
 
     async fn insert_api_key(&self, name: &str, prefix: &str, hash: &str) -> Result<ApiKey>;
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;

@@ -304,3 +304,27 @@ pub(crate) struct CapacityRow {
     pub max_concurrent: i64,
     pub running: i64,
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    id: i64,
+    #[sqlx(rename = "type")]
+    kind: String,
+    at: i64,
+    subject: String,
+    payload: Json<serde_json::Value>,
+}
+
+impl TryFrom<EventRow> for provisio_core::event::Event {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Self, StoreError> {
+        Ok(provisio_core::event::Event {
+            id: provisio_core::event::EventId(r.id),
+            kind: provisio_core::event::EventType::parse(&r.kind)
+                .map_err(|e| corrupt("event type", e))?,
+            at: from_ts(r.at)?,
+            subject: r.subject,
+            payload: r.payload.0,
+        })
+    }
+}

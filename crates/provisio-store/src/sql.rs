@@ -27,8 +27,10 @@ macro_rules! impl_store {
             async fn insert_client(
                 &self,
                 c: &provisio_core::client::NewClient,
+                announce: &[&str],
             ) -> $crate::Result<provisio_core::client::Client> {
                 let now = $crate::rows::ts(chrono::Utc::now());
+                let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ClientRow = sqlx::query_as(
                     "INSERT INTO clients (name, email, status, balance_minor, currency, custom_fields, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
@@ -41,9 +43,12 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&c.custom_fields))
                 .bind(now)
                 .bind(now)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *tx)
                 .await?;
-                row.try_into()
+                let client: provisio_core::client::Client = row.try_into()?;
+                announce_client(&mut tx, &client, announce).await?;
+                tx.commit().await?;
+                Ok(client)
             }
 
             async fn get_client(
@@ -61,7 +66,9 @@ macro_rules! impl_store {
             async fn update_client(
                 &self,
                 c: &provisio_core::client::Client,
+                announce: &[&str],
             ) -> $crate::Result<provisio_core::client::Client> {
+                let mut tx = self.writer().begin().await?;
                 let row: Option<$crate::rows::ClientRow> = sqlx::query_as(
                     "UPDATE clients SET name = $1, email = $2, status = $3, balance_minor = $4, \
                      currency = $5, custom_fields = $6, updated_at = $7 WHERE id = $8 RETURNING *",
@@ -74,17 +81,33 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&c.custom_fields))
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(c.id.0)
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.ok_or($crate::StoreError::NotFound)?.try_into()
+                let client: provisio_core::client::Client =
+                    row.ok_or($crate::StoreError::NotFound)?.try_into()?;
+                announce_client(&mut tx, &client, announce).await?;
+                tx.commit().await?;
+                Ok(client)
             }
 
-            async fn delete_client(&self, id: provisio_core::ClientId) -> $crate::Result<bool> {
-                let r = sqlx::query("DELETE FROM clients WHERE id = $1")
-                    .bind(id.0)
-                    .execute(self.writer())
-                    .await?;
-                Ok(r.rows_affected() > 0)
+            async fn delete_client(
+                &self,
+                id: provisio_core::ClientId,
+                announce: &[&str],
+            ) -> $crate::Result<bool> {
+                let mut tx = self.writer().begin().await?;
+                let row: Option<$crate::rows::ClientRow> =
+                    sqlx::query_as("DELETE FROM clients WHERE id = $1 RETURNING *")
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(row) = row else {
+                    return Ok(false);
+                };
+                let client: provisio_core::client::Client = row.try_into()?;
+                announce_client(&mut tx, &client, announce).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn list_clients(
@@ -443,9 +466,11 @@ macro_rules! impl_store {
                 &self,
                 service_id: provisio_core::ServiceId,
                 job: &provisio_core::job::NewJob,
+                events: &[provisio_core::event::NewEvent],
             ) -> $crate::Result<provisio_core::job::Job> {
                 let mut tx = self.writer().begin().await?;
                 let j = insert_job(&mut tx, service_id, job).await?;
+                insert_events_tx(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(j)
             }
@@ -673,6 +698,7 @@ macro_rules! impl_store {
                         qb.push(" WHERE id = ").push_bind(u.service_id.0);
                         qb.build().execute(&mut *tx).await?;
                     }
+                    insert_events_tx(&mut tx, &u.events).await?;
                 }
                 tx.commit().await?;
                 Ok(applied)
@@ -731,6 +757,68 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            // ---- events ----
+
+            async fn insert_events(
+                &self,
+                events: &[provisio_core::event::NewEvent],
+            ) -> $crate::Result<()> {
+                let mut tx = self.writer().begin().await?;
+                insert_events_tx(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_events(
+                &self,
+                f: &$crate::EventFilter,
+                page: provisio_core::page::PageRequest,
+            ) -> $crate::Result<provisio_core::page::Page<provisio_core::event::Event>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT * FROM events WHERE 1 = 1");
+                if !f.types.is_empty() {
+                    // LIKE narrows the scan; the exact wildcard rules are applied below.
+                    qb.push(" AND (");
+                    let mut sep = qb.separated(" OR ");
+                    for p in &f.types {
+                        sep.push("type LIKE ");
+                        sep.push_bind_unseparated(p.as_str().replace('*', "%"));
+                    }
+                    qb.push(")");
+                }
+                if let Some(s) = &f.subject {
+                    qb.push(" AND subject = ").push_bind(s.as_str());
+                }
+                if let Some(t) = f.since {
+                    qb.push(" AND at >= ").push_bind($crate::rows::ts(t));
+                }
+                if let Some(t) = f.until {
+                    qb.push(" AND at < ").push_bind($crate::rows::ts(t));
+                }
+                page_clause(&mut qb, page);
+                let rows: Vec<$crate::rows::EventRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+                let scanned = rows.len();
+                let mut events = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<$crate::Result<Vec<provisio_core::event::Event>>>()?;
+                // The cursor follows what was scanned, not what matched, so a page may be
+                // short but paging still reaches every event.
+                let next = (scanned > page.limit as usize).then(|| events[page.limit as usize - 1].id.0);
+                events.truncate(page.limit as usize);
+                if !f.types.is_empty() {
+                    events.retain(|e| f.types.iter().any(|p| p.matches(&e.kind)));
+                }
+                Ok(provisio_core::page::Page { items: events, next })
+            }
+
+            async fn purge_events(&self, before: chrono::DateTime<chrono::Utc>) -> $crate::Result<u64> {
+                let r = sqlx::query("DELETE FROM events WHERE at < $1")
+                    .bind($crate::rows::ts(before))
+                    .execute(self.writer())
+                    .await?;
+                Ok(r.rows_affected())
             }
 
             // ---- API keys ----
@@ -815,6 +903,36 @@ macro_rules! impl_store {
             .fetch_one(&mut **tx)
             .await?;
             row.try_into()
+        }
+
+        async fn insert_events_tx(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            events: &[provisio_core::event::NewEvent],
+        ) -> $crate::Result<()> {
+            let now = $crate::rows::ts(chrono::Utc::now());
+            for e in events {
+                sqlx::query("INSERT INTO events (type, at, subject, payload) VALUES ($1, $2, $3, $4)")
+                    .bind(e.kind.as_str())
+                    .bind(now)
+                    .bind(&e.subject)
+                    .bind(sqlx::types::Json(&e.payload))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        }
+
+        async fn announce_client(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            client: &provisio_core::client::Client,
+            kinds: &[&str],
+        ) -> $crate::Result<()> {
+            let payload = serde_json::json!({ "client": client });
+            let events: Vec<provisio_core::event::NewEvent> = kinds
+                .iter()
+                .map(|k| provisio_core::event::NewEvent::new(k, format!("client:{}", client.id), payload.clone()))
+                .collect();
+            insert_events_tx(tx, &events).await
         }
 
         fn page_clause(

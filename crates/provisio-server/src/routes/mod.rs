@@ -1,6 +1,7 @@
 //! The `/v1` routes, one file per resource, each handler documented for the OpenAPI document.
 
 pub mod clients;
+pub mod events;
 pub mod jobs;
 pub mod modules;
 pub mod products;
@@ -22,6 +23,7 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(services::router())
         .merge(modules::router())
         .merge(jobs::router())
+        .merge(events::router())
 }
 
 /// Turns `limit` and `cursor` query parameters into a page request.

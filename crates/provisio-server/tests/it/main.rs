@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod clients;
 mod declared;
+mod events;
 mod faults;
 mod multi_engine;
 mod openapi;

@@ -30,7 +30,10 @@ fn job(server: ServerId, action: Action) -> NewJob {
 }
 
 async fn setup(s: &S, max_concurrent: u32) -> (ServerId, Vec<ServiceId>) {
-    let c = s.insert_client(&new_client("A", "a@a.test")).await.unwrap();
+    let c = s
+        .insert_client(&new_client("A", "a@a.test"), &[])
+        .await
+        .unwrap();
     let mut ns = new_server("srv");
     ns.max_concurrent = max_concurrent;
     let srv = s.insert_server(&ns).await.unwrap();
@@ -94,6 +97,7 @@ fn done(j: &provisio_core::job::Job, owner: &str, service: Option<ServiceChange>
             message: None,
         },
         service,
+        events: Vec::new(),
     }
 }
 
@@ -101,7 +105,7 @@ pub async fn claims_respect_order_and_capacity(s: S) {
     let (srv, svcs) = setup(&s, 2).await;
     // A second job for the first service must wait for its create.
     let suspend = s
-        .enqueue_job(svcs[0], &job(srv, Action::Suspend))
+        .enqueue_job(svcs[0], &job(srv, Action::Suspend), &[])
         .await
         .unwrap();
     let none = HashMap::new();
@@ -281,4 +285,133 @@ pub async fn due_unsuspends_are_found(s: S) {
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, svcs[0]);
     let _ = srv;
+}
+
+pub async fn events_filter_page_and_purge(s: S) {
+    use provisio_core::event::{EventPattern, NewEvent};
+    use provisio_store::EventFilter;
+    let events = vec![
+        NewEvent::new("client.created", "client:1", serde_json::json!({"n": 1})),
+        NewEvent::new(
+            "service.suspend.before",
+            "service:5",
+            serde_json::json!({"n": 2}),
+        ),
+        NewEvent::new(
+            "service.suspend.succeeded",
+            "service:5",
+            serde_json::json!({"n": 3}),
+        ),
+        NewEvent::new(
+            "service.change_password.failed",
+            "service:6",
+            serde_json::json!({"n": 4}),
+        ),
+        NewEvent::new(
+            "service.usage_updated",
+            "service:5",
+            serde_json::json!({"n": 5}),
+        ),
+    ];
+    s.insert_events(&events).await.unwrap();
+    let pats = |p: &[&str]| {
+        p.iter()
+            .map(|x| EventPattern::parse(x).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let kinds = |f: EventFilter| {
+        let s = s.clone();
+        async move {
+            s.list_events(&f, PageRequest::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|e| e.kind.as_str().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(kinds(EventFilter::default()).await.len(), 5);
+    assert_eq!(
+        kinds(EventFilter {
+            types: pats(&["service.*"]),
+            ..Default::default()
+        })
+        .await,
+        [
+            "service.suspend.before",
+            "service.suspend.succeeded",
+            "service.change_password.failed",
+            "service.usage_updated"
+        ]
+    );
+    assert_eq!(
+        kinds(EventFilter {
+            types: pats(&["service.*.failed", "client.created"]),
+            ..Default::default()
+        })
+        .await,
+        ["client.created", "service.change_password.failed"]
+    );
+    // `_` in a type is not a LIKE wildcard once the exact rules apply.
+    assert_eq!(
+        kinds(EventFilter {
+            types: pats(&["service.change_password.*"]),
+            ..Default::default()
+        })
+        .await,
+        ["service.change_password.failed"]
+    );
+    assert_eq!(
+        kinds(EventFilter {
+            subject: Some("service:5".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    // Paging with a filter still reaches every match.
+    let mut page = PageRequest::first(1);
+    let mut seen = Vec::new();
+    loop {
+        let p = s
+            .list_events(
+                &EventFilter {
+                    types: pats(&["service.suspend.*"]),
+                    ..Default::default()
+                },
+                page,
+            )
+            .await
+            .unwrap();
+        seen.extend(
+            p.items
+                .into_iter()
+                .map(|e| e.payload["n"].as_i64().unwrap()),
+        );
+        match p.next {
+            Some(n) => page.after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [2, 3]);
+    let future = Utc::now() + Duration::seconds(5);
+    assert_eq!(
+        kinds(EventFilter {
+            since: Some(future),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        0
+    );
+    assert_eq!(
+        s.purge_events(Utc::now() - Duration::days(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.purge_events(future).await.unwrap(), 5);
+    assert!(kinds(EventFilter::default()).await.is_empty());
 }

@@ -46,4 +46,5 @@ on_both!(
     expired_leases_come_back_for_lookup,
     failed_jobs_retry_or_resolve,
     due_unsuspends_are_found,
+    events_filter_page_and_purge,
 );

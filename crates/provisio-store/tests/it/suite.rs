@@ -83,7 +83,7 @@ struct World {
 
 async fn world(s: &S) -> World {
     let client = s
-        .insert_client(&new_client("Acme", "ops@acme.test"))
+        .insert_client(&new_client("Acme", "ops@acme.test"), &[])
         .await
         .unwrap();
     let server = s.insert_server(&new_server("srv-1")).await.unwrap();
@@ -104,7 +104,7 @@ pub async fn clients_roundtrip_filter_and_page(s: S) {
     let mut nc = new_client("Zoë Ltd", "zoe@example.com");
     nc.balance_minor = -1250;
     nc.custom_fields.insert("pass_key".into(), "abc".into());
-    let c = s.insert_client(&nc).await.unwrap();
+    let c = s.insert_client(&nc, &[]).await.unwrap();
     let got = s.get_client(c.id).await.unwrap().unwrap();
     assert_eq!(got, c);
     assert_eq!(got.name.as_str(), "Zoë Ltd");
@@ -114,15 +114,18 @@ pub async fn clients_roundtrip_filter_and_page(s: S) {
     let mut changed = got.clone();
     changed.status = ClientStatus::Archived;
     changed.email = Email::parse("new@example.com").unwrap();
-    let updated = s.update_client(&changed).await.unwrap();
+    let updated = s.update_client(&changed, &[]).await.unwrap();
     assert_eq!(updated.status, ClientStatus::Archived);
     assert_eq!(updated.created_at, c.created_at);
     assert!(updated.updated_at >= c.updated_at);
 
     for i in 0..5 {
-        s.insert_client(&new_client(&format!("c{i}"), &format!("c{i}@example.com")))
-            .await
-            .unwrap();
+        s.insert_client(
+            &new_client(&format!("c{i}"), &format!("c{i}@example.com")),
+            &[],
+        )
+        .await
+        .unwrap();
     }
     let active = ClientFilter {
         status: Some(ClientStatus::Active),
@@ -155,11 +158,11 @@ pub async fn clients_roundtrip_filter_and_page(s: S) {
         .await
         .unwrap();
     assert_eq!(by_email.items.len(), 1);
-    assert!(s.delete_client(c.id).await.unwrap());
+    assert!(s.delete_client(c.id, &[]).await.unwrap());
     assert!(s.get_client(c.id).await.unwrap().is_none());
-    assert!(!s.delete_client(c.id).await.unwrap());
+    assert!(!s.delete_client(c.id, &[]).await.unwrap());
     assert!(matches!(
-        s.update_client(&changed).await,
+        s.update_client(&changed, &[]).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -308,7 +311,7 @@ pub async fn usernames_unique_per_server_among_live_services(s: S) {
 pub async fn service_filters_and_counts(s: S) {
     let w = world(&s).await;
     let other_client = s
-        .insert_client(&new_client("Other", "o@example.com"))
+        .insert_client(&new_client("Other", "o@example.com"), &[])
         .await
         .unwrap();
     let mut master = new_service(w.client, w.product, w.server, "master");
@@ -390,7 +393,7 @@ pub async fn referenced_records_cannot_be_deleted(s: S) {
         .await
         .unwrap();
     assert!(matches!(
-        s.delete_client(w.client).await,
+        s.delete_client(w.client, &[]).await,
         Err(StoreError::Reference)
     ));
     assert!(matches!(
@@ -408,7 +411,7 @@ pub async fn referenced_records_cannot_be_deleted(s: S) {
         Err(StoreError::Reference)
     ));
     assert!(s.delete_service(svc.id).await.unwrap());
-    assert!(s.delete_client(w.client).await.unwrap());
+    assert!(s.delete_client(w.client, &[]).await.unwrap());
 }
 
 pub async fn api_keys_by_hash(s: S) {

@@ -1,0 +1,96 @@
+//! Event payloads and the event log: what the engine says about services and jobs when it
+//! announces them, and reading and trimming the stored events. Payloads never hold secrets.
+
+use chrono::{DateTime, Utc};
+use provisio_core::event::{Event, NewEvent};
+use provisio_core::job::{Job, JobState};
+use provisio_core::page::{Page, PageRequest};
+use provisio_core::secret::redact_settings;
+use provisio_core::service::Service;
+use provisio_store::EventFilter;
+use serde_json::{json, Value};
+
+use crate::{Engine, Result};
+
+/// A service as events show it: no password, no sealed values.
+pub fn service_payload(s: &Service) -> Value {
+    let (outputs, _) = redact_settings(&s.outputs);
+    let (settings, _) = redact_settings(&s.settings);
+    json!({
+        "id": s.id,
+        "client_id": s.client_id,
+        "product_id": s.product_id,
+        "server_id": s.server_id,
+        "username": s.username.as_str(),
+        "status": s.status.as_str(),
+        "suspension": s.suspension.as_ref().map(|x| json!({
+            "reason": x.reason.as_str(),
+            "since": x.since,
+            "until": x.until,
+        })),
+        "invoice": s.invoice.as_ref().map(|v| v.as_str()),
+        "parent_invoice": s.parent_invoice.as_ref().map(|v| v.as_str()),
+        "settings": settings,
+        "outputs": outputs,
+    })
+}
+
+fn job_payload(job: &Job, state: JobState, attempts: u32, error: Option<&str>) -> Value {
+    let (params, _) = redact_settings(&job.params);
+    json!({
+        "id": job.id,
+        "action": job.action.as_str(),
+        "state": state.as_str(),
+        "attempts": attempts,
+        "params": params,
+        "error": error,
+    })
+}
+
+/// `service.<action>.before`, stored with the job that will run the action.
+pub(crate) fn before(
+    job_params: &provisio_core::settings::Settings,
+    action: &str,
+    service: &Service,
+) -> NewEvent {
+    let (params, _) = redact_settings(job_params);
+    NewEvent::new(
+        &format!("service.{action}.before"),
+        format!("service:{}", service.id),
+        json!({"action": action, "params": params, "service": service_payload(service)}),
+    )
+}
+
+/// `service.<action>.succeeded` or `.failed` for a job that reached a final state; `None`
+/// while it will still be retried.
+pub(crate) fn outcome(
+    job: &Job,
+    state: JobState,
+    attempts: u32,
+    error: Option<&str>,
+    service: &Service,
+) -> Option<NewEvent> {
+    let verdict = match state {
+        JobState::Done => "succeeded",
+        JobState::Failed | JobState::Cancelled => "failed",
+        _ => return None,
+    };
+    Some(NewEvent::new(
+        &format!("service.{}.{verdict}", job.action.as_str()),
+        format!("service:{}", service.id),
+        json!({"job": job_payload(job, state, attempts, error), "service": service_payload(service)}),
+    ))
+}
+
+impl Engine {
+    pub async fn list_events(&self, f: &EventFilter, page: PageRequest) -> Result<Page<Event>> {
+        Ok(self.store.list_events(f, page).await?)
+    }
+
+    /// Drops events older than the configured retention; returns how many.
+    pub async fn purge_events(&self, now: DateTime<Utc>) -> Result<u64> {
+        let keep = chrono::Duration::from_std(self.options.event_retention)
+            .unwrap_or(chrono::Duration::days(90));
+        Ok(self.store.purge_events(now - keep).await?)
+    }
+}

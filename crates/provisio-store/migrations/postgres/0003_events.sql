@@ -1,0 +1,12 @@
+-- Events: what happened, written in the same transaction as the change that caused it.
+
+CREATE TABLE events (
+    id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    type    TEXT    NOT NULL,
+    at      BIGINT NOT NULL,
+    subject TEXT    NOT NULL,
+    payload JSONB   NOT NULL
+);
+CREATE INDEX ix_events_type ON events (type, id);
+CREATE INDEX ix_events_subject ON events (subject, id);
+CREATE INDEX ix_events_at ON events (at);
