@@ -71,21 +71,26 @@ impl Engine {
 
     /// The status the service will have once its open jobs have run, so that a suspend can
     /// be queued behind the create that makes it possible.
-    async fn projected_status(&self, service: &Service) -> Result<ServiceStatus> {
+    async fn projected_status(&self, id: ServiceId) -> Result<(Service, ServiceStatus)> {
+        // Open jobs first, the service second: a job's end and the status it sets commit
+        // together, so this order never sees a finished create's job gone but its status
+        // not yet set (the other order would, and refuse a valid action).
         let open = self
             .store
             .list_jobs(
                 &JobFilter {
-                    service_id: Some(service.id),
+                    service_id: Some(id),
                     open_only: true,
                     ..Default::default()
                 },
                 PageRequest::first(PageRequest::MAX_LIMIT),
             )
             .await?;
-        Ok(open.items.iter().fold(service.status, |st, j| {
+        let service = self.get_service(id).await?;
+        let projected = open.items.iter().fold(service.status, |st, j| {
             status_after(&j.action).unwrap_or(st)
-        }))
+        });
+        Ok((service, projected))
     }
 
     /// Queues `action` on a service and wakes the worker. The status changes only when the
@@ -155,7 +160,7 @@ impl Engine {
             );
             return Err(EngineError::Invalid(bad.0));
         }
-        let projected = self.projected_status(&service).await?;
+        let (service, projected) = self.projected_status(service.id).await?;
         check_transition(projected, &action).map_err(|message| EngineError::Conflict {
             field: None,
             message,

@@ -913,7 +913,7 @@ impl Engine {
     }
 
     pub async fn delete_service(&self, id: ServiceId) -> Result<()> {
-        let service = self.get_service(id).await?;
+        self.get_service(id).await?;
         let open = self
             .store
             .list_jobs(
@@ -931,6 +931,8 @@ impl Engine {
                 open.items[0].action
             )));
         }
+        // Read after the jobs: a create that finished meanwhile shows here as `active`.
+        let service = self.get_service(id).await?;
         if !service.status.deletable() {
             return Err(conflict(format!(
                 "service {id} is {}; terminate it first so the remote account is removed",

@@ -45,6 +45,11 @@ impl From<StoreError> for EngineError {
                 field: None,
                 message: "the record is still referenced by other records".into(),
             },
+            StoreError::OutOfRange { field } => EngineError::Invalid(vec![field_error(
+                &field,
+                "range",
+                "would take the stored value out of range",
+            )]),
             StoreError::NotFound => EngineError::NotFound {
                 what: "record",
                 key: String::new(),

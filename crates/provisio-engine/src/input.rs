@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use provisio_core::client::ClientStatus;
+use provisio_core::client::{ClientStatus, TransactionKind};
 use provisio_core::product::AutoSetup;
 use provisio_core::settings::Settings;
 use provisio_core::ClientId;
@@ -67,6 +67,22 @@ pub struct ClientPatch {
     /// Keys to set; a `null` value removes the key.
     #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
     pub custom_fields: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// A change of a client's balance. `payment` and `credit` increase the balance; `charge`
+/// and `refund` (money paid back to the client) decrease it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionCreate {
+    pub kind: TransactionKind,
+    /// Positive, in minor units of the client's currency (cents); `kind` gives the direction.
+    pub amount_minor: i64,
+    /// 1 to 100 characters, unique per client: sending the same transaction again with the
+    /// same key returns the stored one instead of applying it twice.
+    pub idempotency_key: String,
+    /// At most 500 characters.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -5,6 +5,7 @@
 //! secrets. Jobs, retries, the scheduler, handlers, usage, audit and groups join it later.
 
 mod actions;
+mod balance;
 mod catalog;
 mod declared;
 mod error;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use provisio_core::client::{Client, ClientStatus};
+use provisio_core::client::{Client, ClientStatus, Transaction, TransactionKind};
 use provisio_core::module::ModuleInfo;
 use provisio_core::page::Page;
 use provisio_core::product::AutoSetup;
@@ -59,6 +59,37 @@ impl From<Client> for ClientView {
             custom_fields: c.custom_fields,
             created_at: c.created_at,
             updated_at: c.updated_at,
+        }
+    }
+}
+
+/// A change of a client's balance. `payment` and `credit` increased it; `charge` and
+/// `refund` decreased it.
+#[derive(Serialize, ToSchema)]
+pub struct TransactionView {
+    pub id: i64,
+    pub client_id: i64,
+    pub kind: TransactionKind,
+    /// Positive, in minor units of the client's currency; `kind` gives the direction.
+    pub amount_minor: i64,
+    /// The client's balance right after this transaction.
+    pub balance_after: i64,
+    pub idempotency_key: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Transaction> for TransactionView {
+    fn from(t: Transaction) -> Self {
+        Self {
+            id: t.id.0,
+            client_id: t.client_id.0,
+            kind: t.kind,
+            amount_minor: t.amount_minor,
+            balance_after: t.balance_after,
+            idempotency_key: t.idempotency_key,
+            description: t.description,
+            created_at: t.created_at,
         }
     }
 }

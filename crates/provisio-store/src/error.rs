@@ -12,6 +12,10 @@ pub enum StoreError {
     /// The record to update does not exist (any more).
     #[error("record not found")]
     NotFound,
+    /// The change would take a number past what the database holds; `field` names the
+    /// input that would (`amount_minor`).
+    #[error("{field} would take a stored value out of range")]
+    OutOfRange { field: String },
     /// A stored value no longer parses; a bug or a hand-edited database.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),

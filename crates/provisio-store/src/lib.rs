@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use provisio_core::client::{Client, ClientStatus, NewClient};
+use provisio_core::client::{Client, ClientStatus, NewClient, NewTransaction, Transaction};
 use provisio_core::event::{Event, EventPattern, NewEvent};
 use provisio_core::job::{Attempt, Job, JobId, JobState, NewJob};
 use provisio_core::module::ErrorKind;
@@ -145,6 +145,18 @@ pub struct JobUpdate {
     pub events: Vec<NewEvent>,
 }
 
+/// What applying a balance transaction did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionOutcome {
+    /// The stored transaction: the new one, or on a replay the one stored earlier under
+    /// the same idempotency key (which may differ from the request; the caller compares).
+    pub transaction: Transaction,
+    /// The client as it is now.
+    pub client: Client,
+    /// The key was already used: nothing was changed.
+    pub replayed: bool,
+}
+
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -158,10 +170,29 @@ pub trait Store: Send + Sync + 'static {
     /// stored client as payload, in the same transaction.
     async fn insert_client(&self, new: &NewClient, announce: &[&str]) -> Result<Client>;
     async fn get_client(&self, id: ClientId) -> Result<Option<Client>>;
-    /// Writes every field of `client` but `created_at`; sets `updated_at` to now.
+    /// Writes every field of `client` but `created_at` and `balance_minor` (which only
+    /// [`Store::apply_transaction`] changes, so an edit never undoes a concurrent payment);
+    /// sets `updated_at` to now.
     async fn update_client(&self, client: &Client, announce: &[&str]) -> Result<Client>;
     async fn delete_client(&self, id: ClientId, announce: &[&str]) -> Result<bool>;
     async fn list_clients(&self, filter: &ClientFilter, page: PageRequest) -> Result<Page<Client>>;
+    /// Stores a balance transaction and moves the client's balance by its amount
+    /// (atomically, `balance_minor = balance_minor + delta`) in one transaction, with
+    /// `client.balance_nonnegative` / `client.balance_nonpositive` when the balance crosses
+    /// zero. When the client already has a transaction under `new.idempotency_key`, that one
+    /// is returned (`replayed`) and nothing changes. [`StoreError::NotFound`] for a missing
+    /// client, [`StoreError::OutOfRange`] when the balance would overflow.
+    async fn apply_transaction(
+        &self,
+        client: ClientId,
+        new: &NewTransaction,
+    ) -> Result<TransactionOutcome>;
+    /// A client's transactions, oldest first.
+    async fn list_transactions(
+        &self,
+        client: ClientId,
+        page: PageRequest,
+    ) -> Result<Page<Transaction>>;
 
     async fn insert_server(&self, new: &NewServer) -> Result<Server>;
     async fn get_server(&self, id: ServerId) -> Result<Option<Server>>;

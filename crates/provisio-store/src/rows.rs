@@ -1,7 +1,7 @@
 //! Row shapes shared by both databases and their conversion to domain records.
 
 use chrono::{DateTime, Utc};
-use provisio_core::client::{Client, ClientStatus};
+use provisio_core::client::{Client, ClientStatus, Transaction, TransactionId, TransactionKind};
 use provisio_core::money::Currency;
 use provisio_core::product::{AutoSetup, Product};
 use provisio_core::secret::Sealed;
@@ -325,6 +325,35 @@ impl TryFrom<EventRow> for provisio_core::event::Event {
             at: from_ts(r.at)?,
             subject: r.subject,
             payload: r.payload.0,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TransactionRow {
+    id: i64,
+    client_id: i64,
+    kind: String,
+    amount_minor: i64,
+    balance_after: i64,
+    idempotency_key: String,
+    description: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<TransactionRow> for Transaction {
+    type Error = StoreError;
+    fn try_from(r: TransactionRow) -> Result<Self, StoreError> {
+        Ok(Transaction {
+            id: TransactionId(r.id),
+            client_id: ClientId(r.client_id),
+            kind: TransactionKind::parse(&r.kind)
+                .ok_or_else(|| corrupt("transaction kind", &r.kind))?,
+            amount_minor: r.amount_minor,
+            balance_after: r.balance_after,
+            idempotency_key: r.idempotency_key,
+            description: r.description,
+            created_at: from_ts(r.created_at)?,
         })
     }
 }

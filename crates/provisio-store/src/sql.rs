@@ -70,13 +70,13 @@ macro_rules! impl_store {
             ) -> $crate::Result<provisio_core::client::Client> {
                 let mut tx = self.writer().begin().await?;
                 let row: Option<$crate::rows::ClientRow> = sqlx::query_as(
-                    "UPDATE clients SET name = $1, email = $2, status = $3, balance_minor = $4, \
-                     currency = $5, custom_fields = $6, updated_at = $7 WHERE id = $8 RETURNING *",
+                    // balance_minor is left alone: only transactions move it.
+                    "UPDATE clients SET name = $1, email = $2, status = $3, \
+                     currency = $4, custom_fields = $5, updated_at = $6 WHERE id = $7 RETURNING *",
                 )
                 .bind(c.name.as_str())
                 .bind(c.email.as_str())
                 .bind(c.status.as_str())
-                .bind(c.balance_minor)
                 .bind(c.currency.as_str())
                 .bind(sqlx::types::Json(&c.custom_fields))
                 .bind($crate::rows::ts(chrono::Utc::now()))
@@ -126,6 +126,113 @@ macro_rules! impl_store {
                 let rows: Vec<$crate::rows::ClientRow> =
                     qb.build_query_as().fetch_all(&self.pool).await?;
                 collect_page(rows, page, |c: &provisio_core::client::Client| c.id.0)
+            }
+
+            // ---- balance transactions ----
+
+            async fn apply_transaction(
+                &self,
+                client: provisio_core::ClientId,
+                new: &provisio_core::client::NewTransaction,
+            ) -> $crate::Result<$crate::TransactionOutcome> {
+                let delta = new.delta();
+                // The balance may move only while it stays within i64.
+                let (low, high) = if delta >= 0 {
+                    (i64::MIN, i64::MAX - delta)
+                } else {
+                    (i64::MIN - delta, i64::MAX)
+                };
+                let now = $crate::rows::ts(chrono::Utc::now());
+                let mut tx = self.writer().begin().await?;
+                if let Some(t) = find_transaction(&mut tx, client, &new.idempotency_key).await? {
+                    let c = get_client_tx(&mut tx, client).await?;
+                    tx.commit().await?;
+                    return Ok($crate::TransactionOutcome { transaction: t, client: c, replayed: true });
+                }
+                // One statement reads and writes the balance, so concurrent transactions of
+                // a client queue on its row instead of overwriting each other.
+                let row: Option<$crate::rows::ClientRow> = sqlx::query_as(
+                    "UPDATE clients SET balance_minor = balance_minor + $1, updated_at = $2 \
+                     WHERE id = $3 AND balance_minor BETWEEN $4 AND $5 RETURNING *",
+                )
+                .bind(delta)
+                .bind(now)
+                .bind(client.0)
+                .bind(low)
+                .bind(high)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    // Missing, or the balance would overflow.
+                    get_client_tx(&mut tx, client).await?;
+                    return Err($crate::StoreError::OutOfRange { field: "amount_minor".into() });
+                };
+                let after: provisio_core::client::Client = row.try_into()?;
+                let inserted: Result<$crate::rows::TransactionRow, sqlx::Error> = sqlx::query_as(
+                    "INSERT INTO client_transactions (client_id, kind, amount_minor, balance_after, \
+                     idempotency_key, description, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                )
+                .bind(client.0)
+                .bind(new.kind.as_str())
+                .bind(new.amount_minor)
+                .bind(after.balance_minor)
+                .bind(&new.idempotency_key)
+                .bind(new.description.as_deref())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await;
+                let transaction: provisio_core::client::Transaction = match inserted {
+                    Ok(row) => row.try_into()?,
+                    Err(e)
+                        if e.as_database_error().is_some_and(|d| {
+                            d.kind() == sqlx::error::ErrorKind::UniqueViolation
+                        }) =>
+                    {
+                        // A concurrent request with the same key committed first: undo our
+                        // balance change and answer with its transaction.
+                        tx.rollback().await?;
+                        let mut tx = self.writer().begin().await?;
+                        let t = find_transaction(&mut tx, client, &new.idempotency_key)
+                            .await?
+                            .ok_or($crate::StoreError::NotFound)?;
+                        let c = get_client_tx(&mut tx, client).await?;
+                        tx.commit().await?;
+                        return Ok($crate::TransactionOutcome { transaction: t, client: c, replayed: true });
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let before = transaction.balance_before();
+                if let Some(kind) = provisio_core::client::balance_crossing(before, after.balance_minor) {
+                    let event = provisio_core::event::NewEvent::new(
+                        kind,
+                        format!("client:{}", client),
+                        serde_json::json!({
+                            "client": &after,
+                            "transaction": &transaction,
+                            "balance_before": before,
+                            "balance_after": after.balance_minor,
+                        }),
+                    );
+                    insert_events_tx(&mut tx, std::slice::from_ref(&event)).await?;
+                }
+                tx.commit().await?;
+                Ok($crate::TransactionOutcome { transaction, client: after, replayed: false })
+            }
+
+            async fn list_transactions(
+                &self,
+                client: provisio_core::ClientId,
+                page: provisio_core::page::PageRequest,
+            ) -> $crate::Result<provisio_core::page::Page<provisio_core::client::Transaction>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT * FROM client_transactions WHERE client_id = ",
+                );
+                qb.push_bind(client.0);
+                page_clause(&mut qb, page);
+                let rows: Vec<$crate::rows::TransactionRow> =
+                    qb.build_query_as().fetch_all(&self.pool).await?;
+                collect_page(rows, page, |t: &provisio_core::client::Transaction| t.id.0)
             }
 
             // ---- servers ----
@@ -920,6 +1027,34 @@ macro_rules! impl_store {
                     .await?;
             }
             Ok(())
+        }
+
+        async fn find_transaction(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            client: provisio_core::ClientId,
+            key: &str,
+        ) -> $crate::Result<Option<provisio_core::client::Transaction>> {
+            let row: Option<$crate::rows::TransactionRow> = sqlx::query_as(
+                "SELECT * FROM client_transactions WHERE client_id = $1 AND idempotency_key = $2",
+            )
+            .bind(client.0)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        /// The client, or [`crate::StoreError::NotFound`].
+        async fn get_client_tx(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            id: provisio_core::ClientId,
+        ) -> $crate::Result<provisio_core::client::Client> {
+            let row: Option<$crate::rows::ClientRow> =
+                sqlx::query_as("SELECT * FROM clients WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            row.ok_or($crate::StoreError::NotFound)?.try_into()
         }
 
         async fn announce_client(

@@ -55,7 +55,45 @@ pub enum ClientCmd {
     Archive { id: i64 },
     /// Delete a client
     Delete { id: i64 },
+    /// Record a payment from the client (increases the balance)
+    Pay(TransactionArgs),
+    /// Charge the client (decreases the balance)
+    Charge(TransactionArgs),
+    /// Credit the client (increases the balance)
+    Credit(TransactionArgs),
+    /// Record a refund paid back to the client (decreases the balance)
+    Refund(TransactionArgs),
+    /// List a client's balance transactions, oldest first
+    Transactions {
+        id: i64,
+        #[command(flatten)]
+        paging: Paging,
+    },
 }
+
+/// A balance transaction; the same --key again replays it instead of applying it twice.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TransactionArgs {
+    id: i64,
+    /// The amount in minor units (cents), positive
+    #[arg(long)]
+    amount_minor: i64,
+    /// Idempotency key (1 to 100 characters, unique per client), e.g. the invoice number
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    description: Option<String>,
+}
+
+const TRANSACTION_COLUMNS: &[Column] = &[
+    col("ID", "/id"),
+    col("KIND", "/kind"),
+    col("AMOUNT (MINOR)", "/amount_minor"),
+    col("BALANCE AFTER", "/balance_after"),
+    col("KEY", "/idempotency_key"),
+    col("DESCRIPTION", "/description"),
+    col("CREATED", "/created_at"),
+];
 
 const COLUMNS: &[Column] = &[
     col("ID", "/id"),
@@ -129,7 +167,39 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
             ctx.api.delete(&path(id)).await?;
             output::print_deleted(ctx.output, "client", &id.to_string())
         }
+        ClientCmd::Pay(args) => transaction(ctx, "payment", args).await,
+        ClientCmd::Charge(args) => transaction(ctx, "charge", args).await,
+        ClientCmd::Credit(args) => transaction(ctx, "credit", args).await,
+        ClientCmd::Refund(args) => transaction(ctx, "refund", args).await,
+        ClientCmd::Transactions { id, paging } => {
+            let items = ctx
+                .list(&format!("{}/transactions", path(id)), &[], &paging)
+                .await?;
+            output::print_list(ctx.output, &items, TRANSACTION_COLUMNS, "transactions")
+        }
     }
+}
+
+async fn transaction(ctx: &Ctx, kind: &str, args: TransactionArgs) -> anyhow::Result<()> {
+    let id = args.id;
+    let body = transaction_body(kind, args);
+    let t = ctx
+        .api
+        .post(&format!("{}/transactions", path(id)), &body)
+        .await?;
+    output::print_record(ctx.output, &t)
+}
+
+fn transaction_body(kind: &str, args: TransactionArgs) -> Value {
+    let mut body = json!({
+        "kind": kind,
+        "amount_minor": args.amount_minor,
+        "idempotency_key": args.key,
+    });
+    if let Some(d) = args.description {
+        body["description"] = d.into();
+    }
+    body
 }
 
 fn path(id: i64) -> String {
@@ -195,6 +265,48 @@ mod tests {
             Value::Object(body),
             json!({"email": "a@b.example", "custom_fields": {"pass_key": "k1", "old": null}})
         );
+    }
+
+    #[test]
+    fn transactions_send_kind_amount_and_key() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: ClientCmd,
+        }
+        let cli = Cli::try_parse_from([
+            "client",
+            "refund",
+            "7",
+            "--amount-minor",
+            "250",
+            "--key",
+            "rf-1",
+            "--description",
+            "goodwill",
+        ])
+        .unwrap();
+        let ClientCmd::Refund(args) = cli.cmd else {
+            panic!("parsed as refund")
+        };
+        assert_eq!(args.id, 7);
+        assert_eq!(
+            transaction_body("refund", args),
+            json!({"kind": "refund", "amount_minor": 250, "idempotency_key": "rf-1",
+                   "description": "goodwill"})
+        );
+        let cli = Cli::try_parse_from(["client", "pay", "7", "--amount-minor", "5", "--key", "k"])
+            .unwrap();
+        let ClientCmd::Pay(args) = cli.cmd else {
+            panic!("parsed as pay")
+        };
+        assert_eq!(
+            transaction_body("payment", args),
+            json!({"kind": "payment", "amount_minor": 5, "idempotency_key": "k"})
+        );
+        assert!(Cli::try_parse_from(["client", "pay", "7", "--key", "k"]).is_err());
+        assert!(Cli::try_parse_from(["client", "transactions", "7", "--all"]).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use provisio_core::client::ClientStatus;
 use provisio_core::ClientId;
-use provisio_engine::input::{ClientCreate, ClientPatch};
+use provisio_engine::input::{ClientCreate, ClientPatch, TransactionCreate};
 use provisio_store::ClientFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, Query};
-use crate::views::{ClientView, List};
+use crate::views::{ClientView, List, TransactionView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_clients, create_client))
         .routes(routes!(get_client, update_client, delete_client))
         .routes(routes!(archive_client))
+        .routes(routes!(list_transactions, create_transaction))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -106,4 +107,57 @@ async fn archive_client(
 ) -> Result<axum::Json<ClientView>, ApiError> {
     let c = app.engine.archive_client(ClientId(path_id(&id)?)).await?;
     Ok(axum::Json(c.into()))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TransactionQuery {
+    /// 1 to 1000; 50 when absent.
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// List a client's balance transactions, oldest first.
+#[utoipa::path(get, path = "/v1/clients/{id}/transactions", tag = "clients",
+    params(("id" = i64, Path), TransactionQuery),
+    responses((status = 200, body = List<TransactionView>), (status = 400, body = Problem),
+        (status = 404, body = Problem)))]
+async fn list_transactions(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TransactionQuery>,
+) -> Result<axum::Json<List<TransactionView>>, ApiError> {
+    let id = ClientId(path_id(&id)?);
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let found = app.engine.list_transactions(id, page).await?;
+    Ok(axum::Json(List::from_page(found, TransactionView::from)))
+}
+
+/// Record a balance transaction: `payment` and `credit` increase the client's balance by
+/// `amount_minor`; `charge` and `refund` (money paid back to the client) decrease it. The
+/// balance changes atomically with the stored transaction, and crossing zero is announced
+/// (`client.balance_nonnegative` when it rises from below zero to zero or above,
+/// `client.balance_nonpositive` when it falls from above zero to zero or below). Archived
+/// clients accept transactions too. Sending the same `idempotency_key` again answers 200
+/// with the transaction stored first and changes nothing; the same key with a different
+/// `kind` or `amount_minor` is a 409.
+#[utoipa::path(post, path = "/v1/clients/{id}/transactions", tag = "clients",
+    params(("id" = i64, Path)), request_body = TransactionCreate,
+    responses((status = 201, body = TransactionView, description = "Applied"),
+        (status = 200, body = TransactionView, description = "Already applied under this idempotency key; nothing changed"),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create_transaction(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<TransactionCreate>,
+) -> Result<(StatusCode, axum::Json<TransactionView>), ApiError> {
+    let id = ClientId(path_id(&id)?);
+    let outcome = app.engine.apply_transaction(id, body).await?;
+    let status = if outcome.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(outcome.transaction.into())))
 }

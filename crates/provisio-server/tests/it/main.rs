@@ -5,6 +5,7 @@ mod helpers;
 mod actions;
 mod auth;
 mod bad_input;
+mod balance;
 mod clients;
 mod declared;
 mod events;

@@ -1,5 +1,6 @@
 //! The store suite: every test runs once on SQLite and once on PostgreSQL.
 
+mod balance;
 mod harness;
 mod jobs;
 mod suite;
@@ -27,6 +28,7 @@ macro_rules! on_both {
     };
 }
 
+use balance::*;
 use jobs::*;
 use suite::*;
 
@@ -47,4 +49,8 @@ on_both!(
     failed_jobs_retry_or_resolve,
     due_unsuspends_are_found,
     events_filter_page_and_purge,
+    balance_transactions_move_the_balance,
+    balance_transactions_replay_by_key,
+    balance_crossings_are_announced,
+    concurrent_balance_transactions_add_up,
 );
