@@ -133,7 +133,7 @@ settings = { package = "plan" }
 
     // Kill it hard once a good part of the creates reached the remote, none of them all.
     let effects_file = modules.join("example-effects.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while effects(&effects_file).len() < SERVICES / 4 {
         assert!(Instant::now() < deadline, "creates did not progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -147,7 +147,8 @@ settings = { package = "plan" }
     // up, and the rest run.
     let (mut second, addr) = start(dir.path(), "serve-2.log");
     let base = format!("http://{addr}");
-    let deadline = Instant::now() + Duration::from_secs(300);
+    // Generous: a loaded CI machine runs the Python module slowly; the test still ends by itself.
+    let deadline = Instant::now() + Duration::from_secs(900);
     let services = loop {
         let s = all_services(&http, &base, &key).await;
         if s.iter().all(|x| x["status"] == "active") {
