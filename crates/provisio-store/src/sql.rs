@@ -437,27 +437,7 @@ macro_rules! impl_store {
                 &self,
                 s: &provisio_core::service::NewService,
             ) -> $crate::Result<provisio_core::service::Service> {
-                let now = $crate::rows::ts(chrono::Utc::now());
-                let row: $crate::rows::ServiceRow = sqlx::query_as(
-                    "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
-                     invoice, parent_invoice, settings, outputs, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
-                )
-                .bind(s.client_id.0)
-                .bind(s.product_id.0)
-                .bind(s.server_id.0)
-                .bind(s.username.as_str())
-                .bind(&s.password.0)
-                .bind(s.status.as_str())
-                .bind(s.invoice.as_ref().map(|v| v.as_str()))
-                .bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
-                .bind(sqlx::types::Json(&s.settings))
-                .bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
-                .bind(now)
-                .bind(now)
-                .fetch_one(self.writer())
-                .await?;
-                row.try_into()
+                Ok(self.insert_service_with_job(s, None).await?.0)
             }
 
             async fn get_service(

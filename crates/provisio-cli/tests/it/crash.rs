@@ -25,19 +25,27 @@ fn effects(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> Value {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn all_services(http: &reqwest::Client, base: &str, key: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page: Value = http
-            .get(format!("{base}/v1/services?limit=1000&cursor={cursor}"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(
+            http,
+            &format!("{base}/v1/services?limit=1000&cursor={cursor}"),
+            key,
+        )
+        .await;
         out.extend(page["items"].as_array().unwrap().iter().cloned());
         match page["next_cursor"].as_str() {
             Some(c) => cursor = c.to_string(),
@@ -176,26 +184,13 @@ settings = { package = "plan" }
     assert!(doubled.is_empty(), "created twice: {doubled:?}");
 
     // Every create job is done; jobs the killed process held were looked up, not re-sent.
-    let failed: Value = http
-        .get(format!("{base}/v1/jobs?state=failed"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(failed["items"].as_array().unwrap().is_empty(), "{failed}");
-    let pending: Value = http
-        .get(format!("{base}/v1/jobs?state=pending"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(pending["items"].as_array().unwrap().is_empty());
+    for state in ["failed", "pending", "running"] {
+        let jobs = get_json(&http, &format!("{base}/v1/jobs?state={state}"), &key).await;
+        assert!(
+            jobs["items"].as_array().unwrap().is_empty(),
+            "{state}: {jobs}"
+        );
+    }
     eprintln!("killed after {at_kill} of {SERVICES} remote creates; all {SERVICES} active after restart, each created once");
     second.kill().unwrap();
     second.wait().unwrap();
