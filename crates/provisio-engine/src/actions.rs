@@ -252,6 +252,42 @@ impl Engine {
         Ok(stored)
     }
 
+    /// Accepts a pending order: for a product set up `on_accept`, queues its create.
+    pub async fn accept_service(&self, id: ServiceId) -> Result<Job> {
+        let service = self.get_service(id).await?;
+        let product = self
+            .find_product(&RecordRef::Id(service.product_id.0))
+            .await?;
+        if product.auto_setup != provisio_core::product::AutoSetup::OnAccept {
+            return Err(EngineError::Conflict {
+                field: None,
+                message: format!(
+                    "product '{}' is set up {}, not on acceptance; {}",
+                    product.name,
+                    product.auto_setup.as_str().replace('_', " "),
+                    if product.auto_setup == provisio_core::product::AutoSetup::Manual {
+                        "run create instead"
+                    } else {
+                        "its create was queued when it was ordered"
+                    }
+                ),
+            });
+        }
+        if service.status != ServiceStatus::Pending {
+            return Err(EngineError::Conflict {
+                field: None,
+                message: format!(
+                    "service {id} is {}; only a pending order can be accepted",
+                    service.status.as_str()
+                ),
+            });
+        }
+        // request_action refuses a second create while one is queued (the projected
+        // status is then active), so accepting twice cannot create twice.
+        self.request_action(id, Action::Create, ActionInput::default())
+            .await
+    }
+
     pub async fn get_job(&self, id: JobId) -> Result<JobDetail> {
         let job = self
             .store

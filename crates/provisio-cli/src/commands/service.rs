@@ -147,6 +147,12 @@ pub enum ServiceCmd {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Accept a pending order (runs create for a product set up on acceptance)
+    Accept {
+        id: i64,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// List the jobs of a service, oldest first
     Jobs {
         id: i64,
@@ -367,6 +373,7 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
             act(ctx, id, "change-package", fields, wait).await
         }
         ServiceCmd::Renew { id, wait } => act(ctx, id, "renew", Default::default(), wait).await,
+        ServiceCmd::Accept { id, wait } => act(ctx, id, "accept", Default::default(), wait).await,
         ServiceCmd::Jobs { id, paging } => {
             let path = format!("{}/jobs", path(id));
             let items = ctx.list(&path, &[], &paging).await?;

@@ -136,11 +136,12 @@ pub struct WaitQuery {
 
 /// Run an action on a service: `create`, `suspend`, `unsuspend`, `terminate`,
 /// `change-password`, `change-package`, `renew`, or a custom action the server's module
-/// offers. Answers 202 with the queued job, or with
+/// offers; `accept` accepts a pending order, which runs create for a product set up
+/// `on_accept`. Answers 202 with the queued job, or with
 /// `?wait=SECONDS` 200 with the finished job (202 if it is still running by then). The
 /// service's status changes only once the remote confirmed the action.
 #[utoipa::path(post, path = "/v1/services/{id}/{action}", tag = "services",
-    params(("id" = i64, Path), ("action" = String, Path, description = "create, suspend, unsuspend, terminate, change-password, change-package, renew, or a custom action of the module"), WaitQuery),
+    params(("id" = i64, Path), ("action" = String, Path, description = "create, suspend, unsuspend, terminate, change-password, change-package, renew, accept, or a custom action of the module"), WaitQuery),
     request_body(content = Option<provisio_engine::ActionInput>, description = "suspend: reason, until; change-password: password; change-package: product"),
     responses((status = 202, body = JobView), (status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn service_action(
@@ -150,7 +151,14 @@ async fn service_action(
     OptionalJson(body): OptionalJson<provisio_engine::ActionInput>,
 ) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
     let id = ServiceId(path_id(&id)?);
+    // `accept` is the order's acceptance: it runs create for products set up on acceptance.
+    let accept = action == "accept";
+    let body_given = body.reason.is_some()
+        || body.until.is_some()
+        || body.password.is_some()
+        || body.product.is_some();
     let action = match action.as_str() {
+        "accept" => provisio_core::module::Action::Create,
         "create" | "suspend" | "unsuspend" | "terminate" | "change-password" | "change-package"
         | "renew" => provisio_core::module::Action::parse(&action.replace('-', "_")),
         // A module's custom action (dashes or underscores); the engine checks the server
@@ -172,7 +180,19 @@ async fn service_action(
             "must be at most 300 seconds",
         ));
     }
-    let job = app.engine.request_action(id, action, body).await?;
+    let job = if accept {
+        if body_given {
+            return Err(ApiError::bad_field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "body",
+                "not_applicable",
+                "accept takes no body",
+            ));
+        }
+        app.engine.accept_service(id).await?
+    } else {
+        app.engine.request_action(id, action, body).await?
+    };
     match q.wait {
         Some(secs) if secs > 0 => {
             let job = app

@@ -537,3 +537,56 @@ async fn server_test_runs_the_module_check() {
     assert!(r["error"].as_str().unwrap().contains("cannot log in"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn on_accept_products_wait_for_acceptance() {
+    let app = spawn_app_with(Db::Sqlite, "").await;
+    let client = recorder_setup(&app, json!({})).await;
+    app.create(
+        "/v1/products",
+        json!({"name": "accepted", "module": "recorder", "auto_setup": "on_accept"}),
+    )
+    .await;
+    let svc = order(&app, client, "accepted", "erin", json!({})).await;
+    let id = svc["id"].as_i64().unwrap();
+    let (_, jobs) = app.get(&format!("/v1/services/{id}/jobs")).await;
+    assert!(
+        jobs["items"].as_array().unwrap().is_empty(),
+        "waits in pending"
+    );
+    let (status, body) = app
+        .post(&format!("/v1/services/{id}/accept"), json!({"reason": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let job = app.act(id, "accept", None).await;
+    assert_eq!(job["action"], "create");
+    assert_eq!(job["state"], "done", "{job}");
+    let (_, s) = app.get(&format!("/v1/services/{id}")).await;
+    assert_eq!(s["status"], "active");
+    let (status, body) = app
+        .post(&format!("/v1/services/{id}/accept"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("pending"),
+        "{body}"
+    );
+    // Accept applies only to products set up on acceptance.
+    let other = order(&app, client, "manual", "frank", json!({})).await;
+    let (status, body) = app
+        .post(&format!("/v1/services/{}/accept", other["id"]), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("run create instead"),
+        "{body}"
+    );
+    let created = app
+        .recorder
+        .with(|s| s.effects.iter().filter(|e| e.2 == "erin").count());
+    assert_eq!(created, 1);
+    app.stop().await;
+}
