@@ -51,7 +51,7 @@ struct LocalArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the REST API (and, as they arrive, the workers and scheduler).
+    /// Run the REST API and the job worker.
     Serve {
         #[command(flatten)]
         local: LocalArgs,

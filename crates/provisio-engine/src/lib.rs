@@ -1,8 +1,10 @@
 //! Provisio's engine: the rules between the API (or the config file) and the store.
 //!
-//! Today it keeps the records: it parses input into domain types, validates settings against
-//! module schemas, resolves product inheritance, places services on servers and seals
-//! secrets. Jobs, retries, the scheduler, handlers, usage, audit and groups join it later.
+//! It keeps the records (parses input into domain types, validates settings against module
+//! schemas, resolves product inheritance, places services on servers, seals secrets), turns
+//! action requests into durable jobs and runs them in its worker (leases, retries, lookups,
+//! limits), keeps client balances, and announces every change as an event. Handlers, usage,
+//! audit and groups join it as they are built.
 
 mod actions;
 mod balance;

@@ -298,6 +298,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let engine = shared.engine.clone();
+    let mut last_purge: Option<Instant> = None;
     let every = (engine.options.jobs.lease / 4).clamp(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
@@ -314,8 +315,12 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "requeueing expired jobs failed"),
         }
-        if let Err(e) = engine.purge_events(Utc::now()).await {
-            tracing::warn!(error = %e, "trimming old events failed");
+        // Retention is counted in days: trimming once an hour is plenty.
+        if last_purge.is_none_or(|t: Instant| t.elapsed() > std::time::Duration::from_secs(3600)) {
+            match engine.purge_events(Utc::now()).await {
+                Ok(_) => last_purge = Some(Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "trimming old events failed"),
+            }
         }
         match engine.store.due_unsuspends(Utc::now(), 500).await {
             Ok(due) => {

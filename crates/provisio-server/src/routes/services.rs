@@ -1,4 +1,4 @@
-//! `/v1/services`: what clients have on servers. Actions on them arrive with the engine.
+//! `/v1/services`: what clients have on servers, the actions run on them, and their job history.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
