@@ -108,6 +108,7 @@ async fn seed(
             server_group: None,
             settings: Settings::new(),
             auto_setup: Some(provisio_core::product::AutoSetup::Manual),
+            client_fields: None,
         })
         .await?;
     Ok((client.id, ids, p.product.id))

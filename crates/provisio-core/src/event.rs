@@ -17,6 +17,9 @@ const WILDCARD: &str = "*";
 /// Every event Provisio emits. Kept as text so it can be listed in the API and docs as is;
 /// a test checks each entry parses as an [`EventType`].
 pub const CATALOGUE: &[&str] = &[
+    "client.create.before",
+    "client.update.before",
+    "client.delete.before",
     "client.created",
     "client.updated",
     "client.deleted",

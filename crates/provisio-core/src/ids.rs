@@ -36,3 +36,15 @@ id_type!(
     /// Identifies a service.
     ServiceId
 );
+id_type!(
+    /// Identifies a handler (gate or notify).
+    HandlerId
+);
+id_type!(
+    /// Identifies one delivery of one event to one notify handler.
+    DeliveryId
+);
+id_type!(
+    /// Identifies an automation rule.
+    RuleId
+);

@@ -5,12 +5,14 @@
 
 pub mod client;
 pub mod event;
+pub mod handler;
 pub mod ids;
 pub mod job;
 pub mod module;
 pub mod money;
 pub mod page;
 pub mod product;
+pub mod rule;
 pub mod secret;
 pub mod server;
 pub mod service;
@@ -18,4 +20,4 @@ pub mod settings;
 pub mod text;
 pub mod webhook;
 
-pub use ids::{ClientId, ProductId, ServerId, ServiceId};
+pub use ids::{ClientId, DeliveryId, HandlerId, ProductId, RuleId, ServerId, ServiceId};

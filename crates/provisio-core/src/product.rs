@@ -51,6 +51,9 @@ pub struct Product {
     /// This product's own settings (overrides of the parent's); secret fields are sealed.
     pub settings: Settings,
     pub auto_setup: AutoSetup,
+    /// Module outputs copied into the client's custom fields when an action succeeds:
+    /// client field name → output name (e.g. `pass_key` → `pass_key`).
+    pub client_fields: ClientFieldMap,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -63,7 +66,11 @@ pub struct NewProduct {
     pub server_group: Option<Handle>,
     pub settings: Settings,
     pub auto_setup: AutoSetup,
+    pub client_fields: ClientFieldMap,
 }
+
+/// Client custom field name → module output name.
+pub type ClientFieldMap = std::collections::BTreeMap<String, String>;
 
 /// Why a chain of `extends` cannot be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,6 +157,7 @@ mod tests {
             server_group: None,
             settings: settings.as_object().unwrap().clone(),
             auto_setup: AutoSetup::OnOrder,
+            client_fields: Default::default(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

@@ -45,6 +45,18 @@ pub struct JobDetail {
     pub attempts: Vec<Attempt>,
 }
 
+/// A string a gate set, checked for length; the message never shows the value.
+pub(crate) fn gate_text(v: &Value, field: &str, min: usize, max: usize) -> std::result::Result<String, String> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("{field}: must be a string"))?;
+    let n = s.chars().count();
+    if !(min..=max).contains(&n) {
+        return Err(format!("{field}: must be {min} to {max} characters"));
+    }
+    Ok(s.to_string())
+}
+
 pub(crate) fn new_idempotency_key() -> String {
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
@@ -245,11 +257,108 @@ impl Engine {
             }
         }
         p.finish()?;
+
+        let mut service = service;
+        let gated = self
+            .gate_action(&mut service, &server.module, &action, &mut params)
+            .await;
+        if let Err(EngineError::Forbidden { handler, reason }) = &gated {
+            // The refusal goes into the job history, so whoever looks at the service later
+            // sees why the action never ran.
+            let job = self.new_job(service.server_id, action.clone(), params.clone(), Utc::now());
+            let message = format!("forbidden by handler '{handler}': {reason}");
+            self.store
+                .insert_refused_job(service.id, &job, &message)
+                .await?;
+        }
+        let service_changed = gated?;
+        if service_changed {
+            service = self.store.update_service(&service).await?;
+        }
         let before = crate::events::before(&params, action.as_str(), &service);
         let job = self.new_job(service.server_id, action, params, Utc::now());
         let stored = self.store.enqueue_job(service.id, &job, &[before]).await?;
         self.wake.notify_one();
         Ok(stored)
+    }
+
+    /// Runs the gates of `service.<action>.before`, applying their changes to the job's
+    /// params and (for create) to the service; says whether the service changed.
+    pub(crate) async fn gate_action(
+        &self,
+        service: &mut Service,
+        module: &str,
+        action: &Action,
+        params: &mut Settings,
+    ) -> Result<bool> {
+        let client = self.store.get_client(service.client_id).await?;
+        let (shown, _) = provisio_core::secret::redact_settings(params);
+        let payload = serde_json::json!({
+            "action": action.as_str(),
+            "params": shown,
+            "service": crate::events::service_payload(service),
+            "client": client,
+        });
+        let info = self.modules.info(module).cloned();
+        let mut changed = false;
+        let name = action.as_str().to_string();
+        let mut apply = |data: &serde_json::Map<String, Value>, payload: &mut Value| {
+            crate::gates::check_keys(data, &name)?;
+            for (k, v) in data {
+                match k.as_str() {
+                    "reason" => {
+                        let r = gate_text(v, "reason", 1, 200)?;
+                        params.insert("reason".into(), Value::String(r.clone()));
+                        payload["params"]["reason"] = Value::String(r);
+                    }
+                    "password" => {
+                        let pw = SecretString::from(gate_text(v, "password", 8, 128)?);
+                        let sealed = self.cipher.seal_str(&pw);
+                        if *action == Action::ChangePassword {
+                            params.insert("new_password".into(), crate::catalog::sealed_value(&sealed));
+                        } else {
+                            service.password = sealed;
+                            changed = true;
+                        }
+                    }
+                    "username" => {
+                        let u = gate_text(v, "username", 1, 64)?;
+                        service.username = provisio_core::text::Username::parse(&u)
+                            .map_err(|e| format!("username: {e}"))?;
+                        payload["service"]["username"] = Value::String(u);
+                        changed = true;
+                    }
+                    "settings" => {
+                        let Value::Object(new) = v else {
+                            return Err("settings: must be an object".to_string());
+                        };
+                        let info = info.as_ref().ok_or("the module is not installed")?;
+                        let mut open = self
+                            .cipher
+                            .open_settings(&service.settings)
+                            .map_err(|_| "the service's settings could not be opened".to_string())?;
+                        for (sk, sv) in new {
+                            open.insert(sk.clone(), sv.clone());
+                        }
+                        let mut p = Problems::default();
+                        let settings = self
+                            .complete_settings(&mut p, info, provisio_core::module::SchemaScope::Service, &open)
+                            .ok_or_else(|| {
+                                p.0.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ")
+                            })?;
+                        let (shown, _) = provisio_core::secret::redact_settings(&settings);
+                        payload["service"]["settings"] = Value::Object(shown);
+                        service.settings = settings;
+                        changed = true;
+                    }
+                    _ => unreachable!("check_keys let through only known fields"),
+                }
+            }
+            Ok(())
+        };
+        self.run_gates(&format!("service.{}.before", action.as_str()), payload, &mut apply)
+            .await?;
+        Ok(changed)
     }
 
     /// Accepts a pending order: for a product set up `on_accept`, queues its create.

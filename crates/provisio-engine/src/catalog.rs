@@ -111,8 +111,37 @@ fn check_custom_fields<'a>(
     }
 }
 
+/// Longest module output name a product may copy into a client field.
+const OUTPUT_NAME_MAX_LEN: usize = 100;
+
+fn check_client_fields(
+    p: &mut Problems,
+    map: provisio_core::product::ClientFieldMap,
+) -> provisio_core::product::ClientFieldMap {
+    for (field, output) in &map {
+        if let Err(e) = check_custom_field_key(field) {
+            p.push(&format!("client_fields.{field}"), e.rule, e.message);
+        }
+        let ok = !output.is_empty()
+            && output.len() <= OUTPUT_NAME_MAX_LEN
+            && output
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            p.push(
+                &format!("client_fields.{field}"),
+                "pattern",
+                format!(
+                    "must name a module output: 1 to {OUTPUT_NAME_MAX_LEN} of a-z A-Z 0-9 _ - ."
+                ),
+            );
+        }
+    }
+    map
+}
+
 impl Engine {
-    fn module(&self, p: &mut Problems, name: &str) -> Option<&ModuleInfo> {
+    pub(crate) fn module(&self, p: &mut Problems, name: &str) -> Option<&ModuleInfo> {
         let found = self.modules.info(name);
         if found.is_none() {
             let known: Vec<&str> = self.modules.names().collect();
@@ -127,7 +156,7 @@ impl Engine {
 
     /// Validates settings completely against a module schema, adds problems under
     /// `settings.` and returns them normalised with secrets sealed.
-    fn complete_settings(
+    pub(crate) fn complete_settings(
         &self,
         p: &mut Problems,
         info: &ModuleInfo,
@@ -179,6 +208,17 @@ impl Engine {
             currency: currency.expect("checked"),
             custom_fields: input.custom_fields,
         };
+        let payload = serde_json::json!({"client": {
+            "name": new.name.as_str(), "email": new.email.as_str(), "status": new.status,
+            "balance_minor": new.balance_minor, "currency": new.currency.as_str(),
+            "custom_fields": new.custom_fields,
+        }});
+        self.run_gates(
+            "client.create.before",
+            payload,
+            &mut crate::gates::no_changes("client data"),
+        )
+        .await?;
         Ok(self.store.insert_client(&new, &["client.created"]).await?)
     }
 
@@ -214,6 +254,12 @@ impl Engine {
             apply_custom_fields(&mut client.custom_fields, cf);
         }
         let announce = client_changes(&before, &client);
+        self.run_gates(
+            "client.update.before",
+            serde_json::json!({"client": before, "changed": client}),
+            &mut crate::gates::no_changes("client data"),
+        )
+        .await?;
         Ok(self.store.update_client(&client, &announce).await?)
     }
 
@@ -226,7 +272,7 @@ impl Engine {
     }
 
     pub async fn delete_client(&self, id: ClientId) -> Result<()> {
-        self.get_client(id).await?;
+        let client = self.get_client(id).await?;
         let services = self
             .store
             .count_services(&ServiceFilter {
@@ -239,6 +285,21 @@ impl Engine {
                 "client {id} has {services} service(s); delete them first, or archive the client"
             )));
         }
+        let transactions = self
+            .store
+            .list_transactions(id, PageRequest::first(1))
+            .await?;
+        if !transactions.items.is_empty() {
+            return Err(conflict(format!(
+                "client {id} has balance transactions, which are kept for accounting; archive the client instead"
+            )));
+        }
+        self.run_gates(
+            "client.delete.before",
+            serde_json::json!({ "client": client }),
+            &mut crate::gates::no_changes("client data"),
+        )
+        .await?;
         self.store.delete_client(id, &["client.deleted"]).await?;
         Ok(())
     }
@@ -473,6 +534,7 @@ impl Engine {
             server_group: server_group.clone(),
             settings: input.settings,
             auto_setup: input.auto_setup.unwrap_or_default(),
+            client_fields: check_client_fields(&mut p, input.client_fields.unwrap_or_default()),
             created_at: now,
             updated_at: now,
         };
@@ -489,6 +551,7 @@ impl Engine {
                 server_group: candidate.server_group,
                 settings: candidate.settings,
                 auto_setup: candidate.auto_setup,
+                client_fields: candidate.client_fields,
             })
             .await?;
         self.product_view(stored).await
@@ -552,6 +615,9 @@ impl Engine {
         }
         if let Some(a) = patch.auto_setup {
             product.auto_setup = a;
+        }
+        if let Some(m) = patch.client_fields {
+            product.client_fields = check_client_fields(&mut p, m);
         }
         if p.is_empty() {
             self.check_product(&mut p, &mut product).await?;
@@ -809,7 +875,7 @@ impl Engine {
         let password = input.password.unwrap_or_else(|| generate_password(16));
         let product = product.expect("checked");
         let server = server.expect("checked");
-        let new = NewService {
+        let mut new = NewService {
             client_id: input.client_id,
             product_id: product.id,
             server_id: server.id,
@@ -820,6 +886,32 @@ impl Engine {
             parent_invoice,
             settings: settings.expect("checked"),
         };
+        if product.auto_setup == AutoSetup::OnOrder {
+            // The create runs now, so its gates are asked now; they see the order as a
+            // service not yet stored (id 0) and may change its username, password, settings.
+            let now = chrono::Utc::now();
+            let mut draft = Service {
+                id: ServiceId(0),
+                client_id: new.client_id,
+                product_id: new.product_id,
+                server_id: new.server_id,
+                username: new.username.clone(),
+                password: new.password.clone(),
+                status: ServiceStatus::Pending,
+                suspension: None,
+                invoice: new.invoice.clone(),
+                parent_invoice: new.parent_invoice.clone(),
+                settings: new.settings.clone(),
+                outputs: Settings::new(),
+                created_at: now,
+                updated_at: now,
+            };
+            self.gate_action(&mut draft, &server.module, &Action::Create, &mut Settings::new())
+                .await?;
+            new.username = draft.username;
+            new.password = draft.password;
+            new.settings = draft.settings;
+        }
         // The create job is written with the service, so an order the API accepted is never
         // lost before it is provisioned.
         let job = (product.auto_setup == AutoSetup::OnOrder).then(|| {
@@ -835,6 +927,12 @@ impl Engine {
             .insert_service_with_job(&new, job.as_ref())
             .await?;
         if job.is_some() {
+            // Stored right after the order rather than with it: the event needs the new
+            // service's id. Losing it to a crash in between loses only the announcement.
+            let before = crate::events::before(&Settings::new(), "create", &service);
+            if let Err(e) = self.store.insert_events(&[before]).await {
+                tracing::warn!(service = %service.id, error = %e, "announcing an order's create failed");
+            }
             self.wake.notify_one();
         }
         Ok(service)

@@ -15,6 +15,10 @@ pub struct Declared {
     pub servers: Vec<ServerCreate>,
     #[serde(default)]
     pub products: Vec<ProductCreate>,
+    #[serde(default)]
+    pub handlers: Vec<crate::HandlerCreate>,
+    #[serde(default)]
+    pub rules: Vec<crate::RuleCreate>,
 }
 
 /// A declared entry that could not be applied; `entry` names it as the config file does.
@@ -154,8 +158,87 @@ impl Engine {
                         server_group: p.server_group.clone().map_or(Patch::Clear, Patch::Set),
                         settings: Some(replace_settings(&existing.settings, &p.settings)),
                         auto_setup: Some(p.auto_setup.unwrap_or_default()),
+                        client_fields: Some(p.client_fields.clone().unwrap_or_default()),
                     };
                     self.update_product(&RecordRef::Id(existing.id.0), patch)
+                        .await
+                        .map_err(wrap)?;
+                    applied.updated += 1;
+                }
+            }
+        }
+        for (i, h) in d.handlers.iter().enumerate() {
+            let entry = format!("handlers[{i}] ('{}')", h.name);
+            let wrap = |source| DeclaredError {
+                entry: entry.clone(),
+                source,
+            };
+            match self
+                .store
+                .get_handler_by_name(&h.name)
+                .await
+                .map_err(|e| wrap(e.into()))?
+            {
+                None => {
+                    self.create_handler(h.clone()).await.map_err(wrap)?;
+                    applied.created += 1;
+                }
+                Some(existing) => {
+                    if existing.kind != h.kind || existing.phase != h.phase {
+                        return Err(wrap(EngineError::Conflict {
+                            field: Some("kind".into()),
+                            message: format!(
+                                "handler exists as a {} {} handler; kind and phase cannot change",
+                                existing.kind.as_str(),
+                                existing.phase.as_str()
+                            ),
+                        }));
+                    }
+                    // The secret is left alone: it is rotated on purpose, not by a restart.
+                    let patch = crate::HandlerPatch {
+                        name: None,
+                        url: h.url.clone(),
+                        script: h.script.clone(),
+                        email: h.email.clone(),
+                        events: Some(h.events.clone()),
+                        status: Some(h.status.unwrap_or_default()),
+                        timeout_ms: h.timeout_ms,
+                        order: Some(h.order.unwrap_or(0)),
+                        on_error: h.on_error,
+                        disable_after_secs: h.disable_after_secs,
+                    };
+                    self.update_handler(&RecordRef::Id(existing.id.0), patch)
+                        .await
+                        .map_err(wrap)?;
+                    applied.updated += 1;
+                }
+            }
+        }
+        for (i, r) in d.rules.iter().enumerate() {
+            let entry = format!("rules[{i}] ('{}')", r.name);
+            let wrap = |source| DeclaredError {
+                entry: entry.clone(),
+                source,
+            };
+            match self
+                .store
+                .get_rule_by_name(&r.name)
+                .await
+                .map_err(|e| wrap(e.into()))?
+            {
+                None => {
+                    self.create_rule(r.clone()).await.map_err(wrap)?;
+                    applied.created += 1;
+                }
+                Some(existing) => {
+                    let patch = crate::RulePatch {
+                        name: None,
+                        on: Some(r.on.clone()),
+                        action: Some(r.action.clone()),
+                        delay_secs: Some(r.delay_secs.unwrap_or(0)),
+                        enabled: Some(r.enabled.unwrap_or(true)),
+                    };
+                    self.update_rule(&RecordRef::Id(existing.id.0), patch)
                         .await
                         .map_err(wrap)?;
                     applied.updated += 1;

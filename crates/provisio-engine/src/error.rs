@@ -20,6 +20,9 @@ pub enum EngineError {
         field: Option<String>,
         message: String,
     },
+    /// A gate said no; `handler` names it and `reason` is what it said.
+    #[error("forbidden by handler '{handler}': {reason}")]
+    Forbidden { handler: String, reason: String },
     #[error("storage failed")]
     Store(#[source] StoreError),
     #[error("a stored secret could not be decrypted")]

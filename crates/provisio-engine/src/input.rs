@@ -137,6 +137,10 @@ pub struct ProductCreate {
     pub settings: Settings,
     #[serde(default)]
     pub auto_setup: Option<AutoSetup>,
+    /// Module outputs to copy into the client's custom fields when an action succeeds:
+    /// client field name → output name.
+    #[serde(default)]
+    pub client_fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -154,6 +158,8 @@ pub struct ProductPatch {
     #[schema(value_type = Option<Object>)]
     pub settings: Option<Settings>,
     pub auto_setup: Option<AutoSetup>,
+    /// Replaces the whole map.
+    pub client_fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

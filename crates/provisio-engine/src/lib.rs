@@ -10,12 +10,17 @@ mod actions;
 mod balance;
 mod catalog;
 mod declared;
+mod deliver;
 mod error;
 pub mod events;
+mod gates;
+pub mod handlers;
+pub mod mailer;
 pub mod input;
 pub mod keys;
 pub mod limits;
 pub mod patch;
+pub mod rules;
 pub mod worker;
 
 use std::sync::Arc;
@@ -28,6 +33,8 @@ use provisio_modules::Registry;
 use provisio_store::Store;
 
 pub use actions::{ActionInput, JobDetail};
+pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
+pub use rules::{RuleCreate, RulePatch};
 pub use catalog::ProductView;
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
@@ -40,6 +47,36 @@ pub struct EngineOptions {
     pub jobs: JobOptions,
     /// How long stored events are kept.
     pub event_retention: Duration,
+    pub hooks: HookOptions,
+}
+
+/// How handlers are run and their deliveries retried.
+#[derive(Debug, Clone)]
+pub struct HookOptions {
+    /// Script handlers must live here.
+    pub handlers_dir: std::path::PathBuf,
+    /// Delays between the attempts of a notify delivery.
+    pub schedule: provisio_core::handler::DeliverySchedule,
+    /// Deliveries one process sends at once.
+    pub max_in_flight: u32,
+    /// The default `disable_after` of notify handlers.
+    pub disable_after: Duration,
+    /// How long a rotated-out signing secret still signs.
+    pub rotation_overlap: Duration,
+    pub smtp: Option<mailer::SmtpOptions>,
+}
+
+impl Default for HookOptions {
+    fn default() -> Self {
+        Self {
+            handlers_dir: std::path::PathBuf::from("handlers"),
+            schedule: Default::default(),
+            max_in_flight: 32,
+            disable_after: Duration::from_secs(5 * 86_400),
+            rotation_overlap: Duration::from_secs(86_400),
+            smtp: None,
+        }
+    }
 }
 
 impl Default for EngineOptions {
@@ -48,6 +85,7 @@ impl Default for EngineOptions {
             default_currency: Currency::parse("EUR").expect("valid"),
             jobs: JobOptions::default(),
             event_retention: Duration::from_secs(90 * 86400),
+            hooks: HookOptions::default(),
         }
     }
 }
@@ -92,6 +130,9 @@ pub struct Engine {
     wake: tokio::sync::Notify,
     /// Ids of jobs this process finished, for callers waiting on an outcome.
     finished: tokio::sync::broadcast::Sender<provisio_core::job::JobId>,
+    /// For http handlers: no redirects (a signed message goes where it was configured to).
+    http: reqwest::Client,
+    smtp: Option<mailer::Mailer>,
 }
 
 impl Engine {
@@ -101,6 +142,19 @@ impl Engine {
         cipher: Cipher,
         options: EngineOptions,
     ) -> Self {
+        let smtp = options.hooks.smtp.as_ref().and_then(|o| match mailer::Mailer::new(o) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                // Config loading checks this first (SmtpOptions::check); only a caller that
+                // skipped it gets here.
+                tracing::error!(error = %e, "the SMTP settings are unusable; email handlers will fail");
+                None
+            }
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client without custom TLS settings builds");
         Self {
             store,
             modules,
@@ -108,6 +162,8 @@ impl Engine {
             options,
             wake: tokio::sync::Notify::new(),
             finished: tokio::sync::broadcast::channel(4096).0,
+            http,
+            smtp,
         }
     }
 

@@ -127,6 +127,12 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
     tasks.spawn(claim_loop(shared.clone(), tx, stop_rx.clone()));
     tasks.spawn(write_loop(shared.clone(), rx));
     tasks.spawn(heartbeat_loop(shared.clone(), stop_rx.clone()));
+    tasks.spawn(crate::deliver::delivery_loop(
+        shared.engine.clone(),
+        shared.owner.clone(),
+        stop_rx.clone(),
+    ));
+    tasks.spawn(crate::rules::rule_loop(shared.engine.clone(), stop_rx.clone()));
     tasks.spawn(maintenance_loop(shared, stop_rx));
     WorkerHandle { stop, tasks }
 }
@@ -349,6 +355,8 @@ struct Loaded {
     module: Arc<dyn Module>,
     status: ServiceStatus,
     outputs: Settings,
+    /// The product's map of client field → module output.
+    client_fields: provisio_core::product::ClientFieldMap,
     /// Secret values to strip from any message.
     secrets: Vec<String>,
 }
@@ -445,6 +453,7 @@ async fn load(shared: &Shared, job: &Job) -> Result<Loaded, String> {
         module,
         status: service.status,
         outputs: service.outputs.clone(),
+        client_fields: product.product.client_fields.clone(),
         secrets,
         service,
     })
@@ -720,6 +729,23 @@ fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceCha
             outputs.insert(k.clone(), v.clone());
         }
         change.outputs = Some(outputs);
+        let copied: std::collections::BTreeMap<String, String> = loaded
+            .client_fields
+            .iter()
+            .filter_map(|(field, output)| {
+                let text = match reply.outputs.get(output)? {
+                    // A sealed value is a secret: it never goes into a client field.
+                    v if as_sealed(v).is_some() => return None,
+                    Value::String(s) => s.clone(),
+                    Value::Null => return None,
+                    other => other.to_string(),
+                };
+                Some((field.clone(), text))
+            })
+            .collect();
+        if !copied.is_empty() {
+            change.client_fields = Some(copied);
+        }
     }
     change
 }

@@ -39,11 +39,115 @@ pub struct Config {
     pub event_retention_days: u32,
     /// How jobs are run and retried.
     pub jobs: JobsConfig,
-    /// Servers and products declared in the file, applied at start.
+    /// Where script handlers must live; paths outside it are refused.
+    pub handlers_dir: PathBuf,
+    /// How notify deliveries are retried and handlers disabled.
+    pub hooks: HooksConfig,
+    /// The relay email handlers send through.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// Servers, products, handlers and rules declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
     #[serde(default)]
     pub products: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub handlers: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub rules: Vec<serde_json::Value>,
+}
+
+/// The `[hooks]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Delays between the attempts of a notify delivery; after the last, it is `failed`.
+    pub retry_schedule: Vec<String>,
+    /// Deliveries one process sends at once.
+    pub max_in_flight: u32,
+    /// Default time a notify handler may keep failing before it is disabled.
+    pub disable_after: String,
+    /// How long a rotated-out signing secret still signs alongside the new one.
+    pub rotation_overlap: String,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .map(String::from)
+                .to_vec(),
+            max_in_flight: 32,
+            disable_after: "5d".into(),
+            rotation_overlap: "24h".into(),
+        }
+    }
+}
+
+/// The `[smtp]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// The sender, e.g. `Provisio <noreply@example.net>`.
+    pub from: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// `none`, `starttls` or `tls`.
+    #[serde(default)]
+    pub tls: provisio_engine::mailer::SmtpTls,
+}
+
+fn default_smtp_port() -> u16 {
+    25
+}
+
+impl Config {
+    /// The engine's handler options, or a message naming the bad key.
+    pub fn hook_options(&self) -> Result<provisio_engine::HookOptions, ConfigError> {
+        let bad = |k: &str, m: String| ConfigError::Invalid(format!("{k}: {m}"));
+        let h = &self.hooks;
+        let schedule = h
+            .retry_schedule
+            .iter()
+            .map(|d| parse_duration(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| bad("hooks.retry_schedule", m))?;
+        if h.max_in_flight == 0 {
+            return Err(bad("hooks.max_in_flight", "must be positive".into()));
+        }
+        let disable_after =
+            parse_duration(&h.disable_after).map_err(|m| bad("hooks.disable_after", m))?;
+        let rotation_overlap =
+            parse_duration(&h.rotation_overlap).map_err(|m| bad("hooks.rotation_overlap", m))?;
+        let smtp = match &self.smtp {
+            None => None,
+            Some(s) => {
+                let o = provisio_engine::mailer::SmtpOptions {
+                    host: s.host.clone(),
+                    port: s.port,
+                    from: s.from.clone(),
+                    username: s.username.clone(),
+                    password: s.password.clone(),
+                    tls: s.tls,
+                };
+                o.check().map_err(ConfigError::Invalid)?;
+                Some(o)
+            }
+        };
+        Ok(provisio_engine::HookOptions {
+            handlers_dir: self.handlers_dir.clone(),
+            schedule: provisio_core::handler::DeliverySchedule(schedule),
+            max_in_flight: h.max_in_flight,
+            disable_after,
+            rotation_overlap,
+            smtp,
+        })
+    }
 }
 
 /// The `[jobs]` section.
@@ -153,6 +257,7 @@ struct Defaults {
     modules_dir: &'static str,
     worker: bool,
     event_retention_days: u32,
+    handlers_dir: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -166,6 +271,7 @@ const DEFAULTS: Defaults = Defaults {
     modules_dir: "modules",
     worker: true,
     event_retention_days: 90,
+    handlers_dir: "handlers",
 };
 
 /// The environment variables read (each `PROVISIO_` + the key in upper case).
@@ -181,6 +287,7 @@ const ENV_KEYS: &[&str] = &[
     "modules_dir",
     "worker",
     "event_retention_days",
+    "handlers_dir",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +311,8 @@ impl Config {
     /// Reads the layers; `file` is the `--config` path, if any.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(&DEFAULTS))
-            .merge(Serialized::default("jobs", JobsConfig::default()));
+            .merge(Serialized::default("jobs", JobsConfig::default()))
+            .merge(Serialized::default("hooks", HooksConfig::default()));
         if let Some(f) = file {
             if !f.exists() {
                 return Err(ConfigError::Missing(f.to_path_buf()));
@@ -237,6 +345,18 @@ impl Config {
             d.products.push(
                 serde_json::from_value(v.clone())
                     .map_err(|e| ConfigError::Invalid(format!("products[{i}]: {e}")))?,
+            );
+        }
+        for (i, v) in self.handlers.iter().enumerate() {
+            d.handlers.push(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| ConfigError::Invalid(format!("handlers[{i}]: {e}")))?,
+            );
+        }
+        for (i, v) in self.rules.iter().enumerate() {
+            d.rules.push(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| ConfigError::Invalid(format!("rules[{i}]: {e}")))?,
             );
         }
         Ok(d)

@@ -21,6 +21,12 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<FieldProblem>)]
     pub errors: Vec<FieldError>,
+    /// For actions a gate forbade: the handler that said no.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    /// For actions a gate forbade: its reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One field that broke one rule.
@@ -40,6 +46,7 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     errors: Vec<FieldError>,
+    forbidden_by: Option<(String, String)>,
 }
 
 impl ApiError {
@@ -55,6 +62,7 @@ impl ApiError {
             title,
             detail: detail.into(),
             errors: Vec::new(),
+            forbidden_by: None,
         }
     }
 
@@ -70,6 +78,7 @@ impl ApiError {
             title: "The request has invalid fields",
             detail,
             errors,
+            forbidden_by: None,
         }
     }
 
@@ -91,6 +100,7 @@ impl ApiError {
                 rule: rule.into(),
                 message,
             }],
+            forbidden_by: None,
         }
     }
 
@@ -156,6 +166,16 @@ impl From<EngineError> for ApiError {
                 }
                 err
             }
+            EngineError::Forbidden { handler, reason } => {
+                let mut err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "forbidden-by-handler",
+                    "Forbidden by a handler",
+                    format!("handler '{handler}' forbade this: {reason}"),
+                );
+                err.forbidden_by = Some((handler, reason));
+                err
+            }
             e @ (EngineError::Store(_) | EngineError::Secret(_)) => {
                 log_internal(&e);
                 ApiError::internal()
@@ -172,6 +192,8 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             errors: self.errors,
+            handler: self.forbidden_by.as_ref().map(|f| f.0.clone()),
+            reason: self.forbidden_by.map(|f| f.1),
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.headers_mut().insert(

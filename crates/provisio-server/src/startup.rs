@@ -129,6 +129,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
             event_retention: std::time::Duration::from_secs(
                 u64::from(config.event_retention_days.max(1)) * 86400,
             ),
+            hooks: config.hook_options()?,
         },
     );
     let applied = engine.apply_declared(&declared).await?;

@@ -149,6 +149,8 @@ pub struct ProductView {
     /// Names of the secret settings that are set, own or inherited.
     pub secrets: Vec<String>,
     pub auto_setup: AutoSetup,
+    /// Module outputs copied into client custom fields: client field → output.
+    pub client_fields: std::collections::BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -168,6 +170,7 @@ impl From<EngineProduct> for ProductView {
             effective_settings,
             secrets,
             auto_setup: p.auto_setup,
+            client_fields: p.client_fields,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }

@@ -4,9 +4,12 @@
 //! they arrive sealed (see `provisio_core::secret`).
 
 mod error;
+mod hooks;
 mod postgres;
 mod rows;
+mod rows_hooks;
 mod sql;
+mod sql_hooks;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -27,6 +30,10 @@ use provisio_core::settings::Settings;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 
 pub use error::StoreError;
+pub use hooks::{
+    DeliveryFilter, DeliveryUpdate, HandlerFilter, HandlerHealth, HookStore, NewDelivery,
+    NewRuleRun,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -124,6 +131,9 @@ pub struct ServiceChange {
     pub outputs: Option<Settings>,
     pub password: Option<Sealed>,
     pub product_id: Option<ProductId>,
+    /// Custom fields to set on the service's client (module outputs the product copies
+    /// there); announced as `client.custom_fields_updated` when they change anything.
+    pub client_fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The end of one attempt, written with the attempt record and the service change in one
@@ -159,7 +169,7 @@ pub struct TransactionOutcome {
 
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: HookStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// Applies pending migrations; safe to call on every start.
     async fn migrate(&self) -> Result<()>;
@@ -235,6 +245,14 @@ pub trait Store: Send + Sync + 'static {
         service_id: ServiceId,
         job: &NewJob,
         events: &[NewEvent],
+    ) -> Result<Job>;
+    /// Stores a job that will not run because a gate forbade it: `cancelled` from the start,
+    /// with `message` as its error and one attempt saying so, so the history shows it.
+    async fn insert_refused_job(
+        &self,
+        service_id: ServiceId,
+        job: &NewJob,
+        message: &str,
     ) -> Result<Job>;
     async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
     async fn list_jobs(&self, filter: &JobFilter, page: PageRequest) -> Result<Page<Job>>;

@@ -6,6 +6,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Postgres;
 
 use crate::sql::impl_store;
+use crate::sql_hooks::impl_hook_store;
 use crate::{Backend, Result, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -33,6 +34,9 @@ impl PgStore {
     }
 
     /// Rows another claimer is taking are skipped rather than waited for.
+    /// Locks a row read in a transaction that will write it back.
+    const ROW_LOCK: &'static str = " FOR UPDATE";
+
     const LOCK_CLAUSE: &'static str = " FOR UPDATE SKIP LOCKED";
 
     /// Claims from all processes take turns (a transaction-scoped advisory lock), so the
@@ -52,3 +56,4 @@ impl PgStore {
 }
 
 impl_store!(PgStore, Postgres);
+impl_hook_store!(PgStore, Postgres);

@@ -103,6 +103,7 @@ pub(crate) struct ProductRow {
     server_group: Option<String>,
     settings: Json<Settings>,
     auto_setup: String,
+    client_fields: Json<provisio_core::product::ClientFieldMap>,
     created_at: i64,
     updated_at: i64,
 }
@@ -124,6 +125,7 @@ impl TryFrom<ProductRow> for Product {
             settings: r.settings.0,
             auto_setup: AutoSetup::parse(&r.auto_setup)
                 .ok_or_else(|| corrupt("auto_setup", &r.auto_setup))?,
+            client_fields: r.client_fields.0,
             created_at: from_ts(r.created_at)?,
             updated_at: from_ts(r.updated_at)?,
         })

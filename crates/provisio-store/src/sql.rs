@@ -344,8 +344,8 @@ macro_rules! impl_store {
             ) -> $crate::Result<provisio_core::product::Product> {
                 let now = $crate::rows::ts(chrono::Utc::now());
                 let row: $crate::rows::ProductRow = sqlx::query_as(
-                    "INSERT INTO products (name, module, extends, server_group, settings, auto_setup, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                    "INSERT INTO products (name, module, extends, server_group, settings, auto_setup, client_fields, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
                 )
                 .bind(p.name.as_str())
                 .bind(&p.module)
@@ -353,6 +353,7 @@ macro_rules! impl_store {
                 .bind(p.server_group.as_ref().map(|g| g.as_str()))
                 .bind(sqlx::types::Json(&p.settings))
                 .bind(p.auto_setup.as_str())
+                .bind(sqlx::types::Json(&p.client_fields))
                 .bind(now)
                 .bind(now)
                 .fetch_one(self.writer())
@@ -390,7 +391,7 @@ macro_rules! impl_store {
             ) -> $crate::Result<provisio_core::product::Product> {
                 let row: Option<$crate::rows::ProductRow> = sqlx::query_as(
                     "UPDATE products SET name = $1, module = $2, extends = $3, server_group = $4, \
-                     settings = $5, auto_setup = $6, updated_at = $7 WHERE id = $8 RETURNING *",
+                     settings = $5, auto_setup = $6, client_fields = $7, updated_at = $8 WHERE id = $9 RETURNING *",
                 )
                 .bind(p.name.as_str())
                 .bind(&p.module)
@@ -398,6 +399,7 @@ macro_rules! impl_store {
                 .bind(p.server_group.as_ref().map(|g| g.as_str()))
                 .bind(sqlx::types::Json(&p.settings))
                 .bind(p.auto_setup.as_str())
+                .bind(sqlx::types::Json(&p.client_fields))
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(p.id.0)
                 .fetch_optional(self.writer())
@@ -560,6 +562,37 @@ macro_rules! impl_store {
                 insert_events_tx(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(j)
+            }
+
+            async fn insert_refused_job(
+                &self,
+                service_id: provisio_core::ServiceId,
+                job: &provisio_core::job::NewJob,
+                message: &str,
+            ) -> $crate::Result<provisio_core::job::Job> {
+                let now = chrono::Utc::now();
+                let mut tx = self.writer().begin().await?;
+                let j = insert_job(&mut tx, service_id, job).await?;
+                let row: $crate::rows::JobRow = sqlx::query_as(
+                    "UPDATE jobs SET state = 'cancelled', last_error = $1, error_kind = 'permanent', \
+                     finished_at = $2, updated_at = $2 WHERE id = $3 RETURNING *",
+                )
+                .bind(message)
+                .bind($crate::rows::ts(now))
+                .bind(j.id.0)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, message) \
+                     VALUES ($1, 0, $2, 0, 'forbidden', $3)",
+                )
+                .bind(j.id.0)
+                .bind($crate::rows::ts(now))
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                row.try_into()
             }
 
             async fn get_job(
@@ -784,6 +817,9 @@ macro_rules! impl_store {
                         }
                         qb.push(" WHERE id = ").push_bind(u.service_id.0);
                         qb.build().execute(&mut *tx).await?;
+                        if let Some(fields) = c.client_fields.as_ref().filter(|f| !f.is_empty()) {
+                            set_client_fields(&mut tx, u.service_id, fields, Self::ROW_LOCK).await?;
+                        }
                     }
                     insert_events_tx(&mut tx, &u.events).await?;
                 }
@@ -1007,6 +1043,42 @@ macro_rules! impl_store {
                     .await?;
             }
             Ok(())
+        }
+
+        /// Merges `fields` into the custom fields of the service's client and announces the
+        /// change, unless it changes nothing.
+        async fn set_client_fields(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            service: provisio_core::ServiceId,
+            fields: &std::collections::BTreeMap<String, String>,
+            row_lock: &str,
+        ) -> $crate::Result<()> {
+            let sql = format!(
+                "SELECT * FROM clients WHERE id = (SELECT client_id FROM services WHERE id = $1){row_lock}"
+            );
+            let row: Option<$crate::rows::ClientRow> = sqlx::query_as(&sql)
+                .bind(service.0)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let Some(row) = row else { return Ok(()) };
+            let client: provisio_core::client::Client = row.try_into()?;
+            let mut merged = client.custom_fields.clone();
+            for (k, v) in fields {
+                merged.insert(k.clone(), v.clone());
+            }
+            if merged == client.custom_fields {
+                return Ok(());
+            }
+            let row: $crate::rows::ClientRow = sqlx::query_as(
+                "UPDATE clients SET custom_fields = $1, updated_at = $2 WHERE id = $3 RETURNING *",
+            )
+            .bind(sqlx::types::Json(&merged))
+            .bind($crate::rows::ts(chrono::Utc::now()))
+            .bind(client.id.0)
+            .fetch_one(&mut **tx)
+            .await?;
+            let client: provisio_core::client::Client = row.try_into()?;
+            announce_client(tx, &client, &["client.custom_fields_updated"]).await
         }
 
         async fn find_transaction(

@@ -7,6 +7,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool};
 
 use crate::sql::impl_store;
+use crate::sql_hooks::impl_hook_store;
 use crate::{Backend, Result, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -57,6 +58,9 @@ impl SqliteStore {
     }
 
     /// SQLite has one writer at a time, so no row locks are needed in a claim.
+    /// Locks a row read in a transaction that will write it back.
+    const ROW_LOCK: &'static str = "";
+
     const LOCK_CLAUSE: &'static str = "";
 
     /// A claim reads then writes: take the write lock up front, or a writer that commits in
@@ -74,3 +78,4 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, Sqlite);
+impl_hook_store!(SqliteStore, Sqlite);

@@ -2,6 +2,7 @@
 //! module can be written in any language. The protocol is documented in
 //! `docs/modules/script.md`; this file declares the settings and turns one call into one run.
 
+pub mod exec;
 mod path;
 mod process;
 mod reply;

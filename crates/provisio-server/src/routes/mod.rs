@@ -2,9 +2,11 @@
 
 pub mod clients;
 pub mod events;
+pub mod handlers;
 pub mod jobs;
 pub mod modules;
 pub mod products;
+pub mod rules;
 pub mod servers;
 pub mod services;
 
@@ -24,6 +26,8 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(modules::router())
         .merge(jobs::router())
         .merge(events::router())
+        .merge(handlers::router())
+        .merge(rules::router())
 }
 
 /// Turns `limit` and `cursor` query parameters into a page request.

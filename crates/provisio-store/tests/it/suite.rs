@@ -53,6 +53,7 @@ pub fn new_product(name: &str, extends: Option<ProductId>) -> NewProduct {
         server_group: None,
         settings: settings(json!({"quota": 100})),
         auto_setup: AutoSetup::OnOrder,
+        client_fields: Default::default(),
     }
 }
 

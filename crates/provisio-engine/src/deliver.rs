@@ -1,0 +1,503 @@
+//! Getting messages to handlers: the transports (signed HTTP POST, confined script, email
+//! over SMTP), the dispatcher that turns new events into deliveries and rule runs, and the
+//! loop that sends due deliveries with retries, logs every attempt and keeps handlers' health.
+//!
+//! Deliveries run on their own tasks with their own concurrency cap, so a dead or slow
+//! receiver never holds up jobs, and a delivery waits only for earlier deliveries of the same
+//! subject to the same handler.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use provisio_core::event::Event;
+use provisio_core::handler::{
+    Delivery, DeliveryAttempt, DeliveryState, Handler, HandlerKind, HandlerStatus, Phase,
+};
+use provisio_core::module::redact;
+use provisio_core::webhook;
+use provisio_core::ServiceId;
+use provisio_store::{DeliveryUpdate, HandlerFilter, HandlerHealth, NewDelivery, NewRuleRun};
+use rand::Rng;
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::Engine;
+
+/// How much of a receiver's answer the delivery log keeps.
+const EXCERPT_LEN: usize = 500;
+/// Longer than any handler may take (the timeout is at most 60 s), so a lease only runs out
+/// when its process died.
+const DELIVERY_LEASE: Duration = Duration::from_secs(180);
+const DISPATCH_BATCH: u32 = 500;
+
+/// What a handler answered.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
+}
+
+/// Why a handler call failed; messages hold no secret.
+#[derive(Debug)]
+pub(crate) struct CallFailure {
+    pub status: Option<u16>,
+    pub detail: String,
+}
+
+fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_LEN * 4)]);
+    let cut: String = text.chars().take(EXCERPT_LEN).collect();
+    Some(redact(&cut, secrets))
+}
+
+/// Checks that a template compiles, for refusing a bad one when it is stored.
+pub(crate) fn check_template(text: &str) -> Result<(), String> {
+    let env = minijinja::Environment::new();
+    env.template_from_str(text)
+        .map(|_| ())
+        .map_err(|e| format!("does not compile: {e}"))
+}
+
+impl Engine {
+    /// The secrets an `http` handler signs with right now: the current one, and the one
+    /// before the last rotation while its overlap lasts.
+    fn signing_secrets(&self, h: &Handler) -> Result<Vec<webhook::Secret>, String> {
+        let mut out = Vec::new();
+        let mut add = |sealed: &provisio_core::secret::Sealed| -> Result<(), String> {
+            let text = self
+                .cipher
+                .open(sealed)
+                .map_err(|_| "the handler's signing secret could not be decrypted".to_string())?;
+            let s = webhook::Secret::parse(text.expose_secret())
+                .map_err(|_| "the handler's signing secret is malformed".to_string())?;
+            out.push(s);
+            Ok(())
+        };
+        if let Some(s) = &h.secret {
+            add(s)?;
+        }
+        if let (Some(s), Some(until)) = (&h.previous_secret, h.previous_secret_until) {
+            if until > Utc::now() {
+                add(s)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends one JSON message to an `http` or `script` handler and waits for its answer.
+    pub(crate) async fn call_handler(
+        &self,
+        h: &Handler,
+        msg_id: &str,
+        body: &[u8],
+    ) -> Result<Answer, CallFailure> {
+        let fail = |detail: String| CallFailure {
+            status: None,
+            detail,
+        };
+        match h.kind {
+            HandlerKind::Http => {
+                let secrets = self.signing_secrets(h).map_err(fail)?;
+                let refs: Vec<&webhook::Secret> = secrets.iter().collect();
+                let mut req = self
+                    .http
+                    .post(&h.target)
+                    .timeout(h.timeout)
+                    .header("content-type", "application/json")
+                    .header("user-agent", concat!("provisio/", env!("CARGO_PKG_VERSION")));
+                for (name, value) in webhook::headers(&refs, msg_id, Utc::now().timestamp(), body) {
+                    req = req.header(name, value);
+                }
+                let resp = req.body(body.to_vec()).send().await.map_err(|e| CallFailure {
+                    status: None,
+                    detail: if e.is_timeout() {
+                        format!("no answer within {} ms", h.timeout.as_millis())
+                    } else if e.is_connect() {
+                        "could not connect".to_string()
+                    } else {
+                        "the request failed".to_string()
+                    },
+                })?;
+                let status = resp.status().as_u16();
+                let body = match tokio::time::timeout(h.timeout, resp.bytes()).await {
+                    Ok(Ok(b)) => b.to_vec(),
+                    Ok(Err(_)) => Vec::new(),
+                    Err(_) => {
+                        return Err(CallFailure {
+                            status: Some(status),
+                            detail: format!("the answer did not arrive within {} ms", h.timeout.as_millis()),
+                                        })
+                    }
+                };
+                if (200..300).contains(&status) {
+                    Ok(Answer {
+                        status: Some(status),
+                        body,
+                    })
+                } else {
+                    Err(CallFailure {
+                        status: Some(status),
+                        detail: format!(
+                            "answered {status}{}",
+                            excerpt(&body, &[])
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ),
+                                })
+                }
+            }
+            HandlerKind::Script => {
+                use provisio_modules::script::exec::{run_confined, ExecError};
+                match run_confined(
+                    &self.options.hooks.handlers_dir,
+                    &h.target,
+                    body.to_vec(),
+                    h.timeout,
+                )
+                .await
+                {
+                    Ok(out) if out.code == Some(0) => Ok(Answer {
+                        status: None,
+                        body: out.stdout,
+                    }),
+                    Ok(out) => Err(fail(format!(
+                        "exited with {}{}",
+                        out.code
+                            .map(|c| format!("status {c}"))
+                            .unwrap_or_else(|| "a signal".into()),
+                        excerpt(&out.stderr, &[])
+                            .map(|e| format!(": {}", e.trim()))
+                            .unwrap_or_default()
+                    ))),
+                    Err(ExecError::TimedOut(d)) => Err(CallFailure {
+                        status: None,
+                        detail: format!("no answer within {} ms; killed", d.as_millis()),
+                                }),
+                    Err(e) => Err(fail(e.to_string())),
+                }
+            }
+            HandlerKind::Email => Err(fail("email handlers are not called with JSON".into())),
+        }
+    }
+
+    /// Renders an email handler's templates for `event` and sends the message.
+    async fn send_email(&self, h: &Handler, event: &Event) -> Result<Answer, CallFailure> {
+        let fail = |detail: String| CallFailure {
+            status: None,
+            detail,
+        };
+        let smtp = self
+            .smtp
+            .as_ref()
+            .ok_or_else(|| fail("no [smtp] relay is configured".into()))?;
+        let t = h
+            .email
+            .as_ref()
+            .ok_or_else(|| fail("the handler has no templates".into()))?;
+        let context = self.email_context(event).await.map_err(fail)?;
+        let env = minijinja::Environment::new();
+        let render = |what: &str, text: &str| {
+            env.render_str(text, &context)
+                .map_err(|e| fail(format!("rendering the {what} failed: {e}")))
+        };
+        let to = render("recipient", &t.to)?;
+        let subject = render("subject", &t.subject)?;
+        let body = render("body", &t.body)?;
+        smtp.send(to.trim(), subject.trim(), body, h.timeout)
+            .await
+            .map_err(|e| CallFailure {
+                status: None,
+                detail: e,
+                })?;
+        Ok(Answer {
+            status: None,
+            body: Vec::new(),
+        })
+    }
+
+    /// What email templates see: the event and, read now, the service, client and product it
+    /// concerns (no secrets).
+    async fn email_context(&self, event: &Event) -> Result<Value, String> {
+        let data = &event.payload;
+        let service_id = data
+            .pointer("/service/id")
+            .and_then(Value::as_i64)
+            .or_else(|| subject_id(&event.subject, "service"));
+        let mut client_id = data
+            .pointer("/client/id")
+            .and_then(Value::as_i64)
+            .or_else(|| subject_id(&event.subject, "client"));
+        let load = |e: provisio_store::StoreError| format!("loading records failed: {e}");
+        let mut service = Value::Null;
+        let mut product = Value::Null;
+        if let Some(id) = service_id {
+            if let Some(s) = self.store.get_service(ServiceId(id)).await.map_err(load)? {
+                client_id = client_id.or(Some(s.client_id.0));
+                if let Ok(p) = self
+                    .get_product(&crate::input::RecordRef::Id(s.product_id.0))
+                    .await
+                {
+                    let (settings, _) = provisio_core::secret::redact_settings(&p.effective);
+                    product = json!({"id": p.product.id, "name": p.product.name.as_str(), "settings": settings});
+                }
+                service = crate::events::service_payload(&s);
+            }
+        }
+        let client = match client_id {
+            Some(id) => self
+                .store
+                .get_client(provisio_core::ClientId(id))
+                .await
+                .map_err(load)?
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        Ok(json!({
+            "event": {"id": event.id, "type": event.kind.as_str(), "at": event.at, "subject": event.subject, "data": data},
+            "service": service,
+            "client": client,
+            "product": product,
+        }))
+    }
+
+    /// Hands new events to the notify handlers and rules that want them. Returns how many
+    /// events it looked at.
+    pub(crate) async fn dispatch_events(&self) -> provisio_store::Result<usize> {
+        let events = self.store.undispatched_events(DISPATCH_BATCH).await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let handlers = self
+            .store
+            .list_handlers(&HandlerFilter {
+                phase: Some(Phase::Notify),
+                status: Some(HandlerStatus::Enabled),
+            })
+            .await?;
+        let rules = self.store.list_rules().await?;
+        let mut deliveries = Vec::new();
+        let mut runs = Vec::new();
+        for e in &events {
+            for h in &handlers {
+                // A handler hears only what happened after it was set up.
+                if h.listens_to(&e.kind) && e.at >= h.created_at {
+                    deliveries.push(NewDelivery {
+                        handler_id: h.id,
+                        event_id: e.id,
+                        event_type: e.kind.clone(),
+                        subject: e.subject.clone(),
+                        next_at: e.at,
+                    });
+                }
+            }
+            for r in rules.iter().filter(|r| r.enabled && r.on == e.kind) {
+                if e.at >= r.created_at {
+                    runs.push(NewRuleRun {
+                        rule_id: r.id,
+                        event_id: e.id,
+                        subject: e.subject.clone(),
+                        due_at: e.at
+                            + chrono::Duration::from_std(r.delay)
+                                .unwrap_or(chrono::Duration::zero()),
+                    });
+                }
+            }
+        }
+        let ids: Vec<_> = events.iter().map(|e| e.id).collect();
+        self.store.dispatch(&ids, &deliveries, &runs).await?;
+        Ok(events.len())
+    }
+
+    /// Runs one delivery attempt and says how it ended.
+    async fn attempt_delivery(&self, d: &Delivery, owner: &str) -> DeliveryUpdate {
+        let started = Utc::now();
+        let t0 = Instant::now();
+        let attempt_no = d.attempts + 1;
+        let outcome = self.try_delivery(d).await;
+        let duration_ms = t0.elapsed().as_millis() as i64;
+        let (succeeded, status_code, detail) = match &outcome {
+            Ok((answer, secrets)) => (
+                true,
+                answer.status,
+                excerpt(&answer.body, &secrets.iter().map(String::as_str).collect::<Vec<_>>()),
+            ),
+            Err(f) => (false, f.status, Some(f.detail.clone())),
+        };
+        let (state, next_at, last_error) = if succeeded {
+            (DeliveryState::Succeeded, started, None)
+        } else {
+            match self.options.hooks.schedule.delay_after(attempt_no) {
+                Some(delay) => (
+                    DeliveryState::Pending,
+                    started + jittered(delay),
+                    detail.clone(),
+                ),
+                None => (DeliveryState::Failed, started, detail.clone()),
+            }
+        };
+        DeliveryUpdate {
+            id: d.id,
+            owner: owner.to_string(),
+            state,
+            attempts: attempt_no,
+            next_at,
+            last_error,
+            attempt: DeliveryAttempt {
+                attempt: attempt_no,
+                at: started,
+                duration_ms,
+                succeeded,
+                status_code: status_code.map(i32::from),
+                detail,
+            },
+        }
+    }
+
+    async fn try_delivery(&self, d: &Delivery) -> Result<(Answer, Vec<String>), CallFailure> {
+        let fail = |detail: &str| CallFailure {
+            status: None,
+            detail: detail.to_string(),
+        };
+        let h = self
+            .store
+            .get_handler(d.handler_id)
+            .await
+            .map_err(|_| fail("loading the handler failed"))?
+            .ok_or_else(|| fail("the handler no longer exists"))?;
+        let event = self
+            .store
+            .get_event(d.event_id)
+            .await
+            .map_err(|_| fail("loading the event failed"))?
+            .ok_or_else(|| fail("the event is no longer stored (past its retention)"))?;
+        let secrets: Vec<String> = self
+            .signing_secrets(&h)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.encode().expose_secret().to_string())
+            .collect();
+        let answer = match h.kind {
+            HandlerKind::Email => self.send_email(&h, &event).await?,
+            _ => {
+                let body = notify_body(&event);
+                self.call_handler(&h, &format!("evt_{}", event.id.0), &body)
+                    .await?
+            }
+        };
+        Ok((answer, secrets))
+    }
+}
+
+/// The JSON a notify handler receives: Standard Webhooks' `type`, `timestamp` and `data`,
+/// plus the event's id and subject.
+pub(crate) fn notify_body(e: &Event) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": format!("evt_{}", e.id.0),
+        "type": e.kind.as_str(),
+        "timestamp": e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "subject": e.subject,
+        "data": e.payload,
+    }))
+    .unwrap_or_default()
+}
+
+pub(crate) fn subject_id(subject: &str, kind: &str) -> Option<i64> {
+    subject
+        .strip_prefix(kind)
+        .and_then(|r| r.strip_prefix(':'))
+        .and_then(|n| n.parse().ok())
+}
+
+/// ±10 %, so handlers that failed together do not all retry in the same instant.
+fn jittered(d: Duration) -> chrono::Duration {
+    let ms = d.as_millis() as f64 * rand::thread_rng().gen_range(0.9..=1.1);
+    chrono::Duration::milliseconds(ms as i64)
+}
+
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+/// Dispatches events and sends due deliveries until told to stop; deliveries in flight
+/// finish first.
+pub(crate) async fn delivery_loop(
+    engine: Arc<Engine>,
+    owner: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut inflight: JoinSet<()> = JoinSet::new();
+    let mut last_requeue: Option<Instant> = None;
+    let cap = engine.options.hooks.max_in_flight as usize;
+    loop {
+        while inflight.try_join_next().is_some() {}
+        let mut busy = false;
+        match engine.dispatch_events().await {
+            Ok(n) => busy |= n as u32 == DISPATCH_BATCH,
+            Err(e) => tracing::warn!(error = %e, "handing out events failed"),
+        }
+        if last_requeue.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+            last_requeue = Some(Instant::now());
+            match engine.store.requeue_expired_deliveries(Utc::now()).await {
+                Ok(n) if n > 0 => tracing::warn!(deliveries = n, "took over deliveries of a stopped worker"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "requeueing deliveries failed"),
+            }
+        }
+        let free = cap.saturating_sub(inflight.len());
+        if free > 0 {
+            let now = Utc::now();
+            let lease = now + chrono::Duration::from_std(DELIVERY_LEASE).expect("small");
+            match engine
+                .store
+                .claim_deliveries(&owner, now, lease, free as u32)
+                .await
+            {
+                Ok(claimed) => {
+                    busy |= claimed.len() == free;
+                    for d in claimed {
+                        let engine = engine.clone();
+                        let owner = owner.clone();
+                        inflight.spawn(async move {
+                            let update = engine.attempt_delivery(&d, &owner).await;
+                            if !update.attempt.succeeded {
+                                tracing::info!(
+                                    delivery = %d.id,
+                                    handler = %d.handler_id,
+                                    attempt = update.attempts,
+                                    error = update.last_error.as_deref().unwrap_or(""),
+                                    "delivery attempt failed"
+                                );
+                            }
+                            match engine.store.finish_delivery(&update).await {
+                                Ok(HandlerHealth::Disabled) => tracing::warn!(
+                                    handler = %d.handler_id,
+                                    "handler disabled after failing longer than its disable_after"
+                                ),
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!(error = %e, "recording a delivery failed"),
+                            }
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming deliveries failed"),
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        if !busy && sleep_or_stop(engine.options.jobs.poll_interval, &mut stop).await {
+            break;
+        }
+    }
+    while inflight.join_next().await.is_some() {}
+}

@@ -1,0 +1,132 @@
+//! Gates: handlers asked, in order, before an action or client change whether it may go
+//! ahead. Each may allow it, forbid it with a reason, or allow it with changes to a few
+//! documented input fields, and each sees the changes of the gates before it.
+//!
+//! A gate runs in the task of the request that asked for the action and holds no lock or
+//! transaction while it thinks, so a slow gate delays only its own action.
+
+use chrono::Utc;
+use provisio_core::handler::{GateDecision, HandlerStatus, OnError, Phase};
+use provisio_core::webhook;
+use provisio_store::HandlerFilter;
+use serde_json::{json, Map, Value};
+
+use crate::{Engine, EngineError, Result};
+
+/// Checks one gate's changes and applies them to the caller's input and to the payload
+/// the next gate sees; the error says which field may not be changed or why a value is bad.
+pub(crate) type ApplyChanges<'a> =
+    dyn FnMut(&Map<String, Value>, &mut Value) -> std::result::Result<(), String> + Send + 'a;
+
+impl Engine {
+    /// Asks every enabled gate listening to `event`, in order. `Ok` means go ahead (with
+    /// whatever `apply` took in); [`EngineError::Forbidden`] names the gate that said no.
+    pub(crate) async fn run_gates(
+        &self,
+        event: &str,
+        mut payload: Value,
+        apply: &mut ApplyChanges<'_>,
+    ) -> Result<()> {
+        // A custom action whose name is not an event segment has no gate event.
+        let Ok(kind) = provisio_core::event::EventType::parse(event) else {
+            return Ok(());
+        };
+        let gates = self
+            .store
+            .list_handlers(&HandlerFilter {
+                phase: Some(Phase::Gate),
+                status: Some(HandlerStatus::Enabled),
+            })
+            .await?;
+        for gate in gates.iter().filter(|g| g.listens_to(&kind)) {
+            let msg_id = webhook::new_message_id();
+            let body = serde_json::to_vec(&json!({
+                "id": msg_id,
+                "type": event,
+                "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "phase": "gate",
+                "data": payload,
+            }))
+            .unwrap_or_default();
+            let verdict = match self.call_handler(gate, &msg_id, &body).await {
+                Ok(answer) => match serde_json::from_slice::<Value>(&answer.body) {
+                    Ok(v) => GateDecision::parse(&v).map_err(|e| e.0),
+                    Err(_) => Err("the answer is not JSON".to_string()),
+                },
+                Err(f) => Err(f.detail),
+            };
+            let failure = match verdict {
+                Ok(GateDecision::Forbid { reason }) => {
+                    tracing::info!(gate = %gate.name, event, reason, "gate forbade the action");
+                    return Err(EngineError::Forbidden {
+                        handler: gate.name.to_string(),
+                        reason,
+                    });
+                }
+                Ok(GateDecision::Allow { data }) if data.is_empty() => continue,
+                Ok(GateDecision::Allow { data }) => match apply(&data, &mut payload) {
+                    Ok(()) => continue,
+                    Err(e) => format!("its changes were refused: {e}"),
+                },
+                Err(e) => e,
+            };
+            match gate.on_error {
+                OnError::Allow => {
+                    tracing::warn!(gate = %gate.name, event, error = %failure, "gate failed; its policy allows the action");
+                }
+                OnError::Forbid => {
+                    tracing::warn!(gate = %gate.name, event, error = %failure, "gate failed; its policy forbids the action");
+                    return Err(EngineError::Forbidden {
+                        handler: gate.name.to_string(),
+                        reason: format!("the gate failed ({failure}) and its on_error policy is forbid"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses every change: for events whose input gates may not alter.
+pub(crate) fn no_changes(
+    what: &'static str,
+) -> impl FnMut(&Map<String, Value>, &mut Value) -> std::result::Result<(), String> + Send {
+    move |data, _| {
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        Err(format!(
+            "gates may not change {what} (the reply's data had: {})",
+            keys.join(", ")
+        ))
+    }
+}
+
+/// The fields a gate may change for an action, for messages.
+pub(crate) fn changeable(action: &str) -> &'static [&'static str] {
+    match action {
+        "create" => &["username", "password", "settings"],
+        "suspend" => &["reason"],
+        "change_password" => &["password"],
+        _ => &[],
+    }
+}
+
+/// Refuses keys outside `allowed`.
+pub(crate) fn check_keys(
+    data: &Map<String, Value>,
+    action: &str,
+) -> std::result::Result<(), String> {
+    let allowed = changeable(action);
+    for k in data.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(if allowed.is_empty() {
+                format!("'{k}': gates may not change anything for {action}")
+            } else {
+                format!(
+                    "'{k}': for {action} gates may change only {}",
+                    allowed.join(", ")
+                )
+            });
+        }
+    }
+    Ok(())
+}

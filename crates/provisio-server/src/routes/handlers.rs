@@ -1,0 +1,277 @@
+//! `/v1/handlers` and `/v1/deliveries`: gates and notify handlers, their signing secrets
+//! (shown once), and the delivery log with manual redelivery.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use provisio_core::handler::{
+    Delivery, DeliveryAttempt, DeliveryState, EmailTemplate, Handler, HandlerKind, HandlerStatus,
+    OnError, Phase,
+};
+use provisio_core::DeliveryId;
+use provisio_engine::input::RecordRef;
+use provisio_engine::{HandlerCreate, HandlerPatch, HandlerWithSecret};
+use provisio_store::DeliveryFilter;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{path_id, Json, Query};
+use crate::views::List;
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_handlers, create_handler))
+        .routes(routes!(get_handler, update_handler, delete_handler))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(get_delivery))
+        .routes(routes!(redeliver))
+}
+
+/// A handler as the API shows it; its signing secret only right after creation or rotation.
+#[derive(Serialize, ToSchema)]
+pub struct HandlerView {
+    pub id: i64,
+    pub name: String,
+    pub kind: HandlerKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailTemplate>,
+    pub status: HandlerStatus,
+    pub phase: Phase,
+    pub events: Vec<String>,
+    pub timeout_ms: u64,
+    pub order: i32,
+    /// Gates: what a failing gate means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<OnError>,
+    /// Notify handlers: seconds of failing before the engine disables it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_after_secs: Option<u64>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    /// Until when the secret before the last rotation still signs.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// The signing secret: present only in the answer that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Handler> for HandlerView {
+    fn from(h: Handler) -> Self {
+        let target = |k| (h.kind == k).then(|| h.target.clone());
+        Self {
+            id: h.id.0,
+            url: target(HandlerKind::Http),
+            script: target(HandlerKind::Script),
+            name: h.name.into(),
+            kind: h.kind,
+            email: h.email,
+            status: h.status,
+            phase: h.phase,
+            events: h.events.iter().map(|p| p.as_str().to_string()).collect(),
+            timeout_ms: h.timeout.as_millis() as u64,
+            order: h.order,
+            on_error: (h.phase == Phase::Gate).then_some(h.on_error),
+            disable_after_secs: (h.phase == Phase::Notify).then_some(h.disable_after.as_secs()),
+            failing_since: h.failing_since,
+            disabled_reason: h.disabled_reason,
+            previous_secret_until: h.previous_secret_until.filter(|t| *t > Utc::now()),
+            secret: None,
+            created_at: h.created_at,
+            updated_at: h.updated_at,
+        }
+    }
+}
+
+impl From<HandlerWithSecret> for HandlerView {
+    fn from(h: HandlerWithSecret) -> Self {
+        let mut v = HandlerView::from(h.handler);
+        v.secret = h.secret.map(|s| s.expose_secret().to_string());
+        v
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub handler_id: i64,
+    pub event_id: i64,
+    pub event_type: String,
+    pub subject: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    /// When the next attempt runs, while it is pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        Self {
+            id: d.id.0,
+            handler_id: d.handler_id.0,
+            event_id: d.event_id.0,
+            event_type: d.event_type.to_string(),
+            subject: d.subject,
+            next_attempt_at: (d.state == DeliveryState::Pending).then_some(d.next_at),
+            state: d.state,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryDetailView {
+    #[serde(flatten)]
+    pub delivery: DeliveryView,
+    /// Every attempt: when, how long, the status code and the start of the answer.
+    pub log: Vec<DeliveryAttempt>,
+}
+
+/// List handlers, gates by their order first.
+#[utoipa::path(get, path = "/v1/handlers", tag = "handlers",
+    responses((status = 200, body = List<HandlerView>)))]
+async fn list_handlers(State(app): State<AppState>) -> Result<axum::Json<List<HandlerView>>, ApiError> {
+    let all = app.engine.list_handlers().await?;
+    Ok(axum::Json(List {
+        items: all.into_iter().map(Into::into).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Create a handler. An `http` handler's signing secret is generated unless given, and shown in this answer only.
+#[utoipa::path(post, path = "/v1/handlers", tag = "handlers", request_body = HandlerCreate,
+    responses((status = 201, body = HandlerView), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create_handler(
+    State(app): State<AppState>,
+    Json(body): Json<HandlerCreate>,
+) -> Result<(StatusCode, axum::Json<HandlerView>), ApiError> {
+    let h = app.engine.create_handler(body).await?;
+    Ok((StatusCode::CREATED, axum::Json(h.into())))
+}
+
+/// Show a handler (by id or name).
+#[utoipa::path(get, path = "/v1/handlers/{handler}", tag = "handlers", params(("handler" = String, Path, description = "id or name")),
+    responses((status = 200, body = HandlerView), (status = 404, body = Problem)))]
+async fn get_handler(
+    State(app): State<AppState>,
+    Path(handler): Path<String>,
+) -> Result<axum::Json<HandlerView>, ApiError> {
+    let h = app.engine.find_handler(&RecordRef::from_segment(&handler)).await?;
+    Ok(axum::Json(h.into()))
+}
+
+/// Change a handler; `status: enabled` re-enables one the engine disabled and clears its failure record.
+#[utoipa::path(patch, path = "/v1/handlers/{handler}", tag = "handlers", params(("handler" = String, Path, description = "id or name")), request_body = HandlerPatch,
+    responses((status = 200, body = HandlerView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update_handler(
+    State(app): State<AppState>,
+    Path(handler): Path<String>,
+    Json(body): Json<HandlerPatch>,
+) -> Result<axum::Json<HandlerView>, ApiError> {
+    let h = app
+        .engine
+        .update_handler(&RecordRef::from_segment(&handler), body)
+        .await?;
+    Ok(axum::Json(h.into()))
+}
+
+/// Delete a handler and its deliveries.
+#[utoipa::path(delete, path = "/v1/handlers/{handler}", tag = "handlers", params(("handler" = String, Path, description = "id or name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_handler(
+    State(app): State<AppState>,
+    Path(handler): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.engine
+        .delete_handler(&RecordRef::from_segment(&handler))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Give an `http` handler a new signing secret, shown in this answer only; the old one keeps signing alongside it for `hooks.rotation_overlap`.
+#[utoipa::path(post, path = "/v1/handlers/{handler}/rotate-secret", tag = "handlers", params(("handler" = String, Path, description = "id or name")),
+    responses((status = 200, body = HandlerView), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn rotate_secret(
+    State(app): State<AppState>,
+    Path(handler): Path<String>,
+) -> Result<axum::Json<HandlerView>, ApiError> {
+    let h = app
+        .engine
+        .rotate_handler_secret(&RecordRef::from_segment(&handler))
+        .await?;
+    Ok(axum::Json(h.into()))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// Only deliveries to this handler (id or name).
+    handler: Option<String>,
+    state: Option<DeliveryState>,
+    event_id: Option<i64>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// List deliveries of events to notify handlers, oldest first.
+#[utoipa::path(get, path = "/v1/deliveries", tag = "handlers", params(DeliveryQuery),
+    responses((status = 200, body = List<DeliveryView>), (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn list_deliveries(
+    State(app): State<AppState>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<axum::Json<List<DeliveryView>>, ApiError> {
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let handler_id = match &q.handler {
+        Some(h) => Some(app.engine.find_handler(&RecordRef::from_segment(h)).await?.id),
+        None => None,
+    };
+    let filter = DeliveryFilter {
+        handler_id,
+        state: q.state,
+        event_id: q.event_id.map(provisio_core::event::EventId),
+    };
+    let found = app.engine.list_deliveries(&filter, page).await?;
+    Ok(axum::Json(List::from_page(found, DeliveryView::from)))
+}
+
+/// Show a delivery with its attempt log.
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "handlers", params(("id" = i64, Path)),
+    responses((status = 200, body = DeliveryDetailView), (status = 404, body = Problem)))]
+async fn get_delivery(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DeliveryDetailView>, ApiError> {
+    let d = app.engine.get_delivery(DeliveryId(path_id(&id)?)).await?;
+    Ok(axum::Json(DeliveryDetailView {
+        delivery: d.delivery.into(),
+        log: d.attempts,
+    }))
+}
+
+/// Send a succeeded or failed delivery again, now.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/redeliver", tag = "handlers", params(("id" = i64, Path)),
+    responses((status = 202, body = DeliveryView), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn redeliver(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<DeliveryView>), ApiError> {
+    let d = app.engine.redeliver(DeliveryId(path_id(&id)?)).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(d.into())))
+}
