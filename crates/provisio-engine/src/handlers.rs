@@ -27,8 +27,8 @@ use crate::{Engine, EngineError, Result};
 pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=60_000;
 const DEFAULT_GATE_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_NOTIFY_TIMEOUT_MS: u64 = 15_000;
-/// Bounds of `disable_after`: from a minute to 30 days.
-pub const DISABLE_AFTER_SECS_RANGE: std::ops::RangeInclusive<u64> = 60..=30 * 86_400;
+/// Bounds of `disable_after`: from a second (tests, drills) to 30 days.
+pub const DISABLE_AFTER_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=30 * 86_400;
 const MAX_TARGET_LEN: usize = 2_000;
 const MAX_TEMPLATE_LEN: usize = 64 * 1024;
 

@@ -101,6 +101,7 @@ async fn announcements(db: Db) {
     assert_eq!(
         types(&app, &service_subject).await,
         [
+            "service.create.before",
             "service.create.succeeded",
             "service.suspend.before",
             "service.suspend.succeeded",
@@ -142,7 +143,8 @@ async fn announcements(db: Db) {
         .await
         .iter()
         .all(|t| t.starts_with("service.")));
-    assert_eq!(types(&app, "type=service.*.before").await.len(), 2);
+    // Two orders' creates and two requested actions.
+    assert_eq!(types(&app, "type=service.*.before").await.len(), 4);
     let future = (chrono::Utc::now() + chrono::Duration::minutes(5))
         .to_rfc3339()
         .replace('+', "%2B");

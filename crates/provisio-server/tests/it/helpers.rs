@@ -137,7 +137,12 @@ pub fn registry() -> Registry {
 }
 
 pub fn registry_with(recorder: Arc<Recorder>) -> Registry {
-    let mut r = Registry::builtin();
+    registry_in(recorder, PathBuf::from("modules"))
+}
+
+/// The built-in modules (the `script` module confined to `modules_dir`) and the test ones.
+pub fn registry_in(recorder: Arc<Recorder>, modules_dir: PathBuf) -> Registry {
+    let mut r = Registry::builtin_in(modules_dir);
     r.register(Arc::new(BackupModule::new()));
     r.register(recorder);
     r
@@ -216,7 +221,7 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
     // Prepare first so the admin key file exists before the test reads it.
     let recorder = Arc::new(Recorder::default());
     let engine = Arc::new(
-        provisio_server::prepare(&cfg, registry_with(recorder.clone()))
+        provisio_server::prepare(&cfg, registry_in(recorder.clone(), cfg.modules_dir.clone()))
             .await
             .unwrap(),
     );

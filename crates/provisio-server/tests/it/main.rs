@@ -1,6 +1,7 @@
 //! The REST API, driven over HTTP against a server started in-process on 127.0.0.1:0.
 
 mod helpers;
+mod hooks;
 
 mod actions;
 mod auth;
