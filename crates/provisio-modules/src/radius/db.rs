@@ -185,16 +185,18 @@ fn classify(e: &sqlx::Error) -> (Class, String) {
         E::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let what = format!("database error {code}: {}", db.message());
-            (class_of_code(&code), what)
+            let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+            (class_of_code(sqlite, &code), what)
         }
         other => (Class::Permanent, format!("database error: {other}")),
     }
 }
 
-/// PostgreSQL SQLSTATEs are five characters; SQLite codes are numbers (extended codes
-/// carry the primary one in their low byte).
-fn class_of_code(code: &str) -> Class {
-    if let Ok(n) = code.parse::<i64>() {
+/// PostgreSQL SQLSTATEs are five characters (some all digits); SQLite codes are numbers
+/// whose low byte is the primary code.
+fn class_of_code(sqlite: bool, code: &str) -> Class {
+    if sqlite {
+        let n = code.parse::<i64>().unwrap_or(1);
         return match n & 0xff {
             // SQLITE_BUSY, SQLITE_LOCKED: FreeRADIUS or another writer holds the lock.
             5 | 6 => Class::Refused,
@@ -242,12 +244,12 @@ mod tests {
 
     #[test]
     fn codes_are_classed() {
-        assert_eq!(class_of_code("5"), Class::Refused);
-        assert_eq!(class_of_code("517"), Class::Refused);
-        assert_eq!(class_of_code("1"), Class::Permanent);
-        assert_eq!(class_of_code("40001"), Class::Refused);
-        assert_eq!(class_of_code("08006"), Class::Transient);
-        assert_eq!(class_of_code("42P01"), Class::Permanent);
-        assert_eq!(class_of_code("28P01"), Class::Permanent);
+        assert_eq!(class_of_code(true, "5"), Class::Refused);
+        assert_eq!(class_of_code(true, "517"), Class::Refused);
+        assert_eq!(class_of_code(true, "1"), Class::Permanent);
+        assert_eq!(class_of_code(false, "40001"), Class::Refused);
+        assert_eq!(class_of_code(false, "08006"), Class::Transient);
+        assert_eq!(class_of_code(false, "42P01"), Class::Permanent);
+        assert_eq!(class_of_code(false, "28P01"), Class::Permanent);
     }
 }
