@@ -37,19 +37,12 @@ impl RadiusModule {
                 name: "radius".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 description: "ISP subscribers in a FreeRADIUS SQL database (SQLite or PostgreSQL): password, package group, suspension, accounting usage.".into(),
-                // Renew changes nothing in RADIUS, so it is not declared.
-                capabilities: vec![
-                    Capability::Create,
-                    Capability::Suspend,
-                    Capability::Unsuspend,
-                    Capability::Terminate,
-                    Capability::ChangePassword,
-                    Capability::ChangePackage,
+                capabilities: Capability::lifecycle_and(&[
                     Capability::Lookup,
                     Capability::ListAccounts,
                     Capability::Usage,
                     Capability::TestConnection,
-                ],
+                ]),
                 custom_actions: vec![],
                 server_schema: config::server_schema(),
                 product_schema: config::product_schema(),
@@ -164,6 +157,7 @@ impl RadiusModule {
             .map_err(|e| e.into_module_error(action))?;
         match &request.action {
             Action::Lookup => lookup(&db, &server, username(request)?).await,
+            Action::Renew => renew(&db, &server, username(request)?).await,
             Action::ListAccounts => list_accounts(&db, &server, &request.params).await,
             Action::Usage => usage(&db, &server, request).await,
             Action::TestConnection => test_connection(&db, &server).await,
@@ -463,6 +457,27 @@ async fn lookup(db: &Db, server: &ServerConfig, user: &str) -> Result<ActionRepl
     })
 }
 
+/// RADIUS has no expiry of its own to extend (the engine suspends and unsuspends), so a
+/// renewal only confirms that the account is there.
+async fn renew(db: &Db, server: &ServerConfig, user: &str) -> Result<ActionReply, ModuleError> {
+    let err = |e: DbError| e.into_module_error(&format!("renew {user}"));
+    let mut conn = read_conn(db, server).await.map_err(err)?;
+    let exists = timed(
+        server.timeout,
+        Phase::BeforeCommit,
+        sql::user_exists(&mut conn, user),
+    )
+    .await
+    .map_err(err)?;
+    if exists {
+        Ok(ActionReply::default())
+    } else {
+        Err(ModuleError::permanent(format!(
+            "renew {user}: there is no such account"
+        )))
+    }
+}
+
 fn account(user: &str, state: &sql::AccountState, server: &ServerConfig) -> RemoteAccount {
     let suspended = state.suspended(&server.suspend_group);
     RemoteAccount {
@@ -647,6 +662,19 @@ async fn test_connection(db: &Db, server: &ServerConfig) -> Result<ActionReply, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemas_check_out_and_the_registry_has_the_module() {
+        let module = RadiusModule::new();
+        for scope in [
+            SchemaScope::Server,
+            SchemaScope::Product,
+            SchemaScope::Service,
+        ] {
+            module.info().schema(scope).check().unwrap();
+        }
+        assert!(crate::Registry::builtin().get("radius").is_some());
+    }
 
     #[test]
     fn period_defaults_to_the_month() {

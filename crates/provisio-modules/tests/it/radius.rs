@@ -629,6 +629,8 @@ async fn radius_lifecycle_authenticates_through_freeradius() {
     assert!(answer.has("Idle-Timeout = 600"), "{answer:?}");
     assert!(!answer.has("Session-Timeout = 3600"), "{answer:?}");
 
+    f.ok(Action::Renew, user, json!({})).await;
+
     // Accounting history survives terminate.
     radius
         .acct(&format!("User-Name = \"{user}\", Acct-Status-Type = Start, Acct-Session-Id = \"t1\", NAS-IP-Address = 127.0.0.1, NAS-Port = 1"))
@@ -657,9 +659,15 @@ async fn radius_lifecycle_authenticates_through_freeradius() {
     );
     // Terminating what is gone succeeds; the other actions say there is nothing.
     f.ok(Action::Terminate, user, json!({})).await;
-    let e = f.call(Action::Suspend, user, json!({})).await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
-    assert!(e.message.contains("no such account"), "{e}");
+    for action in [Action::Suspend, Action::Renew, Action::ChangePassword] {
+        let e = f
+            .call(action.clone(), user, json!({"new_password": NEW_PASSWORD}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Permanent, "{action}: {e}");
+        assert!(e.message.contains("no such account"), "{action}: {e}");
+        assert!(!e.message.contains(NEW_PASSWORD), "{action}: {e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
