@@ -20,6 +20,7 @@ use sqlx::{Connection, Row};
 
 const FREERADIUS: &str = "/usr/sbin/freeradius";
 const RADCLIENT: &str = "/usr/bin/radclient";
+const PG_DRIVER: &str = "/usr/lib/freeradius/rlm_sql_postgresql.so";
 const SCHEMA_DIR: &str = "/etc/freeradius/3.0/mods-config/sql/main";
 const RADIUS_SECRET: &str = "nas-Secret-4411";
 const PASSWORD: &str = "svc-Pa55word-7c1e";
@@ -32,6 +33,10 @@ fn require_tools() {
             "{tool} is missing: run scripts/test, which installs freeradius and freeradius-utils"
         );
     }
+    assert!(
+        Path::new(PG_DRIVER).exists(),
+        "{PG_DRIVER} is missing: run scripts/test, which installs freeradius-postgresql"
+    );
     for dialect in ["sqlite", "postgresql"] {
         let schema = format!("{SCHEMA_DIR}/{dialect}/schema.sql");
         assert!(
@@ -169,9 +174,28 @@ fn free_udp_port() -> u16 {
     s.local_addr().unwrap().port()
 }
 
-fn radiusd_conf(dir: &Path, db: &Path, auth_port: u16, acct_port: u16) -> String {
+/// The `sql` module's connection lines for the database at `url` (the module's URL).
+fn sql_connection(url: &str) -> String {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        format!(
+            "dialect = \"sqlite\"\n    driver = \"rlm_sql_sqlite\"\n    sqlite {{\n      filename = \"{path}\"\n      busy_timeout = 5000\n    }}\n    radius_db = \"radius\""
+        )
+    } else {
+        let u = url::Url::parse(url).expect("a postgres:// URL");
+        format!(
+            "dialect = \"postgresql\"\n    driver = \"rlm_sql_postgresql\"\n    server = \"{}\"\n    port = {}\n    login = \"{}\"\n    password = \"{}\"\n    radius_db = \"{}\"",
+            u.host_str().unwrap(),
+            u.port().unwrap_or(5432),
+            u.username(),
+            u.password().unwrap_or(""),
+            u.path().trim_start_matches('/'),
+        )
+    }
+}
+
+fn radiusd_conf(dir: &Path, db_url: &str, auth_port: u16, acct_port: u16) -> String {
     let d = dir.display();
-    let db = db.display();
+    let connection = sql_connection(db_url);
     // A minimal radiusd.conf: dictionaries and SQL queries from the packages, everything
     // else here. `expr` provides the %{tolower:} and %{md5:} expansions the queries and
     // the accounting key need. No user/group: it runs as whoever runs the tests.
@@ -221,13 +245,7 @@ modules {{
     normalise = yes
   }}
   sql {{
-    dialect = "sqlite"
-    driver = "rlm_sql_sqlite"
-    sqlite {{
-      filename = "{db}"
-      busy_timeout = 5000
-    }}
-    radius_db = "radius"
+    {connection}
     acct_table1 = "radacct"
     acct_table2 = "radacct"
     postauth_table = "radpostauth"
@@ -287,13 +305,19 @@ server default {{
 }
 
 impl FreeRadius {
+    /// FreeRADIUS on a new SQLite database.
     async fn start() -> FreeRadius {
-        require_tools();
         let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(&sqlite_database(dir.path()).await);
+        Self::start_on(dir, url).await
+    }
+
+    /// FreeRADIUS on the database at `db_url` (sqlite:// or postgres://), configured in `dir`.
+    async fn start_on(dir: tempfile::TempDir, db_url: String) -> FreeRadius {
+        require_tools();
         for sub in ["log", "run", "acct"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        let db = sqlite_database(dir.path()).await;
         // Ports are picked free and then released, so another process may take one in
         // between: try a few times.
         let mut last_log = String::new();
@@ -301,7 +325,7 @@ impl FreeRadius {
             let (auth_port, acct_port) = (free_udp_port(), free_udp_port());
             std::fs::write(
                 dir.path().join("radiusd.conf"),
-                radiusd_conf(dir.path(), &db, auth_port, acct_port),
+                radiusd_conf(dir.path(), &db_url, auth_port, acct_port),
             )
             .unwrap();
             let log = dir.path().join(format!("log/out-{auth_port}.txt"));
@@ -320,7 +344,7 @@ impl FreeRadius {
                 if text.contains("Ready to process requests") {
                     return FreeRadius {
                         _dir: dir,
-                        db_url: sqlite_url(&db),
+                        db_url,
                         auth_port,
                         acct_port,
                         child,
@@ -1163,5 +1187,52 @@ async fn radius_lifecycle_and_usage_on_postgresql() {
         rows(&url, "SELECT id FROM radusergroup WHERE username = 'kim'")
             .await
             .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn radius_freeradius_on_postgresql_authenticates_and_accounts() {
+    let url = pg_database().await;
+    let radius = FreeRadius::start_on(tempfile::tempdir().unwrap(), url.clone()).await;
+    let f = Fixture::new(&url, json!({}), basic_product());
+    let user = "pat";
+    f.ok(Action::Create, user, json!({})).await;
+    let answer = radius.auth(user, PASSWORD).await;
+    assert!(answer.accepted(), "{answer:?}");
+    assert!(answer.has("Reply-Message = \"basic plan\""), "{answer:?}");
+    f.ok(Action::Suspend, user, json!({})).await;
+    assert_eq!(radius.auth(user, PASSWORD).await.code, "Access-Reject");
+    f.ok(Action::Unsuspend, user, json!({})).await;
+    assert!(radius.auth(user, PASSWORD).await.accepted());
+    let gold =
+        new_product(json!({"group": "gold", "reply_attributes": {"Reply-Message": "gold plan"}}));
+    f.ok(Action::ChangePackage, user, json!({"new_product": gold}))
+        .await;
+    assert!(radius
+        .auth(user, PASSWORD)
+        .await
+        .has("Reply-Message = \"gold plan\""));
+
+    let nas = "NAS-IP-Address = 127.0.0.1, NAS-Port = 3";
+    radius
+        .acct(&format!(
+            "User-Name = \"{user}\", Acct-Status-Type = Start, Acct-Session-Id = \"p1\", {nas}"
+        ))
+        .await;
+    radius
+        .acct(&format!("User-Name = \"{user}\", Acct-Status-Type = Stop, Acct-Session-Id = \"p1\", {nas}, Acct-Session-Time = 90, Acct-Input-Octets = 10, Acct-Output-Octets = 20, Acct-Output-Gigawords = 3"))
+        .await;
+    let reply = f.ok(Action::Usage, "", json!({})).await;
+    let report = reply.usage.iter().find(|u| u.username == user).unwrap();
+    assert_eq!(report.metrics["data"].used, ((3u64 << 32) + 30) as f64);
+
+    f.ok(Action::Terminate, user, json!({})).await;
+    assert_eq!(radius.auth(user, PASSWORD).await.code, "Access-Reject");
+    let reply = f.ok(Action::Usage, "", json!({})).await;
+    let report = reply.usage.iter().find(|u| u.username == user).unwrap();
+    assert_eq!(
+        report.metrics["data"].used,
+        ((3u64 << 32) + 30) as f64,
+        "history stays"
     );
 }
