@@ -243,6 +243,35 @@ mod tests {
     }
 
     #[test]
+    fn only_an_unanswered_commit_is_unknown() {
+        use provisio_core::module::ErrorKind;
+        let reset = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let t = Duration::from_secs(3);
+        let kind = |e: DbError| e.into_module_error("create alice").kind;
+        assert_eq!(
+            kind(DbError::Sql(Phase::Commit, sqlx::Error::Io(reset()))),
+            ErrorKind::Unknown
+        );
+        assert_eq!(
+            kind(DbError::TimedOut(Phase::Commit, t)),
+            ErrorKind::Unknown
+        );
+        assert_eq!(
+            kind(DbError::Sql(Phase::BeforeCommit, sqlx::Error::Io(reset()))),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind(DbError::TimedOut(Phase::BeforeCommit, t)),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind(DbError::Sql(Phase::BeforeCommit, sqlx::Error::PoolTimedOut)),
+            ErrorKind::Transient
+        );
+        assert_eq!(kind(DbError::BadUrl), ErrorKind::Permanent);
+    }
+
+    #[test]
     fn codes_are_classed() {
         assert_eq!(class_of_code(true, "5"), Class::Refused);
         assert_eq!(class_of_code(true, "517"), Class::Refused);

@@ -1181,6 +1181,7 @@ async fn radius_lifecycle_and_usage_on_postgresql() {
     assert_eq!(lee.metrics["data"].used, 4294967296.0 + 105.0 + 999.0);
 
     f.ok(Action::TestConnection, "", json!({})).await;
+    concurrent_creates_write_the_group_once(&url).await;
     f.ok(Action::Terminate, "kim", json!({})).await;
     assert_eq!(f.lookup("kim").await, None);
     assert!(
@@ -1234,5 +1235,40 @@ async fn radius_freeradius_on_postgresql_authenticates_and_accounts() {
         report.metrics["data"].used,
         ((3u64 << 32) + 30) as f64,
         "history stays"
+    );
+}
+
+/// Creates of one new package running at once (the engine runs up to `max_concurrent` jobs
+/// per server) leave the group's rows written once, not once per create.
+async fn concurrent_creates_write_the_group_once(url: &str) {
+    let f = std::sync::Arc::new(Fixture::new(
+        url,
+        json!({}),
+        json!({"group": "burst", "reply_attributes": {"Reply-Message": "burst", "Framed-Pool": ["p1", "p2"]}}),
+    ));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let f = f.clone();
+            tokio::spawn(async move { f.ok(Action::Create, &format!("burst{i}"), json!({})).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        rows(
+            url,
+            "SELECT attribute, value FROM radgroupreply WHERE groupname = 'burst' ORDER BY id"
+        )
+        .await,
+        vec!["Reply-Message|burst", "Framed-Pool|p1", "Framed-Pool|p2"]
+    );
+    assert_eq!(
+        rows(
+            url,
+            "SELECT COUNT(*) FROM radusergroup WHERE groupname = 'burst'"
+        )
+        .await,
+        vec!["8"]
     );
 }
