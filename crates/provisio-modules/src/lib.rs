@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod noop;
+pub mod radius;
 pub mod script;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ impl Registry {
         let mut r = Self::empty();
         r.register(Arc::new(http::HttpModule::new()));
         r.register(Arc::new(noop::NoopModule::new()));
+        r.register(Arc::new(radius::RadiusModule::new()));
         r.register(Arc::new(script::ScriptModule::new(modules_dir)));
         r
     }
