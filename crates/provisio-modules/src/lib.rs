@@ -4,6 +4,8 @@
 
 pub mod http;
 pub mod noop;
+pub mod postgres;
+pub mod scim;
 pub mod script;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,8 @@ impl Registry {
         let mut r = Self::empty();
         r.register(Arc::new(http::HttpModule::new()));
         r.register(Arc::new(noop::NoopModule::new()));
+        r.register(Arc::new(postgres::PostgresModule::new()));
+        r.register(Arc::new(scim::ScimModule::new()));
         r.register(Arc::new(script::ScriptModule::new(modules_dir)));
         r
     }

@@ -1,4 +1,7 @@
-//! Built-in modules against real local peers: executables for `script`, an HTTP server for `http`.
+//! Built-in modules against real local peers: executables for `script`, an HTTP server for
+//! `http`, throwaway PostgreSQL clusters for `postgres`, the scim2-server for `scim`.
 
 mod http;
+mod postgres;
+mod scim;
 mod script;
