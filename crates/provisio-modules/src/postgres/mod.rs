@@ -292,8 +292,9 @@ impl Session {
             "reading the role",
             Box::pin(
                 sqlx::query(
-                    "SELECT rolcanlogin, rolconnlimit, shobj_description(oid, 'pg_authid') \
-                 FROM pg_roles WHERE rolname = $1",
+                    "SELECT r.rolcanlogin, r.rolconnlimit, shobj_description(r.oid, 'pg_authid'), \
+                        (SELECT count(*) FROM pg_stat_activity a WHERE a.usename = r.rolname) \
+                 FROM pg_roles r WHERE r.rolname = $1",
                 )
                 .bind(role.as_str())
                 .fetch_optional(&mut self.conn),
@@ -304,6 +305,7 @@ impl Session {
             can_login: row.get(0),
             connection_limit: row.get(1),
             comment: row.get(2),
+            sessions: row.get(3),
         }))
     }
 
@@ -336,14 +338,19 @@ struct RoleState {
     can_login: bool,
     connection_limit: i32,
     comment: Option<String>,
+    /// Sessions of the role open now.
+    sessions: i64,
 }
 
 impl RoleState {
+    /// `suspended` only once login is off *and* no session is left: a suspend that stopped
+    /// between the two (unknown outcome) reads as `suspending`, so that the engine's lookup
+    /// does not count it as done.
     fn status(&self) -> &'static str {
-        if self.can_login {
-            "active"
-        } else {
-            "suspended"
+        match (self.can_login, self.sessions) {
+            (true, _) => "active",
+            (false, 0) => "suspended",
+            (false, _) => "suspending",
         }
     }
 }
@@ -422,13 +429,15 @@ async fn run(request: &ActionRequest) -> Result<ActionReply, PgError> {
     }
 }
 
-/// Creates the role (with the ownership marker, in one transaction) and its database.
+/// Creates the database, then — in one transaction — the role, its marker and the
+/// database's hand-over to it. The role is the commit point: it never exists without its
+/// database, so `lookup` can judge a create by the role alone.
 ///
-/// Repeating a create is safe: a role of this name that carries this service's marker is
-/// this create's own earlier work (a retry after an unknown outcome), and is brought to the
-/// wanted state (login, password, limit); a role without the marker belongs to someone else
-/// and is a permanent conflict. The database is created when missing and accepted when the
-/// role owns it.
+/// Repeating a create is safe. A role of this name carrying this service's marker means the
+/// create completed before (a retry after an unknown outcome): it is brought to the wanted
+/// state (login, password, limit) and the create succeeds. A database carrying the marker
+/// but no role yet is an earlier attempt that stopped half-way, and is finished. A role or
+/// database without the marker belongs to someone else: a permanent conflict.
 async fn create(
     s: &mut Session,
     request: &ActionRequest,
@@ -439,90 +448,102 @@ async fn create(
     let limit = connection_limit(&request.product.settings)?;
     let marker = ownership_marker(request);
     let ident = role.ident();
+    let mark = quote_literal(&marker);
+    let done = || {
+        let mut outputs = Settings::new();
+        outputs.insert("role".into(), json!(role.as_str()));
+        outputs.insert("database".into(), json!(role.as_str()));
+        Ok(ActionReply {
+            outputs,
+            ..ActionReply::default()
+        })
+    };
+    let adopt_role = |state: Option<RoleState>| match state {
+        Some(state) if state.comment.as_deref() == Some(marker.as_str()) => Ok(()),
+        _ => Err(PgError::Conflict(format!(
+            "role {:?} already exists and was not created for this service",
+            role.as_str()
+        ))),
+    };
 
-    let create_role = format!(
-        "CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
-           PASSWORD {password} CONNECTION LIMIT {limit}; \
-         COMMENT ON ROLE {ident} IS {}",
-        quote_literal(&marker)
-    );
-    match s.exec("creating the role", &create_role).await {
-        Ok(()) => {}
-        Err(PgError::Statement { source, .. })
-            if sqlstate(&source).as_deref() == Some(error::DUPLICATE_OBJECT) =>
-        {
-            // Both statements were rolled back together.
-            let state = s.role_state(role).await?;
-            match state {
-                Some(state) if state.comment.as_deref() == Some(marker.as_str()) => {
-                    s.exec(
-                        "updating the existing role",
-                        &format!(
-                            "ALTER ROLE {ident} LOGIN PASSWORD {password} CONNECTION LIMIT {limit}"
-                        ),
-                    )
-                    .await?;
-                }
-                _ => {
-                    return Err(PgError::Conflict(format!(
-                        "role {:?} already exists and was not created for this service",
-                        role.as_str()
-                    )))
-                }
-            }
-        }
-        Err(e) => return Err(e),
+    if let Some(state) = s.role_state(role).await? {
+        adopt_role(Some(state))?;
+        s.exec(
+            "updating the existing role",
+            &format!("ALTER ROLE {ident} LOGIN PASSWORD {password} CONNECTION LIMIT {limit}"),
+        )
+        .await?;
+        return done();
     }
 
-    let owner: Option<String> = bounded(
+    let comment: Option<Option<String>> = bounded(
         s.limit,
         "reading the database",
         Box::pin(
             sqlx::query_scalar(
-                "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
             )
             .bind(role.as_str())
             .fetch_optional(&mut s.conn),
         ),
     )
     .await?;
-    match owner {
-        Some(owner) if owner == role.as_str() => {}
+    match comment {
+        Some(comment) if comment.as_deref() == Some(marker.as_str()) => {}
         Some(_) => {
             return Err(PgError::Conflict(format!(
-                "database {:?} already exists and is owned by another role",
+                "database {:?} already exists and was not created for this service",
                 role.as_str()
             )))
         }
-        None => match s
-            .exec(
-                "creating the database",
-                &format!("CREATE DATABASE {ident} OWNER {ident}"),
+        None => {
+            // CREATE DATABASE cannot share a transaction; the marker follows at once, with
+            // PUBLIC's access taken away before anyone but the admin could use it.
+            match s
+                .exec("creating the database", &format!("CREATE DATABASE {ident}"))
+                .await
+            {
+                Ok(()) => {}
+                Err(PgError::Statement { source, .. })
+                    if sqlstate(&source).as_deref() == Some(error::DUPLICATE_DATABASE) =>
+                {
+                    return Err(PgError::Conflict(format!(
+                        "database {:?} was created by someone else meanwhile",
+                        role.as_str()
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+            s.exec(
+                "marking the database",
+                &format!(
+                    "COMMENT ON DATABASE {ident} IS {mark}; \
+                     REVOKE ALL ON DATABASE {ident} FROM PUBLIC"
+                ),
             )
-            .await
-        {
-            Ok(()) => {}
-            // A concurrent attempt of the same create got there first; the owner is
-            // checked by that attempt, and by lookup.
-            Err(PgError::Statement { source, .. })
-                if sqlstate(&source).as_deref() == Some(error::DUPLICATE_DATABASE) => {}
-            Err(e) => return Err(e),
-        },
+            .await?;
+        }
     }
-    // Only the owner (and superusers) may connect: other customers' roles get no access.
-    s.exec(
-        "restricting access to the database",
-        &format!("REVOKE ALL ON DATABASE {ident} FROM PUBLIC"),
-    )
-    .await?;
 
-    let mut outputs = Settings::new();
-    outputs.insert("role".into(), json!(role.as_str()));
-    outputs.insert("database".into(), json!(role.as_str()));
-    Ok(ActionReply {
-        outputs,
-        ..ActionReply::default()
-    })
+    // One simple query with several statements is one transaction.
+    let create_role = format!(
+        "CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
+           PASSWORD {password} CONNECTION LIMIT {limit}; \
+         COMMENT ON ROLE {ident} IS {mark}; \
+         ALTER DATABASE {ident} OWNER TO {ident}; \
+         REVOKE ALL ON DATABASE {ident} FROM PUBLIC"
+    );
+    match s.exec("creating the role", &create_role).await {
+        Ok(()) => done(),
+        // A concurrent attempt of the same create got there first.
+        Err(PgError::Statement { source, .. })
+            if sqlstate(&source).as_deref() == Some(error::DUPLICATE_OBJECT) =>
+        {
+            adopt_role(s.role_state(role).await?)?;
+            done()
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn require_role(s: &mut Session, role: &RoleName) -> Result<RoleState, PgError> {
@@ -712,9 +733,9 @@ async fn list(
         let username = name[prefix.len()..].to_string();
         let can_login: bool = row.get(1);
         let connection_limit: i32 = row.get(2);
+        let sessions: i64 = row.get(4);
         if usage {
             let size: Option<i64> = row.get(3);
-            let sessions: i64 = row.get(4);
             let mut metrics = std::collections::BTreeMap::new();
             if let Some(size) = size {
                 metrics.insert(
@@ -740,6 +761,7 @@ async fn list(
                 can_login,
                 connection_limit,
                 comment: None,
+                sessions,
             };
             reply.accounts.push(RemoteAccount {
                 username,

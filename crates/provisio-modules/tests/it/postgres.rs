@@ -433,6 +433,38 @@ async fn still_works(conn: &mut PgConnection) -> bool {
 
 // ------------------------------------------------------------------ lifecycle
 
+#[test]
+fn the_registry_offers_the_module_with_checked_settings() {
+    let registry = provisio_modules::Registry::builtin();
+    let info = registry.info("postgres").expect("postgres is built in");
+    let settings = info
+        .server_schema
+        .validate(
+            &object(json!({"host": "db.example.com", "admin_password": "x", "prefix": "h1_"})),
+            Mode::Complete,
+        )
+        .unwrap();
+    assert_eq!(settings["port"], 5432);
+    assert_eq!(settings["admin_user"], "postgres");
+    assert_eq!(settings["admin_database"], "postgres");
+    assert_eq!(settings["sslmode"], "prefer");
+    let errors = info
+        .server_schema
+        .validate(
+            &object(json!({"host": "db; drop", "prefix": "H1-", "sslmode": "maybe"})),
+            Mode::Complete,
+        )
+        .unwrap_err();
+    let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["host", "prefix", "sslmode"]);
+    assert!(info.server_schema.secret_fields().eq(["admin_password"]));
+    let product = info
+        .product_schema
+        .validate(&Settings::new(), Mode::Complete)
+        .unwrap();
+    assert_eq!(product["connection_limit"], 10);
+}
+
 #[tokio::test]
 async fn each_lifecycle_step_is_proven_by_logging_in() {
     let f = Fixture::new("life").await;
@@ -476,8 +508,17 @@ async fn each_lifecycle_step_is_proven_by_logging_in() {
         })
     );
 
-    // Suspend: the open session is cut and new logins are refused.
+    // NOLOGIN alone (a suspend that stopped half-way) leaves the open session working, and
+    // lookup does not call that suspended.
+    f.admin_exec(&format!("ALTER ROLE \"{role}\" NOLOGIN"))
+        .await;
     assert!(still_works(&mut session).await);
+    assert_eq!(
+        f.lookup("dana").await.unwrap().status.as_deref(),
+        Some("suspending")
+    );
+
+    // Suspend: the open session is cut and new logins are refused.
     f.ok(&f.request(Action::Suspend, 11, "dana")).await;
     assert!(
         !still_works(&mut session).await,
@@ -567,14 +608,15 @@ async fn a_repeated_create_is_ours_but_a_foreign_role_is_a_conflict() {
     assert_eq!(reply.outputs.get("role"), Some(&json!(f.role("fay"))));
     assert!(f.cluster.login(&f.role("fay"), PASSWORD).await.is_ok());
 
-    // A create that got as far as the role but not the database finishes the job.
-    f.admin_exec(&format!("DROP DATABASE \"{}\"", f.role("fay")))
+    // A create that stopped after the database, before the role: the retry finishes it.
+    let fay = f.role("fay");
+    f.admin_exec(&format!("ALTER DATABASE \"{fay}\" OWNER TO postgres"))
         .await;
+    f.admin_exec(&format!("DROP ROLE \"{fay}\"")).await;
+    assert_eq!(f.lookup("fay").await, None, "no role, no account");
     f.create(21, "fay").await;
-    assert_eq!(
-        f.database_owner(&f.role("fay")).await.as_deref(),
-        Some(f.role("fay").as_str())
-    );
+    assert_eq!(f.database_owner(&fay).await.as_deref(), Some(fay.as_str()));
+    assert!(f.cluster.login(&fay, PASSWORD).await.is_ok());
 
     // Another service with the same name on this server is not this one.
     let e = assert_kind(
@@ -609,7 +651,8 @@ async fn a_repeated_create_is_ours_but_a_foreign_role_is_a_conflict() {
         f.call(&f.request(Action::Create, 24, "hal")).await,
         ErrorKind::Permanent,
     );
-    assert!(e.contains("owned by another role"), "{e}");
+    assert!(e.contains("not created for this service"), "{e}");
+    assert_eq!(f.role_row(&f.role("hal")).await, None);
 }
 
 // ------------------------------------------------------------------ listing and usage

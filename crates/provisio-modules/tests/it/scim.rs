@@ -339,6 +339,28 @@ fn assert_no_secrets(text: &str) {
 
 // ------------------------------------------------------------------ lifecycle
 
+#[test]
+fn the_registry_offers_the_module_with_checked_settings() {
+    let registry = provisio_modules::Registry::builtin();
+    let info = registry.info("scim").expect("scim is built in");
+    let settings = info
+        .server_schema
+        .validate(
+            &object(json!({"base_url": "https://app.example.com/scim/v2", "token": "t"})),
+            Mode::Complete,
+        )
+        .unwrap();
+    assert_eq!(settings["timeout_seconds"], 30);
+    assert_eq!(settings["package_attribute"], "userType");
+    let errors = info
+        .server_schema
+        .validate(&object(json!({"base_url": "ftp://x"})), Mode::Complete)
+        .unwrap_err();
+    let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["base_url", "token"]);
+    assert!(info.server_schema.secret_fields().eq(["token"]));
+}
+
 #[tokio::test]
 async fn each_lifecycle_step_shows_on_the_scim_server() {
     let f = Fixture::new().await;
