@@ -177,9 +177,16 @@ impl Server {
         };
         let host =
             text("host").ok_or_else(|| PgError::InvalidInput("the server has no host".into()))?;
+        // The schema's pattern, checked again: the prefix becomes part of every identifier.
         let prefix = text("prefix")
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| PgError::InvalidInput("the server has no name prefix".into()))?;
+            .filter(|p| {
+                p.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .ok_or_else(|| {
+                PgError::InvalidInput("the server's name prefix is missing or invalid".into())
+            })?;
         let port = u16::try_from(int("port", DEFAULT_PORT))
             .map_err(|_| PgError::InvalidInput("the port is out of range".into()))?;
         let sslmode = match text("sslmode").unwrap_or("prefer") {

@@ -831,6 +831,14 @@ async fn failures_are_classified_and_never_show_a_secret() {
         assert!(e.contains("cannot be a PostgreSQL role"), "{bad}: {e}");
     }
 
+    // Settings made by hand, past the schema: a prefix that could break out of a name.
+    let mut req = f.request(Action::Create, 53, "ida");
+    req.server
+        .settings
+        .insert("prefix".into(), json!("x\"; DROP ROLE postgres; --"));
+    let e = assert_kind(f.call(&req).await, ErrorKind::Permanent);
+    assert!(e.contains("prefix"), "{e}");
+
     // Acting on an account that does not exist.
     for action in [Action::Suspend, Action::Unsuspend, Action::ChangePassword] {
         let mut req = f.request(action.clone(), 54, "nobody");
