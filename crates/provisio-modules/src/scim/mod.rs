@@ -238,7 +238,15 @@ impl ScimModule {
             Action::ListAccounts => list(&remote, &request.params, attribute).await,
             Action::Lookup => {
                 let username = &service(request)?.username;
-                let user = find(&remote, username, attribute).await?;
+                let ours = external_id(request);
+                // A User whose externalId names another owner is not this service's account,
+                // even with the same userName: reporting it would let the engine take a
+                // create whose answer was lost as done with someone else's User. A User
+                // without externalId (made in the application, imported) cannot be told
+                // apart and is reported.
+                let user = find(&remote, username, attribute)
+                    .await?
+                    .filter(|u| u.external_id.as_deref().is_none_or(|e| e == ours));
                 Ok(ActionReply {
                     account: user.map(|u| u.account()),
                     ..ActionReply::default()

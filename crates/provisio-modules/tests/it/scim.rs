@@ -140,15 +140,18 @@ impl ScimServer {
 
     /// Creates a User behind the module's back.
     async fn create_directly(&self, username: &str) -> String {
+        self.create_directly_with(username, json!({})).await
+    }
+
+    async fn create_directly_with(&self, username: &str, extra: Value) -> String {
+        let mut user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": username});
+        user.as_object_mut().unwrap().extend(object(extra));
         let r = self
             .http
             .post(format!("{}/Users", self.base))
             .bearer_auth(TOKEN)
             .header("content-type", "application/scim+json")
-            .body(
-                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": username})
-                    .to_string(),
-            )
+            .body(user.to_string())
             .send()
             .await
             .unwrap();
@@ -290,8 +293,8 @@ impl Fixture {
         reply.outputs["scim_id"].as_str().unwrap().to_string()
     }
 
-    async fn lookup(&self, username: &str) -> Option<RemoteAccount> {
-        self.ok(&self.request(Action::Lookup, 1, username))
+    async fn lookup(&self, service_id: i64, username: &str) -> Option<RemoteAccount> {
+        self.ok(&self.request(Action::Lookup, service_id, username))
             .await
             .account
     }
@@ -381,7 +384,7 @@ async fn each_lifecycle_step_shows_on_the_scim_server() {
     assert_eq!(s.users_with_password("olga", PASSWORD).await, 1);
     assert_eq!(s.users_with_password("olga", "something-else").await, 0);
     assert_eq!(
-        f.lookup("olga").await,
+        f.lookup(11, "olga").await,
         Some(RemoteAccount {
             username: "olga".into(),
             status: Some("active".into()),
@@ -393,7 +396,7 @@ async fn each_lifecycle_step_shows_on_the_scim_server() {
     f.ok(&f.request_for(Action::Suspend, 11, "olga", &id)).await;
     assert_eq!(s.user(&id).await["active"], false);
     assert_eq!(
-        f.lookup("olga").await.unwrap().status.as_deref(),
+        f.lookup(11, "olga").await.unwrap().status.as_deref(),
         Some("suspended")
     );
     f.ok(&f.request_for(Action::Unsuspend, 11, "olga", &id))
@@ -420,14 +423,14 @@ async fn each_lifecycle_step_shows_on_the_scim_server() {
     f.ok(&req).await;
     assert_eq!(s.user(&id).await["userType"], "saas-enterprise");
     assert_eq!(
-        f.lookup("olga").await.unwrap().package.as_deref(),
+        f.lookup(11, "olga").await.unwrap().package.as_deref(),
         Some("saas-enterprise")
     );
 
     f.ok(&f.request_for(Action::Terminate, 11, "olga", &id))
         .await;
     assert_eq!(s.get(&format!("/Users/{id}")).await.0, 404);
-    assert_eq!(f.lookup("olga").await, None);
+    assert_eq!(f.lookup(11, "olga").await, None);
     // Already gone (404) counts as done, with or without the stored id.
     f.ok(&f.request_for(Action::Terminate, 11, "olga", &id))
         .await;
@@ -460,8 +463,19 @@ async fn a_repeated_create_is_ours_but_a_taken_name_is_a_conflict() {
         ErrorKind::Permanent,
     );
     assert!(e.contains("already taken"), "{e}");
+    // Its lookup reports the User; the other service's lookup does not (not its account).
+    assert!(f.lookup(21, "quinn").await.is_some());
+    let other = f.ok(&f.request(Action::Lookup, 22, "quinn")).await;
+    assert_eq!(other.account, None);
+    // A User owned by another provisioning client is not reported either; one made in the
+    // application without externalId cannot be told apart and is.
+    f.server
+        .create_directly_with("sven", json!({"externalId": "other-idp-77"}))
+        .await;
+    assert_eq!(f.lookup(24, "sven").await, None);
     // A User made by someone else.
     f.server.create_directly("rita").await;
+    assert!(f.lookup(23, "rita").await.is_some());
     let e = assert_kind(
         f.call(&f.request(Action::Create, 23, "rita")).await,
         ErrorKind::Permanent,
