@@ -61,7 +61,7 @@ fn info() -> ModuleInfo {
             .required()
             .default_value("postgres")
             .pattern(r"[A-Za-z_][A-Za-z0-9_$.-]{0,62}")
-            .help("A superuser, or a role with CREATEROLE and CREATEDB that may signal the sessions of the roles it creates."),
+            .help("A superuser, or a role with CREATEROLE and CREATEDB that becomes a member of the roles it creates (see docs/modules/postgres.md)."),
         Field::secret("admin_password", "Admin password")
             .help("The admin user's password; stored encrypted. Leave unset where the server trusts the connection."),
         Field::string("admin_database", "Admin database")
