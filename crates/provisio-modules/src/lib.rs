@@ -4,7 +4,9 @@
 
 pub mod http;
 pub mod noop;
+pub mod postgres;
 pub mod radius;
+pub mod scim;
 pub mod script;
 
 use std::collections::BTreeMap;
@@ -34,6 +36,8 @@ impl Registry {
         r.register(Arc::new(http::HttpModule::new()));
         r.register(Arc::new(noop::NoopModule::new()));
         r.register(Arc::new(radius::RadiusModule::new()));
+        r.register(Arc::new(postgres::PostgresModule::new()));
+        r.register(Arc::new(scim::ScimModule::new()));
         r.register(Arc::new(script::ScriptModule::new(modules_dir)));
         r
     }
