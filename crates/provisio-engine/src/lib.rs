@@ -15,10 +15,10 @@ mod error;
 pub mod events;
 mod gates;
 pub mod handlers;
-pub mod mailer;
 pub mod input;
 pub mod keys;
 pub mod limits;
+pub mod mailer;
 pub mod patch;
 pub mod rules;
 pub mod worker;
@@ -33,11 +33,11 @@ use provisio_modules::Registry;
 use provisio_store::Store;
 
 pub use actions::{ActionInput, JobDetail};
-pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
-pub use rules::{RuleCreate, RulePatch};
 pub use catalog::ProductView;
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
+pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
+pub use rules::{RuleCreate, RulePatch};
 
 /// Instance-wide choices the engine needs.
 #[derive(Debug, Clone)]

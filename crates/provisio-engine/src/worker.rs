@@ -132,7 +132,10 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         shared.owner.clone(),
         stop_rx.clone(),
     ));
-    tasks.spawn(crate::rules::rule_loop(shared.engine.clone(), stop_rx.clone()));
+    tasks.spawn(crate::rules::rule_loop(
+        shared.engine.clone(),
+        stop_rx.clone(),
+    ));
     tasks.spawn(maintenance_loop(shared, stop_rx));
     WorkerHandle { stop, tasks }
 }
