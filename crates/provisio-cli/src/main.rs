@@ -90,6 +90,12 @@ enum Command {
     /// The queue: jobs that carry actions to the remotes.
     #[command(subcommand)]
     Queue(commands::queue::QueueCmd),
+    /// Handlers: gates asked before actions, notify handlers told after events.
+    #[command(subcommand)]
+    Handler(commands::handler::HandlerCmd),
+    /// Automation rules: on an event, after a grace period, act on a client's services.
+    #[command(subcommand)]
+    Rule(commands::rule::RuleCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +185,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Module(cmd) => commands::module::run(cmd, &remote()?).await,
         Command::Queue(cmd) => commands::queue::run(cmd, &remote()?).await,
+        Command::Handler(cmd) => commands::handler::run(cmd, &remote()?).await,
+        Command::Rule(cmd) => commands::rule::run(cmd, &remote()?).await,
     }
 }
 

@@ -1,10 +1,13 @@
 //! The subcommands that manage records and run actions through the REST API (`client`,
-//! `server`, `product`, `service`, `module`, `queue`) and the argument parsing they share.
+//! `server`, `product`, `service`, `module`, `queue`, `handler`, `rule`) and the argument
+//! parsing they share.
 
 pub mod client;
+pub mod handler;
 pub mod module;
 pub mod product;
 pub mod queue;
+pub mod rule;
 pub mod server;
 pub mod service;
 
@@ -47,7 +50,7 @@ impl Ctx {
 }
 
 /// `--limit` and `--all`, for every `list` command.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct Paging {
     /// How many records to fetch (1 to 1000; default 50); with --all, how many per request
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -346,6 +349,10 @@ mod tests {
         Module(module::ModuleCmd),
         #[command(subcommand)]
         Queue(queue::QueueCmd),
+        #[command(subcommand)]
+        Handler(handler::HandlerCmd),
+        #[command(subcommand)]
+        Rule(rule::RuleCmd),
     }
 
     #[test]

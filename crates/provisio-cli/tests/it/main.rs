@@ -376,3 +376,106 @@ fn serve_refuses_a_bad_declared_entry_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn handlers_and_rules_through_the_cli() {
+    let s = serve(&[]);
+    s.ok(&["server", "add", "n1", "--module", "noop"]);
+    s.ok(&["product", "add", "basic", "--module", "noop"]);
+    let h = s.json(&[
+        "handler",
+        "add",
+        "billing",
+        "--kind",
+        "http",
+        "--phase",
+        "notify",
+        "--events",
+        "service.*,client.created",
+        "--url",
+        "http://127.0.0.1:9/hook",
+    ]);
+    assert!(h["secret"].as_str().unwrap().starts_with("whsec_"), "{h}");
+    assert_eq!(
+        h["events"],
+        serde_json::json!(["service.*", "client.created"])
+    );
+    let shown = s.json(&["handler", "show", "billing"]);
+    assert!(
+        shown.get("secret").is_none(),
+        "the secret is shown once: {shown}"
+    );
+    let rotated = s.json(&["handler", "rotate-secret", "billing"]);
+    assert_ne!(rotated["secret"], h["secret"]);
+    assert!(rotated["previous_secret_until"].is_string());
+    let edited = s.json(&["handler", "edit", "billing", "--disable"]);
+    assert_eq!(edited["status"], "disabled");
+    let table = s.ok(&["handler", "list"]);
+    assert!(
+        table.contains("billing") && table.contains("disabled"),
+        "{table}"
+    );
+
+    let bad = s.cli(
+        &[
+            "handler",
+            "add",
+            "x",
+            "--kind",
+            "http",
+            "--phase",
+            "gate",
+            "--events",
+            "client.created",
+            "--url",
+            "http://127.0.0.1:9/",
+        ],
+        None,
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("events[0]"), "{err}");
+
+    let r = s.json(&[
+        "rule",
+        "add",
+        "signup",
+        "--on",
+        "client.created",
+        "--action",
+        "create_service",
+        "--product",
+        "basic",
+    ]);
+    assert_eq!(
+        r["action"],
+        serde_json::json!({"kind": "create_service", "product": "basic"})
+    );
+    let c = s.json(&[
+        "client",
+        "add",
+        "--name",
+        "Ann",
+        "--email",
+        "ann@example.test",
+    ]);
+    let id = c["id"].as_i64().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let runs = s.json(&["rule", "runs", "signup"]);
+        if runs
+            .as_array()
+            .is_some_and(|r| r.first().is_some_and(|r| r["state"] == "done"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let services = s.json(&["service", "list", "--client", &id]);
+    assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
+    s.ok(&["rule", "delete", "signup"]);
+    assert!(
+        s.ok(&["rule", "list"]).contains("no rules") || !s.ok(&["rule", "list"]).contains("signup")
+    );
+}

@@ -1,0 +1,283 @@
+//! `provisio handler ...`: gates and notify handlers, their signing secrets and the delivery
+//! log (`deliveries`, `delivery`, `redeliver`).
+
+use anyhow::Context as _;
+use serde_json::{json, Map, Value};
+
+use super::{require_changes, Ctx, Paging};
+use crate::api::segment;
+use crate::output::{self, col, Column};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum HandlerCmd {
+    /// Create a handler; an http handler's signing secret is printed once
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["http", "script", "email"])]
+        kind: String,
+        /// gate: asked before the action; notify: told after the event
+        #[arg(long, value_parser = ["gate", "notify"])]
+        phase: String,
+        /// Event types or patterns, comma-separated (e.g. `service.*,client.created`)
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// http: where to POST
+        #[arg(long)]
+        url: Option<String>,
+        /// script: the executable, relative to the handlers directory
+        #[arg(long)]
+        script: Option<String>,
+        /// email: the recipient template (e.g. `{{ client.email }}`)
+        #[arg(long)]
+        email_to: Option<String>,
+        /// email: the subject template
+        #[arg(long)]
+        email_subject: Option<String>,
+        /// email: a file holding the body template
+        #[arg(long, value_name = "FILE")]
+        email_body_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Gates: run order (ascending)
+        #[arg(long, allow_negative_numbers = true)]
+        order: Option<i32>,
+        /// Gates: what an error or timeout means
+        #[arg(long, value_parser = ["allow", "forbid"])]
+        on_error: Option<String>,
+        /// Notify: seconds of failing before the engine disables it
+        #[arg(long)]
+        disable_after_secs: Option<u64>,
+        /// Create it disabled
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List handlers
+    List,
+    /// Show one handler
+    Show {
+        #[arg(value_name = "NAME|ID")]
+        handler: String,
+    },
+    /// Change a handler (`--enable` also clears an automatic disabling)
+    Edit {
+        #[arg(value_name = "NAME|ID")]
+        handler: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        script: Option<String>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(long, allow_negative_numbers = true)]
+        order: Option<i32>,
+        #[arg(long, value_parser = ["allow", "forbid"])]
+        on_error: Option<String>,
+        #[arg(long)]
+        disable_after_secs: Option<u64>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Delete a handler and its deliveries
+    Delete {
+        #[arg(value_name = "NAME|ID")]
+        handler: String,
+    },
+    /// Give an http handler a new signing secret (printed once); the old one keeps signing
+    /// for the configured overlap
+    RotateSecret {
+        #[arg(value_name = "NAME|ID")]
+        handler: String,
+    },
+    /// List deliveries, oldest first
+    Deliveries {
+        /// Only to this handler
+        #[arg(value_name = "NAME|ID")]
+        handler: Option<String>,
+        #[arg(long, value_parser = ["pending", "running", "succeeded", "failed"])]
+        state: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show one delivery with its attempt log
+    Delivery { id: i64 },
+    /// Send a succeeded or failed delivery again
+    Redeliver { id: i64 },
+}
+
+const COLUMNS: &[Column] = &[
+    col("ID", "/id"),
+    col("NAME", "/name"),
+    col("KIND", "/kind"),
+    col("PHASE", "/phase"),
+    col("STATUS", "/status"),
+    col("EVENTS", "/events"),
+    col("ORDER", "/order"),
+];
+
+const DELIVERY_COLUMNS: &[Column] = &[
+    col("ID", "/id"),
+    col("HANDLER", "/handler_id"),
+    col("EVENT", "/event_type"),
+    col("SUBJECT", "/subject"),
+    col("STATE", "/state"),
+    col("ATTEMPTS", "/attempts"),
+    col("NEXT", "/next_attempt_at"),
+    col("LAST ERROR", "/last_error"),
+];
+
+fn path(handler: &str) -> String {
+    format!("/v1/handlers/{}", segment(handler))
+}
+
+fn put<T: Into<Value>>(body: &mut Map<String, Value>, key: &str, value: Option<T>) {
+    if let Some(v) = value {
+        body.insert(key.into(), v.into());
+    }
+}
+
+pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
+    match cmd {
+        HandlerCmd::Add {
+            name,
+            kind,
+            phase,
+            events,
+            url,
+            script,
+            email_to,
+            email_subject,
+            email_body_file,
+            timeout_ms,
+            order,
+            on_error,
+            disable_after_secs,
+            disabled,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), name.into());
+            body.insert("kind".into(), kind.into());
+            body.insert("phase".into(), phase.into());
+            body.insert("events".into(), json!(events));
+            put(&mut body, "url", url);
+            put(&mut body, "script", script);
+            put(&mut body, "timeout_ms", timeout_ms);
+            put(&mut body, "order", order);
+            put(&mut body, "on_error", on_error);
+            put(&mut body, "disable_after_secs", disable_after_secs);
+            if disabled {
+                body.insert("status".into(), "disabled".into());
+            }
+            if email_to.is_some() || email_subject.is_some() || email_body_file.is_some() {
+                let text = match &email_body_file {
+                    Some(f) => std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                    None => String::new(),
+                };
+                body.insert(
+                    "email".into(),
+                    json!({"to": email_to.unwrap_or_default(),
+                           "subject": email_subject.unwrap_or_default(), "body": text}),
+                );
+            }
+            let h = ctx.api.post("/v1/handlers", &Value::Object(body)).await?;
+            if h.get("secret").is_some() && ctx.output == output::Format::Table {
+                eprintln!(
+                    "The signing secret is shown only now; keep it where the receiver can read it."
+                );
+            }
+            output::print_record(ctx.output, &h)
+        }
+        HandlerCmd::List => {
+            let items = ctx
+                .list(
+                    "/v1/handlers",
+                    &[],
+                    &Paging {
+                        limit: None,
+                        all: true,
+                    },
+                )
+                .await?;
+            output::print_list(ctx.output, &items, COLUMNS, "handlers")
+        }
+        HandlerCmd::Show { handler } => {
+            output::print_record(ctx.output, &ctx.api.get(&path(&handler)).await?)
+        }
+        HandlerCmd::Edit {
+            handler,
+            name,
+            events,
+            url,
+            script,
+            timeout_ms,
+            order,
+            on_error,
+            disable_after_secs,
+            enable,
+            disable,
+        } => {
+            let mut body = Map::new();
+            put(&mut body, "name", name);
+            put(&mut body, "events", events.map(|e| json!(e)));
+            put(&mut body, "url", url);
+            put(&mut body, "script", script);
+            put(&mut body, "timeout_ms", timeout_ms);
+            put(&mut body, "order", order);
+            put(&mut body, "on_error", on_error);
+            put(&mut body, "disable_after_secs", disable_after_secs);
+            if enable {
+                body.insert("status".into(), "enabled".into());
+            }
+            if disable {
+                body.insert("status".into(), "disabled".into());
+            }
+            require_changes(
+                &body,
+                "--name, --events, --url, --script, --timeout-ms, --order, --on-error, \
+                 --disable-after-secs, --enable, --disable",
+            )?;
+            let h = ctx.api.patch(&path(&handler), &Value::Object(body)).await?;
+            output::print_record(ctx.output, &h)
+        }
+        HandlerCmd::Delete { handler } => {
+            ctx.api.delete(&path(&handler)).await?;
+            output::print_deleted(ctx.output, "handler", &handler)
+        }
+        HandlerCmd::RotateSecret { handler } => {
+            let h = ctx
+                .api
+                .post(&format!("{}/rotate-secret", path(&handler)), &json!({}))
+                .await?;
+            output::print_record(ctx.output, &h)
+        }
+        HandlerCmd::Deliveries {
+            handler,
+            state,
+            paging,
+        } => {
+            let filters = [
+                ("handler", handler.unwrap_or_default()),
+                ("state", state.unwrap_or_default()),
+            ];
+            let items = ctx.list("/v1/deliveries", &filters, &paging).await?;
+            output::print_list(ctx.output, &items, DELIVERY_COLUMNS, "deliveries")
+        }
+        HandlerCmd::Delivery { id } => output::print_record(
+            ctx.output,
+            &ctx.api.get(&format!("/v1/deliveries/{id}")).await?,
+        ),
+        HandlerCmd::Redeliver { id } => {
+            let d = ctx
+                .api
+                .post(&format!("/v1/deliveries/{id}/redeliver"), &json!({}))
+                .await?;
+            output::print_record(ctx.output, &d)
+        }
+    }
+}
