@@ -21,9 +21,9 @@ pub enum HandlerCmd {
         /// Event types or patterns, comma-separated (e.g. `service.*,client.created`)
         #[arg(long, value_delimiter = ',', required = true)]
         events: Vec<String>,
-        /// http: where to POST
-        #[arg(long)]
-        url: Option<String>,
+        /// http: where to POST (`--url` is the address of Provisio itself)
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
         /// script: the executable, relative to the handlers directory
         #[arg(long)]
         script: Option<String>,
@@ -66,8 +66,9 @@ pub enum HandlerCmd {
         name: Option<String>,
         #[arg(long, value_delimiter = ',')]
         events: Option<Vec<String>>,
-        #[arg(long)]
-        url: Option<String>,
+        /// http: where to POST
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
         #[arg(long)]
         script: Option<String>,
         #[arg(long)]
@@ -148,7 +149,7 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             kind,
             phase,
             events,
-            url,
+            endpoint,
             script,
             email_to,
             email_subject,
@@ -164,7 +165,7 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             body.insert("kind".into(), kind.into());
             body.insert("phase".into(), phase.into());
             body.insert("events".into(), json!(events));
-            put(&mut body, "url", url);
+            put(&mut body, "url", endpoint);
             put(&mut body, "script", script);
             put(&mut body, "timeout_ms", timeout_ms);
             put(&mut body, "order", order);
@@ -213,7 +214,7 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             handler,
             name,
             events,
-            url,
+            endpoint,
             script,
             timeout_ms,
             order,
@@ -225,7 +226,7 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             let mut body = Map::new();
             put(&mut body, "name", name);
             put(&mut body, "events", events.map(|e| json!(e)));
-            put(&mut body, "url", url);
+            put(&mut body, "url", endpoint);
             put(&mut body, "script", script);
             put(&mut body, "timeout_ms", timeout_ms);
             put(&mut body, "order", order);
@@ -239,7 +240,7 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             }
             require_changes(
                 &body,
-                "--name, --events, --url, --script, --timeout-ms, --order, --on-error, \
+                "--name, --events, --endpoint, --script, --timeout-ms, --order, --on-error, \
                  --disable-after-secs, --enable, --disable",
             )?;
             let h = ctx.api.patch(&path(&handler), &Value::Object(body)).await?;

@@ -392,7 +392,7 @@ fn handlers_and_rules_through_the_cli() {
         "notify",
         "--events",
         "service.*,client.created",
-        "--url",
+        "--endpoint",
         "http://127.0.0.1:9/hook",
     ]);
     assert!(h["secret"].as_str().unwrap().starts_with("whsec_"), "{h}");
@@ -427,7 +427,7 @@ fn handlers_and_rules_through_the_cli() {
             "gate",
             "--events",
             "client.created",
-            "--url",
+            "--endpoint",
             "http://127.0.0.1:9/",
         ],
         None,

@@ -587,6 +587,21 @@ async fn notify_deliveries(db: Db) {
             "a secret leaked into deliveries or events"
         );
     }
+    // At rest the signing secret is sealed: not in the database files (WAL included).
+    if db == Db::Sqlite {
+        let key = &secret.as_bytes()[6..];
+        for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains("provisio.db") {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(key.len()).any(|w| w == key),
+                    "the signing secret is stored in clear in {}",
+                    path.display()
+                );
+            }
+        }
+    }
     app.stop().await;
 }
 
@@ -1014,5 +1029,105 @@ async fn handlers_refuse_bad_input_by_field() {
             "the secret was echoed"
         );
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn gates_run_in_order_and_each_sees_the_changes_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    recorder_catalog(&app).await;
+    let (first_url, first) = start_receiver().await;
+    let (second_url, second) = start_receiver().await;
+    first.with(|i| i.reply = json!({"decision": "allow", "data": {"username": "first-choice"}}));
+    second.with(|i| i.reply = json!({"decision": "allow", "data": {"username": "second-choice"}}));
+    // Created in the opposite order to their `order`, so the order field is what counts.
+    app.create(
+        "/v1/handlers",
+        json!({"name": "later", "kind": "http", "url": second_url, "phase": "gate",
+               "events": ["service.create.before"], "order": 20}),
+    )
+    .await;
+    app.create(
+        "/v1/handlers",
+        json!({"name": "sooner", "kind": "http", "url": first_url, "phase": "gate",
+               "events": ["service.*.before"], "order": 10}),
+    )
+    .await;
+    let c = client(&app, "Ordered", json!({})).await;
+    let s = app
+        .create(
+            "/v1/services",
+            json!({"client_id": c, "product": "plan", "username": "asked-for"}),
+        )
+        .await;
+    assert_eq!(s["username"], "second-choice");
+    let saw_first = first.bodies();
+    let saw_second = second.bodies();
+    assert_eq!(saw_first[0]["data"]["service"]["username"], "asked-for");
+    assert_eq!(saw_second[0]["data"]["service"]["username"], "first-choice");
+    // A disabled gate is not asked.
+    let (status, _) = app
+        .patch("/v1/handlers/later", json!({"status": "disabled"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let s = app
+        .create(
+            "/v1/services",
+            json!({"client_id": c, "product": "plan", "username": "asked-again"}),
+        )
+        .await;
+    assert_eq!(s["username"], "first-choice");
+    assert_eq!(second.bodies().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn handlers_and_rules_declared_in_the_config_are_applied_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    write_exec(dir.path(), "vip.py", VIP_GATE);
+    let declared = r#"
+[[servers]]
+name = "rec"
+module = "recorder"
+
+[[products]]
+name = "plan"
+module = "recorder"
+
+[[handlers]]
+name = "vip-guard"
+kind = "script"
+script = "vip.py"
+phase = "gate"
+events = ["service.suspend.before"]
+timeout_ms = 2000
+
+[[rules]]
+name = "signup"
+on = "client.created"
+action = { kind = "create_service", product = "plan" }
+"#;
+    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), declared)).await;
+    let (_, h) = app.get("/v1/handlers/vip-guard").await;
+    assert_eq!(h["timeout_ms"], 2000);
+    assert_eq!(h["phase"], "gate");
+    let (_, r) = app.get("/v1/rules/signup").await;
+    assert_eq!(r["action"]["product"], "plan");
+    let vip = client(&app, "Vip", json!({"vip": "yes"})).await;
+    let svc = wait_for(&app, &format!("/v1/services?client_id={vip}"), |v| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|s| s["status"] == "active")
+    })
+    .await;
+    let sid = svc["items"][0]["id"].as_i64().unwrap();
+    let (status, problem) = app
+        .post(&format!("/v1/services/{sid}/suspend"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["handler"], "vip-guard");
     app.stop().await;
 }
