@@ -158,6 +158,9 @@ pub struct Service {
     pub settings: Settings,
     /// Values the module returned (e.g. a pass key), kept for later actions and templates.
     pub outputs: Settings,
+    /// This service's overrides of its product's settings (a group edit's bigger quota);
+    /// secret fields sealed. Modules see the product's effective settings with these merged.
+    pub product_overrides: Settings,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -903,6 +903,7 @@ impl Engine {
                 parent_invoice: new.parent_invoice.clone(),
                 settings: new.settings.clone(),
                 outputs: Settings::new(),
+                product_overrides: Settings::new(),
                 created_at: now,
                 updated_at: now,
             };

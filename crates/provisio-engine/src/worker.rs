@@ -394,7 +394,12 @@ async fn load(shared: &Shared, job: &Job) -> Result<Loaded, String> {
     let cipher = &engine.cipher;
     let open = |s: &Settings| cipher.open_settings(s).map_err(|e| e.to_string());
     let server_settings = open(&server.settings)?;
-    let product_settings = open(&product.effective)?;
+    // A service's own overrides (a group edit's bigger quota) win over the product's.
+    let mut effective = product.effective.clone();
+    for (k, v) in &service.product_overrides {
+        effective.insert(k.clone(), v.clone());
+    }
+    let product_settings = open(&effective)?;
     let service_settings = open(&service.settings)?;
     let password = cipher.open(&service.password).map_err(|e| e.to_string())?;
     let mut params = open(&job.params)?;

@@ -76,6 +76,10 @@ pub struct ServiceFilter {
     pub username: Option<String>,
     /// Leave out terminated services (for counting live accounts).
     pub live_only: bool,
+    /// Only services suspended at or before this time.
+    pub suspended_before: Option<DateTime<Utc>>,
+    /// Only the services of a group: `invoice` or `parent_invoice` is this.
+    pub invoice_or_parent: Option<String>,
 }
 
 /// An API key as stored: only a hash of the key itself.

@@ -148,6 +148,7 @@ pub(crate) struct ServiceRow {
     parent_invoice: Option<String>,
     settings: Json<Settings>,
     outputs: Json<Settings>,
+    product_overrides: Json<Settings>,
     created_at: i64,
     updated_at: i64,
 }
@@ -183,6 +184,7 @@ impl TryFrom<ServiceRow> for Service {
             parent_invoice: invoice(r.parent_invoice)?,
             settings: r.settings.0,
             outputs: r.outputs.0,
+            product_overrides: r.product_overrides.0,
             created_at: from_ts(r.created_at)?,
             updated_at: from_ts(r.updated_at)?,
         })

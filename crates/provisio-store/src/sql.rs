@@ -462,8 +462,8 @@ macro_rules! impl_store {
                 let row: Option<$crate::rows::ServiceRow> = sqlx::query_as(
                     "UPDATE services SET client_id = $1, product_id = $2, server_id = $3, username = $4, \
                      password = $5, status = $6, suspend_reason = $7, suspended_at = $8, suspended_until = $9, \
-                     invoice = $10, parent_invoice = $11, settings = $12, outputs = $13, updated_at = $14 \
-                     WHERE id = $15 RETURNING *",
+                     invoice = $10, parent_invoice = $11, settings = $12, outputs = $13, updated_at = $14, \
+                     product_overrides = $16 WHERE id = $15 RETURNING *",
                 )
                 .bind(s.client_id.0)
                 .bind(s.product_id.0)
@@ -480,6 +480,7 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&s.outputs))
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(s.id.0)
+                .bind(sqlx::types::Json(&s.product_overrides))
                 .fetch_optional(self.writer())
                 .await?;
                 row.ok_or($crate::StoreError::NotFound)?.try_into()
@@ -1157,6 +1158,12 @@ macro_rules! impl_store {
             }
             if let Some(u) = &f.username {
                 qb.push(" AND username = ").push_bind(u.as_str());
+            }
+            if let Some(t) = f.suspended_before {
+                qb.push(" AND status = 'suspended' AND suspended_at <= ").push_bind($crate::rows::ts(t));
+            }
+            if let Some(i) = &f.invoice_or_parent {
+                qb.push(" AND (invoice = ").push_bind(i.as_str()).push(" OR parent_invoice = ").push_bind(i.as_str()).push(")");
             }
         }
 

@@ -110,7 +110,15 @@ fn catalogue_is_complete_and_unique() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), CATALOGUE.len(), "duplicate catalogue entry");
-    assert_eq!(CATALOGUE.len(), 7 + 7 * 3 + 4);
+    // 7 client events and the 3 client gates, 7 actions in 3 phases, 4 others.
+    assert_eq!(CATALOGUE.len(), 10 + 7 * 3 + 4);
+    for gate in [
+        "client.create.before",
+        "client.update.before",
+        "client.delete.before",
+    ] {
+        assert!(CATALOGUE.contains(&gate), "{gate} missing");
+    }
     for action in [
         "create",
         "suspend",

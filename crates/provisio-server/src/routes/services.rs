@@ -56,7 +56,7 @@ async fn list_services(
         invoice: q.invoice,
         parent_invoice: q.parent_invoice,
         username: q.username,
-        live_only: false,
+        ..Default::default()
     };
     let found = app.engine.list_services(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, ServiceView::from)))

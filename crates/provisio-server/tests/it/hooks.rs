@@ -1131,3 +1131,84 @@ action = { kind = "create_service", product = "plan" }
     assert_eq!(problem["handler"], "vip-guard");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn client_changes_pass_their_gates_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let (url, rx) = start_receiver().await;
+    rx.with(|i| {
+        i.reply = json!({"decision": "forbid", "reason": "clients are managed in billing"})
+    });
+    let keep = client(&app, "Keeper", json!({})).await;
+    app.create(
+        "/v1/handlers",
+        json!({"name": "billing-owns-clients", "kind": "http", "url": url, "phase": "gate",
+               "events": ["client.delete.before", "client.update.before"]}),
+    )
+    .await;
+    let (status, problem) = app.delete(&format!("/v1/clients/{keep}")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["reason"], "clients are managed in billing");
+    let (status, _) = app
+        .patch(&format!("/v1/clients/{keep}"), json!({"name": "Renamed"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, c) = app.get(&format!("/v1/clients/{keep}")).await;
+    assert_eq!(c["name"], "Keeper", "a forbidden change stores nothing");
+    let bodies = rx.bodies();
+    assert_eq!(bodies[0]["type"], "client.delete.before");
+    assert_eq!(bodies[0]["data"]["client"]["id"], keep);
+    // A gate may not change client data: allowing with data is its failure.
+    rx.with(|i| i.reply = json!({"decision": "allow", "data": {"name": "Sneaky"}}));
+    let (status, problem) = app
+        .patch(&format!("/v1/clients/{keep}"), json!({"name": "Renamed"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem["reason"]
+        .as_str()
+        .unwrap()
+        .contains("may not change client data"));
+    rx.with(|i| i.reply = json!({"decision": "allow"}));
+    let (status, c) = app
+        .patch(&format!("/v1/clients/{keep}"), json!({"name": "Renamed"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_rotation_messages_carry_both_signatures_for_a_while() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let (url, rx) = start_receiver().await;
+    let h = app
+        .create(
+            "/v1/handlers",
+            json!({"name": "crm", "kind": "http", "url": url, "phase": "notify",
+                   "events": ["client.created"]}),
+        )
+        .await;
+    let old = h["secret"].as_str().unwrap().to_string();
+    let (status, rotated) = app.post("/v1/handlers/crm/rotate-secret", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(old, new);
+    client(&app, "Rotated", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.with(|i| i.got.is_empty()) {
+        assert!(Instant::now() < deadline, "nothing delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = rx.with(|i| i.got.clone());
+    assert_eq!(
+        got[0].2.split(' ').count(),
+        2,
+        "two signatures: {}",
+        got[0].2
+    );
+    // Receivers holding either secret accept the message.
+    verify_with_standardwebhooks(&new, &got);
+    verify_with_standardwebhooks(&old, &got);
+    app.stop().await;
+}
