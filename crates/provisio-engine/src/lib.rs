@@ -14,6 +14,7 @@ mod deliver;
 mod error;
 pub mod events;
 mod gates;
+pub mod groups;
 pub mod handlers;
 pub mod input;
 pub mod keys;
@@ -48,6 +49,8 @@ pub struct EngineOptions {
     /// How long stored events are kept.
     pub event_retention: Duration,
     pub hooks: HookOptions,
+    /// Terminate services suspended at least this long (checked hourly); off when `None`.
+    pub cleanup_after: Option<Duration>,
 }
 
 /// How handlers are run and their deliveries retried.
@@ -86,6 +89,7 @@ impl Default for EngineOptions {
             jobs: JobOptions::default(),
             event_retention: Duration::from_secs(90 * 86400),
             hooks: HookOptions::default(),
+            cleanup_after: None,
         }
     }
 }

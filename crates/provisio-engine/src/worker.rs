@@ -308,6 +308,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let engine = shared.engine.clone();
     let mut last_purge: Option<Instant> = None;
+    let mut last_cleanup: Option<Instant> = None;
     let every = (engine.options.jobs.lease / 4).clamp(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
@@ -329,6 +330,22 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             match engine.purge_events(Utc::now()).await {
                 Ok(_) => last_purge = Some(Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "trimming old events failed"),
+            }
+        }
+        if let Some(after) = engine.options.cleanup_after {
+            if last_cleanup
+                .is_none_or(|t: Instant| t.elapsed() > std::time::Duration::from_secs(3600))
+            {
+                last_cleanup = Some(Instant::now());
+                match engine.cleanup(after, false).await {
+                    Ok(done) if !done.is_empty() => tracing::info!(
+                        services = done.len(),
+                        after = %crate::groups::describe(after),
+                        "clean-up terminates long-suspended services"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "the clean-up failed"),
+                }
             }
         }
         match engine.store.due_unsuspends(Utc::now(), 500).await {
@@ -406,7 +423,13 @@ async fn load(shared: &Shared, job: &Job) -> Result<Loaded, String> {
     if let Some(pid) = job.params.get("product_id").and_then(Value::as_i64) {
         let new = shared.product(ProductId(pid)).await.map_err(|e| fail(&e))?;
         // Modules read the new package's settings as `params.new_product.<setting>`.
-        params.insert("new_product".into(), Value::Object(open(&new.effective)?));
+        // The service's overrides stay with it across packages (and a group edit is a
+        // change to the same package with new overrides).
+        let mut next = new.effective.clone();
+        for (k, v) in &service.product_overrides {
+            next.insert(k.clone(), v.clone());
+        }
+        params.insert("new_product".into(), Value::Object(open(&next)?));
         params.insert(
             "new_product_name".into(),
             Value::String(new.product.name.to_string()),
@@ -801,4 +824,66 @@ pub async fn test_connection(
         Ok(_) => Ok(()),
         Err(e) => Err(redact(&e.to_string(), &refs)),
     })
+}
+
+/// Asks a service's module for a single sign-on link now, outside the queue (a link is
+/// short-lived and changes nothing, so there is nothing to retry or record).
+pub(crate) async fn login_url(
+    engine: Arc<Engine>,
+    service: &provisio_core::service::Service,
+) -> crate::Result<String> {
+    let shared = Shared {
+        limits: Mutex::new(Limits::new(engine.options.jobs.breaker.clone())),
+        engine: engine.clone(),
+        owner: "login-url".into(),
+        inflight: Mutex::new(HashSet::new()),
+        cache: Mutex::new(RecordCache::default()),
+    };
+    let now = Utc::now();
+    let job = Job {
+        id: JobId(0),
+        service_id: service.id,
+        server_id: service.server_id,
+        action: Action::LoginUrl,
+        state: JobState::Running,
+        params: Settings::new(),
+        idempotency_key: crate::actions::new_idempotency_key(),
+        attempts: 0,
+        max_attempts: 1,
+        run_after: now,
+        lease_owner: None,
+        lease_until: None,
+        needs_lookup: false,
+        last_error: None,
+        error_kind: None,
+        note: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    let conflict = |message: String| crate::EngineError::Conflict {
+        field: None,
+        message,
+    };
+    let loaded = load(&shared, &job).await.map_err(conflict)?;
+    if !loaded
+        .module
+        .info()
+        .can(provisio_core::module::Capability::LoginUrl)
+    {
+        return Err(conflict(format!(
+            "module '{}' cannot produce login links",
+            loaded.module.info().name
+        )));
+    }
+    let refs: Vec<&str> = loaded.secrets.iter().map(String::as_str).collect();
+    match call(&engine, loaded.module.as_ref(), &loaded.request).await {
+        Ok(reply) => reply
+            .url
+            .ok_or_else(|| conflict("the module answered without a link".into())),
+        Err(e) => Err(conflict(format!(
+            "the module could not produce a link: {}",
+            redact(&e.message, &refs)
+        ))),
+    }
 }

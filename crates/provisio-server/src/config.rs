@@ -46,6 +46,9 @@ pub struct Config {
     /// The relay email handlers send through.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
+    /// Periodic clean-up of long-suspended services.
+    #[serde(default)]
+    pub cleanup: CleanupConfig,
     /// Servers, products, handlers and rules declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
@@ -55,6 +58,32 @@ pub struct Config {
     pub handlers: Vec<serde_json::Value>,
     #[serde(default)]
     pub rules: Vec<serde_json::Value>,
+}
+
+/// The `[cleanup]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupConfig {
+    /// Terminate services suspended at least this long, e.g. `"30 days"`; off when absent.
+    #[serde(default)]
+    pub terminate_suspended_after: Option<String>,
+}
+
+impl CleanupConfig {
+    pub fn after(&self) -> Result<Option<std::time::Duration>, ConfigError> {
+        match &self.terminate_suspended_after {
+            None => Ok(None),
+            Some(s) => match provisio_engine::groups::parse_since(s) {
+                Ok(d) if d.is_zero() => Err(ConfigError::Invalid(
+                    "cleanup.terminate_suspended_after: must be longer than zero".into(),
+                )),
+                Ok(d) => Ok(Some(d)),
+                Err(e) => Err(ConfigError::Invalid(format!(
+                    "cleanup.terminate_suspended_after: {e}"
+                ))),
+            },
+        }
+    }
 }
 
 /// The `[hooks]` section.

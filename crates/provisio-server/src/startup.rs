@@ -130,6 +130,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
                 u64::from(config.event_retention_days.max(1)) * 86400,
             ),
             hooks: config.hook_options()?,
+            cleanup_after: config.cleanup.after()?,
         },
     );
     let applied = engine.apply_declared(&declared).await?;

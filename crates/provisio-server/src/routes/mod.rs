@@ -2,6 +2,7 @@
 
 pub mod clients;
 pub mod events;
+pub mod groups;
 pub mod handlers;
 pub mod jobs;
 pub mod modules;
@@ -28,6 +29,7 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(handlers::router())
         .merge(rules::router())
+        .merge(groups::router())
 }
 
 /// Turns `limit` and `cursor` query parameters into a page request.

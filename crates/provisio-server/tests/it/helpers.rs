@@ -417,6 +417,8 @@ pub struct RecorderState {
     pub max_running: u32,
     /// When each non-lookup call started.
     pub starts: Vec<std::time::Instant>,
+    /// username -> the product settings the last create or change_package carried.
+    pub packages: std::collections::BTreeMap<String, provisio_core::settings::Settings>,
 }
 
 impl Recorder {
@@ -435,6 +437,7 @@ impl Module for Recorder {
             capabilities: Capability::lifecycle_and(&[
                 Capability::Lookup,
                 Capability::TestConnection,
+                Capability::LoginUrl,
             ]),
             custom_actions: vec!["reboot".into()],
             server_schema: SettingsSchema::new(vec![Field::secret("token", "Token")]).allow_extra(),
@@ -476,6 +479,12 @@ impl Module for Recorder {
             }
             n
         };
+        if req.action == Action::LoginUrl {
+            return Ok(ActionReply {
+                url: Some(format!("https://panel.test/sso/{user}?token=one-time")),
+                ..Default::default()
+            });
+        }
         if req.action == Action::Lookup {
             let st = self.state.lock().unwrap();
             return Ok(ActionReply {
@@ -498,6 +507,13 @@ impl Module for Recorder {
             {
                 st.effects
                     .push((req.idempotency_key.clone(), action.clone(), user.clone()));
+                if matches!(req.action, Action::Create | Action::ChangePackage) {
+                    let settings = match req.params.get("new_product") {
+                        Some(Value::Object(p)) => p.clone(),
+                        _ => req.product.settings.clone(),
+                    };
+                    st.packages.insert(user.clone(), settings);
+                }
                 match req.action {
                     Action::Create | Action::Unsuspend => {
                         st.accounts.insert(user.clone(), "active".into());

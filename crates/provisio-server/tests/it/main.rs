@@ -1,5 +1,6 @@
 //! The REST API, driven over HTTP against a server started in-process on 127.0.0.1:0.
 
+mod groups;
 mod helpers;
 mod hooks;
 

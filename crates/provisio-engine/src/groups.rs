@@ -1,0 +1,875 @@
+//! Seeing and acting on many services at once: `collect` (chosen fields of the services a
+//! filter selects), operations on an invoice group (its services whose `invoice` or
+//! `parent_invoice` is the given value), and the clean-up of long-suspended services.
+//!
+//! Group operations go through the normal action path one member at a time, so gates,
+//! lifecycle rules and server limits apply to each; they are idempotent (a member already
+//! in the wanted state is skipped), so running one again retries only what did not happen.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use provisio_core::job::JobState;
+use provisio_core::module::{Action, SchemaScope};
+use provisio_core::page::{Page, PageRequest};
+use provisio_core::secret::redact_settings;
+use provisio_core::service::{Service, ServiceStatus};
+use provisio_core::settings::{Mode, Settings};
+use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
+use provisio_store::ServiceFilter;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+use crate::actions::ActionInput;
+use crate::error::Problems;
+use crate::input::RecordRef;
+use crate::{Engine, EngineError, Result};
+
+/// What `collect` selects and shows.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectQuery {
+    /// Dotted fields to show (`service.username`, `product.settings.quota`, `client.email`);
+    /// empty: a summary of each service.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Dotted field → value, all of which must match: `service.parent_invoice`,
+    /// `service.status`, `client.id`, `product.name`, `server.name`, `service.settings.X`,
+    /// `product.settings.X`, `client.custom_fields.X`, `service.suspended_since` (a duration
+    /// such as `30d`, or `now`: suspended at least that long).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub filters: BTreeMap<String, String>,
+}
+
+/// One service as `collect` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Collected {
+    pub service_id: i64,
+    /// Whether the service is active (not suspended, not ended).
+    pub active: bool,
+    /// The chosen fields, nested by their dots.
+    #[schema(value_type = Object)]
+    pub values: Value,
+}
+
+const DEFAULT_FIELDS: [&str; 7] = [
+    "service.username",
+    "service.status",
+    "service.invoice",
+    "service.parent_invoice",
+    "client.name",
+    "product.name",
+    "server.name",
+];
+
+/// Longest duration a `since` may name.
+const MAX_SINCE: Duration = Duration::from_secs(10 * 366 * 86_400);
+
+/// Reads `now` or a duration (`90s`, `30m`, `12h`, `30d`, `30 days`, `2w`).
+pub fn parse_since(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "now" || t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not `now` or a duration such as 30d"))?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "secs" | "second" | "seconds" => n,
+        "m" | "min" | "mins" | "minute" | "minutes" => n * 60,
+        "h" | "hour" | "hours" => n * 3600,
+        "d" | "day" | "days" => n * 86_400,
+        "w" | "week" | "weeks" => n * 7 * 86_400,
+        _ => return Err(format!("'{s}' is not `now` or a duration such as 30d")),
+    };
+    let d = Duration::from_secs(secs);
+    if d > MAX_SINCE {
+        return Err(format!("'{s}' is longer than ten years"));
+    }
+    Ok(d)
+}
+
+fn since_cutoff(d: Duration) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
+}
+
+/// The value at a dotted path of a document.
+fn pick<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(doc, |v, seg| v.get(seg))
+}
+
+/// Sets a dotted path in a nested object.
+fn put(out: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut segs = path.split('.').peekable();
+    let mut cur = out;
+    while let Some(seg) = segs.next() {
+        if segs.peek().is_none() {
+            cur.insert(seg.to_string(), value);
+            return;
+        }
+        let next = cur
+            .entry(seg.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !next.is_object() {
+            *next = Value::Object(Map::new());
+        }
+        cur = next.as_object_mut().expect("made an object");
+    }
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+const ROOTS: [&str; 4] = ["service", "client", "product", "server"];
+
+fn check_path(p: &mut Problems, field: &str, path: &str) {
+    let root = path.split('.').next().unwrap_or("");
+    if !ROOTS.contains(&root) || path.split('.').any(str::is_empty) {
+        p.push(
+            field,
+            "path",
+            format!(
+                "'{path}' must be dotted and start with service., client., product. or server."
+            ),
+        );
+    }
+}
+
+/// Filters the store can apply with its indexes; the rest are checked per service.
+#[derive(Default)]
+struct Plan {
+    store: ServiceFilter,
+    rest: Vec<(String, String)>,
+}
+
+/// Per-request caches: a group of services shares few clients, products and servers.
+#[derive(Default)]
+struct Cache {
+    clients: HashMap<ClientId, Value>,
+    products: HashMap<ProductId, (Value, Settings)>,
+    servers: HashMap<ServerId, Value>,
+}
+
+impl Engine {
+    /// Every problem goes into `p`, with those of the caller, so all are reported at once.
+    async fn plan_filters(
+        &self,
+        p: &mut Problems,
+        filters: &BTreeMap<String, String>,
+    ) -> Result<Plan> {
+        let mut plan = Plan::default();
+        for (k, v) in filters {
+            let field = format!("filters.{k}");
+            check_path(p, &field, k);
+            let id = |p: &mut Problems| match v.parse::<i64>() {
+                Ok(i) => Some(i),
+                Err(_) => {
+                    p.push(&field, "type", "must be an id (digits)");
+                    None
+                }
+            };
+            match k.as_str() {
+                "service.status" => match ServiceStatus::parse(v) {
+                    Some(s) => plan.store.status = Some(s),
+                    None => p.push(&field, "enum", format!("'{v}' is not a service status")),
+                },
+                "service.invoice" => plan.store.invoice = Some(v.clone()),
+                "service.parent_invoice" => plan.store.parent_invoice = Some(v.clone()),
+                "service.username" => plan.store.username = Some(v.clone()),
+                "service.client_id" | "client.id" => plan.store.client_id = id(p).map(ClientId),
+                "service.product_id" | "product.id" => plan.store.product_id = id(p).map(ProductId),
+                "service.server_id" | "server.id" => plan.store.server_id = id(p).map(ServerId),
+                "product.name" => match self.store.get_product_by_name(v).await? {
+                    Some(prod) => plan.store.product_id = Some(prod.id),
+                    None => p.push(&field, "exists", format!("no product '{v}'")),
+                },
+                "server.name" => match self.store.get_server_by_name(v).await? {
+                    Some(s) => plan.store.server_id = Some(s.id),
+                    None => p.push(&field, "exists", format!("no server '{v}'")),
+                },
+                "service.suspended_since" => match parse_since(v) {
+                    Ok(d) => plan.store.suspended_before = Some(since_cutoff(d)),
+                    Err(e) => p.push(&field, "duration", e),
+                },
+                "service.group" => plan.store.invoice_or_parent = Some(v.clone()),
+                _ => plan.rest.push((k.clone(), v.clone())),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The document `collect` picks fields from: the service and what it belongs to, as
+    /// the API shows them (no secrets).
+    async fn document(&self, s: &Service, cache: &mut Cache) -> Result<Value> {
+        if let Entry::Vacant(e) = cache.clients.entry(s.client_id) {
+            let c = self
+                .store
+                .get_client(s.client_id)
+                .await?
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null);
+            e.insert(c);
+        }
+        if let Entry::Vacant(e) = cache.products.entry(s.product_id) {
+            let v = self.get_product(&RecordRef::Id(s.product_id.0)).await?;
+            let doc = json!({"id": v.product.id, "name": v.product.name.as_str(), "module": v.product.module});
+            e.insert((doc, v.effective));
+        }
+        if let Entry::Vacant(e) = cache.servers.entry(s.server_id) {
+            let doc = match self.store.get_server(s.server_id).await? {
+                Some(sv) => json!({"id": sv.id, "name": sv.name.as_str(), "module": sv.module,
+                                   "group": sv.group.as_str(), "enabled": sv.enabled}),
+                None => Value::Null,
+            };
+            e.insert(doc);
+        }
+        let (product_doc, effective) = &cache.products[&s.product_id];
+        let mut settings = effective.clone();
+        for (k, v) in &s.product_overrides {
+            settings.insert(k.clone(), v.clone());
+        }
+        let (settings, _) = redact_settings(&settings);
+        let mut product = product_doc.clone();
+        product["settings"] = Value::Object(settings);
+        let mut service = crate::events::service_payload(s);
+        let (overrides, _) = redact_settings(&s.product_overrides);
+        service["product_overrides"] = Value::Object(overrides);
+        service["suspended_at"] = json!(s.suspension.as_ref().map(|x| x.since));
+        Ok(json!({
+            "service": service,
+            "client": cache.clients[&s.client_id],
+            "product": product,
+            "server": cache.servers[&s.server_id],
+        }))
+    }
+
+    /// Chosen fields of the services the filters select, a page at a time (by service id).
+    pub async fn collect(&self, q: &CollectQuery, page: PageRequest) -> Result<Page<Collected>> {
+        let mut p = Problems::default();
+        for (i, f) in q.fields.iter().enumerate() {
+            check_path(&mut p, &format!("fields[{i}]"), f);
+        }
+        let plan = self.plan_filters(&mut p, &q.filters).await?;
+        p.finish()?;
+        let fields: Vec<&str> = if q.fields.is_empty() {
+            DEFAULT_FIELDS.to_vec()
+        } else {
+            q.fields.iter().map(String::as_str).collect()
+        };
+        let mut cache = Cache::default();
+        let mut items = Vec::new();
+        let mut scan = PageRequest {
+            after: page.after,
+            limit: PageRequest::MAX_LIMIT,
+        };
+        loop {
+            let got = self.store.list_services(&plan.store, scan).await?;
+            for s in &got.items {
+                let doc = self.document(s, &mut cache).await?;
+                let matches = plan
+                    .rest
+                    .iter()
+                    .all(|(k, v)| pick(&doc, k).is_some_and(|x| as_text(x) == *v));
+                if !matches {
+                    continue;
+                }
+                let mut values = Map::new();
+                for f in &fields {
+                    put(
+                        &mut values,
+                        f,
+                        pick(&doc, f).cloned().unwrap_or(Value::Null),
+                    );
+                }
+                items.push(Collected {
+                    service_id: s.id.0,
+                    active: s.status == ServiceStatus::Active,
+                    values: Value::Object(values),
+                });
+                if items.len() == page.limit as usize {
+                    // More may follow: the caller continues after this service.
+                    return Ok(Page {
+                        items,
+                        next: Some(s.id.0),
+                    });
+                }
+            }
+            match got.next {
+                Some(c) => scan.after = Some(c),
+                None => return Ok(Page { items, next: None }),
+            }
+        }
+    }
+}
+
+/// What a group operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupOp {
+    Edit,
+    Suspend,
+    Activate,
+    Delete,
+    Transfer,
+}
+
+impl GroupOp {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "edit" => Self::Edit,
+            "suspend" => Self::Suspend,
+            "activate" => Self::Activate,
+            "delete" => Self::Delete,
+            "transfer" => Self::Transfer,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRequest {
+    /// Say what each member would undergo; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Leave out the master (the service whose `invoice` is the group's).
+    #[serde(default)]
+    pub children_only: bool,
+    /// delete: only members suspended at least this long (`now`, `30d`).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// suspend: the reason (`admin` when absent).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// edit: product settings to override on each member (`{"quota": 5000}`); `null`
+    /// removes an override.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Settings>,
+    /// transfer: the client that gets the members.
+    #[serde(default)]
+    pub client: Option<RecordRef>,
+    /// Wait up to this many seconds (at most 300) for the members' jobs and report how
+    /// they ended.
+    #[serde(default)]
+    pub wait: Option<u64>,
+}
+
+/// What happened (or would happen) to one member.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberResult {
+    pub service_id: i64,
+    pub username: String,
+    /// `master` (its `invoice` is the group's) or `child`.
+    pub role: String,
+    pub status: String,
+    /// What it undergoes: `suspend`, `terminate`, `change_package`, `move to client 4`, or
+    /// `nothing` with the reason in `detail`.
+    pub action: String,
+    /// `planned` (dry run), `queued`, `done`, `failed`, `skipped` or `refused`.
+    pub outcome: String,
+    pub job_id: Option<i64>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GroupResult {
+    pub invoice: String,
+    pub operation: GroupOp,
+    pub dry_run: bool,
+    pub members: Vec<MemberResult>,
+}
+
+fn member(
+    s: &Service,
+    invoice: &str,
+    action: &str,
+    outcome: &str,
+    detail: Option<String>,
+) -> MemberResult {
+    MemberResult {
+        service_id: s.id.0,
+        username: s.username.to_string(),
+        role: if s.invoice.as_ref().is_some_and(|i| i.as_str() == invoice) {
+            "master".into()
+        } else {
+            "child".into()
+        },
+        status: s.status.as_str().into(),
+        action: action.into(),
+        outcome: outcome.into(),
+        job_id: None,
+        detail,
+    }
+}
+
+impl Engine {
+    /// The live services of a group, master first.
+    pub async fn group_members(&self, invoice: &str, children_only: bool) -> Result<Vec<Service>> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = self
+                .store
+                .list_services(
+                    &ServiceFilter {
+                        invoice_or_parent: Some(invoice.to_string()),
+                        live_only: true,
+                        ..Default::default()
+                    },
+                    page,
+                )
+                .await?;
+            out.extend(got.items);
+            match got.next {
+                Some(c) => page.after = Some(c),
+                None => break,
+            }
+        }
+        out.retain(|s| {
+            !(children_only && s.invoice.as_ref().is_some_and(|i| i.as_str() == invoice))
+        });
+        out.sort_by_key(|s| {
+            (
+                s.invoice.as_ref().map(|i| i.as_str()) != Some(invoice),
+                s.id,
+            )
+        });
+        Ok(out)
+    }
+
+    /// Runs `op` on every member of the group `invoice`.
+    pub async fn group_operation(
+        &self,
+        invoice: &str,
+        op: GroupOp,
+        req: GroupRequest,
+    ) -> Result<GroupResult> {
+        let mut p = Problems::default();
+        if invoice.trim().is_empty() || invoice.len() > 200 {
+            p.push("invoice", "length", "must be 1 to 200 characters");
+        }
+        let stray = [
+            ("since", req.since.is_some() && op != GroupOp::Delete),
+            ("reason", req.reason.is_some() && op != GroupOp::Suspend),
+            ("settings", req.settings.is_some() && op != GroupOp::Edit),
+            ("client", req.client.is_some() && op != GroupOp::Transfer),
+        ];
+        for (field, bad) in stray {
+            if bad {
+                p.push(field, "not_applicable", "does not apply to this operation");
+            }
+        }
+        let since = match req.since.as_deref().map(parse_since) {
+            Some(Ok(d)) => Some(since_cutoff(d)),
+            Some(Err(e)) => {
+                p.push("since", "duration", e);
+                None
+            }
+            None => None,
+        };
+        if op == GroupOp::Edit && req.settings.as_ref().is_none_or(|s| s.is_empty()) {
+            p.push(
+                "settings",
+                "required",
+                "is required for edit: the product settings to override",
+            );
+        }
+        let target_client = match (&req.client, op) {
+            (Some(r), _) => match r {
+                RecordRef::Id(i) => match self.store.get_client(ClientId(*i)).await? {
+                    Some(c) => Some(c.id),
+                    None => {
+                        p.push("client", "exists", format!("no client {i}"));
+                        None
+                    }
+                },
+                RecordRef::Name(_) => {
+                    p.push("client", "type", "must be a client id");
+                    None
+                }
+            },
+            (None, GroupOp::Transfer) => {
+                p.push(
+                    "client",
+                    "required",
+                    "is required for transfer: the client that gets the members",
+                );
+                None
+            }
+            _ => None,
+        };
+        if req.wait.is_some_and(|w| w > 300) {
+            p.push("wait", "range", "must be at most 300 seconds");
+        }
+        p.finish()?;
+
+        let members = self.group_members(invoice, req.children_only).await?;
+        if members.is_empty() {
+            return Err(EngineError::NotFound {
+                what: "group",
+                key: format!("'{invoice}' (no live service has it as invoice or parent_invoice)"),
+            });
+        }
+        let mut results = Vec::with_capacity(members.len());
+        // Members run one after another here, but their jobs run concurrently in the
+        // worker within each server's limits.
+        for s in &members {
+            results.push(
+                self.group_member(s, invoice, op, &req, since, target_client)
+                    .await?,
+            );
+        }
+        if let (Some(wait), false) = (req.wait, req.dry_run) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+            for r in results.iter_mut() {
+                let Some(job) = r.job_id else { continue };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let j = self
+                    .wait_for_job(provisio_core::job::JobId(job), left)
+                    .await?;
+                r.outcome = match j.state {
+                    JobState::Done => "done".into(),
+                    JobState::Failed | JobState::Cancelled | JobState::Resolved => {
+                        r.detail = j.last_error.clone();
+                        "failed".into()
+                    }
+                    _ => "queued".into(),
+                };
+            }
+        }
+        Ok(GroupResult {
+            invoice: invoice.to_string(),
+            operation: op,
+            dry_run: req.dry_run,
+            members: results,
+        })
+    }
+
+    async fn group_member(
+        &self,
+        s: &Service,
+        invoice: &str,
+        op: GroupOp,
+        req: &GroupRequest,
+        since: Option<DateTime<Utc>>,
+        target_client: Option<ClientId>,
+    ) -> Result<MemberResult> {
+        let skip = |why: String| Ok(member(s, invoice, "nothing", "skipped", Some(why)));
+        let (action, input) = match op {
+            GroupOp::Suspend if s.status != ServiceStatus::Active => {
+                return skip(format!("it is {}", s.status.as_str()))
+            }
+            GroupOp::Suspend => (
+                Action::Suspend,
+                ActionInput {
+                    reason: Some(req.reason.clone().unwrap_or_else(|| "admin".into())),
+                    ..Default::default()
+                },
+            ),
+            GroupOp::Activate if s.status != ServiceStatus::Suspended => {
+                return skip(format!("it is {}", s.status.as_str()))
+            }
+            GroupOp::Activate => (Action::Unsuspend, ActionInput::default()),
+            GroupOp::Delete => {
+                if let Some(cut) = since {
+                    let suspended_at = s.suspension.as_ref().map(|x| x.since);
+                    if s.status != ServiceStatus::Suspended || suspended_at.is_none_or(|t| t > cut)
+                    {
+                        return skip("not suspended long enough for --since".into());
+                    }
+                }
+                (Action::Terminate, ActionInput::default())
+            }
+            GroupOp::Transfer => {
+                let to = target_client.expect("checked");
+                if s.client_id == to {
+                    return skip(format!("it already belongs to client {to}"));
+                }
+                let label = format!("move to client {to}");
+                if req.dry_run {
+                    return Ok(member(s, invoice, &label, "planned", None));
+                }
+                let mut moved = s.clone();
+                moved.client_id = to;
+                self.store.update_service(&moved).await?;
+                return Ok(member(
+                    s,
+                    invoice,
+                    &label,
+                    "done",
+                    Some(format!("from client {}", s.client_id)),
+                ));
+            }
+            GroupOp::Edit => return self.edit_member(s, invoice, req).await,
+        };
+        let mut r = member(s, invoice, action.as_str(), "planned", None);
+        if let Some(detail) = match (action.clone(), since, s.suspension.as_ref()) {
+            (Action::Terminate, _, Some(x)) => {
+                Some(format!("suspended since {}", x.since.date_naive()))
+            }
+            (Action::Terminate, _, None) => Some("no suspension date".into()),
+            _ => None,
+        } {
+            r.detail = Some(detail);
+        }
+        if req.dry_run {
+            return Ok(r);
+        }
+        match self.request_action(s.id, action, input).await {
+            Ok(job) => {
+                r.outcome = "queued".into();
+                r.job_id = Some(job.id.0);
+            }
+            Err(
+                e @ (EngineError::Conflict { .. }
+                | EngineError::Forbidden { .. }
+                | EngineError::Invalid(_)),
+            ) => {
+                r.outcome = "refused".into();
+                r.detail = Some(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(r)
+    }
+
+    /// Sets product-setting overrides on one member and, when its module can change
+    /// packages and the account exists, queues a change_package so the remote follows.
+    async fn edit_member(
+        &self,
+        s: &Service,
+        invoice: &str,
+        req: &GroupRequest,
+    ) -> Result<MemberResult> {
+        let changes = req.settings.clone().unwrap_or_default();
+        let product = self.get_product(&RecordRef::Id(s.product_id.0)).await?;
+        let info = self
+            .modules
+            .info(&product.product.module)
+            .cloned()
+            .ok_or_else(|| EngineError::Conflict {
+                field: None,
+                message: format!("module '{}' is not installed", product.product.module),
+            })?;
+        let schema = info.schema(SchemaScope::Product);
+        let mut overrides = self.cipher.open_settings(&s.product_overrides)?;
+        for (k, v) in &changes {
+            if v.is_null() {
+                overrides.remove(k);
+            } else {
+                overrides.insert(k.clone(), v.clone());
+            }
+        }
+        let mut p = Problems::default();
+        let mut checked = match schema.validate(&overrides, Mode::Partial) {
+            Ok(s) => s,
+            Err(errors) => {
+                p.extend_prefixed("settings", errors);
+                Settings::new()
+            }
+        };
+        if p.is_empty() {
+            let mut merged = self.cipher.open_settings(&product.effective)?;
+            for (k, v) in &checked {
+                merged.insert(k.clone(), v.clone());
+            }
+            if let Err(errors) = schema.validate(&merged, Mode::Complete) {
+                p.extend_prefixed("settings", errors);
+            }
+        }
+        p.finish()?;
+        self.cipher.seal_settings(schema, &mut checked);
+        let same = self.cipher.open_settings(&s.product_overrides)?
+            == self.cipher.open_settings(&checked)?;
+        let remote = info.can(provisio_core::module::Capability::ChangePackage)
+            && matches!(s.status, ServiceStatus::Active | ServiceStatus::Suspended);
+        let label = if remote {
+            "change_package"
+        } else {
+            "edit settings"
+        };
+        if same {
+            return Ok(member(
+                s,
+                invoice,
+                "nothing",
+                "skipped",
+                Some("the overrides are already set".into()),
+            ));
+        }
+        if req.dry_run {
+            let (shown, _) = redact_settings(&checked);
+            return Ok(member(
+                s,
+                invoice,
+                label,
+                "planned",
+                Some(format!("overrides {}", Value::Object(shown))),
+            ));
+        }
+        let mut edited = s.clone();
+        edited.product_overrides = checked;
+        self.store.update_service(&edited).await?;
+        let mut r = member(s, invoice, label, "done", None);
+        if remote {
+            // The same product again, with the new overrides: the module applies them.
+            let mut params = Settings::new();
+            params.insert("product_id".into(), Value::from(s.product_id.0));
+            let before = crate::events::before(&params, "change_package", &edited);
+            let job = self.new_job(s.server_id, Action::ChangePackage, params, Utc::now());
+            let stored = self.store.enqueue_job(s.id, &job, &[before]).await?;
+            self.wake.notify_one();
+            r.outcome = "queued".into();
+            r.job_id = Some(stored.id.0);
+        }
+        Ok(r)
+    }
+
+    /// Services suspended at least `after`: what the clean-up terminates.
+    pub async fn cleanup_candidates(&self, after: Duration) -> Result<Vec<Service>> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = self
+                .store
+                .list_services(
+                    &ServiceFilter {
+                        suspended_before: Some(since_cutoff(after)),
+                        ..Default::default()
+                    },
+                    page,
+                )
+                .await?;
+            out.extend(got.items);
+            match got.next {
+                Some(c) => page.after = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Terminates services suspended at least `after` (or says what it would do).
+    pub async fn cleanup(&self, after: Duration, dry_run: bool) -> Result<Vec<MemberResult>> {
+        let mut out = Vec::new();
+        for s in self.cleanup_candidates(after).await? {
+            let since = s.suspension.as_ref().map(|x| x.since);
+            let mut r = member(
+                &s,
+                "",
+                "terminate",
+                "planned",
+                since.map(|t| format!("suspended since {}", t.to_rfc3339())),
+            );
+            r.role = "-".into();
+            if !dry_run {
+                match self
+                    .request_action(s.id, Action::Terminate, ActionInput::default())
+                    .await
+                {
+                    Ok(j) => {
+                        r.outcome = "queued".into();
+                        r.job_id = Some(j.id.0);
+                    }
+                    Err(e @ (EngineError::Conflict { .. } | EngineError::Forbidden { .. })) => {
+                        r.outcome = "refused".into();
+                        r.detail = Some(e.to_string());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// A short-lived single sign-on link into a service, from modules that offer one.
+    /// With `from`, the link is asked for on behalf of that service's holder: allowed into
+    /// itself, or from a group's master into one of its children, never the other way or
+    /// between children.
+    pub async fn login_url(
+        self: &std::sync::Arc<Self>,
+        id: ServiceId,
+        from: Option<ServiceId>,
+    ) -> Result<String> {
+        let target = self.get_service(id).await?;
+        if let Some(from) = from.filter(|f| *f != id) {
+            let source = self.get_service(from).await?;
+            let is_master_of = source
+                .invoice
+                .as_ref()
+                .zip(target.parent_invoice.as_ref())
+                .is_some_and(|(i, p)| i.as_str() == p.as_str());
+            if !is_master_of {
+                return Err(EngineError::Conflict {
+                    field: Some("from_service".into()),
+                    message: format!(
+                        "service {from} may not sign in to service {id}: only a group's master (its invoice is the other's parent_invoice) may enter its children"
+                    ),
+                });
+            }
+        }
+        if target.status != ServiceStatus::Active {
+            return Err(EngineError::Conflict {
+                field: None,
+                message: format!(
+                    "service {id} is {}; only active services can be entered",
+                    target.status.as_str()
+                ),
+            });
+        }
+        crate::worker::login_url(self.clone(), &target).await
+    }
+}
+
+/// Renders a duration for messages.
+pub fn describe(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(86_400) && s > 0 {
+        format!("{} days", s / 86_400)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_now_and_durations() {
+        assert_eq!(parse_since("now").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_since("30 days").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(parse_since("12h").unwrap(), Duration::from_secs(12 * 3600));
+        assert!(parse_since("soon").is_err());
+        assert!(parse_since("99999w").is_err());
+    }
+
+    #[test]
+    fn picks_and_puts_dotted_paths() {
+        let doc = json!({"product": {"settings": {"quota": 5000}}});
+        assert_eq!(pick(&doc, "product.settings.quota"), Some(&json!(5000)));
+        assert_eq!(pick(&doc, "product.name"), None);
+        let mut out = Map::new();
+        put(&mut out, "product.settings.quota", json!(1));
+        put(&mut out, "service.username", json!("u"));
+        assert_eq!(
+            Value::Object(out),
+            json!({"product": {"settings": {"quota": 1}}, "service": {"username": "u"}})
+        );
+    }
+}

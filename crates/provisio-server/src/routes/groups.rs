@@ -1,0 +1,185 @@
+//! `/v1/collect`, `/v1/groups/{invoice}`, `/v1/cleanup` and `/v1/services/{id}/login-url`:
+//! many services at once, and single sign-on.
+
+use axum::extract::{Path, State};
+use provisio_core::ServiceId;
+use provisio_engine::groups::{
+    CollectQuery, Collected, GroupOp, GroupRequest, GroupResult, MemberResult,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{path_id, Json, OptionalJson, Query};
+use crate::views::List;
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(collect))
+        .routes(routes!(group_members))
+        .routes(routes!(group_operation))
+        .routes(routes!(cleanup))
+        .routes(routes!(login_url))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Chosen fields of the services the filters select (dotted: `service.parent_invoice`, `product.settings.quota`, …), in pages by service id.
+#[utoipa::path(post, path = "/v1/collect", tag = "groups", params(PageQuery), request_body = CollectQuery,
+    responses((status = 200, body = List<Collected>), (status = 422, body = Problem)))]
+async fn collect(
+    State(app): State<AppState>,
+    Query(q): Query<PageQuery>,
+    Json(body): Json<CollectQuery>,
+) -> Result<axum::Json<List<Collected>>, ApiError> {
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let found = app.engine.collect(&body, page).await?;
+    Ok(axum::Json(List::from_page(found, |c| c)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MembersQuery {
+    /// Leave out the master.
+    #[serde(default)]
+    children_only: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GroupMembers {
+    pub invoice: String,
+    pub members: Vec<MemberResult>,
+}
+
+/// The live services of an invoice group (`invoice` or `parent_invoice` equal to it), master first.
+#[utoipa::path(get, path = "/v1/groups/{invoice}", tag = "groups", params(("invoice" = String, Path), MembersQuery),
+    responses((status = 200, body = GroupMembers), (status = 404, body = Problem)))]
+async fn group_members(
+    State(app): State<AppState>,
+    Path(invoice): Path<String>,
+    Query(q): Query<MembersQuery>,
+) -> Result<axum::Json<GroupMembers>, ApiError> {
+    let dry = GroupRequest {
+        dry_run: true,
+        children_only: q.children_only,
+        reason: None,
+        ..Default::default()
+    };
+    // A dry-run suspend lists every member with its role and status and changes nothing.
+    let r = app
+        .engine
+        .group_operation(&invoice, GroupOp::Suspend, dry)
+        .await?;
+    Ok(axum::Json(GroupMembers {
+        invoice,
+        members: r
+            .members
+            .into_iter()
+            .map(|mut m| {
+                m.action = "none".into();
+                m.outcome = "listed".into();
+                m.detail = None;
+                m
+            })
+            .collect(),
+    }))
+}
+
+/// Run `edit`, `suspend`, `activate`, `delete` or `transfer` on every member of an invoice group; `dry_run` says what each member would undergo. Members already in the wanted state are skipped, so running it again retries only the rest.
+#[utoipa::path(post, path = "/v1/groups/{invoice}/{operation}", tag = "groups",
+    params(("invoice" = String, Path), ("operation" = String, Path, description = "edit, suspend, activate, delete or transfer")),
+    request_body = GroupRequest,
+    responses((status = 200, body = GroupResult), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn group_operation(
+    State(app): State<AppState>,
+    Path((invoice, operation)): Path<(String, String)>,
+    OptionalJson(body): OptionalJson<GroupRequest>,
+) -> Result<axum::Json<GroupResult>, ApiError> {
+    let op = GroupOp::parse(&operation).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "group operation '{operation}' not found (edit, suspend, activate, delete, transfer)"
+        ))
+    })?;
+    let r = app.engine.group_operation(&invoice, op, body).await?;
+    Ok(axum::Json(r))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupRequest {
+    /// Say what would be terminated; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Suspended at least this long (`30 days`); the configured
+    /// `cleanup.terminate_suspended_after` when absent.
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// Terminate services suspended longer than the clean-up threshold (or list them with `dry_run`).
+#[utoipa::path(post, path = "/v1/cleanup", tag = "groups", request_body = CleanupRequest,
+    responses((status = 200, body = Vec<MemberResult>), (status = 422, body = Problem)))]
+async fn cleanup(
+    State(app): State<AppState>,
+    OptionalJson(body): OptionalJson<CleanupRequest>,
+) -> Result<axum::Json<Vec<MemberResult>>, ApiError> {
+    let body = body;
+    let after = match (&body.after, app.engine.options().cleanup_after) {
+        (Some(a), _) => provisio_engine::groups::parse_since(a).map_err(|e| {
+            ApiError::bad_field(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "after",
+                "duration",
+                e,
+            )
+        })?,
+        (None, Some(d)) => d,
+        (None, None) => {
+            return Err(ApiError::bad_field(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "after",
+                "required",
+                "is required: no cleanup.terminate_suspended_after is configured",
+            ))
+        }
+    };
+    Ok(axum::Json(app.engine.cleanup(after, body.dry_run).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginUrlRequest {
+    /// Ask on behalf of this service's holder: allowed for the service itself, or from a
+    /// group's master into its children.
+    #[serde(default)]
+    pub from_service: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginUrl {
+    pub url: String,
+}
+
+/// A short-lived single sign-on link into a service, from modules with the `login_url` capability.
+#[utoipa::path(post, path = "/v1/services/{id}/login-url", tag = "services", params(("id" = i64, Path)),
+    request_body = LoginUrlRequest,
+    responses((status = 200, body = LoginUrl), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn login_url(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<LoginUrlRequest>,
+) -> Result<axum::Json<LoginUrl>, ApiError> {
+    let id = ServiceId(path_id(&id)?);
+    let from = body.from_service.map(ServiceId);
+    let url = app.engine.login_url(id, from).await?;
+    Ok(axum::Json(LoginUrl { url }))
+}

@@ -1,0 +1,437 @@
+//! Seed 003's walk-through with Provisio's names: an invoice group of a master and two
+//! children, `collect`, group edit/suspend/activate/delete with dry runs and `--since`,
+//! transfer to another client, the clean-up policy and single sign-on between members.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, Db, TestApp};
+
+const INVOICE: &str = "master-invoice-123";
+
+async fn site(
+    app: &TestApp,
+    client: i64,
+    username: &str,
+    invoice: Option<&str>,
+    parent: Option<&str>,
+) -> i64 {
+    let mut body = json!({"client_id": client, "product": "hosting", "username": username});
+    if let Some(i) = invoice {
+        body["invoice"] = i.into();
+    }
+    if let Some(p) = parent {
+        body["parent_invoice"] = p.into();
+    }
+    let s = app.create("/v1/services", body).await;
+    let id = s["id"].as_i64().unwrap();
+    wait_status(app, id, "active").await;
+    id
+}
+
+async fn wait_status(app: &TestApp, id: i64, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, s) = app.get(&format!("/v1/services/{id}")).await;
+        if s["status"] == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "service {id} never became {status}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+async fn collect(app: &TestApp, fields: Value, filters: Value) -> Vec<Value> {
+    let (status, body) = app
+        .post("/v1/collect", json!({"fields": fields, "filters": filters}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"].as_array().unwrap().clone()
+}
+
+async fn setup(db: Db, extra: &str) -> (TestApp, i64, [i64; 3]) {
+    let app = spawn_app_with(db, extra).await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "web1", "module": "recorder", "settings": {"token": "Tok-Groups-77"}}),
+    )
+    .await;
+    app.create(
+        "/v1/products",
+        json!({"name": "hosting", "module": "recorder", "settings": {"quota": 1000, "ssh": true}}),
+    )
+    .await;
+    let c = app
+        .create(
+            "/v1/clients",
+            json!({"name": "Test Domain", "email": "admin@test-domain.test"}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let master = site(&app, c, "test-admin", Some(INVOICE), None).await;
+    let child1 = site(&app, c, "test-child-1", None, Some(INVOICE)).await;
+    let child2 = site(&app, c, "test-child-2", None, Some(INVOICE)).await;
+    // Someone else's site, which no group operation may touch.
+    site(&app, c, "bystander", Some("other-invoice"), None).await;
+    (app, c, [master, child1, child2])
+}
+
+async fn walk_through(db: Db) {
+    let (app, _, [master, child1, child2]) = setup(db, "").await;
+    let fields = json!([
+        "service.username",
+        "product.settings.quota",
+        "product.settings.ssh"
+    ]);
+
+    // The seed's three notations arrive here as the same filter (the CLI turns each into it).
+    let children = collect(
+        &app,
+        fields.clone(),
+        json!({"service.parent_invoice": INVOICE}),
+    )
+    .await;
+    let ids: Vec<i64> = children
+        .iter()
+        .map(|c| c["service_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [child1, child2]);
+    assert_eq!(children[0]["values"]["service"]["username"], "test-child-1");
+    assert_eq!(children[0]["values"]["product"]["settings"]["quota"], 1000);
+    assert_eq!(children[0]["active"], true);
+
+    // Edit: quota 5000 for every member, master included, reaching the remote.
+    let (status, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/edit"),
+            json!({"settings": {"quota": 5000}, "wait": 30}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let members = r["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[0]["service_id"], master);
+    assert_eq!(members[0]["role"], "master");
+    assert!(members.iter().all(|m| m["outcome"] == "done"), "{r}");
+    for user in ["test-admin", "test-child-1", "test-child-2"] {
+        let quota = app
+            .recorder
+            .with(|st| st.packages.get(user).and_then(|p| p.get("quota").cloned()));
+        assert_eq!(quota, Some(json!(5000)), "{user}");
+    }
+    assert!(app
+        .recorder
+        .with(|st| !st.packages["bystander"].contains_key("quota")
+            || st.packages["bystander"]["quota"] == 1000));
+    let all = collect(&app, fields.clone(), json!({"service.group": INVOICE})).await;
+    assert!(all
+        .iter()
+        .all(|c| c["values"]["product"]["settings"]["quota"] == 5000));
+    let master_only = collect(&app, fields.clone(), json!({"service.invoice": INVOICE})).await;
+    assert_eq!(master_only.len(), 1);
+    assert_eq!(
+        master_only[0]["values"]["product"]["settings"]["quota"],
+        5000
+    );
+    // Running it again changes nothing.
+    let (_, again) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/edit"),
+            json!({"settings": {"quota": 5000}}),
+        )
+        .await;
+    assert!(
+        again["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["outcome"] == "skipped"),
+        "{again}"
+    );
+
+    // Suspend and activate flip `active` for every member.
+    let (_, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/suspend"),
+            json!({"wait": 30}),
+        )
+        .await;
+    assert!(
+        r["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["outcome"] == "done"),
+        "{r}"
+    );
+    let listed = collect(&app, json!([]), json!({"service.group": INVOICE})).await;
+    assert!(listed.iter().all(|c| c["active"] == false));
+    let (_, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/activate"),
+            json!({"wait": 30}),
+        )
+        .await;
+    assert!(
+        r["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["outcome"] == "done"),
+        "{r}"
+    );
+    let listed = collect(&app, json!([]), json!({"service.group": INVOICE})).await;
+    assert!(listed.iter().all(|c| c["active"] == true));
+
+    // Delete --dry-run lists all three; nothing changes.
+    let (_, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/delete"),
+            json!({"dry_run": true}),
+        )
+        .await;
+    let planned: Vec<(i64, String)> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["service_id"].as_i64().unwrap(),
+                m["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            (master, "planned".into()),
+            (child1, "planned".into()),
+            (child2, "planned".into())
+        ]
+    );
+    assert!(r["members"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no suspension date"));
+    let (_, s) = app.get(&format!("/v1/services/{master}")).await;
+    assert_eq!(s["status"], "active");
+
+    // After suspending one child, --since now lists only it.
+    assert_eq!(app.act(child2, "suspend", None).await["state"], "done");
+    let (_, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/delete"),
+            json!({"dry_run": true, "since": "now"}),
+        )
+        .await;
+    let planned: Vec<i64> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["outcome"] == "planned")
+        .map(|m| m["service_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(planned, [child2]);
+    assert!(r["members"][2]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("suspended since"));
+
+    // --children-only leaves the master out.
+    let (_, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/suspend"),
+            json!({"dry_run": true, "children_only": true}),
+        )
+        .await;
+    let ids: Vec<i64> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["service_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [child1, child2]);
+
+    // The real delete with --since now terminates only the suspended child.
+    let (_, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/delete"),
+            json!({"since": "now", "wait": 30}),
+        )
+        .await;
+    assert_eq!(r["members"][2]["outcome"], "done", "{r}");
+    wait_status(&app, child2, "terminated").await;
+    let (_, s) = app.get(&format!("/v1/services/{child1}")).await;
+    assert_eq!(s["status"], "active");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_seed_walk_through_works_sqlite() {
+    walk_through(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_seed_walk_through_works_postgres() {
+    walk_through(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn transfer_moves_members_to_another_client() {
+    let (app, c, [master, child1, child2]) = setup(Db::Sqlite, "").await;
+    let other = app
+        .create(
+            "/v1/clients",
+            json!({"name": "Buyer", "email": "buyer@example.test"}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let (status, problem) = app
+        .post(&format!("/v1/groups/{INVOICE}/transfer"), json!({}))
+        .await;
+    crate::helpers::assert_field_error(status, &problem, "client", "required");
+    let (_, dry) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/transfer"),
+            json!({"client": other, "dry_run": true}),
+        )
+        .await;
+    assert!(dry["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["outcome"] == "planned"));
+    let (_, s) = app.get(&format!("/v1/services/{master}")).await;
+    assert_eq!(s["client_id"], c);
+    let (_, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/transfer"),
+            json!({"client": other}),
+        )
+        .await;
+    assert!(
+        r["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["outcome"] == "done"),
+        "{r}"
+    );
+    for id in [master, child1, child2] {
+        let (_, s) = app.get(&format!("/v1/services/{id}")).await;
+        assert_eq!(s["client_id"], other);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn group_operations_refuse_bad_input_and_unknown_groups() {
+    let (app, _, _) = setup(Db::Sqlite, "").await;
+    let (status, problem) = app.post("/v1/groups/nope/suspend", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let (status, problem) = app
+        .post(&format!("/v1/groups/{INVOICE}/explode"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let (status, problem) = app
+        .post(&format!("/v1/groups/{INVOICE}/edit"), json!({}))
+        .await;
+    crate::helpers::assert_field_error(status, &problem, "settings", "required");
+    let (status, problem) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/delete"),
+            json!({"since": "soon"}),
+        )
+        .await;
+    crate::helpers::assert_field_error(status, &problem, "since", "duration");
+    let (status, problem) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/suspend"),
+            json!({"settings": {"quota": 1}}),
+        )
+        .await;
+    crate::helpers::assert_field_error(status, &problem, "settings", "not_applicable");
+    let (status, problem) = app
+        .post(
+            "/v1/collect",
+            json!({"fields": ["nothing.here"], "filters": {"service.status": "sleepy"}}),
+        )
+        .await;
+    crate::helpers::assert_field_error(status, &problem, "fields[0]", "path");
+    crate::helpers::assert_field_error(status, &problem, "filters.service.status", "enum");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn clean_up_terminates_long_suspended_services() {
+    let (app, _, [master, child1, _]) = setup(
+        Db::Sqlite,
+        "[cleanup]\nterminate_suspended_after = \"30 days\"\n",
+    )
+    .await;
+    assert_eq!(app.act(child1, "suspend", None).await["state"], "done");
+    // Suspended just now: not 30 days yet.
+    let (status, r) = app.post("/v1/cleanup", json!({"dry_run": true})).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r.as_array().unwrap().len(), 0);
+    // Previewed with a shorter threshold, it is listed; nothing changes.
+    let (_, r) = app
+        .post("/v1/cleanup", json!({"dry_run": true, "after": "now"}))
+        .await;
+    let listed: Vec<i64> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["service_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [child1]);
+    assert_eq!(r[0]["outcome"], "planned");
+    let (_, s) = app.get(&format!("/v1/services/{child1}")).await;
+    assert_eq!(s["status"], "suspended");
+    let (_, r) = app.post("/v1/cleanup", json!({"after": "now"})).await;
+    assert_eq!(r[0]["outcome"], "queued");
+    wait_status(&app, child1, "terminated").await;
+    let (_, s) = app.get(&format!("/v1/services/{master}")).await;
+    assert_eq!(s["status"], "active");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sign_on_goes_from_the_master_to_children_never_up_or_sideways() {
+    let (app, _, [master, child1, child2]) = setup(Db::Sqlite, "").await;
+    let url = |v: &Value| v["url"].as_str().unwrap().to_string();
+    let (status, own) = app
+        .post(&format!("/v1/services/{child1}/login-url"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert!(url(&own).contains("/sso/test-child-1"));
+    let (status, down) = app
+        .post(
+            &format!("/v1/services/{child1}/login-url"),
+            json!({"from_service": master}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{down}");
+    assert!(url(&down).contains("/sso/test-child-1"));
+    for (from, to) in [(child1, master), (child1, child2)] {
+        let (status, problem) = app
+            .post(
+                &format!("/v1/services/{to}/login-url"),
+                json!({"from_service": from}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert!(problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only a group's master"));
+    }
+    app.stop().await;
+}
