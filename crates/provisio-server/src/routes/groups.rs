@@ -132,7 +132,6 @@ async fn cleanup(
     State(app): State<AppState>,
     OptionalJson(body): OptionalJson<CleanupRequest>,
 ) -> Result<axum::Json<Vec<MemberResult>>, ApiError> {
-    let body = body;
     let after = match (&body.after, app.engine.options().cleanup_after) {
         (Some(a), _) => provisio_engine::groups::parse_since(a).map_err(|e| {
             ApiError::bad_field(
