@@ -96,6 +96,13 @@ enum Command {
     /// Automation rules: on an event, after a grace period, act on a client's services.
     #[command(subcommand)]
     Rule(commands::rule::RuleCmd),
+    /// Show chosen fields of the services a filter selects.
+    Collect(commands::collect::CollectArgs),
+    /// Invoice groups: act on every service of an invoice (master and children) at once.
+    #[command(subcommand)]
+    Group(commands::collect::GroupCmd),
+    /// Terminate services suspended longer than the clean-up threshold.
+    Cleanup(commands::collect::CleanupArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,6 +194,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => commands::queue::run(cmd, &remote()?).await,
         Command::Handler(cmd) => commands::handler::run(cmd, &remote()?).await,
         Command::Rule(cmd) => commands::rule::run(cmd, &remote()?).await,
+        Command::Collect(args) => commands::collect::collect(args, &remote()?).await,
+        Command::Group(cmd) => commands::collect::group(cmd, &remote()?).await,
+        Command::Cleanup(args) => commands::collect::cleanup(args, &remote()?).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! parsing they share.
 
 pub mod client;
+pub mod collect;
 pub mod handler;
 pub mod module;
 pub mod product;
@@ -353,6 +354,10 @@ mod tests {
         Handler(handler::HandlerCmd),
         #[command(subcommand)]
         Rule(rule::RuleCmd),
+        Collect(collect::CollectArgs),
+        #[command(subcommand)]
+        Group(collect::GroupCmd),
+        Cleanup(collect::CleanupArgs),
     }
 
     #[test]

@@ -153,6 +153,13 @@ pub enum ServiceCmd {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Print a short-lived single sign-on link into the service
+    LoginUrl {
+        id: i64,
+        /// On behalf of this service's holder (a group's master may enter its children)
+        #[arg(long, value_name = "SERVICE_ID")]
+        from: Option<i64>,
+    },
     /// List the jobs of a service, oldest first
     Jobs {
         id: i64,
@@ -374,6 +381,21 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
         ServiceCmd::Renew { id, wait } => act(ctx, id, "renew", Default::default(), wait).await,
         ServiceCmd::Accept { id, wait } => act(ctx, id, "accept", Default::default(), wait).await,
+        ServiceCmd::LoginUrl { id, from } => {
+            let body = match from {
+                Some(f) => serde_json::json!({"from_service": f}),
+                None => serde_json::json!({}),
+            };
+            let r = ctx
+                .api
+                .post(&format!("{}/login-url", path(id)), &body)
+                .await?;
+            if ctx.output == output::Format::Json {
+                output::print_json(&r)
+            } else {
+                output::emit(r["url"].as_str().unwrap_or_default())
+            }
+        }
         ServiceCmd::Jobs { id, paging } => {
             let path = format!("{}/jobs", path(id));
             let items = ctx.list(&path, &[], &paging).await?;

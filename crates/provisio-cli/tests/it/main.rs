@@ -479,3 +479,68 @@ fn handlers_and_rules_through_the_cli() {
         s.ok(&["rule", "list"]).contains("no rules") || !s.ok(&["rule", "list"]).contains("signup")
     );
 }
+
+#[test]
+fn collect_and_group_commands_follow_the_seed() {
+    let s = serve(&[]);
+    s.ok(&["server", "add", "web", "--module", "noop"]);
+    s.ok(&["product", "add", "hosting", "--module", "noop"]);
+    let c = s.json(&[
+        "client",
+        "add",
+        "--name",
+        "Site Owner",
+        "--email",
+        "owner@example.test",
+    ]);
+    let client = c["id"].as_i64().unwrap().to_string();
+    let inv = "master-invoice-123";
+    for (user, flag) in [
+        ("test-admin", "--invoice"),
+        ("test-child-1", "--parent-invoice"),
+        ("test-child-2", "--parent-invoice"),
+    ] {
+        s.ok(&[
+            "service",
+            "add",
+            "--client",
+            &client,
+            "--product",
+            "hosting",
+            "--username",
+            user,
+            flag,
+            inv,
+        ]);
+    }
+    let fields = "[service.username,service.status]";
+    let forms = [
+        format!("[service.parent_invoice:{inv}]"),
+        format!("[\"service,parent_invoice\":{inv}]"),
+        format!("[service:[parent_invoice:{inv}]]"),
+        format!("service.parent_invoice={inv}"),
+    ];
+    let results: Vec<serde_json::Value> = forms
+        .iter()
+        .map(|f| s.json(&["collect", fields, f]))
+        .collect();
+    assert_eq!(results[0].as_array().unwrap().len(), 2, "{}", results[0]);
+    assert!(results.iter().all(|r| *r == results[0]));
+    let yaml = s.ok(&["collect", fields, &forms[2], "--yaml"]);
+    assert!(
+        yaml.contains("service: { username: test-child-1, status: "),
+        "{yaml}"
+    );
+
+    // The master and both children, dry run: nothing changes.
+    let table = s.ok(&["group", "delete", inv, "--dry-run"]);
+    for user in ["test-admin", "test-child-1", "test-child-2"] {
+        assert!(table.contains(user), "{table}");
+    }
+    assert_eq!(table.matches("planned").count(), 3, "{table}");
+    let members = s.json(&["group", "show", inv, "--children-only"]);
+    assert_eq!(members["members"].as_array().unwrap().len(), 2);
+    let bad = s.cli(&["collect", "[]", "[service.status"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("filters:"));
+}
