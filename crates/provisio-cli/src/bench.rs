@@ -5,6 +5,8 @@
 //! `latency`: N creates against a local HTTP remote that answers after L ms, over S servers
 //! limited to C concurrent actions each, beside the limit N·L/(S·C) that latency and
 //! concurrency alone impose.
+//! `group`: a group operation (suspend) over N services of one invoice on S servers of such
+//! a remote, beside the same bound.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -47,6 +49,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 4)]
         servers: usize,
         /// max_concurrent of each server.
+        #[arg(long, default_value_t = 10)]
+        concurrency: u32,
+    },
+    /// A group suspend over many services of one invoice against a slow local remote.
+    Group {
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        servers: usize,
         #[arg(long, default_value_t = 10)]
         concurrency: u32,
     },
@@ -294,6 +307,97 @@ async fn latency_run(
     Ok(())
 }
 
+async fn group_run(
+    n: usize,
+    latency_ms: u64,
+    servers: usize,
+    concurrency: u32,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let cfg = config(dir.path(), &url, "")?;
+    let engine =
+        Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
+    let base = slow_remote(Duration::from_millis(latency_ms)).await?;
+    let settings = json!({
+        "base_url": base,
+        "timeout_seconds": 30,
+        "actions": {"suspend": {"method": "POST", "url": "/suspend", "body": {"userName": "{{ service.username }}"}}},
+    });
+    let (client, ids, product) = seed(&engine, "http", servers, concurrency, settings).await?;
+    let invoice = "bench-invoice";
+    let sealed = engine.seal_secret(&secrecy::SecretString::from("bench-password-1"));
+    let t0 = Instant::now();
+    for i in 0..n {
+        let new = NewService {
+            client_id: client,
+            product_id: product,
+            server_id: ids[i % ids.len()],
+            username: Username::parse(&format!("g{i}")).expect("valid"),
+            password: sealed.clone(),
+            status: ServiceStatus::Active,
+            invoice: (i == 0)
+                .then(|| provisio_core::service::InvoiceRef::parse(invoice).expect("valid")),
+            parent_invoice: (i > 0)
+                .then(|| provisio_core::service::InvoiceRef::parse(invoice).expect("valid")),
+            settings: Settings::new(),
+        };
+        engine.store().insert_service_with_job(&new, None).await?;
+    }
+    let loaded = t0.elapsed().as_secs_f64();
+    let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
+    let t0 = Instant::now();
+    let result = engine
+        .group_operation(
+            invoice,
+            provisio_engine::groups::GroupOp::Suspend,
+            provisio_engine::groups::GroupRequest {
+                wait: Some(300),
+                ..Default::default()
+            },
+        )
+        .await;
+    let secs = t0.elapsed().as_secs_f64();
+    let queued_by = engine
+        .store()
+        .list_jobs(&JobFilter::default(), PageRequest::first(1))
+        .await
+        .ok()
+        .and_then(|p| p.items.first().map(|j| j.created_at));
+    if let Some(first) = queued_by {
+        let last = engine
+            .store()
+            .list_jobs(
+                &JobFilter::default(),
+                PageRequest {
+                    after: Some((n - 1) as i64),
+                    limit: 1,
+                },
+            )
+            .await?;
+        if let Some(j) = last.items.first() {
+            println!(
+                "group  queueing took {:.2}s; last job finished {:.2}s after the first was queued",
+                (j.created_at - first).num_milliseconds() as f64 / 1000.0,
+                (j.finished_at.unwrap_or(j.updated_at) - first).num_milliseconds() as f64 / 1000.0
+            );
+        }
+    }
+    worker.shutdown().await;
+    let result = result?;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for m in &result.members {
+        *outcomes.entry(m.outcome.clone()).or_default() += 1;
+    }
+    let bound = n as f64 * latency_ms as f64 / 1000.0 / (servers as f64 * f64::from(concurrency));
+    println!(
+        "group suspend of {n} services ({loaded:.1}s to load), {latency_ms} ms remote, {servers} servers x {concurrency} concurrent: {secs:.2}s, bound N*L/(S*C) = {bound:.2}s, ratio {:.3}; member results {outcomes:?}",
+        secs / bound
+    );
+    engine.store().close().await;
+    Ok(())
+}
+
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Queue {
@@ -325,6 +429,14 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             concurrency,
         } => {
             latency_run(actions, latency_ms, servers, concurrency).await?;
+        }
+        BenchCmd::Group {
+            services,
+            latency_ms,
+            servers,
+            concurrency,
+        } => {
+            group_run(services, latency_ms, servers, concurrency).await?;
         }
     }
     Ok(())

@@ -516,6 +516,59 @@ impl Engine {
             })
     }
 
+    /// Waits up to `timeout` for many jobs at once and returns each as it was last seen.
+    /// Waiting for them one by one would re-read every waiting job on each finish.
+    pub async fn wait_for_jobs(
+        &self,
+        ids: &[JobId],
+        timeout: Duration,
+    ) -> Result<std::collections::HashMap<JobId, Job>> {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut rx = self.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = std::collections::HashMap::new();
+        let mut pending: std::collections::HashSet<JobId> = ids.iter().copied().collect();
+        let mut recheck = true;
+        while !pending.is_empty() {
+            if recheck {
+                // Jobs other processes finished, or finishes this one announced while the
+                // receiver lagged, are only found by reading them.
+                let ids: Vec<JobId> = pending.iter().copied().collect();
+                for id in ids {
+                    if let Some(j) = self.store.get_job(id).await? {
+                        if j.state.is_final() {
+                            pending.remove(&id);
+                        }
+                        seen.insert(id, j);
+                    }
+                }
+                recheck = false;
+                continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(id) if pending.contains(&id) => {
+                        if let Some(j) = self.store.get_job(id).await? {
+                            if j.state.is_final() {
+                                pending.remove(&id);
+                            }
+                            seen.insert(id, j);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => recheck = true,
+                    Err(RecvError::Closed) => recheck = true,
+                },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => recheck = true,
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        Ok(seen)
+    }
+
     /// Waits up to `timeout` for a job to reach a final state and returns it as it is then.
     pub async fn wait_for_job(&self, id: JobId, timeout: Duration) -> Result<Job> {
         let mut rx = self.finished.subscribe();

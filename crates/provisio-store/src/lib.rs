@@ -250,6 +250,8 @@ pub trait Store: HookStore + Send + Sync + 'static {
         job: &NewJob,
         events: &[NewEvent],
     ) -> Result<Job>;
+    /// Stores many jobs with their events in one transaction (group operations).
+    async fn enqueue_jobs(&self, jobs: &[(ServiceId, NewJob, Vec<NewEvent>)]) -> Result<Vec<Job>>;
     /// Stores a job that will not run because a gate forbade it: `cancelled` from the start,
     /// with `message` as its error and one attempt saying so, so the history shows it.
     async fn insert_refused_job(

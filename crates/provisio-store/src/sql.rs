@@ -565,6 +565,20 @@ macro_rules! impl_store {
                 Ok(j)
             }
 
+            async fn enqueue_jobs(
+                &self,
+                jobs: &[(provisio_core::ServiceId, provisio_core::job::NewJob, Vec<provisio_core::event::NewEvent>)],
+            ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+                let mut out = Vec::with_capacity(jobs.len());
+                let mut tx = self.writer().begin().await?;
+                for (service, job, events) in jobs {
+                    out.push(insert_job(&mut tx, *service, job).await?);
+                    insert_events_tx(&mut tx, events).await?;
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
             async fn insert_refused_job(
                 &self,
                 service_id: provisio_core::ServiceId,
