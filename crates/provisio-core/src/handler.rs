@@ -194,8 +194,12 @@ pub struct NewHandler {
 #[derive(Debug, Clone, PartialEq)]
 pub enum GateDecision {
     /// Go ahead, with these changes to the action's input (empty: none).
-    Allow { data: Map<String, Value> },
-    Forbid { reason: String },
+    Allow {
+        data: Map<String, Value>,
+    },
+    Forbid {
+        reason: String,
+    },
 }
 
 /// Why a gate's reply could not be read.

@@ -46,7 +46,12 @@ pub struct JobDetail {
 }
 
 /// A string a gate set, checked for length; the message never shows the value.
-pub(crate) fn gate_text(v: &Value, field: &str, min: usize, max: usize) -> std::result::Result<String, String> {
+pub(crate) fn gate_text(
+    v: &Value,
+    field: &str,
+    min: usize,
+    max: usize,
+) -> std::result::Result<String, String> {
     let s = v
         .as_str()
         .ok_or_else(|| format!("{field}: must be a string"))?;
@@ -265,7 +270,12 @@ impl Engine {
         if let Err(EngineError::Forbidden { handler, reason }) = &gated {
             // The refusal goes into the job history, so whoever looks at the service later
             // sees why the action never ran.
-            let job = self.new_job(service.server_id, action.clone(), params.clone(), Utc::now());
+            let job = self.new_job(
+                service.server_id,
+                action.clone(),
+                params.clone(),
+                Utc::now(),
+            );
             let message = format!("forbidden by handler '{handler}': {reason}");
             self.store
                 .insert_refused_job(service.id, &job, &message)
@@ -315,7 +325,10 @@ impl Engine {
                         let pw = SecretString::from(gate_text(v, "password", 8, 128)?);
                         let sealed = self.cipher.seal_str(&pw);
                         if *action == Action::ChangePassword {
-                            params.insert("new_password".into(), crate::catalog::sealed_value(&sealed));
+                            params.insert(
+                                "new_password".into(),
+                                crate::catalog::sealed_value(&sealed),
+                            );
                         } else {
                             service.password = sealed;
                             changed = true;
@@ -333,18 +346,26 @@ impl Engine {
                             return Err("settings: must be an object".to_string());
                         };
                         let info = info.as_ref().ok_or("the module is not installed")?;
-                        let mut open = self
-                            .cipher
-                            .open_settings(&service.settings)
-                            .map_err(|_| "the service's settings could not be opened".to_string())?;
+                        let mut open =
+                            self.cipher.open_settings(&service.settings).map_err(|_| {
+                                "the service's settings could not be opened".to_string()
+                            })?;
                         for (sk, sv) in new {
                             open.insert(sk.clone(), sv.clone());
                         }
                         let mut p = Problems::default();
                         let settings = self
-                            .complete_settings(&mut p, info, provisio_core::module::SchemaScope::Service, &open)
+                            .complete_settings(
+                                &mut p,
+                                info,
+                                provisio_core::module::SchemaScope::Service,
+                                &open,
+                            )
                             .ok_or_else(|| {
-                                p.0.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ")
+                                p.0.iter()
+                                    .map(|e| e.message.clone())
+                                    .collect::<Vec<_>>()
+                                    .join("; ")
                             })?;
                         let (shown, _) = provisio_core::secret::redact_settings(&settings);
                         payload["service"]["settings"] = Value::Object(shown);
@@ -356,8 +377,12 @@ impl Engine {
             }
             Ok(())
         };
-        self.run_gates(&format!("service.{}.before", action.as_str()), payload, &mut apply)
-            .await?;
+        self.run_gates(
+            &format!("service.{}.before", action.as_str()),
+            payload,
+            &mut apply,
+        )
+        .await?;
         Ok(changed)
     }
 

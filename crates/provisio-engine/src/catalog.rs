@@ -906,8 +906,13 @@ impl Engine {
                 created_at: now,
                 updated_at: now,
             };
-            self.gate_action(&mut draft, &server.module, &Action::Create, &mut Settings::new())
-                .await?;
+            self.gate_action(
+                &mut draft,
+                &server.module,
+                &Action::Create,
+                &mut Settings::new(),
+            )
+            .await?;
             new.username = draft.username;
             new.password = draft.password;
             new.settings = draft.settings;

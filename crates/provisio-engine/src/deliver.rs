@@ -110,20 +110,27 @@ impl Engine {
                     .post(&h.target)
                     .timeout(h.timeout)
                     .header("content-type", "application/json")
-                    .header("user-agent", concat!("provisio/", env!("CARGO_PKG_VERSION")));
+                    .header(
+                        "user-agent",
+                        concat!("provisio/", env!("CARGO_PKG_VERSION")),
+                    );
                 for (name, value) in webhook::headers(&refs, msg_id, Utc::now().timestamp(), body) {
                     req = req.header(name, value);
                 }
-                let resp = req.body(body.to_vec()).send().await.map_err(|e| CallFailure {
-                    status: None,
-                    detail: if e.is_timeout() {
-                        format!("no answer within {} ms", h.timeout.as_millis())
-                    } else if e.is_connect() {
-                        "could not connect".to_string()
-                    } else {
-                        "the request failed".to_string()
-                    },
-                })?;
+                let resp = req
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .map_err(|e| CallFailure {
+                        status: None,
+                        detail: if e.is_timeout() {
+                            format!("no answer within {} ms", h.timeout.as_millis())
+                        } else if e.is_connect() {
+                            "could not connect".to_string()
+                        } else {
+                            "the request failed".to_string()
+                        },
+                    })?;
                 let status = resp.status().as_u16();
                 let body = match tokio::time::timeout(h.timeout, resp.bytes()).await {
                     Ok(Ok(b)) => b.to_vec(),
@@ -131,8 +138,11 @@ impl Engine {
                     Err(_) => {
                         return Err(CallFailure {
                             status: Some(status),
-                            detail: format!("the answer did not arrive within {} ms", h.timeout.as_millis()),
-                                        })
+                            detail: format!(
+                                "the answer did not arrive within {} ms",
+                                h.timeout.as_millis()
+                            ),
+                        })
                     }
                 };
                 if (200..300).contains(&status) {
@@ -149,7 +159,7 @@ impl Engine {
                                 .map(|e| format!(": {e}"))
                                 .unwrap_or_default()
                         ),
-                                })
+                    })
                 }
             }
             HandlerKind::Script => {
@@ -178,7 +188,7 @@ impl Engine {
                     Err(ExecError::TimedOut(d)) => Err(CallFailure {
                         status: None,
                         detail: format!("no answer within {} ms; killed", d.as_millis()),
-                                }),
+                    }),
                     Err(e) => Err(fail(e.to_string())),
                 }
             }
@@ -214,7 +224,7 @@ impl Engine {
             .map_err(|e| CallFailure {
                 status: None,
                 detail: e,
-                })?;
+            })?;
         Ok(Answer {
             status: None,
             body: Vec::new(),
@@ -326,7 +336,10 @@ impl Engine {
             Ok((answer, secrets)) => (
                 true,
                 answer.status,
-                excerpt(&answer.body, &secrets.iter().map(String::as_str).collect::<Vec<_>>()),
+                excerpt(
+                    &answer.body,
+                    &secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+                ),
             ),
             Err(f) => (false, f.status, Some(f.detail.clone())),
         };
@@ -448,7 +461,9 @@ pub(crate) async fn delivery_loop(
         if last_requeue.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
             last_requeue = Some(Instant::now());
             match engine.store.requeue_expired_deliveries(Utc::now()).await {
-                Ok(n) if n > 0 => tracing::warn!(deliveries = n, "took over deliveries of a stopped worker"),
+                Ok(n) if n > 0 => {
+                    tracing::warn!(deliveries = n, "took over deliveries of a stopped worker")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "requeueing deliveries failed"),
             }

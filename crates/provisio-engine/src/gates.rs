@@ -78,7 +78,9 @@ impl Engine {
                     tracing::warn!(gate = %gate.name, event, error = %failure, "gate failed; its policy forbids the action");
                     return Err(EngineError::Forbidden {
                         handler: gate.name.to_string(),
-                        reason: format!("the gate failed ({failure}) and its on_error policy is forbid"),
+                        reason: format!(
+                            "the gate failed ({failure}) and its on_error policy is forbid"
+                        ),
                     });
                 }
             }

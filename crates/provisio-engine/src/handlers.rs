@@ -114,7 +114,11 @@ fn parse_secret(p: &mut Problems, s: &SecretString) -> Option<webhook::Secret> {
 impl Engine {
     fn check_events(&self, p: &mut Problems, phase: Phase, events: &[String]) -> Vec<EventPattern> {
         if events.is_empty() {
-            p.push("events", "required", "must list at least one event type or pattern");
+            p.push(
+                "events",
+                "required",
+                "must list at least one event type or pattern",
+            );
         }
         let mut out = Vec::new();
         for (i, e) in events.iter().enumerate() {
@@ -367,16 +371,32 @@ impl Engine {
             None => h.events.clone(),
         };
         let (url, script) = match h.kind {
-            HandlerKind::Http => (patch.url.clone().or(Some(h.target.clone())), patch.script.clone()),
-            HandlerKind::Script => (patch.url.clone(), patch.script.clone().or(Some(h.target.clone()))),
+            HandlerKind::Http => (
+                patch.url.clone().or(Some(h.target.clone())),
+                patch.script.clone(),
+            ),
+            HandlerKind::Script => (
+                patch.url.clone(),
+                patch.script.clone().or(Some(h.target.clone())),
+            ),
             HandlerKind::Email => (patch.url.clone(), patch.script.clone()),
         };
         let email = patch.email.clone().or(h.email.clone());
-        let target = self.check_target(&mut p, h.kind, url.as_deref(), script.as_deref(), email.as_ref());
-        self.check_timing(&mut p, h.phase, h.kind, patch.on_error, patch.disable_after_secs);
-        let timeout_ms = patch
-            .timeout_ms
-            .unwrap_or(h.timeout.as_millis() as u64);
+        let target = self.check_target(
+            &mut p,
+            h.kind,
+            url.as_deref(),
+            script.as_deref(),
+            email.as_ref(),
+        );
+        self.check_timing(
+            &mut p,
+            h.phase,
+            h.kind,
+            patch.on_error,
+            patch.disable_after_secs,
+        );
+        let timeout_ms = patch.timeout_ms.unwrap_or(h.timeout.as_millis() as u64);
         check_timeout(&mut p, timeout_ms);
         p.finish()?;
         let new = NewHandler {

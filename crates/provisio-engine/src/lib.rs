@@ -7,6 +7,7 @@
 //! audit and groups join it as they are built.
 
 mod actions;
+pub mod audit;
 mod balance;
 mod catalog;
 mod declared;
@@ -15,12 +16,13 @@ mod error;
 pub mod events;
 mod gates;
 pub mod handlers;
-pub mod mailer;
 pub mod input;
 pub mod keys;
 pub mod limits;
+pub mod mailer;
 pub mod patch;
 pub mod rules;
+pub mod usage;
 pub mod worker;
 
 use std::sync::Arc;
@@ -33,11 +35,11 @@ use provisio_modules::Registry;
 use provisio_store::Store;
 
 pub use actions::{ActionInput, JobDetail};
-pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
-pub use rules::{RuleCreate, RulePatch};
 pub use catalog::ProductView;
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
+pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
+pub use rules::{RuleCreate, RulePatch};
 
 /// Instance-wide choices the engine needs.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct EngineOptions {
     /// How long stored events are kept.
     pub event_retention: Duration,
     pub hooks: HookOptions,
+    pub usage: usage::UsageOptions,
+    pub audit: audit::AuditOptions,
 }
 
 /// How handlers are run and their deliveries retried.
@@ -86,6 +90,8 @@ impl Default for EngineOptions {
             jobs: JobOptions::default(),
             event_retention: Duration::from_secs(90 * 86400),
             hooks: HookOptions::default(),
+            usage: usage::UsageOptions::default(),
+            audit: audit::AuditOptions::default(),
         }
     }
 }

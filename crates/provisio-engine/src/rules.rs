@@ -64,15 +64,27 @@ impl Engine {
         let name = p.take("name", Handle::parse(name));
         let on = match EventType::parse(on) {
             Ok(t) if !t.is_catalogued() => {
-                p.push("on", "catalogue", format!("'{on}' is not an event Provisio emits"));
+                p.push(
+                    "on",
+                    "catalogue",
+                    format!("'{on}' is not an event Provisio emits"),
+                );
                 None
             }
             Ok(t) if !(t.as_str().starts_with("client.") || t.as_str().starts_with("service.")) => {
-                p.push("on", "subject", "must be a client.* or service.* event: rules act on a client");
+                p.push(
+                    "on",
+                    "subject",
+                    "must be a client.* or service.* event: rules act on a client",
+                );
                 None
             }
             Ok(t) if t.as_str().ends_with(".before") => {
-                p.push("on", "before", "a .before event may still be forbidden; use the outcome (.succeeded)");
+                p.push(
+                    "on",
+                    "before",
+                    "a .before event may still be forbidden; use the outcome (.succeeded)",
+                );
                 None
             }
             Ok(t) => Some(t),
@@ -82,15 +94,21 @@ impl Engine {
             }
         };
         if delay_secs > MAX_DELAY_SECS {
-            p.push("delay_secs", "range", format!("must be at most {MAX_DELAY_SECS}"));
+            p.push(
+                "delay_secs",
+                "range",
+                format!("must be at most {MAX_DELAY_SECS}"),
+            );
         }
         match action {
             RuleAction::CreateService { product, server } => {
                 match self.find_product(&RecordRef::Name(product.clone())).await {
                     Ok(_) => {}
-                    Err(EngineError::NotFound { .. }) => {
-                        p.push("action.product", "exists", format!("no product '{product}'"))
-                    }
+                    Err(EngineError::NotFound { .. }) => p.push(
+                        "action.product",
+                        "exists",
+                        format!("no product '{product}'"),
+                    ),
                     Err(e) => return Err(e),
                 }
                 if let Some(s) = server {
@@ -110,8 +128,15 @@ impl Engine {
                 }
             }
             RuleAction::UnsuspendServices { only_reason } => {
-                if only_reason.as_ref().is_some_and(|r| r.trim().is_empty() || r.len() > 200) {
-                    p.push("action.only_reason", "length", "must be 1 to 200 characters");
+                if only_reason
+                    .as_ref()
+                    .is_some_and(|r| r.trim().is_empty() || r.len() > 200)
+                {
+                    p.push(
+                        "action.only_reason",
+                        "length",
+                        "must be 1 to 200 characters",
+                    );
                 }
             }
         }
@@ -216,9 +241,16 @@ impl Engine {
             None => match crate::deliver::subject_id(&run.subject, "service") {
                 Some(id) => match self.store.get_service(ServiceId(id)).await? {
                     Some(s) => s.client_id,
-                    None => return Ok((RuleRunState::Skipped, "the service no longer exists".into())),
+                    None => {
+                        return Ok((RuleRunState::Skipped, "the service no longer exists".into()))
+                    }
                 },
-                None => return Ok((RuleRunState::Skipped, format!("subject {} is not a client or service", run.subject))),
+                None => {
+                    return Ok((
+                        RuleRunState::Skipped,
+                        format!("subject {} is not a client or service", run.subject),
+                    ))
+                }
             },
         };
         let Some(c) = self.store.get_client(client).await? else {
@@ -228,10 +260,16 @@ impl Engine {
         // rule's reason is gone.
         match rule.on.as_str() {
             "client.balance_nonpositive" if c.balance_minor > 0 => {
-                return Ok((RuleRunState::Skipped, format!("the balance is positive again ({})", c.balance_minor)))
+                return Ok((
+                    RuleRunState::Skipped,
+                    format!("the balance is positive again ({})", c.balance_minor),
+                ))
             }
             "client.balance_nonnegative" if c.balance_minor < 0 => {
-                return Ok((RuleRunState::Skipped, format!("the balance is negative again ({})", c.balance_minor)))
+                return Ok((
+                    RuleRunState::Skipped,
+                    format!("the balance is negative again ({})", c.balance_minor),
+                ))
             }
             _ => {}
         }
@@ -249,7 +287,10 @@ impl Engine {
                         settings: Default::default(),
                     })
                     .await?;
-                Ok((RuleRunState::Done, format!("ordered service {} ({})", s.id, s.username)))
+                Ok((
+                    RuleRunState::Done,
+                    format!("ordered service {} ({})", s.id, s.username),
+                ))
             }
             RuleAction::SuspendServices { reason } => {
                 let services = self.client_services(client, ServiceStatus::Active).await?;
@@ -259,15 +300,19 @@ impl Engine {
                         reason: Some(reason.clone()),
                         ..Default::default()
                     };
-                    report.push(match self.request_action(s.id, Action::Suspend, input).await {
-                        Ok(j) => format!("service {}: suspend queued (job {})", s.id, j.id),
-                        Err(e) => format!("service {}: {e}", s.id),
-                    });
+                    report.push(
+                        match self.request_action(s.id, Action::Suspend, input).await {
+                            Ok(j) => format!("service {}: suspend queued (job {})", s.id, j.id),
+                            Err(e) => format!("service {}: {e}", s.id),
+                        },
+                    );
                 }
                 Ok((RuleRunState::Done, summary(report, "no active services")))
             }
             RuleAction::UnsuspendServices { only_reason } => {
-                let services = self.client_services(client, ServiceStatus::Suspended).await?;
+                let services = self
+                    .client_services(client, ServiceStatus::Suspended)
+                    .await?;
                 let mut report = Vec::new();
                 for s in services {
                     let reason = s.suspension.as_ref().map(|x| x.reason.as_str().to_string());
@@ -275,13 +320,19 @@ impl Engine {
                         continue;
                     }
                     report.push(
-                        match self.request_action(s.id, Action::Unsuspend, ActionInput::default()).await {
+                        match self
+                            .request_action(s.id, Action::Unsuspend, ActionInput::default())
+                            .await
+                        {
                             Ok(j) => format!("service {}: unsuspend queued (job {})", s.id, j.id),
                             Err(e) => format!("service {}: {e}", s.id),
                         },
                     );
                 }
-                Ok((RuleRunState::Done, summary(report, "no services suspended for that reason")))
+                Ok((
+                    RuleRunState::Done,
+                    summary(report, "no services suspended for that reason"),
+                ))
             }
         }
     }

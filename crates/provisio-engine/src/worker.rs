@@ -132,7 +132,14 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         shared.owner.clone(),
         stop_rx.clone(),
     ));
-    tasks.spawn(crate::rules::rule_loop(shared.engine.clone(), stop_rx.clone()));
+    tasks.spawn(crate::rules::rule_loop(
+        shared.engine.clone(),
+        stop_rx.clone(),
+    ));
+    tasks.spawn(crate::usage::schedule_loop(
+        shared.engine.clone(),
+        stop_rx.clone(),
+    ));
     tasks.spawn(maintenance_loop(shared, stop_rx));
     WorkerHandle { stop, tasks }
 }

@@ -119,6 +119,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
     let currency = Currency::parse(&config.default_currency)
         .map_err(|e| ConfigError::Invalid(format!("default_currency: {e}")))?;
     let declared = config.declared()?;
+    let (usage, audit) = config.usage_audit_options()?;
     let engine = Engine::new(
         store.clone(),
         modules,
@@ -130,6 +131,8 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
                 u64::from(config.event_retention_days.max(1)) * 86400,
             ),
             hooks: config.hook_options()?,
+            usage,
+            audit,
         },
     );
     let applied = engine.apply_declared(&declared).await?;

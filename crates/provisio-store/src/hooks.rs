@@ -139,6 +139,9 @@ pub trait HookStore: Send + Sync {
     async fn finish_rule_run(&self, id: i64, state: RuleRunState, result: &str) -> Result<()>;
     /// Running rule runs whose lease ran out go back to pending.
     async fn requeue_expired_rule_runs(&self, now: DateTime<Utc>) -> Result<u64>;
-    async fn list_rule_runs(&self, rule: Option<RuleId>, page: PageRequest)
-        -> Result<Page<RuleRun>>;
+    async fn list_rule_runs(
+        &self,
+        rule: Option<RuleId>,
+        page: PageRequest,
+    ) -> Result<Page<RuleRun>>;
 }

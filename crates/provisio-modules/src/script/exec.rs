@@ -43,8 +43,8 @@ pub async fn run_confined(
     stdin: Vec<u8>,
     timeout: Duration,
 ) -> Result<ExecOutput, ExecError> {
-    let resolved = path::resolve_executable(dir, executable)
-        .map_err(|e| ExecError::NotRunnable(e.message))?;
+    let resolved =
+        path::resolve_executable(dir, executable).map_err(|e| ExecError::NotRunnable(e.message))?;
     match process::run(&resolved.program, &resolved.dir, stdin, timeout).await {
         Ok(f) => Ok(ExecOutput {
             code: f.status.code(),

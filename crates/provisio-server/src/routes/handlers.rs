@@ -146,7 +146,9 @@ pub struct DeliveryDetailView {
 /// List handlers, gates by their order first.
 #[utoipa::path(get, path = "/v1/handlers", tag = "handlers",
     responses((status = 200, body = List<HandlerView>)))]
-async fn list_handlers(State(app): State<AppState>) -> Result<axum::Json<List<HandlerView>>, ApiError> {
+async fn list_handlers(
+    State(app): State<AppState>,
+) -> Result<axum::Json<List<HandlerView>>, ApiError> {
     let all = app.engine.list_handlers().await?;
     Ok(axum::Json(List {
         items: all.into_iter().map(Into::into).collect(),
@@ -172,7 +174,10 @@ async fn get_handler(
     State(app): State<AppState>,
     Path(handler): Path<String>,
 ) -> Result<axum::Json<HandlerView>, ApiError> {
-    let h = app.engine.find_handler(&RecordRef::from_segment(&handler)).await?;
+    let h = app
+        .engine
+        .find_handler(&RecordRef::from_segment(&handler))
+        .await?;
     Ok(axum::Json(h.into()))
 }
 
@@ -239,7 +244,12 @@ async fn list_deliveries(
 ) -> Result<axum::Json<List<DeliveryView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let handler_id = match &q.handler {
-        Some(h) => Some(app.engine.find_handler(&RecordRef::from_segment(h)).await?.id),
+        Some(h) => Some(
+            app.engine
+                .find_handler(&RecordRef::from_segment(h))
+                .await?
+                .id,
+        ),
         None => None,
     };
     let filter = DeliveryFilter {

@@ -1,5 +1,6 @@
 //! The `/v1` routes, one file per resource, each handler documented for the OpenAPI document.
 
+pub mod audits;
 pub mod clients;
 pub mod events;
 pub mod handlers;
@@ -9,6 +10,7 @@ pub mod products;
 pub mod rules;
 pub mod servers;
 pub mod services;
+pub mod usage;
 
 use axum::http::StatusCode;
 use provisio_core::page::PageRequest;
@@ -28,6 +30,8 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(handlers::router())
         .merge(rules::router())
+        .merge(usage::router())
+        .merge(audits::router())
 }
 
 /// Turns `limit` and `cursor` query parameters into a page request.

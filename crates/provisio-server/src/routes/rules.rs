@@ -79,7 +79,10 @@ async fn get_rule(
     State(app): State<AppState>,
     Path(rule): Path<String>,
 ) -> Result<axum::Json<RuleView>, ApiError> {
-    let r = app.engine.find_rule(&RecordRef::from_segment(&rule)).await?;
+    let r = app
+        .engine
+        .find_rule(&RecordRef::from_segment(&rule))
+        .await?;
     Ok(axum::Json(r.into()))
 }
 
@@ -105,7 +108,9 @@ async fn delete_rule(
     State(app): State<AppState>,
     Path(rule): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.engine.delete_rule(&RecordRef::from_segment(&rule)).await?;
+    app.engine
+        .delete_rule(&RecordRef::from_segment(&rule))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -46,7 +46,11 @@ impl Receiver {
     }
 }
 
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> (AxStatus, String) {
+async fn receive(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: String,
+) -> (AxStatus, String) {
     let (down, delay, reply) = r.with(|i| (i.down, i.delay, i.reply.clone()));
     if down {
         r.with(|i| i.refused += 1);
@@ -130,7 +134,10 @@ async fn active_service(app: &TestApp, client: i64) -> Value {
         )
         .await;
     let id = s["id"].as_i64().unwrap();
-    wait_for(app, &format!("/v1/services/{id}"), |v| v["status"] == "active").await
+    wait_for(app, &format!("/v1/services/{id}"), |v| {
+        v["status"] == "active"
+    })
+    .await
 }
 
 /// Polls `path` until `ok` holds (at most 20 s).
@@ -141,7 +148,10 @@ async fn wait_for(app: &TestApp, path: &str, ok: impl Fn(&Value) -> bool) -> Val
         if status == StatusCode::OK && ok(&v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting on {path}: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting on {path}: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -170,7 +180,10 @@ async fn gates_forbid_a_vip_suspension_and_rewrite_a_username() {
         )
         .await;
     assert_eq!(gate["on_error"], "forbid");
-    assert!(gate.get("secret").is_none(), "script handlers have no secret");
+    assert!(
+        gate.get("secret").is_none(),
+        "script handlers have no secret"
+    );
 
     let vip = client(&app, "Vip", json!({"vip": "yes"})).await;
     let plain = client(&app, "Plain", json!({})).await;
@@ -178,7 +191,10 @@ async fn gates_forbid_a_vip_suspension_and_rewrite_a_username() {
     let ps = active_service(&app, plain).await["id"].as_i64().unwrap();
 
     let (status, problem) = app
-        .post(&format!("/v1/services/{vs}/suspend"), json!({"reason": "non-payment"}))
+        .post(
+            &format!("/v1/services/{vs}/suspend"),
+            json!({"reason": "non-payment"}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["handler"], "vip-guard");
@@ -202,7 +218,9 @@ async fn gates_forbid_a_vip_suspension_and_rewrite_a_username() {
     assert_eq!(svc["status"], "active");
 
     // Everyone else is suspended as usual.
-    let job = app.act(ps, "suspend", Some(json!({"reason": "non-payment"}))).await;
+    let job = app
+        .act(ps, "suspend", Some(json!({"reason": "non-payment"})))
+        .await;
     assert_eq!(job["state"], "done", "{job}");
 
     // An http gate on create rewrites the username; the order is stored and provisioned
@@ -222,11 +240,17 @@ async fn gates_forbid_a_vip_suspension_and_rewrite_a_username() {
     let (_, shown) = app.get("/v1/handlers/namer").await;
     assert!(shown.get("secret").is_none(), "{shown}");
     let s = app
-        .create("/v1/services", json!({"client_id": plain, "product": "plan"}))
+        .create(
+            "/v1/services",
+            json!({"client_id": plain, "product": "plan"}),
+        )
         .await;
     assert_eq!(s["username"], "renamed-by-gate");
     let id = s["id"].as_i64().unwrap();
-    wait_for(&app, &format!("/v1/services/{id}"), |v| v["status"] == "active").await;
+    wait_for(&app, &format!("/v1/services/{id}"), |v| {
+        v["status"] == "active"
+    })
+    .await;
     assert!(app
         .recorder
         .with(|st| st.accounts.contains_key("renamed-by-gate")));
@@ -243,11 +267,17 @@ async fn gates_forbid_a_vip_suspension_and_rewrite_a_username() {
     // forbids on failure.
     rx.with(|i| i.reply = json!({"decision": "allow", "data": {"status": "active"}}));
     let (status, problem) = app
-        .post("/v1/services", json!({"client_id": plain, "product": "plan"}))
+        .post(
+            "/v1/services",
+            json!({"client_id": plain, "product": "plan"}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["handler"], "namer");
-    assert!(problem["reason"].as_str().unwrap().contains("'status'"), "{problem}");
+    assert!(
+        problem["reason"].as_str().unwrap().contains("'status'"),
+        "{problem}"
+    );
     app.stop().await;
 }
 
@@ -273,12 +303,18 @@ async fn a_gate_that_times_out_follows_its_policy_and_delays_only_its_own_action
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["handler"], "slow");
     assert!(
-        problem["reason"].as_str().unwrap().contains("no answer within 300 ms"),
+        problem["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 300 ms"),
         "{problem}"
     );
 
     let (status, h) = app
-        .patch("/v1/handlers/slow", json!({"on_error": "allow", "timeout_ms": 1500}))
+        .patch(
+            "/v1/handlers/slow",
+            json!({"on_error": "allow", "timeout_ms": 1500}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{h}");
     // While the slow gate holds one suspend, another client's order goes straight through.
@@ -299,14 +335,27 @@ async fn a_gate_that_times_out_follows_its_policy_and_delays_only_its_own_action
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _) = app
-        .post("/v1/services", json!({"client_id": other, "product": "plan"}))
+        .post(
+            "/v1/services",
+            json!({"client_id": other, "product": "plan"}),
+        )
         .await;
     let ordered_at = Instant::now();
     assert_eq!(status, StatusCode::CREATED);
     let (status, suspended_at) = suspend.await.unwrap();
-    assert_eq!(status, StatusCode::ACCEPTED, "the allow policy lets the action through");
-    assert!(ordered_at < suspended_at, "the order did not wait for the slow gate");
-    wait_for(&app, &format!("/v1/services/{s}"), |v| v["status"] == "suspended").await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the allow policy lets the action through"
+    );
+    assert!(
+        ordered_at < suspended_at,
+        "the order did not wait for the slow gate"
+    );
+    wait_for(&app, &format!("/v1/services/{s}"), |v| {
+        v["status"] == "suspended"
+    })
+    .await;
     app.stop().await;
 }
 
@@ -390,12 +439,20 @@ async fn notify_deliveries(db: Db) {
     let sa = active_service(&app, a).await["id"].as_i64().unwrap();
     let sb = active_service(&app, b).await["id"].as_i64().unwrap();
     for s in [sa, sb] {
-        assert_eq!(app.act(s, "suspend", Some(json!({"reason": "holiday"}))).await["state"], "done");
+        assert_eq!(
+            app.act(s, "suspend", Some(json!({"reason": "holiday"})))
+                .await["state"],
+            "done"
+        );
         assert_eq!(app.act(s, "unsuspend", None).await["state"], "done");
     }
     // Down for a while: several attempts fail and are logged.
     wait_for(&app, "/v1/deliveries?handler=billing", |v| {
-        v["items"].as_array().unwrap().iter().any(|d| d["attempts"].as_u64().unwrap() >= 3)
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["attempts"].as_u64().unwrap() >= 3)
     })
     .await;
     assert!(rx.with(|i| i.refused) >= 3);
@@ -430,14 +487,24 @@ async fn notify_deliveries(db: Db) {
     assert_eq!(got.len(), wanted.len());
     // In order per subject.
     let bodies = rx.bodies();
-    for subject in [format!("service:{sa}"), format!("service:{sb}"), format!("client:{a}")] {
+    for subject in [
+        format!("service:{sa}"),
+        format!("service:{sb}"),
+        format!("client:{a}"),
+    ] {
         let seq: Vec<i64> = bodies
             .iter()
             .filter(|b| b["subject"] == subject.as_str())
             .map(|b| b["id"].as_str().unwrap()[4..].parse().unwrap())
             .collect();
-        assert!(seq.len() >= 2 || subject.starts_with("client"), "{subject}: {seq:?}");
-        assert!(seq.windows(2).all(|w| w[0] < w[1]), "{subject} out of order: {seq:?}");
+        assert!(
+            seq.len() >= 2 || subject.starts_with("client"),
+            "{subject}: {seq:?}"
+        );
+        assert!(
+            seq.windows(2).all(|w| w[0] < w[1]),
+            "{subject} out of order: {seq:?}"
+        );
     }
     let kinds: Vec<&str> = bodies
         .iter()
@@ -464,12 +531,17 @@ async fn notify_deliveries(db: Db) {
     assert!(log.len() >= 3, "{detail}");
     assert_eq!(log[0]["succeeded"], false);
     assert_eq!(log[0]["status_code"], 503);
-    assert!(log[0]["detail"].as_str().unwrap().contains("down for maintenance"));
+    assert!(log[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("down for maintenance"));
     assert_eq!(log.last().unwrap()["succeeded"], true);
     assert_eq!(log.last().unwrap()["status_code"], 200);
 
     // Redelivery sends it once more, under the same message id.
-    let (status, _) = app.post(&format!("/v1/deliveries/{first}/redeliver"), json!({})).await;
+    let (status, _) = app
+        .post(&format!("/v1/deliveries/{first}/redeliver"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let first_msg = format!("evt_{}", all["items"][0]["event_id"].as_i64().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -504,8 +576,16 @@ async fn notify_deliveries(db: Db) {
     for b in &bodies {
         seen.push_str(&b.to_string());
     }
-    for secret in [password.as_str(), secret.as_str(), &secret[6..], "Tok-Hooks-5521"] {
-        assert!(!seen.contains(secret), "a secret leaked into deliveries or events");
+    for secret in [
+        password.as_str(),
+        secret.as_str(),
+        &secret[6..],
+        "Tok-Hooks-5521",
+    ] {
+        assert!(
+            !seen.contains(secret),
+            "a secret leaked into deliveries or events"
+        );
     }
     app.stop().await;
 }
@@ -537,13 +617,18 @@ async fn a_handler_failing_too_long_is_disabled_with_an_event() {
     .await;
     client(&app, "Trigger", json!({})).await;
     let h = wait_for(&app, "/v1/handlers/gone", |h| h["status"] == "disabled").await;
-    assert!(h["disabled_reason"].as_str().unwrap().contains("failing since"));
+    assert!(h["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .contains("failing since"));
     let (_, events) = app.get("/v1/events?type=handler.disabled").await;
     let items = events["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{events}");
     assert_eq!(items[0]["payload"]["handler"]["name"], "gone");
     // Enabling it again clears the record.
-    let (_, h) = app.patch("/v1/handlers/gone", json!({"status": "enabled"})).await;
+    let (_, h) = app
+        .patch("/v1/handlers/gone", json!({"status": "enabled"}))
+        .await;
     assert_eq!(h["status"], "enabled");
     assert!(h["failing_since"].is_null() && h["disabled_reason"].is_null());
     app.stop().await;
@@ -576,7 +661,11 @@ async fn balance_rules(db: Db) {
     let s1 = active_service(&app, c).await["id"].as_i64().unwrap();
     let s2 = active_service(&app, c).await["id"].as_i64().unwrap();
     let abused = active_service(&app, c).await["id"].as_i64().unwrap();
-    assert_eq!(app.act(abused, "suspend", Some(json!({"reason": "abuse"}))).await["state"], "done");
+    assert_eq!(
+        app.act(abused, "suspend", Some(json!({"reason": "abuse"})))
+            .await["state"],
+        "done"
+    );
 
     let (status, _) = app
         .post(
@@ -586,7 +675,10 @@ async fn balance_rules(db: Db) {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     for s in [s1, s2] {
-        let v = wait_for(&app, &format!("/v1/services/{s}"), |v| v["status"] == "suspended").await;
+        let v = wait_for(&app, &format!("/v1/services/{s}"), |v| {
+            v["status"] == "suspended"
+        })
+        .await;
         assert_eq!(v["suspension"]["reason"], "non-payment");
     }
     let (_, v) = app.get(&format!("/v1/services/{abused}")).await;
@@ -600,13 +692,22 @@ async fn balance_rules(db: Db) {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     for s in [s1, s2] {
-        wait_for(&app, &format!("/v1/services/{s}"), |v| v["status"] == "active").await;
+        wait_for(&app, &format!("/v1/services/{s}"), |v| {
+            v["status"] == "active"
+        })
+        .await;
     }
     // Give the rule time to do anything wrong, then check the abuse suspension stands.
     let (_, runs) = app.get("/v1/rule-runs?rule=paid").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut runs = runs;
-    while runs["items"].as_array().unwrap().iter().any(|r| r["state"] != "done") || runs["items"].as_array().unwrap().is_empty() {
+    while runs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["state"] != "done")
+        || runs["items"].as_array().unwrap().is_empty()
+    {
         assert!(Instant::now() < deadline, "{runs}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         runs = app.get("/v1/rule-runs?rule=paid").await.1;
@@ -639,7 +740,10 @@ async fn a_grace_period_is_skipped_when_the_client_pays_in_time() {
     )
     .await;
     let c = app
-        .create("/v1/clients", json!({"name": "Late", "email": "late@example.test", "balance_minor": 10}))
+        .create(
+            "/v1/clients",
+            json!({"name": "Late", "email": "late@example.test", "balance_minor": 10}),
+        )
         .await["id"]
         .as_i64()
         .unwrap();
@@ -655,10 +759,17 @@ async fn a_grace_period_is_skipped_when_the_client_pays_in_time() {
     )
     .await;
     let runs = wait_for(&app, "/v1/rule-runs?rule=dunning", |v| {
-        v["items"].as_array().unwrap().first().is_some_and(|r| r["state"] == "skipped")
+        v["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|r| r["state"] == "skipped")
     })
     .await;
-    assert!(runs["items"][0]["result"].as_str().unwrap().contains("positive again"));
+    assert!(runs["items"][0]["result"]
+        .as_str()
+        .unwrap()
+        .contains("positive again"));
     let (_, v) = app.get(&format!("/v1/services/{s}")).await;
     assert_eq!(v["status"], "active");
     app.stop().await;
@@ -684,13 +795,20 @@ async fn a_client_created_rule_orders_a_service() {
     .await;
     let c = client(&app, "Reseller", json!({})).await;
     let services = wait_for(&app, &format!("/v1/services?client_id={c}"), |v| {
-        v["items"].as_array().unwrap().first().is_some_and(|s| s["status"] == "active")
+        v["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|s| s["status"] == "active")
     })
     .await;
     assert_eq!(services["items"].as_array().unwrap().len(), 1);
     let (_, runs) = app.get("/v1/rule-runs?rule=signup-reseller").await;
     assert_eq!(runs["items"][0]["state"], "done");
-    assert!(runs["items"][0]["result"].as_str().unwrap().contains("ordered service"));
+    assert!(runs["items"][0]["result"]
+        .as_str()
+        .unwrap()
+        .contains("ordered service"));
     app.stop().await;
 }
 
@@ -761,7 +879,9 @@ async fn the_welcome_email_arrives_with_the_pass_key() {
     let mail: PathBuf = dir.path().join("mail");
     std::fs::create_dir(&mail).unwrap();
     let (port, _sink) = start_smtp_sink(&mail);
-    let smtp = format!("[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"Provisio <noreply@example.test>\"\n");
+    let smtp = format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"Provisio <noreply@example.test>\"\n"
+    );
     let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), &smtp)).await;
     app.create(
         "/v1/servers",
@@ -783,12 +903,18 @@ async fn the_welcome_email_arrives_with_the_pass_key() {
     )
     .await;
     let c = app
-        .create("/v1/clients", json!({"name": "Rita Reseller", "email": "rita@example.test"}))
+        .create(
+            "/v1/clients",
+            json!({"name": "Rita Reseller", "email": "rita@example.test"}),
+        )
         .await["id"]
         .as_i64()
         .unwrap();
     let s = app
-        .create("/v1/services", json!({"client_id": c, "product": "reseller", "username": "rita1"}))
+        .create(
+            "/v1/services",
+            json!({"client_id": c, "product": "reseller", "username": "rita1"}),
+        )
         .await;
     let id = s["id"].as_i64().unwrap();
     let (_, jobs) = app.get(&format!("/v1/services/{id}/jobs")).await;
@@ -800,7 +926,9 @@ async fn the_welcome_email_arrives_with_the_pass_key() {
     .await;
     assert_eq!(client["custom_fields"]["pass_key"], "PK-RITA1");
     let (_, ev) = app
-        .get(&format!("/v1/events?type=client.custom_fields_updated&subject=client:{c}"))
+        .get(&format!(
+            "/v1/events?type=client.custom_fields_updated&subject=client:{c}"
+        ))
         .await;
     assert_eq!(ev["items"].as_array().unwrap().len(), 1, "{ev}");
 
@@ -813,9 +941,15 @@ async fn the_welcome_email_arrives_with_the_pass_key() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(message.contains("To: rita@example.test"), "{message}");
-    assert!(message.contains("Subject: Welcome, Rita Reseller"), "{message}");
+    assert!(
+        message.contains("Subject: Welcome, Rita Reseller"),
+        "{message}"
+    );
     assert!(message.contains("Pass key: PK-RITA1"), "{message}");
-    assert!(message.contains("Your account rita1 on reseller is ready."), "{message}");
+    assert!(
+        message.contains("Your account rita1 on reseller is ready."),
+        "{message}"
+    );
     let (_, deliveries) = app.get("/v1/deliveries?handler=welcome").await;
     assert_eq!(deliveries["items"][0]["state"], "succeeded");
     app.stop().await;
@@ -826,20 +960,59 @@ async fn handlers_refuse_bad_input_by_field() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
     let cases = [
-        (json!({"name": "a", "kind": "http", "phase": "notify", "events": ["client.*"]}), "url", "required"),
-        (json!({"name": "a", "kind": "http", "url": "ftp://x", "phase": "notify", "events": ["client.*"]}), "url", "scheme"),
-        (json!({"name": "a", "kind": "script", "script": "../etc/passwd", "phase": "notify", "events": ["client.*"]}), "script", "path"),
-        (json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "gate", "events": ["client.created"]}), "events[0]", "catalogue"),
-        (json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "notify", "events": ["nope.*"]}), "events[0]", "catalogue"),
-        (json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "notify", "events": ["client.*"], "timeout_ms": 0}), "timeout_ms", "range"),
-        (json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "notify", "events": ["client.*"], "on_error": "allow"}), "on_error", "not_applicable"),
-        (json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "notify", "events": ["client.*"], "secret": "whsec_short"}), "secret", "format"),
-        (json!({"name": "a", "kind": "email", "phase": "notify", "events": ["client.*"], "email": {"to": "x", "subject": "y", "body": "z"}}), "kind", "smtp"),
+        (
+            json!({"name": "a", "kind": "http", "phase": "notify", "events": ["client.*"]}),
+            "url",
+            "required",
+        ),
+        (
+            json!({"name": "a", "kind": "http", "url": "ftp://x", "phase": "notify", "events": ["client.*"]}),
+            "url",
+            "scheme",
+        ),
+        (
+            json!({"name": "a", "kind": "script", "script": "../etc/passwd", "phase": "notify", "events": ["client.*"]}),
+            "script",
+            "path",
+        ),
+        (
+            json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "gate", "events": ["client.created"]}),
+            "events[0]",
+            "catalogue",
+        ),
+        (
+            json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "notify", "events": ["nope.*"]}),
+            "events[0]",
+            "catalogue",
+        ),
+        (
+            json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "notify", "events": ["client.*"], "timeout_ms": 0}),
+            "timeout_ms",
+            "range",
+        ),
+        (
+            json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "notify", "events": ["client.*"], "on_error": "allow"}),
+            "on_error",
+            "not_applicable",
+        ),
+        (
+            json!({"name": "a", "kind": "http", "url": "http://127.0.0.1/", "phase": "notify", "events": ["client.*"], "secret": "whsec_short"}),
+            "secret",
+            "format",
+        ),
+        (
+            json!({"name": "a", "kind": "email", "phase": "notify", "events": ["client.*"], "email": {"to": "x", "subject": "y", "body": "z"}}),
+            "kind",
+            "smtp",
+        ),
     ];
     for (body, field, rule) in cases {
         let (status, problem) = app.post("/v1/handlers", body.clone()).await;
         crate::helpers::assert_field_error(status, &problem, field, rule);
-        assert!(!problem.to_string().contains("whsec_short"), "the secret was echoed");
+        assert!(
+            !problem.to_string().contains("whsec_short"),
+            "the secret was echoed"
+        );
     }
     app.stop().await;
 }

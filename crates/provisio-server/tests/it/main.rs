@@ -4,6 +4,7 @@ mod helpers;
 mod hooks;
 
 mod actions;
+mod audit;
 mod auth;
 mod bad_input;
 mod balance;
@@ -17,3 +18,4 @@ mod products;
 mod secrets;
 mod servers;
 mod services;
+mod usage;
