@@ -2,6 +2,7 @@
 
 mod api;
 mod bench;
+mod bench_usage;
 mod commands;
 mod local;
 mod output;
@@ -90,6 +91,12 @@ enum Command {
     /// The queue: jobs that carry actions to the remotes.
     #[command(subcommand)]
     Queue(commands::queue::QueueCmd),
+    /// Usage: sync from the remotes, show per service, add top-ups.
+    #[command(subcommand)]
+    Usage(commands::usage::UsageCmd),
+    /// Audits: compare remote accounts with local services, report and fix drift.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +186,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Module(cmd) => commands::module::run(cmd, &remote()?).await,
         Command::Queue(cmd) => commands::queue::run(cmd, &remote()?).await,
+        Command::Usage(cmd) => commands::usage::run(cmd, &remote()?).await,
+        Command::Audit(cmd) => commands::audit::run(cmd, &remote()?).await,
     }
 }
 

@@ -217,6 +217,43 @@ pub fn compare(remote: &[RemoteAccount], local: &[LocalAccount]) -> Vec<Finding>
     out
 }
 
+/// RFC 4180 CSV: fields with a comma, quote or line break are quoted, quotes doubled. A
+/// field starting with `=`, `+`, `-` or `@` gets a leading apostrophe so a spreadsheet does
+/// not run a remote-supplied username as a formula.
+pub fn findings_csv(findings: &[Finding]) -> String {
+    fn field(s: &str) -> String {
+        let s = if s.starts_with(['=', '+', '-', '@']) {
+            format!("'{s}")
+        } else {
+            s.to_string()
+        };
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s
+        }
+    }
+    let mut out = String::from(
+        "kind,username,service_id,local_status,remote_status,local_package,remote_package,fix\r\n",
+    );
+    for f in findings {
+        let cols = [
+            f.kind.as_str().to_string(),
+            f.username.clone(),
+            f.service_id.map(|i| i.to_string()).unwrap_or_default(),
+            f.local_status.clone().unwrap_or_default(),
+            f.remote_status.clone().unwrap_or_default(),
+            f.local_package.clone().unwrap_or_default(),
+            f.remote_package.clone().unwrap_or_default(),
+            f.fix.clone().unwrap_or_default(),
+        ];
+        let line: Vec<String> = cols.iter().map(|c| field(c)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +272,25 @@ mod tests {
             status: s,
             package: Some(p.into()),
         }
+    }
+
+    #[test]
+    fn csv_quotes_and_defuses_formulas() {
+        let f = Finding {
+            kind: DriftKind::OrphanRemote,
+            username: "=cmd".into(),
+            service_id: None,
+            local_status: None,
+            remote_status: Some("a,b".into()),
+            local_package: None,
+            remote_package: Some("say \"hi\"".into()),
+            fix: None,
+        };
+        let csv = findings_csv(&[f]);
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "orphan_remote,'=cmd,,,\"a,b\",,\"say \"\"hi\"\"\",",
+        );
     }
 
     #[test]

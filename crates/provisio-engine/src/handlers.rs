@@ -131,8 +131,8 @@ impl Engine {
             };
             let gate_event = |t: &&&str| t.ends_with(".before");
             let matched = match phase {
-                Phase::Gate => CATALOGUE.iter().filter(gate_event).any(|t| hears(t)),
-                Phase::Notify => CATALOGUE.iter().any(|t| hears(&t)),
+                Phase::Gate => CATALOGUE.iter().filter(gate_event).any(&hears),
+                Phase::Notify => CATALOGUE.iter().any(&hears),
             };
             if !matched {
                 p.push(

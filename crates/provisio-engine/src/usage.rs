@@ -194,6 +194,9 @@ impl ProductLimits {
 /// What a server's sync writes into the run while it goes.
 type Progress = Arc<Mutex<Vec<ServerSync>>>;
 
+/// Updates this server's row of the progress.
+type SetProgress<'a> = &'a (dyn Fn(&mut dyn FnMut(&mut ServerSync)) + Sync);
+
 fn is_metric_name(s: &str) -> bool {
     let mut c = s.chars();
     c.next().is_some_and(|f| f.is_ascii_lowercase())
@@ -446,7 +449,7 @@ impl Engine {
     async fn sync_server_pages(
         self: &Arc<Self>,
         server: &Server,
-        set: &(dyn Fn(&mut dyn FnMut(&mut ServerSync)) + Sync),
+        set: SetProgress<'_>,
         policies: &Arc<HashMap<ProductId, UsagePolicy>>,
     ) -> std::result::Result<(), String> {
         let Some(module) = self.modules.get(&server.module).cloned() else {
@@ -649,7 +652,7 @@ impl Engine {
                 continue;
             };
             products.insert(sid, pid);
-            if !limits.contains_key(&pid) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = limits.entry(pid) {
                 let l = match self.product_limits(pid, policies).await {
                     Ok(l) => Some(l),
                     Err(e) => {
@@ -657,7 +660,7 @@ impl Engine {
                         None
                     }
                 };
-                limits.insert(pid, l);
+                slot.insert(l);
             }
             let pl = limits.get(&pid).and_then(|l| l.as_ref());
             for (name, m) in &report.metrics {

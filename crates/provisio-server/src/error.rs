@@ -46,7 +46,7 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     errors: Vec<FieldError>,
-    forbidden_by: Option<(String, String)>,
+    forbidden_by: Option<Box<(String, String)>>,
 }
 
 impl ApiError {
@@ -173,7 +173,7 @@ impl From<EngineError> for ApiError {
                     "Forbidden by a handler",
                     format!("handler '{handler}' forbade this: {reason}"),
                 );
-                err.forbidden_by = Some((handler, reason));
+                err.forbidden_by = Some(Box::new((handler, reason)));
                 err
             }
             e @ (EngineError::Store(_) | EngineError::Secret(_)) => {
@@ -193,7 +193,7 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             errors: self.errors,
             handler: self.forbidden_by.as_ref().map(|f| f.0.clone()),
-            reason: self.forbidden_by.map(|f| f.1),
+            reason: self.forbidden_by.map(|f| f.1.clone()),
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.headers_mut().insert(

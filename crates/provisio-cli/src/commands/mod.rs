@@ -1,12 +1,14 @@
 //! The subcommands that manage records and run actions through the REST API (`client`,
-//! `server`, `product`, `service`, `module`, `queue`) and the argument parsing they share.
+//! `server`, `product`, `service`, `module`, `queue`, `usage`, `audit`) and the argument parsing they share.
 
+pub mod audit;
 pub mod client;
 pub mod module;
 pub mod product;
 pub mod queue;
 pub mod server;
 pub mod service;
+pub mod usage;
 
 use std::io::{BufRead as _, IsTerminal as _};
 

@@ -105,44 +105,7 @@ async fn audit_findings(
     }
     Ok((
         [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-        findings_csv(&findings),
+        provisio_core::audit::findings_csv(&findings),
     )
         .into_response())
-}
-
-/// RFC 4180 CSV: fields with a comma, quote or line break are quoted, quotes doubled. A
-/// field starting with `=`, `+`, `-` or `@` gets a leading apostrophe so a spreadsheet does
-/// not run a remote-supplied username as a formula.
-pub fn findings_csv(findings: &[Finding]) -> String {
-    fn field(s: &str) -> String {
-        let s = if s.starts_with(['=', '+', '-', '@']) {
-            format!("'{s}")
-        } else {
-            s.to_string()
-        };
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s
-        }
-    }
-    let mut out = String::from(
-        "kind,username,service_id,local_status,remote_status,local_package,remote_package,fix\r\n",
-    );
-    for f in findings {
-        let cols = [
-            f.kind.as_str().to_string(),
-            f.username.clone(),
-            f.service_id.map(|i| i.to_string()).unwrap_or_default(),
-            f.local_status.clone().unwrap_or_default(),
-            f.remote_status.clone().unwrap_or_default(),
-            f.local_package.clone().unwrap_or_default(),
-            f.remote_package.clone().unwrap_or_default(),
-            f.fix.clone().unwrap_or_default(),
-        ];
-        let line: Vec<String> = cols.iter().map(|c| field(c)).collect();
-        out.push_str(&line.join(","));
-        out.push_str("\r\n");
-    }
-    out
 }

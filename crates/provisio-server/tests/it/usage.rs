@@ -306,9 +306,12 @@ async fn usage_from_the_script_module_lands_in_place_postgres() {
     script_usage(Db::Postgres).await;
 }
 
+/// The accounts (username, bytes used) and how many pages were asked for.
+type Accounts = (Vec<(String, f64)>, u32);
+
 /// A local REST remote: `GET /usage?cursor=N&limit=M` pages with `next`.
 #[derive(Clone, Default)]
-struct Remote(Arc<Mutex<(Vec<(String, f64)>, u32)>>);
+struct Remote(Arc<Mutex<Accounts>>);
 
 async fn usage_page(
     axum::extract::State(r): axum::extract::State<Remote>,
