@@ -110,7 +110,7 @@ fn catalogue_is_complete_and_unique() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), CATALOGUE.len(), "duplicate catalogue entry");
-    assert_eq!(CATALOGUE.len(), 7 + 7 * 3 + 6);
+    assert_eq!(CATALOGUE.len(), 10 + 7 * 3 + 6);
     for action in [
         "create",
         "suspend",
