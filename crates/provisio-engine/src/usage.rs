@@ -899,7 +899,9 @@ fn metric_view(s: &UsageState, topups: &[Topup]) -> MetricView {
         .iter()
         .filter(|t| t.metric == s.metric)
         .map(|t| (t.amount - t.consumed).max(0.0))
-        .sum();
+        .sum::<f64>()
+        // An empty sum of floats is -0.0; show 0.
+        + 0.0;
     let quota = s.limit.map(|l| l + left + s.topup_used);
     MetricView {
         metric: s.metric.clone(),
