@@ -7,6 +7,7 @@
 //! concurrency alone impose.
 //! `group`: a group operation (suspend) over N services of one invoice on S servers of such
 //! a remote, beside the same bound.
+//! `usage` and `audit`: see `bench_usage.rs`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -63,9 +64,32 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         concurrency: u32,
     },
+    /// A usage sync of many services across many servers against a local HTTP remote that
+    /// serves usage pages after a delay.
+    Usage {
+        #[arg(long, default_value_t = 1_000_000)]
+        services: usize,
+        #[arg(long, default_value_t = 100)]
+        servers: usize,
+        /// Accounts per page.
+        #[arg(long, default_value_t = 1000)]
+        page_size: u32,
+        /// The remote's delay per page, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// An audit of many remote accounts against as many local services, 1% drift of each kind.
+    Audit {
+        #[arg(long, default_value_t = 1_000_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 100)]
+        servers: usize,
+        #[arg(long, default_value_t = 1000)]
+        page_size: u32,
+    },
 }
 
-fn config(dir: &Path, db: &str, extra: &str) -> anyhow::Result<Config> {
+pub(crate) fn config(dir: &Path, db: &str, extra: &str) -> anyhow::Result<Config> {
     let key =
         provisio_core::secret::Cipher::format_key(&provisio_core::secret::Cipher::generate_key());
     let text = format!(
@@ -81,7 +105,7 @@ fn config(dir: &Path, db: &str, extra: &str) -> anyhow::Result<Config> {
 }
 
 /// A client, and `servers` servers of `module` with one product, ready for services.
-async fn seed(
+pub(crate) async fn seed(
     engine: &Engine,
     module: &str,
     servers: usize,
@@ -437,6 +461,22 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             concurrency,
         } => {
             group_run(services, latency_ms, servers, concurrency).await?;
+        }
+        BenchCmd::Usage {
+            services,
+            servers,
+            page_size,
+            delay_ms,
+        } => {
+            crate::bench_usage::usage_run(services, servers.max(1), page_size.max(1), delay_ms)
+                .await?;
+        }
+        BenchCmd::Audit {
+            accounts,
+            servers,
+            page_size,
+        } => {
+            crate::bench_usage::audit_run(accounts, servers.max(1), page_size.max(1)).await?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 mod api;
 mod bench;
+mod bench_usage;
 mod commands;
 mod local;
 mod output;
@@ -103,6 +104,12 @@ enum Command {
     Group(commands::collect::GroupCmd),
     /// Terminate services suspended longer than the clean-up threshold.
     Cleanup(commands::collect::CleanupArgs),
+    /// Usage: sync from the remotes, show per service, add top-ups.
+    #[command(subcommand)]
+    Usage(commands::usage::UsageCmd),
+    /// Audits: compare remote accounts with local services, report and fix drift.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,6 +204,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Collect(args) => commands::collect::collect(args, &remote()?).await,
         Command::Group(cmd) => commands::collect::group(cmd, &remote()?).await,
         Command::Cleanup(args) => commands::collect::cleanup(args, &remote()?).await,
+        Command::Usage(cmd) => commands::usage::run(cmd, &remote()?).await,
+        Command::Audit(cmd) => commands::audit::run(cmd, &remote()?).await,
     }
 }
 

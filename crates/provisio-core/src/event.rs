@@ -50,6 +50,8 @@ pub const CATALOGUE: &[&str] = &[
     "service.renew.failed",
     "service.usage_updated",
     "service.usage_exceeded",
+    "service.imported",
+    "service.status_corrected",
     "audit.drift_found",
     "handler.disabled",
 ];

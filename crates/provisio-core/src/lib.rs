@@ -3,6 +3,7 @@
 //! This crate does no I/O: no files, no network, no database, no clock reads
 //! outside `chrono::Utc::now` in constructors that take time explicitly elsewhere.
 
+pub mod audit;
 pub mod client;
 pub mod event;
 pub mod handler;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod text;
+pub mod usage;
 pub mod webhook;
 
 pub use ids::{ClientId, DeliveryId, HandlerId, ProductId, RuleId, ServerId, ServiceId};

@@ -7,6 +7,7 @@
 //! audit and groups join it as they are built.
 
 mod actions;
+pub mod audit;
 mod balance;
 mod catalog;
 mod declared;
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod mailer;
 pub mod patch;
 pub mod rules;
+pub mod usage;
 pub mod worker;
 
 use std::sync::Arc;
@@ -51,6 +53,8 @@ pub struct EngineOptions {
     pub hooks: HookOptions,
     /// Terminate services suspended at least this long (checked hourly); off when `None`.
     pub cleanup_after: Option<Duration>,
+    pub usage: usage::UsageOptions,
+    pub audit: audit::AuditOptions,
 }
 
 /// How handlers are run and their deliveries retried.
@@ -90,6 +94,8 @@ impl Default for EngineOptions {
             event_retention: Duration::from_secs(90 * 86400),
             hooks: HookOptions::default(),
             cleanup_after: None,
+            usage: usage::UsageOptions::default(),
+            audit: audit::AuditOptions::default(),
         }
     }
 }

@@ -136,6 +136,10 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         shared.engine.clone(),
         stop_rx.clone(),
     ));
+    tasks.spawn(crate::usage::schedule_loop(
+        shared.engine.clone(),
+        stop_rx.clone(),
+    ));
     tasks.spawn(maintenance_loop(shared, stop_rx));
     WorkerHandle { stop, tasks }
 }

@@ -43,6 +43,10 @@ pub struct Config {
     pub handlers_dir: PathBuf,
     /// How notify deliveries are retried and handlers disabled.
     pub hooks: HooksConfig,
+    /// Usage sync: period, page size, schedule.
+    pub usage: UsageConfig,
+    /// Audits: schedule, page size.
+    pub audit: AuditConfig,
     /// The relay email handlers send through.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
@@ -110,6 +114,104 @@ impl Default for HooksConfig {
             disable_after: "5d".into(),
             rotation_overlap: "24h".into(),
         }
+    }
+}
+
+/// The `[usage]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Cron expression of the scheduled sync (5 fields, or 6 with seconds); `""` turns it off.
+    pub schedule: String,
+    /// `monthly` or `daily` (UTC): when recurring usage starts again.
+    pub period: provisio_core::usage::Period,
+    /// Accounts asked for per module call.
+    pub page_size: u32,
+    /// Servers synced at once.
+    pub parallel_servers: usize,
+    /// Seconds one page call may take.
+    pub call_timeout_seconds: u64,
+    /// Days readings are kept.
+    pub history_days: u32,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            schedule: "0 * * * *".into(),
+            period: provisio_core::usage::Period::Monthly,
+            page_size: 1000,
+            parallel_servers: 128,
+            call_timeout_seconds: 120,
+            history_days: 400,
+        }
+    }
+}
+
+/// The `[audit]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Cron expression of the scheduled audit (report only, never a fix); `""` (the
+    /// default) turns it off.
+    pub schedule: String,
+    /// Accounts asked for per `list_accounts` call.
+    pub page_size: u32,
+    /// Servers audited at once.
+    pub parallel_servers: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            schedule: String::new(),
+            page_size: 1000,
+            parallel_servers: 16,
+        }
+    }
+}
+
+impl Config {
+    /// The engine's usage and audit options, or a message naming the bad key.
+    pub fn usage_audit_options(
+        &self,
+    ) -> Result<
+        (
+            provisio_engine::usage::UsageOptions,
+            provisio_engine::audit::AuditOptions,
+        ),
+        ConfigError,
+    > {
+        let bad = |k: &str, m: String| ConfigError::Invalid(format!("{k}: {m}"));
+        let cron = |k: &str, s: &str| -> Result<Option<String>, ConfigError> {
+            if s.trim().is_empty() {
+                return Ok(None);
+            }
+            provisio_engine::usage::check_cron(s).map_err(|m| bad(k, m))?;
+            Ok(Some(s.to_string()))
+        };
+        let u = &self.usage;
+        if u.page_size == 0 || u.page_size > 100_000 {
+            return Err(bad("usage.page_size", "must be 1 to 100000".into()));
+        }
+        if self.audit.page_size == 0 || self.audit.page_size > 100_000 {
+            return Err(bad("audit.page_size", "must be 1 to 100000".into()));
+        }
+        let usage = provisio_engine::usage::UsageOptions {
+            period: u.period,
+            page_size: u.page_size,
+            schedule: cron("usage.schedule", &u.schedule)?,
+            history: std::time::Duration::from_secs(u64::from(u.history_days.max(1)) * 86_400),
+            parallel_servers: u.parallel_servers.max(1),
+            page_attempts: 3,
+            call_timeout: std::time::Duration::from_secs(u.call_timeout_seconds.max(1)),
+        };
+        let audit = provisio_engine::audit::AuditOptions {
+            schedule: cron("audit.schedule", &self.audit.schedule)?,
+            page_size: self.audit.page_size,
+            parallel_servers: self.audit.parallel_servers.max(1),
+        };
+        Ok((usage, audit))
     }
 }
 
@@ -341,7 +443,9 @@ impl Config {
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(&DEFAULTS))
             .merge(Serialized::default("jobs", JobsConfig::default()))
-            .merge(Serialized::default("hooks", HooksConfig::default()));
+            .merge(Serialized::default("hooks", HooksConfig::default()))
+            .merge(Serialized::default("usage", UsageConfig::default()))
+            .merge(Serialized::default("audit", AuditConfig::default()));
         if let Some(f) = file {
             if !f.exists() {
                 return Err(ConfigError::Missing(f.to_path_buf()));

@@ -119,6 +119,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
     let currency = Currency::parse(&config.default_currency)
         .map_err(|e| ConfigError::Invalid(format!("default_currency: {e}")))?;
     let declared = config.declared()?;
+    let (usage, audit) = config.usage_audit_options()?;
     let engine = Engine::new(
         store.clone(),
         modules,
@@ -131,6 +132,8 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
             ),
             hooks: config.hook_options()?,
             cleanup_after: config.cleanup.after()?,
+            usage,
+            audit,
         },
     );
     let applied = engine.apply_declared(&declared).await?;

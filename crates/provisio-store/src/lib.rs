@@ -10,7 +10,9 @@ mod rows;
 mod rows_hooks;
 mod sql;
 mod sql_hooks;
+mod sql_usage;
 mod sqlite;
+mod usage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ pub use hooks::{
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use usage::{AccountRow, AuditFinish, NewAudit, SyncRun, UsageApplied, UsageStore};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -173,7 +176,7 @@ pub struct TransactionOutcome {
 
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
-pub trait Store: HookStore + Send + Sync + 'static {
+pub trait Store: HookStore + UsageStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// Applies pending migrations; safe to call on every start.
     async fn migrate(&self) -> Result<()>;

@@ -1,7 +1,8 @@
 //! The subcommands that manage records and run actions through the REST API (`client`,
-//! `server`, `product`, `service`, `module`, `queue`, `handler`, `rule`) and the argument
-//! parsing they share.
+//! `server`, `product`, `service`, `module`, `queue`, `handler`, `rule`, `collect`, `group`,
+//! `usage`, `audit`) and the argument parsing they share.
 
+pub mod audit;
 pub mod client;
 pub mod collect;
 pub mod handler;
@@ -11,6 +12,7 @@ pub mod queue;
 pub mod rule;
 pub mod server;
 pub mod service;
+pub mod usage;
 
 use std::io::{BufRead as _, IsTerminal as _};
 

@@ -110,8 +110,8 @@ fn catalogue_is_complete_and_unique() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), CATALOGUE.len(), "duplicate catalogue entry");
-    // 7 client events and the 3 client gates, 7 actions in 3 phases, 4 others.
-    assert_eq!(CATALOGUE.len(), 10 + 7 * 3 + 4);
+    // 7 client events and the 3 client gates, 7 actions in 3 phases, 6 others.
+    assert_eq!(CATALOGUE.len(), 10 + 7 * 3 + 6);
     for gate in [
         "client.create.before",
         "client.update.before",

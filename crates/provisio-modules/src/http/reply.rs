@@ -96,7 +96,10 @@ impl Reading<'_> {
                 reply.accounts = accounts(&body, map).map_err(fail)?;
                 reply.next = self.next(&body, next.as_ref(), status)?;
             }
-            ReplyMap::Usage(map) => reply.usage = usage(&body, map).map_err(fail)?,
+            ReplyMap::Usage { map, next } => {
+                reply.usage = usage(&body, map).map_err(fail)?;
+                reply.next = self.next(&body, next.as_ref(), status)?;
+            }
             ReplyMap::LoginUrl(pointer) => match body.pointer(pointer) {
                 Some(Value::String(url)) if !url.is_empty() => reply.url = Some(url.clone()),
                 _ => return Err(fail(format!("login_url: {pointer} is not a text"))),
@@ -149,7 +152,7 @@ impl Reading<'_> {
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(Value::Number(n)) => Some(n.to_string()),
                 Some(_) => {
-                    let why = format!("accounts.next: {pointer} is not a text or number");
+                    let why = format!("next: {pointer} is not a text or number");
                     return Err(self.unusable(status, &why));
                 }
             },
@@ -163,8 +166,14 @@ impl Reading<'_> {
                     .render(template, &Context::new(root))
                     .map_err(|e| {
                         ModuleError::permanent(format!(
-                            "{}: template actions.{}.accounts.next_template: {e}",
-                            self.action, self.action
+                            "{}: template actions.{}.{}.next_template: {e}",
+                            self.action,
+                            self.action,
+                            if self.action == "usage" {
+                                "usage"
+                            } else {
+                                "accounts"
+                            }
                         ))
                     })?;
                 Some(rendered.trim().to_string())

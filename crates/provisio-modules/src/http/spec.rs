@@ -97,7 +97,7 @@ pub(crate) enum ReplyMap {
     Nothing,
     Account(AccountMap),
     Accounts { map: AccountMap, next: Option<Next> },
-    Usage(UsageMap),
+    Usage { map: UsageMap, next: Option<Next> },
     LoginUrl(String),
 }
 
@@ -561,7 +561,9 @@ impl<'t> Checker<'t> {
             "accounts" => self
                 .account(field, value, true)
                 .map(|(map, next)| ReplyMap::Accounts { map, next }),
-            "usage" => self.usage(field, value).map(ReplyMap::Usage),
+            "usage" => self
+                .usage(field, value)
+                .map(|(map, next)| ReplyMap::Usage { map, next }),
             _ => self.pointer(field, value).map(ReplyMap::LoginUrl),
         }
     }
@@ -585,7 +587,23 @@ impl<'t> Checker<'t> {
         let status = self.optional_pointer(&format!("{field}.status"), map.get("status"));
         let package = self.optional_pointer(&format!("{field}.package"), map.get("package"));
         let statuses = self.status_names(&format!("{field}.statuses"), map.get("statuses"));
-        let next = match (map.get("next"), map.get("next_template")) {
+        let next = self.next(field, map);
+        if self.errors.len() > before {
+            return None;
+        }
+        let account = AccountMap {
+            pointer: pointer?,
+            username: username?,
+            status: status?,
+            statuses: statuses?,
+            package: package?,
+        };
+        Some((account, next))
+    }
+
+    /// The next-page cursor of a paged mapping: `next` (a pointer) or `next_template`.
+    fn next(&mut self, field: &str, map: &serde_json::Map<String, Value>) -> Option<Next> {
+        match (map.get("next"), map.get("next_template")) {
             (Some(_), Some(_)) => {
                 let message = "not applicable when next is given";
                 self.fail(
@@ -603,18 +621,7 @@ impl<'t> Checker<'t> {
                     .map(Next::Template)
             }
             (None, None) => None,
-        };
-        if self.errors.len() > before {
-            return None;
         }
-        let account = AccountMap {
-            pointer: pointer?,
-            username: username?,
-            status: status?,
-            statuses: statuses?,
-            package: package?,
-        };
-        Some((account, next))
     }
 
     fn status_names(
@@ -634,10 +641,16 @@ impl<'t> Checker<'t> {
         Some(out)
     }
 
-    fn usage(&mut self, field: &str, value: &Value) -> Option<UsageMap> {
+    /// A usage mapping, paged like `accounts` when `next` or `next_template` is given.
+    fn usage(&mut self, field: &str, value: &Value) -> Option<(UsageMap, Option<Next>)> {
         let map = self.object(field, value)?;
         let before = self.errors.len();
-        self.only_keys(field, map, &["pointer", "username", "metrics"]);
+        self.only_keys(
+            field,
+            map,
+            &["pointer", "username", "metrics", "next", "next_template"],
+        );
+        let next = self.next(field, map);
         let pointer = self.optional_pointer(&format!("{field}.pointer"), map.get("pointer"));
         let username = self.required_pointer(&format!("{field}.username"), map.get("username"));
         let metrics_field = format!("{field}.metrics");
@@ -658,11 +671,14 @@ impl<'t> Checker<'t> {
         if self.errors.len() > before {
             return None;
         }
-        Some(UsageMap {
-            pointer: pointer?,
-            username: username?,
-            metrics,
-        })
+        Some((
+            UsageMap {
+                pointer: pointer?,
+                username: username?,
+                metrics,
+            },
+            next,
+        ))
     }
 
     /// A metric: a pointer to the used amount, or `{"used", "limit", "unit"}`.

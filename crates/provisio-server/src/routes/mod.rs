@@ -1,5 +1,6 @@
 //! The `/v1` routes, one file per resource, each handler documented for the OpenAPI document.
 
+pub mod audits;
 pub mod clients;
 pub mod events;
 pub mod groups;
@@ -10,6 +11,7 @@ pub mod products;
 pub mod rules;
 pub mod servers;
 pub mod services;
+pub mod usage;
 
 use axum::http::StatusCode;
 use provisio_core::page::PageRequest;
@@ -30,6 +32,8 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(handlers::router())
         .merge(rules::router())
         .merge(groups::router())
+        .merge(usage::router())
+        .merge(audits::router())
 }
 
 /// Turns `limit` and `cursor` query parameters into a page request.

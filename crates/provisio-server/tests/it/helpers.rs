@@ -186,6 +186,14 @@ pub const FAST_JOBS: &str = "[jobs]\nretry_schedule = [\"100ms\", \"100ms\", \"1
 /// A config for a test instance: files in `dir`, the given database, extra TOML appended.
 pub fn config(dir: &std::path::Path, db_url: &str, extra_toml: &str) -> Config {
     let path: PathBuf = dir.join("provisio.toml");
+    // No scheduled usage sync in tests unless one asks for it: an hourly sync landing in
+    // the middle of an unrelated test would call its modules.
+    let quiet = if extra_toml.contains("[usage]") {
+        String::new()
+    } else {
+        "\n[usage]\nschedule = \"\"\n".to_string()
+    };
+    let extra_toml = format!("{extra_toml}{quiet}");
     let toml = format!(
         "database_url = {db:?}\nsecret_key_file = {key:?}\nadmin_key_file = {admin:?}\nmax_body_bytes = 65536\n{extra_toml}\n",
         db = db_url,

@@ -5,6 +5,7 @@ mod helpers;
 mod hooks;
 
 mod actions;
+mod audit;
 mod auth;
 mod bad_input;
 mod balance;
@@ -18,3 +19,4 @@ mod products;
 mod secrets;
 mod servers;
 mod services;
+mod usage;

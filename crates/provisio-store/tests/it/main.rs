@@ -4,6 +4,7 @@ mod balance;
 mod harness;
 mod jobs;
 mod suite;
+mod usage;
 
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -31,6 +32,7 @@ macro_rules! on_both {
 use balance::*;
 use jobs::*;
 use suite::*;
+use usage::*;
 
 on_both!(
     migrations_are_idempotent,
@@ -53,4 +55,7 @@ on_both!(
     balance_transactions_replay_by_key,
     balance_crossings_are_announced,
     concurrent_balance_transactions_add_up,
+    usage_readings_topups_and_exceeding,
+    many_readings_in_one_batch,
+    sync_runs_and_audits,
 );

@@ -57,7 +57,7 @@ pub fn new_product(name: &str, extends: Option<ProductId>) -> NewProduct {
     }
 }
 
-fn new_service(
+pub fn new_service(
     client: ClientId,
     product: ProductId,
     server: ServerId,
@@ -76,13 +76,13 @@ fn new_service(
     }
 }
 
-struct World {
-    client: ClientId,
-    product: ProductId,
-    server: ServerId,
+pub struct World {
+    pub client: ClientId,
+    pub product: ProductId,
+    pub server: ServerId,
 }
 
-async fn world(s: &S) -> World {
+pub async fn world(s: &S) -> World {
     let client = s
         .insert_client(&new_client("Acme", "ops@acme.test"), &[])
         .await

@@ -1,0 +1,825 @@
+//! Audit: page through a server's remote accounts (`list_accounts`), compare them with the
+//! local services on that server, store the report with an `audit.drift_found` event, and
+//! optionally fix the drift on either side.
+//!
+//! Fixes are guarded: when the remote listing came back empty or ended early while local
+//! services exist, nothing is fixed unless the caller forces it (an empty answer from a
+//! broken remote must never turn into "mark everything failed"). A dry run stores the report
+//! with the exact actions a fix would take and changes nothing else.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use provisio_core::audit::{
+    compare, remote_status, Audit, AuditState, DriftKind, Finding, FixMode, LocalAccount,
+};
+use provisio_core::event::NewEvent;
+use provisio_core::module::{
+    redact, Action, ActionRequest, Capability, ProductContext, RemoteAccount, ServerContext,
+};
+use provisio_core::page::{Page, PageRequest};
+use provisio_core::server::Server;
+use provisio_core::service::{NewService, ServiceStatus};
+use provisio_core::settings::Settings;
+use provisio_core::text::Username;
+use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
+use provisio_store::{AuditFinish, NewAudit, ProductFilter, ServerFilter};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::actions::ActionInput;
+use crate::error::Problems;
+use crate::input::RecordRef;
+use crate::{Engine, EngineError, Result};
+
+/// How audits run.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Cron expression of the scheduled audit (report only, no fix); `None` turns it off.
+    pub schedule: Option<String>,
+    /// Accounts asked for per `list_accounts` call.
+    pub page_size: u32,
+    /// Servers audited at once.
+    pub parallel_servers: usize,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            schedule: None,
+            page_size: 1000,
+            parallel_servers: 16,
+        }
+    }
+}
+
+/// `POST /v1/audits`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditInput {
+    /// A server by id or name; every enabled server that can list accounts when absent.
+    pub server: Option<RecordRef>,
+    /// Fix the drift: `local` (records follow the remote) or `remote` (the remote follows
+    /// the records).
+    pub fix: Option<FixMode>,
+    /// Report the actions a fix would take without taking them.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Fix even when the remote listing was empty or ended early.
+    #[serde(default)]
+    pub force: bool,
+    /// `fix: local`: the client orphan accounts are imported under (required then).
+    pub client: Option<i64>,
+    /// `fix: local`: the product of imported orphans whose package matches no product.
+    pub product: Option<RecordRef>,
+}
+
+/// What one audit needs besides its server, checked once for all servers.
+#[derive(Debug, Clone)]
+struct Plan {
+    fix: Option<FixMode>,
+    dry_run: bool,
+    force: bool,
+    client: Option<ClientId>,
+    product: Option<ProductId>,
+}
+
+/// Products of one module by the package they stand for.
+struct Packages {
+    /// Product id → its package (its `package` setting, else its name).
+    of: HashMap<ProductId, String>,
+    /// Package → the first product (lowest id) with it.
+    by_package: HashMap<String, ProductId>,
+}
+
+impl Engine {
+    /// Starts an audit of each server the input names; returns them at once (running).
+    pub async fn start_audits(self: &Arc<Self>, input: AuditInput) -> Result<Vec<Audit>> {
+        let (servers, plan) = self.check_audit(&input).await?;
+        let mut started = Vec::new();
+        for s in &servers {
+            let new = NewAudit {
+                server_id: s.id,
+                slot: None,
+                fix: plan.fix,
+                dry_run: plan.dry_run,
+                force: plan.force,
+            };
+            if let Some(a) = self.store.insert_audit(&new).await? {
+                started.push((a, s.clone()));
+            }
+        }
+        let limit = Arc::new(tokio::sync::Semaphore::new(
+            self.options.audit.parallel_servers.max(1),
+        ));
+        let out = started.iter().map(|(a, _)| a.clone()).collect();
+        for (a, s) in started {
+            let engine = self.clone();
+            let plan = plan.clone();
+            let limit = limit.clone();
+            tokio::spawn(async move {
+                let _permit = limit.acquire().await;
+                engine.run_audit(a.id, s, plan).await;
+            });
+        }
+        Ok(out)
+    }
+
+    /// Audits one server now and returns the finished report (the bench and tests).
+    pub async fn audit_now(self: &Arc<Self>, input: AuditInput) -> Result<Vec<Audit>> {
+        let (servers, plan) = self.check_audit(&input).await?;
+        let mut out = Vec::new();
+        for s in servers {
+            let new = NewAudit {
+                server_id: s.id,
+                slot: None,
+                fix: plan.fix,
+                dry_run: plan.dry_run,
+                force: plan.force,
+            };
+            if let Some(a) = self.store.insert_audit(&new).await? {
+                out.push(self.run_audit(a.id, s, plan.clone()).await);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn check_audit(&self, input: &AuditInput) -> Result<(Vec<Server>, Plan)> {
+        let mut p = Problems::default();
+        if input.dry_run && input.fix.is_none() {
+            p.push(
+                "dry_run",
+                "requires",
+                "needs fix: a dry run shows what a fix would do",
+            );
+        }
+        let mut client = None;
+        if let Some(c) = input.client {
+            match self.store.get_client(ClientId(c)).await? {
+                Some(c) => client = Some(c.id),
+                None => p.push("client", "exists", "no such client"),
+            }
+        }
+        if input.fix == Some(FixMode::Local) && input.client.is_none() {
+            p.push(
+                "client",
+                "required",
+                "fix local imports orphan accounts under this client",
+            );
+        }
+        if input.client.is_some() && input.fix != Some(FixMode::Local) {
+            p.push(
+                "client",
+                "not_applicable",
+                "only fix local imports accounts",
+            );
+        }
+        let mut product = None;
+        if let Some(r) = &input.product {
+            match self.find_product(r).await {
+                Ok(pr) => product = Some(pr),
+                Err(EngineError::NotFound { .. }) => p.push("product", "exists", "no such product"),
+                Err(e) => return Err(e),
+            }
+        }
+        let servers = match &input.server {
+            Some(r) => match self.find_server(r).await {
+                Ok(s) => {
+                    if !self
+                        .modules
+                        .info(&s.module)
+                        .is_some_and(|m| m.can(Capability::ListAccounts))
+                    {
+                        p.push(
+                            "server",
+                            "capability",
+                            format!("module '{}' cannot list accounts", s.module),
+                        );
+                    }
+                    vec![s]
+                }
+                Err(EngineError::NotFound { .. }) => {
+                    p.push("server", "exists", "no such server");
+                    vec![]
+                }
+                Err(e) => return Err(e),
+            },
+            None => self.audit_servers().await?,
+        };
+        if let (Some(pr), [s]) = (&product, servers.as_slice()) {
+            if pr.module != s.module {
+                p.push(
+                    "product",
+                    "module",
+                    format!("must use module '{}'", s.module),
+                );
+            }
+        }
+        p.finish()?;
+        Ok((
+            servers,
+            Plan {
+                fix: input.fix,
+                dry_run: input.dry_run,
+                force: input.force,
+                client,
+                product: product.map(|p| p.id),
+            },
+        ))
+    }
+
+    async fn audit_servers(&self) -> Result<Vec<Server>> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = self
+                .store
+                .list_servers(
+                    &ServerFilter {
+                        enabled: Some(true),
+                        ..Default::default()
+                    },
+                    page,
+                )
+                .await?;
+            out.extend(got.items.into_iter().filter(|s| {
+                self.modules
+                    .info(&s.module)
+                    .is_some_and(|m| m.can(Capability::ListAccounts))
+            }));
+            match got.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The scheduled audit: every server, report only; one process per slot.
+    pub(crate) async fn scheduled_audits(self: &Arc<Self>, slot: &str) {
+        let servers = match self.audit_servers().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing servers for the audit failed");
+                return;
+            }
+        };
+        let plan = Plan {
+            fix: None,
+            dry_run: false,
+            force: false,
+            client: None,
+            product: None,
+        };
+        for s in servers {
+            let new = NewAudit {
+                server_id: s.id,
+                slot: Some(slot.to_string()),
+                fix: None,
+                dry_run: false,
+                force: false,
+            };
+            match self.store.insert_audit(&new).await {
+                Ok(Some(a)) => {
+                    self.run_audit(a.id, s, plan.clone()).await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "starting a scheduled audit failed"),
+            }
+        }
+    }
+
+    /// Pages through the remote listing. Returns the accounts and, when the listing ended
+    /// early, why.
+    pub(crate) async fn list_remote(
+        &self,
+        server: &Server,
+    ) -> (Vec<RemoteAccount>, Option<String>) {
+        let Some(module) = self.modules.get(&server.module).cloned() else {
+            return (
+                Vec::new(),
+                Some(format!("module '{}' is not installed", server.module)),
+            );
+        };
+        let settings = match self.cipher.open_settings(&server.settings) {
+            Ok(s) => s,
+            Err(_) => {
+                return (
+                    Vec::new(),
+                    Some("the server's secret settings could not be opened".into()),
+                )
+            }
+        };
+        let mut secrets: Vec<String> = Vec::new();
+        for name in module.info().server_schema.secret_fields() {
+            if let Some(Value::String(v)) = settings.get(name) {
+                secrets.push(v.clone());
+            }
+        }
+        let base = ActionRequest {
+            action: Action::ListAccounts,
+            idempotency_key: crate::actions::new_idempotency_key(),
+            server: ServerContext {
+                id: server.id.0,
+                name: server.name.to_string(),
+                settings,
+            },
+            product: ProductContext::default(),
+            service: None,
+            client: None,
+            params: Settings::new(),
+        };
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        let pace = server
+            .max_per_second
+            .filter(|r| *r > 0)
+            .map(|r| std::time::Duration::from_secs_f64(1.0 / f64::from(r)));
+        let mut last: Option<std::time::Instant> = None;
+        loop {
+            if let (Some(p), Some(at)) = (pace, last) {
+                let wait = p.saturating_sub(at.elapsed());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let mut req = base.clone();
+            req.params
+                .insert("limit".into(), Value::from(self.options.audit.page_size));
+            if let Some(c) = &cursor {
+                req.params.insert("cursor".into(), Value::String(c.clone()));
+            }
+            last = Some(std::time::Instant::now());
+            match self.call_read(module.as_ref(), &req).await {
+                Ok(reply) => {
+                    out.extend(reply.accounts);
+                    match reply.next.filter(|n| !n.is_empty()) {
+                        Some(n) if cursor.as_deref() == Some(n.as_str()) => {
+                            return (
+                                out,
+                                Some(
+                                    "the module returned the current cursor as the next one".into(),
+                                ),
+                            )
+                        }
+                        Some(n) => cursor = Some(n),
+                        None => return (out, None),
+                    }
+                }
+                Err(e) => {
+                    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                    return (out, Some(redact(&e.to_string(), &refs)));
+                }
+            }
+        }
+    }
+
+    async fn packages(&self, module: &str) -> Result<Packages> {
+        let mut of = HashMap::new();
+        let mut by_package = HashMap::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = self
+                .store
+                .list_products(
+                    &ProductFilter {
+                        module: Some(module.to_string()),
+                        ..Default::default()
+                    },
+                    page,
+                )
+                .await?;
+            for p in got.items {
+                let view = self.product_view(p).await?;
+                let package = match view.effective.get("package") {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => view.product.name.to_string(),
+                };
+                by_package.entry(package.clone()).or_insert(view.product.id);
+                of.insert(view.product.id, package);
+            }
+            match got.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        Ok(Packages { of, by_package })
+    }
+
+    /// Runs a stored audit to its end; never fails (a failure is the audit's state).
+    async fn run_audit(self: &Arc<Self>, id: i64, server: Server, plan: Plan) -> Audit {
+        let r = self.audit_inner(id, &server, &plan).await;
+        let fin = match r {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, audit = id, "audit failed");
+                AuditFinish {
+                    state: AuditState::Failed,
+                    remote_accounts: 0,
+                    local_services: 0,
+                    counts: BTreeMap::new(),
+                    note: Some("the audit failed internally; see the server log".into()),
+                    findings: Vec::new(),
+                }
+            }
+        };
+        let mut events = Vec::new();
+        if !fin.findings.is_empty() {
+            events.push(NewEvent::new(
+                "audit.drift_found",
+                format!("server:{}", server.id),
+                serde_json::json!({
+                    "audit_id": id,
+                    "server_id": server.id,
+                    "server": server.name.as_str(),
+                    "counts": fin.counts,
+                    "fix": plan.fix.map(|f| f.as_str()),
+                    "dry_run": plan.dry_run,
+                }),
+            ));
+        }
+        match self.store.finish_audit(id, &fin, &events).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, audit = id, "storing the audit report failed");
+                Audit {
+                    id,
+                    server_id: server.id,
+                    state: AuditState::Failed,
+                    fix: plan.fix,
+                    dry_run: plan.dry_run,
+                    force: plan.force,
+                    remote_accounts: fin.remote_accounts,
+                    local_services: fin.local_services,
+                    counts: fin.counts,
+                    note: Some("the report could not be stored".into()),
+                    started_at: chrono::Utc::now(),
+                    finished_at: None,
+                }
+            }
+        }
+    }
+
+    async fn audit_inner(&self, id: i64, server: &Server, plan: &Plan) -> Result<AuditFinish> {
+        let (remote, ended_early) = self.list_remote(server).await;
+        let packages = self.packages(&server.module).await?;
+        let local: Vec<LocalAccount> = self
+            .store
+            .server_accounts(server.id)
+            .await?
+            .into_iter()
+            .map(|a| LocalAccount {
+                package: packages.of.get(&a.product_id).cloned(),
+                service_id: a.service_id,
+                username: a.username,
+                status: a.status,
+            })
+            .collect();
+        let live = local
+            .iter()
+            .filter(|l| matches!(l.status, ServiceStatus::Active | ServiceStatus::Suspended))
+            .count();
+        let mut findings = compare(&remote, &local);
+        let mut counts: BTreeMap<String, i64> = DriftKind::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), 0))
+            .collect();
+        for f in &findings {
+            *counts.entry(f.kind.as_str().to_string()).or_default() += 1;
+        }
+        let mut notes = Vec::new();
+        if let Some(why) = &ended_early {
+            notes.push(format!("the remote listing ended early: {why}"));
+        }
+        let unsafe_listing = live > 0 && (remote.is_empty() || ended_early.is_some());
+        if let Some(mode) = plan.fix {
+            if unsafe_listing && !plan.force {
+                notes.push(format!(
+                    "fix refused: the remote listing was {} while {live} local services exist; \
+                     check the remote, or run again with force",
+                    if remote.is_empty() {
+                        "empty"
+                    } else {
+                        "incomplete"
+                    }
+                ));
+            } else {
+                let statuses: HashMap<ServiceId, ServiceStatus> =
+                    local.iter().map(|l| (l.service_id, l.status)).collect();
+                for f in findings.iter_mut() {
+                    f.fix = Some(
+                        self.fix_one(id, server, mode, plan, &packages, &statuses, f)
+                            .await,
+                    );
+                }
+            }
+        }
+        if ended_early.is_some() && remote.is_empty() && live > 0 && plan.fix.is_none() {
+            // Without any listing, every local service would look missing.
+            return Ok(AuditFinish {
+                state: AuditState::Failed,
+                remote_accounts: 0,
+                local_services: local.len() as i64,
+                counts,
+                note: Some(notes.join("; ")),
+                findings,
+            });
+        }
+        Ok(AuditFinish {
+            state: AuditState::Done,
+            remote_accounts: remote.len() as i64,
+            local_services: local.len() as i64,
+            counts,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+            findings,
+        })
+    }
+
+    /// Plans (dry run) or takes the fix for one finding; returns what it did or would do.
+    #[allow(clippy::too_many_arguments)]
+    async fn fix_one(
+        &self,
+        audit: i64,
+        server: &Server,
+        mode: FixMode,
+        plan: &Plan,
+        packages: &Packages,
+        statuses: &HashMap<ServiceId, ServiceStatus>,
+        f: &Finding,
+    ) -> String {
+        let dry = plan.dry_run;
+        let sid = f.service_id.map(ServiceId);
+        let local = sid.and_then(|s| statuses.get(&s).copied());
+        let remote = f.remote_status.as_deref().and_then(remote_status);
+        let outcome = |r: Result<String>| match r {
+            Ok(s) => s,
+            Err(e) => format!("failed: {}", public(&e)),
+        };
+        match (mode, f.kind) {
+            (FixMode::Local, DriftKind::OrphanRemote) => {
+                let product = f
+                    .remote_package
+                    .as_ref()
+                    .and_then(|p| packages.by_package.get(p).copied())
+                    .or(plan.product);
+                let (Some(client), Some(product)) = (plan.client, product) else {
+                    return "none: no product matches the remote package; give product".into();
+                };
+                let Ok(username) = Username::parse(&f.username) else {
+                    return "none: the username is not valid locally".into();
+                };
+                let status = remote.unwrap_or(ServiceStatus::Active);
+                let what = format!(
+                    "import as a {} service of client {client}, product {product}",
+                    status.as_str()
+                );
+                if dry {
+                    return what;
+                }
+                let new = NewService {
+                    client_id: client,
+                    product_id: product,
+                    server_id: server.id,
+                    username,
+                    password: self.seal_secret(&provisio_core::secret::generate_password(24)),
+                    status,
+                    invoice: None,
+                    parent_invoice: None,
+                    settings: Settings::new(),
+                };
+                outcome(
+                    self.store
+                        .audit_import(&new, audit)
+                        .await
+                        .map(|s| format!("imported as service {}", s.id))
+                        .map_err(Into::into),
+                )
+            }
+            (FixMode::Local, DriftKind::MissingRemote) => {
+                let (Some(sid), Some(local)) = (sid, local) else {
+                    return "none: the service is gone".into();
+                };
+                if dry {
+                    return "mark failed".into();
+                }
+                outcome(self.correct(sid, local, Some(ServiceStatus::Failed), None, audit, "marked failed").await)
+            }
+            (FixMode::Local, DriftKind::StatusMismatch) => {
+                let (Some(sid), Some(local)) = (sid, local) else {
+                    return "none: the service is gone".into();
+                };
+                let Some(to) = remote else {
+                    return "none: the remote status has no local meaning".into();
+                };
+                let what = format!("set status {}", to.as_str());
+                if dry {
+                    return what;
+                }
+                outcome(self.correct(sid, local, Some(to), None, audit, &what).await)
+            }
+            (FixMode::Local, DriftKind::PackageMismatch) => {
+                let (Some(sid), Some(local)) = (sid, local) else {
+                    return "none: the service is gone".into();
+                };
+                let Some(product) = f
+                    .remote_package
+                    .as_ref()
+                    .and_then(|p| packages.by_package.get(p).copied())
+                else {
+                    return "none: no product has the remote package".into();
+                };
+                let what = format!("set product {product}");
+                if dry {
+                    return what;
+                }
+                outcome(self.correct(sid, local, None, Some(product), audit, &what).await)
+            }
+            (FixMode::Remote, DriftKind::OrphanRemote) => {
+                "none: a remote fix never deletes an account no local record names; import it with fix local, then terminate it".into()
+            }
+            (FixMode::Remote, DriftKind::MissingRemote) => {
+                let (Some(sid), Some(local)) = (sid, local) else {
+                    return "none: the service is gone".into();
+                };
+                if dry {
+                    return "mark failed, then create".into();
+                }
+                outcome(
+                    async {
+                        if self
+                            .store
+                            .audit_correct(sid, local, Some(ServiceStatus::Failed), None, audit)
+                            .await?
+                            .is_none()
+                        {
+                            return Ok("none: the service changed meanwhile".to_string());
+                        }
+                        let job = self.request_action(sid, Action::Create, ActionInput::default()).await?;
+                        Ok(format!("marked failed, create queued (job {})", job.id))
+                    }
+                    .await,
+                )
+            }
+            (FixMode::Remote, DriftKind::StatusMismatch) => {
+                let (Some(sid), Some(local)) = (sid, local) else {
+                    return "none: the service is gone".into();
+                };
+                let Some(seen) = remote else {
+                    return "none: the remote status has no local meaning".into();
+                };
+                let (action, reason) = match local {
+                    ServiceStatus::Active => (Action::Unsuspend, None),
+                    _ => {
+                        let reason = match self.get_service(sid).await {
+                            Ok(s) => s.suspension.map(|x| x.reason.as_str().to_string()),
+                            Err(e) => return format!("failed: {}", public(&e)),
+                        };
+                        (Action::Suspend, reason)
+                    }
+                };
+                if dry {
+                    return format!("record status {}, then {action}", seen.as_str());
+                }
+                outcome(
+                    async {
+                        if self
+                            .store
+                            .audit_correct(sid, local, Some(seen), None, audit)
+                            .await?
+                            .is_none()
+                        {
+                            return Ok("none: the service changed meanwhile".to_string());
+                        }
+                        let job = self
+                            .request_action(
+                                sid,
+                                action.clone(),
+                                ActionInput {
+                                    reason,
+                                    ..Default::default()
+                                },
+                            )
+                            .await?;
+                        Ok(format!("{action} queued (job {})", job.id))
+                    }
+                    .await,
+                )
+            }
+            (FixMode::Remote, DriftKind::PackageMismatch) => {
+                let (Some(sid), Some(local)) = (sid, local) else {
+                    return "none: the service is gone".into();
+                };
+                // Like a status: record the package the remote has, then change back
+                // through the ordinary action (which refuses a change to the same product).
+                let Some(seen) = f
+                    .remote_package
+                    .as_ref()
+                    .and_then(|p| packages.by_package.get(p).copied())
+                else {
+                    return "none: no local product has the remote package, so change_package cannot name where it comes from".into();
+                };
+                let product = match self.get_service(sid).await {
+                    Ok(s) => s.product_id,
+                    Err(e) => return format!("failed: {}", public(&e)),
+                };
+                if dry {
+                    return format!("record product {seen}, then change_package to product {product}");
+                }
+                outcome(
+                    async {
+                        if self
+                            .store
+                            .audit_correct(sid, local, None, Some(seen), audit)
+                            .await?
+                            .is_none()
+                        {
+                            return Ok("none: the service changed meanwhile".to_string());
+                        }
+                        let job = self
+                            .request_action(
+                                sid,
+                                Action::ChangePackage,
+                                ActionInput {
+                                    product: Some(RecordRef::Id(product.0)),
+                                    ..Default::default()
+                                },
+                            )
+                            .await?;
+                        Ok(format!("change_package queued (job {})", job.id))
+                    }
+                    .await,
+                )
+            }
+        }
+    }
+
+    async fn correct(
+        &self,
+        sid: ServiceId,
+        expected: ServiceStatus,
+        status: Option<ServiceStatus>,
+        product: Option<ProductId>,
+        audit: i64,
+        what: &str,
+    ) -> Result<String> {
+        Ok(
+            match self
+                .store
+                .audit_correct(sid, expected, status, product, audit)
+                .await?
+            {
+                Some(_) => what.to_string(),
+                None => "none: the service changed meanwhile".into(),
+            },
+        )
+    }
+
+    pub async fn get_audit(&self, id: i64) -> Result<Audit> {
+        self.store
+            .get_audit(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "audit",
+                key: id.to_string(),
+            })
+    }
+
+    /// An audit's findings, optionally of one kind.
+    pub async fn audit_findings(&self, id: i64, kind: Option<DriftKind>) -> Result<Vec<Finding>> {
+        let all = self
+            .store
+            .audit_findings(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "audit",
+                key: id.to_string(),
+            })?;
+        Ok(match kind {
+            Some(k) => all.into_iter().filter(|f| f.kind == k).collect(),
+            None => all,
+        })
+    }
+
+    pub async fn list_audits(
+        &self,
+        server: Option<&RecordRef>,
+        page: PageRequest,
+    ) -> Result<Page<Audit>> {
+        let server: Option<ServerId> = match server {
+            Some(r) => Some(self.find_server(r).await?.id),
+            None => None,
+        };
+        Ok(self.store.list_audits(server, page).await?)
+    }
+}
+
+/// What of an engine error a report may show: the caller-facing message, never internals.
+fn public(e: &EngineError) -> String {
+    match e {
+        EngineError::Store(_) | EngineError::Secret(_) => {
+            "internal error (see the server log)".into()
+        }
+        other => other.to_string(),
+    }
+}

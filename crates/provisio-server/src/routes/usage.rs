@@ -1,0 +1,197 @@
+//! `/v1/usage` and the usage parts of services and products: sync runs (started here, run
+//! in the background, polled for progress), a service's usage and history, top-ups, and
+//! product usage policies.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use provisio_core::usage::{Topup, UsagePolicy, UsageReading};
+use provisio_core::ServiceId;
+use provisio_engine::input::RecordRef;
+use provisio_engine::usage::{ServiceUsage, SyncInput, SyncReport, TopupInput};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{path_id, Json, OptionalJson, Query};
+use crate::views::List;
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_syncs, start_sync))
+        .routes(routes!(get_sync))
+        .routes(routes!(service_usage))
+        .routes(routes!(usage_history))
+        .routes(routes!(list_topups, add_topup))
+        .routes(routes!(get_policy, set_policy, delete_policy))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Start a usage sync of every server whose module reports usage (or of one server). The
+/// sync runs in the background; poll `GET /v1/usage/syncs/{id}` for per-server progress.
+#[utoipa::path(post, path = "/v1/usage/syncs", tag = "usage",
+    request_body(content = Option<SyncInput>),
+    responses((status = 202, body = SyncReport), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn start_sync(
+    State(app): State<AppState>,
+    OptionalJson(body): OptionalJson<SyncInput>,
+) -> Result<(StatusCode, axum::Json<SyncReport>), ApiError> {
+    let run = app.engine.start_usage_sync(body).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(run)))
+}
+
+/// List usage sync runs, oldest first.
+#[utoipa::path(get, path = "/v1/usage/syncs", tag = "usage", params(PageQuery),
+    responses((status = 200, body = List<SyncReport>), (status = 400, body = Problem)))]
+async fn list_syncs(
+    State(app): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<List<SyncReport>>, ApiError> {
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let found = app.engine.usage_syncs(page).await?;
+    Ok(axum::Json(List::from_page(found, |r| r)))
+}
+
+/// Show a usage sync: per server its state, progress, services updated, unknown usernames,
+/// errors and duration.
+#[utoipa::path(get, path = "/v1/usage/syncs/{id}", tag = "usage", params(("id" = i64, Path)),
+    responses((status = 200, body = SyncReport), (status = 404, body = Problem)))]
+async fn get_sync(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<SyncReport>, ApiError> {
+    Ok(axum::Json(app.engine.usage_sync(path_id(&id)?).await?))
+}
+
+/// Show a service's current usage per metric (recurring against the limit, top-ups, quota).
+#[utoipa::path(get, path = "/v1/services/{id}/usage", tag = "usage", params(("id" = i64, Path)),
+    responses((status = 200, body = ServiceUsage), (status = 404, body = Problem)))]
+async fn service_usage(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ServiceUsage>, ApiError> {
+    Ok(axum::Json(
+        app.engine.service_usage(ServiceId(path_id(&id)?)).await?,
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    metric: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// List a service's usage readings (one per change of a value), oldest first.
+#[utoipa::path(get, path = "/v1/services/{id}/usage/history", tag = "usage",
+    params(("id" = i64, Path), HistoryQuery),
+    responses((status = 200, body = List<UsageReading>), (status = 404, body = Problem)))]
+async fn usage_history(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<axum::Json<List<UsageReading>>, ApiError> {
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let found = app
+        .engine
+        .usage_history(ServiceId(path_id(&id)?), q.metric.as_deref(), page)
+        .await?;
+    Ok(axum::Json(List::from_page(found, |r| r)))
+}
+
+/// List a service's top-ups.
+#[utoipa::path(get, path = "/v1/services/{id}/topups", tag = "usage", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<Topup>), (status = 404, body = Problem)))]
+async fn list_topups(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Vec<Topup>>, ApiError> {
+    Ok(axum::Json(
+        app.engine
+            .service_usage(ServiceId(path_id(&id)?))
+            .await?
+            .topups,
+    ))
+}
+
+/// Add a once-off top-up: quota consumed only after the recurring quota, kept across
+/// periods. The same `idempotency_key` again answers 200 with the first top-up.
+#[utoipa::path(post, path = "/v1/services/{id}/topups", tag = "usage", params(("id" = i64, Path)),
+    request_body = TopupInput,
+    responses((status = 201, body = Topup), (status = 200, body = Topup), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn add_topup(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<TopupInput>,
+) -> Result<(StatusCode, axum::Json<Topup>), ApiError> {
+    let (t, replayed) = app.engine.add_topup(ServiceId(path_id(&id)?), body).await?;
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(t)))
+}
+
+/// Show a product's usage policy (404 when it has none; products extending it inherit it).
+#[utoipa::path(get, path = "/v1/products/{product}/usage-policy", tag = "usage",
+    params(("product" = String, Path, description = "id or name")),
+    responses((status = 200, body = UsagePolicy), (status = 404, body = Problem)))]
+async fn get_policy(
+    State(app): State<AppState>,
+    Path(product): Path<String>,
+) -> Result<axum::Json<UsagePolicy>, ApiError> {
+    app.engine
+        .usage_policy(&RecordRef::from_segment(&product))
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found(format!("product {product} has no usage policy")))
+}
+
+/// Set a product's usage policy: which setting holds each metric's limit and what happens
+/// when a service exceeds it (`suspend` with reason `usage`, or `change_package`).
+#[utoipa::path(put, path = "/v1/products/{product}/usage-policy", tag = "usage",
+    params(("product" = String, Path, description = "id or name")), request_body = UsagePolicy,
+    responses((status = 200, body = UsagePolicy), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn set_policy(
+    State(app): State<AppState>,
+    Path(product): Path<String>,
+    Json(body): Json<UsagePolicy>,
+) -> Result<axum::Json<UsagePolicy>, ApiError> {
+    Ok(axum::Json(
+        app.engine
+            .set_usage_policy(&RecordRef::from_segment(&product), body)
+            .await?,
+    ))
+}
+
+/// Remove a product's usage policy.
+#[utoipa::path(delete, path = "/v1/products/{product}/usage-policy", tag = "usage",
+    params(("product" = String, Path, description = "id or name")),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_policy(
+    State(app): State<AppState>,
+    Path(product): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if app
+        .engine
+        .delete_usage_policy(&RecordRef::from_segment(&product))
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "product {product} has no usage policy"
+        )))
+    }
+}
