@@ -134,7 +134,7 @@ fn as_text(v: &Value) -> String {
     }
 }
 
-const ROOTS: [&str; 4] = ["service", "client", "product", "server"];
+const ROOTS: [&str; 5] = ["service", "client", "product", "server", "usage"];
 
 fn check_path(p: &mut Problems, field: &str, path: &str) {
     let root = path.split('.').next().unwrap_or("");
@@ -143,7 +143,7 @@ fn check_path(p: &mut Problems, field: &str, path: &str) {
             field,
             "path",
             format!(
-                "'{path}' must be dotted and start with service., client., product. or server."
+                "'{path}' must be dotted and start with service., client., product., server. or usage."
             ),
         );
     }
@@ -214,7 +214,7 @@ impl Engine {
 
     /// The document `collect` picks fields from: the service and what it belongs to, as
     /// the API shows them (no secrets).
-    async fn document(&self, s: &Service, cache: &mut Cache) -> Result<Value> {
+    async fn document(&self, s: &Service, cache: &mut Cache, with_usage: bool) -> Result<Value> {
         if let Entry::Vacant(e) = cache.clients.entry(s.client_id) {
             let c = self
                 .store
@@ -249,11 +249,23 @@ impl Engine {
         let (overrides, _) = redact_settings(&s.product_overrides);
         service["product_overrides"] = Value::Object(overrides);
         service["suspended_at"] = json!(s.suspension.as_ref().map(|x| x.since));
+        // Usage costs a read per service, so it is fetched only when asked for.
+        let mut usage = Map::new();
+        if with_usage {
+            for u in self.store.service_usage(s.id).await? {
+                usage.insert(
+                    u.metric.clone(),
+                    json!({"used": u.used, "limit": u.limit, "unit": u.unit,
+                           "topup_used": u.topup_used, "period_start": u.period_start}),
+                );
+            }
+        }
         Ok(json!({
             "service": service,
             "client": cache.clients[&s.client_id],
             "product": product,
             "server": cache.servers[&s.server_id],
+            "usage": usage,
         }))
     }
 
@@ -270,6 +282,8 @@ impl Engine {
         } else {
             q.fields.iter().map(String::as_str).collect()
         };
+        let with_usage = fields.iter().any(|f| f.starts_with("usage."))
+            || plan.rest.iter().any(|(k, _)| k.starts_with("usage."));
         let mut cache = Cache::default();
         let mut items = Vec::new();
         let mut scan = PageRequest {
@@ -279,7 +293,7 @@ impl Engine {
         loop {
             let got = self.store.list_services(&plan.store, scan).await?;
             for s in &got.items {
-                let doc = self.document(s, &mut cache).await?;
+                let doc = self.document(s, &mut cache, with_usage).await?;
                 let matches = plan
                     .rest
                     .iter()

@@ -435,3 +435,33 @@ async fn sign_on_goes_from_the_master_to_children_never_up_or_sideways() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn collect_shows_and_filters_usage_fields() {
+    use crate::usage::{active, app_with_remote, client, read_state, sync, write_accounts};
+    let (app, _modules, file) = app_with_remote(Db::Sqlite, "").await;
+    app.create(
+        "/v1/products",
+        json!({"name": "gold", "module": "script", "settings": {"package": "gold", "data_limit": 100}}),
+    )
+    .await;
+    let c = client(&app).await;
+    let heavy = active(&app, c, "gold", "heavy").await;
+    active(&app, c, "gold", "light").await;
+    let mut accounts = read_state(&file)["accounts"].clone();
+    accounts["heavy"]["usage"] = json!({"data": 90});
+    accounts["light"]["usage"] = json!({"data": 10});
+    write_accounts(&file, accounts);
+    assert_eq!(sync(&app, json!({})).await["state"], "done");
+    let rows = collect(
+        &app,
+        json!(["service.username", "usage.data.used", "usage.data.limit"]),
+        json!({"usage.data.used": "90.0"}),
+    )
+    .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["service_id"], heavy);
+    assert_eq!(rows[0]["values"]["usage"]["data"]["used"], 90.0);
+    assert_eq!(rows[0]["values"]["usage"]["data"]["limit"], 100.0);
+    app.stop().await;
+}
