@@ -3,6 +3,7 @@
 mod groups;
 mod helpers;
 mod hooks;
+mod module_audits;
 
 mod actions;
 mod audit;
