@@ -377,6 +377,10 @@ pub struct GroupRequest {
     /// transfer: the client that gets the members.
     #[serde(default)]
     pub client: Option<RecordRef>,
+    /// transfer: the server (same module) the members move to: each is created there, and
+    /// removed from its source only after that succeeded.
+    #[serde(default)]
+    pub server: Option<RecordRef>,
     /// Wait up to this many seconds (at most 300) for the members' jobs and report how
     /// they ended.
     #[serde(default)]
@@ -482,6 +486,7 @@ impl Engine {
             ("reason", req.reason.is_some() && op != GroupOp::Suspend),
             ("settings", req.settings.is_some() && op != GroupOp::Edit),
             ("client", req.client.is_some() && op != GroupOp::Transfer),
+            ("server", req.server.is_some() && op != GroupOp::Transfer),
         ];
         for (field, bad) in stray {
             if bad {
@@ -517,16 +522,25 @@ impl Engine {
                     None
                 }
             },
-            (None, GroupOp::Transfer) => {
+            (None, GroupOp::Transfer) if req.server.is_none() => {
                 p.push(
                     "client",
                     "required",
-                    "is required for transfer: the client that gets the members",
+                    "transfer needs client or server: where the members go",
                 );
                 None
             }
             _ => None,
         };
+        if let Some(r) = &req.server {
+            match self.find_server(r).await {
+                Ok(_) => {}
+                Err(EngineError::NotFound { .. }) => {
+                    p.push("server", "exists", format!("no server {r}"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if req.wait.is_some_and(|w| w > 300) {
             p.push("wait", "range", "must be at most 300 seconds");
         }
@@ -769,24 +783,77 @@ impl Engine {
                 (Action::Terminate, ActionInput::default())
             }
             GroupOp::Transfer => {
-                let to = target_client.expect("checked");
-                if s.client_id == to {
-                    return skip(format!("it already belongs to client {to}"));
+                let mut steps = Vec::new();
+                if let Some(to) = target_client.filter(|to| *to != s.client_id) {
+                    steps.push(format!("move to client {to}"));
                 }
-                let label = format!("move to client {to}");
+                let server = match &req.server {
+                    Some(r) => {
+                        let target = self.find_server(r).await?;
+                        (target.id != s.server_id).then_some(target)
+                    }
+                    None => None,
+                };
+                if let Some(t) = &server {
+                    let source = self.store.get_server(s.server_id).await?;
+                    if source.as_ref().is_some_and(|src| src.module != t.module) {
+                        return Ok(member(
+                            s,
+                            invoice,
+                            "nothing",
+                            "refused",
+                            Some(format!(
+                                "server '{}' runs module '{}', not this service's",
+                                t.name, t.module
+                            )),
+                        ));
+                    }
+                    if s.status != ServiceStatus::Active {
+                        return Ok(member(
+                            s,
+                            invoice,
+                            "nothing",
+                            "skipped",
+                            Some(format!(
+                                "it is {}; only active services move between servers",
+                                s.status.as_str()
+                            )),
+                        ));
+                    }
+                    steps.push(format!(
+                        "create on server '{}', then terminate on the source",
+                        t.name
+                    ));
+                }
+                if steps.is_empty() {
+                    return skip("it is already where the transfer would put it".into());
+                }
+                let label = steps.join("; ");
                 if req.dry_run {
                     return Ok(member(s, invoice, &label, "planned", None));
                 }
-                let mut moved = s.clone();
-                moved.client_id = to;
-                self.store.update_service(&moved).await?;
-                return Ok(member(
-                    s,
-                    invoice,
-                    &label,
-                    "done",
-                    Some(format!("from client {}", s.client_id)),
-                ));
+                let mut r = member(s, invoice, &label, "done", None);
+                if let Some(to) = target_client.filter(|to| *to != s.client_id) {
+                    let mut moved = s.clone();
+                    moved.client_id = to;
+                    self.store.update_service(&moved).await?;
+                    r.detail = Some(format!("from client {}", s.client_id));
+                }
+                if let Some(t) = server {
+                    // The create runs against the target; only when it succeeded does the
+                    // engine move the service and queue the terminate on the source, so a
+                    // failed transfer leaves the source untouched.
+                    let mut params = Settings::new();
+                    params.insert("transfer_to".into(), Value::from(t.id.0));
+                    params.insert("transfer_from".into(), Value::from(s.server_id.0));
+                    let before = crate::events::before(&params, "create", s);
+                    let job = self.new_job(t.id, Action::Create, params, Utc::now());
+                    let stored = self.store.enqueue_job(s.id, &job, &[before]).await?;
+                    self.wake.notify_one();
+                    r.outcome = "queued".into();
+                    r.job_id = Some(stored.id.0);
+                }
+                return Ok(r);
             }
             GroupOp::Edit => return self.edit_member(s, invoice, req).await,
         };

@@ -395,7 +395,8 @@ async fn load(shared: &Shared, job: &Job) -> Result<Loaded, String> {
         .map_err(|e| fail(&e))?
         .ok_or("the service no longer exists")?;
     let server = shared
-        .server(service.server_id)
+        // The job's server: the service's, except for the two jobs of a transfer.
+        .server(job.server_id)
         .await
         .map_err(|e| fail(&e))?
         .ok_or("the server no longer exists")?;
@@ -611,7 +612,15 @@ async fn run(
             );
         }
     };
-    if let Err(why) = check_transition(loaded.status, &job.action) {
+    if let Err(why) = check_transition(loaded.status, &job.action).or_else(|e| {
+        // A transfer creates on the target and removes from the source while the service
+        // stays active throughout.
+        if transfer_step(&job).is_some() && loaded.status == ServiceStatus::Active {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }) {
         update.state = JobState::Cancelled;
         return (finish(update, "cancelled", Some(why)), None);
     }
@@ -714,7 +723,23 @@ fn retry_or_fail(
 }
 
 /// A create that gave up leaves the service `failed`; other actions leave it as it was.
+/// `Some("to")` for a transfer's create on the target, `Some("cleanup")` for its
+/// terminate on the source.
+fn transfer_step(job: &Job) -> Option<&'static str> {
+    if job.params.get("transfer_to").is_some() {
+        Some("to")
+    } else if job.params.get("transfer_cleanup").is_some() {
+        Some("cleanup")
+    } else {
+        None
+    }
+}
+
 fn failure_change(job: &Job) -> Option<ServiceChange> {
+    // A failed transfer leaves the service as it was, on its source.
+    if transfer_step(job).is_some() {
+        return None;
+    }
     (job.action == Action::Create).then(|| ServiceChange {
         status: Some(ServiceStatus::Failed),
         ..Default::default()
@@ -726,6 +751,30 @@ fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceCha
         status: status_after(&job.action),
         ..Default::default()
     };
+    match transfer_step(job) {
+        Some("to") => {
+            // Now on the target; the source account goes only now that the target has it.
+            change.status = None;
+            change.server_id = Some(job.server_id);
+            if let Some(from) = job.params.get("transfer_from").and_then(Value::as_i64) {
+                let mut params = Settings::new();
+                params.insert("transfer_cleanup".into(), Value::from(from));
+                change.follow_up = Some(provisio_core::job::NewJob {
+                    server_id: ServerId(from),
+                    action: Action::Terminate,
+                    params,
+                    idempotency_key: crate::actions::new_idempotency_key(),
+                    max_attempts: job.max_attempts,
+                    run_after: Utc::now(),
+                });
+            }
+        }
+        Some(_) => {
+            change.status = None;
+            return change;
+        }
+        None => {}
+    }
     match &job.action {
         Action::Suspend => {
             let reason = job

@@ -141,6 +141,11 @@ pub struct ServiceChange {
     /// Custom fields to set on the service's client (module outputs the product copies
     /// there); announced as `client.custom_fields_updated` when they change anything.
     pub client_fields: Option<std::collections::BTreeMap<String, String>>,
+    /// Moves the service to another server (the end of a transfer).
+    pub server_id: Option<ServerId>,
+    /// A job queued in the same transaction (a transfer's terminate on its source, which
+    /// must not exist unless the target's create succeeded).
+    pub follow_up: Option<NewJob>,
 }
 
 /// The end of one attempt, written with the attempt record and the service change in one

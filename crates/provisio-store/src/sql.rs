@@ -830,8 +830,14 @@ macro_rules! impl_store {
                         if let Some(p) = c.product_id {
                             qb.push(", product_id = ").push_bind(p.0);
                         }
+                        if let Some(s) = c.server_id {
+                            qb.push(", server_id = ").push_bind(s.0);
+                        }
                         qb.push(" WHERE id = ").push_bind(u.service_id.0);
                         qb.build().execute(&mut *tx).await?;
+                        if let Some(j) = &c.follow_up {
+                            insert_job(&mut tx, u.service_id, j).await?;
+                        }
                         if let Some(fields) = c.client_fields.as_ref().filter(|f| !f.is_empty()) {
                             set_client_fields(&mut tx, u.service_id, fields, Self::ROW_LOCK).await?;
                         }

@@ -318,11 +318,14 @@ pub enum GroupCmd {
         #[command(flatten)]
         common: GroupArgs,
     },
-    /// Move every member to another client
+    /// Move every member to another client and/or server (created on the target first,
+    /// removed from the source only after that succeeded)
     Transfer {
         invoice: String,
-        #[arg(long, value_name = "CLIENT_ID")]
-        client: i64,
+        #[arg(long, value_name = "CLIENT_ID", required_unless_present = "server")]
+        client: Option<i64>,
+        #[arg(long, value_name = "NAME|ID")]
+        server: Option<String>,
         #[command(flatten)]
         common: GroupArgs,
     },
@@ -437,8 +440,18 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
         GroupCmd::Transfer {
             invoice,
             client,
+            server,
             common,
-        } => (invoice, "transfer", json!({"client": client}), common),
+        } => {
+            let mut b = json!({});
+            if let Some(c) = client {
+                b["client"] = c.into();
+            }
+            if let Some(s) = server {
+                b["server"] = super::id_or_name(&s);
+            }
+            (invoice, "transfer", b, common)
+        }
     };
     body["dry_run"] = common.dry_run.into();
     body["children_only"] = common.children_only.into();

@@ -465,3 +465,104 @@ async fn collect_shows_and_filters_usage_fields() {
     assert_eq!(rows[0]["values"]["usage"]["data"]["limit"], 100.0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn transfer_to_another_server_creates_first_and_removes_the_source_after() {
+    let (app, _, [master, child1, child2]) = setup(Db::Sqlite, "").await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "web2", "module": "recorder", "settings": {"token": "Tok-Groups-78"}}),
+    )
+    .await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "full", "module": "recorder", "settings": {"token": "Tok-Groups-79", "refuse_creates": true}}),
+    )
+    .await;
+    let (_, web1) = app.get("/v1/servers/web1").await;
+    let (_, web2) = app.get("/v1/servers/web2").await;
+
+    // A target that refuses: the members stay active on their source, and the failure is
+    // reported per member.
+    let (status, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/transfer"),
+            json!({"server": "full", "wait": 30}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    for m in r["members"].as_array().unwrap() {
+        assert_eq!(m["outcome"], "failed", "{r}");
+        assert!(
+            m["detail"]
+                .as_str()
+                .unwrap()
+                .contains("takes no new accounts"),
+            "{m}"
+        );
+    }
+    for id in [master, child1, child2] {
+        let (_, s) = app.get(&format!("/v1/services/{id}")).await;
+        assert_eq!(s["status"], "active");
+        assert_eq!(s["server_id"], web1["id"]);
+    }
+    assert!(app
+        .recorder
+        .with(|st| !st.server_calls.iter().any(|c| c.1 == "terminate")));
+
+    // A working target: created there first, then removed from the source.
+    let (_, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/transfer"),
+            json!({"server": "web2", "wait": 30}),
+        )
+        .await;
+    assert!(
+        r["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["outcome"] == "done"),
+        "{r}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let terminated = app.recorder.with(|st| {
+            st.server_calls
+                .iter()
+                .filter(|c| c.0 == "web1" && c.1 == "terminate")
+                .count()
+        });
+        if terminated == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sources were not cleaned up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (id, user) in [
+        (master, "test-admin"),
+        (child1, "test-child-1"),
+        (child2, "test-child-2"),
+    ] {
+        let (_, s) = app.get(&format!("/v1/services/{id}")).await;
+        assert_eq!(s["status"], "active", "{s}");
+        assert_eq!(s["server_id"], web2["id"], "{s}");
+        let calls = app.recorder.with(|st| {
+            st.server_calls
+                .iter()
+                .filter(|c| c.2 == user)
+                .map(|c| format!("{}:{}", c.0, c.1))
+                .collect::<Vec<_>>()
+        });
+        let create = calls
+            .iter()
+            .position(|c| c == "web2:create")
+            .expect("created on web2");
+        let cleanup = calls
+            .iter()
+            .position(|c| c == "web1:terminate")
+            .expect("removed from web1");
+        assert!(create < cleanup, "{calls:?}");
+    }
+    app.stop().await;
+}

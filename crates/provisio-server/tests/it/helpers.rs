@@ -425,6 +425,8 @@ pub struct RecorderState {
     pub max_running: u32,
     /// When each non-lookup call started.
     pub starts: Vec<std::time::Instant>,
+    /// (server name, action, username) of every effect applied, in order.
+    pub server_calls: Vec<(String, String, String)>,
     /// username -> the product settings the last create or change_package carried.
     pub packages: std::collections::BTreeMap<String, provisio_core::settings::Settings>,
 }
@@ -515,6 +517,8 @@ impl Module for Recorder {
             {
                 st.effects
                     .push((req.idempotency_key.clone(), action.clone(), user.clone()));
+                st.server_calls
+                    .push((req.server.name.clone(), action.clone(), user.clone()));
                 if matches!(req.action, Action::Create | Action::ChangePackage) {
                     let settings = match req.params.get("new_product") {
                         Some(Value::Object(p)) => p.clone(),
@@ -546,6 +550,11 @@ impl Module for Recorder {
                     secrecy::ExposeSecret::expose_secret(&svc.password)
                 ))),
                 "down" => Err(ModuleError::transient("connection refused")),
+                _ if req.action == Action::Create
+                    && req.server.settings.get("refuse_creates") == Some(&Value::Bool(true)) =>
+                {
+                    Err(ModuleError::permanent("this server takes no new accounts"))
+                }
                 // Applies the effect, then the answer is lost.
                 "lost_reply" if n == 1 => {
                     apply(&mut st);
