@@ -104,6 +104,11 @@ impl Api {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(Method::PUT, path, &[], Some(body), REQUEST_TIMEOUT)
+            .await
+    }
+
     /// `DELETE path`; `Value::Null` when the server answers 204 without a body.
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(Method::DELETE, path, &[], None, REQUEST_TIMEOUT)

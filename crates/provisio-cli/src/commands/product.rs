@@ -72,6 +72,37 @@ pub enum ProductCmd {
         #[arg(value_name = "NAME|ID")]
         product: String,
     },
+    /// Show a product's usage policy
+    UsagePolicy {
+        #[arg(value_name = "NAME|ID")]
+        product: String,
+    },
+    /// Set a product's usage policy (limits come from `<metric>_limit` settings unless mapped)
+    SetUsagePolicy {
+        #[arg(value_name = "NAME|ID")]
+        product: String,
+        /// METRIC=SETTING: the product setting that holds a metric's limit; repeatable
+        #[arg(long = "limit", value_name = "METRIC=SETTING")]
+        limits: Vec<String>,
+        /// Only these metrics trigger --on-exceed (default: every metric)
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+        /// What exceeding does: suspend (reason `usage`) or change_package
+        #[arg(long, value_parser = ["suspend", "change_package"])]
+        on_exceed: Option<String>,
+        /// change_package: the product to move the service to
+        #[arg(
+            long = "to-product",
+            value_name = "PRODUCT",
+            required_if_eq("on_exceed", "change_package")
+        )]
+        to_product: Option<String>,
+    },
+    /// Remove a product's usage policy
+    DeleteUsagePolicy {
+        #[arg(value_name = "NAME|ID")]
+        product: String,
+    },
 }
 
 const COLUMNS: &[Column] = &[
@@ -154,6 +185,48 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
             )?;
             let product = ctx.api.patch(&path(&product), &Value::Object(body)).await?;
             output::print_record(ctx.output, &product)
+        }
+        ProductCmd::UsagePolicy { product } => {
+            let p = ctx
+                .api
+                .get(&format!("{}/usage-policy", path(&product)))
+                .await?;
+            output::print_record(ctx.output, &p)
+        }
+        ProductCmd::SetUsagePolicy {
+            product,
+            limits,
+            metrics,
+            on_exceed,
+            to_product,
+        } => {
+            let mut map = Map::new();
+            for l in limits {
+                let (metric, setting) = l
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--limit {l:?}: expected METRIC=SETTING"))?;
+                map.insert(metric.to_string(), setting.into());
+            }
+            let mut body = serde_json::json!({"limits": map, "metrics": metrics});
+            match on_exceed.as_deref() {
+                Some("suspend") => body["on_exceed"] = serde_json::json!({"action": "suspend"}),
+                Some(_) => {
+                    body["on_exceed"] = serde_json::json!({"action": "change_package",
+                                                           "product": to_product.unwrap_or_default()})
+                }
+                None => {}
+            }
+            let p = ctx
+                .api
+                .put(&format!("{}/usage-policy", path(&product)), &body)
+                .await?;
+            output::print_record(ctx.output, &p)
+        }
+        ProductCmd::DeleteUsagePolicy { product } => {
+            ctx.api
+                .delete(&format!("{}/usage-policy", path(&product)))
+                .await?;
+            output::print_deleted(ctx.output, "usage policy of product", &product)
         }
         ProductCmd::Delete { product } => {
             ctx.api.delete(&path(&product)).await?;

@@ -544,3 +544,30 @@ fn collect_and_group_commands_follow_the_seed() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("filters:"));
 }
+
+#[test]
+fn usage_policies_through_the_cli() {
+    let s = serve(&[]);
+    s.ok(&["product", "add", "gold", "--module", "noop"]);
+    s.ok(&["product", "add", "throttled", "--module", "noop"]);
+    let p = s.json(&[
+        "product",
+        "set-usage-policy",
+        "gold",
+        "--limit",
+        "data=data_cap",
+        "--metric",
+        "data",
+        "--on-exceed",
+        "change_package",
+        "--to-product",
+        "throttled",
+    ]);
+    assert_eq!(p["limits"]["data"], "data_cap", "{p}");
+    assert_eq!(p["on_exceed"]["product"], "throttled");
+    let shown = s.json(&["product", "usage-policy", "gold"]);
+    assert_eq!(shown, p);
+    s.ok(&["product", "delete-usage-policy", "gold"]);
+    let gone = s.cli(&["product", "usage-policy", "gold"], None);
+    assert!(!gone.status.success());
+}
