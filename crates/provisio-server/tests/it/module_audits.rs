@@ -1,4 +1,5 @@
-//! The audit against each real-system module: an account created directly on the remote is
+//! The audit (and, for `radius`, the usage sync) against each real-system module: an
+//! account created directly on the remote is
 //! found as an orphan, and one deleted directly there as missing. The remotes are real: a
 //! FreeRADIUS SQL database (SQLite, from FreeRADIUS's own schema), the PostgreSQL cluster
 //! the test run started, and the `scim2-server` from PyPI.
@@ -133,8 +134,33 @@ async fn radius_audit_finds_orphans_and_missing_accounts() {
     )
     .await;
     let c = a_client(&app).await;
-    order(&app, c, "fibre100", "sub1").await;
+    let sub1 = order(&app, c, "fibre100", "sub1").await;
     order(&app, c, "fibre100", "sub2").await;
+
+    // Accounting rows as FreeRADIUS writes them (the radius module's own tests send real
+    // Accounting-Requests through radclient) become usage through the engine's sync.
+    sqlite(
+        &db,
+        "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, acctstarttime, \
+         acctinputoctets, acctoutputoctets) VALUES \
+         ('s1', 'u1', 'sub1', '127.0.0.1', strftime('%s', 'now'), 1000, 2500), \
+         ('s2', 'u2', 'sub1', '127.0.0.1', strftime('%s', 'now'), 4294967296, 500);",
+    );
+    let run = crate::usage::sync(&app, json!({"server": "nas"})).await;
+    assert_eq!(run["state"], "done", "{run}");
+    let (_, usage) = app.get(&format!("/v1/services/{sub1}/usage")).await;
+    let data = usage["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "data")
+        .unwrap_or_else(|| panic!("no data metric: {usage}"))
+        .clone();
+    assert_eq!(
+        data["used"],
+        1000.0 + 2500.0 + 4294967296.0 + 500.0,
+        "{usage}"
+    );
     assert!(audit(&app, "nas")
         .await
         .iter()
