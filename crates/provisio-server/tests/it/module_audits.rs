@@ -1,8 +1,8 @@
 //! The audit (and, for `radius`, the usage sync) against each real-system module: an
-//! account created directly on the remote is
-//! found as an orphan, and one deleted directly there as missing. The remotes are real: a
-//! FreeRADIUS SQL database (SQLite, from FreeRADIUS's own schema), the PostgreSQL cluster
-//! the test run started, and the `scim2-server` from PyPI.
+//! account created directly on the remote is found as an orphan, and one deleted directly
+//! there as missing. The remotes are real: a FreeRADIUS SQL database (SQLite, from
+//! FreeRADIUS's own schema), the PostgreSQL cluster the test run started, and the
+//! `scim2-server` from PyPI.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
