@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_field_error, Db, TestApp};
-use crate::usage::{active, app_with_remote, client, read_state, write_accounts};
+use crate::usage::{active, app_with_remote, client, read_state, write_accounts, write_atomic};
 
 /// Starts audits and polls them to their end; returns the finished audit of the first.
 async fn audit(app: &TestApp, body: Value) -> Value {
@@ -218,13 +218,13 @@ async fn drift_found_and_fixed(db: Db) {
     );
     // A remote that fails mid-listing: the audit says so and fixes nothing either.
     let mut st = json!({"accounts": planted.clone(), "fail": true});
-    std::fs::write(&file, st.to_string()).unwrap();
+    write_atomic(&file, st.to_string());
     let a = audit(&app, json!({"fix": "remote"})).await;
     assert!(a["note"].as_str().unwrap().contains("ended early"), "{a}");
     assert!(a["note"].as_str().unwrap().contains("fix refused"), "{a}");
     assert_eq!(statuses(&app).await, before_local);
     st["fail"] = json!(false);
-    std::fs::write(&file, st.to_string()).unwrap();
+    write_atomic(&file, st.to_string());
 
     // Remote fix: the remote follows the records (the orphan is left alone).
     let a = audit(&app, json!({"fix": "remote"})).await;

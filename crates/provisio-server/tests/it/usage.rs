@@ -25,15 +25,23 @@ pub fn write_remote(dir: &Path) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Replaces the remote's file in one step, so a script running meanwhile reads either the
+/// old or the new state, never half of one.
+pub fn write_atomic(file: &Path, text: String) {
+    let tmp = file.with_extension("test.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
 pub fn write_accounts(file: &Path, accounts: Value) {
-    std::fs::write(file, json!({ "accounts": accounts }).to_string()).unwrap();
+    write_atomic(file, json!({ "accounts": accounts }).to_string());
 }
 
 /// Sets one account's use of `data` on the remote, keeping what the remote changed itself.
 fn set_data(file: &Path, user: &str, used: u64) {
     let mut st = read_state(file);
     st["accounts"][user]["usage"]["data"] = json!(used);
-    std::fs::write(file, st.to_string()).unwrap();
+    write_atomic(file, st.to_string());
 }
 
 pub fn read_state(file: &Path) -> Value {
@@ -282,7 +290,7 @@ async fn script_usage(db: Db) {
     // A failing remote is reported per server, not as a failed request.
     let mut st = read_state(&file);
     st["fail"] = json!(true);
-    std::fs::write(&file, st.to_string()).unwrap();
+    write_atomic(&file, st.to_string());
     let r = sync(&app, json!({})).await;
     assert_eq!(r["state"], "partial");
     assert_eq!(r["servers"][0]["state"], "failed");

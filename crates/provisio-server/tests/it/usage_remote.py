@@ -1,12 +1,17 @@
 # A test remote for the `script` module: accounts, statuses, packages and usage kept in a
 # JSON file (server setting `accounts_file`), so a test can change "the remote" between
 # syncs and audits. The first line (the interpreter) is added by the test.
+import fcntl
 import json
 import os
 import sys
 
 req = json.load(sys.stdin)
 path = req["server"]["settings"]["accounts_file"]
+# The engine runs several actions at once: one process at a time reads, changes and
+# writes the file (the lock is released when the process exits).
+lock = open(path + ".lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
 with open(path) as f:
     state = json.load(f)
 accounts = state["accounts"]
@@ -15,7 +20,7 @@ params = req.get("params") or {}
 
 
 def save():
-    tmp = path + ".tmp"
+    tmp = "%s.%d.tmp" % (path, os.getpid())
     with open(tmp, "w") as f:
         json.dump(state, f)
     os.replace(tmp, path)
