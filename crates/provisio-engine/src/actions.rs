@@ -62,6 +62,11 @@ pub(crate) fn gate_text(
     Ok(s.to_string())
 }
 
+/// How often `wait_for_jobs` rereads the jobs it waits for when nothing was announced
+/// (jobs other processes run), and the least time between two such rereads.
+const RECHECK_EVERY: Duration = Duration::from_secs(3);
+const RECHECK_GAP: Duration = Duration::from_secs(2);
+
 pub(crate) fn new_idempotency_key() -> String {
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
@@ -529,8 +534,12 @@ impl Engine {
         let mut seen = std::collections::HashMap::new();
         let mut pending: std::collections::HashSet<JobId> = ids.iter().copied().collect();
         let mut recheck = true;
+        let mut last_recheck = tokio::time::Instant::now();
         while !pending.is_empty() {
-            if recheck {
+            // Rereading every pending job is costly with thousands of them: at most every
+            // few seconds, and sooner only when announcements were missed.
+            if recheck && (seen.is_empty() || last_recheck.elapsed() >= RECHECK_GAP) {
+                last_recheck = tokio::time::Instant::now();
                 // Jobs other processes finished, or finishes this one announced while the
                 // receiver lagged, are only found by reading them.
                 let ids: Vec<JobId> = pending.iter().copied().collect();
@@ -562,8 +571,14 @@ impl Engine {
                     Err(RecvError::Lagged(_)) => recheck = true,
                     Err(RecvError::Closed) => recheck = true,
                 },
-                _ = tokio::time::sleep(Duration::from_secs(1)) => recheck = true,
+                _ = tokio::time::sleep(RECHECK_EVERY) => recheck = true,
                 _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        // Whatever is still pending at the deadline is reported as it is now.
+        for id in pending {
+            if let Some(j) = self.store.get_job(id).await? {
+                seen.insert(id, j);
             }
         }
         Ok(seen)
