@@ -250,6 +250,36 @@ pub struct ActionRequest {
     pub params: Settings,
 }
 
+impl ActionRequest {
+    /// The secrets this request carries, for redacting messages: the string server settings
+    /// named in `server_keys`, the service's password and a new password, longest first so
+    /// that one containing another is removed whole.
+    pub fn secrets(&self, server_keys: &[&str]) -> Vec<&str> {
+        use secrecy::ExposeSecret;
+        let mut out: Vec<&str> = server_keys
+            .iter()
+            .filter_map(|k| {
+                self.server
+                    .settings
+                    .get(*k)
+                    .and_then(serde_json::Value::as_str)
+            })
+            .collect();
+        if let Some(service) = &self.service {
+            out.push(service.password.expose_secret());
+        }
+        if let Some(pw) = self
+            .params
+            .get("new_password")
+            .and_then(serde_json::Value::as_str)
+        {
+            out.push(pw);
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out
+    }
+}
+
 impl std::fmt::Debug for ActionRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActionRequest")

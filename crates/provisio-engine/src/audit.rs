@@ -23,7 +23,7 @@ use provisio_core::service::{NewService, ServiceStatus};
 use provisio_core::settings::Settings;
 use provisio_core::text::Username;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
-use provisio_store::{AuditFinish, NewAudit, ProductFilter, ServerFilter};
+use provisio_store::{AuditFinish, NewAudit, ProductFilter};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -230,30 +230,7 @@ impl Engine {
     }
 
     async fn audit_servers(&self) -> Result<Vec<Server>> {
-        let mut out = Vec::new();
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let got = self
-                .store
-                .list_servers(
-                    &ServerFilter {
-                        enabled: Some(true),
-                        ..Default::default()
-                    },
-                    page,
-                )
-                .await?;
-            out.extend(got.items.into_iter().filter(|s| {
-                self.modules
-                    .info(&s.module)
-                    .is_some_and(|m| m.can(Capability::ListAccounts))
-            }));
-            match got.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
-        }
-        Ok(out)
+        self.enabled_servers_with(Capability::ListAccounts).await
     }
 
     /// The scheduled audit: every server, report only; one process per slot.

@@ -1047,6 +1047,45 @@ impl Engine {
         Ok(())
     }
 
+    /// Every service `f` selects, page after page.
+    pub(crate) async fn all_services(&self, f: &ServiceFilter) -> Result<Vec<Service>> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let got = self.store.list_services(f, page).await?;
+            out.extend(got.items);
+            match got.next {
+                Some(c) => page.after = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The enabled servers whose module can do `cap`.
+    pub(crate) async fn enabled_servers_with(
+        &self,
+        cap: provisio_core::module::Capability,
+    ) -> Result<Vec<Server>> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        let enabled = ServerFilter {
+            enabled: Some(true),
+            ..Default::default()
+        };
+        loop {
+            let got = self.store.list_servers(&enabled, page).await?;
+            out.extend(
+                got.items
+                    .into_iter()
+                    .filter(|s| self.modules.info(&s.module).is_some_and(|m| m.can(cap))),
+            );
+            match got.next {
+                Some(n) => page.after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
     pub async fn list_services(
         &self,
         f: &ServiceFilter,

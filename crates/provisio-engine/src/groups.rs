@@ -438,26 +438,13 @@ fn member(
 impl Engine {
     /// The live services of a group, master first.
     pub async fn group_members(&self, invoice: &str, children_only: bool) -> Result<Vec<Service>> {
-        let mut out = Vec::new();
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let got = self
-                .store
-                .list_services(
-                    &ServiceFilter {
-                        invoice_or_parent: Some(invoice.to_string()),
-                        live_only: true,
-                        ..Default::default()
-                    },
-                    page,
-                )
-                .await?;
-            out.extend(got.items);
-            match got.next {
-                Some(c) => page.after = Some(c),
-                None => break,
-            }
-        }
+        let mut out = self
+            .all_services(&ServiceFilter {
+                invoice_or_parent: Some(invoice.to_string()),
+                live_only: true,
+                ..Default::default()
+            })
+            .await?;
         out.retain(|s| {
             !(children_only && s.invoice.as_ref().is_some_and(|i| i.as_str() == invoice))
         });
@@ -982,25 +969,11 @@ impl Engine {
 
     /// Services suspended at least `after`: what the clean-up terminates.
     pub async fn cleanup_candidates(&self, after: Duration) -> Result<Vec<Service>> {
-        let mut out = Vec::new();
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let got = self
-                .store
-                .list_services(
-                    &ServiceFilter {
-                        suspended_before: Some(since_cutoff(after)),
-                        ..Default::default()
-                    },
-                    page,
-                )
-                .await?;
-            out.extend(got.items);
-            match got.next {
-                Some(c) => page.after = Some(c),
-                None => return Ok(out),
-            }
-        }
+        self.all_services(&ServiceFilter {
+            suspended_before: Some(since_cutoff(after)),
+            ..Default::default()
+        })
+        .await
     }
 
     /// Terminates services suspended at least `after` (or says what it would do).

@@ -342,26 +342,12 @@ impl Engine {
         client: ClientId,
         status: ServiceStatus,
     ) -> Result<Vec<provisio_core::service::Service>> {
-        let mut out = Vec::new();
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let got = self
-                .store
-                .list_services(
-                    &ServiceFilter {
-                        client_id: Some(client),
-                        status: Some(status),
-                        ..Default::default()
-                    },
-                    page,
-                )
-                .await?;
-            out.extend(got.items);
-            match got.next {
-                Some(c) => page.after = Some(c),
-                None => return Ok(out),
-            }
-        }
+        self.all_services(&ServiceFilter {
+            client_id: Some(client),
+            status: Some(status),
+            ..Default::default()
+        })
+        .await
     }
 }
 

@@ -23,7 +23,7 @@ use provisio_core::usage::{
     NewReading, NewTopup, OnExceed, Period, Topup, UsagePolicy, UsageReading, UsageState,
 };
 use provisio_core::{ProductId, ServiceId};
-use provisio_store::{ServerFilter, SyncRun};
+use provisio_store::SyncRun;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -245,30 +245,7 @@ impl Engine {
             }
             return Ok(vec![s]);
         }
-        let mut out = Vec::new();
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let got = self
-                .store
-                .list_servers(
-                    &ServerFilter {
-                        enabled: Some(true),
-                        ..Default::default()
-                    },
-                    page,
-                )
-                .await?;
-            out.extend(got.items.into_iter().filter(|s| {
-                self.modules
-                    .info(&s.module)
-                    .is_some_and(|m| m.can(Capability::Usage))
-            }));
-            match got.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
-        }
-        Ok(out)
+        self.enabled_servers_with(Capability::Usage).await
     }
 
     /// Stores a new run for `servers`; `None` when `slot` was taken by another process.

@@ -141,20 +141,8 @@ impl Module for PostgresModule {
     }
 }
 
-/// The passwords of a request, longest first so that one containing another goes whole.
 fn secrets(request: &ActionRequest) -> Vec<&str> {
-    let mut out = Vec::new();
-    if let Some(Value::String(pw)) = request.server.settings.get("admin_password") {
-        out.push(pw.as_str());
-    }
-    if let Some(service) = &request.service {
-        out.push(service.password.expose_secret());
-    }
-    if let Some(Value::String(pw)) = request.params.get("new_password") {
-        out.push(pw.as_str());
-    }
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    out
+    request.secrets(&["admin_password"])
 }
 
 /// The server settings the module works with (already validated by the schema; missing

@@ -112,20 +112,8 @@ impl Module for ScimModule {
     }
 }
 
-/// The token and passwords of a request, longest first.
 fn secrets(request: &ActionRequest) -> Vec<&str> {
-    let mut out = Vec::new();
-    if let Some(Value::String(token)) = request.server.settings.get("token") {
-        out.push(token.as_str());
-    }
-    if let Some(service) = &request.service {
-        out.push(service.password.expose_secret());
-    }
-    if let Some(Value::String(pw)) = request.params.get("new_password") {
-        out.push(pw.as_str());
-    }
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    out
+    request.secrets(&["token"])
 }
 
 /// The User attribute that carries the package, if any.
