@@ -3,8 +3,8 @@
 //! It keeps the records (parses input into domain types, validates settings against module
 //! schemas, resolves product inheritance, places services on servers, seals secrets), turns
 //! action requests into durable jobs and runs them in its worker (leases, retries, lookups,
-//! limits), keeps client balances, and announces every change as an event. Handlers, usage,
-//! audit and groups join it as they are built.
+//! limits), keeps client balances, and announces every change as an event. Around that:
+//! gates and notify handlers, automation rules, usage syncs and audits, and invoice groups.
 
 mod actions;
 pub mod audit;
