@@ -285,18 +285,74 @@ async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::R
     Ok(())
 }
 
-/// A remote that answers every request after `delay`.
-async fn slow_remote(delay: Duration) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = axum::Router::new().fallback(move || async move {
-        tokio::time::sleep(delay).await;
-        axum::Json(json!({"id": "x"}))
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(format!("http://{addr}"))
+/// CPU seconds this process has used (user and system), where the system tells; the
+/// benches print it so a slow run can be told apart from a busy machine.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// How much CPU a phase used, as text for a bench line.
+fn cpu_note(before: Option<f64>, secs: f64) -> String {
+    match (before, cpu_secs()) {
+        (Some(a), Some(b)) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            format!(
+                "process CPU {:.2}s ({:.0}% of {cores} cores)",
+                b - a,
+                (b - a) / secs / cores as f64 * 100.0
+            )
+        }
+        _ => "process CPU not known here".into(),
+    }
+}
+
+/// A remote that answers every request after `delay`, and keeps the time it really held
+/// each one: a timer sleeps a little past its deadline, and that belongs to the remote.
+struct SlowRemote {
+    base: String,
+    held_us: Arc<std::sync::atomic::AtomicU64>,
+    requests: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowRemote {
+    async fn start(delay: Duration) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let held_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (h, r) = (held_us.clone(), requests.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (h, r) = (h.clone(), r.clone());
+            async move {
+                let t = Instant::now();
+                tokio::time::sleep(delay).await;
+                h.fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+                r.fetch_add(1, Relaxed);
+                axum::Json(json!({"id": "x"}))
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            base: format!("http://{addr}"),
+            held_us,
+            requests,
+        })
+    }
+
+    /// The mean time the remote held a request, in milliseconds.
+    fn mean_ms(&self) -> f64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.requests.load(Relaxed).max(1);
+        self.held_us.load(Relaxed) as f64 / n as f64 / 1000.0
+    }
 }
 
 async fn latency_run(
@@ -310,7 +366,8 @@ async fn latency_run(
     let cfg = config(dir.path(), &url, "")?;
     let engine =
         Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
-    let base = slow_remote(Duration::from_millis(latency_ms)).await?;
+    let remote = SlowRemote::start(Duration::from_millis(latency_ms)).await?;
+    let base = remote.base.clone();
     let settings = json!({
         "base_url": base,
         "timeout_seconds": 30,
@@ -319,13 +376,21 @@ async fn latency_run(
     let (client, ids, product) = seed(&engine, "http", servers, concurrency, settings).await?;
     enqueue(&engine, n, client, &ids, product).await?;
     let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
+    let cpu0 = cpu_secs();
     let secs = drain(&engine, Duration::from_secs(1800)).await;
+    let cpu = cpu_note(cpu0, *secs.as_ref().unwrap_or(&1.0));
     worker.shutdown().await;
     let secs = secs?;
     let limit = n as f64 * latency_ms as f64 / 1000.0 / (servers as f64 * f64::from(concurrency));
+    let held = remote.mean_ms();
+    let held_limit = limit * held / latency_ms as f64;
     println!(
         "latency {n} actions, {latency_ms} ms remote, {servers} servers x {concurrency} concurrent: {secs:.2}s, limit N*L/(S*C) = {limit:.2}s, ratio {:.3}",
         secs / limit
+    );
+    println!(
+        "latency the remote held each request {held:.2} ms on average (timer overshoot); with that L the limit is {held_limit:.2}s, ratio {:.3}; {cpu}",
+        secs / held_limit
     );
     engine.store().close().await;
     Ok(())
@@ -342,7 +407,8 @@ async fn group_run(
     let cfg = config(dir.path(), &url, "")?;
     let engine =
         Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
-    let base = slow_remote(Duration::from_millis(latency_ms)).await?;
+    let remote = SlowRemote::start(Duration::from_millis(latency_ms)).await?;
+    let base = remote.base.clone();
     let settings = json!({
         "base_url": base,
         "timeout_seconds": 30,
@@ -371,6 +437,7 @@ async fn group_run(
     let loaded = t0.elapsed().as_secs_f64();
     let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
     let t0 = Instant::now();
+    let cpu0 = cpu_secs();
     let result = engine
         .group_operation(
             invoice,
@@ -382,6 +449,7 @@ async fn group_run(
         )
         .await;
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_note(cpu0, secs);
     let queued_by = engine
         .store()
         .list_jobs(&JobFilter::default(), PageRequest::first(1))
@@ -414,9 +482,15 @@ async fn group_run(
         *outcomes.entry(m.outcome.clone()).or_default() += 1;
     }
     let bound = n as f64 * latency_ms as f64 / 1000.0 / (servers as f64 * f64::from(concurrency));
+    let held = remote.mean_ms();
+    let held_bound = bound * held / latency_ms as f64;
     println!(
         "group suspend of {n} services ({loaded:.1}s to load), {latency_ms} ms remote, {servers} servers x {concurrency} concurrent: {secs:.2}s, bound N*L/(S*C) = {bound:.2}s, ratio {:.3}; member results {outcomes:?}",
         secs / bound
+    );
+    println!(
+        "group  the remote held each request {held:.2} ms on average (timer overshoot); with that L the bound is {held_bound:.2}s, ratio {:.3}; {cpu}",
+        secs / held_bound
     );
     engine.store().close().await;
     Ok(())

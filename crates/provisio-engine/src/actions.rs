@@ -531,24 +531,21 @@ impl Engine {
         use tokio::sync::broadcast::error::RecvError;
         let mut rx = self.finished.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut seen = std::collections::HashMap::new();
         let mut pending: std::collections::HashSet<JobId> = ids.iter().copied().collect();
         let mut recheck = true;
+        let mut first = true;
         let mut last_recheck = tokio::time::Instant::now();
         while !pending.is_empty() {
-            // Rereading every pending job is costly with thousands of them: at most every
-            // few seconds, and sooner only when announcements were missed.
-            if recheck && (seen.is_empty() || last_recheck.elapsed() >= RECHECK_GAP) {
+            // Jobs that ended before we listened, ended in other processes, or whose
+            // announcement was lost while the receiver lagged are found only by reading
+            // them: at once, then at most every few seconds, in batches.
+            if recheck && (first || last_recheck.elapsed() >= RECHECK_GAP) {
+                first = false;
                 last_recheck = tokio::time::Instant::now();
-                // Jobs other processes finished, or finishes this one announced while the
-                // receiver lagged, are only found by reading them.
                 let ids: Vec<JobId> = pending.iter().copied().collect();
-                for id in ids {
-                    if let Some(j) = self.store.get_job(id).await? {
-                        if j.state.is_final() {
-                            pending.remove(&id);
-                        }
-                        seen.insert(id, j);
+                for j in self.store.get_jobs(&ids).await? {
+                    if j.state.is_final() {
+                        pending.remove(&j.id);
                     }
                 }
                 recheck = false;
@@ -559,15 +556,11 @@ impl Engine {
             }
             tokio::select! {
                 r = rx.recv() => match r {
-                    Ok(id) if pending.contains(&id) => {
-                        if let Some(j) = self.store.get_job(id).await? {
-                            if j.state.is_final() {
-                                pending.remove(&id);
-                            }
-                            seen.insert(id, j);
+                    Ok((id, state)) => {
+                        if state.is_final() {
+                            pending.remove(&id);
                         }
                     }
-                    Ok(_) => {}
                     Err(RecvError::Lagged(_)) => recheck = true,
                     Err(RecvError::Closed) => recheck = true,
                 },
@@ -575,13 +568,14 @@ impl Engine {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
-        // Whatever is still pending at the deadline is reported as it is now.
-        for id in pending {
-            if let Some(j) = self.store.get_job(id).await? {
-                seen.insert(id, j);
-            }
-        }
-        Ok(seen)
+        // Every job as it is now, final or (at the deadline) not.
+        Ok(self
+            .store
+            .get_jobs(ids)
+            .await?
+            .into_iter()
+            .map(|j| (j.id, j))
+            .collect())
     }
 
     /// Waits up to `timeout` for a job to reach a final state and returns it as it is then.
@@ -595,10 +589,18 @@ impl Engine {
             }
             // Another process may finish it: poll as well as listen.
             let tick = tokio::time::sleep(Duration::from_millis(250));
-            tokio::select! {
-                _ = rx.recv() => {}
-                _ = tick => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+            // Reread on our job's announcement only; other jobs end all the time.
+            let mut tick = std::pin::pin!(tick);
+            loop {
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok((j, _)) if j != id => continue,
+                        _ => {}
+                    },
+                    _ = &mut tick => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+                break;
             }
         }
     }

@@ -139,7 +139,8 @@ pub struct Engine {
     /// Wakes this process's worker when a job is enqueued.
     wake: tokio::sync::Notify,
     /// Ids of jobs this process finished, for callers waiting on an outcome.
-    finished: tokio::sync::broadcast::Sender<provisio_core::job::JobId>,
+    finished:
+        tokio::sync::broadcast::Sender<(provisio_core::job::JobId, provisio_core::job::JobState)>,
     /// For http handlers: no redirects (a signed message goes where it was configured to).
     http: reqwest::Client,
     smtp: Option<mailer::Mailer>,

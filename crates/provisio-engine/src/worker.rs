@@ -110,7 +110,14 @@ impl Shared {
 /// What a finished execution reports to the writer.
 struct Finished {
     update: JobUpdate,
+    server: ServerId,
 }
+
+/// A job's service and client, read for a whole claimed batch at once.
+type Preloaded = (
+    provisio_core::service::Service,
+    Option<provisio_core::client::Client>,
+);
 
 /// Starts a worker over `engine`; `owner` names this process in job leases.
 pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
@@ -124,8 +131,7 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
     });
     let (tx, rx) = mpsc::unbounded_channel::<Finished>();
     let mut tasks = JoinSet::new();
-    tasks.spawn(claim_loop(shared.clone(), tx, stop_rx.clone()));
-    tasks.spawn(write_loop(shared.clone(), rx));
+    tasks.spawn(queue_loop(shared.clone(), tx, rx, stop_rx.clone()));
     tasks.spawn(heartbeat_loop(shared.clone(), stop_rx.clone()));
     tasks.spawn(crate::deliver::delivery_loop(
         shared.engine.clone(),
@@ -151,21 +157,39 @@ async fn sleep_or_stop(d: std::time::Duration, stop: &mut watch::Receiver<bool>)
     }
 }
 
-async fn claim_loop(
+/// The worker's turns. Each first claims jobs for the free slots, counting as free the
+/// slots of jobs whose remote call is over though their outcome is not yet written, and
+/// starts them; then it writes those outcomes. Claiming first keeps a slot's idle time
+/// between two remote calls to about one short claim, not a claim and a write.
+async fn queue_loop(
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Finished>,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
     mut stop: watch::Receiver<bool>,
 ) {
     let engine = shared.engine.clone();
     let opts = engine.options.jobs.clone();
+    // One task per claimed batch; each job reports through `tx` when it ends.
     let mut running: JoinSet<()> = JoinSet::new();
+    let mut batch: Vec<Finished> = Vec::new();
     let mut servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
+    let mut claim_due = true;
     loop {
-        if *stop.borrow() {
+        while running.try_join_next().is_some() {}
+        // Read before draining: once no batch runs, every outcome is already in the channel.
+        let idle = running.is_empty();
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let stopping = *stop.borrow();
+        if stopping && idle && batch.is_empty() {
             break;
         }
         // Rates come from the server records; reading them every couple of seconds is plenty.
-        if servers_loaded.elapsed() > std::time::Duration::from_secs(2) {
+        if !stopping && servers_loaded.elapsed() > std::time::Duration::from_secs(2) {
             if let Ok(list) = load_servers(&engine).await {
                 let now = Instant::now();
                 let mut l = shared.limits.lock().unwrap();
@@ -175,9 +199,34 @@ async fn claim_loop(
             }
             servers_loaded = Instant::now();
         }
-        let free = opts.max_in_flight as usize - shared.inflight.lock().unwrap().len();
-        let mut claimed = 0;
-        if free > 0 {
+        // Jobs whose outcome is about to be written no longer take a place.
+        let executing = shared
+            .inflight
+            .lock()
+            .unwrap()
+            .len()
+            .saturating_sub(batch.len());
+        let free = if stopping {
+            0
+        } else {
+            (opts.max_in_flight as usize).saturating_sub(executing)
+        };
+        let claim_now = free > 0 && (claim_due || !batch.is_empty());
+        if batch.is_empty() && !claim_now {
+            tokio::select! {
+                _ = rx.recv_many(&mut batch, 512) => {}
+                _ = engine.wake.notified() => claim_due = true,
+                _ = tokio::time::sleep(opts.poll_interval) => claim_due = true,
+                _ = stop.changed(), if !stopping => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+            continue;
+        }
+        if claim_now {
+            let mut finishing: HashMap<ServerId, u32> = HashMap::new();
+            for f in &batch {
+                *finishing.entry(f.server).or_default() += 1;
+            }
             let allowance = shared.limits.lock().unwrap().allowance(Instant::now());
             let now = Utc::now();
             let req = ClaimRequest {
@@ -186,55 +235,116 @@ async fn claim_loop(
                 lease_until: now + chrono::Duration::from_std(opts.lease).unwrap_or_default(),
                 max_total: free as u32,
                 allowance: &allowance,
+                finishing: &finishing,
             };
             match engine.store.claim_jobs(&req).await {
                 Ok(jobs) => {
-                    claimed = jobs.len();
-                    for job in jobs {
-                        if !shared.limits.lock().unwrap().knows(job.server_id) {
-                            // A server created since the last read: fetch its rate soon.
-                            servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
-                        }
-                        shared.inflight.lock().unwrap().insert(job.id);
-                        shared
-                            .limits
-                            .lock()
-                            .unwrap()
-                            .started(job.server_id, Instant::now());
-                        let shared = shared.clone();
-                        let tx = tx.clone();
-                        running.spawn(async move {
-                            let server = job.server_id;
-                            let (update, health) = execute(&shared, job).await;
-                            // Before the outcome is written (which frees the server's slot), so
-                            // a breaker that opens now holds back the next claim.
-                            if let Some(h) = health {
-                                if let Some(state) = shared.limits.lock().unwrap().finished(server, h, Instant::now()) {
-                                    tracing::warn!(server = %server, ?state, "circuit breaker changed");
+                    // A full claim may have left more due right away.
+                    claim_due = jobs.len() == free;
+                    if !jobs.is_empty() {
+                        let now = Instant::now();
+                        {
+                            let mut inflight = shared.inflight.lock().unwrap();
+                            let mut limits = shared.limits.lock().unwrap();
+                            for job in &jobs {
+                                if !limits.knows(job.server_id) {
+                                    // A server created since the last read: fetch its rate soon.
+                                    servers_loaded = now - std::time::Duration::from_secs(3600);
                                 }
+                                inflight.insert(job.id);
+                                limits.started(job.server_id, now);
                             }
-                            let _ = tx.send(Finished { update });
-                        });
+                        }
+                        running.spawn(run_batch(shared.clone(), tx.clone(), jobs));
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "claiming jobs failed; will try again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming jobs failed; will try again");
+                    claim_due = true;
+                    if batch.is_empty() {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
             }
         }
-        while running.try_join_next().is_some() {}
-        if claimed == free && claimed > 0 {
-            // The batch was full: there may be more due right away.
-            tokio::task::yield_now().await;
+        if batch.is_empty() {
             continue;
         }
-        tokio::select! {
-            _ = engine.wake.notified() => {}
-            _ = tokio::time::sleep(opts.poll_interval) => {}
-            _ = stop.changed() => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+        let updates: Vec<JobUpdate> = batch.iter().map(|f| f.update.clone()).collect();
+        match engine.store.finish_jobs(&updates).await {
+            Ok(applied) => {
+                for (f, held) in batch.drain(..).zip(applied) {
+                    shared.inflight.lock().unwrap().remove(&f.update.job_id);
+                    if held {
+                        let _ = engine.finished.send((f.update.job_id, f.update.state));
+                    } else {
+                        tracing::warn!(job = %f.update.job_id, "lease lost before the outcome was written; another worker will look it up");
+                    }
+                }
+            }
+            Err(e) => {
+                // Keep the outcomes and try again: losing them would mean running the
+                // actions a second time (after a lookup) when the lease runs out.
+                tracing::error!(error = %e, "writing job outcomes failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
         }
     }
-    // Let what is running finish so its outcome is written, not left to a lease expiry.
-    while running.join_next().await.is_some() {}
+}
+
+/// Runs a claimed batch: reads its records together, then each job on its own.
+async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, jobs: Vec<Job>) {
+    let mut preloaded = preload(&shared.engine, &jobs).await;
+    let mut set = JoinSet::new();
+    for job in jobs {
+        let pre = preloaded.remove(&job.service_id);
+        let shared = shared.clone();
+        let tx = tx.clone();
+        set.spawn(async move {
+            let server = job.server_id;
+            let (update, health) = execute(&shared, job, pre).await;
+            // Before the outcome is written (which frees the server's slot), so a breaker
+            // that opens now holds back the next claim.
+            if let Some(h) = health {
+                if let Some(state) =
+                    shared
+                        .limits
+                        .lock()
+                        .unwrap()
+                        .finished(server, h, Instant::now())
+                {
+                    tracing::warn!(server = %server, ?state, "circuit breaker changed");
+                }
+            }
+            let _ = tx.send(Finished { update, server });
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Reads the services and clients of a claimed batch in two queries rather than two per
+/// job. A failed read only means each job reads its own.
+async fn preload(engine: &Engine, jobs: &[Job]) -> HashMap<provisio_core::ServiceId, Preloaded> {
+    let mut out = HashMap::new();
+    if jobs.is_empty() {
+        return out;
+    }
+    let ids: Vec<_> = jobs.iter().map(|j| j.service_id).collect();
+    let Ok(services) = engine.store.get_services(&ids).await else {
+        return out;
+    };
+    let mut client_ids: Vec<_> = services.iter().map(|s| s.client_id).collect();
+    client_ids.sort();
+    client_ids.dedup();
+    let Ok(clients) = engine.store.get_clients(&client_ids).await else {
+        return out;
+    };
+    let clients: HashMap<_, _> = clients.into_iter().map(|c| (c.id, c)).collect();
+    for s in services {
+        let c = clients.get(&s.client_id).cloned();
+        out.insert(s.id, (s, c));
+    }
+    out
 }
 
 async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, Option<u32>)>> {
@@ -247,42 +357,6 @@ async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, 
         match p.next {
             Some(n) => page.after = Some(n),
             None => return Ok(out),
-        }
-    }
-}
-
-/// Writes outcomes in batches: one transaction for everything that finished meanwhile.
-async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Finished>) {
-    let engine = shared.engine.clone();
-    let mut batch: Vec<Finished> = Vec::new();
-    loop {
-        if batch.is_empty() && rx.recv_many(&mut batch, 512).await == 0 {
-            return;
-        }
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(f) => batch.push(f),
-                Err(_) => break,
-            }
-        }
-        let updates: Vec<JobUpdate> = batch.iter().map(|f| f.update.clone()).collect();
-        match engine.store.finish_jobs(&updates).await {
-            Ok(applied) => {
-                for (f, held) in batch.drain(..).zip(applied) {
-                    shared.inflight.lock().unwrap().remove(&f.update.job_id);
-                    if !held {
-                        tracing::warn!(job = %f.update.job_id, "lease lost before the outcome was written; another worker will look it up");
-                    }
-                    let _ = engine.finished.send(f.update.job_id);
-                }
-                engine.wake.notify_one();
-            }
-            Err(e) => {
-                // Keep the outcomes and try again: losing them would mean running the
-                // actions a second time (after a lookup) when the lease runs out.
-                tracing::error!(error = %e, "writing job outcomes failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
         }
     }
 }
@@ -385,25 +459,31 @@ struct Loaded {
     secrets: Vec<String>,
 }
 
-async fn load(shared: &Shared, job: &Job) -> Result<Loaded, String> {
+async fn load(shared: &Shared, job: &Job, pre: Option<Preloaded>) -> Result<Loaded, String> {
     let engine = &shared.engine;
     let store = &engine.store;
     let fail = |e: &dyn std::fmt::Display| format!("loading the job's records failed: {e}");
-    let service = store
-        .get_service(job.service_id)
-        .await
-        .map_err(|e| fail(&e))?
-        .ok_or("the service no longer exists")?;
+    let (service, client) = match pre {
+        Some((service, client)) => (service, client),
+        None => {
+            let service = store
+                .get_service(job.service_id)
+                .await
+                .map_err(|e| fail(&e))?
+                .ok_or("the service no longer exists")?;
+            let client = store
+                .get_client(service.client_id)
+                .await
+                .map_err(|e| fail(&e))?;
+            (service, client)
+        }
+    };
     let server = shared
         // The job's server: the service's, except for the two jobs of a transfer.
         .server(job.server_id)
         .await
         .map_err(|e| fail(&e))?
         .ok_or("the server no longer exists")?;
-    let client = store
-        .get_client(service.client_id)
-        .await
-        .map_err(|e| fail(&e))?;
     let product = shared
         .product(service.product_id)
         .await
@@ -523,9 +603,9 @@ async fn call(
 
 /// Runs one job and says how it ended. Never fails: every problem becomes an outcome.
 /// Runs one job and adds the event announcing its outcome, once it has one.
-async fn execute(shared: &Shared, job: Job) -> (JobUpdate, Option<bool>) {
+async fn execute(shared: &Shared, job: Job, pre: Option<Preloaded>) -> (JobUpdate, Option<bool>) {
     let mut seen = None;
-    let (mut update, health) = run(shared, job.clone(), &mut seen).await;
+    let (mut update, health) = run(shared, job.clone(), pre, &mut seen).await;
     if let Some(mut service) = seen {
         if let Some(c) = &update.service {
             apply_change(&mut service, c);
@@ -562,6 +642,7 @@ fn apply_change(s: &mut provisio_core::service::Service, c: &ServiceChange) {
 async fn run(
     shared: &Shared,
     job: Job,
+    pre: Option<Preloaded>,
     seen: &mut Option<provisio_core::service::Service>,
 ) -> (JobUpdate, Option<bool>) {
     let engine = &shared.engine;
@@ -599,7 +680,7 @@ async fn run(
         u
     };
 
-    let loaded = match load(shared, &job).await {
+    let loaded = match load(shared, &job, pre).await {
         Ok(l) => {
             *seen = Some(l.service.clone());
             l
@@ -918,7 +999,7 @@ pub(crate) async fn login_url(
         field: None,
         message,
     };
-    let loaded = load(&shared, &job).await.map_err(conflict)?;
+    let loaded = load(&shared, &job, None).await.map_err(conflict)?;
     if !loaded
         .module
         .info()

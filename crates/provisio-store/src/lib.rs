@@ -127,6 +127,9 @@ pub struct ClaimRequest<'a> {
     /// The worker's own cap per server (rate tokens, circuit breaker); servers not named
     /// are capped only by their `max_concurrent`.
     pub allowance: &'a HashMap<ServerId, u32>,
+    /// Per server, how many of the claimer's own running jobs have finished their remote
+    /// call but not yet had their outcome written: their slots may be reused.
+    pub finishing: &'a HashMap<ServerId, u32>,
 }
 
 /// How a service changes when its job succeeds (or create finally fails).
@@ -195,6 +198,8 @@ pub trait Store: HookStore + UsageStore + Send + Sync + 'static {
     /// Writes every field of `client` but `created_at` and `balance_minor` (which only
     /// [`Store::apply_transaction`] changes, so an edit never undoes a concurrent payment);
     /// sets `updated_at` to now.
+    /// The clients with these ids that exist, in no particular order.
+    async fn get_clients(&self, ids: &[ClientId]) -> Result<Vec<Client>>;
     async fn update_client(&self, client: &Client, announce: &[&str]) -> Result<Client>;
     async fn delete_client(&self, id: ClientId, announce: &[&str]) -> Result<bool>;
     async fn list_clients(&self, filter: &ClientFilter, page: PageRequest) -> Result<Page<Client>>;
@@ -236,6 +241,8 @@ pub trait Store: HookStore + UsageStore + Send + Sync + 'static {
 
     async fn insert_service(&self, new: &NewService) -> Result<Service>;
     async fn get_service(&self, id: ServiceId) -> Result<Option<Service>>;
+    /// The services with these ids that exist, in no particular order.
+    async fn get_services(&self, ids: &[ServiceId]) -> Result<Vec<Service>>;
     async fn update_service(&self, service: &Service) -> Result<Service>;
     async fn delete_service(&self, id: ServiceId) -> Result<bool>;
     async fn list_services(
@@ -269,6 +276,8 @@ pub trait Store: HookStore + UsageStore + Send + Sync + 'static {
         message: &str,
     ) -> Result<Job>;
     async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
+    /// The jobs with these ids that exist, in no particular order.
+    async fn get_jobs(&self, ids: &[JobId]) -> Result<Vec<Job>>;
     async fn list_jobs(&self, filter: &JobFilter, page: PageRequest) -> Result<Page<Job>>;
     async fn job_attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
     /// Leases due jobs: per server at most `max_concurrent` running in all (across every

@@ -63,6 +63,14 @@ macro_rules! impl_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn get_clients(
+                &self,
+                ids: &[provisio_core::ClientId],
+            ) -> $crate::Result<Vec<provisio_core::client::Client>> {
+                let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+                by_ids::<$crate::rows::ClientRow, _>(&self.pool, "clients", &ids).await
+            }
+
             async fn update_client(
                 &self,
                 c: &provisio_core::client::Client,
@@ -454,6 +462,14 @@ macro_rules! impl_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn get_services(
+                &self,
+                ids: &[provisio_core::ServiceId],
+            ) -> $crate::Result<Vec<provisio_core::service::Service>> {
+                let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+                by_ids::<$crate::rows::ServiceRow, _>(&self.pool, "services", &ids).await
+            }
+
             async fn update_service(
                 &self,
                 s: &provisio_core::service::Service,
@@ -569,11 +585,50 @@ macro_rules! impl_store {
                 &self,
                 jobs: &[(provisio_core::ServiceId, provisio_core::job::NewJob, Vec<provisio_core::event::NewEvent>)],
             ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+                let now = $crate::rows::ts(chrono::Utc::now());
                 let mut out = Vec::with_capacity(jobs.len());
                 let mut tx = self.writer().begin().await?;
-                for (service, job, events) in jobs {
-                    out.push(insert_job(&mut tx, *service, job).await?);
-                    insert_events_tx(&mut tx, events).await?;
+                // Many rows per statement: a group operation queues thousands, and every
+                // statement on the one writer delays the worker's next turn.
+                for chunk in jobs.chunks(200) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
+                         max_attempts, run_after, created_at, updated_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, (service, j, _)| {
+                        b.push_bind(service.0)
+                            .push_bind(j.server_id.0)
+                            .push_bind(j.action.as_str())
+                            .push_bind("pending")
+                            .push_bind(sqlx::types::Json(&j.params))
+                            .push_bind(&j.idempotency_key)
+                            .push_bind(i64::from(j.max_attempts))
+                            .push_bind($crate::rows::ts(j.run_after))
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    qb.push(" RETURNING *");
+                    let rows: Vec<$crate::rows::JobRow> =
+                        qb.build_query_as().fetch_all(&mut *tx).await?;
+                    // RETURNING promises no order: match rows to jobs by key, and jobs that
+                    // share a key in id order (rows are numbered in the order of VALUES).
+                    let mut stored = rows
+                        .into_iter()
+                        .map(TryInto::try_into)
+                        .collect::<$crate::Result<Vec<provisio_core::job::Job>>>()?;
+                    stored.sort_by_key(|j| j.id);
+                    let mut by_key: std::collections::HashMap<String, std::collections::VecDeque<provisio_core::job::Job>> =
+                        std::collections::HashMap::with_capacity(stored.len());
+                    for job in stored {
+                        by_key.entry(job.idempotency_key.clone()).or_default().push_back(job);
+                    }
+                    for (_, j, _) in chunk {
+                        out.push(by_key.get_mut(&j.idempotency_key).and_then(|q| q.pop_front()).ok_or_else(|| {
+                            $crate::StoreError::Corrupt("a queued job was not returned".into())
+                        })?);
+                    }
+                    let events: Vec<_> = chunk.iter().flat_map(|(_, _, e)| e.iter().cloned()).collect();
+                    insert_events_tx(&mut tx, &events).await?;
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -622,6 +677,14 @@ macro_rules! impl_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn get_jobs(
+                &self,
+                ids: &[provisio_core::job::JobId],
+            ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+                let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+                by_ids::<$crate::rows::JobRow, _>(&self.pool, "jobs", &ids).await
+            }
+
             async fn list_jobs(
                 &self,
                 f: &$crate::JobFilter,
@@ -661,70 +724,9 @@ macro_rules! impl_store {
                 &self,
                 req: &$crate::ClaimRequest<'_>,
             ) -> $crate::Result<Vec<provisio_core::job::Job>> {
-                let now = $crate::rows::ts(req.now);
                 let mut tx = self.begin_claim().await?;
-                let caps: Vec<$crate::rows::CapacityRow> = sqlx::query_as(
-                    "SELECT s.id, s.max_concurrent, \
-                       (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running') AS running \
-                     FROM servers s WHERE EXISTS (SELECT 1 FROM jobs p WHERE p.server_id = s.id \
-                       AND p.state = 'pending' AND p.run_after <= $1)",
-                )
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut budget = req.max_total as i64;
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "UPDATE jobs SET state = 'running', lease_owner = ",
-                );
-                qb.push_bind(req.owner)
-                    .push(", lease_until = ")
-                    .push_bind($crate::rows::ts(req.lease_until))
-                    .push(", updated_at = ")
-                    .push_bind(now)
-                    .push(" WHERE id IN (");
-                let mut any = false;
-                for c in caps {
-                    if budget <= 0 {
-                        break;
-                    }
-                    let own = req
-                        .allowance
-                        .get(&provisio_core::ServerId(c.id))
-                        .map(|a| i64::from(*a))
-                        .unwrap_or(i64::MAX);
-                    let free = (c.max_concurrent - c.running).min(own).min(budget);
-                    if free <= 0 {
-                        continue;
-                    }
-                    budget -= free;
-                    if any {
-                        qb.push(" UNION ALL ");
-                    }
-                    any = true;
-                    qb.push("SELECT id FROM (SELECT j.id FROM jobs j WHERE j.server_id = ")
-                        .push_bind(c.id)
-                        .push(" AND j.state = 'pending' AND j.run_after <= ")
-                        .push_bind(now)
-                        .push(
-                            " AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.service_id = j.service_id \
-                             AND e.id < j.id AND e.state IN ('pending', 'running')) ORDER BY j.id LIMIT ",
-                        )
-                        .push_bind(free)
-                        .push(Self::LOCK_CLAUSE)
-                        .push(") AS c");
-                }
-                if !any {
-                    tx.commit().await?;
-                    return Ok(Vec::new());
-                }
-                qb.push(") RETURNING *");
-                let rows: Vec<$crate::rows::JobRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                let jobs = claim_tx(&mut tx, req, Self::LOCK_CLAUSE).await?;
                 tx.commit().await?;
-                let mut jobs = rows
-                    .into_iter()
-                    .map(TryInto::try_into)
-                    .collect::<$crate::Result<Vec<provisio_core::job::Job>>>()?;
-                jobs.sort_by_key(|j| j.id);
                 Ok(jobs)
             }
 
@@ -764,86 +766,8 @@ macro_rules! impl_store {
             }
 
             async fn finish_jobs(&self, updates: &[$crate::JobUpdate]) -> $crate::Result<Vec<bool>> {
-                let now = $crate::rows::ts(chrono::Utc::now());
                 let mut tx = self.writer().begin().await?;
-                let mut applied = Vec::with_capacity(updates.len());
-                for u in updates {
-                    let finished = u.state.is_final().then_some(now);
-                    let r = sqlx::query(
-                        "UPDATE jobs SET state = $1, attempts = $2, run_after = $3, needs_lookup = $4, \
-                         last_error = $5, error_kind = $6, lease_owner = NULL, lease_until = NULL, \
-                         updated_at = $7, finished_at = $8 \
-                         WHERE id = $9 AND state = 'running' AND lease_owner = $10",
-                    )
-                    .bind(u.state.as_str())
-                    .bind(i64::from(u.attempts))
-                    .bind($crate::rows::ts(u.run_after))
-                    .bind(u.needs_lookup)
-                    .bind(u.last_error.as_deref())
-                    .bind(u.error_kind.map($crate::rows::error_kind_str))
-                    .bind(now)
-                    .bind(finished)
-                    .bind(u.job_id.0)
-                    .bind(&u.owner)
-                    .execute(&mut *tx)
-                    .await?;
-                    let held = r.rows_affected() == 1;
-                    applied.push(held);
-                    if !held {
-                        // Another worker took the job over after our lease ran out; it will
-                        // look the account up and finish the job itself.
-                        continue;
-                    }
-                    let a = &u.attempt;
-                    sqlx::query(
-                        "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, message) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(u.job_id.0)
-                    .bind(i64::from(a.attempt))
-                    .bind($crate::rows::ts(a.started_at))
-                    .bind(a.duration_ms)
-                    .bind(&a.outcome)
-                    .bind(a.message.as_deref())
-                    .execute(&mut *tx)
-                    .await?;
-                    if let Some(c) = &u.service {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE services SET updated_at = ");
-                        qb.push_bind(now);
-                        if let Some(st) = c.status {
-                            qb.push(", status = ").push_bind(st.as_str());
-                        }
-                        if let Some(susp) = &c.suspension {
-                            qb.push(", suspend_reason = ")
-                                .push_bind(susp.as_ref().map(|x| x.reason.as_str().to_string()))
-                                .push(", suspended_at = ")
-                                .push_bind(susp.as_ref().map(|x| $crate::rows::ts(x.since)))
-                                .push(", suspended_until = ")
-                                .push_bind(susp.as_ref().and_then(|x| x.until).map($crate::rows::ts));
-                        }
-                        if let Some(o) = &c.outputs {
-                            qb.push(", outputs = ").push_bind(sqlx::types::Json(o.clone()));
-                        }
-                        if let Some(p) = &c.password {
-                            qb.push(", password = ").push_bind(p.0.clone());
-                        }
-                        if let Some(p) = c.product_id {
-                            qb.push(", product_id = ").push_bind(p.0);
-                        }
-                        if let Some(s) = c.server_id {
-                            qb.push(", server_id = ").push_bind(s.0);
-                        }
-                        qb.push(" WHERE id = ").push_bind(u.service_id.0);
-                        qb.build().execute(&mut *tx).await?;
-                        if let Some(j) = &c.follow_up {
-                            insert_job(&mut tx, u.service_id, j).await?;
-                        }
-                        if let Some(fields) = c.client_fields.as_ref().filter(|f| !f.is_empty()) {
-                            set_client_fields(&mut tx, u.service_id, fields, Self::ROW_LOCK).await?;
-                        }
-                    }
-                    insert_events_tx(&mut tx, &u.events).await?;
-                }
+                let applied = finish_tx(&mut tx, updates, Self::ROW_LOCK).await?;
                 tx.commit().await?;
                 Ok(applied)
             }
@@ -1024,6 +948,277 @@ macro_rules! impl_store {
             }
         }
 
+        /// Claims due jobs within each server's free slots, in a transaction that holds the
+        /// claim lock (see `begin_claim`).
+        async fn claim_tx(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            req: &$crate::ClaimRequest<'_>,
+            lock_clause: &str,
+        ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+        let now = $crate::rows::ts(req.now);
+        let caps: Vec<$crate::rows::CapacityRow> = sqlx::query_as(
+            "SELECT s.id, s.max_concurrent, \
+               (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running') AS running \
+             FROM servers s WHERE EXISTS (SELECT 1 FROM jobs p WHERE p.server_id = s.id \
+               AND p.state = 'pending' AND p.run_after <= $1)",
+        )
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut budget = req.max_total as i64;
+        let mut qb = sqlx::QueryBuilder::<$db>::new(
+            "UPDATE jobs SET state = 'running', lease_owner = ",
+        );
+        qb.push_bind(req.owner)
+            .push(", lease_until = ")
+            .push_bind($crate::rows::ts(req.lease_until))
+            .push(", updated_at = ")
+            .push_bind(now)
+            .push(" WHERE id IN (");
+        let mut any = false;
+        for c in caps {
+            if budget <= 0 {
+                break;
+            }
+            let own = req
+                .allowance
+                .get(&provisio_core::ServerId(c.id))
+                .map(|a| i64::from(*a))
+                .unwrap_or(i64::MAX);
+            // The claimer's own running jobs whose remote call is over hold no slot; never
+            // count more of them than are running.
+            let finishing = req
+                .finishing
+                .get(&provisio_core::ServerId(c.id))
+                .map(|f| i64::from(*f))
+                .unwrap_or(0)
+                .min(c.running);
+            let free = (c.max_concurrent - c.running + finishing).min(own).min(budget);
+            if free <= 0 {
+                continue;
+            }
+            budget -= free;
+            if any {
+                qb.push(" UNION ALL ");
+            }
+            any = true;
+            qb.push("SELECT id FROM (SELECT j.id FROM jobs j WHERE j.server_id = ")
+                .push_bind(c.id)
+                .push(" AND j.state = 'pending' AND j.run_after <= ")
+                .push_bind(now)
+                .push(
+                    " AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.service_id = j.service_id \
+                     AND e.id < j.id AND e.state IN ('pending', 'running')) ORDER BY j.id LIMIT ",
+                )
+                .push_bind(free)
+                .push(lock_clause)
+                .push(") AS c");
+        }
+        if !any {
+            return Ok(Vec::new());
+        }
+        qb.push(") RETURNING *");
+        let rows: Vec<$crate::rows::JobRow> = qb.build_query_as().fetch_all(&mut **tx).await?;
+        let mut jobs = rows
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect::<$crate::Result<Vec<provisio_core::job::Job>>>()?;
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+        /// Writes job outcomes with their attempts, service changes and events; says per
+        /// update whether this owner still held the job.
+        async fn finish_tx(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            updates: &[$crate::JobUpdate],
+            row_lock: &str,
+        ) -> $crate::Result<Vec<bool>> {
+        let now = $crate::rows::ts(chrono::Utc::now());
+        // One statement per chunk rather than per job: a round trip to the database
+        // costs more than the row, and the writer is shared with every claim.
+        let mut held_ids = std::collections::HashSet::new();
+        for chunk in updates.chunks(200) {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "UPDATE jobs SET state = v.column2, attempts = v.column3, run_after = v.column4, \
+                 needs_lookup = v.column5, last_error = v.column6, error_kind = v.column7, \
+                 lease_owner = NULL, lease_until = NULL, finished_at = v.column8, updated_at = ",
+            );
+            qb.push_bind(now).push(" FROM (VALUES ");
+            for (i, u) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                // Casts name each column's type; PostgreSQL cannot infer it from VALUES.
+                qb.push("(CAST(")
+                    .push_bind(u.job_id.0)
+                    .push(" AS BIGINT), CAST(")
+                    .push_bind(u.state.as_str())
+                    .push(" AS TEXT), CAST(")
+                    .push_bind(i64::from(u.attempts))
+                    .push(" AS BIGINT), CAST(")
+                    .push_bind($crate::rows::ts(u.run_after))
+                    .push(" AS BIGINT), CAST(")
+                    .push_bind(u.needs_lookup)
+                    .push(" AS BOOLEAN), CAST(")
+                    .push_bind(u.last_error.as_deref())
+                    .push(" AS TEXT), CAST(")
+                    .push_bind(u.error_kind.map($crate::rows::error_kind_str))
+                    .push(" AS TEXT), CAST(")
+                    .push_bind(u.state.is_final().then_some(now))
+                    .push(" AS BIGINT), CAST(")
+                    .push_bind(&u.owner)
+                    .push(" AS TEXT))");
+            }
+            qb.push(
+                ") AS v WHERE jobs.id = v.column1 AND jobs.state = 'running' \
+                 AND jobs.lease_owner = v.column9 RETURNING jobs.id",
+            );
+            let ids: Vec<i64> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+            held_ids.extend(ids);
+        }
+        // A job not updated was taken over by another worker after our lease ran
+        // out; it will look the account up and finish the job itself.
+        let applied: Vec<bool> =
+            updates.iter().map(|u| held_ids.contains(&u.job_id.0)).collect();
+        let held: Vec<&$crate::JobUpdate> = updates
+            .iter()
+            .zip(&applied)
+            .filter(|(_, h)| **h)
+            .map(|(u, _)| u)
+            .collect();
+        for chunk in held.chunks(200) {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, message) ",
+            );
+            qb.push_values(chunk, |mut b, u| {
+                let a = &u.attempt;
+                b.push_bind(u.job_id.0)
+                    .push_bind(i64::from(a.attempt))
+                    .push_bind($crate::rows::ts(a.started_at))
+                    .push_bind(a.duration_ms)
+                    .push_bind(&a.outcome)
+                    .push_bind(a.message.as_deref());
+            });
+            qb.build().execute(&mut **tx).await?;
+        }
+        // Service changes of the same shape (the same columns set) go in one statement each.
+        let mut shapes: std::collections::BTreeMap<[bool; 6], Vec<(&$crate::JobUpdate, &$crate::ServiceChange)>> =
+            std::collections::BTreeMap::new();
+        for u in &held {
+            if let Some(c) = &u.service {
+                let shape = [
+                    c.status.is_some(),
+                    c.suspension.is_some(),
+                    c.outputs.is_some(),
+                    c.password.is_some(),
+                    c.product_id.is_some(),
+                    c.server_id.is_some(),
+                ];
+                shapes.entry(shape).or_default().push((u, c));
+            }
+        }
+        for (shape, changes) in &shapes {
+            for chunk in changes.chunks(200) {
+                update_services(tx, *shape, chunk, now).await?;
+            }
+        }
+        let mut events = Vec::new();
+        for u in &held {
+            if let Some(c) = &u.service {
+                if let Some(j) = &c.follow_up {
+                    insert_job(tx, u.service_id, j).await?;
+                }
+                if let Some(fields) = c.client_fields.as_ref().filter(|f| !f.is_empty()) {
+                    // Its own event goes in now, before the job's outcome event below.
+                    set_client_fields(tx, u.service_id, fields, row_lock).await?;
+                }
+            }
+            events.extend(u.events.iter().cloned());
+        }
+        insert_events_tx(tx, &events).await?;
+        Ok(applied)
+    }
+
+        /// Applies service changes that all set the same columns (`shape`, in the order of
+        /// the fields of [`crate::ServiceChange`]) in one statement.
+        async fn update_services(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            shape: [bool; 6],
+            changes: &[(&$crate::JobUpdate, &$crate::ServiceChange)],
+            now: i64,
+        ) -> $crate::Result<()> {
+            let [status, suspension, outputs, password, product, server] = shape;
+            // VALUES columns are named column1, column2, … on both databases.
+            let mut sets = Vec::new();
+            let mut n = 1;
+            let mut col = |name: &str, sets: &mut Vec<String>| {
+                n += 1;
+                sets.push(format!("{name} = v.column{n}"));
+            };
+            if status {
+                col("status", &mut sets);
+            }
+            if suspension {
+                col("suspend_reason", &mut sets);
+                col("suspended_at", &mut sets);
+                col("suspended_until", &mut sets);
+            }
+            if outputs {
+                col("outputs", &mut sets);
+            }
+            if password {
+                col("password", &mut sets);
+            }
+            if product {
+                col("product_id", &mut sets);
+            }
+            if server {
+                col("server_id", &mut sets);
+            }
+            let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE services SET updated_at = ");
+            qb.push_bind(now);
+            for set in &sets {
+                qb.push(", ").push(set);
+            }
+            qb.push(" FROM (VALUES ");
+            for (i, (u, c)) in changes.iter().enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                // Typed binds name each column's type for PostgreSQL; the casts make the
+                // first (id) column's type explicit for both.
+                qb.push("(CAST(").push_bind(u.service_id.0).push(" AS BIGINT)");
+                if let Some(st) = c.status {
+                    qb.push(", ").push_bind(st.as_str());
+                }
+                if let Some(susp) = &c.suspension {
+                    qb.push(", ")
+                        .push_bind(susp.as_ref().map(|x| x.reason.as_str().to_string()))
+                        .push(", ")
+                        .push_bind(susp.as_ref().map(|x| $crate::rows::ts(x.since)))
+                        .push(", ")
+                        .push_bind(susp.as_ref().and_then(|x| x.until).map($crate::rows::ts));
+                }
+                if let Some(o) = &c.outputs {
+                    qb.push(", ").push_bind(sqlx::types::Json(o.clone()));
+                }
+                if let Some(p) = &c.password {
+                    qb.push(", ").push_bind(p.0.clone());
+                }
+                if let Some(p) = c.product_id {
+                    qb.push(", ").push_bind(p.0);
+                }
+                if let Some(s) = c.server_id {
+                    qb.push(", ").push_bind(s.0);
+                }
+                qb.push(")");
+            }
+            qb.push(") AS v WHERE services.id = v.column1");
+            qb.build().execute(&mut **tx).await?;
+            Ok(())
+        }
+
         async fn insert_job(
             tx: &mut sqlx::Transaction<'_, $db>,
             service_id: provisio_core::ServiceId,
@@ -1054,14 +1249,16 @@ macro_rules! impl_store {
             events: &[provisio_core::event::NewEvent],
         ) -> $crate::Result<()> {
             let now = $crate::rows::ts(chrono::Utc::now());
-            for e in events {
-                sqlx::query("INSERT INTO events (type, at, subject, payload) VALUES ($1, $2, $3, $4)")
-                    .bind(e.kind.as_str())
-                    .bind(now)
-                    .bind(&e.subject)
-                    .bind(sqlx::types::Json(&e.payload))
-                    .execute(&mut **tx)
-                    .await?;
+            // Rows of one VALUES list are inserted in order, so ids keep the events' order.
+            for chunk in events.chunks(200) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO events (type, at, subject, payload) ");
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.kind.as_str())
+                        .push_bind(now)
+                        .push_bind(&e.subject)
+                        .push_bind(sqlx::types::Json(&e.payload));
+                });
+                qb.build().execute(&mut **tx).await?;
             }
             Ok(())
         }
@@ -1185,6 +1382,32 @@ macro_rules! impl_store {
             if let Some(i) = &f.invoice_or_parent {
                 qb.push(" AND (invoice = ").push_bind(i.as_str()).push(" OR parent_invoice = ").push_bind(i.as_str()).push(")");
             }
+        }
+
+        /// The rows of `table` with these ids, as records, in no particular order.
+        async fn by_ids<R, T>(
+            pool: &sqlx::Pool<$db>,
+            table: &str,
+            ids: &[i64],
+        ) -> $crate::Result<Vec<T>>
+        where
+            R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+            T: TryFrom<R, Error = $crate::StoreError>,
+        {
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT * FROM {table} WHERE id IN ("));
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                let rows: Vec<R> = qb.build_query_as().fetch_all(pool).await?;
+                for r in rows {
+                    out.push(T::try_from(r)?);
+                }
+            }
+            Ok(out)
         }
 
         fn collect_page<R, T>(

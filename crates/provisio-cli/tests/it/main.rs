@@ -513,6 +513,17 @@ fn collect_and_group_commands_follow_the_seed() {
             inv,
         ]);
     }
+    // Their creates run in the background; compare the notations once the statuses settle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let list = s.json(&["service", "list", "--client", &client]);
+        let list = list.as_array().unwrap();
+        if list.len() == 3 && list.iter().all(|x| x["status"] == "active") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let fields = "[service.username,service.status]";
     let forms = [
         format!("[service.parent_invoice:{inv}]"),

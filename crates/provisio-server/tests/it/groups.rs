@@ -566,3 +566,269 @@ async fn transfer_to_another_server_creates_first_and_removes_the_source_after()
     }
     app.stop().await;
 }
+
+/// A small REST remote for the `http` module: accounts per host (the first path segment), a
+/// host that takes no new accounts, and sign-on links.
+#[derive(Default)]
+struct Panel {
+    /// (host, username) → remote id.
+    accounts: std::collections::BTreeMap<(String, String), String>,
+    /// "host:METHOD:username" in arrival order.
+    calls: Vec<String>,
+}
+
+async fn start_panel() -> (String, std::sync::Arc<std::sync::Mutex<Panel>>) {
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    type S = std::sync::Arc<std::sync::Mutex<Panel>>;
+    let state: S = Default::default();
+    async fn create(
+        State(st): State<S>,
+        Path(host): Path<String>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> (StatusCode, axum::Json<Value>) {
+        let user = body["userName"].as_str().unwrap_or_default().to_string();
+        let mut p = st.lock().unwrap();
+        p.calls.push(format!("{host}:POST:{user}"));
+        if host == "full" {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({"error": "this host takes no new accounts"})),
+            );
+        }
+        let id = format!("{host}-{user}");
+        p.accounts.insert((host, user), id.clone());
+        (StatusCode::CREATED, axum::Json(json!({ "id": id })))
+    }
+    async fn remove(State(st): State<S>, Path((host, user)): Path<(String, String)>) -> StatusCode {
+        let mut p = st.lock().unwrap();
+        p.calls.push(format!("{host}:DELETE:{user}"));
+        match p.accounts.remove(&(host, user)) {
+            Some(_) => StatusCode::NO_CONTENT,
+            None => StatusCode::NOT_FOUND,
+        }
+    }
+    async fn lookup(
+        State(st): State<S>,
+        Path((host, user)): Path<(String, String)>,
+    ) -> (StatusCode, axum::Json<Value>) {
+        let p = st.lock().unwrap();
+        match p.accounts.get(&(host, user.clone())) {
+            Some(_) => (StatusCode::OK, axum::Json(json!({"userName": user}))),
+            None => (StatusCode::NOT_FOUND, axum::Json(json!({}))),
+        }
+    }
+    async fn sso(
+        State(st): State<S>,
+        Path((host, user)): Path<(String, String)>,
+    ) -> (StatusCode, axum::Json<Value>) {
+        let p = st.lock().unwrap();
+        if !p.accounts.contains_key(&(host.clone(), user.clone())) {
+            return (StatusCode::NOT_FOUND, axum::Json(json!({})));
+        }
+        let url = format!(
+            "https://{host}.panel.test/sso/{user}?ticket=t-{}",
+            p.calls.len()
+        );
+        (StatusCode::OK, axum::Json(json!({ "url": url })))
+    }
+    let app = axum::Router::new()
+        .route("/{host}/users", post(create))
+        .route("/{host}/users/{user}", get(lookup).delete(remove))
+        .route("/{host}/users/{user}/sso", post(sso))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), state)
+}
+
+fn panel_settings(base: &str, host: &str) -> Value {
+    json!({
+        "base_url": format!("{base}/{host}"),
+        "timeout_seconds": 10,
+        "actions": {
+            "create": {"method": "POST", "url": "/users",
+                       "body": {"userName": "{{ service.username }}"},
+                       "outputs": {"remote_id": "/id"}},
+            "terminate": {"method": "DELETE", "url": "/users/{{ service.username }}",
+                          "success": {"status": [204, 404]}},
+            "lookup": {"method": "GET", "url": "/users/{{ service.username }}",
+                       "account": {"username": "/userName"}},
+            "login_url": {"method": "POST", "url": "/users/{{ service.username }}/sso",
+                          "login_url": "/url"}
+        }
+    })
+}
+
+/// The same rules as above through the real `http` module and a live remote: a transfer to
+/// a host that refuses leaves every member where it was, a working one creates on the
+/// target before removing from the source, and sign-on links follow the group's rule.
+#[tokio::test]
+async fn transfer_and_sign_on_through_the_http_module() {
+    let (base, panel) = start_panel().await;
+    let app = spawn_app_with(Db::Sqlite, "").await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "panel-a", "module": "http", "settings": panel_settings(&base, "a")}),
+    )
+    .await;
+    app.create(
+        "/v1/products",
+        json!({"name": "hosting", "module": "http", "settings": {}}),
+    )
+    .await;
+    let c = app
+        .create(
+            "/v1/clients",
+            json!({"name": "Test Domain", "email": "admin@test-domain.test"}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let master = site(&app, c, "test-admin", Some(INVOICE), None).await;
+    let child1 = site(&app, c, "test-child-1", None, Some(INVOICE)).await;
+    let child2 = site(&app, c, "test-child-2", None, Some(INVOICE)).await;
+    // Added after the members were placed, so they all live on panel-a.
+    for host in ["b", "full"] {
+        app.create(
+            "/v1/servers",
+            json!({"name": format!("panel-{host}"), "module": "http", "settings": panel_settings(&base, host)}),
+        )
+        .await;
+    }
+    let url = |v: &Value| v["url"].as_str().unwrap_or_default().to_string();
+
+    // Sign-on: into one's own service, from the master down, never up or sideways.
+    let (status, own) = app
+        .post(&format!("/v1/services/{child1}/login-url"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert!(
+        url(&own).starts_with("https://a.panel.test/sso/test-child-1"),
+        "{own}"
+    );
+    let (status, down) = app
+        .post(
+            &format!("/v1/services/{child2}/login-url"),
+            json!({"from_service": master}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{down}");
+    assert!(
+        url(&down).starts_with("https://a.panel.test/sso/test-child-2"),
+        "{down}"
+    );
+    for (from, to) in [(child1, master), (child1, child2)] {
+        let (status, problem) = app
+            .post(
+                &format!("/v1/services/{to}/login-url"),
+                json!({"from_service": from}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    }
+    let sso_calls = panel.lock().unwrap().calls.len();
+    assert_eq!(sso_calls, 3, "refused links never reach the remote");
+
+    // A target that refuses: every member stays active on panel-a, the failure is reported
+    // per member, and nothing was removed from the source.
+    let (status, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/transfer"),
+            json!({"server": "panel-full", "wait": 30}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let members = r["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{r}");
+    for m in members {
+        assert_eq!(m["outcome"], "failed", "{m}");
+        assert!(
+            m["detail"].as_str().unwrap_or_default().contains("422"),
+            "{m}"
+        );
+    }
+    let (_, a) = app.get("/v1/servers/panel-a").await;
+    for id in [master, child1, child2] {
+        let (_, s) = app.get(&format!("/v1/services/{id}")).await;
+        assert_eq!(s["status"], "active", "{s}");
+        assert_eq!(s["server_id"], a["id"], "{s}");
+        assert_eq!(
+            s["outputs"]["remote_id"]
+                .as_str()
+                .unwrap_or_default()
+                .get(..2),
+            Some("a-"),
+            "{s}"
+        );
+    }
+    {
+        let p = panel.lock().unwrap();
+        assert_eq!(p.accounts.keys().filter(|(h, _)| h == "a").count(), 3);
+        assert!(
+            !p.calls.iter().any(|c| c.contains(":DELETE:")),
+            "{:?}",
+            p.calls
+        );
+    }
+
+    // A working target: created there first, then removed from the source.
+    let (status, r) = app
+        .post(
+            &format!("/v1/groups/{INVOICE}/transfer"),
+            json!({"server": "panel-b", "wait": 30}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert!(
+        r["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["outcome"] == "done"),
+        "{r}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while panel.lock().unwrap().accounts.keys().any(|(h, _)| h == "a") {
+        assert!(Instant::now() < deadline, "the sources were not cleaned up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, b) = app.get("/v1/servers/panel-b").await;
+    let calls = panel.lock().unwrap().calls.clone();
+    for (id, user) in [
+        (master, "test-admin"),
+        (child1, "test-child-1"),
+        (child2, "test-child-2"),
+    ] {
+        let (_, s) = app.get(&format!("/v1/services/{id}")).await;
+        assert_eq!(s["status"], "active", "{s}");
+        assert_eq!(s["server_id"], b["id"], "{s}");
+        assert_eq!(
+            s["outputs"]["remote_id"],
+            format!("b-{user}"),
+            "outputs come from the target"
+        );
+        let created = calls.iter().position(|c| *c == format!("b:POST:{user}"));
+        let removed = calls.iter().position(|c| *c == format!("a:DELETE:{user}"));
+        assert!(
+            matches!((created, removed), (Some(c), Some(r)) if c < r),
+            "{user}: {calls:?}"
+        );
+    }
+    // Links now lead to the new host.
+    let (status, moved) = app
+        .post(
+            &format!("/v1/services/{child1}/login-url"),
+            json!({"from_service": master}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert!(
+        url(&moved).starts_with("https://b.panel.test/sso/test-child-1"),
+        "{moved}"
+    );
+    app.stop().await;
+}

@@ -965,7 +965,11 @@ async fn the_welcome_email_arrives_with_the_pass_key() {
         message.contains("Your account rita1 on reseller is ready."),
         "{message}"
     );
-    let (_, deliveries) = app.get("/v1/deliveries?handler=welcome").await;
+    // The mail sink writes the message before the engine records the delivery.
+    let deliveries = wait_for(&app, "/v1/deliveries?handler=welcome", |v| {
+        v["items"][0]["state"] == "succeeded"
+    })
+    .await;
     assert_eq!(deliveries["items"][0]["state"], "succeeded");
     app.stop().await;
 }

@@ -74,8 +74,11 @@ fn claim<'a>(
         lease_until: Utc::now() + Duration::seconds(30),
         max_total,
         allowance,
+        finishing: &NONE,
     }
 }
+
+static NONE: std::sync::LazyLock<HashMap<ServerId, u32>> = std::sync::LazyLock::new(HashMap::new);
 
 fn done(j: &provisio_core::job::Job, owner: &str, service: Option<ServiceChange>) -> JobUpdate {
     JobUpdate {
@@ -178,6 +181,195 @@ pub async fn allowance_and_total_cap_claims(s: S) {
     );
     let none = HashMap::new();
     assert_eq!(s.claim_jobs(&claim("w", 2, &none)).await.unwrap().len(), 2);
+}
+
+pub async fn finishing_jobs_free_their_slots(s: S) {
+    let (srv, _) = setup(&s, 2).await;
+    let none = HashMap::new();
+    let with = |n: u32| HashMap::from([(srv, n)]);
+    let claim_finishing = |f: HashMap<ServerId, u32>| {
+        let s = s.clone();
+        async move {
+            let none = HashMap::new();
+            let mut req = claim("w1", 100, &none);
+            req.finishing = &f;
+            s.claim_jobs(&req).await.unwrap().len()
+        }
+    };
+    assert_eq!(s.claim_jobs(&claim("w1", 1, &none)).await.unwrap().len(), 1);
+    // A credit beyond the running count frees only what is running: 2 - 1 + 1.
+    assert_eq!(claim_finishing(with(50)).await, 2);
+    assert!(s
+        .claim_jobs(&claim("w1", 100, &none))
+        .await
+        .unwrap()
+        .is_empty());
+    // Three running, one past its remote call: 2 - 3 + 1 leaves nothing.
+    assert_eq!(claim_finishing(with(1)).await, 0);
+    // Two past their remote call: one slot is free before their outcomes land.
+    assert_eq!(claim_finishing(with(2)).await, 1);
+}
+
+pub async fn batched_outcomes_write_every_row(s: S) {
+    let (srv, svcs) = setup(&s, 10).await;
+    let none = HashMap::new();
+    let taken = s.claim_jobs(&claim("w", 4, &none)).await.unwrap();
+    assert_eq!(taken.len(), 4);
+    let mut updates = Vec::new();
+    for (i, j) in taken.iter().enumerate() {
+        let mut u = done(
+            j,
+            if i == 3 { "stale-owner" } else { "w" },
+            Some(ServiceChange {
+                status: Some(ServiceStatus::Active),
+                outputs: Some(serde_json::json!({"n": i}).as_object().unwrap().clone()),
+                ..Default::default()
+            }),
+        );
+        if i == 1 {
+            u.state = JobState::Pending;
+            u.needs_lookup = true;
+            u.last_error = Some("transient: busy".into());
+            u.error_kind = Some(ErrorKind::Transient);
+            u.service = None;
+        }
+        u.events = vec![
+            provisio_core::event::NewEvent::new(
+                "service.create.succeeded",
+                format!("service:{}", j.service_id.0),
+                serde_json::json!({"n": i, "first": true}),
+            ),
+            provisio_core::event::NewEvent::new(
+                "service.create.succeeded",
+                format!("service:{}", j.service_id.0),
+                serde_json::json!({"n": i, "first": false}),
+            ),
+        ];
+        updates.push(u);
+    }
+    let applied = s.finish_jobs(&updates).await.unwrap();
+    assert_eq!(applied, vec![true, true, true, false]);
+    let states: Vec<_> = {
+        let mut v = Vec::new();
+        for j in &taken {
+            v.push(s.get_job(j.id).await.unwrap().unwrap());
+        }
+        v
+    };
+    assert_eq!(states[0].state, JobState::Done);
+    assert!(states[0].finished_at.is_some() && states[0].lease_owner.is_none());
+    assert_eq!(states[1].state, JobState::Pending);
+    assert!(states[1].needs_lookup && states[1].finished_at.is_none());
+    assert_eq!(states[1].error_kind, Some(ErrorKind::Transient));
+    assert_eq!(states[1].last_error.as_deref(), Some("transient: busy"));
+    assert_eq!(
+        states[3].state,
+        JobState::Running,
+        "a stale owner changes nothing"
+    );
+    assert_eq!(s.job_attempts(taken[3].id).await.unwrap().len(), 0);
+    assert_eq!(s.job_attempts(taken[2].id).await.unwrap().len(), 1);
+    let found = s
+        .get_services(&taken.iter().map(|j| j.service_id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 4);
+    for svc in &found {
+        let i = taken.iter().position(|j| j.service_id == svc.id).unwrap();
+        match i {
+            0 | 2 => {
+                assert_eq!(svc.status, ServiceStatus::Active);
+                assert_eq!(svc.outputs["n"], i);
+            }
+            _ => assert_eq!(svc.status, ServiceStatus::Pending, "service {i} unchanged"),
+        }
+    }
+    let clients = s
+        .get_clients(&[found[0].client_id, provisio_core::ClientId(i64::MAX)])
+        .await
+        .unwrap();
+    assert_eq!(clients.len(), 1);
+    let events = s
+        .list_events(&Default::default(), PageRequest::default())
+        .await
+        .unwrap();
+    let order: Vec<(u64, bool)> = events
+        .items
+        .iter()
+        .filter(|e| e.kind.as_str() == "service.create.succeeded")
+        .map(|e| {
+            (
+                e.payload["n"].as_u64().unwrap(),
+                e.payload["first"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (0, true),
+            (0, false),
+            (1, true),
+            (1, false),
+            (2, true),
+            (2, false)
+        ],
+        "events of held jobs only, in order"
+    );
+    let _ = (srv, svcs);
+}
+
+pub async fn many_jobs_queue_in_one_call(s: S) {
+    let (srv, svcs) = setup(&s, 10).await;
+    // More than one statement's worth, two jobs sharing a key, each with its event.
+    let mut rows = Vec::new();
+    for i in 0..450usize {
+        let mut j = job(srv, Action::Suspend);
+        if i == 7 || i == 300 {
+            j.idempotency_key = "shared".into();
+        }
+        j.params.insert("i".into(), serde_json::json!(i));
+        let svc = svcs[i % svcs.len()];
+        let ev = provisio_core::event::NewEvent::new(
+            "service.suspend.before",
+            format!("service:{}", svc.0),
+            serde_json::json!({ "i": i }),
+        );
+        rows.push((svc, j, vec![ev]));
+    }
+    let stored = s.enqueue_jobs(&rows).await.unwrap();
+    assert_eq!(stored.len(), 450);
+    for (i, (job, (svc, new, _))) in stored.iter().zip(&rows).enumerate() {
+        assert_eq!(job.params["i"], i, "results keep the input's order");
+        assert_eq!(
+            (job.service_id, &job.idempotency_key),
+            (*svc, &new.idempotency_key)
+        );
+        assert_eq!(job.state, JobState::Pending);
+    }
+    assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
+    let events = s
+        .list_events(
+            &provisio_store::EventFilter {
+                types: vec![
+                    provisio_core::event::EventPattern::parse("service.suspend.before").unwrap(),
+                ],
+                ..Default::default()
+            },
+            PageRequest::first(PageRequest::MAX_LIMIT),
+        )
+        .await
+        .unwrap();
+    let order: Vec<u64> = events
+        .items
+        .iter()
+        .map(|e| e.payload["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order.len(), PageRequest::MAX_LIMIT.min(450) as usize);
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "events in the jobs' order"
+    );
 }
 
 pub async fn expired_leases_come_back_for_lookup(s: S) {
