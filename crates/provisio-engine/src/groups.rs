@@ -552,6 +552,7 @@ impl Engine {
         )> = Vec::new();
         let mut slots: Vec<Option<MemberResult>> = vec![None; members.len()];
         let mut slow: Vec<(usize, Service)> = Vec::new();
+        let count = members.len();
         for (i, s) in members.into_iter().enumerate() {
             match fast.get(&s.id) {
                 Some((action, params)) => {
@@ -566,19 +567,22 @@ impl Engine {
                 }
                 None => slow.push((i, s)),
             }
-        }
-        for chunk in batch.chunks(1000) {
-            let rows: Vec<_> = chunk
-                .iter()
-                .map(|(_, id, job, ev)| (*id, job.clone(), ev.clone()))
-                .collect();
-            let stored = self.store.enqueue_jobs(&rows).await?;
-            for ((i, ..), job) in chunk.iter().zip(stored) {
-                if let Some(r) = slots[*i].as_mut() {
-                    r.job_id = Some(job.id.0);
+            // Store as we go, so the worker starts on the first members while the rest
+            // are prepared.
+            if batch.len() == 1000 || (i + 1 == count && !batch.is_empty()) {
+                let rows: Vec<_> = batch
+                    .iter()
+                    .map(|(_, id, job, ev)| (*id, job.clone(), ev.clone()))
+                    .collect();
+                let stored = self.store.enqueue_jobs(&rows).await?;
+                for ((i, ..), job) in batch.iter().zip(stored) {
+                    if let Some(r) = slots[*i].as_mut() {
+                        r.job_id = Some(job.id.0);
+                    }
                 }
+                batch.clear();
+                self.wake.notify_one();
             }
-            self.wake.notify_one();
         }
         use futures::StreamExt as _;
         let req_ref = &req;
