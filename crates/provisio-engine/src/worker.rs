@@ -110,7 +110,6 @@ impl Shared {
 /// What a finished execution reports to the writer.
 struct Finished {
     update: JobUpdate,
-    server: ServerId,
 }
 
 /// A job's service and client, read for a whole claimed batch at once.
@@ -223,10 +222,7 @@ async fn queue_loop(
             continue;
         }
         if claim_now {
-            let mut finishing: HashMap<ServerId, u32> = HashMap::new();
-            for f in &batch {
-                *finishing.entry(f.server).or_default() += 1;
-            }
+            let finishing: Vec<JobId> = batch.iter().map(|f| f.update.job_id).collect();
             let allowance = shared.limits.lock().unwrap().allowance(Instant::now());
             let now = Utc::now();
             let req = ClaimRequest {
@@ -316,7 +312,7 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
                     tracing::warn!(server = %server, ?state, "circuit breaker changed");
                 }
             }
-            let _ = tx.send(Finished { update, server });
+            let _ = tx.send(Finished { update });
         });
     }
     while set.join_next().await.is_some() {}

@@ -127,9 +127,9 @@ pub struct ClaimRequest<'a> {
     /// The worker's own cap per server (rate tokens, circuit breaker); servers not named
     /// are capped only by their `max_concurrent`.
     pub allowance: &'a HashMap<ServerId, u32>,
-    /// Per server, how many of the claimer's own running jobs have finished their remote
-    /// call but not yet had their outcome written: their slots may be reused.
-    pub finishing: &'a HashMap<ServerId, u32>,
+    /// The claimer's jobs that have finished their remote call but not yet had their
+    /// outcome written: their slots may be reused while they still hold the lease.
+    pub finishing: &'a [JobId],
 }
 
 /// How a service changes when its job succeeds (or create finally fails).

@@ -307,6 +307,7 @@ pub(crate) struct CapacityRow {
     pub id: i64,
     pub max_concurrent: i64,
     pub running: i64,
+    pub finishing: i64,
 }
 
 #[derive(sqlx::FromRow)]

@@ -956,15 +956,34 @@ macro_rules! impl_store {
             lock_clause: &str,
         ) -> $crate::Result<Vec<provisio_core::job::Job>> {
         let now = $crate::rows::ts(req.now);
-        let caps: Vec<$crate::rows::CapacityRow> = sqlx::query_as(
+        let mut cq = sqlx::QueryBuilder::<$db>::new(
             "SELECT s.id, s.max_concurrent, \
-               (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running') AS running \
-             FROM servers s WHERE EXISTS (SELECT 1 FROM jobs p WHERE p.server_id = s.id \
-               AND p.state = 'pending' AND p.run_after <= $1)",
+               (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running') AS running, ",
+        );
+        if req.finishing.is_empty() {
+            cq.push("CAST(0 AS BIGINT) AS finishing");
+        } else {
+            // Only jobs still running under this claimer's lease: one taken over by another
+            // worker may be running again.
+            cq.push(
+                "(SELECT COUNT(*) FROM jobs f WHERE f.server_id = s.id AND f.state = 'running' \
+                 AND f.lease_owner = ",
+            )
+            .push_bind(req.owner)
+            .push(" AND f.id IN (");
+            let mut sep = cq.separated(", ");
+            for id in req.finishing {
+                sep.push_bind(id.0);
+            }
+            cq.push(")) AS finishing");
+        }
+        cq.push(
+            " FROM servers s WHERE EXISTS (SELECT 1 FROM jobs p WHERE p.server_id = s.id \
+               AND p.state = 'pending' AND p.run_after <= ",
         )
-        .bind(now)
-        .fetch_all(&mut **tx)
-        .await?;
+        .push_bind(now)
+        .push(")");
+        let caps: Vec<$crate::rows::CapacityRow> = cq.build_query_as().fetch_all(&mut **tx).await?;
         let mut budget = req.max_total as i64;
         let mut qb = sqlx::QueryBuilder::<$db>::new(
             "UPDATE jobs SET state = 'running', lease_owner = ",
@@ -985,15 +1004,8 @@ macro_rules! impl_store {
                 .get(&provisio_core::ServerId(c.id))
                 .map(|a| i64::from(*a))
                 .unwrap_or(i64::MAX);
-            // The claimer's own running jobs whose remote call is over hold no slot; never
-            // count more of them than are running.
-            let finishing = req
-                .finishing
-                .get(&provisio_core::ServerId(c.id))
-                .map(|f| i64::from(*f))
-                .unwrap_or(0)
-                .min(c.running);
-            let free = (c.max_concurrent - c.running + finishing).min(own).min(budget);
+            // The claimer's own running jobs whose remote call is over hold no slot.
+            let free = (c.max_concurrent - c.running + c.finishing).min(own).min(budget);
             if free <= 0 {
                 continue;
             }

@@ -74,11 +74,9 @@ fn claim<'a>(
         lease_until: Utc::now() + Duration::seconds(30),
         max_total,
         allowance,
-        finishing: &NONE,
+        finishing: &[],
     }
 }
-
-static NONE: std::sync::LazyLock<HashMap<ServerId, u32>> = std::sync::LazyLock::new(HashMap::new);
 
 fn done(j: &provisio_core::job::Job, owner: &str, service: Option<ServiceChange>) -> JobUpdate {
     JobUpdate {
@@ -184,30 +182,45 @@ pub async fn allowance_and_total_cap_claims(s: S) {
 }
 
 pub async fn finishing_jobs_free_their_slots(s: S) {
-    let (srv, _) = setup(&s, 2).await;
+    let (_, _) = setup(&s, 2).await;
     let none = HashMap::new();
-    let with = |n: u32| HashMap::from([(srv, n)]);
-    let claim_finishing = |f: HashMap<ServerId, u32>| {
+    let claim_finishing = |owner: &'static str, f: Vec<provisio_core::job::JobId>| {
         let s = s.clone();
         async move {
             let none = HashMap::new();
-            let mut req = claim("w1", 100, &none);
+            let mut req = claim(owner, 100, &none);
             req.finishing = &f;
-            s.claim_jobs(&req).await.unwrap().len()
+            s.claim_jobs(&req).await.unwrap()
         }
     };
-    assert_eq!(s.claim_jobs(&claim("w1", 1, &none)).await.unwrap().len(), 1);
-    // A credit beyond the running count frees only what is running: 2 - 1 + 1.
-    assert_eq!(claim_finishing(with(50)).await, 2);
+    let j1 = s
+        .claim_jobs(&claim("w1", 1, &none))
+        .await
+        .unwrap()
+        .remove(0);
+    let j2 = s
+        .claim_jobs(&claim("w2", 1, &none))
+        .await
+        .unwrap()
+        .remove(0);
     assert!(s
         .claim_jobs(&claim("w1", 100, &none))
         .await
         .unwrap()
         .is_empty());
-    // Three running, one past its remote call: 2 - 3 + 1 leaves nothing.
-    assert_eq!(claim_finishing(with(1)).await, 0);
-    // Two past their remote call: one slot is free before their outcomes land.
-    assert_eq!(claim_finishing(with(2)).await, 1);
+    // Another worker's job frees nothing for w1.
+    assert!(claim_finishing("w1", vec![j2.id]).await.is_empty());
+    // w1's own job, past its remote call: its slot is free before the outcome lands.
+    let j3 = claim_finishing("w1", vec![j1.id]).await;
+    assert_eq!(j3.len(), 1);
+    // Three running now, one of them finishing: nothing more.
+    assert!(claim_finishing("w1", vec![j1.id]).await.is_empty());
+    // Once written, the job frees nothing twice.
+    assert_eq!(
+        s.finish_jobs(&[done(&j1, "w1", None)]).await.unwrap(),
+        vec![true]
+    );
+    assert!(claim_finishing("w1", vec![j1.id]).await.is_empty());
 }
 
 pub async fn batched_outcomes_write_every_row(s: S) {
