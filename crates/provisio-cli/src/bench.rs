@@ -355,43 +355,88 @@ impl SlowRemote {
     }
 }
 
+/// A fresh SQLite engine with `servers` `http` servers of `concurrency` slots each, all
+/// pointing at one [`SlowRemote`] whose `action` answers after `latency_ms`.
+struct SlowBench {
+    _dir: tempfile::TempDir,
+    engine: Arc<Engine>,
+    remote: SlowRemote,
+    client: ClientId,
+    servers: Vec<ServerId>,
+    product: ProductId,
+    latency_ms: u64,
+    slots: f64,
+}
+
+impl SlowBench {
+    async fn start(
+        latency_ms: u64,
+        servers: usize,
+        concurrency: u32,
+        action: &str,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let cfg = config(dir.path(), &url, "")?;
+        let engine =
+            Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
+        let remote = SlowRemote::start(Duration::from_millis(latency_ms)).await?;
+        let settings = json!({
+            "base_url": remote.base,
+            "timeout_seconds": 30,
+            "actions": {action: {"method": "POST", "url": format!("/{action}"), "body": {"userName": "{{ service.username }}"}}},
+        });
+        let (client, ids, product) = seed(&engine, "http", servers, concurrency, settings).await?;
+        Ok(Self {
+            _dir: dir,
+            engine,
+            remote,
+            client,
+            servers: ids,
+            product,
+            latency_ms,
+            slots: servers as f64 * f64::from(concurrency),
+        })
+    }
+
+    /// The second line of a result: the bound again with the latency the remote really
+    /// kept, and the CPU used.
+    fn held_line(&self, label: &str, n: usize, secs: f64, cpu: &str) -> String {
+        let held = self.remote.mean_ms();
+        let bound = n as f64 * held / 1000.0 / self.slots;
+        format!(
+            "{label} the remote held each request {held:.2} ms on average (timer overshoot); with that L the bound is {bound:.2}s, ratio {:.3}; {cpu}",
+            secs / bound
+        )
+    }
+
+    /// N·L/(S·C) with the nominal latency.
+    fn bound(&self, n: usize) -> f64 {
+        n as f64 * self.latency_ms as f64 / 1000.0 / self.slots
+    }
+}
+
 async fn latency_run(
     n: usize,
     latency_ms: u64,
     servers: usize,
     concurrency: u32,
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let cfg = config(dir.path(), &url, "")?;
-    let engine =
-        Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
-    let remote = SlowRemote::start(Duration::from_millis(latency_ms)).await?;
-    let base = remote.base.clone();
-    let settings = json!({
-        "base_url": base,
-        "timeout_seconds": 30,
-        "actions": {"create": {"method": "POST", "url": "/users", "body": {"userName": "{{ service.username }}"}}},
-    });
-    let (client, ids, product) = seed(&engine, "http", servers, concurrency, settings).await?;
-    enqueue(&engine, n, client, &ids, product).await?;
+    let b = SlowBench::start(latency_ms, servers, concurrency, "create").await?;
+    let engine = &b.engine;
+    enqueue(engine, n, b.client, &b.servers, b.product).await?;
     let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
     let cpu0 = cpu_secs();
-    let secs = drain(&engine, Duration::from_secs(1800)).await;
+    let secs = drain(engine, Duration::from_secs(1800)).await;
     let cpu = cpu_note(cpu0, *secs.as_ref().unwrap_or(&1.0));
     worker.shutdown().await;
     let secs = secs?;
-    let limit = n as f64 * latency_ms as f64 / 1000.0 / (servers as f64 * f64::from(concurrency));
-    let held = remote.mean_ms();
-    let held_limit = limit * held / latency_ms as f64;
+    let limit = b.bound(n);
     println!(
         "latency {n} actions, {latency_ms} ms remote, {servers} servers x {concurrency} concurrent: {secs:.2}s, limit N*L/(S*C) = {limit:.2}s, ratio {:.3}",
         secs / limit
     );
-    println!(
-        "latency the remote held each request {held:.2} ms on average (timer overshoot); with that L the limit is {held_limit:.2}s, ratio {:.3}; {cpu}",
-        secs / held_limit
-    );
+    println!("{}", b.held_line("latency", n, secs, &cpu));
     engine.store().close().await;
     Ok(())
 }
@@ -402,19 +447,8 @@ async fn group_run(
     servers: usize,
     concurrency: u32,
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let cfg = config(dir.path(), &url, "")?;
-    let engine =
-        Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
-    let remote = SlowRemote::start(Duration::from_millis(latency_ms)).await?;
-    let base = remote.base.clone();
-    let settings = json!({
-        "base_url": base,
-        "timeout_seconds": 30,
-        "actions": {"suspend": {"method": "POST", "url": "/suspend", "body": {"userName": "{{ service.username }}"}}},
-    });
-    let (client, ids, product) = seed(&engine, "http", servers, concurrency, settings).await?;
+    let b = SlowBench::start(latency_ms, servers, concurrency, "suspend").await?;
+    let (engine, client, ids, product) = (&b.engine, b.client, &b.servers, b.product);
     let invoice = "bench-invoice";
     let sealed = engine.seal_secret(&secrecy::SecretString::from("bench-password-1"));
     let t0 = Instant::now();
@@ -481,17 +515,12 @@ async fn group_run(
     for m in &result.members {
         *outcomes.entry(m.outcome.clone()).or_default() += 1;
     }
-    let bound = n as f64 * latency_ms as f64 / 1000.0 / (servers as f64 * f64::from(concurrency));
-    let held = remote.mean_ms();
-    let held_bound = bound * held / latency_ms as f64;
+    let bound = b.bound(n);
     println!(
         "group suspend of {n} services ({loaded:.1}s to load), {latency_ms} ms remote, {servers} servers x {concurrency} concurrent: {secs:.2}s, bound N*L/(S*C) = {bound:.2}s, ratio {:.3}; member results {outcomes:?}",
         secs / bound
     );
-    println!(
-        "group  the remote held each request {held:.2} ms on average (timer overshoot); with that L the bound is {held_bound:.2}s, ratio {:.3}; {cpu}",
-        secs / held_bound
-    );
+    println!("{}", b.held_line("group ", n, secs, &cpu));
     engine.store().close().await;
     Ok(())
 }

@@ -46,6 +46,20 @@ async fn wait_status(app: &TestApp, id: i64, status: &str) {
     }
 }
 
+/// `POST /v1/groups/{INVOICE}/{op}`.
+async fn group_op(app: &TestApp, op: &str, body: Value) -> (StatusCode, Value) {
+    app.post(&format!("/v1/groups/{INVOICE}/{op}"), body).await
+}
+
+/// Whether every member of a group result ended with `outcome`.
+fn every_member(result: &Value, outcome: &str) -> bool {
+    result["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["outcome"] == outcome)
+}
+
 async fn collect(app: &TestApp, fields: Value, filters: Value) -> Vec<Value> {
     let (status, body) = app
         .post("/v1/collect", json!({"fields": fields, "filters": filters}))
@@ -107,12 +121,12 @@ async fn walk_through(db: Db) {
     assert_eq!(children[0]["active"], true);
 
     // Edit: quota 5000 for every member, master included, reaching the remote.
-    let (status, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/edit"),
-            json!({"settings": {"quota": 5000}, "wait": 30}),
-        )
-        .await;
+    let (status, r) = group_op(
+        &app,
+        "edit",
+        json!({"settings": {"quota": 5000}, "wait": 30}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{r}");
     let members = r["members"].as_array().unwrap();
     assert_eq!(members.len(), 3);
@@ -140,62 +154,21 @@ async fn walk_through(db: Db) {
         5000
     );
     // Running it again changes nothing.
-    let (_, again) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/edit"),
-            json!({"settings": {"quota": 5000}}),
-        )
-        .await;
-    assert!(
-        again["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["outcome"] == "skipped"),
-        "{again}"
-    );
+    let (_, again) = group_op(&app, "edit", json!({"settings": {"quota": 5000}})).await;
+    assert!(every_member(&again, "skipped"), "{again}");
 
     // Suspend and activate flip `active` for every member.
-    let (_, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/suspend"),
-            json!({"wait": 30}),
-        )
-        .await;
-    assert!(
-        r["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["outcome"] == "done"),
-        "{r}"
-    );
+    let (_, r) = group_op(&app, "suspend", json!({"wait": 30})).await;
+    assert!(every_member(&r, "done"), "{r}");
     let listed = collect(&app, json!([]), json!({"service.group": INVOICE})).await;
     assert!(listed.iter().all(|c| c["active"] == false));
-    let (_, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/activate"),
-            json!({"wait": 30}),
-        )
-        .await;
-    assert!(
-        r["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["outcome"] == "done"),
-        "{r}"
-    );
+    let (_, r) = group_op(&app, "activate", json!({"wait": 30})).await;
+    assert!(every_member(&r, "done"), "{r}");
     let listed = collect(&app, json!([]), json!({"service.group": INVOICE})).await;
     assert!(listed.iter().all(|c| c["active"] == true));
 
     // Delete --dry-run lists all three; nothing changes.
-    let (_, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/delete"),
-            json!({"dry_run": true}),
-        )
-        .await;
+    let (_, r) = group_op(&app, "delete", json!({"dry_run": true})).await;
     let planned: Vec<(i64, String)> = r["members"]
         .as_array()
         .unwrap()
@@ -224,12 +197,7 @@ async fn walk_through(db: Db) {
 
     // After suspending one child, --since now lists only it.
     assert_eq!(app.act(child2, "suspend", None).await["state"], "done");
-    let (_, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/delete"),
-            json!({"dry_run": true, "since": "now"}),
-        )
-        .await;
+    let (_, r) = group_op(&app, "delete", json!({"dry_run": true, "since": "now"})).await;
     let planned: Vec<i64> = r["members"]
         .as_array()
         .unwrap()
@@ -244,12 +212,12 @@ async fn walk_through(db: Db) {
         .contains("suspended since"));
 
     // --children-only leaves the master out.
-    let (_, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/suspend"),
-            json!({"dry_run": true, "children_only": true}),
-        )
-        .await;
+    let (_, r) = group_op(
+        &app,
+        "suspend",
+        json!({"dry_run": true, "children_only": true}),
+    )
+    .await;
     let ids: Vec<i64> = r["members"]
         .as_array()
         .unwrap()
@@ -259,12 +227,7 @@ async fn walk_through(db: Db) {
     assert_eq!(ids, [child1, child2]);
 
     // The real delete with --since now terminates only the suspended child.
-    let (_, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/delete"),
-            json!({"since": "now", "wait": 30}),
-        )
-        .await;
+    let (_, r) = group_op(&app, "delete", json!({"since": "now", "wait": 30})).await;
     assert_eq!(r["members"][2]["outcome"], "done", "{r}");
     wait_status(&app, child2, "terminated").await;
     let (_, s) = app.get(&format!("/v1/services/{child1}")).await;
@@ -293,37 +256,14 @@ async fn transfer_moves_members_to_another_client() {
         .await["id"]
         .as_i64()
         .unwrap();
-    let (status, problem) = app
-        .post(&format!("/v1/groups/{INVOICE}/transfer"), json!({}))
-        .await;
+    let (status, problem) = group_op(&app, "transfer", json!({})).await;
     crate::helpers::assert_field_error(status, &problem, "client", "required");
-    let (_, dry) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/transfer"),
-            json!({"client": other, "dry_run": true}),
-        )
-        .await;
-    assert!(dry["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|m| m["outcome"] == "planned"));
+    let (_, dry) = group_op(&app, "transfer", json!({"client": other, "dry_run": true})).await;
+    assert!(every_member(&dry, "planned"));
     let (_, s) = app.get(&format!("/v1/services/{master}")).await;
     assert_eq!(s["client_id"], c);
-    let (_, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/transfer"),
-            json!({"client": other}),
-        )
-        .await;
-    assert!(
-        r["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["outcome"] == "done"),
-        "{r}"
-    );
+    let (_, r) = group_op(&app, "transfer", json!({"client": other})).await;
+    assert!(every_member(&r, "done"), "{r}");
     for id in [master, child1, child2] {
         let (_, s) = app.get(&format!("/v1/services/{id}")).await;
         assert_eq!(s["client_id"], other);
@@ -336,27 +276,13 @@ async fn group_operations_refuse_bad_input_and_unknown_groups() {
     let (app, _, _) = setup(Db::Sqlite, "").await;
     let (status, problem) = app.post("/v1/groups/nope/suspend", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
-    let (status, problem) = app
-        .post(&format!("/v1/groups/{INVOICE}/explode"), json!({}))
-        .await;
+    let (status, problem) = group_op(&app, "explode", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
-    let (status, problem) = app
-        .post(&format!("/v1/groups/{INVOICE}/edit"), json!({}))
-        .await;
+    let (status, problem) = group_op(&app, "edit", json!({})).await;
     crate::helpers::assert_field_error(status, &problem, "settings", "required");
-    let (status, problem) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/delete"),
-            json!({"since": "soon"}),
-        )
-        .await;
+    let (status, problem) = group_op(&app, "delete", json!({"since": "soon"})).await;
     crate::helpers::assert_field_error(status, &problem, "since", "duration");
-    let (status, problem) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/suspend"),
-            json!({"settings": {"quota": 1}}),
-        )
-        .await;
+    let (status, problem) = group_op(&app, "suspend", json!({"settings": {"quota": 1}})).await;
     crate::helpers::assert_field_error(status, &problem, "settings", "not_applicable");
     let (status, problem) = app
         .post(
@@ -484,12 +410,7 @@ async fn transfer_to_another_server_creates_first_and_removes_the_source_after()
 
     // A target that refuses: the members stay active on their source, and the failure is
     // reported per member.
-    let (status, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/transfer"),
-            json!({"server": "full", "wait": 30}),
-        )
-        .await;
+    let (status, r) = group_op(&app, "transfer", json!({"server": "full", "wait": 30})).await;
     assert_eq!(status, StatusCode::OK, "{r}");
     for m in r["members"].as_array().unwrap() {
         assert_eq!(m["outcome"], "failed", "{r}");
@@ -511,20 +432,8 @@ async fn transfer_to_another_server_creates_first_and_removes_the_source_after()
         .with(|st| !st.server_calls.iter().any(|c| c.1 == "terminate")));
 
     // A working target: created there first, then removed from the source.
-    let (_, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/transfer"),
-            json!({"server": "web2", "wait": 30}),
-        )
-        .await;
-    assert!(
-        r["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["outcome"] == "done"),
-        "{r}"
-    );
+    let (_, r) = group_op(&app, "transfer", json!({"server": "web2", "wait": 30})).await;
+    assert!(every_member(&r, "done"), "{r}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let terminated = app.recorder.with(|st| {
@@ -735,12 +644,12 @@ async fn transfer_and_sign_on_through_the_http_module() {
 
     // A target that refuses: every member stays active on panel-a, the failure is reported
     // per member, and nothing was removed from the source.
-    let (status, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/transfer"),
-            json!({"server": "panel-full", "wait": 30}),
-        )
-        .await;
+    let (status, r) = group_op(
+        &app,
+        "transfer",
+        json!({"server": "panel-full", "wait": 30}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{r}");
     let members = r["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{r}");
@@ -776,21 +685,9 @@ async fn transfer_and_sign_on_through_the_http_module() {
     }
 
     // A working target: created there first, then removed from the source.
-    let (status, r) = app
-        .post(
-            &format!("/v1/groups/{INVOICE}/transfer"),
-            json!({"server": "panel-b", "wait": 30}),
-        )
-        .await;
+    let (status, r) = group_op(&app, "transfer", json!({"server": "panel-b", "wait": 30})).await;
     assert_eq!(status, StatusCode::OK, "{r}");
-    assert!(
-        r["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["outcome"] == "done"),
-        "{r}"
-    );
+    assert!(every_member(&r, "done"), "{r}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while panel.lock().unwrap().accounts.keys().any(|(h, _)| h == "a") {
         assert!(Instant::now() < deadline, "the sources were not cleaned up");
