@@ -3,6 +3,7 @@
 //! This crate does no I/O: no files, no network, no database, no clock reads
 //! outside `chrono::Utc::now` in constructors that take time explicitly elsewhere.
 
+pub mod action;
 pub mod audit;
 pub mod client;
 pub mod event;

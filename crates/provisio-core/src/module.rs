@@ -96,100 +96,7 @@ impl ModuleInfo {
     }
 }
 
-/// What the engine asks a module to do.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Create,
-    Suspend,
-    Unsuspend,
-    Terminate,
-    ChangePassword,
-    ChangePackage,
-    Renew,
-    Lookup,
-    ListAccounts,
-    Usage,
-    LoginUrl,
-    TestConnection,
-    /// A module-specific action named in `ModuleInfo::custom_actions`.
-    #[serde(untagged)]
-    Custom(String),
-}
-
-impl Action {
-    pub const LIFECYCLE: [Action; 7] = [
-        Action::Create,
-        Action::Suspend,
-        Action::Unsuspend,
-        Action::Terminate,
-        Action::ChangePassword,
-        Action::ChangePackage,
-        Action::Renew,
-    ];
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Action::Create => "create",
-            Action::Suspend => "suspend",
-            Action::Unsuspend => "unsuspend",
-            Action::Terminate => "terminate",
-            Action::ChangePassword => "change_password",
-            Action::ChangePackage => "change_package",
-            Action::Renew => "renew",
-            Action::Lookup => "lookup",
-            Action::ListAccounts => "list_accounts",
-            Action::Usage => "usage",
-            Action::LoginUrl => "login_url",
-            Action::TestConnection => "test_connection",
-            Action::Custom(s) => s,
-        }
-    }
-
-    /// Parses the snake_case name; anything else is a custom action.
-    pub fn parse(s: &str) -> Action {
-        match s {
-            "create" => Action::Create,
-            "suspend" => Action::Suspend,
-            "unsuspend" => Action::Unsuspend,
-            "terminate" => Action::Terminate,
-            "change_password" => Action::ChangePassword,
-            "change_package" => Action::ChangePackage,
-            "renew" => Action::Renew,
-            "lookup" => Action::Lookup,
-            "list_accounts" => Action::ListAccounts,
-            "usage" => Action::Usage,
-            "login_url" => Action::LoginUrl,
-            "test_connection" => Action::TestConnection,
-            other => Action::Custom(other.to_string()),
-        }
-    }
-
-    /// The capability a module needs to run this action.
-    pub fn capability(&self) -> Option<Capability> {
-        Some(match self {
-            Action::Create => Capability::Create,
-            Action::Suspend => Capability::Suspend,
-            Action::Unsuspend => Capability::Unsuspend,
-            Action::Terminate => Capability::Terminate,
-            Action::ChangePassword => Capability::ChangePassword,
-            Action::ChangePackage => Capability::ChangePackage,
-            Action::Renew => Capability::Renew,
-            Action::Lookup => Capability::Lookup,
-            Action::ListAccounts => Capability::ListAccounts,
-            Action::Usage => Capability::Usage,
-            Action::LoginUrl => Capability::LoginUrl,
-            Action::TestConnection => Capability::TestConnection,
-            Action::Custom(_) => return None,
-        })
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::action::{Action, ActionNameError};
 
 /// The server an action runs against, secrets opened.
 #[derive(Clone, Default, Serialize)]
@@ -250,33 +157,83 @@ pub struct ActionRequest {
     pub params: Settings,
 }
 
-impl ActionRequest {
-    /// The secrets this request carries, for redacting messages: the string server settings
-    /// named in `server_keys`, the service's password and a new password, longest first so
-    /// that one containing another is removed whole.
-    pub fn secrets(&self, server_keys: &[&str]) -> Vec<&str> {
+/// The clear-text secrets one module call carries, to be taken out of every message that
+/// leaves the module (errors, excerpts, logs): the string settings of server, product and
+/// service that the module's schemas declare secret, the service's password, a new
+/// password, what the module adds ([`Module::more_secrets`]), and the JSON-escaped form of
+/// each (a remote echoing one inside JSON escapes quotes and backslashes). Kept longest
+/// first, so that a secret containing a shorter one is removed whole.
+#[derive(Clone, Default)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// The secrets of `request` for a module declaring `info`.
+    pub fn of(request: &ActionRequest, info: &ModuleInfo) -> Self {
         use secrecy::ExposeSecret;
-        let mut out: Vec<&str> = server_keys
-            .iter()
-            .filter_map(|k| {
-                self.server
-                    .settings
-                    .get(*k)
-                    .and_then(serde_json::Value::as_str)
-            })
-            .collect();
-        if let Some(service) = &self.service {
-            out.push(service.password.expose_secret());
-        }
-        if let Some(pw) = self
-            .params
-            .get("new_password")
-            .and_then(serde_json::Value::as_str)
+        let mut out = Self::default();
+        let declared = [
+            (&info.server_schema, &request.server.settings),
+            (&info.product_schema, &request.product.settings),
+        ];
+        let service = request.service.as_ref();
+        for (schema, settings) in declared
+            .into_iter()
+            .chain(service.map(|s| (&info.service_schema, &s.settings)))
         {
+            for name in schema.secret_fields() {
+                if let Some(serde_json::Value::String(v)) = settings.get(name) {
+                    out.push(v);
+                }
+            }
+        }
+        if let Some(s) = service {
+            out.push(s.password.expose_secret());
+        }
+        if let Some(serde_json::Value::String(pw)) = request.params.get("new_password") {
             out.push(pw);
         }
-        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
         out
+    }
+
+    /// Adds one more secret (empty and very short values are never redacted: they would
+    /// eat ordinary text).
+    pub fn push(&mut self, secret: &str) {
+        let mut add = |s: String| {
+            if !self.0.contains(&s) {
+                self.0.push(s);
+            }
+        };
+        if let Ok(json) = serde_json::to_string(secret) {
+            let inner = &json[1..json.len() - 1];
+            if inner != secret {
+                add(inner.to_string());
+            }
+        }
+        add(secret.to_string());
+        self.0
+            .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    }
+
+    pub fn extend<I: IntoIterator<Item = S>, S: AsRef<str>>(&mut self, more: I) {
+        for s in more {
+            self.push(s.as_ref());
+        }
+    }
+
+    /// `text` with every secret replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        let refs: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        redact(text, &refs)
+    }
+
+    pub fn as_strs(&self) -> Vec<&str> {
+        self.0.iter().map(String::as_str).collect()
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets({} values)", self.0.len())
     }
 }
 
@@ -414,6 +371,12 @@ pub trait Module: Send + Sync + 'static {
     /// (`ModuleInfo::custom_actions`); a declarative one (`http`) reads it from the server.
     fn custom_actions(&self, _server_settings: &Settings) -> Vec<String> {
         self.info().custom_actions.clone()
+    }
+
+    /// Secrets of a call beyond those its schemas declare (a password inside a URL
+    /// setting, the encoded form of credentials the module sends), for [`Secrets`].
+    fn more_secrets(&self, _request: &ActionRequest) -> Vec<String> {
+        Vec::new()
     }
 
     async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError>;

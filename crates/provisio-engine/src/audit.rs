@@ -14,9 +14,7 @@ use provisio_core::audit::{
     compare, remote_status, Audit, AuditState, DriftKind, Finding, FixMode, LocalAccount,
 };
 use provisio_core::event::NewEvent;
-use provisio_core::module::{
-    redact, Action, ActionRequest, Capability, ProductContext, RemoteAccount, ServerContext,
-};
+use provisio_core::module::{Action, Capability, RemoteAccount};
 use provisio_core::page::{Page, PageRequest};
 use provisio_core::server::Server;
 use provisio_core::service::{NewService, ServiceStatus};
@@ -28,9 +26,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::actions::ActionInput;
 use crate::error::Problems;
 use crate::input::RecordRef;
+use crate::jobs::request::ActionInput;
 use crate::{Engine, EngineError, Result};
 
 /// How audits run.
@@ -273,39 +271,9 @@ impl Engine {
         &self,
         server: &Server,
     ) -> (Vec<RemoteAccount>, Option<String>) {
-        let Some(module) = self.modules.get(&server.module).cloned() else {
-            return (
-                Vec::new(),
-                Some(format!("module '{}' is not installed", server.module)),
-            );
-        };
-        let settings = match self.cipher.open_settings(&server.settings) {
-            Ok(s) => s,
-            Err(_) => {
-                return (
-                    Vec::new(),
-                    Some("the server's secret settings could not be opened".into()),
-                )
-            }
-        };
-        let mut secrets: Vec<String> = Vec::new();
-        for name in module.info().server_schema.secret_fields() {
-            if let Some(Value::String(v)) = settings.get(name) {
-                secrets.push(v.clone());
-            }
-        }
-        let base = ActionRequest {
-            action: Action::ListAccounts,
-            idempotency_key: crate::actions::new_idempotency_key(),
-            server: ServerContext {
-                id: server.id.0,
-                name: server.name.to_string(),
-                settings,
-            },
-            product: ProductContext::default(),
-            service: None,
-            client: None,
-            params: Settings::new(),
+        let (module, base) = match self.server_request(server, Action::ListAccounts) {
+            Ok(p) => (p.module, p.request),
+            Err(e) => return (Vec::new(), Some(e)),
         };
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
@@ -344,10 +312,7 @@ impl Engine {
                         None => return (out, None),
                     }
                 }
-                Err(e) => {
-                    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-                    return (out, Some(redact(&e.to_string(), &refs)));
-                }
+                Err(e) => return (out, Some(e.to_string())),
             }
         }
     }

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use crate::actions::ActionInput;
 use crate::error::Problems;
 use crate::input::RecordRef;
+use crate::jobs::request::ActionInput;
 use crate::{Engine, EngineError, Result};
 
 /// What `collect` selects and shows.
@@ -1049,7 +1049,7 @@ impl Engine {
                 ),
             });
         }
-        crate::worker::login_url(self.clone(), &target).await
+        self.module_login_url(&target).await
     }
 }
 

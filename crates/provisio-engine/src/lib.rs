@@ -6,25 +6,23 @@
 //! limits), keeps client balances, and announces every change as an event. Around that:
 //! gates and notify handlers, automation rules, usage syncs and audits, and invoice groups.
 
-mod actions;
 pub mod audit;
 mod balance;
 mod catalog;
 mod declared;
-mod deliver;
 mod error;
 pub mod events;
-mod gates;
 pub mod groups;
-pub mod handlers;
+pub mod hooks;
 pub mod input;
+pub mod jobs;
 pub mod keys;
-pub mod limits;
-pub mod mailer;
 pub mod patch;
-pub mod rules;
 pub mod usage;
-pub mod worker;
+
+// The rooms' public faces under their old names, for the server, the CLI and the benches.
+pub use hooks::{handlers, mailer, rules};
+pub use jobs::{limits, worker};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,11 +33,11 @@ use provisio_core::secret::Cipher;
 use provisio_modules::Registry;
 use provisio_store::Store;
 
-pub use actions::{ActionInput, JobDetail};
 pub use catalog::ProductView;
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
 pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
+pub use jobs::request::{ActionInput, JobDetail};
 pub use rules::{RuleCreate, RulePatch};
 
 /// Instance-wide choices the engine needs.

@@ -11,10 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use provisio_core::module::{
-    redact, Action, ActionReply, ActionRequest, Capability, ModuleError, ProductContext,
-    ServerContext,
-};
+use provisio_core::module::{Action, ActionReply, ActionRequest, Capability, ModuleError};
 use provisio_core::page::{Page, PageRequest};
 use provisio_core::server::Server;
 use provisio_core::service::ServiceStatus;
@@ -29,9 +26,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
-use crate::actions::ActionInput;
 use crate::error::Problems;
 use crate::input::RecordRef;
+use crate::jobs::request::ActionInput;
 use crate::{Engine, EngineError, Result};
 
 /// How usage is synced.
@@ -429,9 +426,10 @@ impl Engine {
         set: SetProgress<'_>,
         policies: &Arc<HashMap<ProductId, UsagePolicy>>,
     ) -> std::result::Result<(), String> {
-        let Some(module) = self.modules.get(&server.module).cloned() else {
-            return Err(format!("module '{}' is not installed", server.module));
-        };
+        let crate::jobs::call::Prepared {
+            module,
+            request: base,
+        } = self.server_request(server, Action::Usage)?;
         let accounts = self
             .store
             .server_accounts(server.id)
@@ -445,30 +443,7 @@ impl Engine {
         };
         let expected = dir.by_name.len() as u64;
         set(&mut |s| s.expected = expected);
-        let settings = self
-            .cipher
-            .open_settings(&server.settings)
-            .map_err(|_| "the server's secret settings could not be opened".to_string())?;
-        let mut secrets: Vec<String> = Vec::new();
-        for name in module.info().server_schema.secret_fields() {
-            if let Some(Value::String(v)) = settings.get(name) {
-                secrets.push(v.clone());
-            }
-        }
         let period_start = self.options.usage.period.start(Utc::now());
-        let base = ActionRequest {
-            action: Action::Usage,
-            idempotency_key: crate::actions::new_idempotency_key(),
-            server: ServerContext {
-                id: server.id.0,
-                name: server.name.to_string(),
-                settings,
-            },
-            product: ProductContext::default(),
-            service: None,
-            client: None,
-            params: Settings::new(),
-        };
 
         // Pages are fetched in order (each needs the previous cursor) while the previous
         // page is written: the remote's delay and the database's work overlap.
@@ -532,8 +507,7 @@ impl Engine {
             let reply = match self.call_read(module.as_ref(), &req).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-                    failure = Some(redact(&e.to_string(), &refs));
+                    failure = Some(e.to_string());
                     break;
                 }
             };

@@ -12,7 +12,10 @@ pub mod script;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use provisio_core::module::{Module, ModuleInfo};
+use provisio_core::module::{
+    ActionReply, ActionRequest, Module, ModuleError, ModuleInfo, SchemaScope, Secrets,
+};
+use provisio_core::settings::{FieldError, Settings};
 
 /// The modules an instance knows, by name.
 #[derive(Clone, Default)]
@@ -59,7 +62,8 @@ impl Registry {
                 );
             }
         }
-        self.modules.insert(info.name.clone(), module);
+        let name = info.name.clone();
+        self.modules.insert(name, redacting(module));
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Module>> {
@@ -82,5 +86,59 @@ impl Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.modules.keys()).finish()
+    }
+}
+
+/// `module` behind the one layer that keeps secrets in: every error it returns has the
+/// request's [`Secrets`] taken out, and a failure is logged here, redacted, so modules
+/// neither redact their messages on the way out nor log them. The registry puts every
+/// module it holds behind this layer.
+pub fn redacting(module: Arc<dyn Module>) -> Arc<dyn Module> {
+    Arc::new(Redacting(module))
+}
+
+/// The secrets a call of `module` with `request` carries.
+pub fn secrets_of(module: &dyn Module, request: &ActionRequest) -> Secrets {
+    let mut secrets = Secrets::of(request, module.info());
+    secrets.extend(module.more_secrets(request));
+    secrets
+}
+
+struct Redacting(Arc<dyn Module>);
+
+#[async_trait::async_trait]
+impl Module for Redacting {
+    fn info(&self) -> &ModuleInfo {
+        self.0.info()
+    }
+
+    fn check_settings(&self, scope: SchemaScope, settings: &Settings) -> Vec<FieldError> {
+        self.0.check_settings(scope, settings)
+    }
+
+    fn custom_actions(&self, server_settings: &Settings) -> Vec<String> {
+        self.0.custom_actions(server_settings)
+    }
+
+    fn more_secrets(&self, request: &ActionRequest) -> Vec<String> {
+        self.0.more_secrets(request)
+    }
+
+    async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
+        self.0.call(request).await.map_err(|e| {
+            let message = secrets_of(self.0.as_ref(), request).redact(&e.message);
+            tracing::debug!(
+                module = %self.0.info().name,
+                action = %request.action,
+                server = request.server.id,
+                kind = e.kind.as_str(),
+                error = %message,
+                "module call failed"
+            );
+            ModuleError {
+                kind: e.kind,
+                message,
+            }
+        })
     }
 }

@@ -257,7 +257,7 @@ impl TryFrom<JobRow> for provisio_core::job::Job {
             id: JobId(r.id),
             service_id: ServiceId(r.service_id),
             server_id: ServerId(r.server_id),
-            action: provisio_core::module::Action::parse(&r.action),
+            action: provisio_core::module::Action::from_stored(&r.action),
             state: JobState::parse(&r.state).ok_or_else(|| corrupt("job state", &r.state))?,
             params: r.params.0,
             idempotency_key: r.idempotency_key,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
+use provisio_core::module::Action;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{json, Map, Value};
 
@@ -339,7 +340,16 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 Format::Json => output::print_json(&json!({ "password": password })),
             }
         }
-        ServiceCmd::Create { id, wait } => act(ctx, id, "create", Default::default(), wait).await,
+        ServiceCmd::Create { id, wait } => {
+            act(
+                ctx,
+                id,
+                &Action::Create.wire_name(),
+                Default::default(),
+                wait,
+            )
+            .await
+        }
         ServiceCmd::Suspend {
             id,
             reason,
@@ -351,13 +361,27 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 until,
                 ..Default::default()
             };
-            act(ctx, id, "suspend", fields, wait).await
+            act(ctx, id, &Action::Suspend.wire_name(), fields, wait).await
         }
         ServiceCmd::Unsuspend { id, wait } => {
-            act(ctx, id, "unsuspend", Default::default(), wait).await
+            act(
+                ctx,
+                id,
+                &Action::Unsuspend.wire_name(),
+                Default::default(),
+                wait,
+            )
+            .await
         }
         ServiceCmd::Terminate { id, wait } => {
-            act(ctx, id, "terminate", Default::default(), wait).await
+            act(
+                ctx,
+                id,
+                &Action::Terminate.wire_name(),
+                Default::default(),
+                wait,
+            )
+            .await
         }
         ServiceCmd::ChangePassword {
             id,
@@ -370,16 +394,25 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 password: password_stdin.then(read_password).transpose()?,
                 ..Default::default()
             };
-            act(ctx, id, "change-password", fields, wait).await
+            act(ctx, id, &Action::ChangePassword.wire_name(), fields, wait).await
         }
         ServiceCmd::ChangePackage { id, product, wait } => {
             let fields = ActionFields {
                 product: Some(product),
                 ..Default::default()
             };
-            act(ctx, id, "change-package", fields, wait).await
+            act(ctx, id, &Action::ChangePackage.wire_name(), fields, wait).await
         }
-        ServiceCmd::Renew { id, wait } => act(ctx, id, "renew", Default::default(), wait).await,
+        ServiceCmd::Renew { id, wait } => {
+            act(
+                ctx,
+                id,
+                &Action::Renew.wire_name(),
+                Default::default(),
+                wait,
+            )
+            .await
+        }
         ServiceCmd::Accept { id, wait } => act(ctx, id, "accept", Default::default(), wait).await,
         ServiceCmd::LoginUrl { id, from } => {
             let body = match from {

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use provisio_core::module::{
-    redact, Action, ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
-    SchemaScope,
+    Action, ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo, SchemaScope,
 };
 use provisio_core::settings::{Field, FieldError, Settings, SettingsSchema};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -120,20 +119,29 @@ impl Module for HttpModule {
             .and_then(|a| a.as_object())
             .map(|a| {
                 a.keys()
-                    .filter(|k| !spec::STANDARD_ACTIONS.contains(&k.as_str()))
+                    .filter(|k| Action::standard(k).is_none())
                     .cloned()
                     .collect()
             })
             .unwrap_or_default()
     }
 
+    /// The basic `Authorization` value as sent, which a remote may echo.
+    fn more_secrets(&self, request: &ActionRequest) -> Vec<String> {
+        let setting = |key: &str| request.server.settings.get(key).and_then(Value::as_str);
+        match (setting("username"), setting("password")) {
+            (Some(user), Some(password)) => {
+                vec![base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
-        let secrets = Secrets::of(request, &self.info.server_schema);
-        // Every message is redacted once more on the way out, whatever built it.
-        self.run(request, &secrets).await.map_err(|e| ModuleError {
-            kind: e.kind,
-            message: secrets.redact(&e.message),
-        })
+        // Secrets are taken out where excerpts are cut, before the cut could split one; the
+        // registry's layer redacts whatever else leaves.
+        let secrets = crate::secrets_of(self, request);
+        self.run(request, &secrets).await
     }
 }
 
@@ -411,50 +419,7 @@ impl Connection {
     }
 }
 
-/// The clear-text secrets of one call, to be removed from every message.
-pub(crate) struct Secrets(Vec<String>);
-
-impl Secrets {
-    fn of(request: &ActionRequest, server_schema: &SettingsSchema) -> Self {
-        use secrecy::ExposeSecret;
-        let mut found: Vec<String> = server_schema
-            .secret_fields()
-            .filter_map(|f| request.server.settings.get(f).and_then(Value::as_str))
-            .map(str::to_string)
-            .collect();
-        let setting = |key: &str| request.server.settings.get(key).and_then(Value::as_str);
-        if let (Some(user), Some(password)) = (setting("username"), setting("password")) {
-            // As sent in the basic Authorization header, which a remote may echo.
-            let pair = format!("{user}:{password}");
-            found.push(base64::engine::general_purpose::STANDARD.encode(pair));
-        }
-        if let Some(service) = &request.service {
-            found.push(service.password.expose_secret().to_string());
-        }
-        if let Some(new_password) = request.params.get("new_password").and_then(Value::as_str) {
-            found.push(new_password.to_string());
-        }
-        // A remote echoing a secret inside JSON escapes quotes and backslashes.
-        let escaped: Vec<String> = found
-            .iter()
-            .filter_map(|s| {
-                let json = serde_json::to_string(s).ok()?;
-                let inner = json[1..json.len() - 1].to_string();
-                (inner != *s).then_some(inner)
-            })
-            .collect();
-        found.extend(escaped);
-        // Longest first, so a secret containing a shorter one is removed whole.
-        found.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        found.dedup();
-        Self(found)
-    }
-
-    pub(crate) fn redact(&self, text: &str) -> String {
-        let refs: Vec<&str> = self.0.iter().map(String::as_str).collect();
-        redact(text, &refs)
-    }
-}
+pub(crate) use provisio_core::module::Secrets;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use provisio_core::module::Action;
 use provisio_core::settings::{rule as core_rule, FieldError};
 use reqwest::Method;
 use serde_json::{Map, Value};
@@ -23,22 +24,6 @@ pub mod rule {
     /// A header name that HTTP does not allow.
     pub const HEADER_NAME: &str = "header_name";
 }
-
-/// The actions the engine knows; any other key of `actions` is a custom action.
-pub(crate) const STANDARD_ACTIONS: [&str; 12] = [
-    "create",
-    "suspend",
-    "unsuspend",
-    "terminate",
-    "change_password",
-    "change_package",
-    "renew",
-    "lookup",
-    "list_accounts",
-    "usage",
-    "login_url",
-    "test_connection",
-];
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -142,12 +127,9 @@ pub(crate) fn check_actions(templates: &Templates, actions: &Value) -> Vec<Field
     };
     for (name, spec) in map {
         let path = format!("actions.{name}");
-        if !STANDARD_ACTIONS.contains(&name.as_str()) && !is_custom_name(name) {
-            c.fail(
-                &path,
-                core_rule::PATTERN,
-                "a custom action name must match [a-z][a-z0-9_]*",
-            );
+        // Any key that is not a standard action is a custom action, named by the one rule.
+        if let Err(e) = Action::parse(name) {
+            c.fail(&path, core_rule::PATTERN, e.to_string());
             continue;
         }
         c.action(name, spec);
@@ -166,12 +148,6 @@ pub(crate) fn parse_action(
         Some(parsed) if c.errors.is_empty() => Ok(parsed),
         _ => Err(c.errors),
     }
-}
-
-fn is_custom_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Collects errors while parsing, so one pass reports everything.

@@ -10,8 +10,8 @@ mod sql;
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use provisio_core::module::{
-    redact, Action, ActionReply, ActionRequest, Capability, Metric, Module, ModuleError,
-    ModuleInfo, RemoteAccount, SchemaScope, UsageReport,
+    Action, ActionReply, ActionRequest, Capability, Metric, Module, ModuleError, ModuleInfo,
+    RemoteAccount, SchemaScope, UsageReport,
 };
 use provisio_core::settings::{FieldError, Settings};
 use secrecy::ExposeSecret;
@@ -86,43 +86,29 @@ impl Module for RadiusModule {
         }
     }
 
-    async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
-        let secrets = secrets(request);
-        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        // Every message leaves through here, whatever produced it.
-        self.run(request).await.map_err(|e| ModuleError {
-            kind: e.kind,
-            message: redact(&e.message, &refs),
-        })
-    }
-}
-
-/// Every secret of a call, longest first so that one containing another is replaced whole.
-fn secrets(request: &ActionRequest) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(url) = request
-        .server
-        .settings
-        .get("database_url")
-        .and_then(Value::as_str)
-    {
-        out.push(url.to_string());
-        if let Ok(parsed) = url::Url::parse(url) {
-            if let Some(p) = parsed.password() {
-                out.push(p.to_string());
+    /// The password inside the database URL, in the forms a driver may report it.
+    fn more_secrets(&self, request: &ActionRequest) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(url) = request
+            .server
+            .settings
+            .get("database_url")
+            .and_then(Value::as_str)
+        {
+            if let Ok(parsed) = url::Url::parse(url) {
+                if let Some(p) = parsed.password() {
+                    out.push(p.to_string());
+                }
             }
+            out.extend(db::url_password(url));
         }
-        out.extend(db::url_password(url));
+        out
     }
-    if let Some(service) = &request.service {
-        out.push(service.password.expose_secret().to_string());
+
+    async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
+        // The registry's layer redacts what leaves.
+        self.run(request).await
     }
-    if let Some(p) = request.params.get("new_password").and_then(Value::as_str) {
-        out.push(p.to_string());
-    }
-    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    out.dedup();
-    out
 }
 
 fn bad(e: BadSettings) -> ModuleError {

@@ -7,8 +7,7 @@ mod client;
 use std::time::Duration;
 
 use provisio_core::module::{
-    redact, Action, ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
-    RemoteAccount,
+    Action, ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo, RemoteAccount,
 };
 use provisio_core::settings::{Field, Settings, SettingsSchema};
 use reqwest::{Method, StatusCode, Url};
@@ -92,28 +91,11 @@ impl Module for ScimModule {
     }
 
     async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
-        let secrets = secrets(request);
-        let changes = !matches!(
-            request.action,
-            Action::Lookup | Action::ListAccounts | Action::TestConnection
-        );
-        let result = self.run(request).await;
-        if let Err(e) = &result {
-            tracing::debug!(action = %request.action, server = request.server.id, error = %redact(&e.to_string(), &secrets), "scim: failed");
-        }
-        // Every message is redacted on the way out, whatever built it.
-        result.map_err(|e| {
-            let e = e.into_module_error(changes);
-            ModuleError {
-                kind: e.kind,
-                message: redact(&e.message, &secrets),
-            }
-        })
+        // The registry's layer redacts and logs what leaves.
+        self.run(request)
+            .await
+            .map_err(|e| e.into_module_error(!request.action.is_read_only()))
     }
-}
-
-fn secrets(request: &ActionRequest) -> Vec<&str> {
-    request.secrets(&["token"])
 }
 
 /// The User attribute that carries the package, if any.

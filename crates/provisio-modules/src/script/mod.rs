@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use provisio_core::module::{
-    redact, ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
+    ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
 };
 use provisio_core::settings::{Field, Settings, SettingsSchema};
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use process::RunError;
@@ -67,24 +66,6 @@ impl ScriptModule {
     pub fn modules_dir(&self) -> &Path {
         &self.modules_dir
     }
-
-    /// Every secret of the request in clear, longest first so that a secret containing
-    /// another is replaced whole.
-    fn secrets<'a>(&self, request: &'a ActionRequest) -> Vec<&'a str> {
-        let mut out = Vec::new();
-        if let Some(service) = &request.service {
-            out.push(service.password.expose_secret());
-            collect_secrets(&service.settings, &[], &mut out);
-        }
-        let server_secrets: Vec<&str> = self.info.server_schema.secret_fields().collect();
-        collect_secrets(&request.server.settings, &server_secrets, &mut out);
-        let product_secrets: Vec<&str> = self.info.product_schema.secret_fields().collect();
-        collect_secrets(&request.product.settings, &product_secrets, &mut out);
-        collect_secrets(&request.params, &[], &mut out);
-        out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        out.dedup();
-        out
-    }
 }
 
 impl Default for ScriptModule {
@@ -93,17 +74,13 @@ impl Default for ScriptModule {
     }
 }
 
-/// Adds the string values of `settings` that are secrets: fields the schema declares as
-/// such, and any whose name says so (`new_password`, `db_password`, `token`, …), since
-/// undeclared settings pass through to the executable and may be credentials too.
-/// Nested objects (e.g. `params.new_product`) are searched by name.
-fn collect_secrets<'a>(settings: &'a Settings, declared: &[&str], out: &mut Vec<&'a str>) {
+/// Adds the string values of `settings` whose name says they are secret. Nested objects
+/// (e.g. `params.new_product`) are searched by name.
+fn collect_secrets<'a>(settings: &'a Settings, out: &mut Vec<&'a str>) {
     for (key, value) in settings {
         match value {
-            Value::String(s) if declared.contains(&key.as_str()) || sensitive_name(key) => {
-                out.push(s)
-            }
-            Value::Object(inner) => collect_secrets(inner, &[], out),
+            Value::String(s) if sensitive_name(key) => out.push(s),
+            Value::Object(inner) => collect_secrets(inner, out),
             _ => {}
         }
     }
@@ -122,13 +99,24 @@ impl Module for ScriptModule {
         &self.info
     }
 
+    /// Undeclared settings pass through to the executable and may be credentials too, so
+    /// any whose name says so (`new_password`, `db_password`, `token`, …) counts as secret.
+    fn more_secrets(&self, request: &ActionRequest) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(service) = &request.service {
+            collect_secrets(&service.settings, &mut out);
+        }
+        collect_secrets(&request.server.settings, &mut out);
+        collect_secrets(&request.product.settings, &mut out);
+        collect_secrets(&request.params, &mut out);
+        out.into_iter().map(str::to_string).collect()
+    }
+
     async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
-        let secrets = self.secrets(request);
-        // Every message leaves through here, whatever produced it.
-        self.run(request, &secrets).await.map_err(|e| ModuleError {
-            kind: e.kind,
-            message: redact(&e.message, &secrets),
-        })
+        // Secrets are taken out where excerpts are cut, before the cut could split one; the
+        // registry's layer redacts whatever else leaves.
+        let secrets = crate::secrets_of(self, request);
+        self.run(request, &secrets.as_strs()).await
     }
 }
 

@@ -108,9 +108,10 @@ async fn test_server(
     State(app): State<AppState>,
     Path(server): Path<String>,
 ) -> Result<axum::Json<ConnectionTestView>, ApiError> {
-    let r =
-        provisio_engine::worker::test_connection(&app.engine, &RecordRef::from_segment(&server))
-            .await?;
+    let r = app
+        .engine
+        .test_connection(&RecordRef::from_segment(&server))
+        .await?;
     Ok(axum::Json(ConnectionTestView {
         ok: r.is_ok(),
         error: r.err(),

@@ -157,20 +157,11 @@ async fn service_action(
         || body.until.is_some()
         || body.password.is_some()
         || body.product.is_some();
+    // A custom action's name is only well-formed here; the engine checks the server offers it.
     let action = match action.as_str() {
         "accept" => provisio_core::module::Action::Create,
-        "create" | "suspend" | "unsuspend" | "terminate" | "change-password" | "change-package"
-        | "renew" => provisio_core::module::Action::parse(&action.replace('-', "_")),
-        // A module's custom action (dashes or underscores); the engine checks the server
-        // offers it.
-        custom if is_custom_name(custom) => {
-            provisio_core::module::Action::Custom(custom.replace('-', "_"))
-        }
-        other => {
-            return Err(ApiError::not_found(format!(
-                "no action '{other}' on services"
-            )))
-        }
+        other => provisio_core::module::Action::service_action(other)
+            .map_err(|_| ApiError::not_found(format!("no action '{other}' on services")))?,
     };
     if q.wait.is_some_and(|w| w > 300) {
         return Err(ApiError::bad_field(
@@ -208,17 +199,6 @@ async fn service_action(
         }
         _ => Ok((StatusCode::ACCEPTED, axum::Json(job.into()))),
     }
-}
-
-fn is_custom_name(s: &str) -> bool {
-    s.len() <= 64
-        && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        // Standard actions that are not service actions (lookup, usage, …) stay internal.
-        && !matches!(
-            s.replace('-', "_").as_str(),
-            "lookup" | "list_accounts" | "usage" | "login_url" | "test_connection"
-        )
 }
 
 /// A service's job history, oldest first.

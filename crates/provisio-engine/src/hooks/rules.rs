@@ -18,9 +18,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
-use crate::actions::ActionInput;
 use crate::error::Problems;
 use crate::input::{RecordRef, ServiceCreate};
+use crate::jobs::request::ActionInput;
 use crate::{Engine, EngineError, Result};
 
 /// Longest grace a rule may wait: a year.
@@ -236,9 +236,9 @@ impl Engine {
         if !rule.enabled {
             return Ok((RuleRunState::Skipped, "the rule is disabled".into()));
         }
-        let client = match crate::deliver::subject_id(&run.subject, "client") {
+        let client = match crate::hooks::deliver::subject_id(&run.subject, "client") {
             Some(id) => ClientId(id),
-            None => match crate::deliver::subject_id(&run.subject, "service") {
+            None => match crate::hooks::deliver::subject_id(&run.subject, "service") {
                 Some(id) => match self.store.get_service(ServiceId(id)).await? {
                     Some(s) => s.client_id,
                     None => {

@@ -7,6 +7,7 @@
 
 use chrono::Utc;
 use provisio_core::handler::{GateDecision, HandlerStatus, OnError, Phase};
+use provisio_core::module::Action;
 use provisio_core::webhook;
 use provisio_store::HandlerFilter;
 use serde_json::{json, Map, Value};
@@ -103,11 +104,11 @@ pub(crate) fn no_changes(
 }
 
 /// The fields a gate may change for an action, for messages.
-pub(crate) fn changeable(action: &str) -> &'static [&'static str] {
+pub(crate) fn changeable(action: &Action) -> &'static [&'static str] {
     match action {
-        "create" => &["username", "password", "settings"],
-        "suspend" => &["reason"],
-        "change_password" => &["password"],
+        Action::Create => &["username", "password", "settings"],
+        Action::Suspend => &["reason"],
+        Action::ChangePassword => &["password"],
         _ => &[],
     }
 }
@@ -115,7 +116,7 @@ pub(crate) fn changeable(action: &str) -> &'static [&'static str] {
 /// Refuses keys outside `allowed`.
 pub(crate) fn check_keys(
     data: &Map<String, Value>,
-    action: &str,
+    action: &Action,
 ) -> std::result::Result<(), String> {
     let allowed = changeable(action);
     for k in data.keys() {

@@ -237,7 +237,7 @@ impl Engine {
                                     "max_length",
                                     format!("must be at most {MAX_TEMPLATE_LEN} bytes"),
                                 );
-                            } else if let Err(e) = crate::deliver::check_template(text) {
+                            } else if let Err(e) = crate::hooks::deliver::check_template(text) {
                                 p.push(field, "template", e);
                             }
                         }

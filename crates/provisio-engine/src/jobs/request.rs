@@ -173,7 +173,7 @@ impl Engine {
             }
             _ => {}
         }
-        if !Action::LIFECYCLE.contains(&action) && !matches!(action, Action::Custom(_)) {
+        if !action.is_service_action() {
             let mut bad = Problems::default();
             bad.push(
                 "action",
@@ -316,9 +316,8 @@ impl Engine {
         });
         let info = self.modules.info(module).cloned();
         let mut changed = false;
-        let name = action.as_str().to_string();
         let mut apply = |data: &serde_json::Map<String, Value>, payload: &mut Value| {
-            crate::gates::check_keys(data, &name)?;
+            crate::hooks::gates::check_keys(data, action)?;
             for (k, v) in data {
                 match k.as_str() {
                     "reason" => {

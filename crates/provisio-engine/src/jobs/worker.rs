@@ -14,8 +14,7 @@ use std::time::Instant;
 use chrono::Utc;
 use provisio_core::job::{check_transition, status_after, Attempt, Job, JobId, JobState};
 use provisio_core::module::{
-    redact, Action, ActionReply, ActionRequest, ClientContext, ErrorKind, Module, ModuleError,
-    ProductContext, RemoteAccount, SchemaScope, ServerContext, ServiceContext,
+    Action, ActionReply, ActionRequest, ErrorKind, Module, ModuleError, RemoteAccount,
 };
 use provisio_core::secret::as_sealed;
 use provisio_core::server::Server;
@@ -23,13 +22,13 @@ use provisio_core::service::{ServiceStatus, SuspendReason, Suspension};
 use provisio_core::settings::Settings;
 use provisio_core::{ProductId, ServerId};
 use provisio_store::{ClaimRequest, JobUpdate, ServiceChange};
-use secrecy::ExposeSecret;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::input::RecordRef;
-use crate::limits::Limits;
+use crate::jobs::call::{Prepared, ServiceRecords};
+use crate::jobs::limits::Limits;
 use crate::Engine;
 
 /// A running worker; dropping the handle does not stop it, [`WorkerHandle::shutdown`] does.
@@ -132,12 +131,12 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
     let mut tasks = JoinSet::new();
     tasks.spawn(queue_loop(shared.clone(), tx, rx, stop_rx.clone()));
     tasks.spawn(heartbeat_loop(shared.clone(), stop_rx.clone()));
-    tasks.spawn(crate::deliver::delivery_loop(
+    tasks.spawn(crate::hooks::deliver::delivery_loop(
         shared.engine.clone(),
         shared.owner.clone(),
         stop_rx.clone(),
     ));
-    tasks.spawn(crate::rules::rule_loop(
+    tasks.spawn(crate::hooks::rules::rule_loop(
         shared.engine.clone(),
         stop_rx.clone(),
     ));
@@ -451,8 +450,6 @@ struct Loaded {
     outputs: Settings,
     /// The product's map of client field → module output.
     client_fields: provisio_core::product::ClientFieldMap,
-    /// Secret values to strip from any message.
-    secrets: Vec<String>,
 }
 
 async fn load(shared: &Shared, job: &Job, pre: Option<Preloaded>) -> Result<Loaded, String> {
@@ -484,89 +481,28 @@ async fn load(shared: &Shared, job: &Job, pre: Option<Preloaded>) -> Result<Load
         .product(service.product_id)
         .await
         .map_err(|e| fail(&e))?;
-    let module = engine
-        .modules
-        .get(&server.module)
-        .cloned()
-        .ok_or_else(|| format!("module '{}' is not installed", server.module))?;
-    let cipher = &engine.cipher;
-    let open = |s: &Settings| cipher.open_settings(s).map_err(|e| e.to_string());
-    let server_settings = open(&server.settings)?;
-    // A service's own overrides (a group edit's bigger quota) win over the product's.
-    let mut effective = product.effective.clone();
-    for (k, v) in &service.product_overrides {
-        effective.insert(k.clone(), v.clone());
-    }
-    let product_settings = open(&effective)?;
-    let service_settings = open(&service.settings)?;
-    let password = cipher.open(&service.password).map_err(|e| e.to_string())?;
-    let mut params = open(&job.params)?;
-    if let Some(pid) = job.params.get("product_id").and_then(Value::as_i64) {
-        let new = shared.product(ProductId(pid)).await.map_err(|e| fail(&e))?;
-        // Modules read the new package's settings as `params.new_product.<setting>`.
-        // The service's overrides stay with it across packages (and a group edit is a
-        // change to the same package with new overrides).
-        let mut next = new.effective.clone();
-        for (k, v) in &service.product_overrides {
-            next.insert(k.clone(), v.clone());
-        }
-        params.insert("new_product".into(), Value::Object(open(&next)?));
-        params.insert(
-            "new_product_name".into(),
-            Value::String(new.product.name.to_string()),
-        );
-    }
-    let mut secrets = vec![password.expose_secret().to_string()];
-    for (scope, settings) in [
-        (SchemaScope::Server, &server_settings),
-        (SchemaScope::Product, &product_settings),
-    ] {
-        let schema = module.info().schema(scope);
-        for name in schema.secret_fields() {
-            if let Some(Value::String(v)) = settings.get(name) {
-                secrets.push(v.clone());
-            }
-        }
-    }
-    if let Some(Value::String(pw)) = params.get("new_password") {
-        secrets.push(pw.clone());
-    }
-    let request = ActionRequest {
-        action: job.action.clone(),
-        idempotency_key: job.idempotency_key.clone(),
-        server: ServerContext {
-            id: server.id.0,
-            name: server.name.to_string(),
-            settings: server_settings,
-        },
-        product: ProductContext {
-            id: product.product.id.0,
-            name: product.product.name.to_string(),
-            settings: product_settings,
-        },
-        service: Some(ServiceContext {
-            id: service.id.0,
-            username: service.username.to_string(),
-            password,
-            status: service.status.as_str().to_string(),
-            settings: service_settings,
-            outputs: service.outputs.clone(),
-        }),
-        client: client.map(|c| ClientContext {
-            id: c.id.0,
-            name: c.name.to_string(),
-            email: c.email.to_string(),
-            custom_fields: c.custom_fields,
-        }),
-        params,
+    let new_product = match job.params.get("product_id").and_then(Value::as_i64) {
+        Some(pid) => Some(shared.product(ProductId(pid)).await.map_err(|e| fail(&e))?),
+        None => None,
     };
+    let Prepared { module, request } = engine.service_request(
+        ServiceRecords {
+            server: &server,
+            product: &product,
+            service: &service,
+            client: client.as_ref(),
+            new_product: new_product.as_ref(),
+        },
+        job.action.clone(),
+        job.idempotency_key.clone(),
+        &job.params,
+    )?;
     Ok(Loaded {
         request,
         module,
         status: service.status,
         outputs: service.outputs.clone(),
         client_fields: product.product.client_fields.clone(),
-        secrets,
         service,
     })
 }
@@ -587,14 +523,9 @@ async fn call(
     module: &dyn Module,
     request: &ActionRequest,
 ) -> Result<ActionReply, ModuleError> {
-    let limit = engine.options.jobs.call_timeout;
-    match tokio::time::timeout(limit, module.call(request)).await {
-        Ok(r) => r,
-        Err(_) => Err(ModuleError::unknown(format!(
-            "the module did not answer within {}s",
-            limit.as_secs()
-        ))),
-    }
+    engine
+        .call_module(module, request, engine.options.jobs.call_timeout)
+        .await
 }
 
 /// Runs one job and says how it ended. Never fails: every problem becomes an outcome.
@@ -710,8 +641,6 @@ async fn run(
             return (finish(update, "permanent", Some(msg)), None);
         }
     }
-    let secrets: Vec<&str> = loaded.secrets.iter().map(String::as_str).collect();
-
     // After an unknown outcome, ask the remote before acting again.
     if job.needs_lookup && module.info().can(provisio_core::module::Capability::Lookup) {
         let mut lookup = loaded.request.clone();
@@ -732,10 +661,7 @@ async fn run(
                 }
             }
             Err(e) => {
-                let msg = redact(
-                    &format!("lookup before retrying failed: {}", e.message),
-                    &secrets,
-                );
+                let msg = format!("lookup before retrying failed: {}", e.message);
                 let mut u = retry_or_fail(engine, &job, update, ErrorKind::Unknown, msg, finish);
                 u.needs_lookup = true;
                 return (u, Some(e.kind == ErrorKind::Permanent));
@@ -749,7 +675,7 @@ async fn run(
             (finish(update, "ok", None), Some(true))
         }
         Err(e) => {
-            let msg = redact(&e.message, &secrets);
+            let msg = e.message;
             let healthy = e.kind == ErrorKind::Permanent;
             let u = match e.kind {
                 ErrorKind::Permanent => {
@@ -840,7 +766,7 @@ fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceCha
                     server_id: ServerId(from),
                     action: Action::Terminate,
                     params,
-                    idempotency_key: crate::actions::new_idempotency_key(),
+                    idempotency_key: crate::jobs::request::new_idempotency_key(),
                     max_attempts: job.max_attempts,
                     run_after: Utc::now(),
                 });
@@ -909,111 +835,4 @@ fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceCha
         }
     }
     change
-}
-
-/// Runs `test_connection` against a server now, outside the queue.
-pub async fn test_connection(
-    engine: &Engine,
-    server: &RecordRef,
-) -> crate::Result<Result<(), String>> {
-    let server = engine.find_server(server).await?;
-    let Some(module) = engine.modules.get(&server.module).cloned() else {
-        return Ok(Err(format!("module '{}' is not installed", server.module)));
-    };
-    if !module
-        .info()
-        .can(provisio_core::module::Capability::TestConnection)
-    {
-        return Ok(Err(format!(
-            "module '{}' has no connection test",
-            server.module
-        )));
-    }
-    let settings = engine.cipher.open_settings(&server.settings)?;
-    let mut secrets: Vec<String> = Vec::new();
-    for name in module.info().server_schema.secret_fields() {
-        if let Some(Value::String(v)) = settings.get(name) {
-            secrets.push(v.clone());
-        }
-    }
-    let request = ActionRequest {
-        action: Action::TestConnection,
-        idempotency_key: crate::actions::new_idempotency_key(),
-        server: ServerContext {
-            id: server.id.0,
-            name: server.name.to_string(),
-            settings,
-        },
-        product: ProductContext::default(),
-        service: None,
-        client: None,
-        params: Settings::new(),
-    };
-    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    Ok(match call(engine, module.as_ref(), &request).await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(redact(&e.to_string(), &refs)),
-    })
-}
-
-/// Asks a service's module for a single sign-on link now, outside the queue (a link is
-/// short-lived and changes nothing, so there is nothing to retry or record).
-pub(crate) async fn login_url(
-    engine: Arc<Engine>,
-    service: &provisio_core::service::Service,
-) -> crate::Result<String> {
-    let shared = Shared {
-        limits: Mutex::new(Limits::new(engine.options.jobs.breaker.clone())),
-        engine: engine.clone(),
-        owner: "login-url".into(),
-        inflight: Mutex::new(HashSet::new()),
-        cache: Mutex::new(RecordCache::default()),
-    };
-    let now = Utc::now();
-    let job = Job {
-        id: JobId(0),
-        service_id: service.id,
-        server_id: service.server_id,
-        action: Action::LoginUrl,
-        state: JobState::Running,
-        params: Settings::new(),
-        idempotency_key: crate::actions::new_idempotency_key(),
-        attempts: 0,
-        max_attempts: 1,
-        run_after: now,
-        lease_owner: None,
-        lease_until: None,
-        needs_lookup: false,
-        last_error: None,
-        error_kind: None,
-        note: None,
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
-    };
-    let conflict = |message: String| crate::EngineError::Conflict {
-        field: None,
-        message,
-    };
-    let loaded = load(&shared, &job, None).await.map_err(conflict)?;
-    if !loaded
-        .module
-        .info()
-        .can(provisio_core::module::Capability::LoginUrl)
-    {
-        return Err(conflict(format!(
-            "module '{}' cannot produce login links",
-            loaded.module.info().name
-        )));
-    }
-    let refs: Vec<&str> = loaded.secrets.iter().map(String::as_str).collect();
-    match call(&engine, loaded.module.as_ref(), &loaded.request).await {
-        Ok(reply) => reply
-            .url
-            .ok_or_else(|| conflict("the module answered without a link".into())),
-        Err(e) => Err(conflict(format!(
-            "the module could not produce a link: {}",
-            redact(&e.message, &refs)
-        ))),
-    }
 }
