@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 
 use crate::error::Problems;
 use crate::input::RecordRef;
+use crate::jobs::plan;
 use crate::jobs::request::ActionInput;
 use crate::{Engine, EngineError, Result};
 
@@ -645,27 +646,19 @@ impl Engine {
         members: &[Service],
     ) -> Result<HashMap<ServiceId, (Action, Settings)>> {
         let mut out = HashMap::new();
-        let (action, params) = match op {
-            GroupOp::Suspend => {
-                let mut p = Settings::new();
-                p.insert(
-                    "reason".into(),
-                    Value::String(req.reason.clone().unwrap_or_else(|| "admin".into())),
-                );
-                (Action::Suspend, p)
-            }
-            GroupOp::Activate => (Action::Unsuspend, Settings::new()),
-            GroupOp::Delete => (Action::Terminate, Settings::new()),
+        let (action, input) = match op {
+            GroupOp::Suspend => (
+                Action::Suspend,
+                ActionInput {
+                    reason: Some(req.reason.clone().unwrap_or_else(|| "admin".into())),
+                    ..Default::default()
+                },
+            ),
+            GroupOp::Activate => (Action::Unsuspend, ActionInput::default()),
+            GroupOp::Delete => (Action::Terminate, ActionInput::default()),
             _ => return Ok(out),
         };
         if req.dry_run {
-            return Ok(out);
-        }
-        if req
-            .reason
-            .as_ref()
-            .is_some_and(|r| r.trim().is_empty() || r.len() > 200)
-        {
             return Ok(out);
         }
         let event =
@@ -702,11 +695,13 @@ impl Engine {
                 None => break,
             }
         }
-        let mut capable: HashMap<ServerId, bool> = HashMap::new();
+        // Each member passes the action path's own checks, against its current status
+        // (it has no open job) and its server, loaded once per server.
+        let mut servers: HashMap<ServerId, Option<(provisio_core::server::Server, Vec<String>)>> =
+            HashMap::new();
+        let mut params = None;
         for s in members {
-            if open.contains(&s.id)
-                || provisio_core::job::check_transition(s.status, &action).is_err()
-            {
+            if open.contains(&s.id) {
                 continue;
             }
             if action == Action::Terminate {
@@ -717,22 +712,50 @@ impl Engine {
                     }
                 }
             }
-            let can = match capable.get(&s.server_id) {
-                Some(c) => *c,
-                None => {
-                    let c = match self.store.get_server(s.server_id).await? {
-                        Some(server) => self
+            let loaded = match servers.entry(s.server_id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let server = self.store.get_server(s.server_id).await?;
+                    e.insert(server.map(|server| {
+                        let offered = self
                             .modules
-                            .info(&server.module)
-                            .is_some_and(|m| action.capability().is_some_and(|cap| m.can(cap))),
-                        None => false,
-                    };
-                    capable.insert(s.server_id, c);
-                    c
+                            .get(&server.module)
+                            .map(|m| m.custom_actions(&server.settings))
+                            .unwrap_or_default();
+                        (server, offered)
+                    }))
                 }
             };
-            if can {
-                out.insert(s.id, (action.clone(), params.clone()));
+            let Some((server, offered)) = loaded.as_ref() else {
+                continue;
+            };
+            let target = plan::Target {
+                server,
+                module: self.modules.info(&server.module),
+                offered,
+                status: s.status,
+                product_id: s.product_id,
+            };
+            if plan::check_runnable(&target, &action).is_err() {
+                continue;
+            }
+            // The same input for every member: checked once. Bad input leaves every member
+            // to the one-by-one path, which reports it.
+            let p = params.get_or_insert_with(|| {
+                plan::params(
+                    &self.cipher,
+                    &target,
+                    &action,
+                    &input,
+                    plan::NewProduct::None,
+                )
+                .ok()
+            });
+            match p {
+                Some(p) => {
+                    out.insert(s.id, (action.clone(), p.clone()));
+                }
+                None => return Ok(HashMap::new()),
             }
         }
         Ok(out)

@@ -4,5 +4,6 @@
 
 pub(crate) mod call;
 pub mod limits;
+pub(crate) mod plan;
 pub(crate) mod request;
 pub mod worker;

@@ -4,22 +4,22 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use provisio_core::job::{check_transition, status_after, Attempt, Job, JobId, JobState, NewJob};
+use provisio_core::job::{status_after, Attempt, Job, JobId, JobState, NewJob};
 use provisio_core::module::Action;
 use provisio_core::page::{Page, PageRequest};
-use provisio_core::secret::generate_password;
-use provisio_core::service::{Service, ServiceStatus, SuspendReason};
+use provisio_core::service::{Service, ServiceStatus};
 use provisio_core::settings::Settings;
 use provisio_core::{ServerId, ServiceId};
 use provisio_store::JobFilter;
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::Problems;
 use crate::input::RecordRef;
+use crate::jobs::plan;
 use crate::{Engine, EngineError, Result};
 
 /// What an action request may carry; which fields apply depends on the action.
@@ -132,141 +132,32 @@ impl Engine {
                 what: "server",
                 key: service.server_id.to_string(),
             })?;
-        let mut p = Problems::default();
-        if let Action::Custom(name) = &action {
-            let offered = self
-                .modules
-                .get(&server.module)
-                .map(|m| m.custom_actions(&server.settings))
-                .unwrap_or_default();
-            if !offered.contains(name) {
-                return Err(EngineError::NotFound {
-                    what: "action",
-                    key: format!(
-                        "'{name}' on server '{}' (its custom actions: {})",
-                        server.name,
-                        if offered.is_empty() {
-                            "none".to_string()
-                        } else {
-                            offered.join(", ")
-                        }
-                    ),
-                });
-            }
-        }
-        let module = self.modules.info(&server.module);
-        match (module, action.capability()) {
-            (None, _) => {
-                return Err(EngineError::Conflict {
-                    field: None,
-                    message: format!(
-                        "server '{}' uses module '{}', which is not installed",
-                        server.name, server.module
-                    ),
-                })
-            }
-            (Some(m), Some(cap)) if !m.can(cap) => {
-                return Err(EngineError::Conflict {
-                    field: None,
-                    message: format!("module '{}' cannot {action}", m.name),
-                })
-            }
-            _ => {}
-        }
-        if !action.is_service_action() {
-            let mut bad = Problems::default();
-            bad.push(
-                "action",
-                "enum",
-                format!("'{action}' is not a service action"),
-            );
-            return Err(EngineError::Invalid(bad.0));
-        }
+        let module = self.modules.get(&server.module);
+        let offered = module
+            .map(|m| m.custom_actions(&server.settings))
+            .unwrap_or_default();
+        // The checks that need the projected status come after those that do not, so a
+        // request for an action the module lacks does not read the service's jobs.
+        let mut target = plan::Target {
+            server: &server,
+            module: module.map(|m| m.info()),
+            offered: &offered,
+            status: service.status,
+            product_id: service.product_id,
+        };
+        plan::check_capable(&target, &action)?;
         let (service, projected) = self.projected_status(service.id).await?;
-        check_transition(projected, &action).map_err(|message| EngineError::Conflict {
-            field: None,
-            message,
-        })?;
-
-        let mut params = Settings::new();
-        match action {
-            Action::Suspend => {
-                let reason =
-                    SuspendReason::from(input.reason.clone().unwrap_or_else(|| "admin".into()));
-                if reason.as_str().trim().is_empty() || reason.as_str().len() > 200 {
-                    p.push("reason", "length", "must be 1 to 200 characters");
-                }
-                if let Some(u) = input.until {
-                    if u <= Utc::now() {
-                        p.push("until", "future", "must be in the future");
-                    }
-                    params.insert("until".into(), Value::String(u.to_rfc3339()));
-                }
-                params.insert("reason".into(), Value::String(reason.as_str().to_string()));
-            }
-            Action::ChangePassword => {
-                let pw = input
-                    .password
-                    .clone()
-                    .unwrap_or_else(|| generate_password(16));
-                let n = pw.expose_secret().chars().count();
-                if !(8..=128).contains(&n) {
-                    p.push("password", "length", "must be 8 to 128 characters");
-                }
-                let sealed = self.cipher.seal_str(&pw);
-                params.insert("new_password".into(), crate::catalog::sealed_value(&sealed));
-            }
-            Action::ChangePackage => match &input.product {
-                None => p.push("product", "required", "is required for change-package"),
-                Some(r) => match self.find_product(r).await {
-                    Ok(prod) if prod.module != server.module => p.push(
-                        "product",
-                        "module",
-                        format!(
-                            "product '{}' uses module '{}', the service's server '{}'",
-                            prod.name, prod.module, server.module
-                        ),
-                    ),
-                    Ok(prod) if prod.id == service.product_id => {
-                        p.push("product", "same", "is already the service's product")
-                    }
-                    Ok(prod) => {
-                        params.insert("product_id".into(), Value::from(prod.id.0));
-                    }
-                    Err(EngineError::NotFound { .. }) => {
-                        p.push("product", "exists", format!("no product {r}"))
-                    }
-                    Err(e) => return Err(e),
-                },
+        target.status = projected;
+        plan::check_runnable(&target, &action)?;
+        let new_product = match (&action, &input.product) {
+            (Action::ChangePackage, Some(r)) => match self.find_product(r).await {
+                Ok(prod) => plan::NewProduct::Found(prod),
+                Err(EngineError::NotFound { .. }) => plan::NewProduct::Missing,
+                Err(e) => return Err(e),
             },
-            _ => {}
-        }
-        // Fields that do not belong to this action are refused rather than ignored.
-        let stray = [
-            (
-                "reason",
-                input.reason.is_some() && action != Action::Suspend,
-            ),
-            ("until", input.until.is_some() && action != Action::Suspend),
-            (
-                "password",
-                input.password.is_some() && action != Action::ChangePassword,
-            ),
-            (
-                "product",
-                input.product.is_some() && action != Action::ChangePackage,
-            ),
-        ];
-        for (field, bad) in stray {
-            if bad {
-                p.push(
-                    field,
-                    "not_applicable",
-                    format!("does not apply to {action}"),
-                );
-            }
-        }
-        p.finish()?;
+            _ => plan::NewProduct::None,
+        };
+        let mut params = plan::params(&self.cipher, &target, &action, &input, new_product)?;
 
         let mut service = service;
         let gated = self
