@@ -18,6 +18,7 @@ pub mod input;
 pub mod jobs;
 pub mod keys;
 pub mod patch;
+mod runtime;
 pub mod usage;
 
 // The rooms' public faces under their old names, for the server, the CLI and the benches.

@@ -29,6 +29,7 @@ use utoipa::ToSchema;
 use crate::error::Problems;
 use crate::input::RecordRef;
 use crate::jobs::request::ActionInput;
+use crate::runtime::Shutdown;
 use crate::{Engine, EngineError, Result};
 
 /// How usage is synced.
@@ -870,10 +871,7 @@ fn metric_view(s: &UsageState, topups: &[Topup]) -> MetricView {
 
 /// Runs scheduled syncs and audits: at each cron occurrence, one process (the first to
 /// store the occurrence's slot) runs it; the others see the slot taken and skip.
-pub(crate) async fn schedule_loop(
-    engine: Arc<Engine>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub(crate) async fn schedule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
     let usage = engine
         .options
         .usage
@@ -901,7 +899,7 @@ pub(crate) async fn schedule_loop(
             .min(Duration::from_secs(60));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
+            _ = stop.stopped() => return,
         }
         let now = Utc::now();
         if let (Some(at), Some(c)) = (next_usage, usage.as_ref()) {

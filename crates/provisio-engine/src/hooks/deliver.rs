@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::runtime::Shutdown;
 use chrono::Utc;
 use provisio_core::event::Event;
 use provisio_core::handler::{
@@ -21,7 +22,6 @@ use provisio_store::{DeliveryUpdate, HandlerFilter, HandlerHealth, NewDelivery, 
 use rand::Rng;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Engine;
@@ -434,20 +434,9 @@ fn jittered(d: Duration) -> chrono::Duration {
     chrono::Duration::milliseconds(ms as i64)
 }
 
-async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = stop.changed() => true,
-    }
-}
-
 /// Dispatches events and sends due deliveries until told to stop; deliveries in flight
 /// finish first.
-pub(crate) async fn delivery_loop(
-    engine: Arc<Engine>,
-    owner: String,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: Shutdown) {
     let mut inflight: JoinSet<()> = JoinSet::new();
     let mut last_requeue: Option<Instant> = None;
     let cap = engine.options.hooks.max_in_flight as usize;
@@ -507,10 +496,10 @@ pub(crate) async fn delivery_loop(
                 Err(e) => tracing::warn!(error = %e, "claiming deliveries failed"),
             }
         }
-        if *stop.borrow() {
+        if stop.is_stopping() {
             break;
         }
-        if !busy && sleep_or_stop(engine.options.jobs.poll_interval, &mut stop).await {
+        if !busy && stop.sleep(engine.options.jobs.poll_interval).await {
             break;
         }
     }

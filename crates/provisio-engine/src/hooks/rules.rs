@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::Shutdown;
 use chrono::Utc;
 use provisio_core::event::{EventType, CATALOGUE};
 use provisio_core::module::Action;
@@ -15,7 +16,6 @@ use provisio_core::text::Handle;
 use provisio_core::{ClientId, RuleId, ServiceId};
 use provisio_store::ServiceFilter;
 use serde::Deserialize;
-use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use crate::error::Problems;
@@ -365,7 +365,7 @@ pub fn is_rule_event(s: &str) -> bool {
 }
 
 /// Runs due rule firings until told to stop.
-pub(crate) async fn rule_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn rule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
     let mut last_requeue: Option<std::time::Instant> = None;
     loop {
         if last_requeue.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
@@ -391,13 +391,13 @@ pub(crate) async fn rule_loop(engine: Arc<Engine>, mut stop: watch::Receiver<boo
                 tracing::warn!(error = %e, "recording a rule run failed");
             }
         }
-        if *stop.borrow() {
+        if stop.is_stopping() {
             return;
         }
         if !busy {
             tokio::select! {
                 _ = tokio::time::sleep(engine.options.jobs.poll_interval) => {}
-                _ = stop.changed() => return,
+                _ = stop.stopped() => return,
             }
         }
     }

@@ -23,7 +23,9 @@ use provisio_core::settings::Settings;
 use provisio_core::{ProductId, ServerId};
 use provisio_store::{ClaimRequest, JobUpdate, ServiceChange};
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+
+use crate::runtime::Shutdown;
 use tokio::task::JoinSet;
 
 use crate::input::RecordRef;
@@ -31,19 +33,7 @@ use crate::jobs::call::{Prepared, ServiceRecords};
 use crate::jobs::limits::Limits;
 use crate::Engine;
 
-/// A running worker; dropping the handle does not stop it, [`WorkerHandle::shutdown`] does.
-pub struct WorkerHandle {
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-}
-
-impl WorkerHandle {
-    /// Stops claiming, lets jobs in flight finish and writes their outcomes.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
-    }
-}
+pub use crate::runtime::{spawn, WorkerHandle};
 
 struct Shared {
     engine: Arc<Engine>,
@@ -117,9 +107,9 @@ type Preloaded = (
     Option<provisio_core::client::Client>,
 );
 
-/// Starts a worker over `engine`; `owner` names this process in job leases.
-pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
-    let (stop, stop_rx) = watch::channel(false);
+/// Starts the worker's loops over `engine` (turns, lease heartbeat, maintenance);
+/// `owner` names this process in job leases.
+pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String, stop: &Shutdown) {
     let shared = Arc::new(Shared {
         limits: Mutex::new(Limits::new(engine.options.jobs.breaker.clone())),
         engine,
@@ -128,31 +118,9 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         cache: Mutex::new(RecordCache::default()),
     });
     let (tx, rx) = mpsc::unbounded_channel::<Finished>();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(queue_loop(shared.clone(), tx, rx, stop_rx.clone()));
-    tasks.spawn(heartbeat_loop(shared.clone(), stop_rx.clone()));
-    tasks.spawn(crate::hooks::deliver::delivery_loop(
-        shared.engine.clone(),
-        shared.owner.clone(),
-        stop_rx.clone(),
-    ));
-    tasks.spawn(crate::hooks::rules::rule_loop(
-        shared.engine.clone(),
-        stop_rx.clone(),
-    ));
-    tasks.spawn(crate::usage::schedule_loop(
-        shared.engine.clone(),
-        stop_rx.clone(),
-    ));
-    tasks.spawn(maintenance_loop(shared, stop_rx));
-    WorkerHandle { stop, tasks }
-}
-
-async fn sleep_or_stop(d: std::time::Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = stop.changed() => true,
-    }
+    tasks.spawn(queue_loop(shared.clone(), tx, rx, stop.clone()));
+    tasks.spawn(heartbeat_loop(shared.clone(), stop.clone()));
+    tasks.spawn(maintenance_loop(shared, stop.clone()));
 }
 
 /// The worker's turns. Each first claims jobs for the free slots, counting as free the
@@ -163,7 +131,7 @@ async fn queue_loop(
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Finished>,
     mut rx: mpsc::UnboundedReceiver<Finished>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
 ) {
     let engine = shared.engine.clone();
     let opts = engine.options.jobs.clone();
@@ -182,7 +150,7 @@ async fn queue_loop(
                 Err(_) => break,
             }
         }
-        let stopping = *stop.borrow();
+        let stopping = stop.is_stopping();
         if stopping && idle && batch.is_empty() {
             break;
         }
@@ -215,7 +183,7 @@ async fn queue_loop(
                 _ = rx.recv_many(&mut batch, 512) => {}
                 _ = engine.wake.notified() => claim_due = true,
                 _ = tokio::time::sleep(opts.poll_interval) => claim_due = true,
-                _ = stop.changed(), if !stopping => {}
+                _ = stop.stopped(), if !stopping => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
             continue;
@@ -356,10 +324,10 @@ async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, 
     }
 }
 
-async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
     let lease = shared.engine.options.jobs.lease;
     loop {
-        if sleep_or_stop(lease / 3, &mut stop).await {
+        if stop.sleep(lease / 3).await {
             return;
         }
         let ids: Vec<JobId> = shared.inflight.lock().unwrap().iter().copied().collect();
@@ -378,7 +346,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn maintenance_loop(shared: Arc<Shared>, mut stop: Shutdown) {
     let engine = shared.engine.clone();
     let mut last_purge: Option<Instant> = None;
     let mut last_cleanup: Option<Instant> = None;
@@ -434,7 +402,7 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             }
             Err(e) => tracing::warn!(error = %e, "looking for due unsuspends failed"),
         }
-        if sleep_or_stop(every, &mut stop).await {
+        if stop.sleep(every).await {
             return;
         }
     }

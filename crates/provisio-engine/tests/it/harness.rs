@@ -1,0 +1,195 @@
+//! A fresh engine per test: a SQLite store in a temporary directory, a recording module
+//! registered through the registry (so behind its redacting layer, as in production),
+//! and helpers to make the records an action needs.
+
+use std::sync::{Arc, Mutex};
+
+use provisio_core::module::{
+    Action, ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
+};
+use provisio_core::secret::Cipher;
+use provisio_core::service::Service;
+use provisio_core::settings::{Field, Settings, SettingsSchema};
+use provisio_core::ClientId;
+use provisio_engine::input::{ClientCreate, ProductCreate, RecordRef, ServerCreate, ServiceCreate};
+use provisio_engine::{Engine, EngineOptions};
+use provisio_modules::Registry;
+use serde_json::{json, Value};
+
+/// Every call the module saw, as (action, username, idempotency key).
+#[derive(Default)]
+pub struct Recording {
+    info: std::sync::OnceLock<ModuleInfo>,
+    pub calls: Mutex<Vec<(String, String, String)>>,
+}
+
+#[async_trait::async_trait]
+impl Module for Recording {
+    fn info(&self) -> &ModuleInfo {
+        self.info.get_or_init(|| ModuleInfo {
+            name: "recording".into(),
+            version: "1".into(),
+            description: "engine test scaffolding".into(),
+            // No renew, so a missing capability can be asked for.
+            capabilities: vec![
+                Capability::Create,
+                Capability::Suspend,
+                Capability::Unsuspend,
+                Capability::Terminate,
+                Capability::ChangePassword,
+                Capability::ChangePackage,
+                Capability::Lookup,
+                Capability::TestConnection,
+            ],
+            custom_actions: vec!["reboot".into()],
+            server_schema: SettingsSchema::new(vec![Field::secret("token", "Token")]),
+            product_schema: SettingsSchema::new(vec![]).allow_extra(),
+            service_schema: SettingsSchema::new(vec![]).allow_extra(),
+        })
+    }
+
+    async fn call(&self, req: &ActionRequest) -> Result<ActionReply, ModuleError> {
+        let user = req
+            .service
+            .as_ref()
+            .map(|s| s.username.clone())
+            .unwrap_or_default();
+        self.calls.lock().unwrap().push((
+            req.action.as_str().to_string(),
+            user,
+            req.idempotency_key.clone(),
+        ));
+        let echo = req
+            .service
+            .as_ref()
+            .and_then(|s| s.settings.get("echo_secrets"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if echo || req.service.is_none() {
+            // A careless module repeating every secret it was given.
+            use secrecy::ExposeSecret;
+            let token = req.server.settings.get("token").and_then(Value::as_str);
+            let password = req
+                .service
+                .as_ref()
+                .map(|s| s.password.expose_secret().to_string());
+            let new = req.params.get("new_password").and_then(Value::as_str);
+            return Err(ModuleError::permanent(format!(
+                "remote refused token={token:?} password={password:?} new={new:?}"
+            )));
+        }
+        Ok(ActionReply::default())
+    }
+}
+
+pub struct TestEngine {
+    pub engine: Arc<Engine>,
+    pub module: Arc<Recording>,
+    pub client: ClientId,
+    _dir: tempfile::TempDir,
+}
+
+pub const TOKEN: &str = "tok-7f3a9c2e-server-secret";
+
+impl TestEngine {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("engine.db").display());
+        let store = provisio_store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let module = Arc::new(Recording::default());
+        let mut modules = Registry::empty();
+        modules.register(module.clone());
+        let mut options = EngineOptions::default();
+        options.jobs.poll_interval = std::time::Duration::from_millis(20);
+        let engine = Arc::new(Engine::new(
+            store,
+            modules,
+            Cipher::new(&Cipher::generate_key()),
+            options,
+        ));
+        engine
+            .create_server(ServerCreate {
+                name: "edge-1".into(),
+                module: "recording".into(),
+                group: None,
+                settings: settings(json!({ "token": TOKEN })),
+                max_concurrent: None,
+                max_per_second: None,
+                enabled: None,
+            })
+            .await
+            .unwrap();
+        for (name, setup) in [
+            ("basic", "manual"),
+            ("gold", "manual"),
+            ("auto", "on_order"),
+        ] {
+            engine
+                .create_product(ProductCreate {
+                    name: name.into(),
+                    module: "recording".into(),
+                    extends: None,
+                    server_group: None,
+                    settings: Settings::new(),
+                    auto_setup: Some(serde_json::from_value(json!(setup)).unwrap()),
+                    client_fields: None,
+                })
+                .await
+                .unwrap();
+        }
+        let client = engine
+            .create_client(ClientCreate {
+                name: "Acme Ltd".into(),
+                email: "ops@acme.example".into(),
+                currency: None,
+                balance_minor: None,
+                status: None,
+                custom_fields: Default::default(),
+            })
+            .await
+            .unwrap()
+            .id;
+        Self {
+            engine,
+            module,
+            client,
+            _dir: dir,
+        }
+    }
+
+    /// Orders a service of `product`; `auto` queues its create at once.
+    pub async fn order(&self, product: &str, username: &str, service_settings: Value) -> Service {
+        self.engine
+            .create_service(ServiceCreate {
+                client_id: self.client,
+                product: RecordRef::Name(product.into()),
+                server: None,
+                username: Some(username.into()),
+                password: Some("client-password-5b1d".to_string().into()),
+                invoice: None,
+                parent_invoice: None,
+                settings: settings(service_settings),
+            })
+            .await
+            .unwrap()
+    }
+
+    pub fn calls(&self) -> Vec<(String, String, String)> {
+        self.module.calls.lock().unwrap().clone()
+    }
+
+    pub fn actions_called(&self) -> Vec<Action> {
+        self.calls()
+            .iter()
+            .map(|(a, _, _)| Action::from_stored(a))
+            .collect()
+    }
+}
+
+pub fn settings(v: Value) -> Settings {
+    match v {
+        Value::Object(m) => m,
+        _ => Settings::new(),
+    }
+}
