@@ -89,7 +89,7 @@ pub(crate) fn check_capable(t: &Target<'_>, action: &Action) -> Result<()> {
 pub(crate) enum NewProduct {
     /// The action takes no product, or none was given.
     None,
-    Found(Product),
+    Found(Box<Product>),
     /// The reference matched no product.
     Missing,
 }

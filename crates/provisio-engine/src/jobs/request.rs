@@ -151,7 +151,7 @@ impl Engine {
         plan::check_runnable(&target, &action)?;
         let new_product = match (&action, &input.product) {
             (Action::ChangePackage, Some(r)) => match self.find_product(r).await {
-                Ok(prod) => plan::NewProduct::Found(prod),
+                Ok(prod) => plan::NewProduct::Found(Box::new(prod)),
                 Err(EngineError::NotFound { .. }) => plan::NewProduct::Missing,
                 Err(e) => return Err(e),
             },
