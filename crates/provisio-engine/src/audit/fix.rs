@@ -4,6 +4,7 @@
 use super::*;
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fix_one(
         &self,
         audit: i64,

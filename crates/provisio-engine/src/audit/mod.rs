@@ -481,7 +481,6 @@ impl Engine {
     }
 
     /// Plans (dry run) or takes the fix for one finding; returns what it did or would do.
-    #[allow(clippy::too_many_arguments)]
     pub async fn get_audit(&self, id: i64) -> Result<Audit> {
         self.store
             .get_audit(id)
