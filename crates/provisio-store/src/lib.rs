@@ -3,6 +3,18 @@
 //! The store keeps records as the engine hands them over. It never sees plaintext secrets:
 //! they arrive sealed (see `provisio_core::secret`).
 
+/// One record by one key: reads the row (`None` when there is none) and maps it to its
+/// record. Every `get_*` of the SQL bodies has this shape.
+macro_rules! one_by {
+    ($pool:expr, $row:ty, $sql:expr, $key:expr) => {{
+        let row: Option<$row> = sqlx::query_as($sql)
+            .bind($key)
+            .fetch_optional($pool)
+            .await?;
+        row.map(TryInto::try_into).transpose()
+    }};
+}
+
 mod error;
 mod hooks;
 mod postgres;

@@ -55,12 +55,7 @@ macro_rules! impl_store {
                 &self,
                 id: provisio_core::ClientId,
             ) -> $crate::Result<Option<provisio_core::client::Client>> {
-                let row: Option<$crate::rows::ClientRow> =
-                    sqlx::query_as("SELECT * FROM clients WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::ClientRow, "SELECT * FROM clients WHERE id = $1", id.0)
             }
 
             async fn get_clients(
@@ -272,24 +267,14 @@ macro_rules! impl_store {
                 &self,
                 id: provisio_core::ServerId,
             ) -> $crate::Result<Option<provisio_core::server::Server>> {
-                let row: Option<$crate::rows::ServerRow> =
-                    sqlx::query_as("SELECT * FROM servers WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::ServerRow, "SELECT * FROM servers WHERE id = $1", id.0)
             }
 
             async fn get_server_by_name(
                 &self,
                 name: &str,
             ) -> $crate::Result<Option<provisio_core::server::Server>> {
-                let row: Option<$crate::rows::ServerRow> =
-                    sqlx::query_as("SELECT * FROM servers WHERE name = $1")
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::ServerRow, "SELECT * FROM servers WHERE name = $1", name)
             }
 
             async fn update_server(
@@ -373,24 +358,14 @@ macro_rules! impl_store {
                 &self,
                 id: provisio_core::ProductId,
             ) -> $crate::Result<Option<provisio_core::product::Product>> {
-                let row: Option<$crate::rows::ProductRow> =
-                    sqlx::query_as("SELECT * FROM products WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::ProductRow, "SELECT * FROM products WHERE id = $1", id.0)
             }
 
             async fn get_product_by_name(
                 &self,
                 name: &str,
             ) -> $crate::Result<Option<provisio_core::product::Product>> {
-                let row: Option<$crate::rows::ProductRow> =
-                    sqlx::query_as("SELECT * FROM products WHERE name = $1")
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::ProductRow, "SELECT * FROM products WHERE name = $1", name)
             }
 
             async fn update_product(
@@ -454,12 +429,7 @@ macro_rules! impl_store {
                 &self,
                 id: provisio_core::ServiceId,
             ) -> $crate::Result<Option<provisio_core::service::Service>> {
-                let row: Option<$crate::rows::ServiceRow> =
-                    sqlx::query_as("SELECT * FROM services WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::ServiceRow, "SELECT * FROM services WHERE id = $1", id.0)
             }
 
             async fn get_services(
@@ -669,12 +639,7 @@ macro_rules! impl_store {
                 &self,
                 id: provisio_core::job::JobId,
             ) -> $crate::Result<Option<provisio_core::job::Job>> {
-                let row: Option<$crate::rows::JobRow> =
-                    sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::JobRow, "SELECT * FROM jobs WHERE id = $1", id.0)
             }
 
             async fn get_jobs(
@@ -910,12 +875,7 @@ macro_rules! impl_store {
             }
 
             async fn find_api_key(&self, hash: &str) -> $crate::Result<Option<$crate::ApiKey>> {
-                let row: Option<$crate::rows::ApiKeyRow> =
-                    sqlx::query_as("SELECT * FROM api_keys WHERE hash = $1")
-                        .bind(hash)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::ApiKeyRow, "SELECT * FROM api_keys WHERE hash = $1", hash)
             }
 
             async fn touch_api_key(

@@ -41,24 +41,14 @@ macro_rules! impl_hook_store {
                 &self,
                 id: provisio_core::HandlerId,
             ) -> $crate::Result<Option<provisio_core::handler::Handler>> {
-                let row: Option<$crate::rows_hooks::HandlerRow> =
-                    sqlx::query_as("SELECT * FROM handlers WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows_hooks::HandlerRow, "SELECT * FROM handlers WHERE id = $1", id.0)
             }
 
             async fn get_handler_by_name(
                 &self,
                 name: &str,
             ) -> $crate::Result<Option<provisio_core::handler::Handler>> {
-                let row: Option<$crate::rows_hooks::HandlerRow> =
-                    sqlx::query_as("SELECT * FROM handlers WHERE name = $1")
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows_hooks::HandlerRow, "SELECT * FROM handlers WHERE name = $1", name)
             }
 
             async fn update_handler(
@@ -145,12 +135,7 @@ macro_rules! impl_hook_store {
                 &self,
                 id: provisio_core::event::EventId,
             ) -> $crate::Result<Option<provisio_core::event::Event>> {
-                let row: Option<$crate::rows::EventRow> =
-                    sqlx::query_as("SELECT * FROM events WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows::EventRow, "SELECT * FROM events WHERE id = $1", id.0)
             }
 
             async fn undispatched_events(
@@ -369,12 +354,7 @@ macro_rules! impl_hook_store {
                 &self,
                 id: provisio_core::DeliveryId,
             ) -> $crate::Result<Option<provisio_core::handler::Delivery>> {
-                let row: Option<$crate::rows_hooks::DeliveryRow> =
-                    sqlx::query_as("SELECT * FROM deliveries WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows_hooks::DeliveryRow, "SELECT * FROM deliveries WHERE id = $1", id.0)
             }
 
             async fn list_deliveries(
@@ -455,24 +435,14 @@ macro_rules! impl_hook_store {
                 &self,
                 id: provisio_core::RuleId,
             ) -> $crate::Result<Option<provisio_core::rule::Rule>> {
-                let row: Option<$crate::rows_hooks::RuleRow> =
-                    sqlx::query_as("SELECT * FROM rules WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows_hooks::RuleRow, "SELECT * FROM rules WHERE id = $1", id.0)
             }
 
             async fn get_rule_by_name(
                 &self,
                 name: &str,
             ) -> $crate::Result<Option<provisio_core::rule::Rule>> {
-                let row: Option<$crate::rows_hooks::RuleRow> =
-                    sqlx::query_as("SELECT * FROM rules WHERE name = $1")
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::rows_hooks::RuleRow, "SELECT * FROM rules WHERE name = $1", name)
             }
 
             async fn update_rule(

@@ -372,12 +372,7 @@ macro_rules! impl_usage_store {
             }
 
             async fn get_sync_run(&self, id: i64) -> $crate::Result<Option<$crate::SyncRun>> {
-                let row: Option<$crate::usage::SyncRow> =
-                    sqlx::query_as("SELECT * FROM usage_syncs WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                one_by!(&self.pool, $crate::usage::SyncRow, "SELECT * FROM usage_syncs WHERE id = $1", id)
             }
 
             async fn list_sync_runs(
