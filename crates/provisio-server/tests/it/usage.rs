@@ -144,7 +144,7 @@ async fn events(app: &TestApp, kind: &str, service: i64) -> usize {
     e["items"].as_array().unwrap().len()
 }
 
-async fn script_usage(db: Db) {
+async fn usage_from_the_script_module_lands_in_place(db: Db) {
     let (app, _modules, file) = app_with_remote(db, "").await;
     app.create(
         "/v1/products",
@@ -304,16 +304,6 @@ async fn script_usage(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn usage_from_the_script_module_lands_in_place_sqlite() {
-    script_usage(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn usage_from_the_script_module_lands_in_place_postgres() {
-    script_usage(Db::Postgres).await;
-}
-
 /// The accounts (username, bytes used) and how many pages were asked for.
 type Accounts = (Vec<(String, f64)>, u32);
 
@@ -339,8 +329,7 @@ async fn usage_page(
     axum::Json(json!({"data": items, "paging": {"next": next}}))
 }
 
-#[tokio::test]
-async fn usage_from_the_http_module_in_pages() {
+async fn usage_from_the_http_module_in_pages(db: Db) {
     let remote = Remote::default();
     let router = axum::Router::new()
         .route("/api/usage", axum::routing::get(usage_page))
@@ -349,7 +338,7 @@ async fn usage_from_the_http_module_in_pages() {
     let base = format!("http://{}/api", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
-    let app = spawn_app_with(Db::Sqlite, "[usage]\nschedule = \"\"\npage_size = 3\n").await;
+    let app = spawn_app_with(db, "[usage]\nschedule = \"\"\npage_size = 3\n").await;
     let ok = json!({"method": "POST", "url": "/noop"});
     app.create(
         "/v1/servers",
@@ -407,3 +396,8 @@ async fn usage_from_the_http_module_in_pages() {
     }
     app.stop().await;
 }
+
+on_both!(
+    usage_from_the_script_module_lands_in_place,
+    usage_from_the_http_module_in_pages,
+);
