@@ -37,8 +37,43 @@ pub fn write_accounts(file: &Path, accounts: Value) {
     write_atomic(file, json!({ "accounts": accounts }).to_string());
 }
 
+/// The lock `usage_remote.py` holds while it reads and rewrites the accounts file, held by a
+/// helper process until dropped (std's `File::lock` is newer than the workspace's MSRV).
+struct RemoteLock(std::process::Child);
+
+impl RemoteLock {
+    fn take(file: &Path) -> RemoteLock {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(python())
+            .arg("-c")
+            .arg("import fcntl, sys\nl = open(sys.argv[1], 'w')\nfcntl.flock(l, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()")
+            .arg(format!("{}.lock", file.display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked", "the remote's lock was not taken");
+        RemoteLock(child)
+    }
+}
+
+impl Drop for RemoteLock {
+    fn drop(&mut self) {
+        // Closing its stdin ends the helper, which releases the lock.
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
 /// Sets one account's use of `data` on the remote, keeping what the remote changed itself.
+/// Under the remote's lock: an action running meanwhile (the suspend a usage policy queued)
+/// reads and rewrites the file too, and would otherwise write the old use back over this.
 fn set_data(file: &Path, user: &str, used: u64) {
+    let _lock = RemoteLock::take(file);
     let mut st = read_state(file);
     st["accounts"][user]["usage"]["data"] = json!(used);
     write_atomic(file, st.to_string());
