@@ -193,19 +193,8 @@ async fn lifecycle(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn lifecycle_sqlite() {
-    lifecycle(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn lifecycle_postgres() {
-    lifecycle(Db::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_suspend_never_overtakes_the_create() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn a_suspend_never_overtakes_the_create(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let client = recorder_setup(&app, json!({})).await;
     let svc = order(&app, client, "plan", "bob", json!({"delay_ms": 300})).await;
     let id = svc["id"].as_i64().unwrap();
@@ -233,9 +222,8 @@ async fn a_suspend_never_overtakes_the_create() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn transient_failures_are_retried_and_permanent_ones_parked() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn transient_failures_are_retried_and_permanent_ones_parked(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let client = recorder_setup(&app, json!({})).await;
     let flaky = order(&app, client, "plan", "flaky", json!({"behaviour": "flaky"})).await;
     let job = app
@@ -346,9 +334,8 @@ async fn transient_failures_are_retried_and_permanent_ones_parked() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn an_unknown_outcome_is_looked_up_not_repeated() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn an_unknown_outcome_is_looked_up_not_repeated(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let client = recorder_setup(&app, json!({})).await;
     let svc = order(
         &app,
@@ -393,9 +380,8 @@ async fn an_unknown_outcome_is_looked_up_not_repeated() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn per_server_concurrency_and_rate_hold() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn per_server_concurrency_and_rate_hold(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let client = recorder_setup(&app, json!({"max_concurrent": 3, "max_per_second": 20})).await;
     let mut ids = Vec::new();
     for i in 0..30 {
@@ -429,13 +415,12 @@ async fn per_server_concurrency_and_rate_hold() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn the_breaker_stops_calls_to_a_failing_server() {
+async fn the_breaker_stops_calls_to_a_failing_server(db: Db) {
     // Open for 5 s, so the 1 s without calls checked below lies well inside it even on a
     // loaded machine.
     let jobs =
         crate::helpers::FAST_JOBS.replace("breaker_open_seconds = 2", "breaker_open_seconds = 5");
-    let app = spawn_app_with(Db::Sqlite, &jobs).await;
+    let app = spawn_app_with(db, &jobs).await;
     let client = recorder_setup(&app, json!({"max_concurrent": 1})).await;
     for i in 0..8 {
         order(
@@ -480,9 +465,8 @@ async fn the_breaker_stops_calls_to_a_failing_server() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn manual_products_wait_and_suspensions_end_by_themselves() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn manual_products_wait_and_suspensions_end_by_themselves(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let client = recorder_setup(&app, json!({})).await;
     let svc = order(&app, client, "manual", "dave", json!({})).await;
     let id = svc["id"].as_i64().unwrap();
@@ -520,9 +504,8 @@ async fn manual_products_wait_and_suspensions_end_by_themselves() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn server_test_runs_the_module_check() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn server_test_runs_the_module_check(db: Db) {
+    let app = spawn_app_with(db, "").await;
     recorder_setup(&app, json!({})).await;
     let (status, r) = app.post("/v1/servers/rec/test", json!({})).await;
     assert_eq!(status, StatusCode::OK);
@@ -538,9 +521,8 @@ async fn server_test_runs_the_module_check() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn on_accept_products_wait_for_acceptance() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn on_accept_products_wait_for_acceptance(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let client = recorder_setup(&app, json!({})).await;
     app.create(
         "/v1/products",
@@ -590,3 +572,15 @@ async fn on_accept_products_wait_for_acceptance() {
     assert_eq!(created, 1);
     app.stop().await;
 }
+
+on_both!(
+    lifecycle,
+    a_suspend_never_overtakes_the_create,
+    transient_failures_are_retried_and_permanent_ones_parked,
+    an_unknown_outcome_is_looked_up_not_repeated,
+    per_server_concurrency_and_rate_hold,
+    the_breaker_stops_calls_to_a_failing_server,
+    manual_products_wait_and_suspensions_end_by_themselves,
+    server_test_runs_the_module_check,
+    on_accept_products_wait_for_acceptance,
+);

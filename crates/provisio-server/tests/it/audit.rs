@@ -86,7 +86,7 @@ fn plant(file: &std::path::Path, with_orphan: bool) {
     write_accounts(file, accounts);
 }
 
-async fn drift_found_and_fixed(db: Db) {
+async fn audit_finds_and_fixes_drift(db: Db) {
     let (app, _modules, file) = app_with_remote(db, "").await;
     for (name, package) in [("gold", "gold"), ("silver", "silver")] {
         app.create(
@@ -263,12 +263,4 @@ async fn drift_found_and_fixed(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn audit_finds_and_fixes_drift_sqlite() {
-    drift_found_and_fixed(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn audit_finds_and_fixes_drift_postgres() {
-    drift_found_and_fixed(Db::Postgres).await;
-}
+on_both!(audit_finds_and_fixes_drift);

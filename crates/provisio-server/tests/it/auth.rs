@@ -2,11 +2,10 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, Db};
 
-#[tokio::test]
-async fn v1_needs_a_valid_key() {
-    let app = spawn_app().await;
+async fn v1_needs_a_valid_key(db: Db) {
+    let app = spawn_app(db).await;
     for (key, why) in [
         (None, "missing"),
         (Some("pvo_wrong"), "wrong"),
@@ -29,9 +28,8 @@ async fn v1_needs_a_valid_key() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn health_and_openapi_are_public() {
-    let app = spawn_app().await;
+async fn health_and_openapi_are_public(db: Db) {
+    let app = spawn_app(db).await;
     let resp = app
         .http
         .get(format!("{}/healthz", app.base))
@@ -51,9 +49,8 @@ async fn health_and_openapi_are_public() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn unknown_routes_and_methods_are_problems() {
-    let app = spawn_app().await;
+async fn unknown_routes_and_methods_are_problems(db: Db) {
+    let app = spawn_app(db).await;
     let (status, body) = app.get("/v1/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["status"], 404);
@@ -62,3 +59,9 @@ async fn unknown_routes_and_methods_are_problems() {
     assert_eq!(body["status"], 405);
     app.stop().await;
 }
+
+on_both!(
+    v1_needs_a_valid_key,
+    health_and_openapi_are_public,
+    unknown_routes_and_methods_are_problems,
+);

@@ -4,11 +4,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, Db};
 
-#[tokio::test]
-async fn every_write_route_refuses_bad_bodies_with_a_problem() {
-    let app = spawn_app().await;
+async fn every_write_route_refuses_bad_bodies_with_a_problem(db: Db) {
+    let app = spawn_app(db).await;
     let (client, _, _) = app.seed().await;
     let svc = app
         .create(
@@ -152,3 +151,5 @@ async fn every_write_route_refuses_bad_bodies_with_a_problem() {
     assert_eq!(s["settings"]["executable"], "accounts.sh");
     app.stop().await;
 }
+
+on_both!(every_write_route_refuses_bad_bodies_with_a_problem);

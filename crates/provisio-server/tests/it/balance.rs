@@ -150,19 +150,8 @@ async fn balance_transactions(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn balance_transactions_sqlite() {
-    balance_transactions(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn balance_transactions_postgres() {
-    balance_transactions(Db::Postgres).await;
-}
-
-#[tokio::test]
-async fn transaction_rules_name_their_fields() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn transaction_rules_name_their_fields(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let (id, _, _) = app.seed().await;
     let (status, body) = pay(
         &app,
@@ -246,9 +235,8 @@ async fn transaction_rules_name_their_fields() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn concurrent_payments_through_the_api_add_up() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn concurrent_payments_through_the_api_add_up(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let (id, _, _) = app.seed().await;
     let app = std::sync::Arc::new(app);
     let mut tasks = Vec::new();
@@ -270,3 +258,9 @@ async fn concurrent_payments_through_the_api_add_up() {
     assert_eq!(balance(&app, id).await, 20);
     std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
+
+on_both!(
+    balance_transactions,
+    transaction_rules_name_their_fields,
+    concurrent_payments_through_the_api_add_up,
+);

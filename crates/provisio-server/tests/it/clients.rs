@@ -69,19 +69,8 @@ async fn clients_crud(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn clients_crud_sqlite() {
-    clients_crud(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn clients_crud_postgres() {
-    clients_crud(Db::Postgres).await;
-}
-
-#[tokio::test]
-async fn client_rules_name_their_fields() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn client_rules_name_their_fields(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let (status, body) = app
         .post(
             "/v1/clients",
@@ -120,9 +109,8 @@ async fn client_rules_name_their_fields() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_with_services_is_not_deleted() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn a_client_with_services_is_not_deleted(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let (client, _, _) = app.seed().await;
     app.create(
         "/v1/services",
@@ -139,3 +127,9 @@ async fn a_client_with_services_is_not_deleted() {
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
+
+on_both!(
+    clients_crud,
+    client_rules_name_their_fields,
+    a_client_with_services_is_not_deleted,
+);

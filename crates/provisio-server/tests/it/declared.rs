@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{config, spawn_app_with, Db};
+use crate::helpers::{config, db_url, spawn_app_with, Db};
 
 const DECLARED: &str = r#"
 [[products]]
@@ -25,9 +25,8 @@ max_concurrent = 3
 settings = { hostname = "b1.example", username = "admin", password = "declared-Secret-1" }
 "#;
 
-#[tokio::test]
-async fn declared_entries_are_applied_idempotently() {
-    let app = spawn_app_with(Db::Sqlite, DECLARED).await;
+async fn declared_entries_are_applied_idempotently(db: Db) {
+    let app = spawn_app_with(db, DECLARED).await;
     let (_, s) = app.get("/v1/servers/backup-1").await;
     assert_eq!(s["group"], "eu");
     assert_eq!(s["max_concurrent"], 3);
@@ -81,10 +80,9 @@ async fn declared_entries_are_applied_idempotently() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_bad_declared_entry_stops_the_start_naming_it() {
+async fn a_bad_declared_entry_stops_the_start_naming_it(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("provisio.db").display());
+    let url = db_url(db, dir.path()).await;
     let bad = r#"
 [[servers]]
 name = "ok"
@@ -120,3 +118,8 @@ settings = { hostname = "h", username = "u", password = "p", port = 99999 }
         "{msg}"
     );
 }
+
+on_both!(
+    declared_entries_are_applied_idempotently,
+    a_bad_declared_entry_stops_the_start_naming_it,
+);

@@ -167,12 +167,4 @@ async fn announcements(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn events_sqlite() {
-    announcements(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn events_postgres() {
-    announcements(Db::Postgres).await;
-}
+on_both!(announcements);

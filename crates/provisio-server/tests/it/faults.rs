@@ -493,11 +493,10 @@ async fn all_jobs(app: &TestApp) -> Vec<Value> {
     list["items"].as_array().unwrap().clone()
 }
 
-#[tokio::test]
-async fn http_actions_complete_exactly_once_against_a_remote_that_fails_a_third() {
+async fn http_actions_complete_exactly_once_against_a_remote_that_fails_a_third(db: Db) {
     let started = Instant::now();
     let remote = Remote::start().await;
-    let app = spawn_app_with(Db::Sqlite, JOBS).await;
+    let app = spawn_app_with(db, JOBS).await;
     let client = app
         .create("/v1/clients", json!({"name": "F", "email": "f@f.test"}))
         .await;
@@ -688,10 +687,9 @@ async fn http_actions_complete_exactly_once_against_a_remote_that_fails_a_third(
 /// When a create's answer is lost and the lookup before the retry finds the account, the
 /// job is `skipped`, and the outputs the lookup returned are kept: later actions need them
 /// (with docs/modules/http.md's setup, `url = "/users/{{ service.outputs.user_id }}"`).
-#[tokio::test]
-async fn outputs_survive_a_create_that_was_skipped_after_a_lookup() {
+async fn outputs_survive_a_create_that_was_skipped_after_a_lookup(db: Db) {
     let remote = Remote::start().await;
-    let app = spawn_app_with(Db::Sqlite, JOBS).await;
+    let app = spawn_app_with(db, JOBS).await;
     let client = app
         .create("/v1/clients", json!({"name": "O", "email": "o@o.test"}))
         .await;
@@ -733,3 +731,8 @@ async fn outputs_survive_a_create_that_was_skipped_after_a_lookup() {
     }
     app.stop().await;
 }
+
+on_both!(
+    http_actions_complete_exactly_once_against_a_remote_that_fails_a_third,
+    outputs_survive_a_create_that_was_skipped_after_a_lookup,
+);

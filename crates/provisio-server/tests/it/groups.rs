@@ -96,7 +96,7 @@ async fn setup(db: Db, extra: &str) -> (TestApp, i64, [i64; 3]) {
     (app, c, [master, child1, child2])
 }
 
-async fn walk_through(db: Db) {
+async fn the_seed_walk_through_works(db: Db) {
     let (app, _, [master, child1, child2]) = setup(db, "").await;
     let fields = json!([
         "service.username",
@@ -235,19 +235,8 @@ async fn walk_through(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn the_seed_walk_through_works_sqlite() {
-    walk_through(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn the_seed_walk_through_works_postgres() {
-    walk_through(Db::Postgres).await;
-}
-
-#[tokio::test]
-async fn transfer_moves_members_to_another_client() {
-    let (app, c, [master, child1, child2]) = setup(Db::Sqlite, "").await;
+async fn transfer_moves_members_to_another_client(db: Db) {
+    let (app, c, [master, child1, child2]) = setup(db, "").await;
     let other = app
         .create(
             "/v1/clients",
@@ -271,9 +260,8 @@ async fn transfer_moves_members_to_another_client() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn group_operations_refuse_bad_input_and_unknown_groups() {
-    let (app, _, _) = setup(Db::Sqlite, "").await;
+async fn group_operations_refuse_bad_input_and_unknown_groups(db: Db) {
+    let (app, _, _) = setup(db, "").await;
     let (status, problem) = app.post("/v1/groups/nope/suspend", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     let (status, problem) = group_op(&app, "explode", json!({})).await;
@@ -295,13 +283,9 @@ async fn group_operations_refuse_bad_input_and_unknown_groups() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn clean_up_terminates_long_suspended_services() {
-    let (app, _, [master, child1, _]) = setup(
-        Db::Sqlite,
-        "[cleanup]\nterminate_suspended_after = \"30 days\"\n",
-    )
-    .await;
+async fn clean_up_terminates_long_suspended_services(db: Db) {
+    let (app, _, [master, child1, _]) =
+        setup(db, "[cleanup]\nterminate_suspended_after = \"30 days\"\n").await;
     assert_eq!(app.act(child1, "suspend", None).await["state"], "done");
     // Suspended just now: not 30 days yet.
     let (status, r) = app.post("/v1/cleanup", json!({"dry_run": true})).await;
@@ -329,9 +313,8 @@ async fn clean_up_terminates_long_suspended_services() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn sign_on_goes_from_the_master_to_children_never_up_or_sideways() {
-    let (app, _, [master, child1, child2]) = setup(Db::Sqlite, "").await;
+async fn sign_on_goes_from_the_master_to_children_never_up_or_sideways(db: Db) {
+    let (app, _, [master, child1, child2]) = setup(db, "").await;
     let url = |v: &Value| v["url"].as_str().unwrap().to_string();
     let (status, own) = app
         .post(&format!("/v1/services/{child1}/login-url"), json!({}))
@@ -362,10 +345,9 @@ async fn sign_on_goes_from_the_master_to_children_never_up_or_sideways() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn collect_shows_and_filters_usage_fields() {
+async fn collect_shows_and_filters_usage_fields(db: Db) {
     use crate::usage::{active, app_with_remote, client, read_state, sync, write_accounts};
-    let (app, _modules, file) = app_with_remote(Db::Sqlite, "").await;
+    let (app, _modules, file) = app_with_remote(db, "").await;
     app.create(
         "/v1/products",
         json!({"name": "gold", "module": "script", "settings": {"package": "gold", "data_limit": 100}}),
@@ -392,9 +374,8 @@ async fn collect_shows_and_filters_usage_fields() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn transfer_to_another_server_creates_first_and_removes_the_source_after() {
-    let (app, _, [master, child1, child2]) = setup(Db::Sqlite, "").await;
+async fn transfer_to_another_server_creates_first_and_removes_the_source_after(db: Db) {
+    let (app, _, [master, child1, child2]) = setup(db, "").await;
     app.create(
         "/v1/servers",
         json!({"name": "web2", "module": "recorder", "settings": {"token": "Tok-Groups-78"}}),
@@ -575,10 +556,9 @@ fn panel_settings(base: &str, host: &str) -> Value {
 /// The same rules as above through the real `http` module and a live remote: a transfer to
 /// a host that refuses leaves every member where it was, a working one creates on the
 /// target before removing from the source, and sign-on links follow the group's rule.
-#[tokio::test]
-async fn transfer_and_sign_on_through_the_http_module() {
+async fn transfer_and_sign_on_through_the_http_module(db: Db) {
     let (base, panel) = start_panel().await;
-    let app = spawn_app_with(Db::Sqlite, "").await;
+    let app = spawn_app_with(db, "").await;
     app.create(
         "/v1/servers",
         json!({"name": "panel-a", "module": "http", "settings": panel_settings(&base, "a")}),
@@ -729,3 +709,14 @@ async fn transfer_and_sign_on_through_the_http_module() {
     );
     app.stop().await;
 }
+
+on_both!(
+    the_seed_walk_through_works,
+    transfer_moves_members_to_another_client,
+    group_operations_refuse_bad_input_and_unknown_groups,
+    clean_up_terminates_long_suspended_services,
+    sign_on_goes_from_the_master_to_children_never_up_or_sideways,
+    collect_shows_and_filters_usage_fields,
+    transfer_to_another_server_creates_first_and_removes_the_source_after,
+    transfer_and_sign_on_through_the_http_module,
+);

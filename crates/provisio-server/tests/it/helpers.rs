@@ -204,8 +204,8 @@ pub fn config(dir: &std::path::Path, db_url: &str, extra_toml: &str) -> Config {
     Config::load(Some(&path), &Default::default()).unwrap()
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Db::Sqlite, "").await
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, "").await
 }
 
 pub async fn spawn_app_with(db: Db, extra_toml: &str) -> TestApp {

@@ -166,11 +166,10 @@ else:
     print(json.dumps({"decision": "allow"}))
 "#;
 
-#[tokio::test]
-async fn gates_forbid_a_vip_suspension_and_rewrite_a_username() {
+async fn gates_forbid_a_vip_suspension_and_rewrite_a_username(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     write_exec(dir.path(), "vip.py", VIP_GATE);
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     recorder_catalog(&app).await;
     let gate = app
         .create(
@@ -281,10 +280,9 @@ async fn gates_forbid_a_vip_suspension_and_rewrite_a_username() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_gate_that_times_out_follows_its_policy_and_delays_only_its_own_action() {
+async fn a_gate_that_times_out_follows_its_policy_and_delays_only_its_own_action(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     recorder_catalog(&app).await;
     let (url, rx) = start_receiver().await;
     rx.with(|i| i.delay = Duration::from_secs(3));
@@ -405,7 +403,7 @@ with open(out, "a") as f:
     f.write(json.dumps(msg) + "\n")
 "#;
 
-async fn notify_deliveries(db: Db) {
+async fn notify_deliveries_survive_an_outage_in_order_and_signed(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     write_exec(dir.path(), "record.py", RECORD_SCRIPT);
     let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
@@ -605,20 +603,9 @@ async fn notify_deliveries(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn notify_deliveries_survive_an_outage_in_order_and_signed_sqlite() {
-    notify_deliveries(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn notify_deliveries_survive_an_outage_in_order_and_signed_postgres() {
-    notify_deliveries(Db::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_handler_failing_too_long_is_disabled_with_an_event() {
+async fn a_handler_failing_too_long_is_disabled_with_an_event(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     // Nothing listens on this port.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -649,7 +636,7 @@ async fn a_handler_failing_too_long_is_disabled_with_an_event() {
     app.stop().await;
 }
 
-async fn balance_rules(db: Db) {
+async fn balance_rules_suspend_then_unsuspend_only_non_payment(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     recorder_catalog(&app).await;
@@ -733,20 +720,9 @@ async fn balance_rules(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn balance_rules_suspend_then_unsuspend_only_non_payment_sqlite() {
-    balance_rules(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn balance_rules_suspend_then_unsuspend_only_non_payment_postgres() {
-    balance_rules(Db::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_grace_period_is_skipped_when_the_client_pays_in_time() {
+async fn a_grace_period_is_skipped_when_the_client_pays_in_time(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     recorder_catalog(&app).await;
     app.create(
         "/v1/rules",
@@ -790,10 +766,9 @@ async fn a_grace_period_is_skipped_when_the_client_pays_in_time() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_created_rule_orders_a_service() {
+async fn a_client_created_rule_orders_a_service(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     recorder_catalog(&app).await;
     let (status, problem) = app
         .post(
@@ -887,8 +862,7 @@ fn start_smtp_sink(out: &Path) -> (u16, Kill) {
     (port, Kill(child))
 }
 
-#[tokio::test]
-async fn the_welcome_email_arrives_with_the_pass_key() {
+async fn the_welcome_email_arrives_with_the_pass_key(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     write_exec(dir.path(), "passkey.py", PASS_KEY_MODULE);
     let mail: PathBuf = dir.path().join("mail");
@@ -897,7 +871,7 @@ async fn the_welcome_email_arrives_with_the_pass_key() {
     let smtp = format!(
         "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"Provisio <noreply@example.test>\"\n"
     );
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), &smtp)).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), &smtp)).await;
     app.create(
         "/v1/servers",
         json!({"name": "backup", "module": "script", "settings": {"executable": "passkey.py"}}),
@@ -974,10 +948,9 @@ async fn the_welcome_email_arrives_with_the_pass_key() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn handlers_refuse_bad_input_by_field() {
+async fn handlers_refuse_bad_input_by_field(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     let cases = [
         (
             json!({"name": "a", "kind": "http", "phase": "notify", "events": ["client.*"]}),
@@ -1036,10 +1009,9 @@ async fn handlers_refuse_bad_input_by_field() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn gates_run_in_order_and_each_sees_the_changes_before_it() {
+async fn gates_run_in_order_and_each_sees_the_changes_before_it(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     recorder_catalog(&app).await;
     let (first_url, first) = start_receiver().await;
     let (second_url, second) = start_receiver().await;
@@ -1086,8 +1058,7 @@ async fn gates_run_in_order_and_each_sees_the_changes_before_it() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn handlers_and_rules_declared_in_the_config_are_applied_by_name() {
+async fn handlers_and_rules_declared_in_the_config_are_applied_by_name(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     write_exec(dir.path(), "vip.py", VIP_GATE);
     let declared = r#"
@@ -1112,7 +1083,7 @@ name = "signup"
 on = "client.created"
 action = { kind = "create_service", product = "plan" }
 "#;
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), declared)).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), declared)).await;
     let (_, h) = app.get("/v1/handlers/vip-guard").await;
     assert_eq!(h["timeout_ms"], 2000);
     assert_eq!(h["phase"], "gate");
@@ -1136,10 +1107,9 @@ action = { kind = "create_service", product = "plan" }
     app.stop().await;
 }
 
-#[tokio::test]
-async fn client_changes_pass_their_gates_first() {
+async fn client_changes_pass_their_gates_first(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     let (url, rx) = start_receiver().await;
     rx.with(|i| {
         i.reply = json!({"decision": "forbid", "reason": "clients are managed in billing"})
@@ -1181,10 +1151,9 @@ async fn client_changes_pass_their_gates_first() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn after_a_rotation_messages_carry_both_signatures_for_a_while() {
+async fn after_a_rotation_messages_carry_both_signatures_for_a_while(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(Db::Sqlite, &toml_for(dir.path(), "")).await;
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
     let (url, rx) = start_receiver().await;
     let h = app
         .create(
@@ -1216,3 +1185,19 @@ async fn after_a_rotation_messages_carry_both_signatures_for_a_while() {
     verify_with_standardwebhooks(&old, &got);
     app.stop().await;
 }
+
+on_both!(
+    gates_forbid_a_vip_suspension_and_rewrite_a_username,
+    a_gate_that_times_out_follows_its_policy_and_delays_only_its_own_action,
+    notify_deliveries_survive_an_outage_in_order_and_signed,
+    a_handler_failing_too_long_is_disabled_with_an_event,
+    balance_rules_suspend_then_unsuspend_only_non_payment,
+    a_grace_period_is_skipped_when_the_client_pays_in_time,
+    a_client_created_rule_orders_a_service,
+    the_welcome_email_arrives_with_the_pass_key,
+    handlers_refuse_bad_input_by_field,
+    gates_run_in_order_and_each_sees_the_changes_before_it,
+    handlers_and_rules_declared_in_the_config_are_applied_by_name,
+    client_changes_pass_their_gates_first,
+    after_a_rotation_messages_carry_both_signatures_for_a_while,
+);

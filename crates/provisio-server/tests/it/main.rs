@@ -1,4 +1,31 @@
 //! The REST API, driven over HTTP against a server started in-process on 127.0.0.1:0.
+//! Every test runs on SQLite and on PostgreSQL (`on_both!`), except the few that are about
+//! one database by nature, which say so where they are.
+
+/// For each `async fn name(db: Db)` of the module it is invoked in, a `sqlite::name` and a
+/// `postgres::name` test; the test's app (`spawn_app_with(db, …)`) makes a fresh database
+/// of its own, on PostgreSQL a new one in the cluster `PROVISIO_TEST_PG_URL` names.
+/// Defined before the modules so that every one of them can invoke it.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
 
 mod groups;
 mod helpers;

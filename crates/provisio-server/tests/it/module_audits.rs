@@ -112,20 +112,19 @@ fn sqlite(db: &std::path::Path, script: &str) {
     );
 }
 
-#[tokio::test]
-async fn radius_audit_finds_orphans_and_missing_accounts() {
+async fn radius_audit_finds_orphans_and_missing_accounts(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("radius.db");
+    let radius_db = dir.path().join("radius.db");
     let schema =
         std::fs::read_to_string("/etc/freeradius/3.0/mods-config/sql/main/sqlite/schema.sql")
             .expect(
                 "FreeRADIUS's SQL schema is missing: run scripts/test, which installs FreeRADIUS",
             );
-    sqlite(&db, &schema);
-    let app = spawn_app_with(Db::Sqlite, "[usage]\nschedule = \"\"\n").await;
+    sqlite(&radius_db, &schema);
+    let app = spawn_app_with(db, "[usage]\nschedule = \"\"\n").await;
     app.create(
         "/v1/servers",
-        json!({"name": "nas", "module": "radius", "settings": {"database_url": format!("sqlite://{}", db.display())}}),
+        json!({"name": "nas", "module": "radius", "settings": {"database_url": format!("sqlite://{}", radius_db.display())}}),
     )
     .await;
     app.create(
@@ -140,7 +139,7 @@ async fn radius_audit_finds_orphans_and_missing_accounts() {
     // Accounting rows as FreeRADIUS writes them (the radius module's own tests send real
     // Accounting-Requests through radclient) become usage through the engine's sync.
     sqlite(
-        &db,
+        &radius_db,
         "INSERT INTO radacct (acctsessionid, acctuniqueid, username, nasipaddress, acctstarttime, \
          acctinputoctets, acctoutputoctets) VALUES \
          ('s1', 'u1', 'sub1', '127.0.0.1', strftime('%s', 'now'), 1000, 2500), \
@@ -166,7 +165,7 @@ async fn radius_audit_finds_orphans_and_missing_accounts() {
         .iter()
         .all(|f| f.0 != "orphan_remote" && f.0 != "missing_remote"));
     sqlite(
-        &db,
+        &radius_db,
         "INSERT INTO radcheck (username, attribute, op, value) VALUES ('walkin', 'Cleartext-Password', ':=', 'pw-walkin-1');\
          DELETE FROM radcheck WHERE username = 'sub2'; DELETE FROM radusergroup WHERE username = 'sub2';\
          DELETE FROM radreply WHERE username = 'sub2';",
@@ -191,8 +190,7 @@ fn psql(url: &str, sql: &str) {
     );
 }
 
-#[tokio::test]
-async fn postgres_audit_finds_orphans_and_missing_accounts() {
+async fn postgres_audit_finds_orphans_and_missing_accounts(db: Db) {
     let admin = std::env::var("PROVISIO_TEST_PG_URL").expect(
         "PROVISIO_TEST_PG_URL is not set: run scripts/test, which starts a throwaway PostgreSQL",
     );
@@ -215,7 +213,7 @@ async fn postgres_audit_finds_orphans_and_missing_accounts() {
         })
         .collect();
     let prefix = format!("pa{tail}_");
-    let app = spawn_app_with(Db::Sqlite, "[usage]\nschedule = \"\"\n").await;
+    let app = spawn_app_with(db, "[usage]\nschedule = \"\"\n").await;
     app.create(
         "/v1/servers",
         json!({"name": "pg", "module": "postgres", "settings": {
@@ -252,8 +250,7 @@ impl Drop for Kill {
     }
 }
 
-#[tokio::test]
-async fn scim_audit_finds_orphans_and_missing_accounts() {
+async fn scim_audit_finds_orphans_and_missing_accounts(db: Db) {
     let exe = std::path::Path::new(&python()).with_file_name("scim2-server");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -281,7 +278,7 @@ async fn scim_audit_finds_orphans_and_missing_accounts() {
         assert!(Instant::now() < deadline, "scim2-server did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let app = spawn_app_with(Db::Sqlite, "[usage]\nschedule = \"\"\n").await;
+    let app = spawn_app_with(db, "[usage]\nschedule = \"\"\n").await;
     app.create(
         "/v1/servers",
         json!({"name": "saas", "module": "scim", "settings": {"base_url": base, "token": token}}),
@@ -329,3 +326,9 @@ async fn scim_audit_finds_orphans_and_missing_accounts() {
     assert_drift(&audit(&app, "saas").await, "drifter", "ben");
     app.stop().await;
 }
+
+on_both!(
+    radius_audit_finds_orphans_and_missing_accounts,
+    postgres_audit_finds_orphans_and_missing_accounts,
+    scim_audit_finds_orphans_and_missing_accounts,
+);

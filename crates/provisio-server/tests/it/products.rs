@@ -3,11 +3,10 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_field_error, spawn_app};
+use crate::helpers::{assert_field_error, spawn_app, Db};
 
-#[tokio::test]
-async fn products_inherit_and_refuse_cycles() {
-    let app = spawn_app().await;
+async fn products_inherit_and_refuse_cycles(db: Db) {
+    let app = spawn_app(db).await;
     let base = app
         .create(
             "/v1/products",
@@ -77,9 +76,8 @@ async fn products_inherit_and_refuse_cycles() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn seed_002_rules_are_enforced_through_the_api() {
-    let app = spawn_app().await;
+async fn seed_002_rules_are_enforced_through_the_api(db: Db) {
+    let app = spawn_app(db).await;
     let valid = json!({
         "protocol": "https", "action": "signup_customer", "reseller_name": "acme",
         "storage_allotted": "9999 GB", "report_email": "a@example.com, b@example.com",
@@ -158,3 +156,8 @@ async fn seed_002_rules_are_enforced_through_the_api() {
     );
     app.stop().await;
 }
+
+on_both!(
+    products_inherit_and_refuse_cycles,
+    seed_002_rules_are_enforced_through_the_api,
+);

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{captured_log, spawn_app};
+use crate::helpers::{captured_log, spawn_app, Db};
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
@@ -12,9 +12,11 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
+/// SQLite only: it searches the database's files (WAL included) for the secrets, and only
+/// SQLite keeps a database in files of the test's own.
 #[tokio::test]
 async fn secrets_are_encrypted_at_rest_and_never_shown() {
-    let app = spawn_app().await;
+    let app = spawn_app(Db::Sqlite).await;
     let server_secret = "SrvSecret-7d1f4c2a9b";
     let service_password = "SvcPassword-3e8a6b0c5d";
     let product_secret = "should-not-be-accepted-9f2";

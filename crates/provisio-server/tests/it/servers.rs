@@ -3,11 +3,10 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_field_error, spawn_app};
+use crate::helpers::{assert_field_error, spawn_app, Db};
 
-#[tokio::test]
-async fn servers_validate_settings_and_hide_secrets() {
-    let app = spawn_app().await;
+async fn servers_validate_settings_and_hide_secrets(db: Db) {
+    let app = spawn_app(db).await;
     let s = app
         .create(
             "/v1/servers",
@@ -89,9 +88,8 @@ async fn servers_validate_settings_and_hide_secrets() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn modules_list_their_schemas() {
-    let app = spawn_app().await;
+async fn modules_list_their_schemas(db: Db) {
+    let app = spawn_app(db).await;
     let (status, list) = app.get("/v1/modules").await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = list["items"]
@@ -125,3 +123,8 @@ async fn modules_list_their_schemas() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+on_both!(
+    servers_validate_settings_and_hide_secrets,
+    modules_list_their_schemas,
+);

@@ -92,19 +92,8 @@ async fn services_lifecycle_of_records(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn services_sqlite() {
-    services_lifecycle_of_records(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn services_postgres() {
-    services_lifecycle_of_records(Db::Postgres).await;
-}
-
-#[tokio::test]
-async fn service_input_is_checked() {
-    let app = spawn_app_with(Db::Sqlite, "").await;
+async fn service_input_is_checked(db: Db) {
+    let app = spawn_app_with(db, "").await;
     let (client, _, _) = app.seed().await;
     let (status, body) = app
         .post(
@@ -168,3 +157,5 @@ async fn service_input_is_checked() {
     assert_field_error(status, &body, "client_id", "status");
     app.stop().await;
 }
+
+on_both!(services_lifecycle_of_records, service_input_is_checked);

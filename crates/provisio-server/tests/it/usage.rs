@@ -37,8 +37,43 @@ pub fn write_accounts(file: &Path, accounts: Value) {
     write_atomic(file, json!({ "accounts": accounts }).to_string());
 }
 
+/// The lock `usage_remote.py` holds while it reads and rewrites the accounts file, held by a
+/// helper process until dropped (std's `File::lock` is newer than the workspace's MSRV).
+struct RemoteLock(std::process::Child);
+
+impl RemoteLock {
+    fn take(file: &Path) -> RemoteLock {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(python())
+            .arg("-c")
+            .arg("import fcntl, sys\nl = open(sys.argv[1], 'w')\nfcntl.flock(l, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()")
+            .arg(format!("{}.lock", file.display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked", "the remote's lock was not taken");
+        RemoteLock(child)
+    }
+}
+
+impl Drop for RemoteLock {
+    fn drop(&mut self) {
+        // Closing its stdin ends the helper, which releases the lock.
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
 /// Sets one account's use of `data` on the remote, keeping what the remote changed itself.
+/// Under the remote's lock: an action running meanwhile (the suspend a usage policy queued)
+/// reads and rewrites the file too, and would otherwise write the old use back over this.
 fn set_data(file: &Path, user: &str, used: u64) {
+    let _lock = RemoteLock::take(file);
     let mut st = read_state(file);
     st["accounts"][user]["usage"]["data"] = json!(used);
     write_atomic(file, st.to_string());
@@ -144,7 +179,7 @@ async fn events(app: &TestApp, kind: &str, service: i64) -> usize {
     e["items"].as_array().unwrap().len()
 }
 
-async fn script_usage(db: Db) {
+async fn usage_from_the_script_module_lands_in_place(db: Db) {
     let (app, _modules, file) = app_with_remote(db, "").await;
     app.create(
         "/v1/products",
@@ -304,16 +339,6 @@ async fn script_usage(db: Db) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn usage_from_the_script_module_lands_in_place_sqlite() {
-    script_usage(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn usage_from_the_script_module_lands_in_place_postgres() {
-    script_usage(Db::Postgres).await;
-}
-
 /// The accounts (username, bytes used) and how many pages were asked for.
 type Accounts = (Vec<(String, f64)>, u32);
 
@@ -339,8 +364,7 @@ async fn usage_page(
     axum::Json(json!({"data": items, "paging": {"next": next}}))
 }
 
-#[tokio::test]
-async fn usage_from_the_http_module_in_pages() {
+async fn usage_from_the_http_module_in_pages(db: Db) {
     let remote = Remote::default();
     let router = axum::Router::new()
         .route("/api/usage", axum::routing::get(usage_page))
@@ -349,7 +373,7 @@ async fn usage_from_the_http_module_in_pages() {
     let base = format!("http://{}/api", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
-    let app = spawn_app_with(Db::Sqlite, "[usage]\nschedule = \"\"\npage_size = 3\n").await;
+    let app = spawn_app_with(db, "[usage]\nschedule = \"\"\npage_size = 3\n").await;
     let ok = json!({"method": "POST", "url": "/noop"});
     app.create(
         "/v1/servers",
@@ -407,3 +431,8 @@ async fn usage_from_the_http_module_in_pages() {
     }
     app.stop().await;
 }
+
+on_both!(
+    usage_from_the_script_module_lands_in_place,
+    usage_from_the_http_module_in_pages,
+);
