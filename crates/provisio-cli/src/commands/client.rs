@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{parse_field, require_changes, Ctx, Paging};
+use super::{parse_field, require_changes, Ctx, Paging, Records};
 use crate::output::{self, col, Column};
 
 #[derive(clap::Subcommand, Debug)]
@@ -95,6 +95,13 @@ const TRANSACTION_COLUMNS: &[Column] = &[
     col("CREATED", "/created_at"),
 ];
 
+const CLIENTS: Records = Records {
+    base: "/v1/clients",
+    noun: "client",
+    plural: "clients",
+    columns: COLUMNS,
+};
+
 const COLUMNS: &[Column] = &[
     col("ID", "/id"),
     col("NAME", "/name"),
@@ -137,13 +144,9 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 ("status", status.unwrap_or_default()),
                 ("email", email.unwrap_or_default()),
             ];
-            let items = ctx.list("/v1/clients", &filters, &paging).await?;
-            output::print_list(ctx.output, &items, COLUMNS, "clients")
+            CLIENTS.list(ctx, &filters, &paging).await
         }
-        ClientCmd::Show { id } => {
-            let client = ctx.api.get(&path(id)).await?;
-            output::print_record(ctx.output, &client)
-        }
+        ClientCmd::Show { id } => CLIENTS.show(ctx, &id.to_string()).await,
         ClientCmd::Edit {
             id,
             name,
@@ -163,10 +166,7 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 .await?;
             output::print_record(ctx.output, &client)
         }
-        ClientCmd::Delete { id } => {
-            ctx.api.delete(&path(id)).await?;
-            output::print_deleted(ctx.output, "client", &id.to_string())
-        }
+        ClientCmd::Delete { id } => CLIENTS.delete(ctx, &id.to_string()).await,
         ClientCmd::Pay(args) => transaction(ctx, "payment", args).await,
         ClientCmd::Charge(args) => transaction(ctx, "charge", args).await,
         ClientCmd::Credit(args) => transaction(ctx, "credit", args).await,
@@ -203,7 +203,7 @@ fn transaction_body(kind: &str, args: TransactionArgs) -> Value {
 }
 
 fn path(id: i64) -> String {
-    format!("/v1/clients/{id}")
+    CLIENTS.path(&id.to_string())
 }
 
 fn text_map(pairs: Vec<(String, String)>) -> Value {

@@ -4,8 +4,7 @@
 use anyhow::Context as _;
 use serde_json::{json, Map, Value};
 
-use super::{require_changes, Ctx, Paging};
-use crate::api::segment;
+use super::{Ctx, Paging, Records};
 use crate::output::{self, col, Column};
 
 #[derive(clap::Subcommand, Debug)]
@@ -111,6 +110,13 @@ pub enum HandlerCmd {
     Redeliver { id: i64 },
 }
 
+const HANDLERS: Records = Records {
+    base: "/v1/handlers",
+    noun: "handler",
+    plural: "handlers",
+    columns: COLUMNS,
+};
+
 const COLUMNS: &[Column] = &[
     col("ID", "/id"),
     col("NAME", "/name"),
@@ -133,7 +139,7 @@ const DELIVERY_COLUMNS: &[Column] = &[
 ];
 
 fn path(handler: &str) -> String {
-    format!("/v1/handlers/{}", segment(handler))
+    HANDLERS.path(handler)
 }
 
 fn put<T: Into<Value>>(body: &mut Map<String, Value>, key: &str, value: Option<T>) {
@@ -195,21 +201,18 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             output::print_record(ctx.output, &h)
         }
         HandlerCmd::List => {
-            let items = ctx
+            HANDLERS
                 .list(
-                    "/v1/handlers",
+                    ctx,
                     &[],
                     &Paging {
                         limit: None,
                         all: true,
                     },
                 )
-                .await?;
-            output::print_list(ctx.output, &items, COLUMNS, "handlers")
+                .await
         }
-        HandlerCmd::Show { handler } => {
-            output::print_record(ctx.output, &ctx.api.get(&path(&handler)).await?)
-        }
+        HandlerCmd::Show { handler } => HANDLERS.show(ctx, &handler).await,
         HandlerCmd::Edit {
             handler,
             name,
@@ -238,18 +241,17 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if disable {
                 body.insert("status".into(), "disabled".into());
             }
-            require_changes(
-                &body,
-                "--name, --events, --endpoint, --script, --timeout-ms, --order, --on-error, \
+            HANDLERS
+                .edit(
+                    ctx,
+                    &handler,
+                    body,
+                    "--name, --events, --endpoint, --script, --timeout-ms, --order, --on-error, \
                  --disable-after-secs, --enable, --disable",
-            )?;
-            let h = ctx.api.patch(&path(&handler), &Value::Object(body)).await?;
-            output::print_record(ctx.output, &h)
+                )
+                .await
         }
-        HandlerCmd::Delete { handler } => {
-            ctx.api.delete(&path(&handler)).await?;
-            output::print_deleted(ctx.output, "handler", &handler)
-        }
+        HandlerCmd::Delete { handler } => HANDLERS.delete(ctx, &handler).await,
         HandlerCmd::RotateSecret { handler } => {
             let h = ctx
                 .api

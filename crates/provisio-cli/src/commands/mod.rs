@@ -52,6 +52,59 @@ impl Ctx {
     }
 }
 
+/// The commands every kind of record has (list, show, edit, delete): they differ only in
+/// the collection's path, the table's columns and the noun in messages.
+pub struct Records {
+    /// The collection, `/v1/servers`.
+    pub base: &'static str,
+    /// One record in messages, `server`; the plural names a listing.
+    pub noun: &'static str,
+    pub plural: &'static str,
+    pub columns: &'static [crate::output::Column],
+}
+
+impl Records {
+    /// One record's path, by id or name (names are percent-encoded).
+    pub fn path(&self, key: &str) -> String {
+        format!("{}/{}", self.base, api::segment(key))
+    }
+
+    pub async fn list(
+        &self,
+        ctx: &Ctx,
+        filters: &[(&str, String)],
+        paging: &Paging,
+    ) -> anyhow::Result<()> {
+        let items = ctx.list(self.base, filters, paging).await?;
+        crate::output::print_list(ctx.output, &items, self.columns, self.plural)
+    }
+
+    pub async fn show(&self, ctx: &Ctx, key: &str) -> anyhow::Result<()> {
+        crate::output::print_record(ctx.output, &ctx.api.get(&self.path(key)).await?)
+    }
+
+    /// Sends the changes the options gave; `options` names them when there were none.
+    pub async fn edit(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        changes: Map<String, Value>,
+        options: &str,
+    ) -> anyhow::Result<()> {
+        require_changes(&changes, options)?;
+        let changed = ctx
+            .api
+            .patch(&self.path(key), &Value::Object(changes))
+            .await?;
+        crate::output::print_record(ctx.output, &changed)
+    }
+
+    pub async fn delete(&self, ctx: &Ctx, key: &str) -> anyhow::Result<()> {
+        ctx.api.delete(&self.path(key)).await?;
+        crate::output::print_deleted(ctx.output, self.noun, key)
+    }
+}
+
 /// `--limit` and `--all`, for every `list` command.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Paging {

@@ -2,8 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{clearable, require_changes, Ctx, NewSettings, Paging, SettingsChanges};
-use crate::api::segment;
+use super::{clearable, Ctx, NewSettings, Paging, Records, SettingsChanges};
 use crate::output::{self, col, Column};
 
 const AUTO_SETUP: [&str; 3] = ["on_order", "on_accept", "manual"];
@@ -105,6 +104,13 @@ pub enum ProductCmd {
     },
 }
 
+const PRODUCTS: Records = Records {
+    base: "/v1/products",
+    noun: "product",
+    plural: "products",
+    columns: COLUMNS,
+};
+
 const COLUMNS: &[Column] = &[
     col("ID", "/id"),
     col("NAME", "/name"),
@@ -145,13 +151,9 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
         ProductCmd::List { module, paging } => {
             let filters = [("module", module.unwrap_or_default())];
-            let items = ctx.list("/v1/products", &filters, &paging).await?;
-            output::print_list(ctx.output, &items, COLUMNS, "products")
+            PRODUCTS.list(ctx, &filters, &paging).await
         }
-        ProductCmd::Show { product } => {
-            let product = ctx.api.get(&path(&product)).await?;
-            output::print_record(ctx.output, &product)
-        }
+        ProductCmd::Show { product } => PRODUCTS.show(ctx, &product).await,
         ProductCmd::Edit {
             product,
             name,
@@ -178,13 +180,15 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(auto_setup) = auto_setup {
                 body.insert("auto_setup".into(), auto_setup.into());
             }
-            require_changes(
-                &body,
-                "--name, --extends, --no-extends, --server-group, --no-server-group, \
+            PRODUCTS
+                .edit(
+                    ctx,
+                    &product,
+                    body,
+                    "--name, --extends, --no-extends, --server-group, --no-server-group, \
                  --set, --unset, --set-stdin, --auto-setup",
-            )?;
-            let product = ctx.api.patch(&path(&product), &Value::Object(body)).await?;
-            output::print_record(ctx.output, &product)
+                )
+                .await
         }
         ProductCmd::UsagePolicy { product } => {
             let p = ctx
@@ -228,13 +232,10 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 .await?;
             output::print_deleted(ctx.output, "usage policy of product", &product)
         }
-        ProductCmd::Delete { product } => {
-            ctx.api.delete(&path(&product)).await?;
-            output::print_deleted(ctx.output, "product", &product)
-        }
+        ProductCmd::Delete { product } => PRODUCTS.delete(ctx, &product).await,
     }
 }
 
 fn path(product: &str) -> String {
-    format!("/v1/products/{}", segment(product))
+    PRODUCTS.path(product)
 }

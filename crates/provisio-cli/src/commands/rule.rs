@@ -3,8 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{require_changes, Ctx, Paging};
-use crate::api::segment;
+use super::{Ctx, Paging, Records};
 use crate::output::{self, col, Column};
 
 #[derive(clap::Args, Debug, Default)]
@@ -109,6 +108,13 @@ pub enum RuleCmd {
     },
 }
 
+const RULES: Records = Records {
+    base: "/v1/rules",
+    noun: "rule",
+    plural: "rules",
+    columns: COLUMNS,
+};
+
 const COLUMNS: &[Column] = &[
     col("ID", "/id"),
     col("NAME", "/name"),
@@ -126,10 +132,6 @@ const RUN_COLUMNS: &[Column] = &[
     col("STATE", "/state"),
     col("RESULT", "/result"),
 ];
-
-fn path(rule: &str) -> String {
-    format!("/v1/rules/{}", segment(rule))
-}
 
 pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
@@ -153,21 +155,18 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
             output::print_record(ctx.output, &ctx.api.post("/v1/rules", &body).await?)
         }
         RuleCmd::List => {
-            let items = ctx
+            RULES
                 .list(
-                    "/v1/rules",
+                    ctx,
                     &[],
                     &Paging {
                         limit: None,
                         all: true,
                     },
                 )
-                .await?;
-            output::print_list(ctx.output, &items, COLUMNS, "rules")
+                .await
         }
-        RuleCmd::Show { rule } => {
-            output::print_record(ctx.output, &ctx.api.get(&path(&rule)).await?)
-        }
+        RuleCmd::Show { rule } => RULES.show(ctx, &rule).await,
         RuleCmd::Edit {
             rule,
             name,
@@ -193,19 +192,16 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if enable || disable {
                 body.insert("enabled".into(), enable.into());
             }
-            require_changes(
-                &body,
-                "--name, --on, --delay-secs, --action, --enable, --disable",
-            )?;
-            output::print_record(
-                ctx.output,
-                &ctx.api.patch(&path(&rule), &Value::Object(body)).await?,
-            )
+            RULES
+                .edit(
+                    ctx,
+                    &rule,
+                    body,
+                    "--name, --on, --delay-secs, --action, --enable, --disable",
+                )
+                .await
         }
-        RuleCmd::Delete { rule } => {
-            ctx.api.delete(&path(&rule)).await?;
-            output::print_deleted(ctx.output, "rule", &rule)
-        }
+        RuleCmd::Delete { rule } => RULES.delete(ctx, &rule).await,
         RuleCmd::Runs { rule, paging } => {
             let filters = [("rule", rule.unwrap_or_default())];
             let items = ctx.list("/v1/rule-runs", &filters, &paging).await?;

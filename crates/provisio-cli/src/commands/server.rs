@@ -2,8 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{require_changes, Ctx, NewSettings, Paging, SettingsChanges};
-use crate::api::segment;
+use super::{Ctx, NewSettings, Paging, Records, SettingsChanges};
 use crate::output::{self, col, Column, Format};
 
 #[derive(clap::Subcommand, Debug)]
@@ -88,6 +87,13 @@ pub enum ServerCmd {
     },
 }
 
+const SERVERS: Records = Records {
+    base: "/v1/servers",
+    noun: "server",
+    plural: "servers",
+    columns: COLUMNS,
+};
+
 const COLUMNS: &[Column] = &[
     col("ID", "/id"),
     col("NAME", "/name"),
@@ -144,13 +150,9 @@ pub async fn run(cmd: ServerCmd, ctx: &Ctx) -> anyhow::Result<()> {
                     enabled.map(|e| e.to_string()).unwrap_or_default(),
                 ),
             ];
-            let items = ctx.list("/v1/servers", &filters, &paging).await?;
-            output::print_list(ctx.output, &items, COLUMNS, "servers")
+            SERVERS.list(ctx, &filters, &paging).await
         }
-        ServerCmd::Show { server } => {
-            let server = ctx.api.get(&path(&server)).await?;
-            output::print_record(ctx.output, &server)
-        }
+        ServerCmd::Show { server } => SERVERS.show(ctx, &server).await,
         ServerCmd::Edit {
             server,
             name,
@@ -183,18 +185,17 @@ pub async fn run(cmd: ServerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if enable || disable {
                 body.insert("enabled".into(), enable.into());
             }
-            require_changes(
-                &body,
-                "--name, --group, --set, --unset, --set-stdin, --max-concurrent, \
+            SERVERS
+                .edit(
+                    ctx,
+                    &server,
+                    body,
+                    "--name, --group, --set, --unset, --set-stdin, --max-concurrent, \
                  --max-per-second, --unlimited, --enable, --disable",
-            )?;
-            let server = ctx.api.patch(&path(&server), &Value::Object(body)).await?;
-            output::print_record(ctx.output, &server)
+                )
+                .await
         }
-        ServerCmd::Delete { server } => {
-            ctx.api.delete(&path(&server)).await?;
-            output::print_deleted(ctx.output, "server", &server)
-        }
+        ServerCmd::Delete { server } => SERVERS.delete(ctx, &server).await,
         ServerCmd::Test { server } => {
             let answer = ctx
                 .api
@@ -228,7 +229,7 @@ fn test_verdict(server: &str, answer: &Value) -> anyhow::Result<String> {
 }
 
 fn path(server: &str) -> String {
-    format!("/v1/servers/{}", segment(server))
+    SERVERS.path(server)
 }
 
 #[cfg(test)]

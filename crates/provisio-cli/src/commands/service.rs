@@ -9,8 +9,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{json, Map, Value};
 
 use super::{
-    clearable, id_or_name, queue, read_password, require_changes, Ctx, NewSettings, Paging,
-    SettingsChanges,
+    clearable, id_or_name, queue, read_password, Ctx, NewSettings, Paging, Records, SettingsChanges,
 };
 use crate::output::{self, col, Column, Format};
 
@@ -212,6 +211,13 @@ fn parse_until(arg: &str) -> Result<DateTime<FixedOffset>, String> {
         .map_err(|e| format!("expected an RFC 3339 time like 2030-01-31T00:00:00Z: {e}"))
 }
 
+const SERVICES: Records = Records {
+    base: "/v1/services",
+    noun: "service",
+    plural: "services",
+    columns: COLUMNS,
+};
+
 const COLUMNS: &[Column] = &[
     col("ID", "/id"),
     col("CLIENT", "/client_id"),
@@ -284,13 +290,9 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 ("parent_invoice", parent_invoice.unwrap_or_default()),
                 ("username", username.unwrap_or_default()),
             ];
-            let items = ctx.list("/v1/services", &filters, &paging).await?;
-            output::print_list(ctx.output, &items, COLUMNS, "services")
+            SERVICES.list(ctx, &filters, &paging).await
         }
-        ServiceCmd::Show { id } => {
-            let service = ctx.api.get(&path(id)).await?;
-            output::print_record(ctx.output, &service)
-        }
+        ServiceCmd::Show { id } => SERVICES.show(ctx, &id.to_string()).await,
         ServiceCmd::Edit {
             id,
             username,
@@ -318,18 +320,17 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(settings) = settings.build()? {
                 body.insert("settings".into(), Value::Object(settings));
             }
-            require_changes(
-                &body,
-                "--username, --password-stdin, --invoice, --no-invoice, --parent-invoice, \
+            SERVICES
+                .edit(
+                    ctx,
+                    &id.to_string(),
+                    body,
+                    "--username, --password-stdin, --invoice, --no-invoice, --parent-invoice, \
                  --no-parent-invoice, --set, --unset, --set-stdin",
-            )?;
-            let service = ctx.api.patch(&path(id), &Value::Object(body)).await?;
-            output::print_record(ctx.output, &service)
+                )
+                .await
         }
-        ServiceCmd::Delete { id } => {
-            ctx.api.delete(&path(id)).await?;
-            output::print_deleted(ctx.output, "service", &id.to_string())
-        }
+        ServiceCmd::Delete { id } => SERVICES.delete(ctx, &id.to_string()).await,
         ServiceCmd::Password { id } => {
             let answer = ctx.api.get(&format!("{}/password", path(id))).await?;
             let Some(password) = answer.get("password").and_then(Value::as_str) else {
@@ -465,7 +466,7 @@ async fn act(
 }
 
 fn path(id: i64) -> String {
-    format!("/v1/services/{id}")
+    SERVICES.path(&id.to_string())
 }
 
 #[cfg(test)]
