@@ -1,8 +1,6 @@
 //! The `provisio` binary: runs the server, manages the database, and calls the REST API.
 
 mod api;
-mod bench;
-mod bench_usage;
 mod commands;
 mod local;
 mod output;
@@ -82,9 +80,6 @@ enum Command {
     /// Services: what clients have on servers.
     #[command(subcommand)]
     Service(ServiceCmd),
-    /// Measure the engine and print figures.
-    #[command(subcommand)]
-    Bench(bench::BenchCmd),
     /// Modules: what this instance can drive.
     #[command(subcommand)]
     Module(ModuleCmd),
@@ -193,10 +188,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Server(cmd) => commands::server::run(cmd, &remote()?).await,
         Command::Product(cmd) => commands::product::run(cmd, &remote()?).await,
         Command::Service(cmd) => commands::service::run(cmd, &remote()?).await,
-        Command::Bench(cmd) => {
-            init_logging(false);
-            bench::run(cmd).await
-        }
         Command::Module(cmd) => commands::module::run(cmd, &remote()?).await,
         Command::Queue(cmd) => commands::queue::run(cmd, &remote()?).await,
         Command::Handler(cmd) => commands::handler::run(cmd, &remote()?).await,

@@ -1,36 +1,35 @@
-//! `provisio bench usage` and `provisio bench audit`: a usage sync of many services across
-//! many servers against a local HTTP remote that serves usage pages after a configurable
-//! delay, and an audit of many remote accounts against as many local services with 1% drift
-//! of each kind. They print figures (time, the limit the page delays impose, peak memory);
-//! they do not judge them.
+//! The set-up of the many-accounts benches (`usage`, `audit`): a local HTTP remote that
+//! pages usage and account listings for every server (with 1% of each kind of drift
+//! planted in the listing), and an engine with that many active services bulk-loaded.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use provisio_engine::audit::AuditInput;
 use provisio_engine::Engine;
 use serde_json::{json, Value};
+
+use crate::setup;
 
 /// Which server owns global account number `i`, and its number on that server.
 fn place(i: usize, servers: usize) -> (usize, usize) {
     (i % servers, i / servers)
 }
 
-fn per_server(n: usize, servers: usize, s: usize) -> usize {
+/// How many of `n` accounts server `s` holds.
+pub fn per_server(n: usize, servers: usize, s: usize) -> usize {
     n / servers + usize::from(s < n % servers)
 }
 
 #[derive(Clone)]
-struct RemoteSpec {
-    accounts: usize,
-    servers: usize,
-    delay: Duration,
+pub struct RemoteSpec {
+    pub accounts: usize,
+    pub servers: usize,
+    pub delay: Duration,
 }
 
 /// Serves `GET /s/{server}/usage` and `/s/{server}/accounts` (`cursor` = offset, `limit`):
 /// usage of `u{i}` is `i` bytes; the listing plants 1% of each kind of drift.
-async fn remote(spec: RemoteSpec) -> anyhow::Result<String> {
+pub async fn remote(spec: RemoteSpec) -> anyhow::Result<String> {
     use axum::extract::{Path, Query, State};
     type Q = Query<std::collections::HashMap<String, String>>;
     fn bounds(spec: &RemoteSpec, s: usize, q: &Q) -> (usize, usize, usize) {
@@ -103,24 +102,20 @@ async fn remote(spec: RemoteSpec) -> anyhow::Result<String> {
 
 /// An engine on a fresh SQLite file with `servers` http servers (server `k` on `/s/k`) and
 /// `accounts` active services spread over them, bulk-loaded.
-async fn setup(
+pub async fn setup(
     dir: &std::path::Path,
     base: &str,
     accounts: usize,
     servers: usize,
     page: u32,
 ) -> anyhow::Result<Arc<Engine>> {
-    let url = format!("sqlite://{}", dir.join("bench.db").display());
     let extra = format!(
         "[usage]\nschedule = \"\"\npage_size = {page}\nparallel_servers = {servers}\n\
          [audit]\npage_size = {page}\nparallel_servers = {servers}\n"
     );
-    let cfg = crate::bench::config(dir, &url, &extra)?;
-    let engine =
-        Arc::new(provisio_server::prepare(&cfg, provisio_modules::Registry::builtin()).await?);
+    let engine = setup::sqlite_engine(dir, &extra).await?;
     let ok = json!({"method": "POST", "url": "/noop"});
-    let (client, ids, product) = crate::bench::seed(&engine, "http", 0, 10, json!({})).await?;
-    let _ = ids;
+    let (client, _, product) = setup::seed(&engine, "http", 0, 10, json!({})).await?;
     let mut server_ids = Vec::new();
     for k in 0..servers {
         let s = engine
@@ -154,6 +149,7 @@ async fn setup(
     // The bench's product is named `bench`, which is the package the remote reports.
     let sealed = engine.seal_secret(&secrecy::SecretString::from("bench-password-1"));
     let t0 = Instant::now();
+    // Straight into the SQLite file in multi-row inserts: loading is not what is measured.
     let path = dir.join("bench.db");
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&path)
@@ -196,136 +192,4 @@ async fn setup(
         t0.elapsed().as_secs_f64()
     );
     Ok(engine)
-}
-
-/// Peak resident memory of this process so far, in MiB (Linux).
-fn peak_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-pub async fn usage_run(
-    services: usize,
-    servers: usize,
-    page: u32,
-    delay_ms: u64,
-) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let base = remote(RemoteSpec {
-        accounts: services,
-        servers,
-        delay: Duration::from_millis(delay_ms),
-    })
-    .await?;
-    let engine = setup(dir.path(), &base, services, servers, page).await?;
-    let targets = engine.usage_servers(None).await?;
-    let run = engine
-        .begin_sync(&targets, None)
-        .await?
-        .context("could not start a sync run")?;
-    let t0 = Instant::now();
-    let report = engine.run_usage_sync(run.id, targets).await;
-    let secs = t0.elapsed().as_secs_f64();
-    let updated: u64 = report.servers.iter().map(|s| s.services_updated).sum();
-    let failed = report.servers.iter().filter(|s| s.state != "done").count();
-    let pages = (0..servers)
-        .map(|s| {
-            per_server(services, servers, s)
-                .div_ceil(page as usize)
-                .max(1)
-        })
-        .max()
-        .unwrap_or(0);
-    let required = pages as f64 * delay_ms as f64 / 1000.0;
-    println!(
-        "usage  {services} services on {servers} servers, pages of {page}, {delay_ms} ms per page: \
-         {secs:.2}s ({:.0} services/s), {updated} updated, {failed} servers failed; \
-         page delays alone need {required:.2}s{}; peak memory {:.0} MiB",
-        services as f64 / secs,
-        if required > 0.0 {
-            format!(", ratio {:.3}", secs / required)
-        } else {
-            String::new()
-        },
-        peak_mib().unwrap_or(0.0)
-    );
-    if let Some(s) = report.servers.iter().find(|s| !s.errors.is_empty()) {
-        println!("usage  first error ({}): {}", s.server, s.errors[0]);
-    }
-    engine.store().close().await;
-    Ok(())
-}
-
-pub async fn audit_run(accounts: usize, servers: usize, page: u32) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let base = remote(RemoteSpec {
-        accounts,
-        servers,
-        delay: Duration::ZERO,
-    })
-    .await?;
-    let engine = setup(dir.path(), &base, accounts, servers, page).await?;
-
-    // The comparison alone, on data already in memory: what the audit adds to the listing.
-    let listing: Vec<provisio_core::module::RemoteAccount> = (0..accounts)
-        .filter(|i| i % 100 != 0)
-        .map(|i| provisio_core::module::RemoteAccount {
-            username: format!("u{i}"),
-            status: Some(if i % 100 == 1 { "suspended" } else { "active" }.into()),
-            package: Some(if i % 100 == 2 { "other" } else { "bench" }.into()),
-        })
-        .chain(
-            (0..accounts / 100).map(|k| provisio_core::module::RemoteAccount {
-                username: format!("orphan{k}"),
-                status: Some("active".into()),
-                package: Some("bench".into()),
-            }),
-        )
-        .collect();
-    let t_load = Instant::now();
-    let mut local = Vec::with_capacity(accounts);
-    for s in engine.usage_servers(None).await? {
-        for a in engine.store().server_accounts(s.id).await? {
-            local.push(provisio_core::audit::LocalAccount {
-                service_id: a.service_id,
-                username: a.username,
-                status: a.status,
-                package: Some("bench".into()),
-            });
-        }
-    }
-    let load = t_load.elapsed().as_secs_f64();
-    let t_cmp = Instant::now();
-    let findings = provisio_core::audit::compare(&listing, &local);
-    let cmp = t_cmp.elapsed().as_secs_f64();
-    println!(
-        "audit  comparison of {} remote accounts with {} local services: {cmp:.2}s \
-         (+ {load:.2}s loading the local services), {} findings; peak memory {:.0} MiB",
-        listing.len(),
-        local.len(),
-        findings.len(),
-        peak_mib().unwrap_or(0.0)
-    );
-    drop((listing, local, findings));
-
-    // The whole audit through the engine: listing over HTTP, comparison, report stored.
-    let t0 = Instant::now();
-    let audits = engine.audit_now(AuditInput::default()).await?;
-    let secs = t0.elapsed().as_secs_f64();
-    let mut counts = std::collections::BTreeMap::<String, i64>::new();
-    for a in &audits {
-        for (k, v) in &a.counts {
-            *counts.entry(k.clone()).or_default() += v;
-        }
-    }
-    let remote: i64 = audits.iter().map(|a| a.remote_accounts).sum();
-    println!(
-        "audit  full audit of {servers} servers ({remote} remote accounts, pages of {page}): {secs:.2}s, \
-         drift {counts:?}; peak memory {:.0} MiB",
-        peak_mib().unwrap_or(0.0)
-    );
-    engine.store().close().await;
-    Ok(())
 }

@@ -1,0 +1,158 @@
+//! The `provisio-bench` binary: measures the engine and prints figures rather than judging
+//! them. Kept out of the shipped `provisio` binary, which so carries no test remote and
+//! none of the libraries only the benches need.
+
+mod accounts;
+mod audit;
+mod group;
+mod latency;
+mod queue;
+mod setup;
+mod slow_remote;
+mod usage;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Measures Provisio's engine on throwaway databases and prints figures.
+#[derive(Parser, Debug)]
+#[command(name = "provisio-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCmd,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum BenchCmd {
+    /// Actions through the queue with the no-op module.
+    Queue {
+        #[arg(long, default_value_t = 100_000)]
+        actions: usize,
+        /// Also run on this PostgreSQL (a database the bench may fill), with one and two engines.
+        #[arg(long, env = "PROVISIO_BENCH_PG_URL")]
+        postgres_url: Option<String>,
+        /// Skip SQLite.
+        #[arg(long)]
+        no_sqlite: bool,
+    },
+    /// Actions against a slow local HTTP remote through the `http` module.
+    Latency {
+        #[arg(long, default_value_t = 4000)]
+        actions: usize,
+        /// The remote's delay per request, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        servers: usize,
+        /// max_concurrent of each server.
+        #[arg(long, default_value_t = 10)]
+        concurrency: u32,
+    },
+    /// A group suspend over many services of one invoice against a slow local remote.
+    Group {
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        servers: usize,
+        #[arg(long, default_value_t = 10)]
+        concurrency: u32,
+    },
+    /// A usage sync of many services across many servers against a local HTTP remote that
+    /// serves usage pages after a delay.
+    Usage {
+        #[arg(long, default_value_t = 1_000_000)]
+        services: usize,
+        #[arg(long, default_value_t = 100)]
+        servers: usize,
+        /// Accounts per page.
+        #[arg(long, default_value_t = 1000)]
+        page_size: u32,
+        /// The remote's delay per page, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// An audit of many remote accounts against as many local services, 1% drift of each kind.
+    Audit {
+        #[arg(long, default_value_t = 1_000_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 100)]
+        servers: usize,
+        #[arg(long, default_value_t = 1000)]
+        page_size: u32,
+    },
+    /// The second engine process of `queue` on PostgreSQL: serves as `provisio serve` would,
+    /// until it is killed. Started by the bench itself, so it needs no `provisio` binary.
+    #[command(hide = true)]
+    Engine {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PROVISIO_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Queue {
+            actions,
+            postgres_url,
+            no_sqlite,
+        } => queue::run(actions, postgres_url, no_sqlite).await,
+        BenchCmd::Latency {
+            actions,
+            latency_ms,
+            servers,
+            concurrency,
+        } => latency::run(actions, latency_ms, servers, concurrency).await,
+        BenchCmd::Group {
+            services,
+            latency_ms,
+            servers,
+            concurrency,
+        } => group::run(services, latency_ms, servers, concurrency).await,
+        BenchCmd::Usage {
+            services,
+            servers,
+            page_size,
+            delay_ms,
+        } => usage::run(services, servers.max(1), page_size.max(1), delay_ms).await,
+        BenchCmd::Audit {
+            accounts,
+            servers,
+            page_size,
+        } => audit::run(accounts, servers.max(1), page_size.max(1)).await,
+        BenchCmd::Engine { config } => queue::serve_engine(&config).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, joined.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `provisio-bench queue`: N create actions through the durable queue with the in-process
+//! `noop` module, on SQLite and (with `--postgres-url`) on PostgreSQL with one and two engine
+//! processes; and the hidden `engine` subcommand that is that second process.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::setup::{self, drain, enqueue, seed};
+
+pub async fn run(
+    actions: usize,
+    postgres_url: Option<String>,
+    no_sqlite: bool,
+) -> anyhow::Result<()> {
+    if !no_sqlite {
+        queue_run("sqlite, 1 engine", "sqlite", actions, 1).await?;
+    }
+    match postgres_url {
+        Some(pg) => {
+            queue_run("postgres, 1 engine", &fresh_pg(&pg).await?, actions, 1).await?;
+            queue_run(
+                "postgres, 2 engine processes",
+                &fresh_pg(&pg).await?,
+                actions,
+                2,
+            )
+            .await?;
+        }
+        None => println!("queue  postgres: skipped (give --postgres-url)"),
+    }
+    Ok(())
+}
+
+/// Runs as `provisio serve --config PATH --listen 127.0.0.1:0` would, until killed.
+pub async fn serve_engine(config: &Path) -> anyhow::Result<()> {
+    let cfg = provisio_server::Config::load(Some(config), &Default::default())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    provisio_server::run(cfg, listener, std::future::pending()).await?;
+    Ok(())
+}
+
+fn second_engine(dir: &Path) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    Command::new(exe)
+        .args(["engine", "--config", "bench.toml"])
+        .current_dir(dir)
+        .env("PROVISIO_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a second engine process")
+}
+
+async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = if db == "sqlite" {
+        format!("sqlite://{}", dir.path().join("bench.db").display())
+    } else {
+        db.to_string()
+    };
+    let cfg = setup::config(dir.path(), &url, "")?;
+    let engine = setup::engine(&cfg).await?;
+    let (client, servers, product) = seed(&engine, "noop", 1, 10_000, json!({})).await?;
+    let enq = enqueue(&engine, n, client, &servers, product).await?;
+    let mut child = if engines == 2 {
+        Some(second_engine(dir.path())?)
+    } else {
+        None
+    };
+    let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
+    let secs = drain(&engine, Duration::from_secs(1800)).await;
+    worker.shutdown().await;
+    if let Some(c) = child.as_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let secs = secs?;
+    println!(
+        "queue  {label:<28} {n:>7} actions: enqueue {:>6.1}s ({:>6.0}/s), run {:>6.1}s = {:>6.0} actions/s, end to end {:>6.0}/s",
+        enq,
+        n as f64 / enq,
+        secs,
+        n as f64 / secs,
+        n as f64 / (enq + secs)
+    );
+    engine.store().close().await;
+    Ok(())
+}
+
+/// A new database next to the one `admin_url` names, so runs never see each other's jobs.
+async fn fresh_pg(admin_url: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let name = format!("provisio_bench_{}_{nanos}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    Ok(format!("{base}/{name}"))
+}
