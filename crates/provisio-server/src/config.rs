@@ -322,22 +322,20 @@ impl Default for JobsConfig {
     }
 }
 
-/// Parses `90`, `90s`, `5m`, `2h`, `1d` (or `500ms`) into a duration.
+/// Parses `90` (seconds), `90s`, `5m`, `2h`, `1d`, `500ms` or any other humantime notation
+/// (`1h 30m`, `2 days`) into a duration.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 30s, 5m, 2h or 1d"))?;
-    let secs = match unit.trim() {
-        "ms" => return Ok(std::time::Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("'{s}' is not a duration such as 30s, 5m, 2h or 1d")),
+    // A bare number has always meant seconds here; humantime wants a unit.
+    let parsed = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        humantime::parse_duration(&format!("{t}s"))
+    } else {
+        humantime::parse_duration(t)
     };
-    Ok(std::time::Duration::from_secs(secs))
+    parsed.map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => format!("'{s}' is out of range for a duration"),
+        _ => format!("'{s}' is not a duration such as 30s, 5m, 2h or 1d"),
+    })
 }
 
 impl JobsConfig {
@@ -493,5 +491,60 @@ impl Config {
             );
         }
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_the_documented_notations() {
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("5m", 300),
+            ("2h", 7200),
+            ("1d", 86_400),
+            (" 5d ", 432_000),
+            ("1h 30m", 5400),
+        ] {
+            assert_eq!(
+                parse_duration(text).unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        for bad in ["soon", "", "5x", "-5s"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("is not a duration"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_overflowing_duration_is_an_error_naming_the_field() {
+        let huge = "213503982334602d";
+        let jobs = JobsConfig {
+            retry_schedule: vec!["1s".into(), huge.into()],
+            ..JobsConfig::default()
+        };
+        let e = jobs.to_options().unwrap_err().to_string();
+        assert!(
+            e.contains("jobs.retry_schedule") && e.contains("out of range"),
+            "{e}"
+        );
+
+        let mut cfg = Config::load(None, &Overrides::default()).unwrap();
+        cfg.hooks.disable_after = huge.into();
+        let e = cfg.hook_options().unwrap_err().to_string();
+        assert!(e.contains("hooks.disable_after"), "{e}");
+
+        let cleanup = CleanupConfig {
+            terminate_suspended_after: Some(huge.into()),
+        };
+        let e = cleanup.after().unwrap_err().to_string();
+        assert!(e.contains("cleanup.terminate_suspended_after"), "{e}");
     }
 }

@@ -172,7 +172,7 @@ pub struct CollectArgs {
     /// Filters: `[service.parent_invoice:X]`, `["service,parent_invoice":X]`,
     /// `[service:[parent_invoice:X]]` or `service.status=active`
     filters: Vec<String>,
-    /// YAML-like text keyed by service instead of a table
+    /// YAML keyed by service instead of a table
     #[arg(long)]
     yaml: bool,
 }
@@ -182,21 +182,6 @@ fn text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
-    }
-}
-
-/// `{ a: 1, b: { c: x } }`, the seed's inline style.
-fn inline(v: &Value) -> String {
-    match v {
-        Value::Object(m) => format!(
-            "{{ {} }}",
-            m.iter()
-                .map(|(k, v)| format!("{k}: {}", inline(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Value::Null => "null".into(),
-        other => text(other),
     }
 }
 
@@ -246,17 +231,20 @@ pub async fn collect(args: CollectArgs, ctx: &Ctx) -> anyhow::Result<()> {
         return output::emit("no services match");
     }
     if args.yaml {
-        let mut out = String::new();
+        let mut doc = Map::new();
         for it in &items {
-            out.push_str(&format!("service-{}:\n", it["service_id"]));
-            if let Value::Object(m) = &it["values"] {
-                for (k, v) in m {
-                    out.push_str(&format!("  {k}: {}\n", inline(v)));
-                }
-            }
-            out.push_str(&format!("  active: {}\n", it["active"]));
+            let mut entry = match &it["values"] {
+                Value::Object(m) => m.clone(),
+                _ => Map::new(),
+            };
+            entry.insert("active".into(), it["active"].clone());
+            doc.insert(
+                format!("service-{}", it["service_id"]),
+                Value::Object(entry),
+            );
         }
-        return output::emit(out.trim_end());
+        let yaml = serde_norway::to_string(&Value::Object(doc))?;
+        return output::emit(yaml.trim_end());
     }
     let mut header = vec!["SERVICE".to_string(), "ACTIVE".to_string()];
     let mut rows = Vec::new();

@@ -539,7 +539,7 @@ fn collect_and_group_commands_follow_the_seed() {
     assert!(results.iter().all(|r| *r == results[0]));
     let yaml = s.ok(&["collect", fields, &forms[2], "--yaml"]);
     assert!(
-        yaml.contains("service: { username: test-child-1, status: "),
+        yaml.contains("  service:\n    username: test-child-1\n    status: "),
         "{yaml}"
     );
 

@@ -270,6 +270,9 @@ async fn group_operations_refuse_bad_input_and_unknown_groups(db: Db) {
     crate::helpers::assert_field_error(status, &problem, "settings", "required");
     let (status, problem) = group_op(&app, "delete", json!({"since": "soon"})).await;
     crate::helpers::assert_field_error(status, &problem, "since", "duration");
+    // Past u64 seconds: refused naming the field, not wrapped into a short duration.
+    let (status, problem) = group_op(&app, "delete", json!({"since": "213503982334602d"})).await;
+    crate::helpers::assert_field_error(status, &problem, "since", "duration");
     let (status, problem) = group_op(&app, "suspend", json!({"settings": {"quota": 1}})).await;
     crate::helpers::assert_field_error(status, &problem, "settings", "not_applicable");
     let (status, problem) = app
