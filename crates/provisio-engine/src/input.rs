@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use provisio_core::client::{ClientStatus, TransactionKind};
 use provisio_core::product::AutoSetup;
 use provisio_core::settings::Settings;
@@ -207,4 +208,20 @@ pub struct ServicePatch {
     /// Keys to set; a `null` value removes the key.
     #[schema(value_type = Option<Object>)]
     pub settings: Option<Settings>,
+}
+
+/// What an action request may carry; which fields apply depends on the action.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionInput {
+    /// suspend: `non-payment`, `holiday`, `abuse`, `admin`, `usage` or free text; `admin`
+    /// when absent.
+    pub reason: Option<String>,
+    /// suspend: when the engine unsuspends by itself.
+    pub until: Option<DateTime<Utc>>,
+    /// change_password: the new password; generated when absent.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<SecretString>,
+    /// change_package: the new product, by id or name.
+    pub product: Option<RecordRef>,
 }

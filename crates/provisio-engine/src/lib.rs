@@ -10,6 +10,7 @@ pub mod audit;
 mod balance;
 mod catalog;
 mod declared;
+mod durations;
 mod error;
 pub mod events;
 pub mod groups;
@@ -19,6 +20,7 @@ pub mod jobs;
 pub mod keys;
 pub mod patch;
 mod runtime;
+mod shutdown;
 pub mod usage;
 
 // The rooms' public faces under their old names, for the server, the CLI and the benches.
@@ -38,7 +40,8 @@ pub use catalog::ProductView;
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
 pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
-pub use jobs::request::{ActionInput, JobDetail};
+pub use input::ActionInput;
+pub use jobs::request::JobDetail;
 pub use rules::{RuleCreate, RulePatch};
 
 /// Instance-wide choices the engine needs.

@@ -3,37 +3,12 @@
 //! scheduler) and owns their shutdown, so that one type says how the process stops.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::shutdown::Shutdown;
 use crate::Engine;
-
-/// What every loop watches to learn that the process is stopping. Each loop holds its
-/// own clone.
-#[derive(Clone)]
-pub(crate) struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    pub(crate) fn is_stopping(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once shutdown has begun (at once if it already has).
-    pub(crate) async fn stopped(&mut self) {
-        // An error means the runtime is gone, which is a stop as well.
-        let _ = self.0.wait_for(|stopping| *stopping).await;
-    }
-
-    /// Sleeps for `d` unless shutdown begins first; says whether it did.
-    pub(crate) async fn sleep(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => false,
-            _ = self.stopped() => true,
-        }
-    }
-}
 
 /// The running loops of one process; dropping the handle does not stop them,
 /// [`WorkerHandle::shutdown`] does.
@@ -53,7 +28,7 @@ impl WorkerHandle {
 /// Starts every loop over `engine`; `owner` names this process in job and delivery leases.
 pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
     let (stop, rx) = watch::channel(false);
-    let shutdown = Shutdown(rx);
+    let shutdown = Shutdown::new(rx);
     let mut tasks = JoinSet::new();
     crate::jobs::worker::start(&mut tasks, engine.clone(), owner.clone(), &shutdown);
     tasks.spawn(crate::hooks::deliver::delivery_loop(

@@ -29,8 +29,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::Problems;
+use crate::input::ActionInput;
 use crate::input::RecordRef;
-use crate::jobs::request::ActionInput;
 use crate::{Engine, EngineError, Result};
 
 /// How audits run.

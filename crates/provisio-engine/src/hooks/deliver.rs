@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::Shutdown;
+use crate::shutdown::Shutdown;
 use chrono::Utc;
 use provisio_core::event::Event;
 use provisio_core::handler::{

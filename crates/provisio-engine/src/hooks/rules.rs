@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::Shutdown;
+use crate::shutdown::Shutdown;
 use chrono::Utc;
 use provisio_core::event::{EventType, CATALOGUE};
 use provisio_core::module::Action;
@@ -19,8 +19,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::Problems;
+use crate::input::ActionInput;
 use crate::input::{RecordRef, ServiceCreate};
-use crate::jobs::request::ActionInput;
 use crate::{Engine, EngineError, Result};
 
 /// Longest grace a rule may wait: a year.

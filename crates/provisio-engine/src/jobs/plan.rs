@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::error::Problems;
-use crate::jobs::request::ActionInput;
+use crate::input::ActionInput;
 use crate::{EngineError, Result};
 
 /// What an action is checked against: the service's server and module, and the status the

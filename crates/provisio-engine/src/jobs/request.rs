@@ -13,30 +13,12 @@ use provisio_core::{ServerId, ServiceId};
 use provisio_store::JobFilter;
 use rand::RngCore;
 use secrecy::SecretString;
-use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use crate::error::Problems;
-use crate::input::RecordRef;
+use crate::input::{ActionInput, RecordRef};
 use crate::jobs::plan;
 use crate::{Engine, EngineError, Result};
-
-/// What an action request may carry; which fields apply depends on the action.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ActionInput {
-    /// suspend: `non-payment`, `holiday`, `abuse`, `admin`, `usage` or free text; `admin`
-    /// when absent.
-    pub reason: Option<String>,
-    /// suspend: when the engine unsuspends by itself.
-    pub until: Option<DateTime<Utc>>,
-    /// change_password: the new password; generated when absent.
-    #[schema(value_type = Option<String>)]
-    pub password: Option<SecretString>,
-    /// change_package: the new product, by id or name.
-    pub product: Option<RecordRef>,
-}
 
 /// A job with its attempt history.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use provisio_store::{ClaimRequest, JobUpdate, ServiceChange};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::runtime::Shutdown;
+use crate::shutdown::Shutdown;
 use tokio::task::JoinSet;
 
 use crate::input::RecordRef;
@@ -381,7 +381,7 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: Shutdown) {
                 match engine.cleanup(after, false).await {
                     Ok(done) if !done.is_empty() => tracing::info!(
                         services = done.len(),
-                        after = %crate::groups::describe(after),
+                        after = %crate::durations::describe(after),
                         "clean-up terminates long-suspended services"
                     ),
                     Ok(_) => {}

@@ -33,9 +33,9 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::error::Problems;
+use crate::input::ActionInput;
 use crate::input::RecordRef;
-use crate::jobs::request::ActionInput;
-use crate::runtime::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::{Engine, EngineError, Result};
 
 /// How usage is synced.
