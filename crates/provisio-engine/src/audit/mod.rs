@@ -353,7 +353,18 @@ impl Engine {
 
     /// Runs a stored audit to its end; never fails (a failure is the audit's state).
     async fn run_audit(self: &Arc<Self>, id: i64, server: Server, plan: Plan) -> Audit {
-        let r = self.audit_inner(id, &server, &plan).await;
+        use futures::FutureExt as _;
+        // A panic fails this audit like an internal error, never leaves it running.
+        let r = std::panic::AssertUnwindSafe(self.audit_inner(id, &server, &plan))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| {
+                let why = crate::jobs::call::panic_message(payload.as_ref());
+                Err(EngineError::Conflict {
+                    field: None,
+                    message: format!("the audit panicked: {why}"),
+                })
+            });
         let fin = match r {
             Ok(f) => f,
             Err(e) => {

@@ -330,7 +330,21 @@ impl Engine {
         let started = Utc::now();
         let t0 = Instant::now();
         let attempt_no = d.attempts + 1;
-        let outcome = self.try_delivery(d).await;
+        // A panic costs this attempt, not the loop that sends every delivery.
+        let outcome = {
+            use futures::FutureExt as _;
+            std::panic::AssertUnwindSafe(self.try_delivery(d))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|payload| {
+                    let why = crate::jobs::call::panic_message(payload.as_ref());
+                    tracing::error!(delivery = %d.id, panic = %why, "a delivery attempt panicked");
+                    Err(CallFailure {
+                        status: None,
+                        detail: format!("the attempt panicked: {why}"),
+                    })
+                })
+        };
         let duration_ms = t0.elapsed().as_millis() as i64;
         let (succeeded, status_code, detail) = match &outcome {
             Ok((answer, secrets)) => (

@@ -223,7 +223,17 @@ impl Engine {
 
     /// Runs one due firing; says how it ended and what it did.
     async fn run_rule(&self, run: &RuleRun) -> (RuleRunState, String) {
-        match self.try_run_rule(run).await {
+        use futures::FutureExt as _;
+        // A panic costs this run, not the loop that runs every rule.
+        let tried = std::panic::AssertUnwindSafe(self.try_run_rule(run))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| {
+                let why = crate::jobs::call::panic_message(payload.as_ref());
+                tracing::error!(rule = %run.rule_id, panic = %why, "a rule run panicked");
+                Ok((RuleRunState::Failed, format!("the run panicked: {why}")))
+            });
+        match tried {
             Ok(outcome) => outcome,
             Err(e) => (RuleRunState::Failed, e.to_string()),
         }

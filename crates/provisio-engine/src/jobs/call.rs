@@ -149,14 +149,14 @@ impl Engine {
     }
 
     /// Calls the module, counting a call that outlives `limit` as an unknown outcome
-    /// (the remote may have acted).
+    /// (the remote may have acted), and so is a panic inside the module.
     pub(crate) async fn call_module(
         &self,
         module: &dyn Module,
         request: &ActionRequest,
         limit: Duration,
     ) -> Result<ActionReply, ModuleError> {
-        match tokio::time::timeout(limit, module.call(request)).await {
+        match tokio::time::timeout(limit, guarded(module, request)).await {
             Ok(r) => r,
             Err(_) => Err(ModuleError::unknown(format!(
                 "the module did not answer within {}s",
@@ -239,5 +239,44 @@ impl Engine {
                 e.message
             ))),
         }
+    }
+}
+
+/// `module.call(request)`, with a panic inside the module turned into an unknown outcome of
+/// this one call (it may have acted on the remote before it panicked), so a faulty module
+/// costs an attempt, never the worker's task, its slot or its lease.
+pub(crate) async fn guarded(
+    module: &dyn Module,
+    request: &ActionRequest,
+) -> Result<ActionReply, ModuleError> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(module.call(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(payload) => {
+            let why = panic_message(payload.as_ref());
+            tracing::error!(
+                module = %module.info().name,
+                action = %request.action,
+                server = request.server.id,
+                service = request.service.as_ref().map(|s| s.id),
+                panic = %why,
+                "module call panicked"
+            );
+            Err(ModuleError::unknown(format!("the module panicked: {why}")))
+        }
+    }
+}
+
+/// The text a panic carried, when it carried one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "no message".to_string()
     }
 }

@@ -264,8 +264,23 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
         let shared = shared.clone();
         let tx = tx.clone();
         set.spawn(async move {
+            use futures::FutureExt as _;
             let server = job.server_id;
-            let (update, health) = execute(&shared, job, pre).await;
+            // A panic in the engine's own handling of the job (the module's are caught at
+            // the call) still costs one attempt: the job goes back with a lookup first and
+            // its slot and lease are released like any other outcome's.
+            let (update, health) =
+                match std::panic::AssertUnwindSafe(execute(&shared, job.clone(), pre))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(done) => done,
+                    Err(payload) => {
+                        let why = crate::jobs::call::panic_message(payload.as_ref());
+                        tracing::error!(job = %job.id, service = %job.service_id, panic = %why, "running a job panicked");
+                        (panicked(&shared, &job, why).await, Some(false))
+                    }
+                };
             // Before the outcome is written (which frees the server's slot), so a breaker
             // that opens now holds back the next claim.
             if let Some(h) = health {
@@ -348,63 +363,86 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
 
 async fn maintenance_loop(shared: Arc<Shared>, mut stop: Shutdown) {
     let engine = shared.engine.clone();
-    let mut last_purge: Option<Instant> = None;
-    let mut last_cleanup: Option<Instant> = None;
+    let mut state = Maintenance::default();
     let every = (engine.options.jobs.lease / 4).clamp(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
     );
     loop {
-        match engine.store.requeue_expired(Utc::now()).await {
-            Ok(n) if n > 0 => {
-                tracing::warn!(
-                    jobs = n,
-                    "took over jobs whose worker stopped answering; they will be looked up first"
-                );
-                engine.wake.notify_one();
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "requeueing expired jobs failed"),
-        }
-        // Retention is counted in days: trimming once an hour is plenty.
-        if last_purge.is_none_or(|t: Instant| t.elapsed() > std::time::Duration::from_secs(3600)) {
-            match engine.purge_events(Utc::now()).await {
-                Ok(_) => last_purge = Some(Instant::now()),
-                Err(e) => tracing::warn!(error = %e, "trimming old events failed"),
-            }
-        }
-        if let Some(after) = engine.options.cleanup_after {
-            if last_cleanup
-                .is_none_or(|t: Instant| t.elapsed() > std::time::Duration::from_secs(3600))
-            {
-                last_cleanup = Some(Instant::now());
-                match engine.cleanup(after, false).await {
-                    Ok(done) if !done.is_empty() => tracing::info!(
-                        services = done.len(),
-                        after = %crate::durations::describe(after),
-                        "clean-up terminates long-suspended services"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "the clean-up failed"),
-                }
-            }
-        }
-        match engine.store.due_unsuspends(Utc::now(), 500).await {
-            Ok(due) => {
-                for s in due {
-                    if let Err(e) = engine
-                        .request_action(s.id, Action::Unsuspend, Default::default())
-                        .await
-                    {
-                        tracing::warn!(service = %s.id, error = %e, "automatic unsuspend could not be queued");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "looking for due unsuspends failed"),
+        use futures::FutureExt as _;
+        // A panic costs one turn: the next still takes over expired leases.
+        if let Err(payload) = std::panic::AssertUnwindSafe(maintenance_turn(&engine, &mut state))
+            .catch_unwind()
+            .await
+        {
+            let why = crate::jobs::call::panic_message(payload.as_ref());
+            tracing::error!(panic = %why, "a maintenance turn panicked");
         }
         if stop.sleep(every).await {
             return;
         }
+    }
+}
+
+/// When the hourly parts of maintenance last ran.
+#[derive(Default)]
+struct Maintenance {
+    last_purge: Option<Instant>,
+    last_cleanup: Option<Instant>,
+}
+
+/// One turn: expired leases back to the queue, hourly trimming and clean-up, timed
+/// unsuspends.
+async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
+    let Maintenance {
+        last_purge,
+        last_cleanup,
+    } = state;
+    match engine.store.requeue_expired(Utc::now()).await {
+        Ok(n) if n > 0 => {
+            tracing::warn!(
+                jobs = n,
+                "took over jobs whose worker stopped answering; they will be looked up first"
+            );
+            engine.wake.notify_one();
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "requeueing expired jobs failed"),
+    }
+    // Retention is counted in days: trimming once an hour is plenty.
+    if last_purge.is_none_or(|t: Instant| t.elapsed() > std::time::Duration::from_secs(3600)) {
+        match engine.purge_events(Utc::now()).await {
+            Ok(_) => *last_purge = Some(Instant::now()),
+            Err(e) => tracing::warn!(error = %e, "trimming old events failed"),
+        }
+    }
+    if let Some(after) = engine.options.cleanup_after {
+        if last_cleanup.is_none_or(|t: Instant| t.elapsed() > std::time::Duration::from_secs(3600))
+        {
+            *last_cleanup = Some(Instant::now());
+            match engine.cleanup(after, false).await {
+                Ok(done) if !done.is_empty() => tracing::info!(
+                    services = done.len(),
+                    after = %crate::durations::describe(after),
+                    "clean-up terminates long-suspended services"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the clean-up failed"),
+            }
+        }
+    }
+    match engine.store.due_unsuspends(Utc::now(), 500).await {
+        Ok(due) => {
+            for s in due {
+                if let Err(e) = engine
+                    .request_action(s.id, Action::Unsuspend, Default::default())
+                    .await
+                {
+                    tracing::warn!(service = %s.id, error = %e, "automatic unsuspend could not be queued");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "looking for due unsuspends failed"),
     }
 }
 
@@ -657,6 +695,65 @@ async fn run(
             (u, Some(healthy))
         }
     }
+}
+
+/// The outcome of an attempt that panicked before it had one: unknown (the module may
+/// have been called), so the next attempt looks the account up first.
+async fn panicked(shared: &Shared, job: &Job, why: String) -> JobUpdate {
+    let attempt = job.attempts + 1;
+    let update = JobUpdate {
+        job_id: job.id,
+        service_id: job.service_id,
+        owner: shared.owner.clone(),
+        state: JobState::Pending,
+        attempts: attempt,
+        run_after: job.run_after,
+        needs_lookup: true,
+        last_error: None,
+        error_kind: None,
+        attempt: Attempt {
+            job_id: job.id,
+            attempt,
+            started_at: Utc::now(),
+            duration_ms: 0,
+            outcome: "unknown".into(),
+            message: None,
+        },
+        service: None,
+        events: Vec::new(),
+    };
+    let finish = |mut u: JobUpdate, outcome: &str, message: Option<String>| {
+        u.attempt.outcome = outcome.to_string();
+        u.attempt.message = message.clone();
+        if u.state != JobState::Done {
+            u.last_error = message;
+        }
+        u
+    };
+    let mut update = retry_or_fail(
+        &shared.engine,
+        job,
+        update,
+        ErrorKind::Unknown,
+        format!("the attempt panicked: {why}"),
+        finish,
+    );
+    // A job that gave up is announced like any other that failed.
+    if let Ok(Some(mut service)) = shared.engine.store.get_service(job.service_id).await {
+        if let Some(c) = &update.service {
+            apply_change(&mut service, c);
+        }
+        if let Some(e) = crate::events::outcome(
+            job,
+            update.state,
+            update.attempts,
+            update.last_error.as_deref(),
+            &service,
+        ) {
+            update.events.push(e);
+        }
+    }
+    update
 }
 
 /// A transient or unknown failure: try again after the schedule's delay, or park the job

@@ -305,8 +305,25 @@ impl Engine {
             let policies = policies.clone();
             let limit = limit.clone();
             tasks.spawn(async move {
+                use futures::FutureExt as _;
                 let _permit = limit.acquire().await;
-                engine.sync_server(i, server, progress, policies).await;
+                // A panic costs this server's part of the run, which then ends `partial`.
+                let synced = std::panic::AssertUnwindSafe(engine.sync_server(
+                    i,
+                    server,
+                    progress.clone(),
+                    policies,
+                ))
+                .catch_unwind()
+                .await;
+                if let Err(payload) = synced {
+                    let why = crate::jobs::call::panic_message(payload.as_ref());
+                    tracing::error!(run = run_id, panic = %why, "a server's usage sync panicked");
+                    if let Some(s) = progress.lock().unwrap().get_mut(i) {
+                        s.state = "failed".into();
+                        s.errors.push(format!("the sync panicked: {why}"));
+                    }
+                }
             });
         }
         // Write the report while servers run, so pollers see progress.

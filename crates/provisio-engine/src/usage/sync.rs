@@ -205,7 +205,8 @@ impl Engine {
         let mut delay = Duration::from_millis(500);
         let mut last = None;
         for attempt in 1..=attempts {
-            let r = match tokio::time::timeout(limit, module.call(req)).await {
+            let r = match tokio::time::timeout(limit, crate::jobs::call::guarded(module, req)).await
+            {
                 Ok(r) => r,
                 Err(_) => Err(ModuleError::transient(format!(
                     "{}: the module did not answer within {}s",

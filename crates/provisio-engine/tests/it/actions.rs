@@ -235,3 +235,77 @@ async fn the_worker_sends_one_request_per_job_and_no_secret_comes_back() {
     assert!(t.actions_called().contains(&Action::TestConnection));
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_panicking_module_costs_one_attempt_and_frees_its_slot() {
+    let t = TestEngine::new().await;
+    // One slot on the server: a slot lost to the panic would keep the next create waiting.
+    t.engine
+        .update_server(
+            &provisio_engine::input::RecordRef::Name("edge-1".into()),
+            provisio_engine::input::ServerPatch {
+                max_concurrent: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let bad = t.order("auto", "frank", json!({"panic": true})).await;
+    let worker = provisio_engine::worker::spawn(t.engine.clone(), "engine-test".into());
+    let first = t
+        .engine
+        .list_jobs(
+            &Default::default(),
+            provisio_core::page::PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let j = t.engine.get_job(first.id).await.unwrap().job;
+        if j.attempts >= 1 || std::time::Instant::now() > deadline {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job.service_id, bad.id);
+    assert_eq!(job.attempts, 1, "{job:?}");
+    assert_eq!(job.state, JobState::Pending, "retried, not stuck running");
+    assert!(
+        job.needs_lookup,
+        "the module may have acted: look it up first"
+    );
+    assert_eq!(
+        job.error_kind,
+        Some(provisio_core::module::ErrorKind::Unknown)
+    );
+    let message = job.last_error.clone().unwrap_or_default();
+    assert!(message.contains("panicked"), "{message}");
+    let attempts = t.engine.get_job(job.id).await.unwrap().attempts;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "unknown");
+    // The slot is free again and the worker goes on.
+    let good = t.order("auto", "grace", json!({})).await;
+    let next = t
+        .engine
+        .list_jobs(
+            &provisio_store::JobFilter {
+                service_id: Some(good.id),
+                ..Default::default()
+            },
+            provisio_core::page::PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let done = t
+        .engine
+        .wait_for_job(next.id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    worker.shutdown().await;
+}

@@ -59,6 +59,16 @@ impl Module for Recording {
             user,
             req.idempotency_key.clone(),
         ));
+        if req
+            .service
+            .as_ref()
+            .and_then(|s| s.settings.get("panic"))
+            .and_then(Value::as_bool)
+            == Some(true)
+            && req.action == Action::Create
+        {
+            panic!("the recording module was told to panic");
+        }
         let echo = req
             .service
             .as_ref()
