@@ -779,6 +779,29 @@ async fn example_create_is_found_by_lookup_and_repeats_are_no_ops() {
 }
 
 #[tokio::test]
+async fn example_lookup_answers_the_outputs_of_create() {
+    let m = example_module();
+    let absent = m
+        .call(&example(Action::Lookup, "bob", "lookup"))
+        .await
+        .unwrap();
+    assert_eq!(absent.account, None);
+    assert!(absent.outputs.is_empty(), "{:?}", absent.outputs);
+
+    let created = m
+        .call(&example(Action::Create, "bob", "job-1"))
+        .await
+        .unwrap();
+    assert!(!created.outputs.is_empty());
+    let found = m
+        .call(&example(Action::Lookup, "bob", "lookup"))
+        .await
+        .unwrap();
+    assert!(found.account.is_some());
+    assert_eq!(found.outputs, created.outputs);
+}
+
+#[tokio::test]
 async fn example_lifecycle_records_one_effect_per_job() {
     let m = example_module();
     m.call(&example(Action::Create, "bob", "c1")).await.unwrap();
