@@ -205,7 +205,11 @@ def renew(store, request, username, account):
 def lookup(store, request, key):
     username = username_of(request)
     account = store.accounts.get(username)
-    return {"account": None if account is None else remote_view(username, account)}
+    if account is None:
+        return {"account": None}
+    # After a create whose reply was lost, the engine keeps the lookup's outputs in its
+    # place: answer the ones create answered.
+    return {"account": remote_view(username, account), "outputs": account.get("outputs", {})}
 
 
 def list_accounts(store, request, key):

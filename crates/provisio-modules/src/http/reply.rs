@@ -81,6 +81,15 @@ impl Reading<'_> {
         }
 
         let mut reply = ActionReply::default();
+        let fail = |why: String| self.unusable(status, &why);
+        if let ReplyMap::Account(map) = &spec.reply {
+            reply.account = lookup(&body, map).map_err(fail)?;
+            // An empty search has no account to read outputs from; their pointers lead
+            // into the account, so their absence is not an unusable answer.
+            if reply.account.is_none() {
+                return Ok(reply);
+            }
+        }
         for (name, pointer) in &spec.outputs {
             let value = body.pointer(pointer).ok_or_else(|| {
                 let why = format!("output {name}: {pointer} is not in the response");
@@ -88,10 +97,8 @@ impl Reading<'_> {
             })?;
             reply.outputs.insert(name.clone(), value.clone());
         }
-        let fail = |why: String| self.unusable(status, &why);
         match &spec.reply {
-            ReplyMap::Nothing => {}
-            ReplyMap::Account(map) => reply.account = lookup(&body, map).map_err(fail)?,
+            ReplyMap::Nothing | ReplyMap::Account(_) => {}
             ReplyMap::Accounts { map, next } => {
                 reply.accounts = accounts(&body, map).map_err(fail)?;
                 reply.next = self.next(&body, next.as_ref(), status)?;

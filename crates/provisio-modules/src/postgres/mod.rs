@@ -344,6 +344,15 @@ fn package(connection_limit: i32) -> String {
     }
 }
 
+/// What `create` answers, and `lookup` too when it finds the role: the engine keeps a
+/// lookup's outputs in place of those of a create whose answer was lost.
+fn create_outputs(role: &RoleName) -> Settings {
+    let mut outputs = Settings::new();
+    outputs.insert("role".into(), json!(role.as_str()));
+    outputs.insert("database".into(), json!(role.as_str()));
+    outputs
+}
+
 /// What `create` writes on the role, so that a repeated create recognises its own role.
 fn ownership_marker(request: &ActionRequest) -> String {
     let service = request.service.as_ref().map(|s| s.id).unwrap_or_default();
@@ -430,11 +439,8 @@ async fn create(
     let ident = role.ident();
     let mark = quote_literal(&marker);
     let done = || {
-        let mut outputs = Settings::new();
-        outputs.insert("role".into(), json!(role.as_str()));
-        outputs.insert("database".into(), json!(role.as_str()));
         Ok(ActionReply {
-            outputs,
+            outputs: create_outputs(role),
             ..ActionReply::default()
         })
     };
@@ -641,13 +647,16 @@ async fn lookup(
         .as_ref()
         .expect("checked by Server::role")
         .username;
-    let account = s.role_state(role).await?.map(|state| RemoteAccount {
-        username: username.clone(),
-        status: Some(state.status().into()),
-        package: Some(package(state.connection_limit)),
-    });
+    let Some(state) = s.role_state(role).await? else {
+        return Ok(ActionReply::default());
+    };
     Ok(ActionReply {
-        account,
+        account: Some(RemoteAccount {
+            username: username.clone(),
+            status: Some(state.status().into()),
+            package: Some(package(state.connection_limit)),
+        }),
+        outputs: create_outputs(role),
         ..ActionReply::default()
     })
 }

@@ -214,11 +214,17 @@ impl ScimModule {
                 // create whose answer was lost as done with someone else's User. A User
                 // without externalId (made in the application, imported) cannot be told
                 // apart and is reported.
-                let user = find(&remote, username, attribute)
+                let Some(user) = find(&remote, username, attribute)
                     .await?
-                    .filter(|u| u.external_id.as_deref().is_none_or(|e| e == ours));
+                    .filter(|u| u.external_id.as_deref().is_none_or(|e| e == ours))
+                else {
+                    return Ok(ActionReply::default());
+                };
+                // The engine keeps these in place of the outputs of a create whose answer
+                // was lost, so later actions address the User by id as after any create.
                 Ok(ActionReply {
-                    account: user.map(|u| u.account()),
+                    account: Some(user.account()),
+                    outputs: id_output(&user.id),
                     ..ActionReply::default()
                 })
             }
@@ -331,8 +337,8 @@ async fn find(
     })
 }
 
-/// The User's `id`: the one `create` stored, else found by `userName` (a create whose
-/// outcome was settled by a lookup stored none).
+/// The User's `id`: the one `create` (or a lookup standing in for it) stored, else found by
+/// `userName` (a service settled by a lookup before lookups answered the id has none).
 async fn user_id(
     remote: &Remote<'_>,
     request: &ActionRequest,
@@ -402,12 +408,17 @@ async fn create(
         }
         Err(e) => return Err(e),
     };
-    let mut outputs = Settings::new();
-    outputs.insert(ID_OUTPUT.into(), json!(id));
     Ok(ActionReply {
-        outputs,
+        outputs: id_output(&id),
         ..ActionReply::default()
     })
+}
+
+/// The outputs of create, and of a lookup that finds the User.
+fn id_output(id: &str) -> Settings {
+    let mut outputs = Settings::new();
+    outputs.insert(ID_OUTPUT.into(), json!(id));
+    outputs
 }
 
 async fn set_active(

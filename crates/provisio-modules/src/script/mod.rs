@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use provisio_core::module::{
-    ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
+    Action, ActionReply, ActionRequest, Capability, Module, ModuleError, ModuleInfo,
 };
 use provisio_core::settings::{Field, Settings, SettingsSchema};
 use serde_json::Value;
@@ -198,12 +198,28 @@ impl ScriptModule {
                 } else {
                     stderr
                 };
-                Err(ModuleError::transient(format!(
-                    "executable {executable:?} gave no valid reply ({why}), {}; stderr: {stderr}",
+                let head = format!(
+                    "executable {executable:?} gave no valid reply ({why}), {}",
                     finished.status
-                )))
+                );
+                Err(no_reply(&request.action, head, &stderr))
             }
         }
+    }
+}
+
+/// A run that started but left no reply. The executable may have changed the remote before
+/// it died (killed, crashed, exited early), so a change is an unknown outcome that the
+/// engine looks up rather than repeats. A read changed nothing and a lookup would tell
+/// nothing more, so trying again later is all there is to it.
+fn no_reply(action: &Action, head: String, stderr: &str) -> ModuleError {
+    if action.is_read_only() {
+        ModuleError::transient(format!("{head}; stderr: {stderr}"))
+    } else {
+        // The stderr excerpt stays last: its end is where a traceback says what failed.
+        ModuleError::unknown(format!(
+            "{head}; the remote may have acted; stderr: {stderr}"
+        ))
     }
 }
 

@@ -417,6 +417,41 @@ async fn lookup_maps_the_account_and_reads_an_empty_search_or_404_as_none() {
 }
 
 #[tokio::test]
+async fn lookup_outputs_can_answer_what_create_answered() {
+    let remote = remote(|seen| match (seen.method.as_str(), seen.query.as_deref()) {
+        ("POST", _) => answer(201, json!({"id": 981, "userName": "alice"})),
+        (_, Some("userName=alice")) => answer(
+            200,
+            json!({"Resources": [{"id": 981, "userName": "alice", "active": true}]}),
+        ),
+        _ => answer(200, json!({"Resources": []})),
+    })
+    .await;
+    let module = HttpModule::new();
+    let mut actions = lookup_actions();
+    actions["lookup"]["outputs"] = json!({"remote_id": "/Resources/0/id"});
+    actions["create"] = create_users()["create"].clone();
+    actions["create"]["outputs"] = json!({"remote_id": "/id"});
+    let settings = basic(&remote.base, actions);
+
+    let created = call(&module, &request(&module, Action::Create, settings.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        Value::Object(created.outputs.clone()),
+        json!({"remote_id": 981})
+    );
+    let mut req = request(&module, Action::Lookup, settings);
+    let found = call(&module, &req).await.unwrap();
+    assert!(found.account.is_some());
+    assert_eq!(found.outputs, created.outputs);
+
+    // No account, so nothing to read outputs from: not an error.
+    req.service.as_mut().unwrap().username = "nobody".into();
+    assert_eq!(call(&module, &req).await.unwrap(), ActionReply::default());
+}
+
+#[tokio::test]
 async fn lookup_of_a_single_resource_404_is_no_account_and_200_is_mapped() {
     let remote = remote(|seen| match seen.path.as_str() {
         "/v1/users/alice" => answer(200, json!({"name": "alice", "state": "ACTIVE"})),

@@ -655,6 +655,26 @@ async fn a_repeated_create_is_ours_but_a_foreign_role_is_a_conflict() {
     assert_eq!(f.role_row(&f.role("hal")).await, None);
 }
 
+#[tokio::test]
+async fn lookup_answers_the_outputs_of_create() {
+    let f = Fixture::new("outs").await;
+    let absent = f.ok(&f.request(Action::Lookup, 31, "ivy")).await;
+    assert_eq!(absent.account, None);
+    assert!(absent.outputs.is_empty(), "{:?}", absent.outputs);
+
+    let created = f.create(31, "ivy").await;
+    assert!(!created.outputs.is_empty());
+    let found = f.ok(&f.request(Action::Lookup, 31, "ivy")).await;
+    assert!(found.account.is_some());
+    assert_eq!(found.outputs, created.outputs);
+
+    // A suspended account is still the one create made.
+    f.ok(&f.request(Action::Suspend, 31, "ivy")).await;
+    let found = f.ok(&f.request(Action::Lookup, 31, "ivy")).await;
+    assert_eq!(found.account.unwrap().status.as_deref(), Some("suspended"));
+    assert_eq!(found.outputs, created.outputs);
+}
+
 // ------------------------------------------------------------------ listing and usage
 
 #[tokio::test]

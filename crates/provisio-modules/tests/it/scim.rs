@@ -441,11 +441,34 @@ async fn each_lifecycle_step_shows_on_the_scim_server() {
 async fn actions_find_the_user_by_name_when_no_id_was_stored() {
     let f = Fixture::new().await;
     let id = f.create(12, "pia").await;
-    // A create settled by lookup (after an unknown outcome) left no scim_id behind.
+    // A service without a stored scim_id (settled by a lookup before lookups answered it).
     f.ok(&f.request(Action::Suspend, 12, "pia")).await;
     assert_eq!(f.server.user(&id).await["active"], false);
     f.ok(&f.request(Action::Terminate, 12, "pia")).await;
     assert_eq!(f.server.get(&format!("/Users/{id}")).await.0, 404);
+}
+
+#[tokio::test]
+async fn lookup_answers_the_outputs_of_create() {
+    let f = Fixture::new().await;
+    let absent = f.ok(&f.request(Action::Lookup, 13, "ron")).await;
+    assert_eq!(absent.account, None);
+    assert!(absent.outputs.is_empty(), "{:?}", absent.outputs);
+
+    let created = f.ok(&f.request(Action::Create, 13, "ron")).await;
+    assert!(
+        created.outputs["scim_id"].is_string(),
+        "{:?}",
+        created.outputs
+    );
+    let found = f.ok(&f.request(Action::Lookup, 13, "ron")).await;
+    assert!(found.account.is_some());
+    assert_eq!(found.outputs, created.outputs);
+
+    // Another service's lookup finds no account of its own, so no outputs either.
+    let other = f.ok(&f.request(Action::Lookup, 14, "ron")).await;
+    assert_eq!(other.account, None);
+    assert!(other.outputs.is_empty(), "{:?}", other.outputs);
 }
 
 #[tokio::test]

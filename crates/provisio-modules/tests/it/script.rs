@@ -234,7 +234,7 @@ async fn reported_errors_keep_their_kind_even_with_a_failing_exit_status() {
 }
 
 #[tokio::test]
-async fn output_that_is_no_reply_is_transient_with_the_end_of_stderr() {
+async fn output_that_is_no_reply_is_unknown_with_the_end_of_stderr() {
     let m = Modules::new();
     m.script(
         "crash.sh",
@@ -243,16 +243,17 @@ async fn output_that_is_no_reply_is_transient_with_the_end_of_stderr() {
     let message = assert_kind(
         m.call(&request(Action::Create, "crash.sh", json!({})))
             .await,
-        ErrorKind::Transient,
+        ErrorKind::Unknown,
     );
     assert!(message.contains("Traceback: KeyError: quota"), "{message}");
     assert!(message.contains("exit status: 3"), "{message}");
+    assert!(message.contains("the remote may have acted"), "{message}");
 
     m.script("array.sh", "#!/bin/sh\necho '[1, 2]'\n");
     let message = assert_kind(
         m.call(&request(Action::Create, "array.sh", json!({})))
             .await,
-        ErrorKind::Transient,
+        ErrorKind::Unknown,
     );
     assert!(message.contains("not an object"), "{message}");
     assert!(message.contains("stderr: (empty)"), "{message}");
@@ -261,7 +262,7 @@ async fn output_that_is_no_reply_is_transient_with_the_end_of_stderr() {
     assert_kind(
         m.call(&request(Action::Create, "no-ok.sh", json!({})))
             .await,
-        ErrorKind::Transient,
+        ErrorKind::Unknown,
     );
 
     // Long stderr is cut to an excerpt.
@@ -272,10 +273,127 @@ async fn output_that_is_no_reply_is_transient_with_the_end_of_stderr() {
     let message = assert_kind(
         m.call(&request(Action::Create, "noisy.sh", json!({})))
             .await,
-        ErrorKind::Transient,
+        ErrorKind::Unknown,
     );
     assert!(message.len() < 1000, "{}", message.len());
     assert!(message.ends_with("the end"), "{message}");
+}
+
+#[tokio::test]
+async fn a_script_that_applies_then_exits_without_a_reply_is_unknown() {
+    let m = Modules::new();
+    // The effect lands on "the remote" (a file) before the script dies.
+    m.script(
+        "apply-then-fail.sh",
+        "#!/bin/sh\ncat >/dev/null\necho created >> remote.txt\necho 'lost the reply' >&2\nexit 1\n",
+    );
+    let message = assert_kind(
+        m.call(&request(Action::Create, "apply-then-fail.sh", json!({})))
+            .await,
+        ErrorKind::Unknown,
+    );
+    assert!(message.contains("exit status: 1"), "{message}");
+    assert!(message.contains("printed nothing on stdout"), "{message}");
+    assert!(message.contains("the remote may have acted"), "{message}");
+    assert!(message.ends_with("stderr: lost the reply"), "{message}");
+    assert_eq!(
+        std::fs::read_to_string(m.path().join("remote.txt")).unwrap(),
+        "created\n"
+    );
+
+    // A clean exit without a reply is no better.
+    m.script(
+        "apply-then-exit-0.sh",
+        "#!/bin/sh\ncat >/dev/null\necho suspended >> remote.txt\n",
+    );
+    let message = assert_kind(
+        m.call(&request(Action::Suspend, "apply-then-exit-0.sh", json!({})))
+            .await,
+        ErrorKind::Unknown,
+    );
+    assert!(message.contains("exit status: 0"), "{message}");
+
+    // A custom action may change the remote as much as a standard one.
+    assert_kind(
+        m.call(&request(
+            Action::Custom("reboot".into()),
+            "apply-then-fail.sh",
+            json!({}),
+        ))
+        .await,
+        ErrorKind::Unknown,
+    );
+}
+
+#[tokio::test]
+async fn a_script_killed_by_a_signal_is_unknown() {
+    let m = Modules::new();
+    m.script(
+        "killed.sh",
+        "#!/bin/sh\ncat >/dev/null\necho created >> remote.txt\nkill -KILL $$\necho '{\"ok\": true}'\n",
+    );
+    let message = assert_kind(
+        m.call(&request(Action::Create, "killed.sh", json!({})))
+            .await,
+        ErrorKind::Unknown,
+    );
+    assert!(message.contains("signal: 9"), "{message}");
+    assert!(message.contains("the remote may have acted"), "{message}");
+    assert!(m.path().join("remote.txt").exists());
+}
+
+#[tokio::test]
+async fn a_read_that_leaves_no_reply_is_transient() {
+    let m = Modules::new();
+    m.script(
+        "crash.sh",
+        "#!/bin/sh\ncat >/dev/null\necho 'Traceback: oops' >&2\nexit 1\n",
+    );
+    m.script("killed.sh", "#!/bin/sh\ncat >/dev/null\nkill -KILL $$\n");
+    m.script("garbage.sh", "#!/bin/sh\ncat >/dev/null\necho 'not json'\n");
+    for action in [
+        Action::Lookup,
+        Action::ListAccounts,
+        Action::Usage,
+        Action::TestConnection,
+        Action::LoginUrl,
+    ] {
+        for exe in ["crash.sh", "killed.sh", "garbage.sh"] {
+            let message = assert_kind(
+                m.call(&request(action.clone(), exe, json!({}))).await,
+                ErrorKind::Transient,
+            );
+            assert!(
+                message.contains("gave no valid reply"),
+                "{action} {exe}: {message}"
+            );
+            assert!(
+                !message.contains("may have acted"),
+                "{action} {exe}: {message}"
+            );
+        }
+    }
+    // A reply still says what it is, for a read too.
+    let err = m
+        .reply_with(
+            Action::Lookup,
+            json!({"ok": false, "error": {"kind": "permanent", "message": "bad token"}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, ModuleError::permanent("bad token"));
+}
+
+#[tokio::test]
+async fn a_missing_executable_is_still_permanent() {
+    let m = Modules::new();
+    for action in [Action::Create, Action::Lookup] {
+        let message = assert_kind(
+            m.call(&request(action, "missing.sh", json!({}))).await,
+            ErrorKind::Permanent,
+        );
+        assert!(message.contains("not found"), "{message}");
+    }
 }
 
 #[tokio::test]
@@ -301,7 +419,7 @@ else:
     );
     req.params = object(json!({"new_password": NEW_PASSWORD}));
 
-    let message = assert_kind(m.call(&req).await, ErrorKind::Transient);
+    let message = assert_kind(m.call(&req).await, ErrorKind::Unknown);
     assert_no_secrets(&message);
     assert!(!message.contains("tok-0a9b8c7d"), "{message}");
     assert!(
@@ -560,7 +678,7 @@ async fn large_output_neither_deadlocks_nor_counts_as_a_reply() {
     );
     let mut req = request(Action::Create, "flood.sh", json!({}));
     req.params = object(json!({"blob": "z".repeat(1 << 20)}));
-    let message = assert_kind(m.call(&req).await, ErrorKind::Transient);
+    let message = assert_kind(m.call(&req).await, ErrorKind::Unknown);
     assert!(message.contains("stdout exceeded 4 MiB"), "{message}");
 
     m.script("ignore-input.sh", "#!/bin/sh\necho '{\"ok\": true}'\n");
@@ -658,6 +776,29 @@ async fn example_create_is_found_by_lookup_and_repeats_are_no_ops() {
         recorded["at"].as_str().is_some_and(|at| at.contains('T')),
         "{recorded}"
     );
+}
+
+#[tokio::test]
+async fn example_lookup_answers_the_outputs_of_create() {
+    let m = example_module();
+    let absent = m
+        .call(&example(Action::Lookup, "bob", "lookup"))
+        .await
+        .unwrap();
+    assert_eq!(absent.account, None);
+    assert!(absent.outputs.is_empty(), "{:?}", absent.outputs);
+
+    let created = m
+        .call(&example(Action::Create, "bob", "job-1"))
+        .await
+        .unwrap();
+    assert!(!created.outputs.is_empty());
+    let found = m
+        .call(&example(Action::Lookup, "bob", "lookup"))
+        .await
+        .unwrap();
+    assert!(found.account.is_some());
+    assert_eq!(found.outputs, created.outputs);
 }
 
 #[tokio::test]
