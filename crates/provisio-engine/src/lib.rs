@@ -116,6 +116,9 @@ pub struct JobOptions {
     pub max_in_flight: u32,
     /// How often a worker looks for due jobs when nothing woke it.
     pub poll_interval: Duration,
+    /// On shutdown, how long jobs still running may take to finish (their leases renewed)
+    /// before they are cancelled and handed back to the queue.
+    pub drain: Duration,
     pub breaker: limits::BreakerOptions,
 }
 
@@ -127,6 +130,7 @@ impl Default for JobOptions {
             call_timeout: Duration::from_secs(15 * 60),
             max_in_flight: 256,
             poll_interval: Duration::from_millis(200),
+            drain: Duration::from_secs(30),
             breaker: limits::BreakerOptions::default(),
         }
     }
@@ -146,6 +150,9 @@ pub struct Engine {
     /// For http handlers: no redirects (a signed message goes where it was configured to).
     http: reqwest::Client,
     smtp: Option<mailer::Mailer>,
+    /// When the process began to stop, the end of its drain: callers waiting for an
+    /// outcome stop waiting by then.
+    drain_until: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
 }
 
 impl Engine {
@@ -177,7 +184,27 @@ impl Engine {
             finished: tokio::sync::broadcast::channel(4096).0,
             http,
             smtp,
+            drain_until: tokio::sync::watch::channel(None).0,
         }
+    }
+
+    /// The process is stopping: from now on jobs drain for at most `jobs.drain`, and
+    /// callers waiting for outcomes are answered by the end of it. Idempotent.
+    pub fn begin_drain(&self) {
+        let end = tokio::time::Instant::now() + self.options.jobs.drain;
+        self.drain_until.send_if_modified(|d| {
+            if d.is_none() {
+                *d = Some(end);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The end of the drain, once the process began to stop.
+    pub(crate) fn drain_deadline(&self) -> Option<tokio::time::Instant> {
+        *self.drain_until.borrow()
     }
 
     pub fn options(&self) -> &EngineOptions {

@@ -13,14 +13,36 @@ use crate::Engine;
 /// The running loops of one process; dropping the handle does not stop them,
 /// [`WorkerHandle::shutdown`] does.
 pub struct WorkerHandle {
-    stop: watch::Sender<bool>,
+    stop: Stopper,
     tasks: JoinSet<()>,
 }
 
-impl WorkerHandle {
-    /// Stops claiming, lets jobs and deliveries in flight finish and writes their outcomes.
-    pub async fn shutdown(mut self) {
+/// Begins a process's stop from anywhere (a signal handler), while another task waits in
+/// [`WorkerHandle::shutdown`].
+#[derive(Clone)]
+pub struct Stopper {
+    engine: Arc<Engine>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl Stopper {
+    /// Stops claiming at once and starts the drain: jobs still running keep their leases
+    /// until they finish or `jobs.drain` passes, then the rest are handed back.
+    pub fn stop(&self) {
+        self.engine.begin_drain();
         let _ = self.stop.send(true);
+    }
+}
+
+impl WorkerHandle {
+    pub fn stopper(&self) -> Stopper {
+        self.stop.clone()
+    }
+
+    /// Stops (see [`Stopper::stop`]) and waits until every loop has ended: outcomes of the
+    /// jobs that finished are written, the others handed back to the queue.
+    pub async fn shutdown(mut self) {
+        self.stop.stop();
         while self.tasks.join_next().await.is_some() {}
     }
 }
@@ -30,6 +52,7 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
     let (stop, rx) = watch::channel(false);
     let shutdown = Shutdown::new(rx);
     let mut tasks = JoinSet::new();
+    let shared_engine = engine.clone();
     crate::jobs::worker::start(&mut tasks, engine.clone(), owner.clone(), &shutdown);
     tasks.spawn(crate::hooks::deliver::delivery_loop(
         engine.clone(),
@@ -41,5 +64,11 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         shutdown.clone(),
     ));
     tasks.spawn(crate::usage::schedule_loop(engine, shutdown));
-    WorkerHandle { stop, tasks }
+    WorkerHandle {
+        stop: Stopper {
+            engine: shared_engine,
+            stop: Arc::new(stop),
+        },
+        tasks,
+    }
 }

@@ -301,6 +301,9 @@ pub struct JobsConfig {
     pub breaker_failures: u32,
     /// Seconds the breaker stays open before a probe.
     pub breaker_open_seconds: u64,
+    /// On SIGTERM or SIGINT, seconds the jobs still running may take to finish (their
+    /// leases kept) before they are cancelled and handed back to the queue.
+    pub drain_seconds: u64,
 }
 
 impl Default for JobsConfig {
@@ -318,6 +321,7 @@ impl Default for JobsConfig {
             poll_interval_ms: 200,
             breaker_failures: 5,
             breaker_open_seconds: 30,
+            drain_seconds: 30,
         }
     }
 }
@@ -366,6 +370,7 @@ impl JobsConfig {
             call_timeout: std::time::Duration::from_secs(self.call_timeout_seconds.max(1)),
             max_in_flight: self.max_in_flight,
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            drain: std::time::Duration::from_secs(self.drain_seconds),
             breaker: provisio_engine::limits::BreakerOptions {
                 failures_to_open: self.breaker_failures.max(1),
                 open_for: std::time::Duration::from_secs(self.breaker_open_seconds),

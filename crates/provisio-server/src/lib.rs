@@ -166,6 +166,21 @@ pub async fn run_with(
         .then(|| provisio_engine::worker::spawn(engine.clone(), worker_name()));
     let app = router(engine.clone(), &config);
     tracing::info!(addr = %listener.local_addr().map_err(StartError::Io)?, worker = config.worker, "provisio listening");
+    // The worker stops claiming at the signal, not after the last request: requests still
+    // waiting for an outcome are answered by the end of the drain.
+    let stopper = worker.as_ref().map(|w| w.stopper());
+    let draining = engine.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!(
+            drain_seconds = draining.options().jobs.drain.as_secs(),
+            "stopping: no new jobs are claimed; running ones may finish"
+        );
+        match stopper {
+            Some(s) => s.stop(),
+            None => draining.begin_drain(),
+        }
+    };
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -298,6 +298,9 @@ pub trait Store: HookStore + UsageStore + Send + Sync + 'static {
     async fn claim_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>>;
     /// Extends the leases `owner` holds on `ids`.
     async fn renew_leases(&self, owner: &str, ids: &[JobId], until: DateTime<Utc>) -> Result<u64>;
+    /// Hands running jobs of `owner` back to the queue at once (pending, lookup first, lease
+    /// cleared): a stopping worker whose calls for them were cancelled. Returns how many.
+    async fn release_jobs(&self, owner: &str, ids: &[JobId], now: DateTime<Utc>) -> Result<u64>;
     /// Puts running jobs whose lease expired back to pending, marked for a lookup first
     /// (their worker died mid-action: the outcome is unknown).
     async fn requeue_expired(&self, now: DateTime<Utc>) -> Result<u64>;

@@ -718,6 +718,32 @@ macro_rules! impl_store {
                 Ok(total)
             }
 
+            async fn release_jobs(
+                &self,
+                owner: &str,
+                ids: &[provisio_core::job::JobId],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let mut total = 0;
+                for chunk in ids.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE jobs SET state = 'pending', needs_lookup = TRUE, lease_owner = NULL, \
+                         lease_until = NULL, updated_at = ",
+                    );
+                    qb.push_bind($crate::rows::ts(now))
+                        .push(" WHERE state = 'running' AND lease_owner = ")
+                        .push_bind(owner)
+                        .push(" AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.0);
+                    }
+                    qb.push(")");
+                    total += qb.build().execute(self.writer()).await?.rows_affected();
+                }
+                Ok(total)
+            }
+
             async fn requeue_expired(&self, now: chrono::DateTime<chrono::Utc>) -> $crate::Result<u64> {
                 let r = sqlx::query(
                     "UPDATE jobs SET state = 'pending', needs_lookup = TRUE, lease_owner = NULL, \

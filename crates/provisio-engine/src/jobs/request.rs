@@ -402,7 +402,8 @@ impl Engine {
     ) -> Result<std::collections::HashMap<JobId, Job>> {
         use tokio::sync::broadcast::error::RecvError;
         let mut rx = self.finished.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut drain = self.drain_until.subscribe();
+        let asked = tokio::time::Instant::now() + timeout;
         let mut pending: std::collections::HashSet<JobId> = ids.iter().copied().collect();
         let mut recheck = true;
         let mut first = true;
@@ -423,6 +424,7 @@ impl Engine {
                 recheck = false;
                 continue;
             }
+            let deadline = self.drain_deadline().map_or(asked, |d| d.min(asked));
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -438,6 +440,7 @@ impl Engine {
                 },
                 _ = tokio::time::sleep(RECHECK_EVERY) => recheck = true,
                 _ = tokio::time::sleep_until(deadline) => {}
+                _ = drain.changed() => {}
             }
         }
         // Every job as it is now, final or (at the deadline) not.
@@ -453,8 +456,11 @@ impl Engine {
     /// Waits up to `timeout` for a job to reach a final state and returns it as it is then.
     pub async fn wait_for_job(&self, id: JobId, timeout: Duration) -> Result<Job> {
         let mut rx = self.finished.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut drain = self.drain_until.subscribe();
+        let asked = tokio::time::Instant::now() + timeout;
         loop {
+            // A stopping process answers by the end of its drain.
+            let deadline = self.drain_deadline().map_or(asked, |d| d.min(asked));
             let job = self.get_job(id).await?.job;
             if job.state.is_final() || tokio::time::Instant::now() >= deadline {
                 return Ok(job);
@@ -471,6 +477,7 @@ impl Engine {
                     },
                     _ = &mut tick => {}
                     _ = tokio::time::sleep_until(deadline) => {}
+                    _ = drain.changed() => {}
                 }
                 break;
             }

@@ -33,7 +33,7 @@ use crate::jobs::call::{Prepared, ServiceRecords};
 use crate::jobs::limits::Limits;
 use crate::Engine;
 
-pub use crate::runtime::{spawn, WorkerHandle};
+pub use crate::runtime::{spawn, Stopper, WorkerHandle};
 
 struct Shared {
     engine: Arc<Engine>,
@@ -151,7 +151,19 @@ async fn queue_loop(
             }
         }
         let stopping = stop.is_stopping();
+        // Past the drain, calls still running are cancelled; the next turns write the
+        // outcomes that came in before, and what is left is handed back below.
+        let drained = stopping
+            && engine
+                .drain_deadline()
+                .is_some_and(|d| tokio::time::Instant::now() >= d);
+        if drained && !idle {
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+            continue;
+        }
         if stopping && idle && batch.is_empty() {
+            release_unfinished(&shared).await;
             break;
         }
         // Rates come from the server records; reading them every couple of seconds is plenty.
@@ -339,12 +351,27 @@ async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, 
     }
 }
 
+/// Renews the leases of the jobs this worker runs, every third of a lease. It goes on
+/// while a stopping worker drains, so that no other worker takes over a job whose call may
+/// still be running here, and ends once none is left.
 async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
     let lease = shared.engine.options.jobs.lease;
+    let every = lease / 3;
+    let mut renewed = Instant::now();
     loop {
-        if stop.sleep(lease / 3).await {
-            return;
+        if stop.is_stopping() {
+            if shared.inflight.lock().unwrap().is_empty() {
+                return;
+            }
+            // Look often whether the drain is over; renew as usual.
+            tokio::time::sleep(every.min(std::time::Duration::from_millis(100))).await;
+        } else {
+            stop.sleep(every).await;
         }
+        if renewed.elapsed() < every {
+            continue;
+        }
+        renewed = Instant::now();
         let ids: Vec<JobId> = shared.inflight.lock().unwrap().iter().copied().collect();
         if ids.is_empty() {
             continue;
@@ -358,6 +385,31 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
         {
             tracing::warn!(error = %e, "renewing leases failed");
         }
+    }
+}
+
+/// Hands back the jobs a stopping worker cancelled at the end of its drain: pending, to
+/// be looked up first (the cancelled call may have reached the remote), lease cleared so
+/// another worker takes them at once.
+async fn release_unfinished(shared: &Shared) {
+    let ids: Vec<JobId> = shared.inflight.lock().unwrap().drain().collect();
+    if ids.is_empty() {
+        return;
+    }
+    match shared
+        .engine
+        .store
+        .release_jobs(&shared.owner, &ids, Utc::now())
+        .await
+    {
+        Ok(n) => tracing::warn!(
+            jobs = n,
+            "the drain ended before these jobs did; handed back to be looked up first"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            "handing back unfinished jobs failed; their leases will expire instead"
+        ),
     }
 }
 

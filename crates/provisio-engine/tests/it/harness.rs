@@ -16,11 +16,14 @@ use provisio_engine::{Engine, EngineOptions};
 use provisio_modules::Registry;
 use serde_json::{json, Value};
 
-/// Every call the module saw, as (action, username, idempotency key).
+/// Every call the module saw, as (action, username, idempotency key), and every effect
+/// it applied: a call with a `delay_ms` service setting takes effect only at its end, so a
+/// call cancelled before then has none.
 #[derive(Default)]
 pub struct Recording {
     info: std::sync::OnceLock<ModuleInfo>,
     pub calls: Mutex<Vec<(String, String, String)>>,
+    pub effects: Mutex<Vec<(String, String)>>,
 }
 
 #[async_trait::async_trait]
@@ -75,6 +78,15 @@ impl Module for Recording {
             .and_then(|s| s.settings.get("echo_secrets"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let delay = req
+            .service
+            .as_ref()
+            .and_then(|s| s.settings.get("delay_ms"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if delay > 0 && !req.action.is_read_only() {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         if echo || req.service.is_none() {
             // A careless module repeating every secret it was given.
             use secrecy::ExposeSecret;
@@ -88,6 +100,13 @@ impl Module for Recording {
                 "remote refused token={token:?} password={password:?} new={new:?}"
             )));
         }
+        if !req.action.is_read_only() {
+            let user = req.service.as_ref().map(|s| s.username.clone());
+            self.effects
+                .lock()
+                .unwrap()
+                .push((req.action.as_str().to_string(), user.unwrap_or_default()));
+        }
         Ok(ActionReply::default())
     }
 }
@@ -96,6 +115,8 @@ pub struct TestEngine {
     pub engine: Arc<Engine>,
     pub module: Arc<Recording>,
     pub client: ClientId,
+    store: Arc<dyn provisio_store::Store>,
+    key: [u8; 32],
     _dir: tempfile::TempDir,
 }
 
@@ -103,6 +124,30 @@ pub const TOKEN: &str = "tok-7f3a9c2e-server-secret";
 
 impl TestEngine {
     pub async fn new() -> Self {
+        Self::with_options(|_| {}).await
+    }
+
+    /// Another engine over the same store, module and key: a second node.
+    pub fn another_engine(&self, tune: impl FnOnce(&mut EngineOptions)) -> Arc<Engine> {
+        Arc::new(Engine::new(
+            self.store.clone(),
+            self.registry(),
+            self.cipher(),
+            options(tune),
+        ))
+    }
+
+    fn registry(&self) -> Registry {
+        let mut modules = Registry::empty();
+        modules.register(self.module.clone());
+        modules
+    }
+
+    fn cipher(&self) -> Cipher {
+        Cipher::new(&secrecy::SecretBox::new(Box::new(self.key)))
+    }
+
+    pub async fn with_options(tune: impl FnOnce(&mut EngineOptions)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("engine.db").display());
         let store = provisio_store::open(&url).await.unwrap();
@@ -110,13 +155,15 @@ impl TestEngine {
         let module = Arc::new(Recording::default());
         let mut modules = Registry::empty();
         modules.register(module.clone());
-        let mut options = EngineOptions::default();
-        options.jobs.poll_interval = std::time::Duration::from_millis(20);
+        let key = {
+            use secrecy::ExposeSecret;
+            *Cipher::generate_key().expose_secret()
+        };
         let engine = Arc::new(Engine::new(
-            store,
+            store.clone(),
             modules,
-            Cipher::new(&Cipher::generate_key()),
-            options,
+            Cipher::new(&secrecy::SecretBox::new(Box::new(key))),
+            options(tune),
         ));
         engine
             .create_server(ServerCreate {
@@ -164,6 +211,8 @@ impl TestEngine {
             engine,
             module,
             client,
+            store,
+            key,
             _dir: dir,
         }
     }
@@ -185,6 +234,11 @@ impl TestEngine {
             .unwrap()
     }
 
+    pub fn effects(&self, action: &str) -> usize {
+        let effects = self.module.effects.lock().unwrap();
+        effects.iter().filter(|(a, _)| a == action).count()
+    }
+
     pub fn calls(&self) -> Vec<(String, String, String)> {
         self.module.calls.lock().unwrap().clone()
     }
@@ -195,6 +249,14 @@ impl TestEngine {
             .map(|(a, _, _)| Action::from_stored(a))
             .collect()
     }
+}
+
+/// Test engines poll often, so that waits are short.
+fn options(tune: impl FnOnce(&mut EngineOptions)) -> EngineOptions {
+    let mut options = EngineOptions::default();
+    options.jobs.poll_interval = std::time::Duration::from_millis(20);
+    tune(&mut options);
+    options
 }
 
 pub fn settings(v: Value) -> Settings {
