@@ -3,6 +3,7 @@
 
 mod crash;
 mod quickstart;
+mod rolling;
 
 use std::io::Write;
 use std::path::Path;
