@@ -53,6 +53,9 @@ pub struct Config {
     /// Periodic clean-up of long-suspended services.
     #[serde(default)]
     pub cleanup: CleanupConfig,
+    /// Bounds on the HTTP server: how long a request may take and how many run at once.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Servers, products, handlers and rules declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
@@ -62,6 +65,38 @@ pub struct Config {
     pub handlers: Vec<serde_json::Value>,
     #[serde(default)]
     pub rules: Vec<serde_json::Value>,
+}
+
+/// The `[http]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Seconds a request may take before it is answered 503; longer than the longest
+    /// `?wait=` (300 s) so that only a hung request meets it.
+    pub request_timeout_seconds: u64,
+    /// Requests served at once; beyond it a request is answered 503 with `Retry-After`
+    /// rather than queued without bound. `/healthz` is never refused.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_seconds: 330,
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.request_timeout_seconds == 0 || self.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "http.request_timeout_seconds/max_concurrent_requests: must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `[cleanup]` section.
@@ -448,7 +483,8 @@ impl Config {
             .merge(Serialized::default("jobs", JobsConfig::default()))
             .merge(Serialized::default("hooks", HooksConfig::default()))
             .merge(Serialized::default("usage", UsageConfig::default()))
-            .merge(Serialized::default("audit", AuditConfig::default()));
+            .merge(Serialized::default("audit", AuditConfig::default()))
+            .merge(Serialized::default("http", HttpConfig::default()));
         if let Some(f) = file {
             if !f.exists() {
                 return Err(ConfigError::Missing(f.to_path_buf()));

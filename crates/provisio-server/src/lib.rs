@@ -118,8 +118,63 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal().into_response()
 }
 
+/// Bounds every request but `/healthz`: at most `max_concurrent_requests` at once (beyond
+/// that, 503 with `Retry-After` rather than an unbounded queue) and `request_timeout_seconds`
+/// each (a hung request is answered 503 and its handler dropped).
+#[derive(Clone)]
+struct Bounds {
+    slots: Arc<tokio::sync::Semaphore>,
+    timeout: std::time::Duration,
+}
+
+async fn bounded(
+    State(bounds): State<Bounds>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let busy = |detail: String| {
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        )
+        .into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            "1".parse().expect("a number"),
+        );
+        r
+    };
+    let Ok(_slot) = bounds.slots.clone().try_acquire_owned() else {
+        return busy("too many requests at once; try again shortly".into());
+    };
+    match tokio::time::timeout(bounds.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                timeout_seconds = bounds.timeout.as_secs(),
+                "a request took too long and was dropped"
+            );
+            busy(format!(
+                "the request took longer than {} s",
+                bounds.timeout.as_secs()
+            ))
+        }
+    }
+}
+
 /// The whole HTTP application over an engine.
 pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
+    let bounds = Bounds {
+        slots: Arc::new(tokio::sync::Semaphore::new(
+            config.http.max_concurrent_requests.max(1),
+        )),
+        timeout: std::time::Duration::from_secs(config.http.request_timeout_seconds.max(1)),
+    };
     let state = AppState { engine };
     let (v1, api) = api_parts();
     let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), require_key));
@@ -137,6 +192,7 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(bounds, bounded))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

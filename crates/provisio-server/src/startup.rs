@@ -119,6 +119,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
     let currency = Currency::parse(&config.default_currency)
         .map_err(|e| ConfigError::Invalid(format!("default_currency: {e}")))?;
     let declared = config.declared()?;
+    config.http.check()?;
     let (usage, audit) = config.usage_audit_options()?;
     let engine = Engine::new(
         store.clone(),

@@ -573,6 +573,58 @@ async fn on_accept_products_wait_for_acceptance(db: Db) {
     app.stop().await;
 }
 
+/// Requests are bounded: beyond `max_concurrent_requests` one is answered 503 with
+/// `Retry-After` at once (liveness checks still pass), and one that runs past
+/// `request_timeout_seconds` (here a `?wait=` on a slow create) is answered 503 then.
+async fn requests_are_bounded_in_number_and_time(db: Db) {
+    let app = spawn_app_with(
+        db,
+        "[http]\nmax_concurrent_requests = 2\nrequest_timeout_seconds = 1\n",
+    )
+    .await;
+    let client = recorder_setup(&app, json!({})).await;
+    let svc = order(&app, client, "plan", "kim", json!({"delay_ms": 3000})).await;
+    let id = svc["id"].as_i64().unwrap();
+    let started = std::time::Instant::now();
+    let held = |action: &'static str| {
+        let http = app.http.clone();
+        let url = format!("{}/v1/services/{id}/{action}?wait=5", app.base);
+        let key = app.key.clone();
+        tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(key).send().await.unwrap();
+            let retry = r.headers().get("retry-after").cloned();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (status, retry, body)
+        })
+    };
+    let first = held("suspend");
+    let second = held("terminate");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let refused = app.request(reqwest::Method::GET, "/v1/clients", None).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "liveness is never refused");
+    for waiting in [first, second] {
+        let (status, retry, body) = waiting.await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(retry.is_some());
+        assert!(
+            body["detail"].as_str().unwrap().contains("longer than 1 s"),
+            "{body}"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let (status, _) = app.get("/v1/clients").await;
+    assert_eq!(status, StatusCode::OK, "slots are free again");
+    app.stop().await;
+}
+
 on_both!(
     lifecycle,
     a_suspend_never_overtakes_the_create,
@@ -583,4 +635,5 @@ on_both!(
     manual_products_wait_and_suspensions_end_by_themselves,
     server_test_runs_the_module_check,
     on_accept_products_wait_for_acceptance,
+    requests_are_bounded_in_number_and_time,
 );
