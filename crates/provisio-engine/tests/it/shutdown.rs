@@ -31,17 +31,17 @@ async fn only_job(t: &TestEngine) -> Job {
         .remove(0)
 }
 
-/// A 2 s create on a worker with a 0.6 s lease: it is stopped mid-call while a second node
+/// A 4 s create on a worker with a 1.5 s lease: it is stopped mid-call while a second node
 /// is already running. Before, the stopping worker's heartbeat ended first, the lease ran
 /// out, and the second node created the account again.
 #[tokio::test]
 async fn a_stopping_worker_keeps_its_leases_until_its_calls_end() {
     let lease = |o: &mut provisio_engine::EngineOptions| {
-        o.jobs.lease = Duration::from_millis(600);
-        o.jobs.drain = Duration::from_secs(10);
+        o.jobs.lease = Duration::from_millis(1500);
+        o.jobs.drain = Duration::from_secs(20);
     };
     let t = TestEngine::with_options(lease).await;
-    let s = t.order("auto", "hana", json!({"delay_ms": 2000})).await;
+    let s = t.order("auto", "hana", json!({"delay_ms": 4000})).await;
     let first = provisio_engine::worker::spawn(t.engine.clone(), "node-a".into());
     let job = only_job(&t).await;
     wait_until("the create to start", async || {
@@ -54,14 +54,14 @@ async fn a_stopping_worker_keeps_its_leases_until_its_calls_end() {
     first.shutdown().await;
     // The stop waited for the call rather than abandoning it.
     assert!(
-        started.elapsed() >= Duration::from_millis(1200),
+        started.elapsed() >= Duration::from_millis(2500),
         "{:?}",
         started.elapsed()
     );
     let done = t.engine.get_job(job.id).await.unwrap().job;
     assert_eq!(done.state, JobState::Done, "{done:?}");
     // Long past the lease: the second node never took the job over.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(t.effects("create"), 1);
     let creates = t.calls().iter().filter(|c| c.0 == "create").count();
     assert_eq!(creates, 1, "{:?}", t.calls());

@@ -579,16 +579,20 @@ async fn on_accept_products_wait_for_acceptance(db: Db) {
 async fn requests_are_bounded_in_number_and_time(db: Db) {
     let app = spawn_app_with(
         db,
-        "[http]\nmax_concurrent_requests = 2\nrequest_timeout_seconds = 1\n",
+        "[http]\nmax_concurrent_requests = 2\nrequest_timeout_seconds = 2\n",
     )
     .await;
     let client = recorder_setup(&app, json!({})).await;
-    let svc = order(&app, client, "plan", "kim", json!({"delay_ms": 3000})).await;
-    let id = svc["id"].as_i64().unwrap();
+    // Two slow services, each with a suspend queued behind its create and waited for.
+    let mut ids = Vec::new();
+    for name in ["kim", "lou"] {
+        let svc = order(&app, client, "plan", name, json!({"delay_ms": 6000})).await;
+        ids.push(svc["id"].as_i64().unwrap());
+    }
     let started = std::time::Instant::now();
-    let held = |action: &'static str| {
+    let held = |id: i64| {
         let http = app.http.clone();
-        let url = format!("{}/v1/services/{id}/{action}?wait=5", app.base);
+        let url = format!("{}/v1/services/{id}/suspend?wait=5", app.base);
         let key = app.key.clone();
         tokio::spawn(async move {
             let r = http.post(url).bearer_auth(key).send().await.unwrap();
@@ -598,9 +602,19 @@ async fn requests_are_bounded_in_number_and_time(db: Db) {
             (status, retry, body)
         })
     };
-    let first = held("suspend");
-    let second = held("terminate");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let first = held(ids[0]);
+    let second = held(ids[1]);
+    // Both have reached the server well before their 2 s are up.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "both requests are still held: {:?}",
+        if first.is_finished() {
+            Some(first.await.unwrap())
+        } else {
+            None
+        }
+    );
     let refused = app.request(reqwest::Method::GET, "/v1/clients", None).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers()["retry-after"], "1");
@@ -615,11 +629,11 @@ async fn requests_are_bounded_in_number_and_time(db: Db) {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(retry.is_some());
         assert!(
-            body["detail"].as_str().unwrap().contains("longer than 1 s"),
+            body["detail"].as_str().unwrap().contains("longer than 2 s"),
             "{body}"
         );
     }
-    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let (status, _) = app.get("/v1/clients").await;
     assert_eq!(status, StatusCode::OK, "slots are free again");
     app.stop().await;
