@@ -139,6 +139,12 @@ pub trait HookStore: Send + Sync {
     async fn finish_rule_run(&self, id: i64, state: RuleRunState, result: &str) -> Result<()>;
     /// Running rule runs whose lease ran out go back to pending.
     async fn requeue_expired_rule_runs(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// Removes at most `batch` delivered or given-up deliveries (never pending or running)
+    /// last changed before `before`, with their attempts. Returns how many.
+    async fn trim_deliveries(&self, before: DateTime<Utc>, batch: u32) -> Result<u64>;
+    /// Removes at most `batch` finished rule runs (never pending or running) last changed
+    /// before `before`. Returns how many.
+    async fn trim_rule_runs(&self, before: DateTime<Utc>, batch: u32) -> Result<u64>;
     async fn list_rule_runs(
         &self,
         rule: Option<RuleId>,

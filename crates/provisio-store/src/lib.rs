@@ -322,6 +322,11 @@ pub trait Store: HookStore + UsageStore + Send + Sync + 'static {
     async fn list_events(&self, filter: &EventFilter, page: PageRequest) -> Result<Page<Event>>;
     /// Removes events older than `before`; returns how many.
     async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// Removes at most `batch` finished jobs (any state but pending and running) that
+    /// finished before `before`, with their attempts; the latest job of each service and
+    /// action always stays, so a service's history never loses what happened last.
+    /// Returns how many went; fewer than `batch` means nothing more is due.
+    async fn trim_jobs(&self, before: DateTime<Utc>, batch: u32) -> Result<u64>;
 
     async fn insert_api_key(&self, name: &str, prefix: &str, hash: &str) -> Result<ApiKey>;
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;

@@ -880,6 +880,28 @@ macro_rules! impl_store {
                 Ok(r.rows_affected())
             }
 
+            async fn trim_jobs(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                batch: u32,
+            ) -> $crate::Result<u64> {
+                // One bounded statement per call, so the writer is never held long; the
+                // attempts go by ON DELETE CASCADE.
+                let r = sqlx::query(
+                    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j \
+                     WHERE j.state NOT IN ('pending', 'running') \
+                     AND COALESCE(j.finished_at, j.updated_at) < $1 \
+                     AND EXISTS (SELECT 1 FROM jobs k WHERE k.service_id = j.service_id \
+                     AND k.action = j.action AND k.id > j.id) \
+                     ORDER BY j.id LIMIT $2)",
+                )
+                .bind($crate::rows::ts(before))
+                .bind(i64::from(batch))
+                .execute(self.writer())
+                .await?;
+                Ok(r.rows_affected())
+            }
+
             // ---- API keys ----
 
             async fn insert_api_key(

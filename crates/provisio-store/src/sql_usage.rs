@@ -386,6 +386,40 @@ macro_rules! impl_usage_store {
                 collect_page(rows, page, |r: &$crate::SyncRun| r.id)
             }
 
+            async fn trim_sync_runs(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                batch: u32,
+            ) -> $crate::Result<u64> {
+                let r = sqlx::query(
+                    "DELETE FROM usage_syncs WHERE id IN (SELECT id FROM usage_syncs \
+                     WHERE state <> 'running' AND finished_at IS NOT NULL AND finished_at < $1 \
+                     ORDER BY id LIMIT $2)",
+                )
+                .bind($crate::rows::ts(before))
+                .bind(i64::from(batch))
+                .execute(self.writer())
+                .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn trim_audits(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                batch: u32,
+            ) -> $crate::Result<u64> {
+                let r = sqlx::query(
+                    "DELETE FROM audits WHERE id IN (SELECT id FROM audits \
+                     WHERE state <> 'running' AND finished_at IS NOT NULL AND finished_at < $1 \
+                     ORDER BY id LIMIT $2)",
+                )
+                .bind($crate::rows::ts(before))
+                .bind(i64::from(batch))
+                .execute(self.writer())
+                .await?;
+                Ok(r.rows_affected())
+            }
+
             async fn insert_audit(
                 &self,
                 new: &$crate::NewAudit,

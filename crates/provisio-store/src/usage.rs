@@ -107,6 +107,12 @@ pub trait UsageStore: Send + Sync {
     async fn get_sync_run(&self, id: i64) -> Result<Option<SyncRun>>;
     /// Newest first would be nicer to read, but cursors grow: oldest first like every list.
     async fn list_sync_runs(&self, page: PageRequest) -> Result<Page<SyncRun>>;
+    /// Removes at most `batch` usage sync runs that finished before `before` (never one
+    /// still running). Returns how many.
+    async fn trim_sync_runs(&self, before: DateTime<Utc>, batch: u32) -> Result<u64>;
+    /// Removes at most `batch` audits that finished before `before`, findings with them
+    /// (they are stored in the audit's row); never one still running. Returns how many.
+    async fn trim_audits(&self, before: DateTime<Utc>, batch: u32) -> Result<u64>;
 
     /// Starts an audit; `None` when its slot is taken.
     async fn insert_audit(&self, new: &NewAudit) -> Result<Option<Audit>>;

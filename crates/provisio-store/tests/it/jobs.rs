@@ -620,3 +620,61 @@ pub async fn events_filter_page_and_purge(s: S) {
     assert_eq!(s.purge_events(future).await.unwrap(), 5);
     assert!(kinds(EventFilter::default()).await.is_empty());
 }
+
+pub async fn old_finished_jobs_are_trimmed_in_batches(s: S) {
+    let (srv, svcs) = setup(&s, 10).await;
+    let refused = |svc: ServiceId, action: Action| {
+        let s = s.clone();
+        async move {
+            s.insert_refused_job(svc, &job(srv, action), "no")
+                .await
+                .unwrap()
+        }
+    };
+    // Old: three suspends and an unsuspend (the latest of its action) on the first
+    // service, two renews on the second, and two open renews on the third.
+    let a1 = refused(svcs[0], Action::Suspend).await;
+    let a2 = refused(svcs[0], Action::Suspend).await;
+    let a3 = refused(svcs[0], Action::Suspend).await;
+    let u1 = refused(svcs[0], Action::Unsuspend).await;
+    let r1 = refused(svcs[1], Action::Renew).await;
+    let r2 = refused(svcs[1], Action::Renew).await;
+    let o1 = s
+        .enqueue_job(svcs[2], &job(srv, Action::Renew), &[])
+        .await
+        .unwrap();
+    let o2 = s
+        .enqueue_job(svcs[2], &job(srv, Action::Renew), &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mid = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // New: the latest suspend of the first service.
+    let a4 = refused(svcs[0], Action::Suspend).await;
+    assert_eq!(s.job_attempts(a1.id).await.unwrap().len(), 1);
+
+    assert_eq!(s.trim_jobs(mid, 2).await.unwrap(), 2);
+    assert_eq!(s.trim_jobs(mid, 2).await.unwrap(), 2);
+    assert_eq!(s.trim_jobs(mid, 2).await.unwrap(), 0);
+    for gone in [&a1, &a2, &a3, &r1] {
+        assert!(s.get_job(gone.id).await.unwrap().is_none(), "{:?}", gone.id);
+        assert!(s.job_attempts(gone.id).await.unwrap().is_empty());
+    }
+    for kept in [&u1, &r2, &o1, &o2, &a4] {
+        assert!(s.get_job(kept.id).await.unwrap().is_some(), "{:?}", kept.id);
+    }
+    // The open creates of every service stay too, however old.
+    let all = s
+        .list_jobs(&JobFilter::default(), PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 4 + 5);
+    // With everything old, still only what has a later job of its kind could go: nothing.
+    assert_eq!(
+        s.trim_jobs(Utc::now() + Duration::days(1), 500)
+            .await
+            .unwrap(),
+        0
+    );
+}

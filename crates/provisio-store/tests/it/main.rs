@@ -54,6 +54,7 @@ on_both!(
     failed_jobs_retry_or_resolve,
     due_unsuspends_are_found,
     events_filter_page_and_purge,
+    old_finished_jobs_are_trimmed_in_batches,
     balance_transactions_move_the_balance,
     balance_transactions_replay_by_key,
     balance_crossings_are_announced,
