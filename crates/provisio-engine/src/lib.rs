@@ -57,6 +57,38 @@ pub struct EngineOptions {
     pub cleanup_after: Option<Duration>,
     pub usage: usage::UsageOptions,
     pub audit: audit::AuditOptions,
+    /// How long finished history is kept before maintenance trims it.
+    pub retention: RetentionOptions,
+}
+
+/// How long each kind of finished history is kept; `None` keeps it forever. Only finished
+/// rows go, and never a service's latest job of an action.
+#[derive(Debug, Clone)]
+pub struct RetentionOptions {
+    /// Finished jobs with their attempts.
+    pub jobs: Option<Duration>,
+    /// Delivered or given-up deliveries with their attempts.
+    pub deliveries: Option<Duration>,
+    pub rule_runs: Option<Duration>,
+    /// Finished audits with their findings.
+    pub audits: Option<Duration>,
+    pub usage_syncs: Option<Duration>,
+    /// Rows removed per statement: small, so the database writer is never held long.
+    pub batch: u32,
+}
+
+impl Default for RetentionOptions {
+    fn default() -> Self {
+        let days = |n: u64| Some(Duration::from_secs(n * 86_400));
+        Self {
+            jobs: days(90),
+            deliveries: days(30),
+            rule_runs: days(30),
+            audits: days(90),
+            usage_syncs: days(30),
+            batch: 500,
+        }
+    }
 }
 
 /// How handlers are run and their deliveries retried.
@@ -98,6 +130,7 @@ impl Default for EngineOptions {
             cleanup_after: None,
             usage: usage::UsageOptions::default(),
             audit: audit::AuditOptions::default(),
+            retention: RetentionOptions::default(),
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct Config {
     /// Bounds on the HTTP server: how long a request may take and how many run at once.
     #[serde(default)]
     pub http: HttpConfig,
+    /// How long finished history is kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Servers, products, handlers and rules declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
@@ -96,6 +99,53 @@ impl HttpConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// The `[retention]` section: how long finished history is kept, as durations (`"90
+/// days"`); `"0"` keeps that kind forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Finished jobs with their attempts (a service's latest job of each action stays).
+    pub jobs: String,
+    /// Finished deliveries with their attempts.
+    pub deliveries: String,
+    pub rule_runs: String,
+    /// Finished audits with their findings.
+    pub audits: String,
+    pub usage_syncs: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            jobs: "90 days".into(),
+            deliveries: "30 days".into(),
+            rule_runs: "30 days".into(),
+            audits: "90 days".into(),
+            usage_syncs: "30 days".into(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The engine's retention options, or a message naming the bad key.
+    pub fn to_options(&self) -> Result<provisio_engine::RetentionOptions, ConfigError> {
+        let keep = |k: &str, v: &str| -> Result<Option<std::time::Duration>, ConfigError> {
+            let d = parse_duration(v)
+                .map_err(|m| ConfigError::Invalid(format!("retention.{k}: {m}")))?;
+            // Zero would trim everything finished at once; it means "keep forever".
+            Ok((!d.is_zero()).then_some(d))
+        };
+        Ok(provisio_engine::RetentionOptions {
+            jobs: keep("jobs", &self.jobs)?,
+            deliveries: keep("deliveries", &self.deliveries)?,
+            rule_runs: keep("rule_runs", &self.rule_runs)?,
+            audits: keep("audits", &self.audits)?,
+            usage_syncs: keep("usage_syncs", &self.usage_syncs)?,
+            ..Default::default()
+        })
     }
 }
 
@@ -484,7 +534,8 @@ impl Config {
             .merge(Serialized::default("hooks", HooksConfig::default()))
             .merge(Serialized::default("usage", UsageConfig::default()))
             .merge(Serialized::default("audit", AuditConfig::default()))
-            .merge(Serialized::default("http", HttpConfig::default()));
+            .merge(Serialized::default("http", HttpConfig::default()))
+            .merge(Serialized::default("retention", RetentionConfig::default()));
         if let Some(f) = file {
             if !f.exists() {
                 return Err(ConfigError::Missing(f.to_path_buf()));
@@ -587,5 +638,23 @@ mod tests {
         };
         let e = cleanup.after().unwrap_err().to_string();
         assert!(e.contains("cleanup.terminate_suspended_after"), "{e}");
+    }
+
+    #[test]
+    fn retention_defaults_zero_and_bad_keys() {
+        let cfg = Config::load(None, &Overrides::default()).unwrap();
+        let o = cfg.retention.to_options().unwrap();
+        assert_eq!(o.jobs, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(o.deliveries, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(o.audits, Some(Duration::from_secs(90 * 86_400)));
+        let mut r = cfg.retention.clone();
+        r.rule_runs = "0".into();
+        r.usage_syncs = "2 weeks".into();
+        let o = r.to_options().unwrap();
+        assert_eq!(o.rule_runs, None, "0 keeps forever");
+        assert_eq!(o.usage_syncs, Some(Duration::from_secs(14 * 86_400)));
+        r.audits = "soon".into();
+        let e = r.to_options().unwrap_err().to_string();
+        assert!(e.contains("retention.audits"), "{e}");
     }
 }

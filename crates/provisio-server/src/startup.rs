@@ -135,6 +135,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
             cleanup_after: config.cleanup.after()?,
             usage,
             audit,
+            retention: config.retention.to_options()?,
         },
     );
     let applied = engine.apply_declared(&declared).await?;

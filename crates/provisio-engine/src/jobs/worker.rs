@@ -441,6 +441,58 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: Shutdown) {
 struct Maintenance {
     last_purge: Option<Instant>,
     last_cleanup: Option<Instant>,
+    last_retention: Option<Instant>,
+}
+
+/// How often finished history is trimmed: often enough that each pass has little to do.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Trims every kind of finished history older than its retention, one small batch per
+/// statement, yielding between batches so that claims and outcomes get the writer in
+/// between. Returns how many rows of each kind went.
+pub async fn trim_history(
+    engine: &Engine,
+    now: chrono::DateTime<Utc>,
+) -> provisio_store::Result<[(&'static str, u64); 5]> {
+    let r = &engine.options.retention;
+    let batch = r.batch.max(1);
+    let store = &engine.store;
+    let cut = |keep: Option<std::time::Duration>| {
+        keep.and_then(|k| chrono::Duration::from_std(k).ok())
+            .map(|k| now - k)
+    };
+    let mut counts = [
+        ("jobs", 0),
+        ("deliveries", 0),
+        ("rule_runs", 0),
+        ("audits", 0),
+        ("usage_syncs", 0),
+    ];
+    let cuts = [
+        cut(r.jobs),
+        cut(r.deliveries),
+        cut(r.rule_runs),
+        cut(r.audits),
+        cut(r.usage_syncs),
+    ];
+    for (i, before) in cuts.into_iter().enumerate() {
+        let Some(before) = before else { continue };
+        loop {
+            let n = match i {
+                0 => store.trim_jobs(before, batch).await?,
+                1 => store.trim_deliveries(before, batch).await?,
+                2 => store.trim_rule_runs(before, batch).await?,
+                3 => store.trim_audits(before, batch).await?,
+                _ => store.trim_sync_runs(before, batch).await?,
+            };
+            counts[i].1 += n;
+            if n < u64::from(batch) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(counts)
 }
 
 /// One turn: expired leases back to the queue, hourly trimming and clean-up, timed
@@ -449,6 +501,7 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
     let Maintenance {
         last_purge,
         last_cleanup,
+        last_retention,
     } = state;
     match engine.store.requeue_expired(Utc::now()).await {
         Ok(n) if n > 0 => {
@@ -466,6 +519,26 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
         match engine.purge_events(Utc::now()).await {
             Ok(_) => *last_purge = Some(Instant::now()),
             Err(e) => tracing::warn!(error = %e, "trimming old events failed"),
+        }
+    }
+    if last_retention.is_none_or(|t: Instant| t.elapsed() > RETENTION_EVERY) {
+        *last_retention = Some(Instant::now());
+        match trim_history(engine, Utc::now()).await {
+            Ok(counts) => {
+                let [(_, jobs), (_, deliveries), (_, rule_runs), (_, audits), (_, usage_syncs)] =
+                    counts;
+                if counts.iter().any(|(_, n)| *n > 0) {
+                    tracing::info!(
+                        jobs,
+                        deliveries,
+                        rule_runs,
+                        audits,
+                        usage_syncs,
+                        "trimmed finished history past its retention"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "trimming finished history failed"),
         }
     }
     if let Some(after) = engine.options.cleanup_after {
