@@ -234,6 +234,11 @@ impl TestEngine {
             .unwrap()
     }
 
+    /// The SQLite file under the engine, for tests that write rows the API cannot.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("engine.db")
+    }
+
     pub fn effects(&self, action: &str) -> usize {
         let effects = self.module.effects.lock().unwrap();
         effects.iter().filter(|(a, _)| a == action).count()

@@ -3,4 +3,5 @@
 
 mod actions;
 mod harness;
+mod retention;
 mod shutdown;
