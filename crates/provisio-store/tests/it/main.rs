@@ -62,4 +62,5 @@ on_both!(
     usage_readings_topups_and_exceeding,
     many_readings_in_one_batch,
     sync_runs_and_audits,
+    old_sync_runs_and_audits_are_trimmed,
 );

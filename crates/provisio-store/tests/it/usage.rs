@@ -309,3 +309,86 @@ pub async fn sync_runs_and_audits(s: S) {
     assert_eq!(i.status, ServiceStatus::Active);
     assert_eq!(count(&s, "service.imported", i.id).await, 1);
 }
+
+pub async fn old_sync_runs_and_audits_are_trimmed(s: S) {
+    let w = world(&s).await;
+    let sync = |slot: &'static str| {
+        let s = s.clone();
+        async move {
+            s.insert_sync_run(Some(slot), &serde_json::json!({}))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let audit = || {
+        let s = s.clone();
+        async move {
+            s.insert_audit(&NewAudit {
+                server_id: w.server,
+                slot: None,
+                fix: None,
+                dry_run: true,
+                force: false,
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }
+    };
+    let finish = |id: i64| {
+        let s = s.clone();
+        async move {
+            s.finish_audit(
+                id,
+                &AuditFinish {
+                    state: AuditState::Done,
+                    remote_accounts: 0,
+                    local_services: 0,
+                    counts: Default::default(),
+                    note: None,
+                    findings: Vec::new(),
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    // Old: two finished and one still running of each.
+    let (s1, s2, s3) = (sync("a").await, sync("b").await, sync("c").await);
+    for r in [&s1, &s2] {
+        s.update_sync_run(r.id, "done", &serde_json::json!({}), true)
+            .await
+            .unwrap();
+    }
+    let (a1, a2, a3) = (audit().await, audit().await, audit().await);
+    finish(a1.id).await;
+    finish(a2.id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mid = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // New: one finished of each.
+    let s4 = sync("d").await;
+    s.update_sync_run(s4.id, "done", &serde_json::json!({}), true)
+        .await
+        .unwrap();
+    let a4 = audit().await;
+    finish(a4.id).await;
+
+    assert_eq!(s.trim_sync_runs(mid, 1).await.unwrap(), 1);
+    assert_eq!(s.trim_sync_runs(mid, 5).await.unwrap(), 1);
+    assert_eq!(s.trim_sync_runs(mid, 5).await.unwrap(), 0);
+    assert!(s.get_sync_run(s1.id).await.unwrap().is_none());
+    assert!(s.get_sync_run(s2.id).await.unwrap().is_none());
+    assert!(s.get_sync_run(s3.id).await.unwrap().is_some(), "running");
+    assert!(s.get_sync_run(s4.id).await.unwrap().is_some(), "new");
+
+    assert_eq!(s.trim_audits(mid, 1).await.unwrap(), 1);
+    assert_eq!(s.trim_audits(mid, 5).await.unwrap(), 1);
+    assert_eq!(s.trim_audits(mid, 5).await.unwrap(), 0);
+    assert!(s.get_audit(a1.id).await.unwrap().is_none());
+    assert!(s.audit_findings(a2.id).await.unwrap().is_none());
+    assert!(s.get_audit(a3.id).await.unwrap().is_some(), "running");
+    assert!(s.get_audit(a4.id).await.unwrap().is_some(), "new");
+}
