@@ -886,10 +886,11 @@ macro_rules! impl_store {
                 batch: u32,
             ) -> $crate::Result<u64> {
                 // One bounded statement per call, so the writer is never held long; the
-                // attempts go by ON DELETE CASCADE.
+                // attempts go by ON DELETE CASCADE. A failed job waits for a person (retry
+                // or resolve), however old: it is never trimmed.
                 let r = sqlx::query(
                     "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j \
-                     WHERE j.state NOT IN ('pending', 'running') \
+                     WHERE j.state NOT IN ('pending', 'running', 'failed') \
                      AND COALESCE(j.finished_at, j.updated_at) < $1 \
                      AND EXISTS (SELECT 1 FROM jobs k WHERE k.service_id = j.service_id \
                      AND k.action = j.action AND k.id > j.id) \

@@ -670,6 +670,26 @@ pub async fn old_finished_jobs_are_trimmed_in_batches(s: S) {
         .await
         .unwrap();
     assert_eq!(all.items.len(), 4 + 5);
+    // A failed job waits for a person however old it is, even behind a later job.
+    let taken = s.claim_jobs(&claim("w", 1, &HashMap::new())).await.unwrap();
+    let mut fail = done(&taken[0], "w", None);
+    fail.state = JobState::Failed;
+    s.finish_jobs(&[fail]).await.unwrap();
+    let later = s
+        .enqueue_job(taken[0].service_id, &job(srv, taken[0].action.clone()), &[])
+        .await
+        .unwrap();
+    s.insert_refused_job(later.service_id, &job(srv, taken[0].action.clone()), "no")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.trim_jobs(Utc::now() + Duration::days(1), 500)
+            .await
+            .unwrap(),
+        0,
+        "the failed job stays"
+    );
+    assert!(s.get_job(taken[0].id).await.unwrap().is_some());
     // With everything old, still only what has a later job of its kind could go: nothing.
     assert_eq!(
         s.trim_jobs(Utc::now() + Duration::days(1), 500)
