@@ -15,6 +15,41 @@ macro_rules! one_by {
     }};
 }
 
+/// Deletes at most `$batch` rows of `$table` matching `$cond` (which reads the cut as `$1`),
+/// oldest ids first, in one bounded statement, so that trimming never holds the writer
+/// long. Every `trim_*` of the SQL bodies has this shape.
+macro_rules! trim_rows {
+    ($writer:expr, $table:literal, $cond:literal, $before:expr, $batch:expr) => {{
+        let r = sqlx::query(concat!(
+            "DELETE FROM ",
+            $table,
+            " WHERE id IN (SELECT id FROM ",
+            $table,
+            " WHERE ",
+            $cond,
+            " ORDER BY id LIMIT $2)"
+        ))
+        .bind($crate::rows::ts($before))
+        .bind(i64::from($batch))
+        .execute($writer)
+        .await?;
+        Ok(r.rows_affected())
+    }};
+}
+
+/// ` AND id IN (…)` with one bound parameter per id.
+fn push_ids<'a, DB: sqlx::Database>(qb: &mut sqlx::QueryBuilder<'a, DB>, ids: &[JobId])
+where
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    qb.push(" AND id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(id.0);
+    }
+    qb.push(")");
+}
+
 mod error;
 mod hooks;
 mod postgres;

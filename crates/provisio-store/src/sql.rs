@@ -706,13 +706,8 @@ macro_rules! impl_store {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE jobs SET lease_until = ");
                     qb.push_bind($crate::rows::ts(until))
                         .push(" WHERE state = 'running' AND lease_owner = ")
-                        .push_bind(owner)
-                        .push(" AND id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.0);
-                    }
-                    qb.push(")");
+                        .push_bind(owner);
+                    $crate::push_ids(&mut qb, chunk);
                     total += qb.build().execute(self.writer()).await?.rows_affected();
                 }
                 Ok(total)
@@ -732,13 +727,8 @@ macro_rules! impl_store {
                     );
                     qb.push_bind($crate::rows::ts(now))
                         .push(" WHERE state = 'running' AND lease_owner = ")
-                        .push_bind(owner)
-                        .push(" AND id IN (");
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.0);
-                    }
-                    qb.push(")");
+                        .push_bind(owner);
+                    $crate::push_ids(&mut qb, chunk);
                     total += qb.build().execute(self.writer()).await?.rows_affected();
                 }
                 Ok(total)
@@ -885,22 +875,18 @@ macro_rules! impl_store {
                 before: chrono::DateTime<chrono::Utc>,
                 batch: u32,
             ) -> $crate::Result<u64> {
-                // One bounded statement per call, so the writer is never held long; the
-                // attempts go by ON DELETE CASCADE. A failed job waits for a person (retry
-                // or resolve), however old: it is never trimmed.
-                let r = sqlx::query(
-                    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j \
-                     WHERE j.state NOT IN ('pending', 'running', 'failed') \
-                     AND COALESCE(j.finished_at, j.updated_at) < $1 \
-                     AND EXISTS (SELECT 1 FROM jobs k WHERE k.service_id = j.service_id \
-                     AND k.action = j.action AND k.id > j.id) \
-                     ORDER BY j.id LIMIT $2)",
+                // Attempts go by ON DELETE CASCADE. A failed job waits for a person (retry or
+                // resolve), however old; the latest job of a service and action stays.
+                trim_rows!(
+                    self.writer(),
+                    "jobs",
+                    "state NOT IN ('pending', 'running', 'failed') \
+                     AND COALESCE(finished_at, updated_at) < $1 \
+                     AND EXISTS (SELECT 1 FROM jobs k WHERE k.service_id = jobs.service_id \
+                     AND k.action = jobs.action AND k.id > jobs.id)",
+                    before,
+                    batch
                 )
-                .bind($crate::rows::ts(before))
-                .bind(i64::from(batch))
-                .execute(self.writer())
-                .await?;
-                Ok(r.rows_affected())
             }
 
             // ---- API keys ----

@@ -551,17 +551,7 @@ macro_rules! impl_hook_store {
                 before: chrono::DateTime<chrono::Utc>,
                 batch: u32,
             ) -> $crate::Result<u64> {
-                // Attempts go by ON DELETE CASCADE.
-                let r = sqlx::query(
-                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-                     WHERE state NOT IN ('pending', 'running') AND updated_at < $1 \
-                     ORDER BY id LIMIT $2)",
-                )
-                .bind($crate::rows::ts(before))
-                .bind(i64::from(batch))
-                .execute(self.writer())
-                .await?;
-                Ok(r.rows_affected())
+                trim_rows!(self.writer(), "deliveries", "state NOT IN ('pending', 'running') AND updated_at < $1", before, batch)
             }
 
             async fn trim_rule_runs(
@@ -569,16 +559,7 @@ macro_rules! impl_hook_store {
                 before: chrono::DateTime<chrono::Utc>,
                 batch: u32,
             ) -> $crate::Result<u64> {
-                let r = sqlx::query(
-                    "DELETE FROM rule_runs WHERE id IN (SELECT id FROM rule_runs \
-                     WHERE state NOT IN ('pending', 'running') AND updated_at < $1 \
-                     ORDER BY id LIMIT $2)",
-                )
-                .bind($crate::rows::ts(before))
-                .bind(i64::from(batch))
-                .execute(self.writer())
-                .await?;
-                Ok(r.rows_affected())
+                trim_rows!(self.writer(), "rule_runs", "state NOT IN ('pending', 'running') AND updated_at < $1", before, batch)
             }
 
             async fn list_rule_runs(

@@ -391,16 +391,7 @@ macro_rules! impl_usage_store {
                 before: chrono::DateTime<chrono::Utc>,
                 batch: u32,
             ) -> $crate::Result<u64> {
-                let r = sqlx::query(
-                    "DELETE FROM usage_syncs WHERE id IN (SELECT id FROM usage_syncs \
-                     WHERE state <> 'running' AND finished_at IS NOT NULL AND finished_at < $1 \
-                     ORDER BY id LIMIT $2)",
-                )
-                .bind($crate::rows::ts(before))
-                .bind(i64::from(batch))
-                .execute(self.writer())
-                .await?;
-                Ok(r.rows_affected())
+                trim_rows!(self.writer(), "usage_syncs", "state <> 'running' AND finished_at IS NOT NULL AND finished_at < $1", before, batch)
             }
 
             async fn trim_audits(
@@ -408,16 +399,7 @@ macro_rules! impl_usage_store {
                 before: chrono::DateTime<chrono::Utc>,
                 batch: u32,
             ) -> $crate::Result<u64> {
-                let r = sqlx::query(
-                    "DELETE FROM audits WHERE id IN (SELECT id FROM audits \
-                     WHERE state <> 'running' AND finished_at IS NOT NULL AND finished_at < $1 \
-                     ORDER BY id LIMIT $2)",
-                )
-                .bind($crate::rows::ts(before))
-                .bind(i64::from(batch))
-                .execute(self.writer())
-                .await?;
-                Ok(r.rows_affected())
+                trim_rows!(self.writer(), "audits", "state <> 'running' AND finished_at IS NOT NULL AND finished_at < $1", before, batch)
             }
 
             async fn insert_audit(
