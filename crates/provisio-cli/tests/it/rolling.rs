@@ -40,7 +40,10 @@ fn fresh_database() -> String {
     let name = format!(
         "rolling_{}_{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     );
     let out = Command::new("psql")
         .arg(&admin)

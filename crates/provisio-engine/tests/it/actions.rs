@@ -110,6 +110,20 @@ async fn the_module_decides_which_actions_exist() {
     assert_eq!(rules(&e), ["action:enum"]);
 }
 
+async fn change_package(
+    t: &TestEngine,
+    service: provisio_core::ServiceId,
+    product: &str,
+) -> Result<provisio_core::job::Job, EngineError> {
+    let input = ActionInput {
+        product: Some(provisio_engine::input::RecordRef::Name(product.into())),
+        ..Default::default()
+    };
+    t.engine
+        .request_action(service, Action::ChangePackage, input)
+        .await
+}
+
 #[tokio::test]
 async fn input_is_checked_against_the_action() {
     let t = TestEngine::new().await;
@@ -131,44 +145,11 @@ async fn input_is_checked_against_the_action() {
         rules(&e),
         ["reason:not_applicable", "password:not_applicable"]
     );
-    let e = t
-        .engine
-        .request_action(
-            s.id,
-            Action::ChangePackage,
-            ActionInput {
-                product: Some(provisio_engine::input::RecordRef::Name("auto".into())),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let e = change_package(&t, s.id, "auto").await.unwrap_err();
     assert_eq!(rules(&e), ["product:same"]);
-    let e = t
-        .engine
-        .request_action(
-            s.id,
-            Action::ChangePackage,
-            ActionInput {
-                product: Some(provisio_engine::input::RecordRef::Name("platinum".into())),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let e = change_package(&t, s.id, "platinum").await.unwrap_err();
     assert_eq!(rules(&e), ["product:exists"]);
-    let job = t
-        .engine
-        .request_action(
-            s.id,
-            Action::ChangePackage,
-            ActionInput {
-                product: Some(provisio_engine::input::RecordRef::Name("gold".into())),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let job = change_package(&t, s.id, "gold").await.unwrap();
     assert!(job.params["product_id"].is_i64());
 }
 
