@@ -65,6 +65,7 @@ pub async fn seed(
             balance_minor: None,
             status: None,
             custom_fields: Default::default(),
+            reseller_id: None,
         })
         .await?;
     let mut ids = Vec::new();

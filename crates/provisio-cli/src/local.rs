@@ -85,14 +85,31 @@ pub async fn migrate(file: &Option<PathBuf>, database_url: &Option<String>) -> a
 pub async fn key_create(
     file: &Option<PathBuf>,
     database_url: &Option<String>,
-    name: &str,
+    spec: &crate::commands::key::KeySpec,
 ) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
+    let input: provisio_engine::keys::KeyCreate = serde_json::from_value(spec.body())?;
     let store = open_store(file, database_url).await?;
-    let new = provisio_engine::keys::create_api_key(store.as_ref(), name).await?;
+    let new = provisio_engine::keys::create_api_key(store.as_ref(), &input).await;
     store.close().await;
-    println!("{}", new.key.expose_secret());
+    println!("{}", new?.key.expose_secret());
     Ok(())
+}
+
+/// A stored key as the API lists it, so both ways print the same.
+fn key_json(k: &provisio_store::ApiKey) -> serde_json::Value {
+    use provisio_core::access::Scope;
+    let (client, reseller) = match k.scope {
+        Some(Scope::Client(c)) => (Some(c.0), None),
+        Some(Scope::Reseller(r)) => (None, Some(r.0)),
+        None => (None, None),
+    };
+    serde_json::json!({
+        "id": k.id, "name": k.name, "prefix": k.prefix, "role": k.role.as_str(),
+        "client_id": client, "reseller_id": reseller, "actions": k.actions,
+        "reveal_secrets": k.reveal_secrets, "created_at": k.created_at,
+        "last_used_at": k.last_used_at, "expires_at": k.expires_at, "revoked_at": k.revoked_at,
+    })
 }
 
 pub async fn key_list(
@@ -101,53 +118,28 @@ pub async fn key_list(
     output: Format,
 ) -> anyhow::Result<()> {
     let store = open_store(file, database_url).await?;
-    let keys = store.list_api_keys().await?;
+    let keys = store.list_api_keys().await;
     store.close().await;
-    match output {
-        Format::Json => {
-            let items: Vec<serde_json::Value> = keys
-                .iter()
-                .map(|k| {
-                    serde_json::json!({
-                        "name": k.name, "prefix": k.prefix,
-                        "created_at": k.created_at, "last_used_at": k.last_used_at,
-                    })
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&items)?);
-        }
-        Format::Table => {
-            let mut t = comfy_table::Table::new();
-            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-            t.set_header(["name", "prefix", "created", "last used"]);
-            for k in keys {
-                t.add_row([
-                    k.name,
-                    format!("{}…", k.prefix),
-                    k.created_at.format("%Y-%m-%d %H:%M").to_string(),
-                    k.last_used_at
-                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                        .unwrap_or_default(),
-                ]);
-            }
-            println!("{t}");
-        }
-    }
-    Ok(())
+    let items: Vec<serde_json::Value> = keys?.iter().map(key_json).collect();
+    crate::output::print_list(output, &items, crate::commands::key::COLUMNS, "keys")
 }
 
-pub async fn key_delete(
+pub async fn key_revoke(
     file: &Option<PathBuf>,
     database_url: &Option<String>,
     name: &str,
 ) -> anyhow::Result<()> {
     let store = open_store(file, database_url).await?;
-    let deleted = store.delete_api_key(name).await?;
-    store.close().await;
-    if deleted {
-        println!("deleted key {name}");
-        Ok(())
-    } else {
-        anyhow::bail!("no key named '{name}'")
+    let result = async {
+        let keys: Vec<serde_json::Value> =
+            store.list_api_keys().await?.iter().map(key_json).collect();
+        let id = crate::commands::key::live_key_id(&keys, name)?;
+        store.revoke_api_key(id, chrono::Utc::now()).await?;
+        anyhow::Ok(())
     }
+    .await;
+    store.close().await;
+    result?;
+    println!("revoked key {name}");
+    Ok(())
 }

@@ -63,7 +63,8 @@ enum Command {
         #[command(flatten)]
         local: LocalArgs,
     },
-    /// Manage API keys directly on the database (no running server needed).
+    /// API keys: over the API with an admin key, or on the database itself with
+    /// `--database-url` or `--config` (to make the first key, with no server running).
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,
@@ -111,22 +112,30 @@ enum Command {
 enum KeyCmd {
     /// Create a key and print it (alone) on stdout; it is not shown again.
     Create {
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        spec: commands::key::KeySpec,
         #[command(flatten)]
         local: LocalArgs,
     },
-    /// List keys (names and prefixes, never the keys).
+    /// List keys (names, roles and prefixes, never the keys).
     List {
         #[command(flatten)]
         local: LocalArgs,
     },
-    /// Revoke a key.
-    Delete {
+    /// Revoke a key by name or id: its next request is refused.
+    #[command(alias = "delete")]
+    Revoke {
         name: String,
         #[command(flatten)]
         local: LocalArgs,
     },
+}
+
+impl LocalArgs {
+    /// Whether the command should work on the database rather than through the API.
+    fn given(&self) -> bool {
+        self.config.is_some() || self.database_url.is_some()
+    }
 }
 
 fn init_logging(json: bool) {
@@ -174,15 +183,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             local::migrate(&local.config, &local.database_url).await
         }
         Command::Key { cmd } => match cmd {
-            KeyCmd::Create { name, local } => {
-                local::key_create(&local.config, &local.database_url, &name).await
+            KeyCmd::Create { spec, local } if local.given() => {
+                local::key_create(&local.config, &local.database_url, &spec).await
             }
-            KeyCmd::List { local } => {
+            KeyCmd::Create { spec, .. } => commands::key::create(&remote()?, &spec).await,
+            KeyCmd::List { local } if local.given() => {
                 local::key_list(&local.config, &local.database_url, output).await
             }
-            KeyCmd::Delete { name, local } => {
-                local::key_delete(&local.config, &local.database_url, &name).await
+            KeyCmd::List { .. } => commands::key::list(&remote()?).await,
+            KeyCmd::Revoke { name, local } if local.given() => {
+                local::key_revoke(&local.config, &local.database_url, &name).await
             }
+            KeyCmd::Revoke { name, .. } => commands::key::revoke(&remote()?, &name).await,
         },
         Command::Client(cmd) => commands::client::run(cmd, &remote()?).await,
         Command::Server(cmd) => commands::server::run(cmd, &remote()?).await,

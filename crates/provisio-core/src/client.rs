@@ -68,6 +68,8 @@ pub struct Client {
     pub balance_minor: i64,
     pub currency: Currency,
     pub custom_fields: CustomFields,
+    /// The reseller the client was sold through, if any.
+    pub reseller_id: Option<crate::ResellerId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -81,6 +83,7 @@ pub struct NewClient {
     pub balance_minor: i64,
     pub currency: Currency,
     pub custom_fields: CustomFields,
+    pub reseller_id: Option<crate::ResellerId>,
 }
 
 /// Identifies a stored balance transaction.

@@ -25,6 +25,10 @@ id_type!(
     ClientId
 );
 id_type!(
+    /// Identifies a reseller.
+    ResellerId
+);
+id_type!(
     /// Identifies a server.
     ServerId
 );

@@ -3,6 +3,7 @@
 //! This crate does no I/O: no files, no network, no database, no clock reads
 //! outside `chrono::Utc::now` in constructors that take time explicitly elsewhere.
 
+pub mod access;
 pub mod action;
 pub mod audit;
 pub mod client;
@@ -23,4 +24,6 @@ pub mod text;
 pub mod usage;
 pub mod webhook;
 
-pub use ids::{ClientId, DeliveryId, HandlerId, ProductId, RuleId, ServerId, ServiceId};
+pub use ids::{
+    ClientId, DeliveryId, HandlerId, ProductId, ResellerId, RuleId, ServerId, ServiceId,
+};

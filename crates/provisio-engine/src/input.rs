@@ -57,6 +57,9 @@ pub struct ClientCreate {
     pub status: Option<ClientStatus>,
     #[serde(default)]
     pub custom_fields: BTreeMap<String, String>,
+    /// The reseller the client belongs to (a reseller key's own, when it creates the client).
+    #[serde(default)]
+    pub reseller_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -68,6 +71,8 @@ pub struct ClientPatch {
     /// Keys to set; a `null` value removes the key.
     #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
     pub custom_fields: Option<BTreeMap<String, Option<String>>>,
+    /// Moves the client to this reseller.
+    pub reseller_id: Option<i64>,
 }
 
 /// A change of a client's balance. `payment` and `credit` increase the balance; `charge`

@@ -1,15 +1,23 @@
-//! API keys: generated with 256 bits of randomness, shown once, stored only as a SHA-256 hash.
+//! API keys and resellers: keys are generated with 256 bits of randomness, shown once and
+//! stored only as a SHA-256 hash; each has a role, and a client or reseller key its scope.
 //!
 //! A fast hash is right here (unlike for passwords): the key is random, not chosen by a
 //! person, so there is nothing to guess, and every request must verify it cheaply.
 
+use chrono::{DateTime, Utc};
+use provisio_core::access::{Reseller, ResellerStatus, Role, Scope, NON_ACTION_GRANTS};
+use provisio_core::page::{Page, PageRequest};
+use provisio_core::text::DisplayName;
+use provisio_core::ResellerId;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
-use provisio_store::Store;
+use provisio_store::{ApiKey, NewApiKey, Store};
 
-use crate::error::Problems;
+use crate::error::{EngineError, Problems};
 use crate::{Engine, Result};
 
 const KEY_PREFIX: &str = "pvo_";
@@ -17,7 +25,47 @@ const KEY_PREFIX: &str = "pvo_";
 /// A newly made key: the secret itself (to show once) and the stored record.
 pub struct NewKey {
     pub key: SecretString,
-    pub record: provisio_store::ApiKey,
+    pub record: ApiKey,
+}
+
+/// What a key is made with.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreate {
+    /// 1 to 100 of `a-z A-Z 0-9 . _ -`, unique among keys in use.
+    pub name: String,
+    pub role: Role,
+    /// The client a `client` key is held to (required for that role, refused otherwise).
+    #[serde(default)]
+    pub client_id: Option<i64>,
+    /// The reseller a `reseller` key is held to (required for that role, refused otherwise).
+    #[serde(default)]
+    pub reseller_id: Option<i64>,
+    /// For `client` keys: the actions it may run (service actions in snake_case, plus
+    /// `login_url` and `usage`); by default change_password, login_url and usage.
+    #[serde(default)]
+    pub actions: Option<Vec<String>>,
+    /// Whether the key may read service passwords; not for `readonly` keys.
+    #[serde(default)]
+    pub reveal_secrets: bool,
+    /// When the key stops working; it never does when absent.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl KeyCreate {
+    /// A key of `role` with nothing else set: how `provisio key create NAME` starts.
+    pub fn named(name: &str, role: Role) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            client_id: None,
+            reseller_id: None,
+            actions: None,
+            reveal_secrets: false,
+            expires_at: None,
+        }
+    }
 }
 
 pub fn hash_key(key: &str) -> String {
@@ -32,40 +80,247 @@ fn generate() -> SecretString {
     SecretString::from(format!("{KEY_PREFIX}{hex}"))
 }
 
-/// Creates a key named `name` (1 to 100 of `a-z A-Z 0-9 . _ -`). A free function so that
-/// `provisio key create` can bootstrap access with only the database at hand.
-pub async fn create_api_key(store: &dyn Store, name: &str) -> Result<NewKey> {
+/// Checks `input` and makes the key. A free function so that `provisio key create` can
+/// bootstrap access with only the database at hand.
+pub async fn create_api_key(store: &dyn Store, input: &KeyCreate) -> Result<NewKey> {
     let mut p = Problems::default();
-    p.take("name", provisio_core::text::Handle::parse(name));
+    p.take("name", provisio_core::text::Handle::parse(&input.name));
+    let scope = match (input.role, input.client_id, input.reseller_id) {
+        (Role::Client, Some(c), None) => {
+            let c = provisio_core::ClientId(c);
+            if store.get_client(c).await?.is_none() {
+                p.push("client_id", "exists", format!("no client {c}"));
+            }
+            Some(Scope::Client(c))
+        }
+        (Role::Reseller, None, Some(r)) => {
+            let r = ResellerId(r);
+            if store.get_reseller(r).await?.is_none() {
+                p.push("reseller_id", "exists", format!("no reseller {r}"));
+            }
+            Some(Scope::Reseller(r))
+        }
+        (Role::Client, _, _) => {
+            p.push(
+                "client_id",
+                "required",
+                "a client key names its client (and no reseller)",
+            );
+            None
+        }
+        (Role::Reseller, _, _) => {
+            p.push(
+                "reseller_id",
+                "required",
+                "a reseller key names its reseller (and no client)",
+            );
+            None
+        }
+        (_, c, r) => {
+            if c.is_some() {
+                p.push(
+                    "client_id",
+                    "not_applicable",
+                    "only client keys are held to a client",
+                );
+            }
+            if r.is_some() {
+                p.push(
+                    "reseller_id",
+                    "not_applicable",
+                    "only reseller keys are held to a reseller",
+                );
+            }
+            None
+        }
+    };
+    if let Some(actions) = &input.actions {
+        if input.role != Role::Client {
+            p.push(
+                "actions",
+                "not_applicable",
+                "only client keys name their actions; other roles' rights come with the role",
+            );
+        }
+        for (i, a) in actions.iter().enumerate() {
+            let known = NON_ACTION_GRANTS.contains(&a.as_str())
+                || provisio_core::module::Action::parse(a).is_ok_and(|x| x.is_service_action());
+            if !known {
+                p.push(
+                    &format!("actions[{i}]"),
+                    "one_of",
+                    format!("'{a}' is not a service action, login_url or usage"),
+                );
+            }
+        }
+        if actions.len() > 64 {
+            p.push("actions", "length", "at most 64 actions");
+        }
+    }
+    if input.reveal_secrets && input.role == Role::Readonly {
+        p.push(
+            "reveal_secrets",
+            "not_applicable",
+            "a readonly key never reads secrets",
+        );
+    }
+    if input.expires_at.is_some_and(|t| t <= Utc::now()) {
+        p.push("expires_at", "future", "must be in the future");
+    }
     p.finish()?;
     let key = generate();
     let exposed = key.expose_secret();
+    let mut actions = input.actions.clone();
+    if let Some(a) = &mut actions {
+        a.sort();
+        a.dedup();
+    }
     let record = store
-        .insert_api_key(name, &exposed[..KEY_PREFIX.len() + 6], &hash_key(exposed))
+        .insert_api_key(&NewApiKey {
+            name: input.name.clone(),
+            prefix: exposed[..KEY_PREFIX.len() + 6].to_string(),
+            hash: hash_key(exposed),
+            role: input.role,
+            scope,
+            actions,
+            reveal_secrets: input.reveal_secrets,
+            expires_at: input.expires_at,
+        })
         .await?;
     Ok(NewKey { key, record })
 }
 
+/// Why a presented key was not accepted; said to the caller without repeating the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    Unknown,
+    Revoked,
+    Expired,
+    ResellerSuspended,
+}
+
+impl KeyRefusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            KeyRefusal::Unknown => "the API key is not valid",
+            KeyRefusal::Revoked => "the API key has been revoked",
+            KeyRefusal::Expired => "the API key has expired",
+            KeyRefusal::ResellerSuspended => "the API key's reseller is suspended",
+        }
+    }
+}
+
+/// Checks a reseller's name and status for create and change.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResellerInput {
+    pub name: Option<String>,
+    pub status: Option<ResellerStatus>,
+}
+
+fn not_found(what: &'static str, key: impl std::fmt::Display) -> EngineError {
+    EngineError::NotFound {
+        what,
+        key: key.to_string(),
+    }
+}
+
 impl Engine {
-    pub async fn create_api_key(&self, name: &str) -> Result<NewKey> {
-        create_api_key(self.store.as_ref(), name).await
+    pub async fn create_api_key(&self, input: &KeyCreate) -> Result<NewKey> {
+        create_api_key(self.store.as_ref(), input).await
     }
 
-    /// The key record a presented key belongs to, if any; records when it was last used.
-    pub async fn authenticate(&self, presented: &str) -> Result<Option<provisio_store::ApiKey>> {
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        Ok(self.store.list_api_keys().await?)
+    }
+
+    /// Revokes a key: its next request fails. Revoking twice is not an error.
+    pub async fn revoke_api_key(&self, id: i64) -> Result<ApiKey> {
+        self.store
+            .revoke_api_key(id, Utc::now())
+            .await?
+            .ok_or_else(|| not_found("key", id))
+    }
+
+    /// The live key record a presented key belongs to; records when it was last used.
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+    ) -> Result<std::result::Result<ApiKey, KeyRefusal>> {
         if !presented.starts_with(KEY_PREFIX) || presented.len() > 200 {
-            return Ok(None);
+            return Ok(Err(KeyRefusal::Unknown));
         }
-        let found = self.store.find_api_key(&hash_key(presented)).await?;
-        if let Some(k) = &found {
-            let now = chrono::Utc::now();
-            // Writing on every request would make reads write; a minute's precision is enough.
-            if k.last_used_at
-                .is_none_or(|t| now - t > chrono::Duration::seconds(60))
-            {
-                self.store.touch_api_key(k.id, now).await?;
+        let Some(k) = self.store.find_api_key(&hash_key(presented)).await? else {
+            return Ok(Err(KeyRefusal::Unknown));
+        };
+        let now = Utc::now();
+        if k.revoked_at.is_some() {
+            return Ok(Err(KeyRefusal::Revoked));
+        }
+        if !k.is_live(now) {
+            return Ok(Err(KeyRefusal::Expired));
+        }
+        if let Some(Scope::Reseller(r)) = k.scope {
+            let live = self
+                .store
+                .get_reseller(r)
+                .await?
+                .is_some_and(|r| r.status == ResellerStatus::Active);
+            if !live {
+                return Ok(Err(KeyRefusal::ResellerSuspended));
             }
         }
-        Ok(found)
+        // Writing on every request would make reads write; a minute's precision is enough.
+        if k.last_used_at
+            .is_none_or(|t| now - t > chrono::Duration::seconds(60))
+        {
+            self.store.touch_api_key(k.id, now).await?;
+        }
+        Ok(Ok(k))
+    }
+
+    pub async fn create_reseller(&self, input: ResellerInput) -> Result<Reseller> {
+        let mut p = Problems::default();
+        let name = match &input.name {
+            Some(n) => p.take("name", DisplayName::parse(n)),
+            None => {
+                p.push("name", "required", "is required");
+                None
+            }
+        };
+        p.finish()?;
+        Ok(self
+            .store
+            .insert_reseller(
+                &name.expect("checked"),
+                input.status.unwrap_or(ResellerStatus::Active),
+            )
+            .await?)
+    }
+
+    pub async fn get_reseller(&self, id: ResellerId) -> Result<Reseller> {
+        self.store
+            .get_reseller(id)
+            .await?
+            .ok_or_else(|| not_found("reseller", id))
+    }
+
+    pub async fn update_reseller(&self, id: ResellerId, input: ResellerInput) -> Result<Reseller> {
+        let mut r = self.get_reseller(id).await?;
+        let mut p = Problems::default();
+        if let Some(n) = &input.name {
+            if let Some(n) = p.take("name", DisplayName::parse(n)) {
+                r.name = n;
+            }
+        }
+        p.finish()?;
+        if let Some(s) = input.status {
+            r.status = s;
+        }
+        Ok(self.store.update_reseller(&r).await?)
+    }
+
+    pub async fn list_resellers(&self, page: PageRequest) -> Result<Page<Reseller>> {
+        Ok(self.store.list_resellers(page).await?)
     }
 }

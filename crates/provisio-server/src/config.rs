@@ -80,6 +80,10 @@ pub struct HttpConfig {
     /// Requests served at once; beyond it a request is answered 503 with `Retry-After`
     /// rather than queued without bound. `/healthz` is never refused.
     pub max_concurrent_requests: usize,
+    /// Requests with an invalid key one client address may make in a minute; past it the
+    /// address is answered 429 with `Retry-After`, whatever key it sends, until the minute
+    /// ends.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for HttpConfig {
@@ -87,6 +91,7 @@ impl Default for HttpConfig {
         Self {
             request_timeout_seconds: 330,
             max_concurrent_requests: 1024,
+            auth_failures_per_minute: 20,
         }
     }
 }
@@ -96,6 +101,11 @@ impl HttpConfig {
         if self.request_timeout_seconds == 0 || self.max_concurrent_requests == 0 {
             return Err(ConfigError::Invalid(
                 "http.request_timeout_seconds/max_concurrent_requests: must be positive".into(),
+            ));
+        }
+        if self.auth_failures_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "http.auth_failures_per_minute: must be positive".into(),
             ));
         }
         Ok(())

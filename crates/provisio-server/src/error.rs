@@ -27,6 +27,9 @@ pub struct Problem {
     /// For actions a gate forbade: its reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For requests the key's role may not make: the roles that may.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 /// One field that broke one rule.
@@ -47,6 +50,7 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     forbidden_by: Option<Box<(String, String)>>,
+    roles: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -63,6 +67,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             forbidden_by: None,
+            roles: None,
         }
     }
 
@@ -79,6 +84,7 @@ impl ApiError {
             detail,
             errors,
             forbidden_by: None,
+            roles: None,
         }
     }
 
@@ -101,6 +107,7 @@ impl ApiError {
                 message,
             }],
             forbidden_by: None,
+            roles: None,
         }
     }
 
@@ -115,6 +122,13 @@ impl ApiError {
 
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// The key's role may not make this request; `roles` are those that may.
+    pub fn forbidden_role(detail: impl Into<String>, roles: Vec<String>) -> Self {
+        let mut e = Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail);
+        e.roles = Some(roles);
+        e
     }
 
     pub fn internal() -> Self {
@@ -194,6 +208,7 @@ impl IntoResponse for ApiError {
             errors: self.errors,
             handler: self.forbidden_by.as_ref().map(|f| f.0.clone()),
             reason: self.forbidden_by.map(|f| f.1.clone()),
+            roles: self.roles,
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.headers_mut().insert(

@@ -3,6 +3,7 @@
 //!
 //! Only this crate knows HTTP.
 
+mod access;
 pub mod config;
 mod error;
 mod extract;
@@ -13,9 +14,9 @@ mod views;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -60,40 +61,55 @@ impl Modify for BearerAuth {
 }
 
 fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::v1())
-        .split_for_parts()
+        .split_for_parts();
+    document_roles(&mut api);
+    (router, api)
+}
+
+/// Writes each operation's roles into the document: `x-provisio-roles`, and a line of its
+/// description, so that what the access table enforces is what callers read.
+fn document_roles(api: &mut utoipa::openapi::OpenApi) {
+    let rules: std::collections::HashMap<(String, &str), &access::Access> = routes::access_rules()
+        .map(|r| ((r.method.as_str().to_ascii_lowercase(), r.path), r))
+        .collect();
+    for (path, item) in api.paths.paths.iter_mut() {
+        let ops = [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("patch", &mut item.patch),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op.as_mut() else { continue };
+            let Some(rule) = rules.get(&(method.to_string(), path.as_str())) else {
+                continue;
+            };
+            let roles = access::roles_for(rule);
+            let mut line = format!("Roles: {}", roles.join(", "));
+            if rule.need == access::Need::Secret {
+                line.push_str(" (all but admin only with reveal_secrets)");
+            }
+            if rule.client || rule.reseller && roles.contains(&"reseller") {
+                line.push_str(
+                    "; client and reseller keys only on their own records (others answer 404)",
+                );
+            }
+            op.description = Some(match op.description.take() {
+                Some(d) if !d.is_empty() => format!("{d}\n\n{line}."),
+                _ => format!("{line}."),
+            });
+            let ext = op.extensions.get_or_insert_with(Default::default);
+            ext.insert("x-provisio-roles".into(), serde_json::json!(roles));
+        }
+    }
 }
 
 /// The OpenAPI document of the REST API, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api_parts().1
-}
-
-/// Every `/v1` request must carry a valid API key as `Authorization: Bearer KEY`.
-async fn require_key(
-    State(app): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err(ApiError::unauthorized(
-            "an API key is required: send 'Authorization: Bearer KEY'",
-        ));
-    };
-    match app.engine.authenticate(presented).await? {
-        Some(_) => Ok(next.run(req).await),
-        None => Err(ApiError::unauthorized("the API key is not valid")),
-    }
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -177,7 +193,19 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
     };
     let state = AppState { engine };
     let (v1, api) = api_parts();
-    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let gate = access::Gate {
+        app: state.clone(),
+        failures: Arc::new(access::AuthFailures::new(
+            config.http.auth_failures_per_minute,
+            std::time::Duration::from_secs(60),
+        )),
+        rules: Arc::new(
+            routes::access_rules()
+                .map(|r| ((r.method.clone(), r.path), r.clone()))
+                .collect(),
+        ),
+    };
+    let v1 = v1.route_layer(middleware::from_fn_with_state(gate, access::require_key));
     let api = Arc::new(api);
     Router::new()
         .route("/healthz", get(healthz))
@@ -237,6 +265,7 @@ pub async fn run_with(
             None => draining.begin_drain(),
         }
     };
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

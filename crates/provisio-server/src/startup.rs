@@ -148,7 +148,10 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
     }
     if store.list_api_keys().await.map_err(store_err)?.is_empty() {
         let new = engine
-            .create_api_key("admin")
+            .create_api_key(&provisio_engine::keys::KeyCreate::named(
+                "admin",
+                provisio_core::access::Role::Admin,
+            ))
             .await
             .map_err(|e| StartError::Key(e.to_string()))?;
         write_private(&config.admin_key_file, new.key.expose_secret())?;

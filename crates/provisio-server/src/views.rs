@@ -43,6 +43,8 @@ pub struct ClientView {
     pub balance_minor: i64,
     pub currency: String,
     pub custom_fields: BTreeMap<String, String>,
+    /// The reseller the client belongs to, if any.
+    pub reseller_id: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -57,6 +59,7 @@ impl From<Client> for ClientView {
             balance_minor: c.balance_minor,
             currency: c.currency.into(),
             custom_fields: c.custom_fields,
+            reseller_id: c.reseller_id.map(|r| r.0),
             created_at: c.created_at,
             updated_at: c.updated_at,
         }

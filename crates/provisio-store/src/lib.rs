@@ -66,6 +66,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use provisio_core::access::{Reseller, ResellerStatus, Role, Scope};
 use provisio_core::client::{Client, ClientStatus, NewClient, NewTransaction, Transaction};
 use provisio_core::event::{Event, EventPattern, NewEvent};
 use provisio_core::job::{Attempt, Job, JobId, JobState, NewJob};
@@ -100,6 +101,8 @@ pub enum Backend {
 pub struct ClientFilter {
     pub status: Option<ClientStatus>,
     pub email: Option<String>,
+    /// Only the clients a scoped key may see.
+    pub scope: Option<Scope>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -130,6 +133,8 @@ pub struct ServiceFilter {
     pub suspended_before: Option<DateTime<Utc>>,
     /// Only the services of a group: `invoice` or `parent_invoice` is this.
     pub invoice_or_parent: Option<String>,
+    /// Only the services a scoped key may see.
+    pub scope: Option<Scope>,
 }
 
 /// An API key as stored: only a hash of the key itself.
@@ -143,6 +148,34 @@ pub struct ApiKey {
     pub hash: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub role: Role,
+    pub scope: Option<Scope>,
+    /// What a client key may run; `None` for the role's default.
+    pub actions: Option<Vec<String>>,
+    /// Whether the key may read service passwords (never for `readonly`).
+    pub reveal_secrets: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKey {
+    /// Whether the key may be used at `now`: neither revoked nor expired.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// A key about to be stored: everything but the id and times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApiKey {
+    pub name: String,
+    pub prefix: String,
+    pub hash: String,
+    pub role: Role,
+    pub scope: Option<Scope>,
+    pub actions: Option<Vec<String>>,
+    pub reveal_secrets: bool,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -152,6 +185,8 @@ pub struct JobFilter {
     pub service_id: Option<ServiceId>,
     /// Only pending and running jobs.
     pub open_only: bool,
+    /// Only the jobs of services a scoped key may see.
+    pub scope: Option<Scope>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -161,6 +196,8 @@ pub struct EventFilter {
     pub subject: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// Only the events of services a scoped key may see.
+    pub scope: Option<Scope>,
 }
 
 /// What a worker asks for when it claims jobs.
@@ -363,11 +400,24 @@ pub trait Store: HookStore + UsageStore + Send + Sync + 'static {
     /// Returns how many went; fewer than `batch` means nothing more is due.
     async fn trim_jobs(&self, before: DateTime<Utc>, batch: u32) -> Result<u64>;
 
-    async fn insert_api_key(&self, name: &str, prefix: &str, hash: &str) -> Result<ApiKey>;
+    /// A key whose name is taken by a live key answers [`StoreError::Conflict`].
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKey>;
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;
+    async fn get_api_key(&self, id: i64) -> Result<Option<ApiKey>>;
     async fn touch_api_key(&self, id: i64, at: DateTime<Utc>) -> Result<()>;
+    /// Every key, revoked ones included, oldest first.
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
-    async fn delete_api_key(&self, name: &str) -> Result<bool>;
+    /// Marks a key revoked (it stays on record); `None` if there is no such key.
+    async fn revoke_api_key(&self, id: i64, at: DateTime<Utc>) -> Result<Option<ApiKey>>;
+
+    async fn insert_reseller(
+        &self,
+        name: &provisio_core::text::DisplayName,
+        status: ResellerStatus,
+    ) -> Result<Reseller>;
+    async fn get_reseller(&self, id: provisio_core::ResellerId) -> Result<Option<Reseller>>;
+    async fn update_reseller(&self, r: &Reseller) -> Result<Reseller>;
+    async fn list_resellers(&self, page: PageRequest) -> Result<Page<Reseller>>;
 }
 
 /// Opens the store a database URL names: `postgres://…` or `postgresql://…` for PostgreSQL;

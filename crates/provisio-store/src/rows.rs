@@ -37,6 +37,7 @@ pub(crate) struct ClientRow {
     custom_fields: Json<std::collections::BTreeMap<String, String>>,
     created_at: i64,
     updated_at: i64,
+    reseller_id: Option<i64>,
 }
 
 impl TryFrom<ClientRow> for Client {
@@ -51,6 +52,7 @@ impl TryFrom<ClientRow> for Client {
             balance_minor: r.balance_minor,
             currency: Currency::parse(&r.currency).map_err(|e| corrupt("currency", e))?,
             custom_fields: r.custom_fields.0,
+            reseller_id: r.reseller_id.map(provisio_core::ResellerId),
             created_at: from_ts(r.created_at)?,
             updated_at: from_ts(r.updated_at)?,
         })
@@ -199,11 +201,29 @@ pub(crate) struct ApiKeyRow {
     hash: String,
     created_at: i64,
     last_used_at: Option<i64>,
+    role: String,
+    client_id: Option<i64>,
+    reseller_id: Option<i64>,
+    actions: Option<Json<Vec<String>>>,
+    reveal_secrets: bool,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
     type Error = StoreError;
     fn try_from(r: ApiKeyRow) -> Result<Self, StoreError> {
+        use provisio_core::access::{Role, Scope};
+        let role = Role::parse(&r.role).ok_or_else(|| corrupt("key role", &r.role))?;
+        let scope = match (r.client_id, r.reseller_id) {
+            (Some(c), None) => Some(Scope::Client(provisio_core::ClientId(c))),
+            (None, Some(x)) => Some(Scope::Reseller(provisio_core::ResellerId(x))),
+            (None, None) => None,
+            _ => return Err(corrupt("key scope", "both a client and a reseller")),
+        };
+        if role.is_scoped() != scope.is_some() {
+            return Err(corrupt("key scope", r.role));
+        }
         Ok(ApiKey {
             id: r.id,
             name: r.name,
@@ -211,6 +231,34 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             hash: r.hash,
             created_at: from_ts(r.created_at)?,
             last_used_at: r.last_used_at.map(from_ts).transpose()?,
+            role,
+            scope,
+            actions: r.actions.map(|a| a.0),
+            reveal_secrets: r.reveal_secrets,
+            expires_at: r.expires_at.map(from_ts).transpose()?,
+            revoked_at: r.revoked_at.map(from_ts).transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ResellerRow {
+    id: i64,
+    name: String,
+    status: String,
+    created_at: i64,
+}
+
+impl TryFrom<ResellerRow> for provisio_core::access::Reseller {
+    type Error = StoreError;
+    fn try_from(r: ResellerRow) -> Result<Self, StoreError> {
+        use provisio_core::access::ResellerStatus;
+        Ok(provisio_core::access::Reseller {
+            id: provisio_core::ResellerId(r.id),
+            name: DisplayName::parse(&r.name).map_err(|e| corrupt("reseller name", e))?,
+            status: ResellerStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("reseller status", &r.status))?,
+            created_at: from_ts(r.created_at)?,
         })
     }
 }

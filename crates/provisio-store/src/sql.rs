@@ -32,8 +32,8 @@ macro_rules! impl_store {
                 let now = $crate::rows::ts(chrono::Utc::now());
                 let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ClientRow = sqlx::query_as(
-                    "INSERT INTO clients (name, email, status, balance_minor, currency, custom_fields, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                    "INSERT INTO clients (name, email, status, balance_minor, currency, custom_fields, created_at, updated_at, reseller_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
                 )
                 .bind(c.name.as_str())
                 .bind(c.email.as_str())
@@ -43,6 +43,7 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&c.custom_fields))
                 .bind(now)
                 .bind(now)
+                .bind(c.reseller_id.map(|r| r.0))
                 .fetch_one(&mut *tx)
                 .await?;
                 let client: provisio_core::client::Client = row.try_into()?;
@@ -75,7 +76,7 @@ macro_rules! impl_store {
                 let row: Option<$crate::rows::ClientRow> = sqlx::query_as(
                     // balance_minor is left alone: only transactions move it.
                     "UPDATE clients SET name = $1, email = $2, status = $3, \
-                     currency = $4, custom_fields = $5, updated_at = $6 WHERE id = $7 RETURNING *",
+                     currency = $4, custom_fields = $5, updated_at = $6, reseller_id = $7 WHERE id = $8 RETURNING *",
                 )
                 .bind(c.name.as_str())
                 .bind(c.email.as_str())
@@ -83,6 +84,7 @@ macro_rules! impl_store {
                 .bind(c.currency.as_str())
                 .bind(sqlx::types::Json(&c.custom_fields))
                 .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind(c.reseller_id.map(|r| r.0))
                 .bind(c.id.0)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -124,6 +126,15 @@ macro_rules! impl_store {
                 }
                 if let Some(e) = &f.email {
                     qb.push(" AND email = ").push_bind(e.as_str());
+                }
+                match f.scope {
+                    Some(provisio_core::access::Scope::Client(c)) => {
+                        qb.push(" AND id = ").push_bind(c.0);
+                    }
+                    Some(provisio_core::access::Scope::Reseller(r)) => {
+                        qb.push(" AND reseller_id = ").push_bind(r.0);
+                    }
+                    None => {}
                 }
                 page_clause(&mut qb, page);
                 let rows: Vec<$crate::rows::ClientRow> =
@@ -668,6 +679,11 @@ macro_rules! impl_store {
                 if let Some(s) = f.service_id {
                     qb.push(" AND service_id = ").push_bind(s.0);
                 }
+                if let Some(scope) = f.scope {
+                    qb.push(" AND service_id IN (SELECT id FROM services WHERE 1 = 1");
+                    scope_services(&mut qb, scope);
+                    qb.push(")");
+                }
                 page_clause(&mut qb, page);
                 let rows: Vec<$crate::rows::JobRow> = qb.build_query_as().fetch_all(&self.pool).await?;
                 collect_page(rows, page, |j: &provisio_core::job::Job| j.id.0)
@@ -845,6 +861,13 @@ macro_rules! impl_store {
                 if let Some(t) = f.until {
                     qb.push(" AND at < ").push_bind($crate::rows::ts(t));
                 }
+                if let Some(scope) = f.scope {
+                    // Service events name their service as `service:ID`; a scoped key sees
+                    // those of its services and no others.
+                    qb.push(" AND subject IN (SELECT 'service:' || id FROM services WHERE 1 = 1");
+                    scope_services(&mut qb, scope);
+                    qb.push(")");
+                }
                 page_clause(&mut qb, page);
                 let rows: Vec<$crate::rows::EventRow> = qb.build_query_as().fetch_all(&self.pool).await?;
                 let scanned = rows.len();
@@ -891,19 +914,27 @@ macro_rules! impl_store {
 
             // ---- API keys ----
 
-            async fn insert_api_key(
-                &self,
-                name: &str,
-                prefix: &str,
-                hash: &str,
-            ) -> $crate::Result<$crate::ApiKey> {
+            async fn insert_api_key(&self, k: &$crate::NewApiKey) -> $crate::Result<$crate::ApiKey> {
+                let (client_id, reseller_id) = match k.scope {
+                    Some(provisio_core::access::Scope::Client(c)) => (Some(c.0), None),
+                    Some(provisio_core::access::Scope::Reseller(r)) => (None, Some(r.0)),
+                    None => (None, None),
+                };
                 let row: $crate::rows::ApiKeyRow = sqlx::query_as(
-                    "INSERT INTO api_keys (name, prefix, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+                    "INSERT INTO api_keys (name, prefix, hash, created_at, role, client_id, reseller_id, \
+                     actions, reveal_secrets, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
                 )
-                .bind(name)
-                .bind(prefix)
-                .bind(hash)
+                .bind(&k.name)
+                .bind(&k.prefix)
+                .bind(&k.hash)
                 .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind(k.role.as_str())
+                .bind(client_id)
+                .bind(reseller_id)
+                .bind(k.actions.as_ref().map(sqlx::types::Json))
+                .bind(k.reveal_secrets)
+                .bind(k.expires_at.map($crate::rows::ts))
                 .fetch_one(self.writer())
                 .await?;
                 row.try_into()
@@ -911,6 +942,10 @@ macro_rules! impl_store {
 
             async fn find_api_key(&self, hash: &str) -> $crate::Result<Option<$crate::ApiKey>> {
                 one_by!(&self.pool, $crate::rows::ApiKeyRow, "SELECT * FROM api_keys WHERE hash = $1", hash)
+            }
+
+            async fn get_api_key(&self, id: i64) -> $crate::Result<Option<$crate::ApiKey>> {
+                one_by!(&self.pool, $crate::rows::ApiKeyRow, "SELECT * FROM api_keys WHERE id = $1", id)
             }
 
             async fn touch_api_key(
@@ -934,12 +969,71 @@ macro_rules! impl_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
-            async fn delete_api_key(&self, name: &str) -> $crate::Result<bool> {
-                let r = sqlx::query("DELETE FROM api_keys WHERE name = $1")
-                    .bind(name)
-                    .execute(self.writer())
-                    .await?;
-                Ok(r.rows_affected() > 0)
+            async fn revoke_api_key(
+                &self,
+                id: i64,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Option<$crate::ApiKey>> {
+                // The first revocation's time stands; revoking again changes nothing.
+                let row: Option<$crate::rows::ApiKeyRow> = sqlx::query_as(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING *",
+                )
+                .bind($crate::rows::ts(at))
+                .bind(id)
+                .fetch_optional(self.writer())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            // ---- resellers ----
+
+            async fn insert_reseller(
+                &self,
+                name: &provisio_core::text::DisplayName,
+                status: provisio_core::access::ResellerStatus,
+            ) -> $crate::Result<provisio_core::access::Reseller> {
+                let row: $crate::rows::ResellerRow = sqlx::query_as(
+                    "INSERT INTO resellers (name, status, created_at) VALUES ($1, $2, $3) RETURNING *",
+                )
+                .bind(name.as_str())
+                .bind(status.as_str())
+                .bind($crate::rows::ts(chrono::Utc::now()))
+                .fetch_one(self.writer())
+                .await?;
+                row.try_into()
+            }
+
+            async fn get_reseller(
+                &self,
+                id: provisio_core::ResellerId,
+            ) -> $crate::Result<Option<provisio_core::access::Reseller>> {
+                one_by!(&self.pool, $crate::rows::ResellerRow, "SELECT * FROM resellers WHERE id = $1", id.0)
+            }
+
+            async fn update_reseller(
+                &self,
+                r: &provisio_core::access::Reseller,
+            ) -> $crate::Result<provisio_core::access::Reseller> {
+                let row: Option<$crate::rows::ResellerRow> = sqlx::query_as(
+                    "UPDATE resellers SET name = $1, status = $2 WHERE id = $3 RETURNING *",
+                )
+                .bind(r.name.as_str())
+                .bind(r.status.as_str())
+                .bind(r.id.0)
+                .fetch_optional(self.writer())
+                .await?;
+                row.ok_or($crate::StoreError::NotFound)?.try_into()
+            }
+
+            async fn list_resellers(
+                &self,
+                page: provisio_core::page::PageRequest,
+            ) -> $crate::Result<provisio_core::page::Page<provisio_core::access::Reseller>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT * FROM resellers WHERE 1 = 1");
+                page_clause(&mut qb, page);
+                let rows: Vec<$crate::rows::ResellerRow> =
+                    qb.build_query_as().fetch_all(&self.pool).await?;
+                collect_page(rows, page, |r: &provisio_core::access::Reseller| r.id.0)
             }
         }
 
@@ -1388,6 +1482,23 @@ macro_rules! impl_store {
             }
             if let Some(i) = &f.invoice_or_parent {
                 qb.push(" AND (invoice = ").push_bind(i.as_str()).push(" OR parent_invoice = ").push_bind(i.as_str()).push(")");
+            }
+            if let Some(scope) = f.scope {
+                scope_services(qb, scope);
+            }
+        }
+
+        /// Narrows a query over `services` to the services a scoped key may see.
+        fn scope_services(qb: &mut sqlx::QueryBuilder<'_, $db>, scope: provisio_core::access::Scope) {
+            match scope {
+                provisio_core::access::Scope::Client(c) => {
+                    qb.push(" AND client_id = ").push_bind(c.0);
+                }
+                provisio_core::access::Scope::Reseller(r) => {
+                    qb.push(" AND client_id IN (SELECT id FROM clients WHERE reseller_id = ")
+                        .push_bind(r.0)
+                        .push(")");
+                }
             }
         }
 

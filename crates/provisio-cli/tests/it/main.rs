@@ -317,7 +317,16 @@ fn key_create_bootstraps_access_and_migrate_reports() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = Command::new(BIN)
-        .args(["key", "create", "--name", "billing", "--database-url", &db])
+        .args([
+            "key",
+            "create",
+            "--name",
+            "billing",
+            "--role",
+            "billing",
+            "--database-url",
+            &db,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -339,7 +348,16 @@ fn key_create_bootstraps_access_and_migrate_reports() {
     );
     // A duplicate name is one clear line.
     let out = Command::new(BIN)
-        .args(["key", "create", "--name", "billing", "--database-url", &db])
+        .args([
+            "key",
+            "create",
+            "--name",
+            "billing",
+            "--role",
+            "billing",
+            "--database-url",
+            &db,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -15,6 +15,10 @@ impl Engine {
             &mut p,
             input.custom_fields.iter().map(|(k, v)| (k, Some(v))),
         );
+        let reseller_id = match input.reseller_id {
+            Some(r) => self.known_reseller(&mut p, r).await?,
+            None => None,
+        };
         p.finish()?;
         let new = NewClient {
             name: name.expect("checked"),
@@ -23,6 +27,7 @@ impl Engine {
             balance_minor: input.balance_minor.unwrap_or(0),
             currency: currency.expect("checked"),
             custom_fields: input.custom_fields,
+            reseller_id,
         };
         let payload = serde_json::json!({"client": {
             "name": new.name.as_str(), "email": new.email.as_str(), "status": new.status,
@@ -36,6 +41,21 @@ impl Engine {
         )
         .await?;
         Ok(self.store.insert_client(&new, &["client.created"]).await?)
+    }
+
+    /// A reseller id the input names, if that reseller exists; a problem on `reseller_id`
+    /// if not.
+    async fn known_reseller(
+        &self,
+        p: &mut Problems,
+        id: i64,
+    ) -> Result<Option<provisio_core::ResellerId>> {
+        let id = provisio_core::ResellerId(id);
+        if self.store.get_reseller(id).await?.is_none() {
+            p.push("reseller_id", "exists", format!("no reseller {id}"));
+            return Ok(None);
+        }
+        Ok(Some(id))
     }
 
     pub async fn get_client(&self, id: ClientId) -> Result<Client> {
@@ -61,6 +81,11 @@ impl Engine {
         }
         if let Some(cf) = &patch.custom_fields {
             check_custom_fields(&mut p, cf.iter().map(|(k, v)| (k, v.as_ref())));
+        }
+        if let Some(r) = patch.reseller_id {
+            if let Some(r) = self.known_reseller(&mut p, r).await? {
+                client.reseller_id = Some(r);
+            }
         }
         p.finish()?;
         if let Some(s) = patch.status {

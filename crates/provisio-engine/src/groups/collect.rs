@@ -19,6 +19,10 @@ pub struct CollectQuery {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub filters: BTreeMap<String, String>,
+    /// The records the caller's key is held to. Set by the server from the key, never read
+    /// from the body.
+    #[serde(skip)]
+    pub scope: Option<provisio_core::access::Scope>,
 }
 
 /// One service as `collect` shows it.
@@ -215,7 +219,8 @@ impl Engine {
         for (i, f) in q.fields.iter().enumerate() {
             check_path(&mut p, &format!("fields[{i}]"), f);
         }
-        let plan = self.plan_filters(&mut p, &q.filters).await?;
+        let mut plan = self.plan_filters(&mut p, &q.filters).await?;
+        plan.store.scope = q.scope;
         p.finish()?;
         let fields: Vec<&str> = if q.fields.is_empty() {
             DEFAULT_FIELDS.to_vec()

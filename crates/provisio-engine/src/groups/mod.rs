@@ -96,6 +96,10 @@ pub struct GroupRequest {
     /// they ended.
     #[serde(default)]
     pub wait: Option<u64>,
+    /// The records the caller's key is held to: members and the transfer's client must be
+    /// inside it. Set by the server from the key, never read from the body.
+    #[serde(skip)]
+    pub scope: Option<provisio_core::access::Scope>,
 }
 
 /// What happened (or would happen) to one member.
@@ -146,13 +150,32 @@ fn member(
     }
 }
 
+/// Whether a scoped key may see `client`; every client when there is no scope.
+pub fn in_scope(
+    scope: Option<provisio_core::access::Scope>,
+    client: &provisio_core::client::Client,
+) -> bool {
+    use provisio_core::access::Scope;
+    match scope {
+        None => true,
+        Some(Scope::Client(c)) => client.id == c,
+        Some(Scope::Reseller(r)) => client.reseller_id == Some(r),
+    }
+}
+
 impl Engine {
     /// The live services of a group, master first.
-    pub async fn group_members(&self, invoice: &str, children_only: bool) -> Result<Vec<Service>> {
+    pub async fn group_members(
+        &self,
+        invoice: &str,
+        children_only: bool,
+        scope: Option<provisio_core::access::Scope>,
+    ) -> Result<Vec<Service>> {
         let mut out = self
             .all_services(&ServiceFilter {
                 invoice_or_parent: Some(invoice.to_string()),
                 live_only: true,
+                scope,
                 ..Default::default()
             })
             .await?;
@@ -209,8 +232,8 @@ impl Engine {
         let target_client = match (&req.client, op) {
             (Some(r), _) => match r {
                 RecordRef::Id(i) => match self.store.get_client(ClientId(*i)).await? {
-                    Some(c) => Some(c.id),
-                    None => {
+                    Some(c) if in_scope(req.scope, &c) => Some(c.id),
+                    _ => {
                         p.push("client", "exists", format!("no client {i}"));
                         None
                     }
@@ -244,7 +267,9 @@ impl Engine {
         }
         p.finish()?;
 
-        let members = self.group_members(invoice, req.children_only).await?;
+        let members = self
+            .group_members(invoice, req.children_only, req.scope)
+            .await?;
         if members.is_empty() {
             return Err(EngineError::NotFound {
                 what: "group",

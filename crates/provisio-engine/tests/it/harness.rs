@@ -203,6 +203,7 @@ impl TestEngine {
                 balance_minor: None,
                 status: None,
                 custom_fields: Default::default(),
+                reseller_id: None,
             })
             .await
             .unwrap()

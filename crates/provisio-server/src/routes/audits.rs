@@ -11,6 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, OptionalJson, Query};
 use crate::views::List;
@@ -22,6 +23,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_audit))
         .routes(routes!(audit_findings))
 }
+
+pub(crate) const ACCESS: &[Access] = &[
+    rule(axum::http::Method::POST, "/v1/audits", WRITE_SETUP),
+    rule(axum::http::Method::GET, "/v1/audits", READ_SETUP),
+    rule(axum::http::Method::GET, "/v1/audits/{id}", READ_SETUP),
+    rule(
+        axum::http::Method::GET,
+        "/v1/audits/{id}/findings",
+        READ_SETUP,
+    ),
+];
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! `/v1/clients`: the billing system's customers.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use provisio_core::client::ClientStatus;
 use provisio_core::ClientId;
 use provisio_engine::input::{ClientCreate, ClientPatch, TransactionCreate};
@@ -10,6 +10,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{client_rule, rule, Access, Caller, READ_BILLING, WRITE_BILLING};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, Query};
 use crate::views::{ClientView, List, TransactionView};
@@ -21,6 +22,47 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_client, update_client, delete_client))
         .routes(routes!(archive_client))
         .routes(routes!(list_transactions, create_transaction))
+}
+
+pub(crate) const ACCESS: &[Access] = &[
+    client_rule(Method::GET, "/v1/clients", READ_BILLING),
+    rule(Method::POST, "/v1/clients", WRITE_BILLING),
+    client_rule(Method::GET, "/v1/clients/{id}", READ_BILLING),
+    rule(Method::PATCH, "/v1/clients/{id}", WRITE_BILLING),
+    rule(Method::DELETE, "/v1/clients/{id}", WRITE_BILLING),
+    rule(Method::POST, "/v1/clients/{id}/archive", WRITE_BILLING),
+    client_rule(Method::GET, "/v1/clients/{id}/transactions", READ_BILLING),
+    rule(Method::POST, "/v1/clients/{id}/transactions", WRITE_BILLING),
+];
+
+/// A client id from the path, if the caller may see that client.
+async fn seen(app: &AppState, caller: &Caller, raw: &str) -> Result<ClientId, ApiError> {
+    let id = ClientId(path_id(raw)?);
+    if caller.scope.is_some() {
+        caller.client(&app.engine, id).await?;
+    }
+    Ok(id)
+}
+
+/// A reseller key creates and keeps clients inside its own reseller.
+fn reseller_field(caller: &Caller, given: &mut Option<i64>, create: bool) -> Result<(), ApiError> {
+    let Some(provisio_core::access::Scope::Reseller(r)) = caller.scope else {
+        return Ok(());
+    };
+    match *given {
+        Some(x) if x != r.0 => Err(ApiError::bad_field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reseller_id",
+            "scope",
+            "a reseller key keeps its clients in its own reseller",
+        )),
+        _ => {
+            if create {
+                *given = Some(r.0);
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -39,12 +81,14 @@ pub struct ClientQuery {
     responses((status = 200, body = List<ClientView>), (status = 400, body = Problem)))]
 async fn list_clients(
     State(app): State<AppState>,
+    caller: Caller,
     Query(q): Query<ClientQuery>,
 ) -> Result<axum::Json<List<ClientView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let filter = ClientFilter {
         status: q.status,
         email: q.email,
+        scope: caller.scope,
     };
     let found = app.engine.list_clients(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, ClientView::from)))
@@ -55,8 +99,10 @@ async fn list_clients(
     responses((status = 201, body = ClientView), (status = 422, body = Problem)))]
 async fn create_client(
     State(app): State<AppState>,
-    Json(body): Json<ClientCreate>,
+    caller: Caller,
+    Json(mut body): Json<ClientCreate>,
 ) -> Result<(StatusCode, axum::Json<ClientView>), ApiError> {
+    reseller_field(&caller, &mut body.reseller_id, true)?;
     let c = app.engine.create_client(body).await?;
     Ok((StatusCode::CREATED, axum::Json(c.into())))
 }
@@ -66,9 +112,10 @@ async fn create_client(
     responses((status = 200, body = ClientView), (status = 404, body = Problem)))]
 async fn get_client(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ClientView>, ApiError> {
-    let c = app.engine.get_client(ClientId(path_id(&id)?)).await?;
+    let c = caller.client(&app.engine, ClientId(path_id(&id)?)).await?;
     Ok(axum::Json(c.into()))
 }
 
@@ -77,13 +124,13 @@ async fn get_client(
     responses((status = 200, body = ClientView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn update_client(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<ClientPatch>,
+    Json(mut body): Json<ClientPatch>,
 ) -> Result<axum::Json<ClientView>, ApiError> {
-    let c = app
-        .engine
-        .update_client(ClientId(path_id(&id)?), body)
-        .await?;
+    let id = seen(&app, &caller, &id).await?;
+    reseller_field(&caller, &mut body.reseller_id, false)?;
+    let c = app.engine.update_client(id, body).await?;
     Ok(axum::Json(c.into()))
 }
 
@@ -92,9 +139,11 @@ async fn update_client(
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_client(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.engine.delete_client(ClientId(path_id(&id)?)).await?;
+    let id = seen(&app, &caller, &id).await?;
+    app.engine.delete_client(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -103,9 +152,11 @@ async fn delete_client(
     responses((status = 200, body = ClientView), (status = 404, body = Problem)))]
 async fn archive_client(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ClientView>, ApiError> {
-    let c = app.engine.archive_client(ClientId(path_id(&id)?)).await?;
+    let id = seen(&app, &caller, &id).await?;
+    let c = app.engine.archive_client(id).await?;
     Ok(axum::Json(c.into()))
 }
 
@@ -125,10 +176,11 @@ pub struct TransactionQuery {
         (status = 404, body = Problem)))]
 async fn list_transactions(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<TransactionQuery>,
 ) -> Result<axum::Json<List<TransactionView>>, ApiError> {
-    let id = ClientId(path_id(&id)?);
+    let id = seen(&app, &caller, &id).await?;
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let found = app.engine.list_transactions(id, page).await?;
     Ok(axum::Json(List::from_page(found, TransactionView::from)))
@@ -149,10 +201,11 @@ async fn list_transactions(
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create_transaction(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<TransactionCreate>,
 ) -> Result<(StatusCode, axum::Json<TransactionView>), ApiError> {
-    let id = ClientId(path_id(&id)?);
+    let id = seen(&app, &caller, &id).await?;
     let outcome = app.engine.apply_transaction(id, body).await?;
     let status = if outcome.replayed {
         StatusCode::OK

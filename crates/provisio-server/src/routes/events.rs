@@ -1,6 +1,7 @@
 //! `/v1/events`: what happened, newest last, filtered by type (with wildcards), subject and time.
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use provisio_core::event::EventPattern;
@@ -9,10 +10,13 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{client_rule, Access, Caller, READ_BILLING};
 use crate::error::{ApiError, Problem};
 use crate::extract::Query;
 use crate::views::{EventView, List};
 use crate::AppState;
+
+pub(crate) const ACCESS: &[Access] = &[client_rule(Method::GET, "/v1/events", READ_BILLING)];
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_events))
@@ -42,6 +46,7 @@ pub struct EventQuery {
     responses((status = 200, body = List<EventView>), (status = 400, body = Problem)))]
 async fn list_events(
     State(app): State<AppState>,
+    caller: Caller,
     Query(q): Query<EventQuery>,
 ) -> Result<axum::Json<List<EventView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
@@ -63,6 +68,7 @@ async fn list_events(
         subject: q.subject,
         since: q.since,
         until: q.until,
+        scope: caller.scope,
     };
     let found = app.engine.list_events(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, EventView::from)))

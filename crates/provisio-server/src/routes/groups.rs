@@ -2,6 +2,7 @@
 //! many services at once, and single sign-on.
 
 use axum::extract::{Path, State};
+use axum::http::Method;
 use provisio_core::ServiceId;
 use provisio_engine::groups::{
     CollectQuery, Collected, GroupOp, GroupRequest, GroupResult, MemberResult,
@@ -10,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{client_rule, rule, Access, Caller, READ_BILLING, WRITE_BILLING, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
-use crate::extract::{path_id, Json, OptionalJson, Query};
+use crate::extract::{Json, OptionalJson, Query};
 use crate::views::List;
 use crate::AppState;
 
@@ -23,6 +25,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cleanup))
         .routes(routes!(login_url))
 }
+
+pub(crate) const ACCESS: &[Access] = &[
+    // Collect only reads, though its filters come in a body.
+    rule(Method::POST, "/v1/collect", READ_BILLING),
+    rule(Method::GET, "/v1/groups/{invoice}", READ_BILLING),
+    rule(
+        Method::POST,
+        "/v1/groups/{invoice}/{operation}",
+        WRITE_BILLING,
+    ),
+    // The clean-up policy covers the whole instance.
+    rule(Method::POST, "/v1/cleanup", WRITE_SETUP),
+    client_rule(Method::POST, "/v1/services/{id}/login-url", WRITE_BILLING),
+];
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -37,9 +53,11 @@ pub struct PageQuery {
     responses((status = 200, body = List<Collected>), (status = 422, body = Problem)))]
 async fn collect(
     State(app): State<AppState>,
+    caller: Caller,
     Query(q): Query<PageQuery>,
-    Json(body): Json<CollectQuery>,
+    Json(mut body): Json<CollectQuery>,
 ) -> Result<axum::Json<List<Collected>>, ApiError> {
+    body.scope = caller.scope;
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let found = app.engine.collect(&body, page).await?;
     Ok(axum::Json(List::from_page(found, |c| c)))
@@ -65,6 +83,7 @@ pub struct GroupMembers {
     responses((status = 200, body = GroupMembers), (status = 404, body = Problem)))]
 async fn group_members(
     State(app): State<AppState>,
+    caller: Caller,
     Path(invoice): Path<String>,
     Query(q): Query<MembersQuery>,
 ) -> Result<axum::Json<GroupMembers>, ApiError> {
@@ -72,6 +91,7 @@ async fn group_members(
         dry_run: true,
         children_only: q.children_only,
         reason: None,
+        scope: caller.scope,
         ..Default::default()
     };
     // A dry-run suspend lists every member with its role and status and changes nothing.
@@ -101,9 +121,11 @@ async fn group_members(
     responses((status = 200, body = GroupResult), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn group_operation(
     State(app): State<AppState>,
+    caller: Caller,
     Path((invoice, operation)): Path<(String, String)>,
-    OptionalJson(body): OptionalJson<GroupRequest>,
+    OptionalJson(mut body): OptionalJson<GroupRequest>,
 ) -> Result<axum::Json<GroupResult>, ApiError> {
+    body.scope = caller.scope;
     let op = GroupOp::parse(&operation).ok_or_else(|| {
         ApiError::not_found(format!(
             "group operation '{operation}' not found (edit, suspend, activate, delete, transfer)"
@@ -174,11 +196,16 @@ pub struct LoginUrl {
     responses((status = 200, body = LoginUrl), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn login_url(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<LoginUrlRequest>,
 ) -> Result<axum::Json<LoginUrl>, ApiError> {
-    let id = ServiceId(path_id(&id)?);
+    let id = super::services::seen(&app, &caller, &id).await?;
+    caller.may_run("login_url")?;
     let from = body.from_service.map(ServiceId);
+    if let Some(f) = from {
+        caller.service(&app.engine, f).await?;
+    }
     let url = app.engine.login_url(id, from).await?;
     Ok(axum::Json(LoginUrl { url }))
 }

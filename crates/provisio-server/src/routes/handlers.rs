@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, Query};
 use crate::views::List;
@@ -31,6 +32,38 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_delivery))
         .routes(routes!(redeliver))
 }
+
+pub(crate) const ACCESS: &[Access] = &[
+    rule(axum::http::Method::GET, "/v1/handlers", READ_SETUP),
+    rule(axum::http::Method::POST, "/v1/handlers", WRITE_SETUP),
+    rule(
+        axum::http::Method::GET,
+        "/v1/handlers/{handler}",
+        READ_SETUP,
+    ),
+    rule(
+        axum::http::Method::PATCH,
+        "/v1/handlers/{handler}",
+        WRITE_SETUP,
+    ),
+    rule(
+        axum::http::Method::DELETE,
+        "/v1/handlers/{handler}",
+        WRITE_SETUP,
+    ),
+    rule(
+        axum::http::Method::POST,
+        "/v1/handlers/{handler}/rotate-secret",
+        WRITE_SETUP,
+    ),
+    rule(axum::http::Method::GET, "/v1/deliveries", READ_SETUP),
+    rule(axum::http::Method::GET, "/v1/deliveries/{id}", READ_SETUP),
+    rule(
+        axum::http::Method::POST,
+        "/v1/deliveries/{id}/redeliver",
+        WRITE_SETUP,
+    ),
+];
 
 /// A handler as the API shows it; its signing secret only right after creation or rotation.
 #[derive(Serialize, ToSchema)]

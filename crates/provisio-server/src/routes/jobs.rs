@@ -2,6 +2,7 @@
 //! resolve for the failed ones.
 
 use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
 use provisio_core::job::{JobId, JobState};
 use provisio_core::{ServerId, ServiceId};
 use provisio_engine::input::RecordRef;
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{client_rule, Access, Caller, READ_BILLING, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, OptionalJson, Query};
 use crate::views::{JobView, List, RetriedView};
@@ -23,6 +25,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(resolve_job))
         .routes(routes!(retry_failed))
 }
+
+pub(crate) const ACCESS: &[Access] = &[
+    client_rule(Method::GET, "/v1/jobs", READ_BILLING),
+    client_rule(Method::GET, "/v1/jobs/{id}", READ_BILLING),
+    // Repairing the queue is the operator's work, not the billing system's.
+    crate::access::rule(Method::POST, "/v1/jobs/{id}/retry", WRITE_SETUP),
+    crate::access::rule(Method::POST, "/v1/jobs/{id}/resolve", WRITE_SETUP),
+    crate::access::rule(Method::POST, "/v1/jobs/retry", WRITE_SETUP),
+];
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -41,9 +52,19 @@ pub struct JobQuery {
     responses((status = 200, body = List<JobView>), (status = 400, body = Problem)))]
 async fn list_jobs(
     State(app): State<AppState>,
+    caller: Caller,
     Query(q): Query<JobQuery>,
 ) -> Result<axum::Json<List<JobView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
+    if caller.scope.is_some() && q.server.is_some() {
+        // Servers are outside every scope; naming one would tell which exist.
+        return Err(ApiError::bad_field(
+            StatusCode::BAD_REQUEST,
+            "server",
+            "not_applicable",
+            "a scoped key cannot filter by server",
+        ));
+    }
     let server_id = match &q.server {
         Some(s) => Some(
             app.engine
@@ -58,6 +79,7 @@ async fn list_jobs(
         server_id,
         service_id: q.service.map(ServiceId),
         open_only: false,
+        scope: caller.scope,
     };
     let found = app.engine.list_jobs(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, JobView::from)))
@@ -68,9 +90,12 @@ async fn list_jobs(
     responses((status = 200, body = JobView), (status = 404, body = Problem)))]
 async fn get_job(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    let d = app.engine.get_job(JobId(path_id(&id)?)).await?;
+    let id = JobId(path_id(&id)?);
+    caller.job(&app.engine, id).await?;
+    let d = app.engine.get_job(id).await?;
     Ok(axum::Json(d.into()))
 }
 

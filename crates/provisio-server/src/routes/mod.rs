@@ -6,8 +6,10 @@ pub mod events;
 pub mod groups;
 pub mod handlers;
 pub mod jobs;
+pub mod keys;
 pub mod modules;
 pub mod products;
+pub mod resellers;
 pub mod rules;
 pub mod servers;
 pub mod services;
@@ -34,6 +36,30 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .merge(groups::router())
         .merge(usage::router())
         .merge(audits::router())
+        .merge(keys::router())
+        .merge(resellers::router())
+}
+
+/// Every operation's access rule, from the tables beside the routes.
+pub fn access_rules() -> impl Iterator<Item = &'static crate::access::Access> {
+    [
+        clients::ACCESS,
+        servers::ACCESS,
+        products::ACCESS,
+        services::ACCESS,
+        modules::ACCESS,
+        jobs::ACCESS,
+        events::ACCESS,
+        handlers::ACCESS,
+        rules::ACCESS,
+        groups::ACCESS,
+        usage::ACCESS,
+        audits::ACCESS,
+        keys::ACCESS,
+        resellers::ACCESS,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// Turns `limit` and `cursor` query parameters into a page request.

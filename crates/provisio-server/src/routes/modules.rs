@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use provisio_core::module::ModuleInfo;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{rule, Access, READ_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::views::ModuleList;
 use crate::AppState;
@@ -13,6 +14,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_modules))
         .routes(routes!(get_module))
 }
+
+pub(crate) const ACCESS: &[Access] = &[
+    rule(axum::http::Method::GET, "/v1/modules", READ_SETUP),
+    rule(axum::http::Method::GET, "/v1/modules/{name}", READ_SETUP),
+];
 
 /// List modules.
 #[utoipa::path(get, path = "/v1/modules", tag = "modules", responses((status = 200, body = ModuleList)))]

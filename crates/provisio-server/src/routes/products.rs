@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
 use crate::views::{List, ProductView};
@@ -18,6 +19,26 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_products, create_product))
         .routes(routes!(get_product, update_product, delete_product))
 }
+
+pub(crate) const ACCESS: &[Access] = &[
+    rule(axum::http::Method::GET, "/v1/products", READ_SETUP),
+    rule(axum::http::Method::POST, "/v1/products", WRITE_SETUP),
+    rule(
+        axum::http::Method::GET,
+        "/v1/products/{product}",
+        READ_SETUP,
+    ),
+    rule(
+        axum::http::Method::PATCH,
+        "/v1/products/{product}",
+        WRITE_SETUP,
+    ),
+    rule(
+        axum::http::Method::DELETE,
+        "/v1/products/{product}",
+        WRITE_SETUP,
+    ),
+];
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

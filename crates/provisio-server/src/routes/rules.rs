@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
 use crate::views::List;
@@ -22,6 +23,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_rule, update_rule, delete_rule))
         .routes(routes!(list_runs))
 }
+
+pub(crate) const ACCESS: &[Access] = &[
+    rule(axum::http::Method::GET, "/v1/rules", READ_SETUP),
+    rule(axum::http::Method::POST, "/v1/rules", WRITE_SETUP),
+    rule(axum::http::Method::GET, "/v1/rules/{rule}", READ_SETUP),
+    rule(axum::http::Method::PATCH, "/v1/rules/{rule}", WRITE_SETUP),
+    rule(axum::http::Method::DELETE, "/v1/rules/{rule}", WRITE_SETUP),
+    rule(axum::http::Method::GET, "/v1/rule-runs", READ_SETUP),
+];
 
 #[derive(Serialize, ToSchema)]
 pub struct RuleView {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
 use crate::views::{ConnectionTestView, List, ServerView};
@@ -19,6 +20,27 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_server, update_server, delete_server))
         .routes(routes!(test_server))
 }
+
+pub(crate) const ACCESS: &[Access] = &[
+    rule(axum::http::Method::GET, "/v1/servers", READ_SETUP),
+    rule(axum::http::Method::POST, "/v1/servers", WRITE_SETUP),
+    rule(axum::http::Method::GET, "/v1/servers/{server}", READ_SETUP),
+    rule(
+        axum::http::Method::PATCH,
+        "/v1/servers/{server}",
+        WRITE_SETUP,
+    ),
+    rule(
+        axum::http::Method::DELETE,
+        "/v1/servers/{server}",
+        WRITE_SETUP,
+    ),
+    rule(
+        axum::http::Method::POST,
+        "/v1/servers/{server}/test",
+        WRITE_SETUP,
+    ),
+];
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

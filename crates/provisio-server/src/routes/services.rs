@@ -1,7 +1,7 @@
 //! `/v1/services`: what clients have on servers, the actions run on them, and their job history.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use provisio_core::service::ServiceStatus;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 use provisio_engine::input::{ServiceCreate, ServicePatch};
@@ -11,6 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{client_rule, rule, Access, Caller, Need, READ_BILLING, WRITE_BILLING};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, OptionalJson, Query};
 use crate::views::{JobView, List, PasswordView, ServiceView};
@@ -23,6 +24,29 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(service_password))
         .routes(routes!(service_action))
         .routes(routes!(service_jobs))
+}
+
+pub(crate) const ACCESS: &[Access] = &[
+    client_rule(Method::GET, "/v1/services", READ_BILLING),
+    rule(Method::POST, "/v1/services", WRITE_BILLING),
+    client_rule(Method::GET, "/v1/services/{id}", READ_BILLING),
+    rule(Method::PATCH, "/v1/services/{id}", WRITE_BILLING),
+    rule(Method::DELETE, "/v1/services/{id}", WRITE_BILLING),
+    client_rule(Method::GET, "/v1/services/{id}/password", Need::Secret),
+    // A client key runs only the actions it names; the handler checks which.
+    client_rule(Method::POST, "/v1/services/{id}/{action}", WRITE_BILLING),
+    client_rule(Method::GET, "/v1/services/{id}/jobs", READ_BILLING),
+];
+
+/// A service id from the path, if the caller may see that service.
+pub(crate) async fn seen(
+    app: &AppState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<ServiceId, ApiError> {
+    let id = ServiceId(path_id(raw)?);
+    caller.service(&app.engine, id).await?;
+    Ok(id)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -45,6 +69,7 @@ pub struct ServiceQuery {
     responses((status = 200, body = List<ServiceView>), (status = 400, body = Problem)))]
 async fn list_services(
     State(app): State<AppState>,
+    caller: Caller,
     Query(q): Query<ServiceQuery>,
 ) -> Result<axum::Json<List<ServiceView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
@@ -56,6 +81,7 @@ async fn list_services(
         invoice: q.invoice,
         parent_invoice: q.parent_invoice,
         username: q.username,
+        scope: caller.scope,
         ..Default::default()
     };
     let found = app.engine.list_services(&filter, page).await?;
@@ -68,8 +94,25 @@ async fn list_services(
     responses((status = 201, body = ServiceView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create_service(
     State(app): State<AppState>,
+    caller: Caller,
     Json(body): Json<ServiceCreate>,
 ) -> Result<(StatusCode, axum::Json<ServiceView>), ApiError> {
+    if caller.scope.is_some() {
+        // A reseller orders only for its own clients.
+        let inside = match app.engine.get_client(body.client_id).await {
+            Ok(c) => caller.sees(&c),
+            Err(provisio_engine::EngineError::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !inside {
+            return Err(ApiError::bad_field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "client_id",
+                "exists",
+                format!("no client {}", body.client_id),
+            ));
+        }
+    }
     let s = app.engine.create_service(body).await?;
     Ok((StatusCode::CREATED, axum::Json(s.into())))
 }
@@ -79,9 +122,13 @@ async fn create_service(
     responses((status = 200, body = ServiceView), (status = 404, body = Problem)))]
 async fn get_service(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
-    let s = app.engine.get_service(ServiceId(path_id(&id)?)).await?;
+    let s = app
+        .engine
+        .get_service(seen(&app, &caller, &id).await?)
+        .await?;
     Ok(axum::Json(s.into()))
 }
 
@@ -90,13 +137,12 @@ async fn get_service(
     responses((status = 200, body = ServiceView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn update_service(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<ServicePatch>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
-    let s = app
-        .engine
-        .update_service(ServiceId(path_id(&id)?), body)
-        .await?;
+    let id = seen(&app, &caller, &id).await?;
+    let s = app.engine.update_service(id, body).await?;
     Ok(axum::Json(s.into()))
 }
 
@@ -105,9 +151,11 @@ async fn update_service(
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_service(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.engine.delete_service(ServiceId(path_id(&id)?)).await?;
+    let id = seen(&app, &caller, &id).await?;
+    app.engine.delete_service(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -116,11 +164,12 @@ async fn delete_service(
     responses((status = 200, body = PasswordView), (status = 404, body = Problem)))]
 async fn service_password(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<PasswordView>, ApiError> {
-    let id = ServiceId(path_id(&id)?);
+    let id = seen(&app, &caller, &id).await?;
     let pw = app.engine.reveal_password(id).await?;
-    tracing::info!(service = %id, "service password revealed");
+    tracing::info!(service = %id, key_id = caller.key_id, key = %caller.key_name, "service password revealed");
     Ok(axum::Json(PasswordView {
         password: pw.expose_secret().to_string(),
     }))
@@ -146,11 +195,12 @@ pub struct WaitQuery {
     responses((status = 202, body = JobView), (status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn service_action(
     State(app): State<AppState>,
+    caller: Caller,
     Path((id, action)): Path<(String, String)>,
     Query(q): Query<WaitQuery>,
     OptionalJson(body): OptionalJson<provisio_engine::ActionInput>,
 ) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
-    let id = ServiceId(path_id(&id)?);
+    let id = seen(&app, &caller, &id).await?;
     // `accept` is the order's acceptance: it runs create for products set up on acceptance.
     let accept = action == "accept";
     let body_given = body.reason.is_some()
@@ -163,6 +213,7 @@ async fn service_action(
         other => provisio_core::module::Action::service_action(other)
             .map_err(|_| ApiError::not_found(format!("no action '{other}' on services")))?,
     };
+    caller.may_run(if accept { "accept" } else { action.as_str() })?;
     if q.wait.is_some_and(|w| w > 300) {
         return Err(ApiError::bad_field(
             StatusCode::BAD_REQUEST,
@@ -206,10 +257,11 @@ async fn service_action(
     responses((status = 200, body = List<JobView>), (status = 404, body = Problem)))]
 async fn service_jobs(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<List<JobView>>, ApiError> {
-    let id = ServiceId(path_id(&id)?);
+    let id = seen(&app, &caller, &id).await?;
     app.engine.get_service(id).await?;
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let filter = provisio_store::JobFilter {

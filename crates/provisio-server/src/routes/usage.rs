@@ -3,7 +3,7 @@
 //! product usage policies.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use provisio_core::usage::{Topup, UsagePolicy, UsageReading};
 use provisio_core::ServiceId;
 use provisio_engine::input::RecordRef;
@@ -12,6 +12,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::access::{
+    client_rule, fleet_rule, rule, Access, Caller, READ_BILLING, READ_SETUP, WRITE_BILLING,
+    WRITE_SETUP,
+};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, OptionalJson, Query};
 use crate::views::List;
@@ -25,6 +29,39 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(usage_history))
         .routes(routes!(list_topups, add_topup))
         .routes(routes!(get_policy, set_policy, delete_policy))
+}
+
+pub(crate) const ACCESS: &[Access] = &[
+    // A sync reads every server: no scoped key starts or reads one.
+    fleet_rule(Method::POST, "/v1/usage/syncs", WRITE_BILLING),
+    fleet_rule(Method::GET, "/v1/usage/syncs", READ_BILLING),
+    fleet_rule(Method::GET, "/v1/usage/syncs/{id}", READ_BILLING),
+    client_rule(Method::GET, "/v1/services/{id}/usage", READ_BILLING),
+    client_rule(Method::GET, "/v1/services/{id}/usage/history", READ_BILLING),
+    client_rule(Method::GET, "/v1/services/{id}/topups", READ_BILLING),
+    rule(Method::POST, "/v1/services/{id}/topups", WRITE_BILLING),
+    rule(
+        Method::GET,
+        "/v1/products/{product}/usage-policy",
+        READ_SETUP,
+    ),
+    rule(
+        Method::PUT,
+        "/v1/products/{product}/usage-policy",
+        WRITE_SETUP,
+    ),
+    rule(
+        Method::DELETE,
+        "/v1/products/{product}/usage-policy",
+        WRITE_SETUP,
+    ),
+];
+
+/// A service id from the path whose usage the caller may read.
+async fn readable(app: &AppState, caller: &Caller, raw: &str) -> Result<ServiceId, ApiError> {
+    let id = super::services::seen(app, caller, raw).await?;
+    caller.may_run("usage")?;
+    Ok(id)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -76,11 +113,11 @@ async fn get_sync(
     responses((status = 200, body = ServiceUsage), (status = 404, body = Problem)))]
 async fn service_usage(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ServiceUsage>, ApiError> {
-    Ok(axum::Json(
-        app.engine.service_usage(ServiceId(path_id(&id)?)).await?,
-    ))
+    let id = readable(&app, &caller, &id).await?;
+    Ok(axum::Json(app.engine.service_usage(id).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -98,13 +135,15 @@ pub struct HistoryQuery {
     responses((status = 200, body = List<UsageReading>), (status = 404, body = Problem)))]
 async fn usage_history(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<axum::Json<List<UsageReading>>, ApiError> {
+    let id = readable(&app, &caller, &id).await?;
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let found = app
         .engine
-        .usage_history(ServiceId(path_id(&id)?), q.metric.as_deref(), page)
+        .usage_history(id, q.metric.as_deref(), page)
         .await?;
     Ok(axum::Json(List::from_page(found, |r| r)))
 }
@@ -114,14 +153,11 @@ async fn usage_history(
     responses((status = 200, body = Vec<Topup>), (status = 404, body = Problem)))]
 async fn list_topups(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Vec<Topup>>, ApiError> {
-    Ok(axum::Json(
-        app.engine
-            .service_usage(ServiceId(path_id(&id)?))
-            .await?
-            .topups,
-    ))
+    let id = readable(&app, &caller, &id).await?;
+    Ok(axum::Json(app.engine.service_usage(id).await?.topups))
 }
 
 /// Add a once-off top-up: quota consumed only after the recurring quota, kept across
@@ -131,10 +167,12 @@ async fn list_topups(
     responses((status = 201, body = Topup), (status = 200, body = Topup), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn add_topup(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<TopupInput>,
 ) -> Result<(StatusCode, axum::Json<Topup>), ApiError> {
-    let (t, replayed) = app.engine.add_topup(ServiceId(path_id(&id)?), body).await?;
+    let id = super::services::seen(&app, &caller, &id).await?;
+    let (t, replayed) = app.engine.add_topup(id, body).await?;
     let status = if replayed {
         StatusCode::OK
     } else {

@@ -239,6 +239,8 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
     ));
     let app = provisio_server::router(engine.clone(), &cfg);
     let handle = tokio::spawn(async move {
+        // With the peer address, as `serve` runs it: failed logins are counted per address.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = rx.await;
@@ -308,10 +310,20 @@ impl TestApp {
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        self.request_as(&self.key, method, path, body).await
+    }
+
+    pub async fn request_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
+            .bearer_auth(key);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -325,7 +337,18 @@ impl TestApp {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let resp = self.request(method, path, body).await;
+        self.call_as(&self.key, method, path, body).await
+    }
+
+    /// [`TestApp::call`] with another key than the admin's.
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let resp = self.request_as(key, method, path, body).await;
         let status = resp.status();
         let text = resp.text().await.unwrap();
         let json = if text.is_empty() {
@@ -354,6 +377,12 @@ impl TestApp {
         let (status, json) = self.post(path, body).await;
         assert_eq!(status, StatusCode::CREATED, "POST {path}: {json}");
         json
+    }
+
+    /// Makes an API key (with the admin key) and returns it.
+    pub async fn make_key(&self, spec: Value) -> String {
+        let made = self.create("/v1/keys", spec).await;
+        made["key"].as_str().unwrap().to_string()
     }
 
     /// A client, a `script` server and product, ready for services.

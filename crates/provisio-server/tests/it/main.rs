@@ -32,6 +32,7 @@ mod helpers;
 mod hooks;
 mod module_audits;
 
+mod access;
 mod actions;
 mod audit;
 mod auth;

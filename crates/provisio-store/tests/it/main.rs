@@ -44,6 +44,7 @@ on_both!(
     service_filters_and_counts,
     referenced_records_cannot_be_deleted,
     api_keys_by_hash,
+    resellers_hold_clients_and_scope_lists,
     settings_json_roundtrips,
     claims_respect_order_and_capacity,
     allowance_and_total_cap_claims,

@@ -13,7 +13,10 @@ use provisio_core::service::{InvoiceRef, NewService, ServiceStatus, SuspendReaso
 use provisio_core::settings::Settings;
 use provisio_core::text::{DisplayName, Email, Handle, Username};
 use provisio_core::{ClientId, ProductId, ServerId};
-use provisio_store::{ClientFilter, ProductFilter, ServerFilter, ServiceFilter, Store, StoreError};
+use provisio_store::{
+    ClientFilter, NewApiKey, ProductFilter, ResellerStatus, Role, Scope, ServerFilter,
+    ServiceFilter, Store, StoreError,
+};
 use serde_json::json;
 
 type S = Arc<dyn Store>;
@@ -30,6 +33,7 @@ pub fn new_client(name: &str, email: &str) -> NewClient {
         balance_minor: 0,
         currency: Currency::parse("EUR").unwrap(),
         custom_fields: Default::default(),
+        reseller_id: None,
     }
 }
 
@@ -415,15 +419,32 @@ pub async fn referenced_records_cannot_be_deleted(s: S) {
     assert!(s.delete_client(w.client, &[]).await.unwrap());
 }
 
+fn new_key(name: &str, hash: &str, role: Role, scope: Option<Scope>) -> NewApiKey {
+    NewApiKey {
+        name: name.into(),
+        prefix: "pvo_abc123".into(),
+        hash: hash.into(),
+        role,
+        scope,
+        actions: None,
+        reveal_secrets: false,
+        expires_at: None,
+    }
+}
+
 pub async fn api_keys_by_hash(s: S) {
-    let k = s.insert_api_key("admin", "pvo_abc123", "h1").await.unwrap();
-    assert!(k.last_used_at.is_none());
+    let k = s
+        .insert_api_key(&new_key("admin", "h1", Role::Admin, None))
+        .await
+        .unwrap();
+    assert!(k.last_used_at.is_none() && k.revoked_at.is_none());
     assert!(matches!(
-        s.insert_api_key("admin", "p", "h2").await,
+        s.insert_api_key(&new_key("admin", "h2", Role::Billing, None))
+            .await,
         Err(StoreError::Conflict { .. })
     ));
     let found = s.find_api_key("h1").await.unwrap().unwrap();
-    assert_eq!(found.name, "admin");
+    assert_eq!((found.name.as_str(), found.role), ("admin", Role::Admin));
     assert!(s.find_api_key("nope").await.unwrap().is_none());
     let now = Utc::now();
     s.touch_api_key(k.id, now).await.unwrap();
@@ -433,8 +454,191 @@ pub async fn api_keys_by_hash(s: S) {
         now.timestamp_micros()
     );
     assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
-    assert!(s.delete_api_key("admin").await.unwrap());
-    assert!(s.find_api_key("h1").await.unwrap().is_none());
+    // A revoked key stays on record and its name can be given again.
+    let revoked = s.revoke_api_key(k.id, now).await.unwrap().unwrap();
+    assert!(!revoked.is_live(Utc::now()));
+    let again = s
+        .revoke_api_key(k.id, now + chrono::Duration::hours(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.revoked_at, revoked.revoked_at,
+        "the first revocation stands"
+    );
+    assert!(s.revoke_api_key(999_999, now).await.unwrap().is_none());
+    s.insert_api_key(&new_key("admin", "h3", Role::Readonly, None))
+        .await
+        .unwrap();
+    assert_eq!(s.list_api_keys().await.unwrap().len(), 2);
+
+    // Scoped keys keep their scope, actions and expiry.
+    let r = s
+        .insert_reseller(
+            &DisplayName::parse("Hosts R Us").unwrap(),
+            ResellerStatus::Active,
+        )
+        .await
+        .unwrap();
+    let mut spec = new_key("shop", "h4", Role::Reseller, Some(Scope::Reseller(r.id)));
+    spec.expires_at = Some(now + chrono::Duration::days(1));
+    let shop = s.insert_api_key(&spec).await.unwrap();
+    assert_eq!(shop.scope, Some(Scope::Reseller(r.id)));
+    assert!(shop.is_live(now) && !shop.is_live(now + chrono::Duration::days(2)));
+    let c = s
+        .insert_client(&new_client("Jo", "jo@example.com"), &[])
+        .await
+        .unwrap();
+    let mut spec = new_key("jo", "h5", Role::Client, Some(Scope::Client(c.id)));
+    spec.actions = Some(vec!["change_password".into()]);
+    spec.reveal_secrets = true;
+    let jo = s.insert_api_key(&spec).await.unwrap();
+    let found = s.get_api_key(jo.id).await.unwrap().unwrap();
+    assert_eq!(found.scope, Some(Scope::Client(c.id)));
+    assert_eq!(
+        found.actions.as_deref(),
+        Some(&["change_password".to_string()][..])
+    );
+    assert!(found.reveal_secrets);
+}
+
+pub async fn resellers_hold_clients_and_scope_lists(s: S) {
+    let w = world(&s).await;
+    let r = s
+        .insert_reseller(
+            &DisplayName::parse("Resold").unwrap(),
+            ResellerStatus::Active,
+        )
+        .await
+        .unwrap();
+    let other = s
+        .insert_reseller(
+            &DisplayName::parse("Elsewhere").unwrap(),
+            ResellerStatus::Active,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.insert_reseller(
+            &DisplayName::parse("Resold").unwrap(),
+            ResellerStatus::Active
+        )
+        .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut suspended = other.clone();
+    suspended.status = ResellerStatus::Suspended;
+    assert_eq!(
+        s.update_reseller(&suspended).await.unwrap().status,
+        ResellerStatus::Suspended
+    );
+    assert_eq!(
+        s.list_resellers(PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    let mut nc = new_client("Sold On", "sold@example.com");
+    nc.reseller_id = Some(r.id);
+    let sold = s.insert_client(&nc, &[]).await.unwrap();
+    assert_eq!(sold.reseller_id, Some(r.id));
+    let mine = s
+        .insert_service(&new_service(sold.id, w.product, w.server, "mine"))
+        .await
+        .unwrap();
+    let theirs = s
+        .insert_service(&new_service(w.client, w.product, w.server, "theirs"))
+        .await
+        .unwrap();
+
+    let as_reseller = Some(Scope::Reseller(r.id));
+    let clients = s
+        .list_clients(
+            &ClientFilter {
+                scope: as_reseller,
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        clients.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [sold.id]
+    );
+    let services = s
+        .list_services(
+            &ServiceFilter {
+                scope: as_reseller,
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        services.items.iter().map(|x| x.id).collect::<Vec<_>>(),
+        [mine.id]
+    );
+    let as_client = Some(Scope::Client(w.client));
+    let services = s
+        .list_services(
+            &ServiceFilter {
+                scope: as_client,
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        services.items.iter().map(|x| x.id).collect::<Vec<_>>(),
+        [theirs.id]
+    );
+    let clients = s
+        .list_clients(
+            &ClientFilter {
+                scope: as_client,
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        clients.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [w.client]
+    );
+    let none = s
+        .list_clients(
+            &ClientFilter {
+                scope: Some(Scope::Reseller(other.id)),
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+
+    // Moving a client to another reseller moves its services with it.
+    let mut moved = sold.clone();
+    moved.reseller_id = Some(other.id);
+    s.update_client(&moved, &[]).await.unwrap();
+    let services = s
+        .list_services(
+            &ServiceFilter {
+                scope: as_reseller,
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert!(services.items.is_empty());
 }
 
 pub async fn settings_json_roundtrips(s: S) {

@@ -1,0 +1,27 @@
+-- Roles and scopes for API keys, and resellers that clients may belong to.
+
+CREATE TABLE resellers (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT    NOT NULL,
+    status     TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX ux_resellers_name ON resellers (name);
+
+ALTER TABLE clients ADD COLUMN reseller_id INTEGER REFERENCES resellers (id);
+CREATE INDEX ix_clients_reseller ON clients (reseller_id, id);
+
+-- Keys made before roles existed could do everything: they stay admin keys.
+ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE api_keys ADD COLUMN client_id INTEGER REFERENCES clients (id);
+ALTER TABLE api_keys ADD COLUMN reseller_id INTEGER REFERENCES resellers (id);
+-- A JSON list of the actions a client key may run; NULL for the role's default.
+ALTER TABLE api_keys ADD COLUMN actions TEXT;
+ALTER TABLE api_keys ADD COLUMN reveal_secrets INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+-- A revoked key stays on record, since jobs and events name the key that caused them.
+ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+
+-- A name is unique among the keys in use, so a revoked key's name can be given again.
+DROP INDEX ux_api_keys_name;
+CREATE UNIQUE INDEX ux_api_keys_name ON api_keys (name) WHERE revoked_at IS NULL;
