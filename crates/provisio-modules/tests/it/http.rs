@@ -1265,3 +1265,31 @@ async fn a_connection_test_never_quotes_the_remote() {
     .await;
     assert_eq!(e.message, "test_connection: HTTP 500 from GET /v1/health");
 }
+
+/// A redirect is an answer, never followed, even to an address the policy allows: each
+/// hop would be a target nobody configured.
+#[tokio::test]
+async fn a_redirect_is_an_answer_and_never_followed() {
+    let target = remote(|_| answer(201, json!({}))).await;
+    let location = format!("{}/users", target.base);
+    let app = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [("location", location)]) }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let module = HttpModule::with(&crate::local_options());
+    let e = fails(
+        &module,
+        &request(&module, Action::Create, basic(&base, create_users())),
+    )
+    .await;
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert!(
+        e.message
+            .starts_with("create: HTTP 307 from POST /v1/users"),
+        "{e}"
+    );
+    assert!(target.requests().is_empty(), "the redirect was followed");
+}
