@@ -19,12 +19,14 @@ use provisio_server::Config;
 use provisio_store::JobFilter;
 
 /// Writes `bench.toml` into `dir` (fresh key, fast retries and polling, `extra` appended)
-/// and loads it, so a second engine process can read the same file.
+/// and loads it, so a second engine process can read the same file. The benches' remotes
+/// live on loopback, which the outbound guard refuses unless it is allowed, as here.
 pub fn config(dir: &Path, db: &str, extra: &str) -> anyhow::Result<Config> {
     let key =
         provisio_core::secret::Cipher::format_key(&provisio_core::secret::Cipher::generate_key());
     let text = format!(
         "database_url = {db:?}\nsecret_key = {key:?}\nsecret_key_file = {skf:?}\nadmin_key_file = {akf:?}\n\
+         [outbound]\nallow = [\"127.0.0.1/32\"]\n\
          [jobs]\nretry_schedule = [\"1s\", \"1s\", \"1s\"]\nmax_in_flight = 512\npoll_interval_ms = 10\nlease_seconds = 60\n{extra}\n",
         key = secrecy::ExposeSecret::expose_secret(&key),
         skf = dir.join("secret.key").display().to_string(),
@@ -39,7 +41,11 @@ pub fn config(dir: &Path, db: &str, extra: &str) -> anyhow::Result<Config> {
 /// built-in modules, but without the API.
 pub async fn engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
     Ok(Arc::new(
-        provisio_server::prepare(cfg, provisio_modules::Registry::builtin()).await?,
+        provisio_server::prepare(
+            cfg,
+            provisio_modules::Registry::builtin_with(&cfg.module_options()?),
+        )
+        .await?,
     ))
 }
 

@@ -59,6 +59,8 @@ pub struct EngineOptions {
     pub audit: audit::AuditOptions,
     /// How long finished history is kept before maintenance trims it.
     pub retention: RetentionOptions,
+    /// What http handlers, gates and the SMTP relay may connect to.
+    pub outbound: provisio_modules::outbound::OutboundPolicy,
 }
 
 /// How long each kind of finished history is kept; `None` keeps it forever. Only finished
@@ -105,6 +107,8 @@ pub struct HookOptions {
     /// How long a rotated-out signing secret still signs.
     pub rotation_overlap: Duration,
     pub smtp: Option<mailer::SmtpOptions>,
+    /// The most of an http handler's or gate's answer that is read.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for HookOptions {
@@ -116,6 +120,7 @@ impl Default for HookOptions {
             disable_after: Duration::from_secs(5 * 86_400),
             rotation_overlap: Duration::from_secs(86_400),
             smtp: None,
+            max_reply_bytes: 1024 * 1024,
         }
     }
 }
@@ -131,6 +136,7 @@ impl Default for EngineOptions {
             usage: usage::UsageOptions::default(),
             audit: audit::AuditOptions::default(),
             retention: RetentionOptions::default(),
+            outbound: Default::default(),
         }
     }
 }
@@ -180,7 +186,8 @@ pub struct Engine {
     /// Ids of jobs this process finished, for callers waiting on an outcome.
     finished:
         tokio::sync::broadcast::Sender<(provisio_core::job::JobId, provisio_core::job::JobState)>,
-    /// For http handlers: no redirects (a signed message goes where it was configured to).
+    /// For http handlers: through the outbound policy, no redirects (a signed message goes
+    /// where it was configured to, and a redirect would be a target nobody checked).
     http: reqwest::Client,
     smtp: Option<mailer::Mailer>,
     /// When the process began to stop, the end of its drain: callers waiting for an
@@ -195,7 +202,7 @@ impl Engine {
         cipher: Cipher,
         options: EngineOptions,
     ) -> Self {
-        let smtp = options.hooks.smtp.as_ref().and_then(|o| match mailer::Mailer::new(o) {
+        let smtp = options.hooks.smtp.as_ref().and_then(|o| match mailer::Mailer::new(o, &options.outbound) {
             Ok(m) => Some(m),
             Err(e) => {
                 // Config loading checks this first (SmtpOptions::check); only a caller that
@@ -204,8 +211,9 @@ impl Engine {
                 None
             }
         });
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        let http = options
+            .outbound
+            .http_client()
             .build()
             .expect("a client without custom TLS settings builds");
         Self {

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod noop;
+pub mod outbound;
 pub mod postgres;
 pub mod radius;
 pub mod scim;
@@ -17,6 +18,35 @@ use provisio_core::module::{
 };
 use provisio_core::settings::{FieldError, Settings};
 
+/// What the built-in modules may reach and how much of a reply they read, from the
+/// instance's configuration.
+#[derive(Debug, Clone)]
+pub struct ModuleOptions {
+    /// Where the `script` module finds executables; paths outside it are refused.
+    pub modules_dir: std::path::PathBuf,
+    /// The addresses the `http`, `scim`, `postgres` and `radius` modules may connect to.
+    pub outbound: outbound::OutboundPolicy,
+    /// The most of one answer the `http` and `scim` modules read.
+    pub max_reply_bytes: usize,
+    /// The directory the `radius` module's SQLite databases must be in; none are allowed
+    /// without it.
+    pub radius_sqlite_dir: Option<std::path::PathBuf>,
+}
+
+/// The default cap on a module's reply: no provisioning answer comes near it.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+impl Default for ModuleOptions {
+    fn default() -> Self {
+        Self {
+            modules_dir: std::path::PathBuf::from("modules"),
+            outbound: outbound::OutboundPolicy::default(),
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
+            radius_sqlite_dir: None,
+        }
+    }
+}
+
 /// The modules an instance knows, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -28,20 +58,31 @@ impl Registry {
         Self::default()
     }
 
-    /// The modules that ship with Provisio.
+    /// The modules that ship with Provisio, with the default options.
     pub fn builtin() -> Self {
-        Self::builtin_in(std::path::PathBuf::from("modules"))
+        Self::builtin_with(&ModuleOptions::default())
     }
 
-    /// The built-in modules, with the `script` module confined to `modules_dir`.
+    /// The built-in modules with the default outbound policy, the `script` module confined
+    /// to `modules_dir`.
     pub fn builtin_in(modules_dir: std::path::PathBuf) -> Self {
+        Self::builtin_with(&ModuleOptions {
+            modules_dir,
+            ..ModuleOptions::default()
+        })
+    }
+
+    /// The built-in modules, configured by `options`.
+    pub fn builtin_with(options: &ModuleOptions) -> Self {
         let mut r = Self::empty();
-        r.register(Arc::new(http::HttpModule::new()));
+        r.register(Arc::new(http::HttpModule::with(options)));
         r.register(Arc::new(noop::NoopModule::new()));
-        r.register(Arc::new(radius::RadiusModule::new()));
-        r.register(Arc::new(postgres::PostgresModule::new()));
-        r.register(Arc::new(scim::ScimModule::new()));
-        r.register(Arc::new(script::ScriptModule::new(modules_dir)));
+        r.register(Arc::new(radius::RadiusModule::with(options)));
+        r.register(Arc::new(postgres::PostgresModule::with(options)));
+        r.register(Arc::new(scim::ScimModule::with(options)));
+        r.register(Arc::new(script::ScriptModule::new(
+            options.modules_dir.clone(),
+        )));
         r
     }
 

@@ -59,6 +59,10 @@ pub struct Config {
     /// How long finished history is kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// What modules, handlers and the SMTP relay may connect to, and how much of an answer
+    /// is read.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
     /// Servers, products, handlers and rules declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
@@ -109,6 +113,69 @@ impl HttpConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// The `[outbound]` section. Loopback, private, link-local, shared, unique-local,
+/// multicast and unspecified addresses are refused unless `allow` names them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Networks opened beyond the public internet, in CIDR notation
+    /// (`["10.20.0.0/16", "127.0.0.1/32"]`).
+    pub allow: Vec<String>,
+    /// The directory the `radius` module's SQLite databases must be in; without it none
+    /// is opened.
+    pub radius_sqlite_dir: Option<PathBuf>,
+    /// The most of an http handler's or gate's answer that is read, in bytes.
+    pub max_handler_reply_bytes: usize,
+    /// The most of an answer the `http` and `scim` modules read, in bytes.
+    pub max_module_reply_bytes: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            radius_sqlite_dir: None,
+            max_handler_reply_bytes: 1024 * 1024,
+            max_module_reply_bytes: provisio_modules::DEFAULT_MAX_REPLY_BYTES,
+        }
+    }
+}
+
+impl OutboundConfig {
+    /// The policy, or a message naming the bad entry.
+    pub fn policy(&self) -> Result<provisio_modules::outbound::OutboundPolicy, ConfigError> {
+        provisio_modules::outbound::OutboundPolicy::parse(&self.allow)
+            .map_err(|m| ConfigError::Invalid(format!("outbound.{m}")))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("max_handler_reply_bytes", self.max_handler_reply_bytes),
+            ("max_module_reply_bytes", self.max_module_reply_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "outbound.{key}: must be positive"
+                )));
+            }
+        }
+        self.policy().map(|_| ())
+    }
+}
+
+impl Config {
+    /// The options the built-in modules run with.
+    pub fn module_options(&self) -> Result<provisio_modules::ModuleOptions, ConfigError> {
+        self.outbound.check()?;
+        Ok(provisio_modules::ModuleOptions {
+            modules_dir: self.modules_dir.clone(),
+            outbound: self.outbound.policy()?,
+            max_reply_bytes: self.outbound.max_module_reply_bytes,
+            radius_sqlite_dir: self.outbound.radius_sqlite_dir.clone(),
+        })
     }
 }
 
@@ -326,6 +393,10 @@ pub struct SmtpConfig {
     /// `none`, `starttls` or `tls`.
     #[serde(default)]
     pub tls: provisio_engine::mailer::SmtpTls,
+    /// Send `username` and `password` even when `tls` is `none`. Off unless set: on a
+    /// plaintext connection anyone on the path can read them.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
 }
 
 fn default_smtp_port() -> u16 {
@@ -360,12 +431,15 @@ impl Config {
                     username: s.username.clone(),
                     password: s.password.clone(),
                     tls: s.tls,
+                    allow_plaintext_auth: s.allow_plaintext_auth,
                 };
                 o.check().map_err(ConfigError::Invalid)?;
                 Some(o)
             }
         };
+        self.outbound.check()?;
         Ok(provisio_engine::HookOptions {
+            max_reply_bytes: self.outbound.max_handler_reply_bytes,
             handlers_dir: self.handlers_dir.clone(),
             schedule: provisio_core::handler::DeliverySchedule(schedule),
             max_in_flight: h.max_in_flight,
@@ -666,5 +740,84 @@ mod tests {
         r.audits = "soon".into();
         let e = r.to_options().unwrap_err().to_string();
         assert!(e.contains("retention.audits"), "{e}");
+    }
+
+    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("provisio.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &Overrides::default())
+    }
+
+    #[test]
+    fn outbound_refuses_special_ranges_by_default_and_names_bad_entries() {
+        let cfg = Config::load(None, &Overrides::default()).unwrap();
+        let modules = cfg.module_options().unwrap();
+        assert!(modules.outbound.allowed().is_empty());
+        assert_eq!(modules.max_reply_bytes, 16 * 1024 * 1024);
+        assert_eq!(modules.radius_sqlite_dir, None);
+        assert_eq!(cfg.hook_options().unwrap().max_reply_bytes, 1024 * 1024);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(cfg
+            .outbound
+            .policy()
+            .unwrap()
+            .check(ip("127.0.0.1"), None)
+            .is_err());
+
+        let cfg = from_toml("[outbound]\nallow = [\"10.20.0.0/16\", \"127.0.0.1/32\"]\nmax_module_reply_bytes = 4096\nradius_sqlite_dir = \"/var/lib/radius\"\n").unwrap();
+        let modules = cfg.module_options().unwrap();
+        assert!(modules.outbound.check(ip("10.20.9.9"), None).is_ok());
+        assert!(modules.outbound.check(ip("10.21.0.1"), None).is_err());
+        assert_eq!(modules.max_reply_bytes, 4096);
+        assert_eq!(
+            modules.radius_sqlite_dir,
+            Some(PathBuf::from("/var/lib/radius"))
+        );
+
+        let cfg = from_toml("[outbound]\nallow = [\"10.0.0.0/8\", \"localhost\"]\n").unwrap();
+        let e = cfg.module_options().unwrap_err().to_string();
+        assert!(
+            e.contains("outbound.allow[1]: \"localhost\" is not a network in CIDR notation"),
+            "{e}"
+        );
+        let e = cfg.hook_options().unwrap_err().to_string();
+        assert!(e.contains("outbound.allow[1]"), "{e}");
+        let cfg = from_toml("[outbound]\nmax_handler_reply_bytes = 0\n").unwrap();
+        let e = cfg.hook_options().unwrap_err().to_string();
+        assert!(
+            e.contains("outbound.max_handler_reply_bytes: must be positive"),
+            "{e}"
+        );
+        let e = from_toml("[outbound]\nallow_all = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow_all"), "{e}");
+    }
+
+    #[test]
+    fn smtp_credentials_are_never_sent_in_the_clear_unless_allowed() {
+        let smtp = "[smtp]\nhost = \"mail.example.net\"\nfrom = \"noreply@example.net\"\nusername = \"relay\"\npassword = \"Relay-Pass-31\"\n";
+        let e = from_toml(smtp)
+            .unwrap()
+            .hook_options()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("smtp.username: credentials would be sent over a plaintext connection"),
+            "{e}"
+        );
+        assert!(!e.contains("Relay-Pass-31"), "{e}");
+        for ok in [
+            "tls = \"starttls\"\n",
+            "tls = \"tls\"\n",
+            "allow_plaintext_auth = true\n",
+        ] {
+            let cfg = from_toml(&format!("{smtp}{ok}")).unwrap();
+            assert!(cfg.hook_options().is_ok(), "{ok}");
+        }
+        // Without credentials there is nothing to expose.
+        let plain = "[smtp]\nhost = \"127.0.0.1\"\nfrom = \"noreply@example.net\"\n";
+        assert!(from_toml(plain).unwrap().hook_options().is_ok());
     }
 }

@@ -233,7 +233,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let modules = Registry::builtin_in(config.modules_dir.clone());
+    let modules = Registry::builtin_with(&config.module_options()?);
     run_with(config, modules, listener, shutdown).await
 }
 

@@ -45,6 +45,26 @@ pub(crate) struct Answer {
 pub(crate) struct CallFailure {
     pub status: Option<u16>,
     pub detail: String,
+    /// Retrying cannot help: the outbound policy refused the target.
+    pub permanent: bool,
+}
+
+impl CallFailure {
+    pub(crate) fn new(status: Option<u16>, detail: String) -> Self {
+        Self {
+            status,
+            detail,
+            permanent: false,
+        }
+    }
+
+    fn refused(refused: &provisio_modules::outbound::Refused) -> Self {
+        Self {
+            status: None,
+            detail: format!("nothing was sent: {refused}"),
+            permanent: true,
+        }
+    }
 }
 
 fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
@@ -54,6 +74,23 @@ fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
     let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_LEN * 4)]);
     let cut: String = text.chars().take(EXCERPT_LEN).collect();
     Some(redact(&cut, secrets))
+}
+
+enum Cut {
+    TooLarge,
+    Broken,
+}
+
+/// The answer's body, read only up to `max` bytes: a larger one is refused, not buffered.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, Cut> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| Cut::Broken)? {
+        if body.len() + chunk.len() > max {
+            return Err(Cut::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Checks that a template compiles, for refusing a bad one when it is stored.
@@ -97,17 +134,21 @@ impl Engine {
         msg_id: &str,
         body: &[u8],
     ) -> Result<Answer, CallFailure> {
-        let fail = |detail: String| CallFailure {
-            status: None,
-            detail,
-        };
+        let fail = |detail: String| CallFailure::new(None, detail);
         match h.kind {
             HandlerKind::Http => {
                 let secrets = self.signing_secrets(h).map_err(fail)?;
                 let refs: Vec<&webhook::Secret> = secrets.iter().collect();
+                let url = reqwest::Url::parse(&h.target)
+                    .map_err(|_| fail("the handler's target is not a URL".into()))?;
+                // Address literals reach no resolver, so the policy is asked here.
+                self.options
+                    .outbound
+                    .check_url(&url)
+                    .map_err(|r| CallFailure::refused(&r))?;
                 let mut req = self
                     .http
-                    .post(&h.target)
+                    .post(url)
                     .timeout(h.timeout)
                     .header("content-type", "application/json")
                     .header(
@@ -117,32 +158,39 @@ impl Engine {
                 for (name, value) in webhook::headers(&refs, msg_id, Utc::now().timestamp(), body) {
                     req = req.header(name, value);
                 }
-                let resp = req
-                    .body(body.to_vec())
-                    .send()
-                    .await
-                    .map_err(|e| CallFailure {
-                        status: None,
-                        detail: if e.is_timeout() {
-                            format!("no answer within {} ms", h.timeout.as_millis())
-                        } else if e.is_connect() {
-                            "could not connect".to_string()
-                        } else {
-                            "the request failed".to_string()
-                        },
-                    })?;
+                let resp = req.body(body.to_vec()).send().await.map_err(|e| {
+                    if let Some(r) = provisio_modules::outbound::refusal(&e) {
+                        return CallFailure::refused(r);
+                    }
+                    fail(if e.is_timeout() {
+                        format!("no answer within {} ms", h.timeout.as_millis())
+                    } else if e.is_connect() {
+                        "could not connect".to_string()
+                    } else {
+                        "the request failed".to_string()
+                    })
+                })?;
                 let status = resp.status().as_u16();
-                let body = match tokio::time::timeout(h.timeout, resp.bytes()).await {
-                    Ok(Ok(b)) => b.to_vec(),
-                    Ok(Err(_)) => Vec::new(),
+                let max = self.options.hooks.max_reply_bytes;
+                let body = match tokio::time::timeout(h.timeout, read_capped(resp, max)).await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(Cut::TooLarge)) => {
+                        return Err(CallFailure::new(
+                            Some(status),
+                            format!(
+                                "the answer exceeds {max} bytes ([outbound] max_handler_reply_bytes) and was not read"
+                            ),
+                        ))
+                    }
+                    Ok(Err(Cut::Broken)) => Vec::new(),
                     Err(_) => {
-                        return Err(CallFailure {
-                            status: Some(status),
-                            detail: format!(
+                        return Err(CallFailure::new(
+                            Some(status),
+                            format!(
                                 "the answer did not arrive within {} ms",
                                 h.timeout.as_millis()
                             ),
-                        })
+                        ))
                     }
                 };
                 if (200..300).contains(&status) {
@@ -151,15 +199,15 @@ impl Engine {
                         body,
                     })
                 } else {
-                    Err(CallFailure {
-                        status: Some(status),
-                        detail: format!(
+                    Err(CallFailure::new(
+                        Some(status),
+                        format!(
                             "answered {status}{}",
                             excerpt(&body, &[])
                                 .map(|e| format!(": {e}"))
                                 .unwrap_or_default()
                         ),
-                    })
+                    ))
                 }
             }
             HandlerKind::Script => {
@@ -185,10 +233,10 @@ impl Engine {
                             .map(|e| format!(": {}", e.trim()))
                             .unwrap_or_default()
                     ))),
-                    Err(ExecError::TimedOut(d)) => Err(CallFailure {
-                        status: None,
-                        detail: format!("no answer within {} ms; killed", d.as_millis()),
-                    }),
+                    Err(ExecError::TimedOut(d)) => Err(fail(format!(
+                        "no answer within {} ms; killed",
+                        d.as_millis()
+                    ))),
                     Err(e) => Err(fail(e.to_string())),
                 }
             }
@@ -198,10 +246,7 @@ impl Engine {
 
     /// Renders an email handler's templates for `event` and sends the message.
     async fn send_email(&self, h: &Handler, event: &Event) -> Result<Answer, CallFailure> {
-        let fail = |detail: String| CallFailure {
-            status: None,
-            detail,
-        };
+        let fail = |detail: String| CallFailure::new(None, detail);
         let smtp = self
             .smtp
             .as_ref()
@@ -223,7 +268,8 @@ impl Engine {
             .await
             .map_err(|e| CallFailure {
                 status: None,
-                detail: e,
+                detail: e.message,
+                permanent: e.permanent,
             })?;
         Ok(Answer {
             status: None,
@@ -331,21 +377,20 @@ impl Engine {
         let t0 = Instant::now();
         let attempt_no = d.attempts + 1;
         // A panic costs this attempt, not the loop that sends every delivery.
-        let outcome = {
-            use futures::FutureExt as _;
-            std::panic::AssertUnwindSafe(self.try_delivery(d))
+        let outcome =
+            {
+                use futures::FutureExt as _;
+                std::panic::AssertUnwindSafe(self.try_delivery(d))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|payload| {
                     let why = crate::jobs::call::panic_message(payload.as_ref());
                     tracing::error!(delivery = %d.id, panic = %why, "a delivery attempt panicked");
-                    Err(CallFailure {
-                        status: None,
-                        detail: format!("the attempt panicked: {why}"),
-                    })
+                    Err(CallFailure::new(None, format!("the attempt panicked: {why}")))
                 })
-        };
+            };
         let duration_ms = t0.elapsed().as_millis() as i64;
+        let permanent = matches!(&outcome, Err(f) if f.permanent);
         let (succeeded, status_code, detail) = match &outcome {
             Ok((answer, secrets)) => (
                 true,
@@ -359,6 +404,9 @@ impl Engine {
         };
         let (state, next_at, last_error) = if succeeded {
             (DeliveryState::Succeeded, started, None)
+        } else if permanent {
+            // A refused target stays refused until the configuration changes.
+            (DeliveryState::Failed, started, detail.clone())
         } else {
             match self.options.hooks.schedule.delay_after(attempt_no) {
                 Some(delay) => (
@@ -388,10 +436,7 @@ impl Engine {
     }
 
     async fn try_delivery(&self, d: &Delivery) -> Result<(Answer, Vec<String>), CallFailure> {
-        let fail = |detail: &str| CallFailure {
-            status: None,
-            detail: detail.to_string(),
-        };
+        let fail = |detail: &str| CallFailure::new(None, detail.to_string());
         let h = self
             .store
             .get_handler(d.handler_id)

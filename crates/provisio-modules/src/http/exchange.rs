@@ -6,23 +6,21 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, Url};
 
+use crate::outbound::{self, OutboundPolicy};
+
 /// Connecting is bounded separately from `timeout_seconds`, so that a host that does not
 /// accept the connection is told apart from one that took the request and went quiet:
 /// only the second may have acted on it. Below this, a hanging connect hits the request
 /// timeout first and is reported as an unknown outcome, which is safe, just slower.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A larger answer is not read: no provisioning response needs it, and it would sit in
-/// memory while being parsed.
-const MAX_BODY: usize = 16 * 1024 * 1024;
-
-pub(crate) fn client() -> Client {
-    Client::builder()
+/// A client whose connections pass `policy`. It follows no redirect: a redirected POST
+/// silently becomes a GET, and a provisioning call must not change meaning (or target) on
+/// its way, so a 3xx is an answer like any other.
+pub(crate) fn client(policy: &OutboundPolicy) -> Client {
+    policy
+        .http_client()
         .connect_timeout(CONNECT_TIMEOUT)
-        // A redirected POST silently becomes a GET; a provisioning call must not change
-        // meaning on its way, so a 3xx is an answer like any other.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("provisio/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client (rustls) initialises")
 }
@@ -46,14 +44,17 @@ pub(crate) struct Answer {
 pub(crate) enum BodyError {
     /// Cut or timed out while reading; the text describes the transport, not the data.
     Failed(String),
-    TooLarge,
+    TooLarge(usize),
 }
 
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BodyError::Failed(why) => write!(f, "the response body could not be read: {why}"),
-            BodyError::TooLarge => write!(f, "the response body exceeds {MAX_BODY} bytes"),
+            BodyError::TooLarge(max) => write!(
+                f,
+                "the response body exceeds {max} bytes ([outbound] max_module_reply_bytes)"
+            ),
         }
     }
 }
@@ -65,10 +66,24 @@ pub(crate) enum Failure {
     NotSent(String),
     /// The request may have been received: timed out or cut after it was sent.
     Unknown(String),
+    /// The outbound policy refused the address; nothing was sent, and retrying cannot
+    /// help until the configuration changes.
+    Refused(String),
 }
 
-pub(crate) async fn exchange(client: &Client, out: Outgoing) -> Result<Answer, Failure> {
+/// Sends `out` and reads at most `max_body` bytes of the answer: a larger one is not read,
+/// since it would sit in memory while being parsed.
+pub(crate) async fn exchange(
+    client: &Client,
+    policy: &OutboundPolicy,
+    max_body: usize,
+    out: Outgoing,
+) -> Result<Answer, Failure> {
     let timeout = out.timeout;
+    // Address literals reach no resolver, so the policy is asked here.
+    policy
+        .check_url(&out.url)
+        .map_err(|r| Failure::Refused(r.to_string()))?;
     let mut request = client
         .request(out.method, out.url)
         .headers(out.headers)
@@ -83,8 +98,8 @@ pub(crate) async fn exchange(client: &Client, out: Outgoing) -> Result<Answer, F
         match response.chunk().await {
             Ok(None) => break Ok(body),
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    break Err(BodyError::TooLarge);
+                if body.len() + chunk.len() > max_body {
+                    break Err(BodyError::TooLarge(max_body));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -95,6 +110,9 @@ pub(crate) async fn exchange(client: &Client, out: Outgoing) -> Result<Answer, F
 }
 
 fn classify(e: reqwest::Error, timeout: Duration) -> Failure {
+    if let Some(refused) = outbound::refusal(&e) {
+        return Failure::Refused(refused.to_string());
+    }
     // reqwest marks every failure to establish the connection, including the connect
     // timeout, as a connect error; the request has not been written then.
     if e.is_connect() {

@@ -19,6 +19,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 use serde_json::Value;
 
+use crate::outbound::OutboundPolicy;
 use exchange::{Failure, Outgoing};
 use spec::ActionSpec;
 use template::{Context, Templates};
@@ -33,14 +34,23 @@ pub struct HttpModule {
     info: ModuleInfo,
     templates: Templates,
     client: reqwest::Client,
+    policy: OutboundPolicy,
+    max_reply_bytes: usize,
 }
 
 impl HttpModule {
+    /// With the default outbound policy and reply cap.
     pub fn new() -> Self {
+        Self::with(&crate::ModuleOptions::default())
+    }
+
+    pub fn with(options: &crate::ModuleOptions) -> Self {
         Self {
             info: info(),
             templates: Templates::new(),
-            client: exchange::client(),
+            client: exchange::client(&options.outbound),
+            policy: options.outbound.clone(),
+            max_reply_bytes: options.max_reply_bytes,
         }
     }
 }
@@ -174,7 +184,8 @@ impl HttpModule {
 
         let target = secrets.redact(&format!("{} {}", outgoing.method, outgoing.url.path()));
         let started = Instant::now();
-        let answer = exchange::exchange(&self.client, outgoing).await;
+        let answer =
+            exchange::exchange(&self.client, &self.policy, self.max_reply_bytes, outgoing).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let answer = match answer {
             Ok(answer) => answer,
@@ -182,6 +193,12 @@ impl HttpModule {
                 tracing::debug!(action = name, %target, elapsed_ms, "http: not sent");
                 return Err(ModuleError::transient(format!(
                     "{name}: {target}: could not connect, nothing was sent: {why}"
+                )));
+            }
+            Err(Failure::Refused(why)) => {
+                tracing::debug!(action = name, %target, "http: refused by the outbound policy");
+                return Err(ModuleError::permanent(format!(
+                    "{name}: {target}: nothing was sent: {why}"
                 )));
             }
             Err(Failure::Unknown(why)) => {
@@ -200,6 +217,9 @@ impl HttpModule {
             secrets,
             templates: &self.templates,
             request: &request_json,
+            // A connection test reports whether the remote works, not what it says: its
+            // answer goes to whoever may test a server, who may not be meant to read it.
+            show_body: !matches!(request.action, Action::TestConnection),
         };
         reading.read(answer)
     }

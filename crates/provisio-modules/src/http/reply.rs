@@ -27,6 +27,8 @@ pub(crate) struct Reading<'a> {
     pub templates: &'a Templates,
     /// The request as JSON, for `next_template`.
     pub request: &'a Value,
+    /// Whether error messages may quote the answer's body.
+    pub show_body: bool,
 }
 
 /// Classifies a status the success rule did not accept.
@@ -133,7 +135,7 @@ impl Reading<'_> {
 
     /// `head` plus a redacted, shortened, one-line excerpt of the body.
     fn with_excerpt(&self, head: String, body: Option<&[u8]>) -> String {
-        let Some(body) = body.filter(|b| !b.is_empty()) else {
+        let Some(body) = body.filter(|b| self.show_body && !b.is_empty()) else {
             return head;
         };
         // Redact before shortening: a cut could otherwise leave the start of a secret.

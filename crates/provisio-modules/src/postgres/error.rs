@@ -13,6 +13,12 @@ pub(crate) enum PgError {
     Connect(sqlx::Error),
     #[error("could not connect to PostgreSQL within {} s", .0.as_secs())]
     ConnectTimeout(Duration),
+    /// The outbound policy refused the address; nothing was sent.
+    #[error("could not connect to PostgreSQL: {0}")]
+    Refused(crate::outbound::Refused),
+    /// The host name did not resolve; nothing was sent.
+    #[error("could not connect to PostgreSQL: {0}")]
+    Unresolved(String),
     /// A statement failed or its session broke; `what` names the step.
     #[error("{what}: {}", describe(.source))]
     Statement {
@@ -115,7 +121,8 @@ impl PgError {
                 // Refused, reset, unreachable, DNS: nothing was sent yet.
                 _ => ModuleError::transient(message),
             },
-            PgError::ConnectTimeout(_) => ModuleError::transient(message),
+            PgError::ConnectTimeout(_) | PgError::Unresolved(_) => ModuleError::transient(message),
+            PgError::Refused(_) => ModuleError::permanent(message),
             PgError::Statement { source, .. } => match source {
                 sqlx::Error::Database(_) => match sqlstate(source).as_deref() {
                     // The statement was rolled back: retrying is safe.

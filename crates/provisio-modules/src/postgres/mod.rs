@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Row};
 
+use crate::outbound::{OutboundError, OutboundPolicy};
 use error::{sqlstate, PgError};
 use sql::{password_literal, quote_literal, RoleName};
 
@@ -36,11 +37,20 @@ const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 pub struct PostgresModule {
     info: ModuleInfo,
+    policy: OutboundPolicy,
 }
 
 impl PostgresModule {
+    /// With the default outbound policy.
     pub fn new() -> Self {
-        Self { info: info() }
+        Self::with(&crate::ModuleOptions::default())
+    }
+
+    pub fn with(options: &crate::ModuleOptions) -> Self {
+        Self {
+            info: info(),
+            policy: options.outbound.clone(),
+        }
     }
 }
 
@@ -123,7 +133,7 @@ impl Module for PostgresModule {
     async fn call(&self, request: &ActionRequest) -> Result<ActionReply, ModuleError> {
         // The registry's layer redacts and logs what leaves; an unclear end of a call that
         // changes nothing is simply worth a retry.
-        run(request)
+        run(request, &self.policy)
             .await
             .map_err(|e| e.into_module_error(!request.action.is_read_only()))
     }
@@ -133,6 +143,11 @@ impl Module for PostgresModule {
 /// values fall back to the schema's defaults, for hand-made settings).
 struct Server {
     options: PgConnectOptions,
+    /// As the settings give it, without brackets: resolved at every connect.
+    host: String,
+    port: u16,
+    /// Whether the certificate must name `host`: then the connection is made by name.
+    verify_name: bool,
     prefix: String,
     connect_timeout: Duration,
     statement_timeout: Duration,
@@ -195,8 +210,13 @@ impl Server {
         if let Some(pw) = text("admin_password") {
             options = options.password(pw);
         }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         Ok(Server {
             options,
+            host: host.to_string(),
+            port,
+            verify_name: matches!(sslmode, PgSslMode::VerifyFull)
+                && host.parse::<std::net::IpAddr>().is_err(),
             prefix: prefix.to_string(),
             connect_timeout: Duration::from_secs(
                 int("connect_timeout_seconds", DEFAULT_CONNECT_TIMEOUT_SECONDS).clamp(1, 120)
@@ -208,11 +228,51 @@ impl Server {
 
     /// One session per call: provisioning calls are few, and a fresh session always uses
     /// the server's current settings (a changed admin password needs no pool invalidation).
-    async fn connect(&self) -> Result<Session, PgError> {
-        let conn = tokio::time::timeout(self.connect_timeout, self.options.connect())
+    ///
+    /// The host is resolved here and the session goes to an address the outbound policy
+    /// allows, so the name cannot point elsewhere between the check and the connect. With
+    /// `sslmode = verify-full` the certificate must name the host, which a connection by
+    /// address cannot check; then every address the name has must be allowed and the
+    /// connection is made by name, where a name that moved in between cannot present the
+    /// host's certificate and the session fails before the password is sent.
+    async fn connect(&self, policy: &OutboundPolicy) -> Result<Session, PgError> {
+        let attempt = async {
+            let addrs = policy
+                .resolve(&self.host, self.port)
+                .await
+                .map_err(|e| match e {
+                    OutboundError::Refused(r) => PgError::Refused(r),
+                    other => PgError::Unresolved(other.to_string()),
+                })?;
+            if self.verify_name {
+                let all = tokio::net::lookup_host((self.host.as_str(), self.port))
+                    .await
+                    .map_err(|e| PgError::Unresolved(format!("{}: {e}", self.host)))?;
+                for a in all {
+                    policy
+                        .check(a.ip(), Some(&self.host))
+                        .map_err(PgError::Refused)?;
+                }
+                return self.options.connect().await.map_err(PgError::Connect);
+            }
+            let mut last = None;
+            for addr in addrs {
+                let options = self.options.clone().host(&addr.ip().to_string());
+                match options.connect().await {
+                    Ok(conn) => return Ok(conn),
+                    // Another address of the name may answer; a database's own refusal
+                    // (bad password) would only repeat.
+                    Err(e @ sqlx::Error::Io(_)) => last = Some(e),
+                    Err(e) => return Err(PgError::Connect(e)),
+                }
+            }
+            Err(last
+                .map(PgError::Connect)
+                .unwrap_or_else(|| PgError::Unresolved(format!("{} has no address", self.host))))
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, attempt)
             .await
-            .map_err(|_| PgError::ConnectTimeout(self.connect_timeout))?
-            .map_err(PgError::Connect)?;
+            .map_err(|_| PgError::ConnectTimeout(self.connect_timeout))??;
         Ok(Session {
             conn,
             limit: self.statement_timeout + CLIENT_TIMEOUT_MARGIN,
@@ -373,19 +433,19 @@ fn connection_limit(settings: &Settings) -> Result<i64, PgError> {
     }
 }
 
-async fn run(request: &ActionRequest) -> Result<ActionReply, PgError> {
+async fn run(request: &ActionRequest, policy: &OutboundPolicy) -> Result<ActionReply, PgError> {
     let server = Server::from_settings(&request.server.settings)?;
     // Names and inputs are checked before any connection is made.
     match &request.action {
         Action::TestConnection => {
-            let mut s = server.connect().await?;
+            let mut s = server.connect(policy).await?;
             let r = test_connection(&mut s).await;
             s.close().await;
             r
         }
         Action::ListAccounts | Action::Usage => {
             let (cursor, limit) = page(&request.params)?;
-            let mut s = server.connect().await?;
+            let mut s = server.connect(policy).await?;
             let r = list(
                 &mut s,
                 &server.prefix,
@@ -399,7 +459,7 @@ async fn run(request: &ActionRequest) -> Result<ActionReply, PgError> {
         }
         action => {
             let role = server.role(request)?;
-            let mut s = server.connect().await?;
+            let mut s = server.connect(policy).await?;
             let r = match action {
                 Action::Create => create(&mut s, request, &role).await,
                 Action::Suspend => suspend(&mut s, &role).await,

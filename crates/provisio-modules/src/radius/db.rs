@@ -12,6 +12,15 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
 use super::config::ServerConfig;
+use crate::outbound::{self, OutboundError, OutboundPolicy};
+
+/// Where the module may connect: the outbound policy for PostgreSQL databases, the
+/// directory for SQLite ones.
+#[derive(Debug, Clone)]
+pub struct Reach {
+    pub policy: OutboundPolicy,
+    pub sqlite_dir: Option<std::path::PathBuf>,
+}
 
 /// Which SQL dialect a database speaks, where the statements differ (locking, time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +50,18 @@ struct PoolKey {
 }
 
 impl Pools {
-    pub fn get(&self, server_id: i64, config: &ServerConfig) -> Result<Db, DbError> {
+    /// The pool for a server. The URL is checked (and a PostgreSQL host resolved) at every
+    /// call, and the pool connects to what was checked: a name that now points elsewhere
+    /// gets a new pool, never a connection to an address that was not checked.
+    pub async fn get(
+        &self,
+        server_id: i64,
+        config: &ServerConfig,
+        reach: &Reach,
+    ) -> Result<Db, DbError> {
+        let url = checked_url(&config.database_url, reach).await?;
         let key = PoolKey {
-            url: config.database_url.clone(),
+            url: url.clone(),
             timeout: config.timeout,
             max_connections: config.max_connections,
         };
@@ -53,7 +71,7 @@ impl Pools {
                 return Ok(db.clone());
             }
         }
-        let db = open(config)?;
+        let db = open(config, &url)?;
         // A replaced pool closes once its last borrowed connection is returned.
         map.insert(server_id, (key, db.clone()));
         Ok(db)
@@ -85,11 +103,111 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-fn open(config: &ServerConfig) -> Result<Db, DbError> {
+/// The URL to connect to: a SQLite file confined to the configured directory (its real
+/// path), or a PostgreSQL URL whose host is replaced by an address the policy allows.
+async fn checked_url(url: &str, reach: &Reach) -> Result<String, DbError> {
+    match dialect_of(url).ok_or(DbError::BadUrl)? {
+        Dialect::Sqlite => {
+            // As sqlx reads it: the scheme, then the percent-encoded path, then options.
+            let rest = &url["sqlite:".len()..];
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (path, params) = match rest.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (rest, None),
+            };
+            let in_memory = params.is_some_and(|q| {
+                url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "mode" && v == "memory")
+            });
+            let decoded = percent_encoding::percent_decode_str(path)
+                .decode_utf8()
+                .map_err(|_| DbError::BadUrl)?;
+            if in_memory {
+                return Ok(url.to_string());
+            }
+            match outbound::confine_sqlite(reach.sqlite_dir.as_deref(), &decoded)
+                .map_err(|e| DbError::Refused(e.to_string()))?
+            {
+                None => Ok(url.to_string()),
+                Some(real) => {
+                    let real = real.to_str().ok_or(DbError::BadUrl)?;
+                    let encoded =
+                        percent_encoding::utf8_percent_encode(real, SQLITE_PATH).to_string();
+                    Ok(match params {
+                        Some(q) => format!("sqlite://{encoded}?{q}"),
+                        None => format!("sqlite://{encoded}"),
+                    })
+                }
+            }
+        }
+        Dialect::Postgres => {
+            let mut parsed = url::Url::parse(url).map_err(|_| DbError::BadUrl)?;
+            // The address to check is the URL's own host; a query may not move it.
+            if parsed
+                .query_pairs()
+                .any(|(k, _)| matches!(&*k, "host" | "hostaddr" | "port"))
+            {
+                return Err(DbError::Refused(
+                    "database_url: the host and port must be in the URL itself, not in its host, hostaddr or port options".into(),
+                ));
+            }
+            let host = parsed
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| DbError::Refused("database_url: names no database host".into()))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = parsed.port().unwrap_or(5432);
+            let verify_name = host.parse::<std::net::IpAddr>().is_err()
+                && parsed.query_pairs().any(|(k, v)| {
+                    matches!(&*k, "sslmode" | "ssl-mode") && v.eq_ignore_ascii_case("verify-full")
+                });
+            let addrs = reach
+                .policy
+                .resolve(&host, port)
+                .await
+                .map_err(|e| match e {
+                    OutboundError::Refused(r) => DbError::Refused(r.to_string()),
+                    other => DbError::Unresolved(other.to_string()),
+                })?;
+            if verify_name {
+                // The certificate must name the host, which a connection by address cannot
+                // check: every address of the name must pass, and a name that moves in
+                // between cannot present the host's certificate before the password goes.
+                let all = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(|e| DbError::Unresolved(format!("{host}: {e}")))?;
+                for a in all {
+                    reach
+                        .policy
+                        .check(a.ip(), Some(&host))
+                        .map_err(|r| DbError::Refused(r.to_string()))?;
+                }
+                return Ok(url.to_string());
+            }
+            let ip = addrs
+                .first()
+                .ok_or_else(|| DbError::Unresolved(format!("{host} has no address")))?
+                .ip();
+            parsed.set_ip_host(ip).map_err(|_| DbError::BadUrl)?;
+            Ok(parsed.to_string())
+        }
+    }
+}
+
+/// What must be escaped in a SQLite path inside a URL: the characters sqlx decodes or
+/// splits on.
+const SQLITE_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b'%')
+    .add(b'?')
+    .add(b'#')
+    .add(b' ');
+
+fn open(config: &ServerConfig, url: &str) -> Result<Db, DbError> {
     sqlx::any::install_default_drivers();
-    let dialect = dialect_of(&config.database_url).ok_or(DbError::BadUrl)?;
+    let dialect = dialect_of(url).ok_or(DbError::BadUrl)?;
     // sqlx's own parse errors may quote the URL, and with it the password.
-    let options = AnyConnectOptions::from_str(&config.database_url).map_err(|_| DbError::BadUrl)?;
+    let options = AnyConnectOptions::from_str(url).map_err(|_| DbError::BadUrl)?;
     let pool = AnyPoolOptions::new()
         .max_connections(config.max_connections)
         .min_connections(0)
@@ -114,6 +232,12 @@ pub enum Phase {
 pub enum DbError {
     #[error("database_url is not a sqlite:// or postgres:// URL")]
     BadUrl,
+    /// The outbound guard refused the database: nothing was sent.
+    #[error("{0}")]
+    Refused(String),
+    /// The database host did not resolve: nothing was sent.
+    #[error("{0}")]
+    Unresolved(String),
     #[error("{1}")]
     Sql(Phase, #[source] sqlx::Error),
     #[error("the database did not answer within {0:?}")]
@@ -124,7 +248,10 @@ impl DbError {
     /// The module error for this failure, its message prefixed with `context`.
     pub fn into_module_error(self, context: &str) -> ModuleError {
         match self {
-            DbError::BadUrl => ModuleError::permanent(format!("{context}: {self}")),
+            DbError::BadUrl | DbError::Refused(_) => {
+                ModuleError::permanent(format!("{context}: {self}"))
+            }
+            DbError::Unresolved(_) => ModuleError::transient(format!("{context}: {self}")),
             DbError::TimedOut(Phase::BeforeCommit, t) => ModuleError::transient(format!(
                 "{context}: the database did not answer within {}s; nothing was committed",
                 t.as_secs()

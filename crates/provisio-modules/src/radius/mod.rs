@@ -19,7 +19,7 @@ use serde_json::Value;
 use sqlx::AnyConnection;
 
 use config::{BadSettings, Package, ServerConfig, SuspendMethod};
-use db::{timed, Db, DbError, Phase, Pools};
+use db::{timed, Db, DbError, Phase, Pools, Reach};
 
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
@@ -28,10 +28,16 @@ const MAX_PAGE: i64 = 1000;
 pub struct RadiusModule {
     info: ModuleInfo,
     pools: Pools,
+    reach: Reach,
 }
 
 impl RadiusModule {
+    /// With the default outbound policy and no SQLite directory (so no SQLite database).
     pub fn new() -> Self {
+        Self::with(&crate::ModuleOptions::default())
+    }
+
+    pub fn with(options: &crate::ModuleOptions) -> Self {
         Self {
             info: ModuleInfo {
                 name: "radius".into(),
@@ -49,6 +55,10 @@ impl RadiusModule {
                 service_schema: config::service_schema(),
             },
             pools: Pools::default(),
+            reach: Reach {
+                policy: options.outbound.clone(),
+                sqlite_dir: options.radius_sqlite_dir.clone(),
+            },
         }
     }
 }
@@ -139,7 +149,8 @@ impl RadiusModule {
         let server = ServerConfig::parse(&request.server.settings).map_err(bad)?;
         let db = self
             .pools
-            .get(request.server.id, &server)
+            .get(request.server.id, &server, &self.reach)
+            .await
             .map_err(|e| e.into_module_error(action))?;
         match &request.action {
             Action::Lookup => lookup(&db, &server, username(request)?).await,

@@ -7,6 +7,8 @@ use provisio_core::module::ModuleError;
 use reqwest::{Client, Method, StatusCode, Url};
 use serde_json::Value;
 
+use crate::outbound::{self, OutboundPolicy};
+
 /// Connecting is bounded apart from the request timeout, so that "nothing was sent" (retry)
 /// is told apart from "sent, no answer" (look up first).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -15,18 +17,22 @@ const DETAIL_CHARS: usize = 300;
 
 pub(crate) const SCIM_JSON: &str = "application/scim+json";
 
-pub(crate) fn http_client() -> Client {
-    Client::builder()
+/// A client whose connections pass `policy`; it follows no redirect, since a redirected
+/// PATCH or DELETE must not silently become something else (or go somewhere else).
+pub(crate) fn http_client(policy: &OutboundPolicy) -> Client {
+    policy
+        .http_client()
         .connect_timeout(CONNECT_TIMEOUT)
-        // A redirected PATCH or DELETE must not silently become something else.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("provisio/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client (rustls) initialises")
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ScimError {
+    /// The outbound policy refused the address: nothing was sent, and nothing will be
+    /// until the configuration changes.
+    #[error("{target}: nothing was sent: {why}")]
+    Refused { target: String, why: String },
     /// No connection: the request was not sent.
     #[error("{target}: could not connect, nothing was sent: {why}")]
     NotSent { target: String, why: String },
@@ -67,6 +73,7 @@ impl ScimError {
     pub(crate) fn into_module_error(self, changes: bool) -> ModuleError {
         let message = self.to_string();
         match &self {
+            ScimError::Refused { .. } => ModuleError::permanent(message),
             ScimError::NotSent { .. } => ModuleError::transient(message),
             ScimError::NoAnswer { .. } if changes => {
                 ModuleError::unknown(format!("{message}; the change may have been applied"))
@@ -94,6 +101,9 @@ impl ScimError {
 /// A SCIM service provider as one server's settings describe it.
 pub(crate) struct Remote<'a> {
     pub client: &'a Client,
+    pub policy: &'a OutboundPolicy,
+    /// The most of one answer that is read.
+    pub max_reply_bytes: usize,
     pub base: Url,
     pub token: &'a str,
     pub timeout: Duration,
@@ -131,6 +141,13 @@ impl Remote<'_> {
         // Names the operation without host or query (the filter holds a username, harmless,
         // but a base URL may carry a credential in its userinfo).
         let target = format!("{method} /{}", segments.first().copied().unwrap_or(""));
+        // Address literals reach no resolver, so the policy is asked here.
+        self.policy
+            .check_url(&url)
+            .map_err(|r| ScimError::Refused {
+                target: target.clone(),
+                why: r.to_string(),
+            })?;
         let mut request = self
             .client
             .request(method, url)
@@ -148,8 +165,13 @@ impl Remote<'_> {
                 .header(reqwest::header::CONTENT_TYPE, SCIM_JSON)
                 .body(bytes);
         }
-        let response = request.send().await.map_err(|e| {
-            if e.is_connect() {
+        let mut response = request.send().await.map_err(|e| {
+            if let Some(refused) = outbound::refusal(&e) {
+                ScimError::Refused {
+                    target: target.clone(),
+                    why: refused.to_string(),
+                }
+            } else if e.is_connect() {
                 ScimError::NotSent {
                     target: target.clone(),
                     why: describe(&e),
@@ -167,10 +189,30 @@ impl Remote<'_> {
             }
         })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ScimError::NoAnswer {
-            target: target.clone(),
-            why: format!("the answer could not be read: {}", describe(&e)),
-        })?;
+        let mut bytes = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(None) => break,
+                Ok(Some(chunk)) => {
+                    if bytes.len() + chunk.len() > self.max_reply_bytes {
+                        return Err(ScimError::NoAnswer {
+                            target,
+                            why: format!(
+                                "the answer exceeds {} bytes ([outbound] max_module_reply_bytes) and was not read",
+                                self.max_reply_bytes
+                            ),
+                        });
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Err(e) => {
+                    return Err(ScimError::NoAnswer {
+                        target,
+                        why: format!("the answer could not be read: {}", describe(&e)),
+                    })
+                }
+            }
+        }
         if !status.is_success() {
             return Err(ScimError::Status {
                 target,

@@ -27,13 +27,22 @@ const ID_OUTPUT: &str = "scim_id";
 pub struct ScimModule {
     info: ModuleInfo,
     client: reqwest::Client,
+    policy: crate::outbound::OutboundPolicy,
+    max_reply_bytes: usize,
 }
 
 impl ScimModule {
+    /// With the default outbound policy and reply cap.
     pub fn new() -> Self {
+        Self::with(&crate::ModuleOptions::default())
+    }
+
+    pub fn with(options: &crate::ModuleOptions) -> Self {
         Self {
             info: info(),
-            client: client::http_client(),
+            client: client::http_client(&options.outbound),
+            policy: options.outbound.clone(),
+            max_reply_bytes: options.max_reply_bytes,
         }
     }
 }
@@ -186,6 +195,8 @@ impl ScimModule {
             .clamp(1, 300) as u64;
         Ok(Remote {
             client: &self.client,
+            policy: &self.policy,
+            max_reply_bytes: self.max_reply_bytes,
             base,
             token,
             timeout: Duration::from_secs(timeout),
@@ -200,9 +211,19 @@ impl ScimModule {
             Action::TestConnection => {
                 // /ServiceProviderConfig may be served without authentication (RFC 7644
                 // §4), so it would not prove the token; a one-item page of /Users does.
+                // A connection test reports whether the remote works, not what it says:
+                // whoever may test a server is not necessarily meant to read its answers.
                 remote
                     .send(Method::GET, &["Users"], &[("count", "1".into())], None)
-                    .await?;
+                    .await
+                    .map_err(|e| match e {
+                        ScimError::Status { target, status, .. } => ScimError::Status {
+                            target,
+                            status,
+                            detail: None,
+                        },
+                        other => other,
+                    })?;
                 Ok(ActionReply::default())
             }
             Action::ListAccounts => list(&remote, &request.params, attribute).await,

@@ -118,13 +118,20 @@ async fn record(
 }
 
 async fn remote(respond: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Remote {
+    remote_at("127.0.0.1:0", respond).await
+}
+
+async fn remote_at(
+    bind: &str,
+    respond: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
+) -> Remote {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let state = RemoteState {
         seen: seen.clone(),
         respond: Arc::new(respond),
     };
     let app = axum::Router::new().fallback(record).with_state(state);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Remote {
@@ -214,7 +221,7 @@ async fn fails(module: &HttpModule, req: &ActionRequest) -> ModuleError {
 #[tokio::test]
 async fn create_renders_templates_sends_auth_and_idempotency_key_and_maps_outputs() {
     let remote = remote(|_| answer(201, json!({"id": 981, "links": {"self": "/users/981"}}))).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"create": {
         "method": "POST",
         "url": "/accounts/{{ service.username | urlencode }}",
@@ -275,7 +282,7 @@ async fn create_renders_templates_sends_auth_and_idempotency_key_and_maps_output
 #[tokio::test]
 async fn bearer_and_header_auth_and_no_content_type_without_body() {
     let remote = remote(|_| answer(204, Value::Null)).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"terminate": {
         "method": "DELETE",
         "url": "/users/{{ service.outputs.remote_id }}"
@@ -319,7 +326,7 @@ async fn bearer_and_header_auth_and_no_content_type_without_body() {
 #[tokio::test]
 async fn an_absolute_url_ignores_the_base_url() {
     let remote = remote(|_| answer(200, json!({}))).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"renew": {"method": "post", "url": format!("{}/renewals", remote.base)}});
     let settings = json!({"base_url": "http://unused.invalid/api", "actions": actions});
     call(&module, &request(&module, Action::Renew, settings))
@@ -334,7 +341,7 @@ async fn an_absolute_url_ignores_the_base_url() {
 
 #[tokio::test]
 async fn an_unconfigured_action_is_permanent() {
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let settings = json!({"base_url": "http://127.0.0.1:9/", "actions": {}});
     let e = fails(&module, &request(&module, Action::Suspend, settings)).await;
     assert_eq!(
@@ -346,7 +353,7 @@ async fn an_unconfigured_action_is_permanent() {
 #[tokio::test]
 async fn a_custom_action_runs_its_spec() {
     let remote = remote(|_| answer(200, json!({"result": {"count": 3}}))).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"reset_quota": {
         "method": "POST",
         "url": "/users/{{ service.username }}/quota/reset",
@@ -392,7 +399,7 @@ async fn lookup_maps_the_account_and_reads_an_empty_search_or_404_as_none() {
         _ => answer(404, json!({"detail": "no such user"})),
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let mut req = request(
         &module,
         Action::Lookup,
@@ -427,7 +434,7 @@ async fn lookup_outputs_can_answer_what_create_answered() {
         _ => answer(200, json!({"Resources": []})),
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let mut actions = lookup_actions();
     actions["lookup"]["outputs"] = json!({"remote_id": "/Resources/0/id"});
     actions["create"] = create_users()["create"].clone();
@@ -458,7 +465,7 @@ async fn lookup_of_a_single_resource_404_is_no_account_and_200_is_mapped() {
         _ => answer(404, Value::Null),
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"lookup": {
         "method": "GET",
         "url": "/users/{{ service.username }}",
@@ -488,7 +495,7 @@ async fn list_accounts_pages_with_a_cursor() {
         other => answer(400, json!({"unexpected": other})),
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"list_accounts": {
         "method": "GET",
         "url": "/accounts",
@@ -552,7 +559,7 @@ async fn list_accounts_pages_by_offset_with_a_next_template() {
         )
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"list_accounts": {
         "method": "GET",
         "url": "/Users",
@@ -580,7 +587,7 @@ async fn list_accounts_pages_by_offset_with_a_next_template() {
 #[tokio::test]
 async fn list_accounts_without_the_list_is_an_error_never_an_empty_page() {
     let remote = remote(|_| answer(200, json!({"message": "maintenance"}))).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"list_accounts": {
         "method": "GET", "url": "/accounts",
         "accounts": {"pointer": "/items", "username": "/login"}
@@ -610,7 +617,7 @@ async fn usage_and_login_url_are_mapped() {
         ),
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({
         "usage": {
             "method": "GET", "url": "/usage",
@@ -675,7 +682,7 @@ async fn statuses_are_classified_by_default() {
         answer(code, json!({"error": format!("status {code}")}))
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let req = request(&module, Action::Create, basic(&remote.base, create_users()));
 
     let e = fails(&module, &req).await;
@@ -709,7 +716,7 @@ async fn configured_classes_override_the_defaults() {
     let status = Arc::new(Mutex::new(502));
     let current = status.clone();
     let remote = remote(move |_| answer(*current.lock().unwrap(), Value::Null)).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let mut actions = create_users();
     actions["create"]["errors"] =
         json!({"unknown": [502, 504], "transient": [409], "permanent": [503]});
@@ -735,7 +742,7 @@ async fn configured_classes_override_the_defaults() {
 #[tokio::test]
 async fn a_success_status_whose_body_denies_success_is_permanent() {
     let remote = remote(|_| answer(200, json!({"ok": false, "error": "quota exhausted"}))).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let mut actions = create_users();
     actions["create"]["success"] = json!({"pointer": "/ok", "equals": true});
     let e = fails(
@@ -752,7 +759,7 @@ async fn a_success_status_whose_body_denies_success_is_permanent() {
 async fn an_unusable_success_answer_is_unknown_for_changes_and_transient_for_reads() {
     let remote = remote(|_| answer(200, json!("<html>proxy</html>"))).await;
     // A JSON string where an object with `id` was expected: create did happen remotely.
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let mut actions = create_users();
     actions["create"]["outputs"] = json!({"remote_id": "/id"});
     actions["lookup"] = lookup_actions()["lookup"].clone();
@@ -790,7 +797,7 @@ async fn a_timeout_after_sending_is_unknown() {
         delay: Duration::from_secs(4),
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let mut settings = basic(&remote.base, create_users());
     settings["timeout_seconds"] = json!(1);
     let started = Instant::now();
@@ -841,7 +848,7 @@ async fn a_connection_closed_after_the_request_without_an_answer_is_unknown() {
         drop(socket);
         request
     });
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let settings = basic(&format!("http://{addr}"), create_users());
     let e = fails(&module, &request(&module, Action::Create, settings)).await;
     assert_eq!(e.kind, ErrorKind::Unknown, "{e}");
@@ -858,7 +865,7 @@ async fn a_refused_connection_is_transient() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let settings = basic(&format!("http://127.0.0.1:{port}/api"), create_users());
     let e = fails(&module, &request(&module, Action::Create, settings)).await;
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
@@ -883,7 +890,7 @@ async fn secrets_echoed_by_the_remote_are_redacted_from_messages() {
         answer(400, json!({"received": seen.json(), "headers": headers}))
     })
     .await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"change_password": {
         "method": "PUT",
         "url": "/users/{{ service.username }}/password",
@@ -920,7 +927,7 @@ async fn secrets_echoed_by_the_remote_are_redacted_from_messages() {
 async fn a_secret_cut_by_the_excerpt_limit_is_still_redacted() {
     // The password straddles character 300 of the body.
     let remote = remote(|_| answer(500, json!({"pad": "x".repeat(270), "echo": PASSWORD}))).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let e = fails(
         &module,
         &request(&module, Action::Create, basic(&remote.base, create_users())),
@@ -932,7 +939,7 @@ async fn a_secret_cut_by_the_excerpt_limit_is_still_redacted() {
 #[tokio::test]
 async fn an_undefined_template_variable_is_permanent_and_names_the_template() {
     let remote = remote(|_| answer(201, json!({}))).await;
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let actions = json!({"create": {
         "method": "POST",
         "url": "/users",
@@ -970,7 +977,7 @@ async fn an_undefined_template_variable_is_permanent_and_names_the_template() {
 // ------------------------------------------------------------------ check_settings
 
 fn check(actions: Value) -> Vec<(String, String)> {
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let settings = object(json!({"base_url": "https://api.example.com", "actions": actions}));
     module
         .check_settings(SchemaScope::Server, &settings)
@@ -1046,7 +1053,7 @@ fn check_settings_accepts_a_complete_spec_and_other_scopes() {
         check(json!(["not", "an", "object"])),
         pairs(&[("actions", "type")])
     );
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let anything = object(json!({"actions": 1, "quota": 5}));
     assert!(module
         .check_settings(SchemaScope::Product, &anything)
@@ -1058,7 +1065,7 @@ fn check_settings_accepts_a_complete_spec_and_other_scopes() {
 
 #[test]
 fn the_schema_requires_credentials_per_auth_kind() {
-    let module = HttpModule::new();
+    let module = HttpModule::with(&crate::local_options());
     let schema = &module.info().server_schema;
     let rejected = |settings: Value| -> Vec<String> {
         schema
@@ -1103,4 +1110,186 @@ fn the_registry_ships_the_module() {
     let info = registry.info("http").expect("http is built in");
     assert_eq!(info.capabilities.len(), 12);
     assert!(info.custom_actions.is_empty());
+}
+
+// ------------------------------------------------------------------ the outbound guard
+
+fn guarded(allow: &[&str]) -> HttpModule {
+    HttpModule::with(&provisio_modules::ModuleOptions {
+        outbound: provisio_modules::outbound::OutboundPolicy::parse(
+            &allow.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap(),
+        ..Default::default()
+    })
+}
+
+/// Loopback (by address and by a name that resolves to it), the metadata address and a
+/// private address are refused before anything is sent, with a permanent error that names
+/// the address, the rule and the setting that would allow it.
+#[tokio::test]
+async fn the_outbound_guard_refuses_special_addresses_by_default() {
+    let v4 = remote(|_| answer(201, json!({}))).await;
+    let v6 = remote_at("[::1]:0", |_| answer(201, json!({}))).await;
+    let v4_port = port_of(&v4);
+    let module = HttpModule::new();
+    for (base, ip, rule, allow) in [
+        (
+            v4.base.clone(),
+            "127.0.0.1",
+            "a loopback address (127.0.0.0/8)",
+            "127.0.0.1/32",
+        ),
+        (
+            v6.base.clone(),
+            "::1",
+            "a loopback address (::1)",
+            "::1/128",
+        ),
+        (
+            format!("http://localhost:{v4_port}/v1"),
+            "127.0.0.1 (localhost)",
+            "a loopback address (127.0.0.0/8)",
+            "127.0.0.1/32",
+        ),
+        (
+            "http://169.254.169.254/latest".into(),
+            "169.254.169.254",
+            "a link-local address (169.254.0.0/16)",
+            "169.254.169.254/32",
+        ),
+        (
+            "http://10.0.0.1/api".into(),
+            "10.0.0.1",
+            "a private address (RFC 1918)",
+            "10.0.0.1/32",
+        ),
+    ] {
+        let e = fails(
+            &module,
+            &request(&module, Action::Create, basic(&base, create_users())),
+        )
+        .await;
+        assert_eq!(e.kind, ErrorKind::Permanent, "{base}: {e}");
+        let expected = format!(
+            "nothing was sent: refused to connect to {ip}: {rule}; allow it with [outbound] allow = [\"{allow}\"]"
+        );
+        assert!(e.message.ends_with(&expected), "{base}: {e}");
+    }
+    assert!(v4.requests().is_empty() && v6.requests().is_empty());
+}
+
+fn port_of(remote: &Remote) -> String {
+    remote
+        .base
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/v1")
+        .to_string()
+}
+
+/// Once named in `[outbound] allow`, the same remotes are reached; an address that is
+/// allowed but has no remote fails like any unreachable host, not as refused.
+#[tokio::test]
+async fn addresses_named_in_allow_are_reached() {
+    let v4 = remote(|_| answer(201, json!({}))).await;
+    let v6 = remote_at("[::1]:0", |_| answer(201, json!({}))).await;
+    let port = port_of(&v4);
+    let module = guarded(&["127.0.0.1/32", "::1/128"]);
+    for base in [
+        v4.base.clone(),
+        v6.base.clone(),
+        format!("http://localhost:{port}/v1"),
+    ] {
+        let req = request(&module, Action::Create, basic(&base, create_users()));
+        assert_eq!(
+            call(&module, &req).await,
+            Ok(ActionReply::default()),
+            "{base}"
+        );
+    }
+    assert_eq!(v4.requests().len(), 2);
+    assert_eq!(v6.requests().len(), 1);
+
+    let module = guarded(&["169.254.169.254/32", "10.0.0.0/8"]);
+    for base in ["http://169.254.169.254/latest", "http://10.0.0.1/api"] {
+        let mut settings = basic(base, create_users());
+        settings["timeout_seconds"] = json!(1);
+        let e = fails(&module, &request(&module, Action::Create, settings)).await;
+        assert!(!e.message.contains("refused to connect"), "{base}: {e}");
+    }
+}
+
+/// An answer larger than the cap is not read to the end: the call fails saying so, and
+/// what was read stays below the cap.
+#[tokio::test]
+async fn an_answer_beyond_the_reply_cap_is_an_error() {
+    let big = json!({"id": "x".repeat(3 * 1024 * 1024)});
+    let remote = remote(move |_| answer(200, big.clone())).await;
+    let module = HttpModule::with(&provisio_modules::ModuleOptions {
+        max_reply_bytes: 1024 * 1024,
+        ..crate::local_options()
+    });
+    let actions = json!({"create": {
+        "method": "POST", "url": "/users", "outputs": {"remote_id": "/id"}
+    }});
+    let e = fails(
+        &module,
+        &request(&module, Action::Create, basic(&remote.base, actions)),
+    )
+    .await;
+    assert_eq!(e.kind, ErrorKind::Unknown, "{e}");
+    assert!(
+        e.message.contains(
+            "the response body exceeds 1048576 bytes ([outbound] max_module_reply_bytes)"
+        ),
+        "{e}"
+    );
+}
+
+/// A connection test says whether the remote works, never what it answered.
+#[tokio::test]
+async fn a_connection_test_never_quotes_the_remote() {
+    let remote = remote(|_| answer(500, json!({"internal": "secret-ish page"}))).await;
+    let module = HttpModule::with(&crate::local_options());
+    let actions = json!({"test_connection": {"method": "GET", "url": "/health"}});
+    let e = fails(
+        &module,
+        &request(
+            &module,
+            Action::TestConnection,
+            basic(&remote.base, actions),
+        ),
+    )
+    .await;
+    assert_eq!(e.message, "test_connection: HTTP 500 from GET /v1/health");
+}
+
+/// A redirect is an answer, never followed, even to an address the policy allows: each
+/// hop would be a target nobody configured.
+#[tokio::test]
+async fn a_redirect_is_an_answer_and_never_followed() {
+    let target = remote(|_| answer(201, json!({}))).await;
+    let location = format!("{}/users", target.base);
+    let app = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [("location", location)]) }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let module = HttpModule::with(&crate::local_options());
+    let e = fails(
+        &module,
+        &request(&module, Action::Create, basic(&base, create_users())),
+    )
+    .await;
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert!(
+        e.message
+            .starts_with("create: HTTP 307 from POST /v1/users"),
+        "{e}"
+    );
+    assert!(target.requests().is_empty(), "the redirect was followed");
 }

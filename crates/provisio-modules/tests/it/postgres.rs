@@ -275,7 +275,7 @@ struct Fixture {
 impl Fixture {
     async fn new(test: &str) -> Fixture {
         Fixture {
-            module: PostgresModule::new(),
+            module: PostgresModule::with(&crate::local_options()),
             cluster: Cluster::start().await,
             prefix: prefix(test),
         }
@@ -937,4 +937,37 @@ async fn a_session_lost_mid_statement_is_unknown_and_a_cancelled_one_transient()
         .unwrap();
     f.ok(&f.request(Action::Suspend, 61, "joy")).await;
     assert_eq!(f.role_row(&role).await, Some((false, 3)));
+}
+
+// ------------------------------------------------------------------ the outbound guard
+
+/// By default the module refuses a database on loopback (by address or by a name that
+/// resolves to it), at the metadata address or at a private address, before connecting,
+/// with a permanent error naming the address and the setting; allowed, the same cluster
+/// is reached by address and by name.
+#[tokio::test]
+async fn the_outbound_guard_refuses_special_addresses_until_allowed() {
+    let f = Fixture::new("guard").await;
+    let refused = PostgresModule::new();
+    for (host, ip, allow) in [
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1/32"),
+        ("localhost", "127.0.0.1 (localhost)", "127.0.0.1/32"),
+        ("[::1]", "::1", "::1/128"),
+        ("169.254.169.254", "169.254.169.254", "169.254.169.254/32"),
+        ("10.0.0.1", "10.0.0.1", "10.0.0.1/32"),
+    ] {
+        let req = f.request_with(Action::Create, 70, "guarded", json!({"host": host}));
+        let e = bounded(refused.call(&req)).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Permanent, "{host}: {e}");
+        assert_eq!(
+            e.message,
+            format!("could not connect to PostgreSQL: refused to connect to {ip}: {}; allow it with [outbound] allow = [\"{allow}\"]",
+                provisio_modules::outbound::special_range(ip.split(' ').next().unwrap().parse().unwrap()).unwrap()),
+            "{host}"
+        );
+    }
+    for host in ["127.0.0.1", "localhost"] {
+        let req = f.request_with(Action::TestConnection, 71, "guarded", json!({"host": host}));
+        f.ok(&req).await;
+    }
 }

@@ -454,7 +454,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(database_url: &str, server: Value, product: Value) -> Fixture {
-        let module = RadiusModule::new();
+        let module = RadiusModule::with(&crate::local_options());
         let mut server = object(server);
         server.insert("database_url".into(), database_url.into());
         let server = validated(&module, SchemaScope::Server, server);
@@ -549,7 +549,7 @@ fn validated(module: &RadiusModule, scope: SchemaScope, settings: Settings) -> S
 }
 
 fn new_product(settings: Value) -> Value {
-    let module = RadiusModule::new();
+    let module = RadiusModule::with(&crate::local_options());
     Value::Object(validated(&module, SchemaScope::Product, object(settings)))
 }
 
@@ -1000,7 +1000,7 @@ async fn radius_create_refuses_foreign_accounts_and_shares_groups() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn radius_settings_are_checked() {
-    let module = RadiusModule::new();
+    let module = RadiusModule::with(&crate::local_options());
     let product = object(json!({"group": "g", "reply_attributes": {"Bad Name": "x"}}));
     let errors = module.check_settings(SchemaScope::Product, &product);
     assert_eq!(errors.len(), 1, "{errors:?}");
@@ -1271,4 +1271,78 @@ async fn concurrent_creates_write_the_group_once(url: &str) {
         .await,
         vec!["8"]
     );
+}
+
+// ------------------------------------------------------------------ the outbound guard
+
+/// SQLite databases are opened only inside `[outbound] radius_sqlite_dir` (none without
+/// it, and a link out of it does not count), and a PostgreSQL database at a refused
+/// address is refused before connecting; every refusal is permanent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_outside_what_is_allowed_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&sqlite_database(dir.path()).await);
+    let f = Fixture::new(&url, json!({}), basic_product());
+    f.ok(Action::TestConnection, "", json!({})).await;
+    let call = |module: RadiusModule, url: String| async move {
+        let f = Fixture {
+            module,
+            ..Fixture::new(&url, json!({"timeout_seconds": 2}), basic_product())
+        };
+        f.call(Action::TestConnection, "", json!({}))
+            .await
+            .unwrap_err()
+    };
+
+    let e = call(RadiusModule::new(), url.clone()).await;
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert!(e.message.contains("local SQLite databases are refused: none is allowed until [outbound] radius_sqlite_dir"), "{e}");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let confined = |d: &Path| provisio_modules::ModuleOptions {
+        radius_sqlite_dir: Some(d.to_path_buf()),
+        ..crate::local_options()
+    };
+    let e = call(RadiusModule::with(&confined(elsewhere.path())), url.clone()).await;
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert!(
+        e.message
+            .contains("the SQLite database is outside [outbound] radius_sqlite_dir"),
+        "{e}"
+    );
+    let link = elsewhere.path().join("radius.db");
+    std::os::unix::fs::symlink(url.trim_start_matches("sqlite://"), &link).unwrap();
+    let e = call(
+        RadiusModule::with(&confined(elsewhere.path())),
+        sqlite_url(&link),
+    )
+    .await;
+    assert!(
+        e.message.contains("is outside"),
+        "a link out of the directory: {e}"
+    );
+
+    for (host, ip) in [
+        ("127.0.0.1", "127.0.0.1"),
+        ("localhost", "127.0.0.1 (localhost)"),
+        ("10.0.0.1", "10.0.0.1"),
+    ] {
+        let e = call(
+            RadiusModule::new(),
+            format!("postgres://radius:pw@{host}:5432/radius"),
+        )
+        .await;
+        assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+        assert!(
+            e.message.contains(&format!("refused to connect to {ip}: ")),
+            "{e}"
+        );
+        assert!(!e.message.contains("pw@"), "{e}");
+    }
+    let e = call(
+        RadiusModule::with(&crate::local_options()),
+        "postgres://radius:pw@127.0.0.1:5432/radius?host=10.0.0.1".into(),
+    )
+    .await;
+    assert!(e.message.contains("must be in the URL itself"), "{e}");
 }

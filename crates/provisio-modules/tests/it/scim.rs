@@ -189,7 +189,7 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Fixture {
         Fixture {
-            module: ScimModule::new(),
+            module: ScimModule::with(&crate::local_options()),
             server: ScimServer::start().await,
         }
     }
@@ -686,5 +686,70 @@ async fn a_request_that_got_no_answer_is_unknown_for_changes_and_transient_for_r
             let req = f.request_with(action.clone(), 51, "abel", server.clone());
             assert_kind(f.call(&req).await, ErrorKind::Transient);
         }
+    }
+}
+
+// ------------------------------------------------------------------ the outbound guard
+
+fn scim_with(allow: &[&str]) -> ScimModule {
+    ScimModule::with(&provisio_modules::ModuleOptions {
+        outbound: provisio_modules::outbound::OutboundPolicy::parse(
+            &allow.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap(),
+        ..Default::default()
+    })
+}
+
+/// By default a service provider on loopback (by address or by a name resolving to it),
+/// at the metadata address or at a private address is refused with a permanent error that
+/// names the address and the setting; once allowed, the real server is reached.
+#[tokio::test]
+async fn the_outbound_guard_refuses_special_addresses_until_allowed() {
+    let f = Fixture::new().await;
+    let by_name = f.server.base.replace("127.0.0.1", "localhost");
+    let refused = ScimModule::new();
+    for (base, ip, allow) in [
+        (f.server.base.clone(), "127.0.0.1", "127.0.0.1/32"),
+        (by_name.clone(), "127.0.0.1 (localhost)", "127.0.0.1/32"),
+        ("http://[::1]:9/v2".into(), "::1", "::1/128"),
+        (
+            "http://169.254.169.254/scim".into(),
+            "169.254.169.254",
+            "169.254.169.254/32",
+        ),
+        ("http://10.0.0.1/scim".into(), "10.0.0.1", "10.0.0.1/32"),
+    ] {
+        let req = f.request_with(Action::Create, 900, "guarded", json!({"base_url": base}));
+        let e = refused.call(&req).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Permanent, "{base}: {e}");
+        assert!(
+            e.message.contains(&format!("refused to connect to {ip}: ")),
+            "{base}: {e}"
+        );
+        assert!(
+            e.message
+                .ends_with(&format!("allow it with [outbound] allow = [\"{allow}\"]")),
+            "{base}: {e}"
+        );
+    }
+    assert_eq!(
+        f.server.users_with_password("guarded", PASSWORD).await,
+        0,
+        "nothing reached the server"
+    );
+
+    let allowed = scim_with(&["127.0.0.1/32"]);
+    for base in [f.server.base.clone(), by_name] {
+        let req = f.request_with(
+            Action::TestConnection,
+            901,
+            "guarded",
+            json!({"base_url": base}),
+        );
+        allowed
+            .call(&req)
+            .await
+            .unwrap_or_else(|e| panic!("{base}: {e}"));
     }
 }

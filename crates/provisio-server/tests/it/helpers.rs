@@ -137,12 +137,20 @@ pub fn registry() -> Registry {
 }
 
 pub fn registry_with(recorder: Arc<Recorder>) -> Registry {
-    registry_in(recorder, PathBuf::from("modules"))
+    registry_in(
+        recorder,
+        &provisio_modules::ModuleOptions {
+            outbound: provisio_modules::outbound::OutboundPolicy::parse(&["127.0.0.1/32".into()])
+                .unwrap(),
+            radius_sqlite_dir: Some(std::env::temp_dir()),
+            ..Default::default()
+        },
+    )
 }
 
-/// The built-in modules (the `script` module confined to `modules_dir`) and the test ones.
-pub fn registry_in(recorder: Arc<Recorder>, modules_dir: PathBuf) -> Registry {
-    let mut r = Registry::builtin_in(modules_dir);
+/// The built-in modules (configured as an instance's config says) and the test ones.
+pub fn registry_in(recorder: Arc<Recorder>, options: &provisio_modules::ModuleOptions) -> Registry {
+    let mut r = Registry::builtin_with(options);
     r.register(Arc::new(BackupModule::new()));
     r.register(recorder);
     r
@@ -193,7 +201,18 @@ pub fn config(dir: &std::path::Path, db_url: &str, extra_toml: &str) -> Config {
     } else {
         "\n[usage]\nschedule = \"\"\n".to_string()
     };
-    let extra_toml = format!("{extra_toml}{quiet}");
+    // The suite's remotes live on loopback, which the outbound guard refuses by default:
+    // an instance allows 127.0.0.1 explicitly, as an operator would for a local remote,
+    // unless the test is about the guard and says what it allows.
+    let outbound = if extra_toml.contains("[outbound]") {
+        String::new()
+    } else {
+        format!(
+            "\n[outbound]\nallow = [\"127.0.0.1/32\"]\nradius_sqlite_dir = {:?}\n",
+            std::env::temp_dir().display().to_string()
+        )
+    };
+    let extra_toml = format!("{extra_toml}{quiet}{outbound}");
     let toml = format!(
         "database_url = {db:?}\nsecret_key_file = {key:?}\nadmin_key_file = {admin:?}\nmax_body_bytes = 65536\n{extra_toml}\n",
         db = db_url,
@@ -229,9 +248,12 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
     // Prepare first so the admin key file exists before the test reads it.
     let recorder = Arc::new(Recorder::default());
     let engine = Arc::new(
-        provisio_server::prepare(&cfg, registry_in(recorder.clone(), cfg.modules_dir.clone()))
-            .await
-            .unwrap(),
+        provisio_server::prepare(
+            &cfg,
+            registry_in(recorder.clone(), &cfg.module_options().unwrap()),
+        )
+        .await
+        .unwrap(),
     );
     let worker = Some(provisio_engine::worker::spawn(
         engine.clone(),

@@ -1186,7 +1186,149 @@ async fn after_a_rotation_messages_carry_both_signatures_for_a_while(db: Db) {
     app.stop().await;
 }
 
+/// Without `[outbound] allow`, handlers at loopback (by address or a name resolving to
+/// it), the metadata address and a private address are refused when used: a notify
+/// delivery fails at its first attempt (a refusal is not retried) naming the address and
+/// the setting, and a gate fails by its policy; nothing reaches the receiver.
+async fn handlers_at_special_addresses_are_refused_by_default(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(db, &toml_for(dir.path(), "[outbound]\nallow = []\n")).await;
+    let (url, rx) = start_receiver().await;
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/hook");
+    let targets = [
+        ("loop", url.clone(), "127.0.0.1"),
+        (
+            "named",
+            format!("http://localhost:{port}/hook"),
+            "127.0.0.1 (localhost)",
+        ),
+        ("v6", format!("http://[::1]:{port}/hook"), "::1"),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data".into(),
+            "169.254.169.254",
+        ),
+        ("private", "http://10.0.0.1/hook".into(), "10.0.0.1"),
+    ];
+    for (name, target, _) in &targets {
+        app.create(
+            "/v1/handlers",
+            json!({"name": name, "kind": "http", "url": target, "phase": "notify", "events": ["client.*"]}),
+        )
+        .await;
+    }
+    client(&app, "Trigger", json!({})).await;
+    for (name, _, ip) in &targets {
+        let v = wait_for(&app, &format!("/v1/deliveries?handler={name}"), |v| {
+            v["items"][0]["state"] == "failed"
+        })
+        .await;
+        let d = &v["items"][0];
+        assert_eq!(d["attempts"], 1, "a refusal is not retried: {d}");
+        let error = d["last_error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("refused to connect to {ip}: "))
+                && error.contains("[outbound] allow = ["),
+            "{name}: {error}"
+        );
+    }
+    app.create(
+        "/v1/handlers",
+        json!({"name": "gatekeeper", "kind": "http", "url": format!("http://localhost:{port}/hook"),
+               "phase": "gate", "events": ["client.update.before"], "on_error": "forbid"}),
+    )
+    .await;
+    let keep = client(&app, "Keeper", json!({})).await;
+    let (status, problem) = app
+        .patch(&format!("/v1/clients/{keep}"), json!({"name": "Renamed"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused to connect to 127.0.0.1 (localhost)"),
+        "{problem}"
+    );
+    assert!(rx.bodies().is_empty(), "nothing reached the receiver");
+    app.stop().await;
+}
+
+/// Once allowed (the suite allows 127.0.0.1), a handler by name is reached; an answer
+/// beyond `[outbound] max_handler_reply_bytes` is a failure, not read to the end.
+async fn allowed_handlers_are_reached_and_their_answers_capped(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[outbound]\nallow = [\"127.0.0.1/32\"]\nmax_handler_reply_bytes = 1024\n";
+    let app = spawn_app_with(db, &toml_for(dir.path(), extra)).await;
+    let (url, rx) = start_receiver().await;
+    let named = url.replace("127.0.0.1", "localhost");
+    app.create(
+        "/v1/handlers",
+        json!({"name": "gatekeeper", "kind": "http", "url": named,
+               "phase": "gate", "events": ["client.update.before"], "on_error": "forbid"}),
+    )
+    .await;
+    let keep = client(&app, "Keeper", json!({})).await;
+    let (status, c) = app
+        .patch(&format!("/v1/clients/{keep}"), json!({"name": "Renamed"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(rx.bodies().len(), 1);
+    rx.with(|i| i.reply = json!({"decision": "allow", "padding": "x".repeat(4096)}));
+    let (status, problem) = app
+        .patch(&format!("/v1/clients/{keep}"), json!({"name": "Again"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the answer exceeds 1024 bytes ([outbound] max_handler_reply_bytes)"),
+        "{problem}"
+    );
+    app.stop().await;
+}
+
+/// The SMTP relay passes the outbound guard too: a relay named `localhost` is resolved,
+/// refused, and the email delivery fails at once without contacting it.
+async fn an_smtp_relay_at_a_refused_address_is_not_contacted(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let smtp = format!(
+        "[smtp]\nhost = \"localhost\"\nport = {port}\nfrom = \"Provisio <noreply@example.test>\"\n[outbound]\nallow = []\n"
+    );
+    let app = spawn_app_with(db, &toml_for(dir.path(), &smtp)).await;
+    app.create(
+        "/v1/handlers",
+        json!({"name": "mailer", "kind": "email", "phase": "notify", "events": ["client.*"],
+               "email": {"to": "{{ event.data.client.email }}", "subject": "Hello", "body": "Hi"}}),
+    )
+    .await;
+    client(&app, "Mailable", json!({})).await;
+    let v = wait_for(&app, "/v1/deliveries?handler=mailer", |v| {
+        v["items"][0]["state"] == "failed"
+    })
+    .await;
+    let d = &v["items"][0];
+    assert_eq!(d["attempts"], 1, "{d}");
+    assert!(
+        d["last_error"].as_str().unwrap().contains(
+            "the relay was not contacted: refused to connect to 127.0.0.1 (localhost): a loopback address"
+        ),
+        "{d}"
+    );
+    assert!(listener.accept().is_err(), "the relay was contacted");
+    app.stop().await;
+}
+
 on_both!(
+    an_smtp_relay_at_a_refused_address_is_not_contacted,
+    handlers_at_special_addresses_are_refused_by_default,
+    allowed_handlers_are_reached_and_their_answers_capped,
     gates_forbid_a_vip_suspension_and_rewrite_a_username,
     a_gate_that_times_out_follows_its_policy_and_delays_only_its_own_action,
     notify_deliveries_survive_an_outage_in_order_and_signed,

@@ -95,7 +95,7 @@ async fn two_engines_on_one_postgres_run_ten_thousand_jobs_once_each() {
     // One after the other: the first creates the secret key and admin key, the second
     // finds them.
     for n in 0..2 {
-        let mut registry = Registry::builtin();
+        let mut registry = Registry::builtin_with(&cfg.module_options().unwrap());
         registry.register(Arc::new(Tagged {
             engine: n,
             remote: remote.clone(),

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_field_error, spawn_app, Db};
+use crate::helpers::{assert_field_error, spawn_app, spawn_app_with, Db};
 
 async fn servers_validate_settings_and_hide_secrets(db: Db) {
     let app = spawn_app(db).await;
@@ -124,7 +124,121 @@ async fn modules_list_their_schemas(db: Db) {
     app.stop().await;
 }
 
+/// A remote that answers `GET /v1/health` with `status` and a body only it could know, and
+/// counts what it was sent.
+async fn health_remote(status: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                "{\"internal\": \"metadata-token-7731\"}",
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, hits)
+}
+
+fn http_server(name: &str, base: &str) -> serde_json::Value {
+    json!({"name": name, "module": "http", "settings": {
+        "base_url": base, "timeout_seconds": 2,
+        "actions": {"test_connection": {"method": "GET", "url": "/health"}}}})
+}
+
+/// `server test` on a target the outbound guard refuses says so, naming the address and
+/// the setting, and nothing is sent; a test never quotes what a remote answered.
+async fn server_tests_pass_the_outbound_guard(db: Db) {
+    let (port, hits) = health_remote(500).await;
+    let app = spawn_app_with(db, "[outbound]\nallow = []\n").await;
+    for (name, base, ip) in [
+        ("loop", format!("http://127.0.0.1:{port}/v1"), "127.0.0.1"),
+        (
+            "named",
+            format!("http://localhost:{port}/v1"),
+            "127.0.0.1 (localhost)",
+        ),
+        ("v6", format!("http://[::1]:{port}/v1"), "::1"),
+        (
+            "metadata",
+            "http://169.254.169.254/latest".into(),
+            "169.254.169.254",
+        ),
+        ("private", "http://10.0.0.1/v1".into(), "10.0.0.1"),
+    ] {
+        app.create("/v1/servers", http_server(name, &base)).await;
+        let (status, r) = app
+            .post(&format!("/v1/servers/{name}/test"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        assert_eq!(r["ok"], false, "{name}: {r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("refused to connect to {ip}: ")),
+            "{name}: {error}"
+        );
+        assert!(
+            error.contains("allow it with [outbound] allow = ["),
+            "{name}: {error}"
+        );
+    }
+    app.create(
+        "/v1/servers",
+        json!({"name": "scim", "module": "scim", "settings": {
+        "base_url": format!("http://localhost:{port}/scim/v2"), "token": "t"}}),
+    )
+    .await;
+    let (_, r) = app.post("/v1/servers/scim/test", json!({})).await;
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused to connect to 127.0.0.1 (localhost)"),
+        "{r}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the remote"
+    );
+    app.stop().await;
+
+    // Allowed (the suite's instances allow 127.0.0.1), the remote is reached, and its
+    // answer is reported by status only.
+    let app = spawn_app(db).await;
+    for (name, base) in [
+        ("loop", format!("http://127.0.0.1:{port}/v1")),
+        ("named", format!("http://localhost:{port}/v1")),
+    ] {
+        app.create("/v1/servers", http_server(name, &base)).await;
+        let (_, r) = app
+            .post(&format!("/v1/servers/{name}/test"), json!({}))
+            .await;
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(
+            r["error"], "transient error: test_connection: HTTP 500 from GET /v1/health",
+            "{name}"
+        );
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let (ok_port, _) = health_remote(200).await;
+    app.create(
+        "/v1/servers",
+        http_server("up", &format!("http://localhost:{ok_port}/v1")),
+    )
+    .await;
+    let (_, r) = app.post("/v1/servers/up/test", json!({})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    app.stop().await;
+}
+
 on_both!(
     servers_validate_settings_and_hide_secrets,
     modules_list_their_schemas,
+    server_tests_pass_the_outbound_guard,
 );
