@@ -104,6 +104,62 @@ pub struct Reseller {
     pub created_at: DateTime<Utc>,
 }
 
+/// Who caused a change: a key, a rule, the scheduler, or the config file. Jobs, events and
+/// balance transactions store it, so a person can answer "who suspended this, and when?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// A request made with this API key.
+    Key { id: i64, name: String },
+    /// A rule reacting to an event.
+    Rule { id: i64 },
+    /// The engine's own schedule: due unsuspensions, timed syncs and audits, clean-up.
+    Scheduler,
+    /// The config file's declared servers and products, applied at start.
+    Config,
+}
+
+impl Actor {
+    /// The stored form: `key:12:whmcs`, `rule:5`, `scheduler`, `config`. Key names hold no
+    /// `:`, so the form parses back.
+    pub fn stored(&self) -> String {
+        match self {
+            Actor::Key { id, name } => format!("key:{id}:{name}"),
+            Actor::Rule { id } => format!("rule:{id}"),
+            Actor::Scheduler => "scheduler".into(),
+            Actor::Config => "config".into(),
+        }
+    }
+
+    pub fn from_stored(s: &str) -> Option<Actor> {
+        let mut parts = s.splitn(3, ':');
+        match (parts.next()?, parts.next(), parts.next()) {
+            ("key", Some(id), Some(name)) => Some(Actor::Key {
+                id: id.parse().ok()?,
+                name: name.into(),
+            }),
+            ("rule", Some(id), None) => Some(Actor::Rule { id: id.parse().ok()? }),
+            ("scheduler", None, None) => Some(Actor::Scheduler),
+            ("config", None, None) => Some(Actor::Config),
+            _ => None,
+        }
+    }
+
+    /// Checks an `actor=` filter: `key:ID`, `rule:ID`, `scheduler` or `config`.
+    pub fn parse_filter(s: &str) -> Result<String, &'static str> {
+        let ok = match s.split_once(':') {
+            Some(("key" | "rule", id)) => id.parse::<i64>().is_ok(),
+            None => matches!(s, "scheduler" | "config"),
+            _ => false,
+        };
+        if ok {
+            Ok(s.to_string())
+        } else {
+            Err("must be key:ID, rule:ID, scheduler or config")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +171,23 @@ mod tests {
         }
         assert_eq!(Role::parse("root"), None);
         assert!(Role::Client.is_scoped() && !Role::Billing.is_scoped());
+    }
+
+    #[test]
+    fn actors_parse_back() {
+        for a in [
+            Actor::Key { id: 12, name: "whmcs-1.prod".into() },
+            Actor::Rule { id: 5 },
+            Actor::Scheduler,
+            Actor::Config,
+        ] {
+            assert_eq!(Actor::from_stored(&a.stored()), Some(a));
+        }
+        assert_eq!(Actor::from_stored("key:x:y"), None);
+        assert_eq!(Actor::from_stored("rule:1:2"), None);
+        assert!(Actor::parse_filter("key:12").is_ok());
+        assert!(Actor::parse_filter("scheduler").is_ok());
+        assert!(Actor::parse_filter("key:twelve").is_err());
+        assert!(Actor::parse_filter("root").is_err());
     }
 }

@@ -160,6 +160,8 @@ pub struct Transaction {
     /// Unique per client: the same key again replays this transaction.
     pub idempotency_key: String,
     pub description: Option<String>,
+    /// Who recorded it; `None` for transactions stored before actors were recorded.
+    pub actor: Option<crate::access::Actor>,
     pub created_at: DateTime<Utc>,
 }
 

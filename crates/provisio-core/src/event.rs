@@ -286,6 +286,8 @@ pub struct Event {
     /// What it is about: `client:7`, `service:12`.
     pub subject: String,
     pub payload: serde_json::Value,
+    /// Who caused it; `None` for events stored before actors were recorded.
+    pub actor: Option<crate::access::Actor>,
 }
 
 /// An event about to be stored.
@@ -294,6 +296,8 @@ pub struct NewEvent {
     pub kind: EventType,
     pub subject: String,
     pub payload: serde_json::Value,
+    /// Who caused it; when `None`, the store records the actor of the task that writes it.
+    pub actor: Option<crate::access::Actor>,
 }
 
 impl NewEvent {
@@ -304,6 +308,7 @@ impl NewEvent {
             kind: EventType::parse(kind).expect("event types in code are valid"),
             subject: subject.into(),
             payload,
+            actor: None,
         }
     }
 }

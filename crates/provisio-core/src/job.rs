@@ -94,6 +94,8 @@ pub struct Job {
     pub last_error: Option<String>,
     pub error_kind: Option<ErrorKind>,
     pub note: Option<String>,
+    /// Who asked for it; `None` for jobs stored before actors were recorded.
+    pub actor: Option<crate::access::Actor>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

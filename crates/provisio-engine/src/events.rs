@@ -75,11 +75,14 @@ pub(crate) fn outcome(
         JobState::Failed | JobState::Cancelled => "failed",
         _ => return None,
     };
-    Some(NewEvent::new(
+    let mut e = NewEvent::new(
         &format!("service.{}.{verdict}", job.action.as_str()),
         format!("service:{}", service.id),
         json!({"job": job_payload(job, state, attempts, error), "service": service_payload(service)}),
-    ))
+    );
+    // The outcome is written by whichever worker ran the job; its cause is the job's.
+    e.actor = job.actor.clone();
+    Some(e)
 }
 
 impl Engine {

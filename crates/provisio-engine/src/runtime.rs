@@ -63,7 +63,10 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         engine.clone(),
         shutdown.clone(),
     ));
-    tasks.spawn(crate::usage::schedule_loop(engine, shutdown));
+    tasks.spawn(provisio_store::acting(
+        provisio_core::access::Actor::Scheduler,
+        crate::usage::schedule_loop(engine, shutdown),
+    ));
     WorkerHandle {
         stop: Stopper {
             engine: shared_engine,

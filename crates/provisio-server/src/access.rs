@@ -355,6 +355,10 @@ pub async fn require_key(State(gate): State<Gate>, mut req: Request, next: Next)
         };
         return ApiError::forbidden_role(detail, roles).into_response();
     }
+    let actor = provisio_core::access::Actor::Key {
+        id: key.id,
+        name: key.name.clone(),
+    };
     req.extensions_mut().insert(Caller {
         key_id: key.id,
         key_name: key.name,
@@ -362,7 +366,8 @@ pub async fn require_key(State(gate): State<Gate>, mut req: Request, next: Next)
         scope: key.scope,
         actions: key.actions,
     });
-    next.run(req).await
+    // Everything the request writes records this key as its cause.
+    provisio_store::acting(actor, next.run(req)).await
 }
 
 #[cfg(test)]

@@ -139,7 +139,11 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
             outbound: config.outbound.policy()?,
         },
     );
-    let applied = engine.apply_declared(&declared).await?;
+    let applied = provisio_store::acting(
+        provisio_core::access::Actor::Config,
+        engine.apply_declared(&declared),
+    )
+    .await?;
     if applied.created + applied.updated > 0 {
         tracing::info!(
             created = applied.created,

@@ -79,6 +79,8 @@ pub struct TransactionView {
     pub balance_after: i64,
     pub idempotency_key: String,
     pub description: Option<String>,
+    /// Who recorded it.
+    pub actor: Option<provisio_core::access::Actor>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -92,6 +94,7 @@ impl From<Transaction> for TransactionView {
             balance_after: t.balance_after,
             idempotency_key: t.idempotency_key,
             description: t.description,
+            actor: t.actor,
             created_at: t.created_at,
         }
     }
@@ -274,6 +277,8 @@ pub struct JobView {
     pub error_kind: Option<provisio_core::module::ErrorKind>,
     /// Set when a person resolved the job.
     pub note: Option<String>,
+    /// Who asked for it: a key, a rule, the scheduler or the config file.
+    pub actor: Option<provisio_core::access::Actor>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -300,6 +305,7 @@ impl From<provisio_core::job::Job> for JobView {
             last_error: j.last_error,
             error_kind: j.error_kind,
             note: j.note,
+            actor: j.actor,
             created_at: j.created_at,
             updated_at: j.updated_at,
             finished_at: j.finished_at,
@@ -350,6 +356,8 @@ pub struct EventView {
     pub subject: String,
     #[schema(value_type = Object)]
     pub payload: Value,
+    /// Who caused it: a key, a rule, the scheduler or the config file.
+    pub actor: Option<provisio_core::access::Actor>,
 }
 
 impl From<provisio_core::event::Event> for EventView {
@@ -360,6 +368,7 @@ impl From<provisio_core::event::Event> for EventView {
             at: e.at,
             subject: e.subject,
             payload: e.payload,
+            actor: e.actor,
         }
     }
 }

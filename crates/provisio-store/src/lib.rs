@@ -50,6 +50,7 @@ where
     qb.push(")");
 }
 
+mod actor;
 mod error;
 mod hooks;
 mod postgres;
@@ -79,6 +80,7 @@ use provisio_core::service::{NewService, Service, ServiceStatus, Suspension};
 use provisio_core::settings::Settings;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 
+pub use actor::{acting, current_actor};
 pub use error::StoreError;
 pub use hooks::{
     DeliveryFilter, DeliveryUpdate, HandlerFilter, HandlerHealth, HookStore, NewDelivery,
@@ -196,6 +198,8 @@ pub struct EventFilter {
     pub subject: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// Only the events this actor caused: `key:ID`, `rule:ID`, `scheduler`, `config`.
+    pub actor: Option<String>,
     /// Only the events of services a scoped key may see.
     pub scope: Option<Scope>,
 }

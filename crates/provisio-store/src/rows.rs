@@ -284,6 +284,13 @@ pub(crate) struct JobRow {
     created_at: i64,
     updated_at: i64,
     finished_at: Option<i64>,
+    #[sqlx(default)]
+    actor: Option<String>,
+}
+
+/// A stored actor; one this version cannot read is left out rather than failing the row.
+fn actor_of(s: Option<String>) -> Option<provisio_core::access::Actor> {
+    s.as_deref().and_then(provisio_core::access::Actor::from_stored)
 }
 
 pub(crate) fn error_kind_str(k: provisio_core::module::ErrorKind) -> &'static str {
@@ -318,6 +325,7 @@ impl TryFrom<JobRow> for provisio_core::job::Job {
             last_error: r.last_error,
             error_kind: r.error_kind.as_deref().and_then(parse_error_kind),
             note: r.note,
+            actor: actor_of(r.actor),
             created_at: from_ts(r.created_at)?,
             updated_at: from_ts(r.updated_at)?,
             finished_at: r.finished_at.map(from_ts).transpose()?,
@@ -366,6 +374,8 @@ pub(crate) struct EventRow {
     at: i64,
     subject: String,
     payload: Json<serde_json::Value>,
+    #[sqlx(default)]
+    actor: Option<String>,
 }
 
 impl TryFrom<EventRow> for provisio_core::event::Event {
@@ -378,6 +388,7 @@ impl TryFrom<EventRow> for provisio_core::event::Event {
             at: from_ts(r.at)?,
             subject: r.subject,
             payload: r.payload.0,
+            actor: actor_of(r.actor),
         })
     }
 }
@@ -392,6 +403,8 @@ pub(crate) struct TransactionRow {
     idempotency_key: String,
     description: Option<String>,
     created_at: i64,
+    #[sqlx(default)]
+    actor: Option<String>,
 }
 
 impl TryFrom<TransactionRow> for Transaction {
@@ -406,6 +419,7 @@ impl TryFrom<TransactionRow> for Transaction {
             balance_after: r.balance_after,
             idempotency_key: r.idempotency_key,
             description: r.description,
+            actor: actor_of(r.actor),
             created_at: from_ts(r.created_at)?,
         })
     }

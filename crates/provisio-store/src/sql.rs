@@ -184,8 +184,8 @@ macro_rules! impl_store {
                 let after: provisio_core::client::Client = row.try_into()?;
                 let inserted: Result<$crate::rows::TransactionRow, sqlx::Error> = sqlx::query_as(
                     "INSERT INTO client_transactions (client_id, kind, amount_minor, balance_after, \
-                     idempotency_key, description, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                     idempotency_key, description, created_at, actor) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
                 )
                 .bind(client.0)
                 .bind(new.kind.as_str())
@@ -194,6 +194,7 @@ macro_rules! impl_store {
                 .bind(&new.idempotency_key)
                 .bind(new.description.as_deref())
                 .bind(now)
+                .bind($crate::actor::stored())
                 .fetch_one(&mut *tx)
                 .await;
                 let transaction: provisio_core::client::Transaction = match inserted {
@@ -569,12 +570,13 @@ macro_rules! impl_store {
                 let now = $crate::rows::ts(chrono::Utc::now());
                 let mut out = Vec::with_capacity(jobs.len());
                 let mut tx = self.writer().begin().await?;
+                let actor = $crate::actor::stored();
                 // Many rows per statement: a group operation queues thousands, and every
                 // statement on the one writer delays the worker's next turn.
                 for chunk in jobs.chunks(200) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
-                         max_attempts, run_after, created_at, updated_at) ",
+                         max_attempts, run_after, created_at, updated_at, actor) ",
                     );
                     qb.push_values(chunk, |mut b, (service, j, _)| {
                         b.push_bind(service.0)
@@ -586,7 +588,8 @@ macro_rules! impl_store {
                             .push_bind(i64::from(j.max_attempts))
                             .push_bind($crate::rows::ts(j.run_after))
                             .push_bind(now)
-                            .push_bind(now);
+                            .push_bind(now)
+                            .push_bind(actor.clone());
                     });
                     qb.push(" RETURNING *");
                     let rows: Vec<$crate::rows::JobRow> =
@@ -860,6 +863,11 @@ macro_rules! impl_store {
                 }
                 if let Some(t) = f.until {
                     qb.push(" AND at < ").push_bind($crate::rows::ts(t));
+                }
+                if let Some(a) = &f.actor {
+                    // `key:12` matches `key:12:NAME`: the name may have changed since.
+                    qb.push(" AND (actor = ").push_bind(a.as_str())
+                        .push(" OR actor LIKE ").push_bind(format!("{a}:%")).push(")");
                 }
                 if let Some(scope) = f.scope {
                     // Service events name their service as `service:ID`; a scoped key sees
@@ -1328,8 +1336,8 @@ macro_rules! impl_store {
             let now = $crate::rows::ts(chrono::Utc::now());
             let row: $crate::rows::JobRow = sqlx::query_as(
                 "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
-                 max_attempts, run_after, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9) RETURNING *",
+                 max_attempts, run_after, created_at, updated_at, actor) \
+                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10) RETURNING *",
             )
             .bind(service_id.0)
             .bind(j.server_id.0)
@@ -1340,6 +1348,7 @@ macro_rules! impl_store {
             .bind($crate::rows::ts(j.run_after))
             .bind(now)
             .bind(now)
+            .bind($crate::actor::stored())
             .fetch_one(&mut **tx)
             .await?;
             row.try_into()
@@ -1350,14 +1359,16 @@ macro_rules! impl_store {
             events: &[provisio_core::event::NewEvent],
         ) -> $crate::Result<()> {
             let now = $crate::rows::ts(chrono::Utc::now());
+            let current = $crate::actor::stored();
             // Rows of one VALUES list are inserted in order, so ids keep the events' order.
             for chunk in events.chunks(200) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO events (type, at, subject, payload) ");
+                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO events (type, at, subject, payload, actor) ");
                 qb.push_values(chunk, |mut b, e| {
                     b.push_bind(e.kind.as_str())
                         .push_bind(now)
                         .push_bind(&e.subject)
-                        .push_bind(sqlx::types::Json(&e.payload));
+                        .push_bind(sqlx::types::Json(&e.payload))
+                        .push_bind(e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()));
                 });
                 qb.build().execute(&mut **tx).await?;
             }

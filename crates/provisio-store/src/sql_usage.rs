@@ -184,15 +184,17 @@ macro_rules! impl_usage_store {
                         .await?;
                 }
                 let at = $crate::rows::ts(now);
+                let current = $crate::actor::stored();
                 for chunk in events.chunks($crate::sql_usage::CHUNK) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO events (type, at, subject, payload) ",
+                        "INSERT INTO events (type, at, subject, payload, actor) ",
                     );
                     qb.push_values(chunk, |mut b, e| {
                         b.push_bind(e.kind.as_str().to_string())
                             .push_bind(at)
                             .push_bind(e.subject.clone())
-                            .push_bind(sqlx::types::Json(e.payload.clone()));
+                            .push_bind(sqlx::types::Json(e.payload.clone()))
+                            .push_bind(e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()));
                     });
                     qb.build().execute(&mut *tx).await?;
                 }

@@ -74,6 +74,10 @@ pub const SERVICE_COLUMNS: &[Column] = &[
     col("STATE", "/state"),
     col("ATTEMPTS", "/attempts"),
     col("LAST ERROR", "/last_error").cut(LAST_ERROR_CHARS),
+    // Who asked: a key (by name), a rule (by id), the scheduler or the config file.
+    col("BY", "/actor/kind"),
+    col("BY NAME", "/actor/name"),
+    col("BY ID", "/actor/id"),
     col("CREATED", "/created_at"),
 ];
 

@@ -316,7 +316,7 @@ impl Engine {
             None => Value::Null,
         };
         Ok(json!({
-            "event": {"id": event.id, "type": event.kind.as_str(), "at": event.at, "subject": event.subject, "data": data},
+            "event": {"id": event.id, "type": event.kind.as_str(), "at": event.at, "subject": event.subject, "actor": event.actor, "data": data},
             "service": service,
             "client": client,
             "product": product,
@@ -475,6 +475,7 @@ pub(crate) fn notify_body(e: &Event) -> Vec<u8> {
         "type": e.kind.as_str(),
         "timestamp": e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "subject": e.subject,
+        "actor": e.actor,
         "data": e.payload,
     }))
     .unwrap_or_default()

@@ -225,7 +225,9 @@ impl Engine {
     async fn run_rule(&self, run: &RuleRun) -> (RuleRunState, String) {
         use futures::FutureExt as _;
         // A panic costs this run, not the loop that runs every rule.
-        let tried = std::panic::AssertUnwindSafe(self.try_run_rule(run))
+        // What the rule does is recorded as the rule's doing.
+        let actor = provisio_core::access::Actor::Rule { id: run.rule_id.0 };
+        let tried = std::panic::AssertUnwindSafe(provisio_store::acting(actor, self.try_run_rule(run)))
             .catch_unwind()
             .await
             .unwrap_or_else(|payload| {

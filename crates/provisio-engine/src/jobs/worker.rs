@@ -120,7 +120,11 @@ pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String,
     let (tx, rx) = mpsc::unbounded_channel::<Finished>();
     tasks.spawn(queue_loop(shared.clone(), tx, rx, stop.clone()));
     tasks.spawn(heartbeat_loop(shared.clone(), stop.clone()));
-    tasks.spawn(maintenance_loop(shared, stop.clone()));
+    // Due unsuspensions and the clean-up are the schedule's doing.
+    tasks.spawn(provisio_store::acting(
+        provisio_core::access::Actor::Scheduler,
+        maintenance_loop(shared, stop.clone()),
+    ));
 }
 
 /// The worker's turns. Each first claims jobs for the free slots, counting as free the

@@ -37,6 +37,8 @@ pub struct EventQuery {
     since: Option<DateTime<Utc>>,
     /// RFC 3339; events before.
     until: Option<DateTime<Utc>>,
+    /// Who caused them: `key:ID`, `rule:ID`, `scheduler` or `config`.
+    actor: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -63,8 +65,15 @@ async fn list_events(
             ApiError::bad_field(StatusCode::BAD_REQUEST, "type", e.rule, e.message)
         })?);
     }
+    let actor = match q.actor.as_deref() {
+        Some(a) => Some(provisio_core::access::Actor::parse_filter(a).map_err(|m| {
+            ApiError::bad_field(StatusCode::BAD_REQUEST, "actor", "pattern", m)
+        })?),
+        None => None,
+    };
     let filter = EventFilter {
         types,
+        actor,
         subject: q.subject,
         since: q.since,
         until: q.until,

@@ -25,3 +25,10 @@ ALTER TABLE api_keys ADD COLUMN revoked_at BIGINT;
 -- A name is unique among the keys in use, so a revoked key's name can be given again.
 DROP INDEX ux_api_keys_name;
 CREATE UNIQUE INDEX ux_api_keys_name ON api_keys (name) WHERE revoked_at IS NULL;
+
+-- Who caused each job, event and balance transaction (`key:ID:NAME`, `rule:ID`,
+-- `scheduler`, `config`); NULL for rows written before actors were recorded.
+ALTER TABLE jobs ADD COLUMN actor TEXT;
+ALTER TABLE events ADD COLUMN actor TEXT;
+ALTER TABLE client_transactions ADD COLUMN actor TEXT;
+CREATE INDEX ix_events_actor ON events (actor, id);
