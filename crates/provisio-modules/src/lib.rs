@@ -6,6 +6,7 @@ pub mod http;
 pub mod noop;
 pub mod postgres;
 pub mod radius;
+pub mod render;
 pub mod scim;
 pub mod script;
 
@@ -35,8 +36,13 @@ impl Registry {
 
     /// The built-in modules, with the `script` module confined to `modules_dir`.
     pub fn builtin_in(modules_dir: std::path::PathBuf) -> Self {
+        Self::builtin_with(modules_dir, render::TemplateLimits::default())
+    }
+
+    /// [`Registry::builtin_in`] with the limits of every template render (`[templates]`).
+    pub fn builtin_with(modules_dir: std::path::PathBuf, limits: render::TemplateLimits) -> Self {
         let mut r = Self::empty();
-        r.register(Arc::new(http::HttpModule::new()));
+        r.register(Arc::new(http::HttpModule::with_limits(limits)));
         r.register(Arc::new(noop::NoopModule::new()));
         r.register(Arc::new(radius::RadiusModule::new()));
         r.register(Arc::new(postgres::PostgresModule::new()));
