@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod input;
 pub mod jobs;
 pub mod keys;
+mod paging;
 pub mod patch;
 mod runtime;
 mod shutdown;
@@ -59,6 +60,8 @@ pub struct EngineOptions {
     pub audit: audit::AuditOptions,
     /// How long finished history is kept before maintenance trims it.
     pub retention: RetentionOptions,
+    /// Bounds on every email template render (the `http` module has its own copy).
+    pub templates: provisio_modules::render::TemplateLimits,
 }
 
 /// How long each kind of finished history is kept; `None` keeps it forever. Only finished
@@ -131,6 +134,7 @@ impl Default for EngineOptions {
             usage: usage::UsageOptions::default(),
             audit: audit::AuditOptions::default(),
             retention: RetentionOptions::default(),
+            templates: Default::default(),
         }
     }
 }

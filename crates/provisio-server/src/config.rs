@@ -59,6 +59,9 @@ pub struct Config {
     /// How long finished history is kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Bounds on every template render (`http` module, email handlers).
+    #[serde(default)]
+    pub templates: TemplatesConfig,
     /// Servers, products, handlers and rules declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
@@ -99,6 +102,46 @@ impl HttpConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// The `[templates]` section: how much work and output one template render may take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// minijinja fuel: roughly the instructions one render may execute.
+    pub fuel: u64,
+    /// Bytes one render may write.
+    pub max_output_bytes: usize,
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        let d = provisio_modules::render::TemplateLimits::default();
+        Self {
+            fuel: d.fuel,
+            max_output_bytes: d.max_output_bytes,
+        }
+    }
+}
+
+impl TemplatesConfig {
+    /// The limits, or an error naming the key and its range.
+    pub fn limits(&self) -> Result<provisio_modules::render::TemplateLimits, ConfigError> {
+        if !(1_000..=1_000_000_000).contains(&self.fuel) {
+            return Err(ConfigError::Invalid(
+                "templates.fuel: must be 1000 to 1000000000".into(),
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_output_bytes) {
+            return Err(ConfigError::Invalid(
+                "templates.max_output_bytes: must be 1024 to 67108864".into(),
+            ));
+        }
+        Ok(provisio_modules::render::TemplateLimits {
+            fuel: self.fuel,
+            max_output_bytes: self.max_output_bytes,
+        })
     }
 }
 
@@ -218,6 +261,8 @@ pub struct UsageConfig {
     pub call_timeout_seconds: u64,
     /// Days readings are kept.
     pub history_days: u32,
+    /// Pages one server's sync may read before it is stopped as endless.
+    pub max_pages: u32,
 }
 
 impl Default for UsageConfig {
@@ -229,6 +274,7 @@ impl Default for UsageConfig {
             parallel_servers: 128,
             call_timeout_seconds: 120,
             history_days: 400,
+            max_pages: 10_000,
         }
     }
 }
@@ -244,6 +290,8 @@ pub struct AuditConfig {
     pub page_size: u32,
     /// Servers audited at once.
     pub parallel_servers: usize,
+    /// Pages one server's listing may take before the audit is stopped as endless.
+    pub max_pages: u32,
 }
 
 impl Default for AuditConfig {
@@ -252,6 +300,7 @@ impl Default for AuditConfig {
             schedule: String::new(),
             page_size: 1000,
             parallel_servers: 16,
+            max_pages: 10_000,
         }
     }
 }
@@ -282,6 +331,12 @@ impl Config {
         if self.audit.page_size == 0 || self.audit.page_size > 100_000 {
             return Err(bad("audit.page_size", "must be 1 to 100000".into()));
         }
+        if u.max_pages == 0 {
+            return Err(bad("usage.max_pages", "must be at least 1".into()));
+        }
+        if self.audit.max_pages == 0 {
+            return Err(bad("audit.max_pages", "must be at least 1".into()));
+        }
         let usage = provisio_engine::usage::UsageOptions {
             period: u.period,
             page_size: u.page_size,
@@ -290,11 +345,13 @@ impl Config {
             parallel_servers: u.parallel_servers.max(1),
             page_attempts: 3,
             call_timeout: std::time::Duration::from_secs(u.call_timeout_seconds.max(1)),
+            max_pages: u.max_pages,
         };
         let audit = provisio_engine::audit::AuditOptions {
             schedule: cron("audit.schedule", &self.audit.schedule)?,
             page_size: self.audit.page_size,
             parallel_servers: self.audit.parallel_servers.max(1),
+            max_pages: self.audit.max_pages,
         };
         Ok((usage, audit))
     }

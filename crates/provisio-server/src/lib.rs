@@ -205,7 +205,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let modules = Registry::builtin_in(config.modules_dir.clone());
+    let modules = Registry::builtin_with(config.modules_dir.clone(), config.templates.limits()?);
     run_with(config, modules, listener, shutdown).await
 }
 

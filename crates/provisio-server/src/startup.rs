@@ -136,6 +136,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
             usage,
             audit,
             retention: config.retention.to_options()?,
+            templates: config.templates.limits()?,
         },
     );
     let applied = engine.apply_declared(&declared).await?;

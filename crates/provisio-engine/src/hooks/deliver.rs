@@ -13,11 +13,13 @@ use crate::shutdown::Shutdown;
 use chrono::Utc;
 use provisio_core::event::Event;
 use provisio_core::handler::{
-    Delivery, DeliveryAttempt, DeliveryState, Handler, HandlerKind, HandlerStatus, Phase,
+    Delivery, DeliveryAttempt, DeliveryState, EmailTemplate, Handler, HandlerKind, HandlerStatus,
+    Phase,
 };
 use provisio_core::module::redact;
 use provisio_core::webhook;
 use provisio_core::ServiceId;
+use provisio_modules::render::{off_runtime, TemplateLimits};
 use provisio_store::{DeliveryUpdate, HandlerFilter, HandlerHealth, NewDelivery, NewRuleRun};
 use rand::Rng;
 use secrecy::ExposeSecret;
@@ -54,6 +56,46 @@ fn excerpt(body: &[u8], secrets: &[&str]) -> Option<String> {
     let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_LEN * 4)]);
     let cut: String = text.chars().take(EXCERPT_LEN).collect();
     Some(redact(&cut, secrets))
+}
+
+/// A failed delivery attempt; a permanent one (a template that cannot render) is not
+/// tried again.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub call: CallFailure,
+    pub permanent: bool,
+}
+
+impl From<CallFailure> for Failure {
+    fn from(call: CallFailure) -> Self {
+        Self {
+            call,
+            permanent: false,
+        }
+    }
+}
+
+/// Renders an email handler's recipient, subject and body, each within `limits`.
+fn render_email(
+    limits: &TemplateLimits,
+    t: &EmailTemplate,
+    context: &Value,
+) -> Result<(String, String, String), String> {
+    let mut env = minijinja::Environment::new();
+    limits.apply(&mut env);
+    let render = |what: &str, text: &str| {
+        let failed = |e: minijinja::Error| {
+            let why = limits.message(&e).unwrap_or_else(|| e.to_string());
+            format!("rendering the {what} failed: {why}")
+        };
+        let template = env.template_from_str(text).map_err(failed)?;
+        limits.render(&template, context).map_err(failed)
+    };
+    Ok((
+        render("recipient", &t.to)?,
+        render("subject", &t.subject)?,
+        render("body", &t.body)?,
+    ))
 }
 
 /// Checks that a template compiles, for refusing a bad one when it is stored.
@@ -197,7 +239,7 @@ impl Engine {
     }
 
     /// Renders an email handler's templates for `event` and sends the message.
-    async fn send_email(&self, h: &Handler, event: &Event) -> Result<Answer, CallFailure> {
+    async fn send_email(&self, h: &Handler, event: &Event) -> Result<Answer, Failure> {
         let fail = |detail: String| CallFailure {
             status: None,
             detail,
@@ -211,14 +253,16 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| fail("the handler has no templates".into()))?;
         let context = self.email_context(event).await.map_err(fail)?;
-        let env = minijinja::Environment::new();
-        let render = |what: &str, text: &str| {
-            env.render_str(text, &context)
-                .map_err(|e| fail(format!("rendering the {what} failed: {e}")))
-        };
-        let to = render("recipient", &t.to)?;
-        let subject = render("subject", &t.subject)?;
-        let body = render("body", &t.body)?;
+        // On the blocking pool and within the limits: a template that does too much work
+        // fails this delivery for good instead of stalling an async worker.
+        let (limits, templates) = (self.options.templates, t.clone());
+        let (to, subject, body) = off_runtime(move || render_email(&limits, &templates, &context))
+            .await
+            .map_err(fail)?
+            .map_err(|detail| Failure {
+                call: fail(detail),
+                permanent: true,
+            })?;
         smtp.send(to.trim(), subject.trim(), body, h.timeout)
             .await
             .map_err(|e| CallFailure {
@@ -339,10 +383,10 @@ impl Engine {
                 .unwrap_or_else(|payload| {
                     let why = crate::jobs::call::panic_message(payload.as_ref());
                     tracing::error!(delivery = %d.id, panic = %why, "a delivery attempt panicked");
-                    Err(CallFailure {
+                    Err(Failure::from(CallFailure {
                         status: None,
                         detail: format!("the attempt panicked: {why}"),
-                    })
+                    }))
                 })
         };
         let duration_ms = t0.elapsed().as_millis() as i64;
@@ -355,10 +399,13 @@ impl Engine {
                     &secrets.iter().map(String::as_str).collect::<Vec<_>>(),
                 ),
             ),
-            Err(f) => (false, f.status, Some(f.detail.clone())),
+            Err(f) => (false, f.call.status, Some(f.call.detail.clone())),
         };
+        let permanent = matches!(&outcome, Err(f) if f.permanent);
         let (state, next_at, last_error) = if succeeded {
             (DeliveryState::Succeeded, started, None)
+        } else if permanent {
+            (DeliveryState::Failed, started, detail.clone())
         } else {
             match self.options.hooks.schedule.delay_after(attempt_no) {
                 Some(delay) => (
@@ -387,7 +434,7 @@ impl Engine {
         }
     }
 
-    async fn try_delivery(&self, d: &Delivery) -> Result<(Answer, Vec<String>), CallFailure> {
+    async fn try_delivery(&self, d: &Delivery) -> Result<(Answer, Vec<String>), Failure> {
         let fail = |detail: &str| CallFailure {
             status: None,
             detail: detail.to_string(),

@@ -533,8 +533,10 @@ mod tests {
     #[test]
     fn url_values_are_one_segment_or_one_query_component() {
         let t = Templates::new();
-        let c = ctx(json!({"service": {"username": "../admin?x=1#y", "id": 7, "dot": "..",
-                                       "empty": "", "plain": "a.b", "sp": "a b&c=d"}}));
+        let c = ctx(
+            json!({"service": {"username": "../admin?x=1#y", "id": 7, "dot": "..",
+                                       "empty": "", "plain": "a.b", "sp": "a b&c=d"}}),
+        );
         let url = |src: &str| t.render_url(src, &c);
         assert_eq!(
             url("/users/{{ service.username }}/keys").unwrap(),
@@ -581,7 +583,8 @@ mod tests {
             max_output_bytes: 10_000,
         });
         let c = ctx(json!({}));
-        let bomb = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let bomb =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
         let e = t.render(bomb, &c).unwrap_err().to_string();
         assert_eq!(
             e,
@@ -590,7 +593,10 @@ mod tests {
         let e = t.render_url(bomb, &c).unwrap_err().to_string();
         assert!(e.contains("ran out of fuel"), "{e}");
         let (_, e) = t
-            .render_json(&json!({"a": ["{% for i in range(100000) %}{{ i }}{% endfor %}"]}), &c)
+            .render_json(
+                &json!({"a": ["{% for i in range(100000) %}{{ i }}{% endfor %}"]}),
+                &c,
+            )
             .unwrap_err();
         assert!(e.to_string().contains("ran out of fuel"), "{e}");
         let e = t.render("{{ 'x' * 10001 }}", &c).unwrap_err().to_string();

@@ -142,7 +142,16 @@ pub fn registry_with(recorder: Arc<Recorder>) -> Registry {
 
 /// The built-in modules (the `script` module confined to `modules_dir`) and the test ones.
 pub fn registry_in(recorder: Arc<Recorder>, modules_dir: PathBuf) -> Registry {
-    let mut r = Registry::builtin_in(modules_dir);
+    registry_limited(recorder, modules_dir, Default::default())
+}
+
+/// [`registry_in`] with the `[templates]` limits of the test's config.
+pub fn registry_limited(
+    recorder: Arc<Recorder>,
+    modules_dir: PathBuf,
+    limits: provisio_modules::render::TemplateLimits,
+) -> Registry {
+    let mut r = Registry::builtin_with(modules_dir, limits);
     r.register(Arc::new(BackupModule::new()));
     r.register(recorder);
     r
@@ -229,9 +238,16 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
     // Prepare first so the admin key file exists before the test reads it.
     let recorder = Arc::new(Recorder::default());
     let engine = Arc::new(
-        provisio_server::prepare(&cfg, registry_in(recorder.clone(), cfg.modules_dir.clone()))
-            .await
-            .unwrap(),
+        provisio_server::prepare(
+            &cfg,
+            registry_limited(
+                recorder.clone(),
+                cfg.modules_dir.clone(),
+                cfg.templates.limits().unwrap(),
+            ),
+        )
+        .await
+        .unwrap(),
     );
     let worker = Some(provisio_engine::worker::spawn(
         engine.clone(),
