@@ -714,4 +714,25 @@ mod tests {
         let e = r.to_options().unwrap_err().to_string();
         assert!(e.contains("retention.audits"), "{e}");
     }
+
+    #[test]
+    fn template_limits_and_page_caps_default_and_name_bad_keys() {
+        let mut cfg = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(
+            cfg.templates.limits().unwrap(),
+            provisio_modules::render::TemplateLimits::default()
+        );
+        let (usage, audit) = cfg.usage_audit_options().unwrap();
+        assert_eq!((usage.max_pages, audit.max_pages), (10_000, 10_000));
+        cfg.templates.fuel = 10;
+        let e = cfg.templates.limits().unwrap_err().to_string();
+        assert!(e.contains("templates.fuel: must be 1000 to"), "{e}");
+        cfg.templates.fuel = 5000;
+        cfg.templates.max_output_bytes = 0;
+        let e = cfg.templates.limits().unwrap_err().to_string();
+        assert!(e.contains("templates.max_output_bytes"), "{e}");
+        cfg.audit.max_pages = 0;
+        let e = cfg.usage_audit_options().unwrap_err().to_string();
+        assert!(e.contains("audit.max_pages: must be at least 1"), "{e}");
+    }
 }
