@@ -1,5 +1,6 @@
-//! Bounded work against hostile remotes and templates: a template bomb and remotes whose
-//! cursors repeat, cycle or never end are stopped with clear errors, while `/healthz` keeps
+//! Bounded work against hostile remotes and templates: template bombs (an action's, an
+//! email's) and remotes whose cursors repeat, cycle or never end are stopped with clear
+//! errors, while `/healthz` keeps
 //! answering within 100 ms. The test runtime is single-threaded, so anything that held it
 //! (a render on an async worker, an endless listing) would show in the latency.
 
@@ -57,9 +58,17 @@ async fn bombs_and_endless_cursors_are_stopped_while_healthz_answers(db: Db) {
 
     // Fuel for a few hundred milliseconds of rendering: held on the test's one thread, it
     // would stall /healthz well past the bound.
+    // A relay that is never reached: the email's template fails before any connection.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp_port = unused.local_addr().unwrap().port();
+    drop(unused);
     let app = spawn_app_with(
         db,
-        "[templates]\nfuel = 3000000\nmax_output_bytes = 16777216\n[audit]\nmax_pages = 50\npage_size = 1\n",
+        &format!(
+            "[templates]\nfuel = 3000000\nmax_output_bytes = 16777216\n\
+             [audit]\nmax_pages = 50\npage_size = 1\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"Provisio <noreply@example.test>\"\n"
+        ),
     )
     .await;
 
@@ -75,6 +84,10 @@ async fn bombs_and_endless_cursors_are_stopped_while_healthz_answers(db: Db) {
             json!({"name": kind, "module": "http", "settings": {"base_url": base, "actions": {
                 "create": ok, "suspend": ok, "unsuspend": ok, "terminate": ok,
                 "list_accounts": list(kind),
+                "usage": {"method": "GET", "url": format!("/{kind}"),
+                          "query": {"cursor": "{{ params.cursor | default('') }}"},
+                          "usage": {"pointer": "/items", "username": "/name",
+                                    "metrics": {"disk": "/disk"}, "next": "/next"}},
             }}}),
         )
         .await;
@@ -90,6 +103,12 @@ async fn bombs_and_endless_cursors_are_stopped_while_healthz_answers(db: Db) {
     app.create(
         "/v1/products",
         json!({"name": "bombed", "module": "http", "server_group": "bombs", "settings": {}}),
+    )
+    .await;
+    app.create(
+        "/v1/handlers",
+        json!({"name": "bomb-mail", "kind": "email", "phase": "notify", "events": ["client.created"],
+               "email": {"to": "{{ client.email }}", "subject": "Hi", "body": BOMB}}),
     )
     .await;
     let client = app
@@ -134,33 +153,28 @@ async fn bombs_and_endless_cursors_are_stopped_while_healthz_answers(db: Db) {
         assert_eq!(status, StatusCode::ACCEPTED, "{a}");
         audits.push((kind, a[0]["id"].as_i64().unwrap()));
     }
-    let mut services = Vec::new();
-    for i in 0..2 {
-        let s = app
-            .create(
-                "/v1/services",
-                json!({"client_id": client, "product": "bombed", "username": format!("boom{i}")}),
-            )
-            .await;
-        services.push(s["id"].as_i64().unwrap());
-    }
-    let mut slowest_bomb = 0;
-    for id in services {
-        let (_, jobs) = app.get(&format!("/v1/services/{id}/jobs")).await;
-        let job = app.wait_job(jobs["items"][0]["id"].as_i64().unwrap()).await;
-        assert_eq!(job["state"], "failed", "{job}");
-        assert_eq!(job["error_kind"], "permanent", "{job}");
-        assert_eq!(
-            job["last_error"],
-            "create: template actions.create.body.name: the template ran out of fuel: it does \
-             too much work (limit 3000000)",
-            "{job}"
-        );
-        let (_, detail) = app.get(&format!("/v1/jobs/{}", job["id"])).await;
-        let history = detail["history"].as_array().unwrap();
-        assert_eq!(history.len(), 1, "not retried: {detail}");
-        slowest_bomb = slowest_bomb.max(history[0]["duration_ms"].as_i64().unwrap());
-    }
+    let service = app
+        .create(
+            "/v1/services",
+            json!({"client_id": client, "product": "bombed", "username": "boom"}),
+        )
+        .await;
+    let (_, jobs) = app
+        .get(&format!("/v1/services/{}/jobs", service["id"]))
+        .await;
+    let job = app.wait_job(jobs["items"][0]["id"].as_i64().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error_kind"], "permanent", "{job}");
+    assert_eq!(
+        job["last_error"],
+        "create: template actions.create.body.name: the template ran out of fuel: it does \
+         too much work (limit 3000000)",
+        "{job}"
+    );
+    let (_, detail) = app.get(&format!("/v1/jobs/{}", job["id"])).await;
+    let history = detail["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "not retried: {detail}");
+    let bomb_ms = history[0]["duration_ms"].as_i64().unwrap();
     let bombs_done = started.elapsed();
     let mut notes = Vec::new();
     for (kind, id) in &audits {
@@ -171,12 +185,22 @@ async fn bombs_and_endless_cursors_are_stopped_while_healthz_answers(db: Db) {
             a["note"].as_str().unwrap_or("").to_string(),
         ));
     }
+    let usage = crate::usage::sync(&app, json!({"server": "cycle"})).await;
+    let usage_errors = usage["servers"][0]["errors"].to_string();
+    let mail = loop {
+        let (_, d) = app.get("/v1/deliveries?handler=bomb-mail").await;
+        let d = d["items"][0].clone();
+        if d["state"] == "failed" || started.elapsed() > Duration::from_secs(20) {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let all_done = started.elapsed();
     polling.store(false, Ordering::Relaxed);
     let latencies = poller.join().unwrap();
     let worst = latencies.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "2 bombs failed, the slower attempt in {slowest_bomb} ms; bombs done {bombs_done:?} and \
+        "the bomb failed, its attempt in {bomb_ms} ms; done {bombs_done:?} and \
          audits {all_done:?} after the start; /healthz polled {} times, slowest {worst:?}",
         latencies.len()
     );
@@ -198,12 +222,22 @@ async fn bombs_and_endless_cursors_are_stopped_while_healthz_answers(db: Db) {
         "{}",
         note("endless")
     );
-    // 2 pages + 3 pages + 50 pages.
-    assert_eq!(calls.load(Ordering::SeqCst), 55);
     assert!(
-        slowest_bomb < 1000,
-        "a bomb's attempt took {slowest_bomb} ms"
+        usage_errors.contains("page 3 returned the next cursor of page 1 again"),
+        "{usage}"
     );
+    // Audits: 2 pages + 3 pages + 50 pages; the usage sync 3.
+    assert_eq!(calls.load(Ordering::SeqCst), 58);
+    // The email's bomb fails the delivery for good on its first attempt.
+    assert_eq!(mail["state"], "failed", "{mail}");
+    assert_eq!(mail["attempts"], 1, "{mail}");
+    assert_eq!(
+        mail["last_error"],
+        "rendering the body failed: the template ran out of fuel: it does too much work \
+         (limit 3000000)",
+        "{mail}"
+    );
+    assert!(bomb_ms < 1000, "the bomb's attempt took {bomb_ms} ms");
     assert!(latencies.len() >= 5, "too few polls: {}", latencies.len());
     assert!(
         worst < Duration::from_millis(100),
