@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod input;
 pub mod jobs;
 pub mod keys;
+mod paging;
 pub mod patch;
 mod runtime;
 mod shutdown;
@@ -61,6 +62,8 @@ pub struct EngineOptions {
     pub retention: RetentionOptions,
     /// What http handlers, gates and the SMTP relay may connect to.
     pub outbound: provisio_modules::outbound::OutboundPolicy,
+    /// Bounds on every email template render (the `http` module has its own copy).
+    pub templates: provisio_modules::render::TemplateLimits,
 }
 
 /// How long each kind of finished history is kept; `None` keeps it forever. Only finished
@@ -137,6 +140,7 @@ impl Default for EngineOptions {
             audit: audit::AuditOptions::default(),
             retention: RetentionOptions::default(),
             outbound: Default::default(),
+            templates: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod noop;
 pub mod outbound;
 pub mod postgres;
 pub mod radius;
+pub mod render;
 pub mod scim;
 pub mod script;
 
@@ -31,6 +32,8 @@ pub struct ModuleOptions {
     /// The directory the `radius` module's SQLite databases must be in; none are allowed
     /// without it.
     pub radius_sqlite_dir: Option<std::path::PathBuf>,
+    /// The fuel and output bounds of every template render (`[templates]`).
+    pub templates: render::TemplateLimits,
 }
 
 /// The default cap on a module's reply: no provisioning answer comes near it.
@@ -43,6 +46,7 @@ impl Default for ModuleOptions {
             outbound: outbound::OutboundPolicy::default(),
             max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             radius_sqlite_dir: None,
+            templates: render::TemplateLimits::default(),
         }
     }
 }

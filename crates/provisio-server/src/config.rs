@@ -63,6 +63,9 @@ pub struct Config {
     /// is read.
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// Bounds on every template render (`http` module, email handlers).
+    #[serde(default)]
+    pub templates: TemplatesConfig,
     /// Servers, products, handlers and rules declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
@@ -144,6 +147,26 @@ impl Default for OutboundConfig {
     }
 }
 
+/// The `[templates]` section: how much work and output one template render may take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// minijinja fuel: roughly the instructions one render may execute.
+    pub fuel: u64,
+    /// Bytes one render may write.
+    pub max_output_bytes: usize,
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        let d = provisio_modules::render::TemplateLimits::default();
+        Self {
+            fuel: d.fuel,
+            max_output_bytes: d.max_output_bytes,
+        }
+    }
+}
+
 impl OutboundConfig {
     /// The policy, or a message naming the bad entry.
     pub fn policy(&self) -> Result<provisio_modules::outbound::OutboundPolicy, ConfigError> {
@@ -175,6 +198,27 @@ impl Config {
             outbound: self.outbound.policy()?,
             max_reply_bytes: self.outbound.max_module_reply_bytes,
             radius_sqlite_dir: self.outbound.radius_sqlite_dir.clone(),
+            templates: self.templates.limits()?,
+        })
+    }
+}
+
+impl TemplatesConfig {
+    /// The limits, or an error naming the key and its range.
+    pub fn limits(&self) -> Result<provisio_modules::render::TemplateLimits, ConfigError> {
+        if !(1_000..=1_000_000_000).contains(&self.fuel) {
+            return Err(ConfigError::Invalid(
+                "templates.fuel: must be 1000 to 1000000000".into(),
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_output_bytes) {
+            return Err(ConfigError::Invalid(
+                "templates.max_output_bytes: must be 1024 to 67108864".into(),
+            ));
+        }
+        Ok(provisio_modules::render::TemplateLimits {
+            fuel: self.fuel,
+            max_output_bytes: self.max_output_bytes,
         })
     }
 }
@@ -295,6 +339,8 @@ pub struct UsageConfig {
     pub call_timeout_seconds: u64,
     /// Days readings are kept.
     pub history_days: u32,
+    /// Pages one server's sync may read before it is stopped as endless.
+    pub max_pages: u32,
 }
 
 impl Default for UsageConfig {
@@ -306,6 +352,7 @@ impl Default for UsageConfig {
             parallel_servers: 128,
             call_timeout_seconds: 120,
             history_days: 400,
+            max_pages: 10_000,
         }
     }
 }
@@ -321,6 +368,8 @@ pub struct AuditConfig {
     pub page_size: u32,
     /// Servers audited at once.
     pub parallel_servers: usize,
+    /// Pages one server's listing may take before the audit is stopped as endless.
+    pub max_pages: u32,
 }
 
 impl Default for AuditConfig {
@@ -329,6 +378,7 @@ impl Default for AuditConfig {
             schedule: String::new(),
             page_size: 1000,
             parallel_servers: 16,
+            max_pages: 10_000,
         }
     }
 }
@@ -359,6 +409,12 @@ impl Config {
         if self.audit.page_size == 0 || self.audit.page_size > 100_000 {
             return Err(bad("audit.page_size", "must be 1 to 100000".into()));
         }
+        if u.max_pages == 0 {
+            return Err(bad("usage.max_pages", "must be at least 1".into()));
+        }
+        if self.audit.max_pages == 0 {
+            return Err(bad("audit.max_pages", "must be at least 1".into()));
+        }
         let usage = provisio_engine::usage::UsageOptions {
             period: u.period,
             page_size: u.page_size,
@@ -367,11 +423,13 @@ impl Config {
             parallel_servers: u.parallel_servers.max(1),
             page_attempts: 3,
             call_timeout: std::time::Duration::from_secs(u.call_timeout_seconds.max(1)),
+            max_pages: u.max_pages,
         };
         let audit = provisio_engine::audit::AuditOptions {
             schedule: cron("audit.schedule", &self.audit.schedule)?,
             page_size: self.audit.page_size,
             parallel_servers: self.audit.parallel_servers.max(1),
+            max_pages: self.audit.max_pages,
         };
         Ok((usage, audit))
     }
@@ -819,5 +877,26 @@ mod tests {
         // Without credentials there is nothing to expose.
         let plain = "[smtp]\nhost = \"127.0.0.1\"\nfrom = \"noreply@example.net\"\n";
         assert!(from_toml(plain).unwrap().hook_options().is_ok());
+    }
+
+    #[test]
+    fn template_limits_and_page_caps_default_and_name_bad_keys() {
+        let mut cfg = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(
+            cfg.templates.limits().unwrap(),
+            provisio_modules::render::TemplateLimits::default()
+        );
+        let (usage, audit) = cfg.usage_audit_options().unwrap();
+        assert_eq!((usage.max_pages, audit.max_pages), (10_000, 10_000));
+        cfg.templates.fuel = 10;
+        let e = cfg.templates.limits().unwrap_err().to_string();
+        assert!(e.contains("templates.fuel: must be 1000 to"), "{e}");
+        cfg.templates.fuel = 5000;
+        cfg.templates.max_output_bytes = 0;
+        let e = cfg.templates.limits().unwrap_err().to_string();
+        assert!(e.contains("templates.max_output_bytes"), "{e}");
+        cfg.audit.max_pages = 0;
+        let e = cfg.usage_audit_options().unwrap_err().to_string();
+        assert!(e.contains("audit.max_pages: must be at least 1"), "{e}");
     }
 }

@@ -137,6 +137,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
             audit,
             retention: config.retention.to_options()?,
             outbound: config.outbound.policy()?,
+            templates: config.templates.limits()?,
         },
     );
     let applied = provisio_store::acting(

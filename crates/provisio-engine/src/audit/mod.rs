@@ -31,6 +31,7 @@ use utoipa::ToSchema;
 use crate::error::Problems;
 use crate::input::ActionInput;
 use crate::input::RecordRef;
+use crate::paging::Cursors;
 use crate::{Engine, EngineError, Result};
 
 /// How audits run.
@@ -42,6 +43,8 @@ pub struct AuditOptions {
     pub page_size: u32,
     /// Servers audited at once.
     pub parallel_servers: usize,
+    /// Pages one listing may take before it is stopped as endless.
+    pub max_pages: u32,
 }
 
 impl Default for AuditOptions {
@@ -50,8 +53,19 @@ impl Default for AuditOptions {
             schedule: None,
             page_size: 1000,
             parallel_servers: 16,
+            max_pages: 10_000,
         }
     }
+}
+
+/// A server's remote listing as far as it went.
+pub(crate) struct Listing {
+    pub accounts: Vec<RemoteAccount>,
+    /// Why the listing ended before its last page.
+    pub ended_early: Option<String>,
+    /// It was stopped because its cursors repeated, cycled or passed `max_pages`: the
+    /// remote is broken, and nothing it sent can be compared.
+    pub runaway: bool,
 }
 
 /// `POST /v1/audits`.
@@ -267,17 +281,21 @@ impl Engine {
         }
     }
 
-    /// Pages through the remote listing. Returns the accounts and, when the listing ended
-    /// early, why.
-    pub(crate) async fn list_remote(
-        &self,
-        server: &Server,
-    ) -> (Vec<RemoteAccount>, Option<String>) {
+    /// Pages through the remote listing, following cursors through [`Cursors`].
+    pub(crate) async fn list_remote(&self, server: &Server) -> Listing {
+        let mut listing = Listing {
+            accounts: Vec::new(),
+            ended_early: None,
+            runaway: false,
+        };
         let (module, base) = match self.server_request(server, Action::ListAccounts) {
             Ok(p) => (p.module, p.request),
-            Err(e) => return (Vec::new(), Some(e)),
+            Err(e) => {
+                listing.ended_early = Some(e);
+                return listing;
+            }
         };
-        let mut out = Vec::new();
+        let mut cursors = Cursors::new(self.options.audit.max_pages, "audit.max_pages");
         let mut cursor: Option<String> = None;
         let pace = server
             .max_per_second
@@ -300,21 +318,21 @@ impl Engine {
             last = Some(std::time::Instant::now());
             match self.call_read(module.as_ref(), &req).await {
                 Ok(reply) => {
-                    out.extend(reply.accounts);
-                    match reply.next.filter(|n| !n.is_empty()) {
-                        Some(n) if cursor.as_deref() == Some(n.as_str()) => {
-                            return (
-                                out,
-                                Some(
-                                    "the module returned the current cursor as the next one".into(),
-                                ),
-                            )
+                    listing.accounts.extend(reply.accounts);
+                    match cursors.next(reply.next) {
+                        Ok(Some(n)) => cursor = Some(n),
+                        Ok(None) => return listing,
+                        Err(why) => {
+                            listing.ended_early = Some(why);
+                            listing.runaway = true;
+                            return listing;
                         }
-                        Some(n) => cursor = Some(n),
-                        None => return (out, None),
                     }
                 }
-                Err(e) => return (out, Some(e.to_string())),
+                Err(e) => {
+                    listing.ended_early = Some(e.to_string());
+                    return listing;
+                }
             }
         }
     }
@@ -417,7 +435,25 @@ impl Engine {
     }
 
     async fn audit_inner(&self, id: i64, server: &Server, plan: &Plan) -> Result<AuditFinish> {
-        let (remote, ended_early) = self.list_remote(server).await;
+        let listing = self.list_remote(server).await;
+        let (remote, ended_early) = (listing.accounts, listing.ended_early);
+        if listing.runaway {
+            let why = ended_early.unwrap_or_default();
+            tracing::warn!(audit = id, server = %server.name, %why, "audit listing stopped");
+            return Ok(AuditFinish {
+                state: AuditState::Failed,
+                remote_accounts: remote.len() as i64,
+                local_services: 0,
+                counts: DriftKind::ALL
+                    .iter()
+                    .map(|k| (k.as_str().to_string(), 0))
+                    .collect(),
+                note: Some(format!(
+                    "the remote listing was stopped and nothing was compared: {why}"
+                )),
+                findings: Vec::new(),
+            });
+        }
         let packages = self.packages(&server.module).await?;
         let local: Vec<LocalAccount> = self
             .store

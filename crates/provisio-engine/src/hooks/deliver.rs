@@ -13,11 +13,13 @@ use crate::shutdown::Shutdown;
 use chrono::Utc;
 use provisio_core::event::Event;
 use provisio_core::handler::{
-    Delivery, DeliveryAttempt, DeliveryState, Handler, HandlerKind, HandlerStatus, Phase,
+    Delivery, DeliveryAttempt, DeliveryState, EmailTemplate, Handler, HandlerKind, HandlerStatus,
+    Phase,
 };
 use provisio_core::module::redact;
 use provisio_core::webhook;
 use provisio_core::ServiceId;
+use provisio_modules::render::{off_runtime, TemplateLimits};
 use provisio_store::{DeliveryUpdate, HandlerFilter, HandlerHealth, NewDelivery, NewRuleRun};
 use rand::Rng;
 use secrecy::ExposeSecret;
@@ -91,6 +93,29 @@ async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>,
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Renders an email handler's recipient, subject and body, each within `limits`.
+fn render_email(
+    limits: &TemplateLimits,
+    t: &EmailTemplate,
+    context: &Value,
+) -> Result<(String, String, String), String> {
+    let mut env = minijinja::Environment::new();
+    limits.apply(&mut env);
+    let render = |what: &str, text: &str| {
+        let failed = |e: minijinja::Error| {
+            let why = limits.message(&e).unwrap_or_else(|| e.to_string());
+            format!("rendering the {what} failed: {why}")
+        };
+        let template = env.template_from_str(text).map_err(failed)?;
+        limits.render(&template, context).map_err(failed)
+    };
+    Ok((
+        render("recipient", &t.to)?,
+        render("subject", &t.subject)?,
+        render("body", &t.body)?,
+    ))
 }
 
 /// Checks that a template compiles, for refusing a bad one when it is stored.
@@ -256,14 +281,16 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| fail("the handler has no templates".into()))?;
         let context = self.email_context(event).await.map_err(fail)?;
-        let env = minijinja::Environment::new();
-        let render = |what: &str, text: &str| {
-            env.render_str(text, &context)
-                .map_err(|e| fail(format!("rendering the {what} failed: {e}")))
-        };
-        let to = render("recipient", &t.to)?;
-        let subject = render("subject", &t.subject)?;
-        let body = render("body", &t.body)?;
+        // On the blocking pool and within the limits: a template that does too much work
+        // fails this delivery for good instead of stalling an async worker.
+        let (limits, templates) = (self.options.templates, t.clone());
+        let (to, subject, body) = off_runtime(move || render_email(&limits, &templates, &context))
+            .await
+            .map_err(fail)?
+            .map_err(|detail| CallFailure {
+                permanent: true,
+                ..fail(detail)
+            })?;
         smtp.send(to.trim(), subject.trim(), body, h.timeout)
             .await
             .map_err(|e| CallFailure {
@@ -390,7 +417,6 @@ impl Engine {
                 })
             };
         let duration_ms = t0.elapsed().as_millis() as i64;
-        let permanent = matches!(&outcome, Err(f) if f.permanent);
         let (succeeded, status_code, detail) = match &outcome {
             Ok((answer, secrets)) => (
                 true,
@@ -402,6 +428,7 @@ impl Engine {
             ),
             Err(f) => (false, f.status, Some(f.detail.clone())),
         };
+        let permanent = matches!(&outcome, Err(f) if f.permanent);
         let (state, next_at, last_error) = if succeeded {
             (DeliveryState::Succeeded, started, None)
         } else if permanent {

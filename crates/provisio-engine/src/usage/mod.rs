@@ -54,6 +54,8 @@ pub struct UsageOptions {
     pub page_attempts: u32,
     /// The longest one page call may take.
     pub call_timeout: Duration,
+    /// Pages one server's sync may take before it is stopped as endless.
+    pub max_pages: u32,
 }
 
 impl Default for UsageOptions {
@@ -66,6 +68,7 @@ impl Default for UsageOptions {
             parallel_servers: 128,
             page_attempts: 3,
             call_timeout: Duration::from_secs(120),
+            max_pages: 10_000,
         }
     }
 }

@@ -124,6 +124,8 @@ impl Engine {
         let writer = tokio::spawn(writer);
 
         let mut cursor: Option<String> = None;
+        let mut cursors =
+            crate::paging::Cursors::new(self.options.usage.max_pages, "usage.max_pages");
         let pace = server
             .max_per_second
             .filter(|r| *r > 0)
@@ -162,13 +164,13 @@ impl Engine {
             if tx.send(reply).await.is_err() {
                 break;
             }
-            match next {
-                Some(n) if cursor.as_deref() == Some(n.as_str()) => {
-                    failure = Some("the module returned the current cursor as the next one".into());
+            match cursors.next(next) {
+                Ok(Some(n)) => cursor = Some(n),
+                Ok(None) => break,
+                Err(why) => {
+                    failure = Some(why);
                     break;
                 }
-                Some(n) => cursor = Some(n),
-                None => break,
             }
         }
         drop(tx);

@@ -8,6 +8,7 @@ mod reply;
 mod spec;
 mod template;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -20,6 +21,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::outbound::OutboundPolicy;
+use crate::render::off_runtime;
 use exchange::{Failure, Outgoing};
 use spec::ActionSpec;
 use template::{Context, Templates};
@@ -32,7 +34,7 @@ const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 /// so its connection pool) and the template environment are shared.
 pub struct HttpModule {
     info: ModuleInfo,
-    templates: Templates,
+    templates: Arc<Templates>,
     client: reqwest::Client,
     policy: OutboundPolicy,
     max_reply_bytes: usize,
@@ -47,7 +49,7 @@ impl HttpModule {
     pub fn with(options: &crate::ModuleOptions) -> Self {
         Self {
             info: info(),
-            templates: Templates::new(),
+            templates: Arc::new(Templates::with_limits(options.templates)),
             client: exchange::client(&options.outbound),
             policy: options.outbound.clone(),
             max_reply_bytes: options.max_reply_bytes,
@@ -177,10 +179,25 @@ impl HttpModule {
         })?;
         let connection = Connection::from_settings(settings)
             .map_err(|why| ModuleError::permanent(format!("{name}: {why}")))?;
-        let request_json = serde_json::to_value(request)
-            .map_err(|_| ModuleError::permanent(format!("{name}: the request is not JSON")))?;
-        let ctx = Context::new(request_json.clone());
-        let outgoing = self.prepare(name, &spec, &connection, request, &ctx)?;
+        let request_json = Arc::new(
+            serde_json::to_value(request)
+                .map_err(|_| ModuleError::permanent(format!("{name}: the request is not JSON")))?,
+        );
+        let spec = Arc::new(spec);
+        // Templates run on the blocking pool: a heavy one (up to its fuel) must never hold
+        // an async worker that the API and the engine's loops need.
+        let outgoing = {
+            let (templates, spec, json) =
+                (self.templates.clone(), spec.clone(), request_json.clone());
+            let key = request.idempotency_key.clone();
+            let action = name.to_string();
+            off_runtime(move || {
+                let ctx = Context::new(json.as_ref().clone());
+                prepare(&templates, &action, &spec, &connection, &key, &ctx)
+            })
+            .await
+            .map_err(|why| ModuleError::transient(format!("{name}: {why}")))??
+        };
 
         let target = secrets.redact(&format!("{} {}", outgoing.method, outgoing.url.path()));
         let started = Instant::now();
@@ -209,124 +226,135 @@ impl HttpModule {
             }
         };
         tracing::debug!(action = name, %target, status = answer.status, elapsed_ms, "http: answered");
-        let reading = reply::Reading {
-            action: name,
-            target,
-            read_only: is_read_only(&request.action),
-            spec: &spec,
-            secrets,
-            templates: &self.templates,
-            request: &request_json,
-            // A connection test reports whether the remote works, not what it says: its
-            // answer goes to whoever may test a server, who may not be meant to read it.
-            show_body: !matches!(request.action, Action::TestConnection),
-        };
-        reading.read(answer)
-    }
-
-    /// Renders the request: URL and query, headers (defaults, auth, then the spec's own,
-    /// which win), and the body.
-    fn prepare(
-        &self,
-        name: &str,
-        spec: &ActionSpec,
-        connection: &Connection,
-        request: &ActionRequest,
-        ctx: &Context,
-    ) -> Result<Outgoing, ModuleError> {
-        let template_error = |field: &str, e: &dyn std::fmt::Display| {
-            ModuleError::permanent(format!("{name}: template actions.{name}.{field}: {e}"))
-        };
-        let rendered = self
-            .templates
-            .render(&spec.url, ctx)
-            .map_err(|e| template_error("url", &e))?;
-        let mut url = resolve(&connection.base_url, &rendered).ok_or_else(|| {
-            ModuleError::permanent(format!(
-                "{name}: actions.{name}.url does not render an http(s) URL"
-            ))
-        })?;
-        let mut pairs = Vec::new();
-        for (key, template) in &spec.query {
-            let value = self
-                .templates
-                .render(template, ctx)
-                .map_err(|e| template_error(&format!("query.{key}"), &e))?;
-            // An empty value means "not this time" (a first page has no cursor).
-            if !value.is_empty() {
-                pairs.push((key, value));
-            }
-        }
-        if !pairs.is_empty() {
-            url.query_pairs_mut().extend_pairs(pairs);
-        }
-
-        let body = match &spec.body {
-            None => None,
-            Some(template) => {
-                let value = self
-                    .templates
-                    .render_json(template, ctx)
-                    .map_err(|(path, e)| {
-                        let field = if path.is_empty() {
-                            "body".into()
-                        } else {
-                            format!("body.{path}")
-                        };
-                        template_error(&field, &e)
-                    })?;
-                Some(serde_json::to_vec(&value).map_err(|_| {
-                    ModuleError::permanent(format!("{name}: the body cannot be written as JSON"))
-                })?)
-            }
-        };
-
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        if body.is_some() {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        let key = HeaderValue::from_str(&request.idempotency_key).map_err(|_| {
-            ModuleError::permanent(format!(
-                "{name}: the idempotency key is not a valid header value"
-            ))
-        })?;
-        headers.insert("idempotency-key", key);
-        if let Some((header_name, value)) = connection.auth.header() {
-            headers.insert(header_name, value);
-        }
-        for (header_name, template) in &spec.headers {
-            let field = format!("headers.{header_name}");
-            let value = self
-                .templates
-                .render(template, ctx)
-                .map_err(|e| template_error(&field, &e))?;
-            let header_name = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
-                ModuleError::permanent(format!(
-                    "{name}: actions.{name}.{field} is not a valid header name"
-                ))
-            })?;
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                ModuleError::permanent(format!(
-                    "{name}: actions.{name}.{field} renders a value HTTP does not allow in a header"
-                ))
-            })?;
-            // The value may carry a credential; keep it out of any debug output.
-            value.set_sensitive(true);
-            headers.insert(header_name, value);
-        }
-
-        Ok(Outgoing {
-            method: spec.method.clone(),
-            url,
-            headers,
-            body,
-            timeout: connection.timeout,
+        // Parsing a large answer and rendering `next_template` are work of the same kind.
+        let read_only = is_read_only(&request.action);
+        // A connection test reports whether the remote works, not what it says: its
+        // answer goes to whoever may test a server, who may not be meant to read it.
+        let show_body = !matches!(request.action, Action::TestConnection);
+        let (templates, secrets) = (self.templates.clone(), secrets.clone());
+        let action = name.to_string();
+        off_runtime(move || {
+            let reading = reply::Reading {
+                action: &action,
+                target,
+                read_only,
+                spec: &spec,
+                secrets: &secrets,
+                templates: &templates,
+                request: &request_json,
+                show_body,
+            };
+            reading.read(answer)
         })
+        .await
+        .map_err(|why| ModuleError::unknown(format!("{name}: {why}")))?
     }
+}
+
+/// Renders the request: URL and query, headers (defaults, auth, then the spec's own,
+/// which win), and the body.
+fn prepare(
+    templates: &Templates,
+    name: &str,
+    spec: &ActionSpec,
+    connection: &Connection,
+    idempotency_key: &str,
+    ctx: &Context,
+) -> Result<Outgoing, ModuleError> {
+    let template_error = |field: &str, e: &dyn std::fmt::Display| {
+        ModuleError::permanent(format!("{name}: template actions.{name}.{field}: {e}"))
+    };
+    let rendered = templates
+        .render_url(&spec.url, ctx)
+        .map_err(|e| template_error("url", &e))?;
+    let mut url = resolve(&connection.base_url, &rendered).ok_or_else(|| {
+        ModuleError::permanent(format!(
+            "{name}: actions.{name}.url does not render an http(s) URL"
+        ))
+    })?;
+    let mut pairs = Vec::new();
+    for (key, template) in &spec.query {
+        let value = templates
+            .render(template, ctx)
+            .map_err(|e| template_error(&format!("query.{key}"), &e))?;
+        // An empty value means "not this time" (a first page has no cursor).
+        if !value.is_empty() {
+            pairs.push((key, value));
+        }
+    }
+    if !pairs.is_empty() {
+        url.query_pairs_mut().extend_pairs(pairs);
+    }
+
+    let body = match &spec.body {
+        None => None,
+        Some(template) => {
+            let value = templates.render_json(template, ctx).map_err(|(path, e)| {
+                let field = if path.is_empty() {
+                    "body".into()
+                } else {
+                    format!("body.{path}")
+                };
+                template_error(&field, &e)
+            })?;
+            let bytes = serde_json::to_vec(&value).map_err(|_| {
+                ModuleError::permanent(format!("{name}: the body cannot be written as JSON"))
+            })?;
+            // Each leaf is capped; together they are held to the same bound.
+            let max = templates.limits().max_output_bytes;
+            if bytes.len() > max {
+                return Err(ModuleError::permanent(format!(
+                    "{name}: template actions.{name}.body: the rendered body exceeds {max} bytes"
+                )));
+            }
+            Some(bytes)
+        }
+    };
+
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    if body.is_some() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let key = HeaderValue::from_str(idempotency_key).map_err(|_| {
+        ModuleError::permanent(format!(
+            "{name}: the idempotency key is not a valid header value"
+        ))
+    })?;
+    headers.insert("idempotency-key", key);
+    if let Some((header_name, value)) = connection.auth.header() {
+        headers.insert(header_name, value);
+    }
+    for (header_name, template) in &spec.headers {
+        let field = format!("headers.{header_name}");
+        let value = templates
+            .render(template, ctx)
+            .map_err(|e| template_error(&field, &e))?;
+        let header_name = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
+            ModuleError::permanent(format!(
+                "{name}: actions.{name}.{field} is not a valid header name"
+            ))
+        })?;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            ModuleError::permanent(format!(
+                "{name}: actions.{name}.{field} renders a value HTTP does not allow in a header"
+            ))
+        })?;
+        // The value may carry a credential; keep it out of any debug output.
+        value.set_sensitive(true);
+        headers.insert(header_name, value);
+    }
+
+    Ok(Outgoing {
+        method: spec.method.clone(),
+        url,
+        headers,
+        body,
+        timeout: connection.timeout,
+    })
 }
 
 /// Actions that change nothing remotely, so repeating them is always safe.

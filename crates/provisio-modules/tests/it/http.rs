@@ -224,7 +224,7 @@ async fn create_renders_templates_sends_auth_and_idempotency_key_and_maps_output
     let module = HttpModule::with(&crate::local_options());
     let actions = json!({"create": {
         "method": "POST",
-        "url": "/accounts/{{ service.username | urlencode }}",
+        "url": "/accounts/{{ service.username }}",
         "headers": {"X-Plan": "{{ product.name }}", "X-Request-Id": "{{ idempotency_key }}"},
         "query": {"source": "provisio", "notify": "{{ params.notify | default('') }}"},
         "body": {
@@ -971,6 +971,131 @@ async fn an_undefined_template_variable_is_permanent_and_names_the_template() {
         e.message
             .starts_with("lookup: template actions.lookup.url: undefined"),
         "{e}"
+    );
+}
+
+// ------------------------------------------------------------------ URLs and bounds
+
+#[tokio::test]
+async fn a_value_in_the_url_path_reaches_the_remote_as_one_segment() {
+    let remote = remote(|_| answer(200, json!({}))).await;
+    let module = HttpModule::with(&crate::local_options());
+    let actions = json!({"suspend": {
+        "method": "POST",
+        "url": "/users/{{ service.username }}/suspend?by={{ service.username }}&n=1",
+        "query": {"reason": "{{ service.username }}"}
+    }});
+    let mut req = request(
+        &module,
+        Action::Suspend,
+        basic(&remote.base, actions.clone()),
+    );
+    req.service.as_mut().unwrap().username = "../admin?x=1#y".into();
+    call(&module, &req).await.unwrap();
+    let seen = remote.only();
+    // Raw, as it came over the wire: the value did not climb out of its segment, start a
+    // query or cut the URL with a fragment.
+    assert_eq!(seen.path, "/v1/users/..%2Fadmin%3Fx%3D1%23y/suspend");
+    assert_eq!(
+        seen.query.as_deref(),
+        Some("by=..%2Fadmin%3Fx%3D1%23y&n=1&reason=..%2Fadmin%3Fx%3D1%23y")
+    );
+
+    // What no encoding can keep in place is refused before anything is sent.
+    for (username, rule) in [
+        ("..", "`..` segment"),
+        (".", "`..` segment"),
+        ("", "is empty"),
+    ] {
+        let mut req = request(
+            &module,
+            Action::Suspend,
+            basic(&remote.base, actions.clone()),
+        );
+        req.service.as_mut().unwrap().username = username.into();
+        let e = fails(&module, &req).await;
+        assert_eq!(e.kind, ErrorKind::Permanent, "{username:?}: {e}");
+        assert!(
+            e.message
+                .starts_with("suspend: template actions.suspend.url: ")
+                && e.message.contains(rule),
+            "{username:?}: {e}"
+        );
+    }
+    assert_eq!(remote.requests().len(), 1, "nothing more was sent");
+}
+
+const BOMB: &str =
+    "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+
+#[tokio::test]
+async fn a_template_bomb_fails_permanently_within_a_second_and_sends_nothing() {
+    let remote = remote(|_| answer(201, json!({}))).await;
+    let module = HttpModule::with(&crate::local_options());
+    for actions in [
+        json!({"create": {"method": "POST", "url": "/users", "body": {"name": BOMB}}}),
+        json!({"create": {"method": "POST", "url": format!("/users/{BOMB}")}}),
+        json!({"create": {"method": "POST", "url": "/users", "headers": {"X-Bomb": BOMB}}}),
+    ] {
+        let req = request(&module, Action::Create, basic(&remote.base, actions));
+        let started = Instant::now();
+        let e = fails(&module, &req).await;
+        let took = started.elapsed();
+        eprintln!("bomb failed after {took:?}: {e}");
+        assert_eq!(e.kind, ErrorKind::Permanent);
+        assert!(
+            e.message
+                .ends_with("the template ran out of fuel: it does too much work (limit 200000)"),
+            "{e}"
+        );
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    assert!(remote.requests().is_empty(), "nothing is sent");
+}
+
+/// Heavy templates run on the blocking pool: on a single-threaded runtime, a task beside
+/// the render keeps its pace while a render takes hundreds of milliseconds.
+#[tokio::test(flavor = "current_thread")]
+async fn a_heavy_render_does_not_hold_the_async_runtime() {
+    let remote = remote(|_| answer(201, json!({}))).await;
+    let module = HttpModule::with(&provisio_modules::ModuleOptions {
+        templates: provisio_modules::render::TemplateLimits {
+            fuel: 20_000_000,
+            max_output_bytes: 64 << 20,
+        },
+        ..crate::local_options()
+    });
+    let actions = json!({"create": {"method": "POST", "url": "/users", "body": {"name": BOMB}}});
+    let req = request(&module, Action::Create, basic(&remote.base, actions));
+    let ticking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ticker = {
+        let ticking = ticking.clone();
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut ticks = 0u32;
+            while ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = Instant::now();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                worst = worst.max(at.elapsed());
+                ticks += 1;
+            }
+            (worst, ticks)
+        })
+    };
+    let started = Instant::now();
+    let e = fails(&module, &req).await;
+    let took = started.elapsed();
+    ticking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (worst, ticks) = ticker.await.unwrap();
+    eprintln!("render took {took:?}; worst 5 ms tick beside it {worst:?} ({ticks} ticks)");
+    assert!(e.message.contains("ran out of fuel"), "{e}");
+    assert!(
+        took > Duration::from_millis(100),
+        "the render is heavy: {took:?}"
+    );
+    assert!(
+        worst < Duration::from_millis(60),
+        "the runtime was held: {worst:?}"
     );
 }
 

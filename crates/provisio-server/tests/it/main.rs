@@ -38,6 +38,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod balance;
+mod bounds;
 mod clients;
 mod declared;
 mod events;
