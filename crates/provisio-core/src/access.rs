@@ -138,7 +138,9 @@ impl Actor {
                 id: id.parse().ok()?,
                 name: name.into(),
             }),
-            ("rule", Some(id), None) => Some(Actor::Rule { id: id.parse().ok()? }),
+            ("rule", Some(id), None) => Some(Actor::Rule {
+                id: id.parse().ok()?,
+            }),
             ("scheduler", None, None) => Some(Actor::Scheduler),
             ("config", None, None) => Some(Actor::Config),
             _ => None,
@@ -176,7 +178,10 @@ mod tests {
     #[test]
     fn actors_parse_back() {
         for a in [
-            Actor::Key { id: 12, name: "whmcs-1.prod".into() },
+            Actor::Key {
+                id: 12,
+                name: "whmcs-1.prod".into(),
+            },
             Actor::Rule { id: 5 },
             Actor::Scheduler,
             Actor::Config,

@@ -290,7 +290,8 @@ pub(crate) struct JobRow {
 
 /// A stored actor; one this version cannot read is left out rather than failing the row.
 fn actor_of(s: Option<String>) -> Option<provisio_core::access::Actor> {
-    s.as_deref().and_then(provisio_core::access::Actor::from_stored)
+    s.as_deref()
+        .and_then(provisio_core::access::Actor::from_stored)
 }
 
 pub(crate) fn error_kind_str(k: provisio_core::module::ErrorKind) -> &'static str {

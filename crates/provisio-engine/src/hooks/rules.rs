@@ -227,14 +227,15 @@ impl Engine {
         // A panic costs this run, not the loop that runs every rule.
         // What the rule does is recorded as the rule's doing.
         let actor = provisio_core::access::Actor::Rule { id: run.rule_id.0 };
-        let tried = std::panic::AssertUnwindSafe(provisio_store::acting(actor, self.try_run_rule(run)))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|payload| {
-                let why = crate::jobs::call::panic_message(payload.as_ref());
-                tracing::error!(rule = %run.rule_id, panic = %why, "a rule run panicked");
-                Ok((RuleRunState::Failed, format!("the run panicked: {why}")))
-            });
+        let tried =
+            std::panic::AssertUnwindSafe(provisio_store::acting(actor, self.try_run_rule(run)))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|payload| {
+                    let why = crate::jobs::call::panic_message(payload.as_ref());
+                    tracing::error!(rule = %run.rule_id, panic = %why, "a rule run panicked");
+                    Ok((RuleRunState::Failed, format!("the run panicked: {why}")))
+                });
         match tried {
             Ok(outcome) => outcome,
             Err(e) => (RuleRunState::Failed, e.to_string()),

@@ -66,9 +66,10 @@ async fn list_events(
         })?);
     }
     let actor = match q.actor.as_deref() {
-        Some(a) => Some(provisio_core::access::Actor::parse_filter(a).map_err(|m| {
-            ApiError::bad_field(StatusCode::BAD_REQUEST, "actor", "pattern", m)
-        })?),
+        Some(a) => Some(
+            provisio_core::access::Actor::parse_filter(a)
+                .map_err(|m| ApiError::bad_field(StatusCode::BAD_REQUEST, "actor", "pattern", m))?,
+        ),
         None => None,
     };
     let filter = EventFilter {

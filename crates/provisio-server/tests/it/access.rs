@@ -812,7 +812,161 @@ async fn failed_logins_are_rate_limited_per_address(db: Db) {
     app.stop().await;
 }
 
+/// Polls `path` (admin key) until `done` holds, for at most 20 s.
+async fn until(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, v) = app.get(path).await;
+        if done(&v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn every_change_names_who_caused_it(db: Db) {
+    let app = spawn_app(db).await;
+    let w = world(&app).await;
+    let billing = app
+        .make_key(json!({"name": "whmcs", "role": "billing"}))
+        .await;
+    let (_, keys) = app.get("/v1/keys").await;
+    let id_of = |name: &str| {
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (billing_id, admin_id) = (id_of("whmcs"), id_of("admin"));
+    let by_billing = json!({"kind": "key", "id": billing_id, "name": "whmcs"});
+
+    // A request's job, its outcome's event and a transaction name the key.
+    let (status, job) = app
+        .call_as(
+            &billing,
+            Method::POST,
+            &format!("/v1/services/{}/suspend?wait=20", w.sa),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(job["actor"], by_billing, "{job}");
+    let (status, t) = app
+        .call_as(
+            &billing,
+            Method::POST,
+            &format!("/v1/clients/{}/transactions", w.a),
+            Some(json!({"kind": "payment", "amount_minor": 100, "idempotency_key": "p-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    assert_eq!(t["actor"], by_billing);
+    let (_, events) = app.get(&format!("/v1/events?actor=key:{billing_id}")).await;
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    // The outcome was written by the worker, but its cause is the job's.
+    for k in ["service.suspend.before", "service.suspend.succeeded"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    assert!(events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == by_billing));
+    // The set-up the admin key did is the admin's, not the billing key's.
+    let (_, created) = app
+        .get(&format!(
+            "/v1/events?actor=key:{admin_id}&type=client.created"
+        ))
+        .await;
+    assert_eq!(created["items"].as_array().unwrap().len(), 3, "{created}");
+
+    // A rule's doing is the rule's: B's balance falls from above zero to below.
+    let (status, _) = app
+        .post(
+            &format!("/v1/clients/{}/transactions", w.b),
+            json!({"kind": "payment", "amount_minor": 100, "idempotency_key": "pay-0"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let rule = app
+        .create(
+            "/v1/rules",
+            json!({"name": "dunning", "on": "client.balance_nonpositive",
+                   "action": {"kind": "suspend_services", "reason": "non-payment"}}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _) = app
+        .post(
+            &format!("/v1/clients/{}/transactions", w.b),
+            json!({"kind": "charge", "amount_minor": 500, "idempotency_key": "inv-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let jobs = until(&app, &format!("/v1/services/{}/jobs", w.sb), |v| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["action"] == "suspend" && j["state"] == "done")
+    })
+    .await;
+    let suspend = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["action"] == "suspend")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        suspend["actor"],
+        json!({"kind": "rule", "id": rule}),
+        "{suspend}"
+    );
+    let (_, events) = app.get(&format!("/v1/events?actor=rule:{rule}")).await;
+    assert!(!events["items"].as_array().unwrap().is_empty());
+
+    // The scheduler unsuspends when a suspension's time is up.
+    let until_soon = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    app.act(w.sc, "suspend", Some(json!({"until": until_soon})))
+        .await;
+    let jobs = until(&app, &format!("/v1/services/{}/jobs", w.sc), |v| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["action"] == "unsuspend" && j["state"] == "done")
+    })
+    .await;
+    let unsuspend = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["action"] == "unsuspend")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        unsuspend["actor"],
+        json!({"kind": "scheduler"}),
+        "{unsuspend}"
+    );
+
+    let (status, answer) = app.get("/v1/events?actor=root").await;
+    crate::helpers::assert_field_error(status, &answer, "actor", "pattern");
+    app.stop().await;
+}
+
 on_both!(
+    every_change_names_who_caused_it,
     every_operation_answers_as_its_roles_say,
     roles_hold_what_the_brief_says,
     a_client_key_reaches_only_its_own_records,

@@ -41,6 +41,7 @@ async fn balance_transactions(db: Db) {
     assert_eq!(
         keys,
         [
+            "actor",
             "amount_minor",
             "balance_after",
             "client_id",
@@ -51,6 +52,7 @@ async fn balance_transactions(db: Db) {
             "kind"
         ]
     );
+    assert_eq!(t["actor"]["kind"], "key", "{t}");
     assert_eq!(balance(&app, id).await, 500);
 
     // The same request again: the original, 200, nothing changed.
