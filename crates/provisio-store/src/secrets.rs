@@ -151,14 +151,13 @@ pub trait SecretStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<(i64, SealedCell)>>;
 
-    /// Writes `new` into `column` of row `id` only while the cell still holds `old`, so a
-    /// value written meanwhile by someone else is never overwritten. `new` must be the same
-    /// kind of cell as `old`. Returns whether it was written.
+    /// Rewrites cells of `column`, each `(id, old, new)` only while the cell still holds
+    /// `old`, so that a value written meanwhile by someone else is never overwritten; all
+    /// in one transaction. `new` must be the same kind of cell as `old`. Returns how many
+    /// were written.
     async fn replace_sealed(
         &self,
         column: SealedColumn,
-        id: i64,
-        old: &SealedCell,
-        new: &SealedCell,
-    ) -> Result<bool>;
+        rewrites: &[(i64, SealedCell, SealedCell)],
+    ) -> Result<u64>;
 }

@@ -138,42 +138,45 @@ macro_rules! impl_secret_store {
             async fn replace_sealed(
                 &self,
                 column: $crate::SealedColumn,
-                id: i64,
-                old: &$crate::SealedCell,
-                new: &$crate::SealedCell,
-            ) -> $crate::Result<bool> {
+                rewrites: &[(i64, $crate::SealedCell, $crate::SealedCell)],
+            ) -> $crate::Result<u64> {
                 let (table, col) = column.location();
-                let r = match (old, new) {
-                    ($crate::SealedCell::Json(old), $crate::SealedCell::Json(new)) => {
-                        let new: serde_json::Value = serde_json::from_str(new).map_err(|e| {
-                            $crate::StoreError::Corrupt(format!("{column}: {e}"))
-                        })?;
-                        sqlx::query(&format!(
-                            "UPDATE {table} SET {col} = $1 WHERE id = $2 AND CAST({col} AS TEXT) = $3"
-                        ))
-                        .bind(sqlx::types::Json(new))
-                        .bind(id)
-                        .bind(old)
-                        .execute(self.writer())
-                        .await?
-                    }
-                    ($crate::SealedCell::Bytes(old), $crate::SealedCell::Bytes(new)) => {
-                        sqlx::query(&format!(
-                            "UPDATE {table} SET {col} = $1 WHERE id = $2 AND {col} = $3"
-                        ))
-                        .bind(new.clone())
-                        .bind(id)
-                        .bind(old.clone())
-                        .execute(self.writer())
-                        .await?
-                    }
-                    _ => {
-                        return Err($crate::StoreError::Corrupt(format!(
-                            "{column}: a rewrite must keep the kind of the cell"
-                        )))
-                    }
-                };
-                Ok(r.rows_affected() == 1)
+                let json_sql =
+                    format!("UPDATE {table} SET {col} = $1 WHERE id = $2 AND CAST({col} AS TEXT) = $3");
+                let bytes_sql = format!("UPDATE {table} SET {col} = $1 WHERE id = $2 AND {col} = $3");
+                let mut written = 0;
+                let mut tx = self.writer().begin().await?;
+                for (id, old, new) in rewrites {
+                    let r = match (old, new) {
+                        ($crate::SealedCell::Json(old), $crate::SealedCell::Json(new)) => {
+                            let new: serde_json::Value = serde_json::from_str(new).map_err(|e| {
+                                $crate::StoreError::Corrupt(format!("{column}: {e}"))
+                            })?;
+                            sqlx::query(&json_sql)
+                                .bind(sqlx::types::Json(new))
+                                .bind(*id)
+                                .bind(old)
+                                .execute(&mut *tx)
+                                .await?
+                        }
+                        ($crate::SealedCell::Bytes(old), $crate::SealedCell::Bytes(new)) => {
+                            sqlx::query(&bytes_sql)
+                                .bind(new.clone())
+                                .bind(*id)
+                                .bind(old.clone())
+                                .execute(&mut *tx)
+                                .await?
+                        }
+                        _ => {
+                            return Err($crate::StoreError::Corrupt(format!(
+                                "{column}: a rewrite must keep the kind of the cell"
+                            )))
+                        }
+                    };
+                    written += r.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(written)
             }
         }
     };

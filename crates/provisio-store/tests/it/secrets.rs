@@ -64,29 +64,19 @@ pub async fn sealed_cells_are_found_and_rewritten_only_while_unchanged(s: S) {
     let (id, old) = cells[0].clone();
     assert_eq!(id, a.id.0);
     let new = SealedCell::Json(json!({"plain": 1, "tok": {"$sealed": "REVG"}}).to_string());
-    assert!(s
-        .replace_sealed(SealedColumn::ServiceSettings, id, &old, &new)
-        .await
-        .unwrap());
+    let once = [(id, old.clone(), new.clone())];
+    assert_eq!(s.replace_sealed(SealedColumn::ServiceSettings, &once).await.unwrap(), 1);
     // The old text no longer matches: a second rewrite from it is refused.
-    assert!(!s
-        .replace_sealed(SealedColumn::ServiceSettings, id, &old, &new)
-        .await
-        .unwrap());
+    assert_eq!(s.replace_sealed(SealedColumn::ServiceSettings, &once).await.unwrap(), 0);
     let got = s.get_service(a.id).await.unwrap().unwrap();
     assert_eq!(got.settings["tok"], json!({"$sealed": "REVG"}));
     assert_eq!(got.updated_at, a.updated_at, "resealing is not a change");
 
     let old = SealedCell::Bytes(a.password.0.clone());
     let new = SealedCell::Bytes(vec![2, 7, 7, 7, 7, 7, 7, 7, 7, 3, 3]);
-    assert!(s
-        .replace_sealed(SealedColumn::ServicePassword, a.id.0, &old, &new)
-        .await
-        .unwrap());
-    assert!(!s
-        .replace_sealed(SealedColumn::ServicePassword, b.id.0, &old, &new)
-        .await
-        .unwrap());
+    // In one call: a's cell still holds `old`, b's does not.
+    let both = [(a.id.0, old.clone(), new.clone()), (b.id.0, old, new)];
+    assert_eq!(s.replace_sealed(SealedColumn::ServicePassword, &both).await.unwrap(), 1);
     assert!(s
         .sealed_cells(SealedColumn::ServicePassword, &skip, 0, 100)
         .await
