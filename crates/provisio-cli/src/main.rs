@@ -4,6 +4,7 @@ mod api;
 mod commands;
 mod local;
 mod output;
+mod rotate_key;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,6 +128,13 @@ enum KeyCmd {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// Re-seal every secret in the database under a new secret key (docs/secrets.md).
+    RotateSecretKey {
+        #[command(flatten)]
+        args: rotate_key::RotateArgs,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
 }
 
 fn init_logging(json: bool) {
@@ -182,6 +190,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             KeyCmd::Delete { name, local } => {
                 local::key_delete(&local.config, &local.database_url, &name).await
+            }
+            KeyCmd::RotateSecretKey { args, local } => {
+                init_logging(false);
+                rotate_key::run(&local.config, &local.database_url, args).await
             }
         },
         Command::Client(cmd) => commands::client::run(cmd, &remote()?).await,

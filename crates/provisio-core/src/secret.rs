@@ -298,6 +298,22 @@ impl Cipher {
         }
     }
 
+    /// The key of this ring that opens `sealed`, if one does.
+    pub fn key_for(&self, sealed: &Sealed) -> Option<KeyId> {
+        let b = &sealed.0;
+        match b.first() {
+            Some(&V2) => self.open_bytes(sealed).ok().and(sealed.key_id()),
+            Some(&V1) if b.len() >= 1 + NONCE_LEN => {
+                let nonce = XNonce::from_slice(&b[1..1 + NONCE_LEN]);
+                self.keys
+                    .iter()
+                    .find(|k| k.aead.decrypt(nonce, &b[1 + NONCE_LEN..]).is_ok())
+                    .map(|k| k.id)
+            }
+            _ => None,
+        }
+    }
+
     /// `sealed` sealed anew under the sealing key, or `None` when it already is.
     pub fn reseal(&self, sealed: &Sealed) -> Result<Option<Sealed>, SecretError> {
         if sealed.key_id() == Some(self.sealing_key()) {
@@ -491,6 +507,8 @@ mod tests {
         assert_eq!(v1.key_id(), None);
         let ring = Cipher::with_keys(&[copy(&new), copy(&old)]).unwrap();
         assert_eq!(ring.open(&v1).unwrap().expose_secret(), "legacy");
+        assert_eq!(ring.key_for(&v1), Some(Cipher::new(&old).sealing_key()));
+        assert_eq!(Cipher::new(&new).key_for(&v1), None);
         let mut params = serde_json::json!({"settings": {"a": sealed_marker(&v1)}, "n": [sealed_marker(&v1)]});
         assert!(ring.reseal_markers(&mut params).unwrap());
         let all = sealed_in(&params);

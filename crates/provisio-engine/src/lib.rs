@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod keys;
 pub mod patch;
 mod runtime;
+pub mod secret_keys;
 mod shutdown;
 pub mod usage;
 

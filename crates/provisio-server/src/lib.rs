@@ -30,7 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use config::{Config, Overrides};
 pub use error::ApiError;
-pub use startup::{prepare, StartError};
+pub use startup::{load_key_ring, prepare, StartError};
 
 /// What every handler gets.
 #[derive(Clone)]
