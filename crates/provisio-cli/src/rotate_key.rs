@@ -91,7 +91,10 @@ pub async fn run(
         return generate(&cfg);
     }
     let Some(keys) = provisio_server::load_key_ring(&cfg)? else {
-        bail!("the key file {} does not exist", cfg.secret_key_file.display());
+        bail!(
+            "the key file {} does not exist",
+            cfg.secret_key_file.display()
+        );
     };
     let cipher = Cipher::with_keys(&keys).expect("at least one key was parsed");
     let url = provisio_store::redact_url(&cfg.database_url);

@@ -43,7 +43,9 @@ pub enum SecretError {
     #[error("a stored secret could not be decrypted (wrong secret key or corrupted data)")]
     Undecryptable,
     /// Sealed under a key this process was not given.
-    #[error("a stored secret is sealed under secret key {0}, which this node's key file does not hold")]
+    #[error(
+        "a stored secret is sealed under secret key {0}, which this node's key file does not hold"
+    )]
     UnknownKey(KeyId),
 }
 
@@ -145,7 +147,11 @@ impl Cipher {
         let mut ring: Vec<RingKey> = Vec::new();
         for key in keys {
             let k = key.expose_secret();
-            let id = KeyId(derive(k, b"provisio secret key id")[..KID_LEN].try_into().expect("8 bytes"));
+            let id = KeyId(
+                derive(k, b"provisio secret key id")[..KID_LEN]
+                    .try_into()
+                    .expect("8 bytes"),
+            );
             if ring.iter().any(|r| r.id == id) {
                 continue;
             }
@@ -172,7 +178,10 @@ impl Cipher {
     /// The check value of key `id` (64 hex characters, an HMAC under the key: it proves a
     /// key is the same without revealing it); `None` when this cipher does not hold it.
     pub fn check_value(&self, id: KeyId) -> Option<&str> {
-        self.keys.iter().find(|k| k.id == id).map(|k| k.check.as_str())
+        self.keys
+            .iter()
+            .find(|k| k.id == id)
+            .map(|k| k.check.as_str())
     }
 
     /// The key new values are sealed under.
@@ -282,7 +291,13 @@ impl Cipher {
                 let (header, rest) = b.split_at(1 + KID_LEN);
                 let (nonce, ct) = rest.split_at(NONCE_LEN);
                 key.aead
-                    .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: header })
+                    .decrypt(
+                        XNonce::from_slice(nonce),
+                        Payload {
+                            msg: ct,
+                            aad: header,
+                        },
+                    )
                     .map_err(|_| SecretError::Undecryptable)
             }
             // Version 1 names no key: they were all sealed under the instance's first key,
@@ -502,14 +517,18 @@ mod tests {
         let nonce = [7u8; NONCE_LEN];
         let mut v1 = vec![V1];
         v1.extend_from_slice(&nonce);
-        v1.extend(aead.encrypt(XNonce::from_slice(&nonce), &b"legacy"[..]).unwrap());
+        v1.extend(
+            aead.encrypt(XNonce::from_slice(&nonce), &b"legacy"[..])
+                .unwrap(),
+        );
         let v1 = Sealed(v1);
         assert_eq!(v1.key_id(), None);
         let ring = Cipher::with_keys(&[copy(&new), copy(&old)]).unwrap();
         assert_eq!(ring.open(&v1).unwrap().expose_secret(), "legacy");
         assert_eq!(ring.key_for(&v1), Some(Cipher::new(&old).sealing_key()));
         assert_eq!(Cipher::new(&new).key_for(&v1), None);
-        let mut params = serde_json::json!({"settings": {"a": sealed_marker(&v1)}, "n": [sealed_marker(&v1)]});
+        let mut params =
+            serde_json::json!({"settings": {"a": sealed_marker(&v1)}, "n": [sealed_marker(&v1)]});
         assert!(ring.reseal_markers(&mut params).unwrap());
         let all = sealed_in(&params);
         assert_eq!(all.len(), 2);
@@ -557,7 +576,8 @@ mod tests {
     fn undeclared_credential_settings_are_sealed_where_extras_pass() {
         use crate::settings::Field;
         let c = Cipher::new(&Cipher::generate_key());
-        let schema = SettingsSchema::new(vec![Field::string("session_key", "Declared plain")]).allow_extra();
+        let schema =
+            SettingsSchema::new(vec![Field::string("session_key", "Declared plain")]).allow_extra();
         let mut s: Settings = serde_json::from_value(serde_json::json!({
             "api_key": "k1", "clientSecret": "k2", "db_password": "k3", "credentials": "k4",
             "authtoken": "k5", "session_key": "plain", "keyboard": "qwerty", "monkey": "m",
@@ -565,7 +585,13 @@ mod tests {
         }))
         .unwrap();
         c.seal_settings(&schema, &mut s);
-        for name in ["api_key", "clientSecret", "db_password", "credentials", "authtoken"] {
+        for name in [
+            "api_key",
+            "clientSecret",
+            "db_password",
+            "credentials",
+            "authtoken",
+        ] {
             assert!(as_sealed(&s[name]).is_some(), "{name} not sealed");
         }
         for name in ["session_key", "keyboard", "monkey", "key_count", "region"] {

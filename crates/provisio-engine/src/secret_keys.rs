@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use provisio_core::secret::{Cipher, KeyId, Sealed, SecretError};
-use provisio_store::{SealedCell, SealedColumn, SecretKeyRecord, SecretKeyState, Store, StoreError};
+use provisio_store::{
+    SealedCell, SealedColumn, SecretKeyRecord, SecretKeyState, Store, StoreError,
+};
 
 use crate::shutdown::Shutdown;
 use crate::Engine;
@@ -50,8 +52,12 @@ pub struct KeyCheck {
 }
 
 fn kid_of(record: &SecretKeyRecord) -> Result<KeyId, SecretKeyError> {
-    KeyId::parse(&record.kid)
-        .ok_or_else(|| refused(format!("secret_keys holds a malformed key id {:?}", record.kid)))
+    KeyId::parse(&record.kid).ok_or_else(|| {
+        refused(format!(
+            "secret_keys holds a malformed key id {:?}",
+            record.kid
+        ))
+    })
 }
 
 /// The sealed values of one cell.
@@ -103,7 +109,9 @@ pub async fn check(store: &dyn Store, cipher: &Cipher) -> Result<KeyCheck, Secre
             }
         }
         let check = cipher.check_value(first).expect("a key of the ring");
-        records = store.record_first_secret_key(&first.to_string(), check).await?;
+        records = store
+            .record_first_secret_key(&first.to_string(), check)
+            .await?;
     }
     let mut current = None;
     let mut retiring = Vec::new();
@@ -243,7 +251,9 @@ pub async fn rotate(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Rotation, SecretKeyError> {
     let Some(check_value) = cipher.check_value(to) else {
-        return Err(refused(format!("the key file does not hold secret key {to}")));
+        return Err(refused(format!(
+            "the key file does not hold secret key {to}"
+        )));
     };
     let before: Vec<String> = check(store, cipher)
         .await?
@@ -251,7 +261,9 @@ pub async fn rotate(
         .iter()
         .map(ToString::to_string)
         .collect();
-    store.begin_secret_key_rotation(&to.to_string(), check_value).await?;
+    store
+        .begin_secret_key_rotation(&to.to_string(), check_value)
+        .await?;
     cipher.seal_under(to);
     let switched = Instant::now();
     let mut retiring: Vec<String> = store
@@ -298,7 +310,11 @@ pub async fn rotate(
 
 /// One pass over every sealed column. Returns how many cells were found holding values not
 /// under the sealing key, and how many of them were re-sealed.
-async fn pass(store: &dyn Store, cipher: &Cipher, batch: u32) -> Result<(u64, u64), SecretKeyError> {
+async fn pass(
+    store: &dyn Store,
+    cipher: &Cipher,
+    batch: u32,
+) -> Result<(u64, u64), SecretKeyError> {
     let to = cipher.sealing_key();
     let mut prefix = vec![2u8];
     prefix.extend_from_slice(&to.0);
@@ -314,16 +330,21 @@ async fn pass(store: &dyn Store, cipher: &Cipher, batch: u32) -> Result<(u64, u6
             let mut rewrites = Vec::new();
             for (id, cell) in cells {
                 let cannot = |e: SecretError| {
-                    refused(format!("the secret in {column} of row {id} cannot be re-sealed: {e}"))
+                    refused(format!(
+                        "the secret in {column} of row {id} cannot be re-sealed: {e}"
+                    ))
                 };
                 let new = match &cell {
-                    SealedCell::Bytes(b) => match cipher.reseal(&Sealed(b.clone())).map_err(cannot)? {
-                        Some(new) => SealedCell::Bytes(new.0),
-                        None => continue,
-                    },
+                    SealedCell::Bytes(b) => {
+                        match cipher.reseal(&Sealed(b.clone())).map_err(cannot)? {
+                            Some(new) => SealedCell::Bytes(new.0),
+                            None => continue,
+                        }
+                    }
                     SealedCell::Json(text) => {
-                        let mut v: serde_json::Value = serde_json::from_str(text)
-                            .map_err(|e| refused(format!("{column} of row {id} is not JSON: {e}")))?;
+                        let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                            refused(format!("{column} of row {id} is not JSON: {e}"))
+                        })?;
                         if !cipher.reseal_markers(&mut v).map_err(cannot)? {
                             continue;
                         }

@@ -26,6 +26,9 @@ pub enum StartError {
     },
     #[error("the secret key is not valid: {0}")]
     Key(String),
+    /// The key file or the keys in it do not fit: the message names the problem and the fix.
+    #[error("secret key: {0}")]
+    KeyRefused(String),
     #[error("{path}: {source}")]
     File {
         path: String,
@@ -65,9 +68,13 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), StartErro
 #[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).map_err(file_err(path))?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(path)
+        .map_err(file_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
-        return Err(StartError::Key(format!(
+        return Err(StartError::KeyRefused(format!(
             "the key file {} may be read or written by others (mode {mode:04o}); it must be private to its owner: run chmod 600 {}",
             path.display(),
             path.display()
@@ -112,7 +119,7 @@ async fn load_key(config: &Config, store: &dyn Store, url: &str) -> Result<Ciphe
             let path = &config.secret_key_file;
             // A new key would make every stored secret unreadable: refuse rather than lose them.
             if secret_keys::holds_secrets(store).await.map_err(store_err)? {
-                return Err(StartError::Key(format!(
+                return Err(StartError::KeyRefused(format!(
                     "the key file {} is missing but the database already holds encrypted secrets; restore the file or set PROVISIO_SECRET_KEY",
                     path.display()
                 )));
@@ -127,7 +134,7 @@ async fn load_key(config: &Config, store: &dyn Store, url: &str) -> Result<Ciphe
     let found = secret_keys::check(store, &cipher)
         .await
         .map_err(|e| match e {
-            SecretKeyError::Refused(m) => StartError::Key(m),
+            SecretKeyError::Refused(m) => StartError::KeyRefused(m),
             SecretKeyError::Store(source) => store_err(source),
         })?;
     if !found.retiring.is_empty() {

@@ -55,26 +55,22 @@ macro_rules! impl_secret_store {
                 check_value: &str,
             ) -> $crate::Result<()> {
                 let now = $crate::rows::ts(chrono::Utc::now());
+                // Writes only, no read first: a SQLite transaction that read before writing
+                // fails when another connection wrote in between.
                 let mut tx = self.writer().begin().await?;
-                let current: Option<(String,)> = sqlx::query_as(&format!(
-                    "SELECT kid FROM secret_keys WHERE state = 'current'{}",
-                    Self::ROW_LOCK
-                ))
-                .fetch_optional(&mut *tx)
-                .await?;
-                if current.as_ref().is_some_and(|(k,)| k == kid) {
-                    return Ok(());
-                }
                 sqlx::query(
-                    "UPDATE secret_keys SET state = 'retiring', updated_at = $1 WHERE state = 'current'",
+                    "UPDATE secret_keys SET state = 'retiring', updated_at = $1 \
+                     WHERE state = 'current' AND kid <> $2",
                 )
                 .bind(now)
+                .bind(kid)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
                     "INSERT INTO secret_keys (kid, check_value, state, created_at, updated_at) \
                      VALUES ($1, $2, 'current', $3, $3) \
-                     ON CONFLICT (kid) DO UPDATE SET state = 'current', updated_at = $3",
+                     ON CONFLICT (kid) DO UPDATE SET state = 'current', updated_at = CASE \
+                     WHEN secret_keys.state = 'current' THEN secret_keys.updated_at ELSE $3 END",
                 )
                 .bind(kid)
                 .bind(check_value)
@@ -118,9 +114,10 @@ macro_rules! impl_secret_store {
                         .map(|(id, t)| (id, $crate::SealedCell::Json(t)))
                         .collect())
                 } else {
+                    // An empty prefix skips nothing (every value starts with it).
                     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
                         "SELECT id, {col} FROM {table} WHERE id > $1 AND {col} IS NOT NULL \
-                         AND substr({col}, 1, $2) <> $3 ORDER BY id LIMIT $4"
+                         AND ($2 = 0 OR substr({col}, 1, $2) <> $3) ORDER BY id LIMIT $4"
                     ))
                     .bind(after)
                     .bind(skip_prefix.len() as i32)

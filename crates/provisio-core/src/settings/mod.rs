@@ -113,8 +113,18 @@ pub struct Condition {
 /// The word parts of a setting name that mark a credential. A part is what lies between
 /// `_`, `-`, `.`, spaces and lower-to-upper case changes (`apiKey` is `api` and `key`).
 const CREDENTIAL_PARTS: &[&str] = &[
-    "password", "passwords", "passwd", "passphrase", "secret", "secrets", "token", "tokens",
-    "key", "keys", "credential", "credentials",
+    "password",
+    "passwords",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secrets",
+    "token",
+    "tokens",
+    "key",
+    "keys",
+    "credential",
+    "credentials",
 ];
 
 /// Whether a setting called `name` looks like it holds a credential, so that it is sealed
@@ -141,9 +151,9 @@ pub fn looks_like_credential(name: &str) -> bool {
     parts.push(current);
     parts.iter().any(|part| {
         part == "apikey"
-            || CREDENTIAL_PARTS.iter().any(|word| {
-                part == word || (!word.starts_with("key") && part.ends_with(word))
-            })
+            || CREDENTIAL_PARTS
+                .iter()
+                .any(|word| part == word || (!word.starts_with("key") && part.ends_with(word)))
     })
 }
 

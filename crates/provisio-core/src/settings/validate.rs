@@ -60,7 +60,10 @@ impl SettingsSchema {
 
     /// The names of `settings` whose string values are sealed at rest and kept out of what
     /// is shown: the declared secret fields and the undeclared credential-like keys.
-    pub fn secret_names<'a>(&'a self, settings: &'a Settings) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn secret_names<'a>(
+        &'a self,
+        settings: &'a Settings,
+    ) -> impl Iterator<Item = &'a str> + 'a {
         settings
             .iter()
             .filter(|(name, value)| value.is_string() && self.is_secret_name(name))
