@@ -115,10 +115,15 @@ pub async fn run(
         // A rotation that was interrupted goes on to the key it had made current.
         (None, _) if !found.retiring.is_empty() => found.current,
         (None, [one]) => *one,
-        (None, []) => bail!(
-            "the key file holds no key the database does not use yet (current key {}); add one with --generate",
+        // Nothing new: check that everything is under the current key (re-sealing any
+        // straggler), which is also how a finished rotation is verified.
+        (None, []) => {
+            eprintln!(
+                "the key file holds no key the database does not use yet (add one with --generate); checking that every secret is under the current key {}",
+                found.current
+            );
             found.current
-        ),
+        }
         (None, many) => bail!(
             "the key file holds several keys the database does not use yet ({}); name one with --to",
             many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")

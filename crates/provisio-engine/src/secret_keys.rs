@@ -207,6 +207,20 @@ pub(crate) async fn follow_loop(engine: Arc<Engine>, mut stop: Shutdown) {
     }
 }
 
+/// Follows rotations in a process that runs no worker (an API-only node, whose requests
+/// seal secrets too); the task runs until aborted.
+pub fn spawn_follow(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
+    let (keep, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // Held for as long as the loop runs: a dropped sender reads as a stop.
+        let _keep = keep;
+        follow_loop(engine, Shutdown::new(rx)).await
+    })
+}
+
+/// The pause between passes that still found something, so that writes under way can land.
+const PASS_GAP: Duration = Duration::from_millis(100);
+
 /// How a rotation goes.
 #[derive(Debug, Clone)]
 pub struct RotateOptions {
@@ -215,7 +229,8 @@ pub struct RotateOptions {
     /// How long after the switch every running node is sure to seal under the new key;
     /// only a pass begun after it that finds nothing left ends the rotation.
     pub settle: Duration,
-    /// Passes before giving up (a node that lacks the new key keeps sealing under the old).
+    /// Passes after `settle` before giving up (a node that lacks the new key keeps sealing
+    /// under the old).
     pub max_passes: u32,
 }
 
@@ -255,12 +270,10 @@ pub async fn rotate(
             "the key file does not hold secret key {to}"
         )));
     };
-    let before: Vec<String> = check(store, cipher)
-        .await?
-        .retiring
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let found = check(store, cipher).await?;
+    // Nothing to switch: a pass only checks (and re-seals stragglers), with no node to
+    // wait for.
+    let settled_already = found.current == to && found.retiring.is_empty();
     store
         .begin_secret_key_rotation(&to.to_string(), check_value)
         .await?;
@@ -274,14 +287,15 @@ pub async fn rotate(
         .map(|r| r.kid)
         .collect();
     retiring.sort();
-    if !before.is_empty() {
+    if found.current == to && !found.retiring.is_empty() {
         progress(&format!("resuming the rotation to secret key {to}"));
     }
     let mut resealed = 0;
     let mut passes = 0;
+    let mut settled_passes = 0;
     loop {
         passes += 1;
-        let started_settled = switched.elapsed() >= options.settle;
+        let started_settled = settled_already || switched.elapsed() >= options.settle;
         let (found, done) = pass(store, cipher, options.batch).await?;
         resealed += done;
         progress(&format!(
@@ -290,14 +304,25 @@ pub async fn rotate(
         if found == 0 && started_settled {
             break;
         }
-        if passes >= options.max_passes {
-            return Err(refused(format!(
-                "values are still being sealed under the old secret key after {passes} passes: a node whose key file lacks key {to} is running; restart it with both keys and run the rotation again"
-            )));
-        }
-        if found == 0 {
-            tokio::time::sleep(options.settle.saturating_sub(switched.elapsed())).await;
-        }
+        let wait = if started_settled {
+            // Only passes after the nodes have switched count: before, lagging nodes
+            // sealing under the old key are expected.
+            settled_passes += 1;
+            if settled_passes >= options.max_passes {
+                return Err(refused(format!(
+                    "values are still being sealed under the old secret key after {settled_passes} passes: a node whose key file lacks key {to} is running; restart it with both keys and run the rotation again"
+                )));
+            }
+            PASS_GAP
+        } else {
+            let left = options.settle.saturating_sub(switched.elapsed());
+            if found == 0 {
+                left
+            } else {
+                left.min(PASS_GAP)
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
     store.retire_secret_keys().await?;
     Ok(Rotation {

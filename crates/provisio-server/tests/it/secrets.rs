@@ -63,7 +63,10 @@ async fn secrets_are_encrypted_at_rest_and_never_shown() {
     // ordinary undeclared setting stays in view.
     let (_, sc) = app.get("/v1/servers/sc").await;
     assert!(sc["secrets"].to_string().contains("auth_token"), "{sc}");
-    assert!(product["secrets"].to_string().contains("client_secret"), "{product}");
+    assert!(
+        product["secrets"].to_string().contains("client_secret"),
+        "{product}"
+    );
     assert_eq!(product["settings"]["quota"], 10, "{product}");
     assert_eq!(svc["settings"]["keyboard"], "de", "{svc}");
     assert!(svc["settings"].get("db_password").is_none(), "{svc}");
