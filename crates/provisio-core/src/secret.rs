@@ -79,7 +79,7 @@ fn encode_hex(bytes: &[u8]) -> String {
 }
 
 fn decode_hex(t: &str) -> Option<Vec<u8>> {
-    if t.len() % 2 != 0 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+    if !t.len().is_multiple_of(2) || !t.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     (0..t.len() / 2)
@@ -302,7 +302,7 @@ impl Cipher {
             }
             // Version 1 names no key: they were all sealed under the instance's first key,
             // which may be any of the ring's now, so each is tried.
-            Some(&V1) if b.len() >= 1 + NONCE_LEN => {
+            Some(&V1) if b.len() > NONCE_LEN => {
                 let nonce = XNonce::from_slice(&b[1..1 + NONCE_LEN]);
                 self.keys
                     .iter()
@@ -318,7 +318,7 @@ impl Cipher {
         let b = &sealed.0;
         match b.first() {
             Some(&V2) => self.open_bytes(sealed).ok().and(sealed.key_id()),
-            Some(&V1) if b.len() >= 1 + NONCE_LEN => {
+            Some(&V1) if b.len() > NONCE_LEN => {
                 let nonce = XNonce::from_slice(&b[1..1 + NONCE_LEN]);
                 self.keys
                     .iter()

@@ -389,7 +389,8 @@ async fn secrets_are_resealed_under_a_new_key_while_actions_run(db: Db) {
     .unwrap();
     let last = Arc::new(start(&cfg).await.unwrap());
     assert_eq!(last.cipher().key_ids(), [new]);
-    check_plaintexts(&last, &want.lock().unwrap()).await;
+    let want = std::mem::take(&mut *want.lock().unwrap());
+    check_plaintexts(&last, &want).await;
     let worker = provisio_engine::worker::spawn(last.clone(), "last".into());
     let job = last
         .request_action(live[0], Action::ChangePassword, ActionInput::default())
