@@ -32,8 +32,10 @@ pub struct RotateArgs {
 /// key file is never seen half written.
 fn replace_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
+    // A leftover from an interrupted run may have other permissions: start afresh.
+    let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -561,8 +561,99 @@ async fn a_key_file_others_can_read_is_refused(db: Db) {
     start(&cfg).await.unwrap().store().close().await;
 }
 
+/// A node started before the new key reached its key file keeps sealing under the old key:
+/// the rotation stops with a message naming the cause instead of retiring a key still in
+/// use, and once the node has both keys a second run finishes.
+async fn a_rotation_waits_for_a_node_without_the_new_key(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(db, dir.path()).await;
+    let cfg = config(dir.path(), &url, "");
+    let lagging = Arc::new(start(&cfg).await.unwrap());
+    let old = lagging.cipher().sealing_key();
+    lagging
+        .create_handler(input::<HandlerCreate>(json!({
+            "name": "hook", "kind": "http", "url": "http://127.0.0.1:9/",
+            "events": ["client.deleted"], "phase": "notify",
+        })))
+        .await
+        .unwrap();
+    let follow = secret_keys::spawn_follow(lagging.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sealing = {
+        let (node, stop) = (lagging.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                node.rotate_handler_secret(&RecordRef::Name("hook".into()))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let new_key = Cipher::generate_key();
+    let new = Cipher::new(&new_key).sealing_key();
+    let old_text = std::fs::read_to_string(key_file(dir.path())).unwrap();
+    let both = format!(
+        "{}\n{old_text}",
+        Cipher::format_key(&new_key).expose_secret()
+    );
+    std::fs::write(key_file(dir.path()), &both).unwrap();
+    let ring = Cipher::with_keys(&provisio_server::load_key_ring(&cfg).unwrap().unwrap()).unwrap();
+    let options = RotateOptions {
+        batch: 50,
+        settle: Duration::from_millis(500),
+        max_passes: 5,
+    };
+    let store = provisio_store::open(&url).await.unwrap();
+    let err = secret_keys::rotate(store.as_ref(), &ring, new, &options, &|_| {})
+        .await
+        .err()
+        .expect("a node sealing under the old key must stop the rotation");
+    assert!(
+        err.to_string().contains(&format!("lacks key {new}")),
+        "{err}"
+    );
+    assert_eq!(lagging.cipher().sealing_key(), old, "it cannot follow");
+    let states: Vec<_> = store
+        .secret_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.state)
+        .collect();
+    assert_eq!(states, [SecretKeyState::Current, SecretKeyState::Retiring]);
+    // The node restarts with both keys: it must, since a rotation is under way.
+    stop.store(true, Ordering::Relaxed);
+    sealing.await.unwrap();
+    follow.abort();
+    std::fs::write(key_file(dir.path()), &old_text).unwrap();
+    let text = start(&cfg)
+        .await
+        .err()
+        .expect("the new key is current now")
+        .to_string();
+    assert!(
+        text.contains(&format!("sealed under secret key {new}")),
+        "{text}"
+    );
+    std::fs::write(key_file(dir.path()), &both).unwrap();
+    let restarted = start(&cfg).await.unwrap();
+    assert_eq!(restarted.cipher().sealing_key(), new);
+    let done = secret_keys::rotate(store.as_ref(), &ring, new, &options, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.retired, [old.to_string()]);
+    let stale = every_sealed(store.as_ref())
+        .await
+        .into_iter()
+        .filter(|(_, s)| s.key_id() != Some(new))
+        .count();
+    assert_eq!(stale, 0);
+}
+
 on_both!(
     secrets_are_resealed_under_a_new_key_while_actions_run,
+    a_rotation_waits_for_a_node_without_the_new_key,
     a_node_with_another_key_is_refused,
     a_key_file_others_can_read_is_refused,
 );
