@@ -607,8 +607,7 @@ async fn a_rotation_waits_for_a_node_without_the_new_key(db: Db) {
     let store = provisio_store::open(&url).await.unwrap();
     let err = secret_keys::rotate(store.as_ref(), &ring, new, &options, &|_| {})
         .await
-        .err()
-        .expect("a node sealing under the old key must stop the rotation");
+        .expect_err("a node sealing under the old key must stop the rotation");
     assert!(
         err.to_string().contains(&format!("lacks key {new}")),
         "{err}"
