@@ -4,6 +4,7 @@ mod api;
 mod commands;
 mod local;
 mod output;
+mod rotate_key;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -129,6 +130,13 @@ enum KeyCmd {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// Re-seal every secret in the database under a new secret key (docs/secrets.md).
+    RotateSecretKey {
+        #[command(flatten)]
+        args: rotate_key::RotateArgs,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
 }
 
 impl LocalArgs {
@@ -195,6 +203,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 local::key_revoke(&local.config, &local.database_url, &name).await
             }
             KeyCmd::Revoke { name, .. } => commands::key::revoke(&remote()?, &name).await,
+            KeyCmd::RotateSecretKey { args, local } => {
+                init_logging(false);
+                rotate_key::run(&local.config, &local.database_url, args).await
+            }
         },
         Command::Client(cmd) => commands::client::run(cmd, &remote()?).await,
         Command::Server(cmd) => commands::server::run(cmd, &remote()?).await,

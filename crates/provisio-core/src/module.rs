@@ -159,7 +159,8 @@ pub struct ActionRequest {
 
 /// The clear-text secrets one module call carries, to be taken out of every message that
 /// leaves the module (errors, excerpts, logs): the string settings of server, product and
-/// service that the module's schemas declare secret, the service's password, a new
+/// service that the module's schemas declare secret (or that look like credentials where a
+/// schema passes undeclared keys through), the service's password, a new
 /// password, what the module adds ([`Module::more_secrets`]), and the JSON-escaped form of
 /// each (a remote echoing one inside JSON escapes quotes and backslashes). Kept longest
 /// first, so that a secret containing a shorter one is removed whole.
@@ -180,7 +181,7 @@ impl Secrets {
             .into_iter()
             .chain(service.map(|s| (&info.service_schema, &s.settings)))
         {
-            for name in schema.secret_fields() {
+            for name in schema.secret_names(settings) {
                 if let Some(serde_json::Value::String(v)) = settings.get(name) {
                     out.push(v);
                 }

@@ -21,6 +21,7 @@ pub mod keys;
 mod paging;
 pub mod patch;
 mod runtime;
+pub mod secret_keys;
 mod shutdown;
 pub mod usage;
 

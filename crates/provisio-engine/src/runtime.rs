@@ -63,6 +63,10 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         engine.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(crate::secret_keys::follow_loop(
+        engine.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(provisio_store::acting(
         provisio_core::access::Actor::Scheduler,
         crate::usage::schedule_loop(engine, shutdown),

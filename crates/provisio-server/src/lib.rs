@@ -31,7 +31,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use config::{Config, Overrides};
 pub use error::ApiError;
-pub use startup::{prepare, StartError};
+pub use startup::{load_key_ring, prepare, StartError};
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -248,6 +248,9 @@ pub async fn run_with(
     let worker = config
         .worker
         .then(|| provisio_engine::worker::spawn(engine.clone(), worker_name()));
+    // An API-only node seals secrets too, so it follows key rotations without a worker.
+    let follower =
+        (!config.worker).then(|| provisio_engine::secret_keys::spawn_follow(engine.clone()));
     let app = router(engine.clone(), &config);
     tracing::info!(addr = %listener.local_addr().map_err(StartError::Io)?, worker = config.worker, "provisio listening");
     // The worker stops claiming at the signal, not after the last request: requests still
@@ -271,6 +274,9 @@ pub async fn run_with(
         .await;
     if let Some(w) = worker {
         w.shutdown().await;
+    }
+    if let Some(f) = follower {
+        f.abort();
     }
     engine.store().close().await;
     served.map_err(StartError::Io)

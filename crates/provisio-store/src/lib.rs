@@ -56,8 +56,10 @@ mod hooks;
 mod postgres;
 mod rows;
 mod rows_hooks;
+mod secrets;
 mod sql;
 mod sql_hooks;
+mod sql_secrets;
 mod sql_usage;
 mod sqlite;
 mod usage;
@@ -87,6 +89,7 @@ pub use hooks::{
     NewRuleRun,
 };
 pub use postgres::PgStore;
+pub use secrets::{SealedCell, SealedColumn, SecretKeyRecord, SecretKeyState, SecretStore};
 pub use sqlite::SqliteStore;
 pub use usage::{AccountRow, AuditFinish, NewAudit, SyncRun, UsageApplied, UsageStore};
 
@@ -272,7 +275,7 @@ pub struct TransactionOutcome {
 
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
-pub trait Store: HookStore + UsageStore + Send + Sync + 'static {
+pub trait Store: HookStore + UsageStore + SecretStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// Applies pending migrations; safe to call on every start.
     async fn migrate(&self) -> Result<()>;

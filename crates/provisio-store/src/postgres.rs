@@ -7,6 +7,7 @@ use sqlx::Postgres;
 
 use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
+use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Result, StoreError};
 
@@ -59,3 +60,4 @@ impl PgStore {
 impl_store!(PgStore, Postgres);
 impl_hook_store!(PgStore, Postgres);
 impl_usage_store!(PgStore, Postgres);
+impl_secret_store!(PgStore, Postgres);

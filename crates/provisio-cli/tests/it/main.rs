@@ -4,6 +4,7 @@
 mod crash;
 mod quickstart;
 mod rolling;
+mod secret_key;
 
 use std::io::Write;
 use std::path::Path;

@@ -110,6 +110,53 @@ pub struct Condition {
     pub equals: Value,
 }
 
+/// The word parts of a setting name that mark a credential. A part is what lies between
+/// `_`, `-`, `.`, spaces and lower-to-upper case changes (`apiKey` is `api` and `key`).
+const CREDENTIAL_PARTS: &[&str] = &[
+    "password",
+    "passwords",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secrets",
+    "token",
+    "tokens",
+    "key",
+    "keys",
+    "credential",
+    "credentials",
+];
+
+/// Whether a setting called `name` looks like it holds a credential, so that it is sealed
+/// and masked although no schema declares it: one of its word parts is one of
+/// [`CREDENTIAL_PARTS`], or ends with one of them other than `key` (`dbpassword`,
+/// `authtoken`, `clientsecret`), or is `apikey`. `key` must be a whole part, because many
+/// ordinary words end with it (`hockey`, `monkey`) or start with it (`keyboard`).
+pub fn looks_like_credential(name: &str) -> bool {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        if matches!(c, '_' | '-' | '.' | ' ') {
+            parts.push(std::mem::take(&mut current));
+            previous_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && previous_lower {
+            parts.push(std::mem::take(&mut current));
+        }
+        previous_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    parts.push(current);
+    parts.iter().any(|part| {
+        part == "apikey"
+            || CREDENTIAL_PARTS
+                .iter()
+                .any(|word| part == word || (!word.starts_with("key") && part.ends_with(word)))
+    })
+}
+
 impl SettingsSchema {
     /// A schema accepting exactly `fields`, in this order (errors are reported in it too).
     pub fn new(fields: Vec<Field>) -> Self {

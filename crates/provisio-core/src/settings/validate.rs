@@ -47,6 +47,29 @@ impl SettingsSchema {
             .map(|field| field.name.as_str())
     }
 
+    /// Whether the setting `name` holds a secret: a field declared `secret`, or, where the
+    /// schema lets undeclared keys through, an undeclared key whose name looks like a
+    /// credential ([`looks_like_credential`]). A declared field of another type is taken at
+    /// its word.
+    pub fn is_secret_name(&self, name: &str) -> bool {
+        match self.field(name) {
+            Some(field) => matches!(field.kind, FieldKind::Secret),
+            None => self.allow_extra && super::looks_like_credential(name),
+        }
+    }
+
+    /// The names of `settings` whose string values are sealed at rest and kept out of what
+    /// is shown: the declared secret fields and the undeclared credential-like keys.
+    pub fn secret_names<'a>(
+        &'a self,
+        settings: &'a Settings,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        settings
+            .iter()
+            .filter(|(name, value)| value.is_string() && self.is_secret_name(name))
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Checks the schema itself: unique field names, patterns that compile, conditions that
     /// name other existing fields with values they can hold, valid defaults, non-empty enums
     /// and bounds in order. Modules' tests call this so a broken schema never ships.

@@ -46,6 +46,7 @@ mod faults;
 mod multi_engine;
 mod openapi;
 mod products;
+mod secret_keys;
 mod secrets;
 mod servers;
 mod services;

@@ -3,6 +3,7 @@
 mod balance;
 mod harness;
 mod jobs;
+mod secrets;
 mod suite;
 mod usage;
 
@@ -31,6 +32,7 @@ macro_rules! on_both {
 
 use balance::*;
 use jobs::*;
+use secrets::*;
 use suite::*;
 use usage::*;
 
@@ -64,4 +66,6 @@ on_both!(
     many_readings_in_one_batch,
     sync_runs_and_audits,
     old_sync_runs_and_audits_are_trimmed,
+    secret_keys_record_once_and_rotate,
+    sealed_cells_are_found_and_rewritten_only_while_unchanged,
 );
