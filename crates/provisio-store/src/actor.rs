@@ -24,3 +24,15 @@ pub fn current_actor() -> Option<Actor> {
 pub(crate) fn stored() -> Option<String> {
     current_actor().map(|a| a.stored())
 }
+
+/// `f` under the current task's actor: for work a task spawns, which would otherwise
+/// start with none.
+pub fn inherit<F: Future>(f: F) -> impl Future<Output = F::Output> {
+    let actor = current_actor();
+    async move {
+        match actor {
+            Some(a) => ACTOR.scope(a, f).await,
+            None => f.await,
+        }
+    }
+}

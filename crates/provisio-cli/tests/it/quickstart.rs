@@ -119,6 +119,28 @@ fn the_readme_quickstart_runs_a_service_through_its_lifecycle() {
         !ok && err.contains("409") && err.contains("terminated"),
         "{err}"
     );
+    // The service's jobs name who asked for them: the admin key the CLI read.
+    let jobs = run(&["service", "jobs", "1"]);
+    assert!(jobs.contains("BY NAME") && jobs.contains("admin"), "{jobs}");
+
+    // Keys over the API: a readonly key reads and cannot write; revoked, it stops working.
+    let key = run(&["key", "create", "--name", "dashboard", "--role", "readonly"]);
+    let key = key.trim();
+    assert!(key.starts_with("pvo_"), "{key}");
+    let as_dashboard = |args: &[&str]| {
+        let mut all = vec!["--api-key", key];
+        all.extend_from_slice(args);
+        cli(dir.path(), &url, &all)
+    };
+    let (ok, out, err) = as_dashboard(&["service", "show", "1"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = as_dashboard(&["client", "add", "--name", "X", "--email", "x@example.test"]);
+    assert!(!ok && err.contains("403") && err.contains("admin or operator or billing"), "{err}");
+    let list = run(&["key", "list"]);
+    assert!(list.contains("dashboard") && list.contains("readonly") && !list.contains(key), "{list}");
+    assert!(run(&["key", "revoke", "dashboard"]).contains("revoked"));
+    let (ok, _, err) = as_dashboard(&["service", "show", "1"]);
+    assert!(!ok && err.contains("revoked"), "{err}");
     serve.kill().unwrap();
     serve.wait().unwrap();
 }

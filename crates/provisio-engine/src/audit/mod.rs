@@ -132,10 +132,11 @@ impl Engine {
             let engine = self.clone();
             let plan = plan.clone();
             let limit = limit.clone();
-            tokio::spawn(async move {
+            // The run's fixes and events are the doing of whoever started it.
+            tokio::spawn(provisio_store::inherit(async move {
                 let _permit = limit.acquire().await;
                 engine.run_audit(a.id, s, plan).await;
-            });
+            }));
         }
         Ok(out)
     }

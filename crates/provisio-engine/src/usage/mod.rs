@@ -226,9 +226,9 @@ impl Engine {
             })?;
         let engine = self.clone();
         let id = run.id;
-        tokio::spawn(async move {
+        tokio::spawn(provisio_store::inherit(async move {
             engine.run_usage_sync(id, servers).await;
-        });
+        }));
         Ok(SyncReport::from_run(run))
     }
 
@@ -307,7 +307,7 @@ impl Engine {
             let progress = progress.clone();
             let policies = policies.clone();
             let limit = limit.clone();
-            tasks.spawn(async move {
+            tasks.spawn(provisio_store::inherit(async move {
                 use futures::FutureExt as _;
                 let _permit = limit.acquire().await;
                 // A panic costs this server's part of the run, which then ends `partial`.
@@ -327,7 +327,7 @@ impl Engine {
                         s.errors.push(format!("the sync panicked: {why}"));
                     }
                 }
-            });
+            }));
         }
         // Write the report while servers run, so pollers see progress.
         let mut tick = tokio::time::interval(Duration::from_millis(500));

@@ -43,7 +43,9 @@ pub(crate) async fn schedule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
                     Ok(servers) => match engine.begin_sync(&servers, Some(&slot)).await {
                         Ok(Some(run)) => {
                             let e = engine.clone();
-                            tokio::spawn(async move { e.run_usage_sync(run.id, servers).await });
+                            tokio::spawn(provisio_store::inherit(async move {
+                                e.run_usage_sync(run.id, servers).await
+                            }));
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -61,7 +63,9 @@ pub(crate) async fn schedule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
                 next_audit = next_after(c, now);
                 let slot = format!("audit:{}", at.to_rfc3339());
                 let e = engine.clone();
-                tokio::spawn(async move { e.scheduled_audits(&slot).await });
+                tokio::spawn(provisio_store::inherit(async move {
+                    e.scheduled_audits(&slot).await
+                }));
             }
         }
         if last_purge.elapsed() > Duration::from_secs(3600) {

@@ -121,7 +121,7 @@ impl Engine {
                 Ok(totals)
             }
         };
-        let writer = tokio::spawn(writer);
+        let writer = tokio::spawn(provisio_store::inherit(writer));
 
         let mut cursor: Option<String> = None;
         let mut cursors =
