@@ -54,6 +54,12 @@ pub const CATALOGUE: &[&str] = &[
     "service.status_corrected",
     "audit.drift_found",
     "handler.disabled",
+    "server.created",
+    "server.updated",
+    "server.deleted",
+    "product.created",
+    "product.updated",
+    "product.deleted",
 ];
 
 fn err(rule: &'static str, message: impl Into<String>) -> TextError {

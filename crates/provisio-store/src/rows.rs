@@ -22,6 +22,32 @@ pub(crate) fn from_ts(us: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(us).ok_or_else(|| StoreError::Corrupt(format!("time {us}")))
 }
 
+/// A server as its events show it: secret settings left out.
+pub(crate) fn server_record(s: &provisio_core::server::Server) -> (String, serde_json::Value) {
+    let (settings, secrets) = provisio_core::secret::redact_settings(&s.settings);
+    (
+        format!("server:{}", s.id),
+        serde_json::json!({"server": {
+            "id": s.id, "name": s.name.as_str(), "module": s.module, "group": s.group.as_str(),
+            "settings": settings, "secrets": secrets, "max_concurrent": s.max_concurrent,
+            "max_per_second": s.max_per_second, "enabled": s.enabled,
+        }}),
+    )
+}
+
+/// A product as its events show it: secret settings left out.
+pub(crate) fn product_record(p: &provisio_core::product::Product) -> (String, serde_json::Value) {
+    let (settings, secrets) = provisio_core::secret::redact_settings(&p.settings);
+    (
+        format!("product:{}", p.id),
+        serde_json::json!({"product": {
+            "id": p.id, "name": p.name.as_str(), "module": p.module, "extends": p.extends,
+            "server_group": p.server_group.as_ref().map(|g| g.as_str()),
+            "settings": settings, "secrets": secrets, "auto_setup": p.auto_setup.as_str(),
+        }}),
+    )
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }

@@ -257,6 +257,7 @@ macro_rules! impl_store {
                 s: &provisio_core::server::NewServer,
             ) -> $crate::Result<provisio_core::server::Server> {
                 let now = $crate::rows::ts(chrono::Utc::now());
+                let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ServerRow = sqlx::query_as(
                     "INSERT INTO servers (name, module, server_group, settings, max_concurrent, max_per_second, enabled, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
@@ -270,9 +271,12 @@ macro_rules! impl_store {
                 .bind(s.enabled)
                 .bind(now)
                 .bind(now)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *tx)
                 .await?;
-                row.try_into()
+                let server: provisio_core::server::Server = row.try_into()?;
+                announce_record(&mut tx, "server.created", &$crate::rows::server_record(&server)).await?;
+                tx.commit().await?;
+                Ok(server)
             }
 
             async fn get_server(
@@ -293,6 +297,7 @@ macro_rules! impl_store {
                 &self,
                 s: &provisio_core::server::Server,
             ) -> $crate::Result<provisio_core::server::Server> {
+                let mut tx = self.writer().begin().await?;
                 let row: Option<$crate::rows::ServerRow> = sqlx::query_as(
                     "UPDATE servers SET name = $1, module = $2, server_group = $3, settings = $4, \
                      max_concurrent = $5, max_per_second = $6, enabled = $7, updated_at = $8 \
@@ -307,17 +312,27 @@ macro_rules! impl_store {
                 .bind(s.enabled)
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(s.id.0)
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.ok_or($crate::StoreError::NotFound)?.try_into()
+                let server: provisio_core::server::Server =
+                    row.ok_or($crate::StoreError::NotFound)?.try_into()?;
+                announce_record(&mut tx, "server.updated", &$crate::rows::server_record(&server)).await?;
+                tx.commit().await?;
+                Ok(server)
             }
 
             async fn delete_server(&self, id: provisio_core::ServerId) -> $crate::Result<bool> {
-                let r = sqlx::query("DELETE FROM servers WHERE id = $1")
-                    .bind(id.0)
-                    .execute(self.writer())
-                    .await?;
-                Ok(r.rows_affected() > 0)
+                let mut tx = self.writer().begin().await?;
+                let row: Option<$crate::rows::ServerRow> =
+                    sqlx::query_as("DELETE FROM servers WHERE id = $1 RETURNING *")
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(row) = row else { return Ok(false) };
+                let server: provisio_core::server::Server = row.try_into()?;
+                announce_record(&mut tx, "server.deleted", &$crate::rows::server_record(&server)).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn list_servers(
@@ -348,6 +363,7 @@ macro_rules! impl_store {
                 p: &provisio_core::product::NewProduct,
             ) -> $crate::Result<provisio_core::product::Product> {
                 let now = $crate::rows::ts(chrono::Utc::now());
+                let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ProductRow = sqlx::query_as(
                     "INSERT INTO products (name, module, extends, server_group, settings, auto_setup, client_fields, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
@@ -361,9 +377,12 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&p.client_fields))
                 .bind(now)
                 .bind(now)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *tx)
                 .await?;
-                row.try_into()
+                let product: provisio_core::product::Product = row.try_into()?;
+                announce_record(&mut tx, "product.created", &$crate::rows::product_record(&product)).await?;
+                tx.commit().await?;
+                Ok(product)
             }
 
             async fn get_product(
@@ -384,6 +403,7 @@ macro_rules! impl_store {
                 &self,
                 p: &provisio_core::product::Product,
             ) -> $crate::Result<provisio_core::product::Product> {
+                let mut tx = self.writer().begin().await?;
                 let row: Option<$crate::rows::ProductRow> = sqlx::query_as(
                     "UPDATE products SET name = $1, module = $2, extends = $3, server_group = $4, \
                      settings = $5, auto_setup = $6, client_fields = $7, updated_at = $8 WHERE id = $9 RETURNING *",
@@ -397,17 +417,27 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&p.client_fields))
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(p.id.0)
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.ok_or($crate::StoreError::NotFound)?.try_into()
+                let product: provisio_core::product::Product =
+                    row.ok_or($crate::StoreError::NotFound)?.try_into()?;
+                announce_record(&mut tx, "product.updated", &$crate::rows::product_record(&product)).await?;
+                tx.commit().await?;
+                Ok(product)
             }
 
             async fn delete_product(&self, id: provisio_core::ProductId) -> $crate::Result<bool> {
-                let r = sqlx::query("DELETE FROM products WHERE id = $1")
-                    .bind(id.0)
-                    .execute(self.writer())
-                    .await?;
-                Ok(r.rows_affected() > 0)
+                let mut tx = self.writer().begin().await?;
+                let row: Option<$crate::rows::ProductRow> =
+                    sqlx::query_as("DELETE FROM products WHERE id = $1 RETURNING *")
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(row) = row else { return Ok(false) };
+                let product: provisio_core::product::Product = row.try_into()?;
+                announce_record(&mut tx, "product.deleted", &$crate::rows::product_record(&product)).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn list_products(
@@ -1450,6 +1480,16 @@ macro_rules! impl_store {
                 .map(|k| provisio_core::event::NewEvent::new(k, format!("client:{}", client.id), payload.clone()))
                 .collect();
             insert_events_tx(tx, &events).await
+        }
+
+        /// Announces a change of a server or product in its transaction, so the change and
+        /// who made it are on record together.
+        async fn announce_record(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            kind: &str,
+            (subject, payload): &(String, serde_json::Value),
+        ) -> $crate::Result<()> {
+            insert_events_tx(tx, &[provisio_core::event::NewEvent::new(kind, subject.clone(), payload.clone())]).await
         }
 
         fn page_clause(

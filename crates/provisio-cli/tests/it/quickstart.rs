@@ -135,9 +135,15 @@ fn the_readme_quickstart_runs_a_service_through_its_lifecycle() {
     let (ok, out, err) = as_dashboard(&["service", "show", "1"]);
     assert!(ok, "{out}{err}");
     let (ok, _, err) = as_dashboard(&["client", "add", "--name", "X", "--email", "x@example.test"]);
-    assert!(!ok && err.contains("403") && err.contains("admin or operator or billing"), "{err}");
+    assert!(
+        !ok && err.contains("403") && err.contains("admin or operator or billing"),
+        "{err}"
+    );
     let list = run(&["key", "list"]);
-    assert!(list.contains("dashboard") && list.contains("readonly") && !list.contains(key), "{list}");
+    assert!(
+        list.contains("dashboard") && list.contains("readonly") && !list.contains(key),
+        "{list}"
+    );
     assert!(run(&["key", "revoke", "dashboard"]).contains("revoked"));
     let (ok, _, err) = as_dashboard(&["service", "show", "1"]);
     assert!(!ok && err.contains("revoked"), "{err}");

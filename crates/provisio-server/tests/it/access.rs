@@ -888,6 +888,40 @@ async fn every_change_names_who_caused_it(db: Db) {
         .await;
     assert_eq!(created["items"].as_array().unwrap().len(), 3, "{created}");
 
+    // Changes of servers and products are on record too, with who made them.
+    let (_, setup) = app
+        .get(&format!(
+            "/v1/events?actor=key:{admin_id}&type=server.*,product.*"
+        ))
+        .await;
+    let kinds: Vec<&str> = setup["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["server.created", "product.created"], "{setup}");
+    let operator = app
+        .make_key(json!({"name": "ops", "role": "operator"}))
+        .await;
+    let (status, _) = app
+        .call_as(
+            &operator,
+            Method::PATCH,
+            "/v1/servers/rec",
+            Some(json!({"max_concurrent": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, changed) = app.get("/v1/events?type=server.updated").await;
+    let e = &changed["items"][0];
+    assert_eq!(e["actor"]["name"], "ops", "{changed}");
+    assert_eq!(e["payload"]["server"]["max_concurrent"], 3);
+    assert!(
+        !changed.to_string().contains("Tok-Access-7781"),
+        "no secret in the event"
+    );
+
     // A rule's doing is the rule's: B's balance falls from above zero to below.
     let (status, _) = app
         .post(
