@@ -60,6 +60,12 @@ pub const CATALOGUE: &[&str] = &[
     "product.created",
     "product.updated",
     "product.deleted",
+    "handler.created",
+    "handler.updated",
+    "handler.deleted",
+    "rule.created",
+    "rule.updated",
+    "rule.deleted",
 ];
 
 fn err(rule: &'static str, message: impl Into<String>) -> TextError {

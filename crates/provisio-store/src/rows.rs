@@ -35,6 +35,30 @@ pub(crate) fn server_record(s: &provisio_core::server::Server) -> (String, serde
     )
 }
 
+/// A handler as its events show it: no signing secret, no email templates' text.
+pub(crate) fn handler_record(h: &provisio_core::handler::Handler) -> (String, serde_json::Value) {
+    (
+        format!("handler:{}", h.id),
+        serde_json::json!({"handler": {
+            "id": h.id, "name": h.name.as_str(), "kind": h.kind.as_str(), "phase": h.phase.as_str(),
+            "target": h.target, "status": h.status.as_str(),
+            "events": h.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+            "order": h.order, "on_error": h.on_error.as_str(),
+        }}),
+    )
+}
+
+/// A rule as its events show it.
+pub(crate) fn rule_record(r: &provisio_core::rule::Rule) -> (String, serde_json::Value) {
+    (
+        format!("rule:{}", r.id),
+        serde_json::json!({"rule": {
+            "id": r.id, "name": r.name.as_str(), "on": r.on.as_str(), "action": r.action,
+            "delay_secs": r.delay.as_secs(), "enabled": r.enabled,
+        }}),
+    )
+}
+
 /// A product as its events show it: secret settings left out.
 pub(crate) fn product_record(p: &provisio_core::product::Product) -> (String, serde_json::Value) {
     let (settings, secrets) = provisio_core::secret::redact_settings(&p.settings);

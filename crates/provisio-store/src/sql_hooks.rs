@@ -13,6 +13,7 @@ macro_rules! impl_hook_store {
                 h: &provisio_core::handler::NewHandler,
             ) -> $crate::Result<provisio_core::handler::Handler> {
                 let now = $crate::rows::ts(chrono::Utc::now());
+                let mut tx = self.writer().begin().await?;
                 let row: $crate::rows_hooks::HandlerRow = sqlx::query_as(
                     "INSERT INTO handlers (name, kind, target, status, phase, events, timeout_ms, ord, \
                      on_error, secret, email, disable_after_secs, created_at, updated_at) \
@@ -32,9 +33,12 @@ macro_rules! impl_hook_store {
                 .bind(h.disable_after.as_secs() as i64)
                 .bind(now)
                 .bind(now)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *tx)
                 .await?;
-                row.try_into()
+                let handler: provisio_core::handler::Handler = row.try_into()?;
+                announce_record(&mut tx, "handler.created", &$crate::rows::handler_record(&handler)).await?;
+                tx.commit().await?;
+                Ok(handler)
             }
 
             async fn get_handler(
@@ -57,6 +61,7 @@ macro_rules! impl_hook_store {
                 h: &provisio_core::handler::NewHandler,
             ) -> $crate::Result<provisio_core::handler::Handler> {
                 let enabled = h.status == provisio_core::handler::HandlerStatus::Enabled;
+                let mut tx = self.writer().begin().await?;
                 let row: Option<$crate::rows_hooks::HandlerRow> = sqlx::query_as(
                     "UPDATE handlers SET name = $1, kind = $2, target = $3, status = $4, phase = $5, \
                      events = $6, timeout_ms = $7, ord = $8, on_error = $9, \
@@ -80,9 +85,13 @@ macro_rules! impl_hook_store {
                 .bind(enabled)
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(id.0)
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.ok_or($crate::StoreError::NotFound)?.try_into()
+                let handler: provisio_core::handler::Handler =
+                    row.ok_or($crate::StoreError::NotFound)?.try_into()?;
+                announce_record(&mut tx, "handler.updated", &$crate::rows::handler_record(&handler)).await?;
+                tx.commit().await?;
+                Ok(handler)
             }
 
             async fn rotate_handler_secret(
@@ -105,11 +114,17 @@ macro_rules! impl_hook_store {
             }
 
             async fn delete_handler(&self, id: provisio_core::HandlerId) -> $crate::Result<bool> {
-                let r = sqlx::query("DELETE FROM handlers WHERE id = $1")
-                    .bind(id.0)
-                    .execute(self.writer())
-                    .await?;
-                Ok(r.rows_affected() > 0)
+                let mut tx = self.writer().begin().await?;
+                let row: Option<$crate::rows_hooks::HandlerRow> =
+                    sqlx::query_as("DELETE FROM handlers WHERE id = $1 RETURNING *")
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(row) = row else { return Ok(false) };
+                let handler: provisio_core::handler::Handler = row.try_into()?;
+                announce_record(&mut tx, "handler.deleted", &$crate::rows::handler_record(&handler)).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn list_handlers(
@@ -415,6 +430,7 @@ macro_rules! impl_hook_store {
                 r: &provisio_core::rule::NewRule,
             ) -> $crate::Result<provisio_core::rule::Rule> {
                 let now = $crate::rows::ts(chrono::Utc::now());
+                let mut tx = self.writer().begin().await?;
                 let row: $crate::rows_hooks::RuleRow = sqlx::query_as(
                     "INSERT INTO rules (name, on_event, action, delay_secs, enabled, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
@@ -426,9 +442,12 @@ macro_rules! impl_hook_store {
                 .bind(r.enabled)
                 .bind(now)
                 .bind(now)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *tx)
                 .await?;
-                row.try_into()
+                let rule: provisio_core::rule::Rule = row.try_into()?;
+                announce_record(&mut tx, "rule.created", &$crate::rows::rule_record(&rule)).await?;
+                tx.commit().await?;
+                Ok(rule)
             }
 
             async fn get_rule(
@@ -450,6 +469,7 @@ macro_rules! impl_hook_store {
                 id: provisio_core::RuleId,
                 r: &provisio_core::rule::NewRule,
             ) -> $crate::Result<provisio_core::rule::Rule> {
+                let mut tx = self.writer().begin().await?;
                 let row: Option<$crate::rows_hooks::RuleRow> = sqlx::query_as(
                     "UPDATE rules SET name = $1, on_event = $2, action = $3, delay_secs = $4, \
                      enabled = $5, updated_at = $6 WHERE id = $7 RETURNING *",
@@ -461,17 +481,27 @@ macro_rules! impl_hook_store {
                 .bind(r.enabled)
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(id.0)
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.ok_or($crate::StoreError::NotFound)?.try_into()
+                let rule: provisio_core::rule::Rule =
+                    row.ok_or($crate::StoreError::NotFound)?.try_into()?;
+                announce_record(&mut tx, "rule.updated", &$crate::rows::rule_record(&rule)).await?;
+                tx.commit().await?;
+                Ok(rule)
             }
 
             async fn delete_rule(&self, id: provisio_core::RuleId) -> $crate::Result<bool> {
-                let r = sqlx::query("DELETE FROM rules WHERE id = $1")
-                    .bind(id.0)
-                    .execute(self.writer())
-                    .await?;
-                Ok(r.rows_affected() > 0)
+                let mut tx = self.writer().begin().await?;
+                let row: Option<$crate::rows_hooks::RuleRow> =
+                    sqlx::query_as("DELETE FROM rules WHERE id = $1 RETURNING *")
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(row) = row else { return Ok(false) };
+                let rule: provisio_core::rule::Rule = row.try_into()?;
+                announce_record(&mut tx, "rule.deleted", &$crate::rows::rule_record(&rule)).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn list_rules(&self) -> $crate::Result<Vec<provisio_core::rule::Rule>> {

@@ -931,7 +931,8 @@ async fn every_change_names_who_caused_it(db: Db) {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let rule = app
-        .create(
+        .call_as_created(
+            &operator,
             "/v1/rules",
             json!({"name": "dunning", "on": "client.balance_nonpositive",
                    "action": {"kind": "suspend_services", "reason": "non-payment"}}),
@@ -946,6 +947,10 @@ async fn every_change_names_who_caused_it(db: Db) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
+    let (_, made) = app
+        .get(&format!("/v1/events?type=rule.created&subject=rule:{rule}"))
+        .await;
+    assert_eq!(made["items"][0]["actor"]["name"], "ops", "{made}");
     let jobs = until(&app, &format!("/v1/services/{}/jobs", w.sb), |v| {
         v["items"]
             .as_array()

@@ -401,6 +401,13 @@ impl TestApp {
         json
     }
 
+    /// Creates a record with `key` and returns it, failing the test on anything but 201.
+    pub async fn call_as_created(&self, key: &str, path: &str, body: Value) -> Value {
+        let (status, json) = self.call_as(key, Method::POST, path, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "POST {path}: {json}");
+        json
+    }
+
     /// Makes an API key (with the admin key) and returns it.
     pub async fn make_key(&self, spec: Value) -> String {
         let made = self.create("/v1/keys", spec).await;
