@@ -824,6 +824,21 @@ async fn until(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Valu
     }
 }
 
+/// The service's first job of `action`, once it is done (or after 20 s, as it is then).
+async fn finished_job(app: &TestApp, service: i64, action: &str) -> Value {
+    let done = |j: &Value| j["action"] == action && j["state"] == "done";
+    let jobs = until(app, &format!("/v1/services/{service}/jobs"), |v| {
+        v["items"].as_array().unwrap().iter().any(done)
+    })
+    .await;
+    let found = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["action"] == action);
+    found.cloned().unwrap_or(Value::Null)
+}
+
 async fn every_change_names_who_caused_it(db: Db) {
     let app = spawn_app(db).await;
     let w = world(&app).await;
@@ -951,21 +966,7 @@ async fn every_change_names_who_caused_it(db: Db) {
         .get(&format!("/v1/events?type=rule.created&subject=rule:{rule}"))
         .await;
     assert_eq!(made["items"][0]["actor"]["name"], "ops", "{made}");
-    let jobs = until(&app, &format!("/v1/services/{}/jobs", w.sb), |v| {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|j| j["action"] == "suspend" && j["state"] == "done")
-    })
-    .await;
-    let suspend = jobs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["action"] == "suspend")
-        .unwrap()
-        .clone();
+    let suspend = finished_job(&app, w.sb, "suspend").await;
     assert_eq!(
         suspend["actor"],
         json!({"kind": "rule", "id": rule}),
@@ -978,21 +979,7 @@ async fn every_change_names_who_caused_it(db: Db) {
     let until_soon = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
     app.act(w.sc, "suspend", Some(json!({"until": until_soon})))
         .await;
-    let jobs = until(&app, &format!("/v1/services/{}/jobs", w.sc), |v| {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|j| j["action"] == "unsuspend" && j["state"] == "done")
-    })
-    .await;
-    let unsuspend = jobs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["action"] == "unsuspend")
-        .unwrap()
-        .clone();
+    let unsuspend = finished_job(&app, w.sc, "unsuspend").await;
     assert_eq!(
         unsuspend["actor"],
         json!({"kind": "scheduler"}),

@@ -502,6 +502,24 @@ pub async fn api_keys_by_hash(s: S) {
     assert!(found.reveal_secrets);
 }
 
+async fn client_ids(s: &S, scope: Option<Scope>) -> Vec<ClientId> {
+    let f = ClientFilter {
+        scope,
+        ..Default::default()
+    };
+    let page = s.list_clients(&f, PageRequest::first(10)).await.unwrap();
+    page.items.iter().map(|c| c.id).collect()
+}
+
+async fn service_ids(s: &S, scope: Option<Scope>) -> Vec<provisio_core::ServiceId> {
+    let f = ServiceFilter {
+        scope,
+        ..Default::default()
+    };
+    let page = s.list_services(&f, PageRequest::first(10)).await.unwrap();
+    page.items.iter().map(|x| x.id).collect()
+}
+
 pub async fn resellers_hold_clients_and_scope_lists(s: S) {
     let w = world(&s).await;
     let r = s
@@ -555,90 +573,20 @@ pub async fn resellers_hold_clients_and_scope_lists(s: S) {
         .unwrap();
 
     let as_reseller = Some(Scope::Reseller(r.id));
-    let clients = s
-        .list_clients(
-            &ClientFilter {
-                scope: as_reseller,
-                ..Default::default()
-            },
-            PageRequest::first(10),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        clients.items.iter().map(|c| c.id).collect::<Vec<_>>(),
-        [sold.id]
-    );
-    let services = s
-        .list_services(
-            &ServiceFilter {
-                scope: as_reseller,
-                ..Default::default()
-            },
-            PageRequest::first(10),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        services.items.iter().map(|x| x.id).collect::<Vec<_>>(),
-        [mine.id]
-    );
+    assert_eq!(client_ids(&s, as_reseller).await, [sold.id]);
+    assert_eq!(service_ids(&s, as_reseller).await, [mine.id]);
     let as_client = Some(Scope::Client(w.client));
-    let services = s
-        .list_services(
-            &ServiceFilter {
-                scope: as_client,
-                ..Default::default()
-            },
-            PageRequest::first(10),
-        )
+    assert_eq!(service_ids(&s, as_client).await, [theirs.id]);
+    assert_eq!(client_ids(&s, as_client).await, [w.client]);
+    assert!(client_ids(&s, Some(Scope::Reseller(other.id)))
         .await
-        .unwrap();
-    assert_eq!(
-        services.items.iter().map(|x| x.id).collect::<Vec<_>>(),
-        [theirs.id]
-    );
-    let clients = s
-        .list_clients(
-            &ClientFilter {
-                scope: as_client,
-                ..Default::default()
-            },
-            PageRequest::first(10),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        clients.items.iter().map(|c| c.id).collect::<Vec<_>>(),
-        [w.client]
-    );
-    let none = s
-        .list_clients(
-            &ClientFilter {
-                scope: Some(Scope::Reseller(other.id)),
-                ..Default::default()
-            },
-            PageRequest::first(10),
-        )
-        .await
-        .unwrap();
-    assert!(none.items.is_empty());
+        .is_empty());
 
     // Moving a client to another reseller moves its services with it.
     let mut moved = sold.clone();
     moved.reseller_id = Some(other.id);
     s.update_client(&moved, &[]).await.unwrap();
-    let services = s
-        .list_services(
-            &ServiceFilter {
-                scope: as_reseller,
-                ..Default::default()
-            },
-            PageRequest::first(10),
-        )
-        .await
-        .unwrap();
-    assert!(services.items.is_empty());
+    assert!(service_ids(&s, as_reseller).await.is_empty());
 }
 
 pub async fn settings_json_roundtrips(s: S) {
