@@ -300,6 +300,8 @@ pub struct Event {
     pub payload: serde_json::Value,
     /// Who caused it; `None` for events stored before actors were recorded.
     pub actor: Option<crate::access::Actor>,
+    /// Rule firings between the outside world and this event (0: none).
+    pub depth: u32,
 }
 
 /// An event about to be stored.
@@ -310,6 +312,8 @@ pub struct NewEvent {
     pub payload: serde_json::Value,
     /// Who caused it; when `None`, the store records the actor of the task that writes it.
     pub actor: Option<crate::access::Actor>,
+    /// Its causation depth; when `None`, that of the task that writes it.
+    pub depth: Option<u32>,
 }
 
 impl NewEvent {
@@ -321,6 +325,7 @@ impl NewEvent {
             subject: subject.into(),
             payload,
             actor: None,
+            depth: None,
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct Job {
     pub note: Option<String>,
     /// Who asked for it; `None` for jobs stored before actors were recorded.
     pub actor: Option<crate::access::Actor>,
+    /// Rule firings between the outside world and this job (0: none).
+    pub depth: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

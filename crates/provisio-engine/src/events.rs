@@ -82,6 +82,7 @@ pub(crate) fn outcome(
     );
     // The outcome is written by whichever worker ran the job; its cause is the job's.
     e.actor = job.actor.clone();
+    e.depth = Some(job.depth);
     Some(e)
 }
 

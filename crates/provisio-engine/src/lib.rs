@@ -113,6 +113,9 @@ pub struct HookOptions {
     pub smtp: Option<mailer::SmtpOptions>,
     /// The most of an http handler's or gate's answer that is read.
     pub max_reply_bytes: usize,
+    /// Rules react to events at most this many rule firings deep; deeper, the run is
+    /// skipped with the reason, so rules cannot feed each other (or themselves) forever.
+    pub max_rule_depth: u32,
 }
 
 impl Default for HookOptions {
@@ -125,6 +128,7 @@ impl Default for HookOptions {
             rotation_overlap: Duration::from_secs(86_400),
             smtp: None,
             max_reply_bytes: 1024 * 1024,
+            max_rule_depth: 3,
         }
     }
 }

@@ -308,6 +308,10 @@ pub struct HooksConfig {
     pub disable_after: String,
     /// How long a rotated-out signing secret still signs alongside the new one.
     pub rotation_overlap: String,
+    /// Rules react to events at most this many rule firings deep (an event a request
+    /// caused is depth 0; one a rule's action caused, one more than the event it reacted
+    /// to). `[[rules]]` declares rules, so the limit lives here with the other hooks.
+    pub max_rule_depth: u32,
 }
 
 impl Default for HooksConfig {
@@ -319,6 +323,7 @@ impl Default for HooksConfig {
             max_in_flight: 32,
             disable_after: "5d".into(),
             rotation_overlap: "24h".into(),
+            max_rule_depth: 3,
         }
     }
 }
@@ -504,6 +509,10 @@ impl Config {
             disable_after,
             rotation_overlap,
             smtp,
+            max_rule_depth: match h.max_rule_depth {
+                d @ 1..=20 => d,
+                _ => return Err(bad("hooks.max_rule_depth", "must be 1 to 20".into())),
+            },
         })
     }
 }

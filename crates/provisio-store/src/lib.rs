@@ -82,7 +82,7 @@ use provisio_core::service::{NewService, Service, ServiceStatus, Suspension};
 use provisio_core::settings::Settings;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 
-pub use actor::{acting, current_actor, inherit};
+pub use actor::{acting, acting_at, current_actor, current_depth, inherit};
 pub use error::StoreError;
 pub use hooks::{
     DeliveryFilter, DeliveryUpdate, HandlerFilter, HandlerHealth, HookStore, NewDelivery,

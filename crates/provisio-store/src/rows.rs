@@ -336,6 +336,8 @@ pub(crate) struct JobRow {
     finished_at: Option<i64>,
     #[sqlx(default)]
     actor: Option<String>,
+    #[sqlx(default)]
+    depth: i64,
 }
 
 /// A stored actor; one this version cannot read is left out rather than failing the row.
@@ -377,6 +379,7 @@ impl TryFrom<JobRow> for provisio_core::job::Job {
             error_kind: r.error_kind.as_deref().and_then(parse_error_kind),
             note: r.note,
             actor: actor_of(r.actor),
+            depth: u32::try_from(r.depth).unwrap_or(u32::MAX),
             created_at: from_ts(r.created_at)?,
             updated_at: from_ts(r.updated_at)?,
             finished_at: r.finished_at.map(from_ts).transpose()?,
@@ -427,6 +430,8 @@ pub(crate) struct EventRow {
     payload: Json<serde_json::Value>,
     #[sqlx(default)]
     actor: Option<String>,
+    #[sqlx(default)]
+    depth: i64,
 }
 
 impl TryFrom<EventRow> for provisio_core::event::Event {
@@ -440,6 +445,7 @@ impl TryFrom<EventRow> for provisio_core::event::Event {
             subject: r.subject,
             payload: r.payload.0,
             actor: actor_of(r.actor),
+            depth: u32::try_from(r.depth).unwrap_or(u32::MAX),
         })
     }
 }

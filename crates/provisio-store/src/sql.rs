@@ -606,7 +606,7 @@ macro_rules! impl_store {
                 for chunk in jobs.chunks(200) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
-                         max_attempts, run_after, created_at, updated_at, actor) ",
+                         max_attempts, run_after, created_at, updated_at, actor, depth) ",
                     );
                     qb.push_values(chunk, |mut b, (service, j, _)| {
                         b.push_bind(service.0)
@@ -619,7 +619,8 @@ macro_rules! impl_store {
                             .push_bind($crate::rows::ts(j.run_after))
                             .push_bind(now)
                             .push_bind(now)
-                            .push_bind(actor.clone());
+                            .push_bind(actor.clone())
+                            .push_bind(i64::from($crate::actor::current_depth()));
                     });
                     qb.push(" RETURNING *");
                     let rows: Vec<$crate::rows::JobRow> =
@@ -1366,8 +1367,8 @@ macro_rules! impl_store {
             let now = $crate::rows::ts(chrono::Utc::now());
             let row: $crate::rows::JobRow = sqlx::query_as(
                 "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
-                 max_attempts, run_after, created_at, updated_at, actor) \
-                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+                 max_attempts, run_after, created_at, updated_at, actor, depth) \
+                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
             )
             .bind(service_id.0)
             .bind(j.server_id.0)
@@ -1379,6 +1380,7 @@ macro_rules! impl_store {
             .bind(now)
             .bind(now)
             .bind($crate::actor::stored())
+            .bind(i64::from($crate::actor::current_depth()))
             .fetch_one(&mut **tx)
             .await?;
             row.try_into()
@@ -1390,15 +1392,17 @@ macro_rules! impl_store {
         ) -> $crate::Result<()> {
             let now = $crate::rows::ts(chrono::Utc::now());
             let current = $crate::actor::stored();
+            let depth = $crate::actor::current_depth();
             // Rows of one VALUES list are inserted in order, so ids keep the events' order.
             for chunk in events.chunks(200) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO events (type, at, subject, payload, actor) ");
+                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO events (type, at, subject, payload, actor, depth) ");
                 qb.push_values(chunk, |mut b, e| {
                     b.push_bind(e.kind.as_str())
                         .push_bind(now)
                         .push_bind(&e.subject)
                         .push_bind(sqlx::types::Json(&e.payload))
-                        .push_bind(e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()));
+                        .push_bind(e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()))
+                        .push_bind(i64::from(e.depth.unwrap_or(depth)));
                 });
                 qb.build().execute(&mut **tx).await?;
             }

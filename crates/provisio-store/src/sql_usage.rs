@@ -185,16 +185,18 @@ macro_rules! impl_usage_store {
                 }
                 let at = $crate::rows::ts(now);
                 let current = $crate::actor::stored();
+                let depth = $crate::actor::current_depth();
                 for chunk in events.chunks($crate::sql_usage::CHUNK) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO events (type, at, subject, payload, actor) ",
+                        "INSERT INTO events (type, at, subject, payload, actor, depth) ",
                     );
                     qb.push_values(chunk, |mut b, e| {
                         b.push_bind(e.kind.as_str().to_string())
                             .push_bind(at)
                             .push_bind(e.subject.clone())
                             .push_bind(sqlx::types::Json(e.payload.clone()))
-                            .push_bind(e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()));
+                            .push_bind(e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()))
+                            .push_bind(i64::from(e.depth.unwrap_or(depth)));
                     });
                     qb.build().execute(&mut *tx).await?;
                 }

@@ -225,17 +225,42 @@ impl Engine {
     async fn run_rule(&self, run: &RuleRun) -> (RuleRunState, String) {
         use futures::FutureExt as _;
         // A panic costs this run, not the loop that runs every rule.
-        // What the rule does is recorded as the rule's doing.
+        // A chain of rules reacting to each other's doings stops at the depth limit.
+        let depth = match self.store.get_event(run.event_id).await {
+            Ok(Some(e)) => e.depth,
+            // A trimmed event was an outside one long ago.
+            Ok(None) => 0,
+            Err(e) => {
+                return (
+                    RuleRunState::Failed,
+                    format!("reading its event failed: {e}"),
+                )
+            }
+        };
+        let max = self.options.hooks.max_rule_depth;
+        if depth >= max {
+            return (
+                RuleRunState::Skipped,
+                format!(
+                    "the event is {depth} rule firings deep, the most [hooks] max_rule_depth \
+                     ({max}) allows; the chain stops here"
+                ),
+            );
+        }
+        // What the rule does is recorded as the rule's doing, one firing deeper.
         let actor = provisio_core::access::Actor::Rule { id: run.rule_id.0 };
-        let tried =
-            std::panic::AssertUnwindSafe(provisio_store::acting(actor, self.try_run_rule(run)))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|payload| {
-                    let why = crate::jobs::call::panic_message(payload.as_ref());
-                    tracing::error!(rule = %run.rule_id, panic = %why, "a rule run panicked");
-                    Ok((RuleRunState::Failed, format!("the run panicked: {why}")))
-                });
+        let tried = std::panic::AssertUnwindSafe(provisio_store::acting_at(
+            actor,
+            depth + 1,
+            self.try_run_rule(run),
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| {
+            let why = crate::jobs::call::panic_message(payload.as_ref());
+            tracing::error!(rule = %run.rule_id, panic = %why, "a rule run panicked");
+            Ok((RuleRunState::Failed, format!("the run panicked: {why}")))
+        });
         match tried {
             Ok(outcome) => outcome,
             Err(e) => (RuleRunState::Failed, e.to_string()),

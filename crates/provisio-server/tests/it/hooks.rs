@@ -1325,8 +1325,64 @@ async fn an_smtp_relay_at_a_refused_address_is_not_contacted(db: Db) {
     app.stop().await;
 }
 
+/// A rule on `service.create.succeeded` that orders a service would feed itself forever;
+/// it stops at `[hooks] max_rule_depth`, and the stop is on the rule run with its reason.
+async fn a_rule_that_feeds_itself_stops_at_the_depth_limit(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(db, &toml_for(dir.path(), "max_rule_depth = 2")).await;
+    recorder_catalog(&app).await;
+    let rule = app
+        .create(
+            "/v1/rules",
+            json!({"name": "again", "on": "service.create.succeeded",
+                   "action": {"kind": "create_service", "product": "plan"}}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let c = app
+        .create(
+            "/v1/clients",
+            json!({"name": "Loop", "email": "loop@example.test"}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    active_service(&app, c).await;
+    // Ordered by the key (depth 0), then by the rule at depths 1 and 2; the third firing
+    // would be at depth 3 and is skipped.
+    let runs = wait_for(&app, &format!("/v1/rule-runs?rule={rule}"), |v| {
+        v["items"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["state"] == "skipped"))
+    })
+    .await;
+    let skipped: Vec<&Value> = runs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{runs}");
+    assert!(
+        skipped[0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("max_rule_depth (2)"),
+        "{runs}"
+    );
+    // Give a runaway chain time to show itself: there are exactly three services.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, services) = app.get(&format!("/v1/services?client_id={c}")).await;
+    assert_eq!(services["items"].as_array().unwrap().len(), 3, "{services}");
+    let (_, runs) = app.get(&format!("/v1/rule-runs?rule={rule}")).await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 3, "{runs}");
+    app.stop().await;
+}
+
 on_both!(
     an_smtp_relay_at_a_refused_address_is_not_contacted,
+    a_rule_that_feeds_itself_stops_at_the_depth_limit,
     handlers_at_special_addresses_are_refused_by_default,
     allowed_handlers_are_reached_and_their_answers_capped,
     gates_forbid_a_vip_suspension_and_rewrite_a_username,

@@ -32,3 +32,8 @@ ALTER TABLE jobs ADD COLUMN actor TEXT;
 ALTER TABLE events ADD COLUMN actor TEXT;
 ALTER TABLE client_transactions ADD COLUMN actor TEXT;
 CREATE INDEX ix_events_actor ON events (actor, id);
+
+-- How many rule firings lie between the outside world and a job or event: rules stop
+-- reacting past `[rules] max_depth`, so a rule cannot feed itself forever.
+ALTER TABLE jobs ADD COLUMN depth BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN depth BIGINT NOT NULL DEFAULT 0;
