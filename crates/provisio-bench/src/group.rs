@@ -26,6 +26,7 @@ pub async fn run(
     let t0 = Instant::now();
     for i in 0..n {
         let new = NewService {
+            order_key: None,
             client_id: client,
             product_id: product,
             server_id: ids[i % ids.len()],

@@ -120,6 +120,7 @@ pub async fn enqueue(
             for i in (t..n).step_by(8) {
                 let server = servers[i % servers.len()];
                 let new = NewService {
+                    order_key: None,
                     client_id: client,
                     product_id: product,
                     server_id: server,

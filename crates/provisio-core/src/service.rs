@@ -176,6 +176,9 @@ pub struct NewService {
     pub invoice: Option<InvoiceRef>,
     pub parent_invoice: Option<InvoiceRef>,
     pub settings: Settings,
+    /// The key it is ordered under, unique among services: a rule firing's
+    /// (`rule:R:event:E`), so a firing run twice orders once.
+    pub order_key: Option<String>,
 }
 
 /// Generates a username for a service ordered without one: `u` and 9 random lower-case

@@ -194,6 +194,10 @@ pub struct ServiceCreate {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub settings: Settings,
+    /// The key the order is placed under (a rule firing's), so placing it again finds the
+    /// first service. Set by the engine, never read from a body.
+    #[serde(skip)]
+    pub order_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]

@@ -333,6 +333,8 @@ pub trait Store: HookStore + UsageStore + SecretStore + Send + Sync + 'static {
     async fn insert_service(&self, new: &NewService) -> Result<Service>;
     async fn get_service(&self, id: ServiceId) -> Result<Option<Service>>;
     /// The services with these ids that exist, in no particular order.
+    /// The service ordered under `key`, if any.
+    async fn find_service_by_order_key(&self, key: &str) -> Result<Option<Service>>;
     async fn get_services(&self, ids: &[ServiceId]) -> Result<Vec<Service>>;
     async fn update_service(&self, service: &Service) -> Result<Service>;
     async fn delete_service(&self, id: ServiceId) -> Result<bool>;

@@ -474,6 +474,13 @@ macro_rules! impl_store {
                 one_by!(&self.pool, $crate::rows::ServiceRow, "SELECT * FROM services WHERE id = $1", id.0)
             }
 
+            async fn find_service_by_order_key(
+                &self,
+                key: &str,
+            ) -> $crate::Result<Option<provisio_core::service::Service>> {
+                one_by!(&self.pool, $crate::rows::ServiceRow, "SELECT * FROM services WHERE order_key = $1", key)
+            }
+
             async fn get_services(
                 &self,
                 ids: &[provisio_core::ServiceId],
@@ -554,8 +561,8 @@ macro_rules! impl_store {
                 let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ServiceRow = sqlx::query_as(
                     "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
-                     invoice, parent_invoice, settings, outputs, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+                     invoice, parent_invoice, settings, outputs, created_at, updated_at, order_key) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
                 )
                 .bind(s.client_id.0)
                 .bind(s.product_id.0)
@@ -569,6 +576,7 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
                 .bind(now)
                 .bind(now)
+                .bind(s.order_key.as_deref())
                 .fetch_one(&mut *tx)
                 .await?;
                 let service: provisio_core::service::Service = row.try_into()?;

@@ -45,6 +45,7 @@ impl Engine {
                     return what;
                 }
                 let new = NewService {
+                    order_key: None,
                     client_id: client,
                     product_id: product,
                     server_id: server.id,

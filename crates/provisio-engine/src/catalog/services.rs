@@ -42,6 +42,12 @@ impl Engine {
     }
 
     pub async fn create_service(&self, input: ServiceCreate) -> Result<Service> {
+        // An order placed again under its key is the service it placed the first time.
+        if let Some(key) = &input.order_key {
+            if let Some(s) = self.store.find_service_by_order_key(key).await? {
+                return Ok(s);
+            }
+        }
         let mut p = Problems::default();
         let client = self.store.get_client(input.client_id).await?;
         match &client {
@@ -134,6 +140,7 @@ impl Engine {
         let product = product.expect("checked");
         let server = server.expect("checked");
         let mut new = NewService {
+            order_key: input.order_key.clone(),
             client_id: input.client_id,
             product_id: product.id,
             server_id: server.id,

@@ -313,8 +313,21 @@ impl Engine {
         }
         match &rule.action {
             RuleAction::CreateService { product, server } => {
+                // One firing orders one service, however often it runs (a crash or an
+                // expired lease between the order and the run's record runs it again).
+                let key = format!("rule:{}:event:{}", rule.id, run.event_id.0);
+                if let Some(s) = self.store.find_service_by_order_key(&key).await? {
+                    return Ok((
+                        RuleRunState::Done,
+                        format!(
+                            "service {} ({}) was already ordered by this firing",
+                            s.id, s.username
+                        ),
+                    ));
+                }
                 let s = self
                     .create_service(ServiceCreate {
+                        order_key: Some(key),
                         client_id: client,
                         product: RecordRef::Name(product.clone()),
                         server: server.clone().map(RecordRef::Name),

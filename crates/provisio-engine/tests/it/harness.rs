@@ -222,6 +222,7 @@ impl TestEngine {
     pub async fn order(&self, product: &str, username: &str, service_settings: Value) -> Service {
         self.engine
             .create_service(ServiceCreate {
+                order_key: None,
                 client_id: self.client,
                 product: RecordRef::Name(product.into()),
                 server: None,

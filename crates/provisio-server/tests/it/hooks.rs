@@ -1325,6 +1325,79 @@ async fn an_smtp_relay_at_a_refused_address_is_not_contacted(db: Db) {
     app.stop().await;
 }
 
+/// Sets a finished rule run back to pending and due, as a crash between its action and its
+/// record (or an expired lease) would leave it, straight in the database.
+async fn run_again(app: &TestApp, run: i64) {
+    let now = chrono::Utc::now().timestamp_micros();
+    let sql = "UPDATE rule_runs SET state = 'pending', result = NULL, lease_until = NULL, due_at = $1 WHERE id = $2";
+    if app.db_url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        sqlx::query(sql)
+            .bind(now)
+            .bind(run)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        sqlx::query(sql)
+            .bind(now)
+            .bind(run)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+}
+
+/// A firing that runs twice orders one service: the order carries the firing's key.
+async fn a_rule_firing_run_twice_orders_one_service(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(db, &toml_for(dir.path(), "")).await;
+    recorder_catalog(&app).await;
+    app.create(
+        "/v1/rules",
+        json!({"name": "welcome", "on": "client.created",
+               "action": {"kind": "create_service", "product": "plan"}}),
+    )
+    .await;
+    let c = app
+        .create(
+            "/v1/clients",
+            json!({"name": "New", "email": "new@example.test"}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let runs = wait_for(&app, "/v1/rule-runs?rule=welcome", |v| {
+        v["items"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["state"] == "done"))
+    })
+    .await;
+    let run = runs["items"][0]["id"].as_i64().unwrap();
+    assert!(
+        runs["items"][0]["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("ordered service"),
+        "{runs}"
+    );
+    run_again(&app, run).await;
+    let runs = wait_for(&app, "/v1/rule-runs?rule=welcome", |v| {
+        v["items"][0]["state"] == "done"
+            && v["items"][0]["result"]
+                .as_str()
+                .is_some_and(|r| r.contains("already ordered"))
+    })
+    .await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
+    let (_, services) = app.get(&format!("/v1/services?client_id={c}")).await;
+    assert_eq!(services["items"].as_array().unwrap().len(), 1, "{services}");
+    app.stop().await;
+}
+
 /// A rule on `service.create.succeeded` that orders a service would feed itself forever;
 /// it stops at `[hooks] max_rule_depth`, and the stop is on the rule run with its reason.
 async fn a_rule_that_feeds_itself_stops_at_the_depth_limit(db: Db) {
@@ -1383,6 +1456,7 @@ async fn a_rule_that_feeds_itself_stops_at_the_depth_limit(db: Db) {
 on_both!(
     an_smtp_relay_at_a_refused_address_is_not_contacted,
     a_rule_that_feeds_itself_stops_at_the_depth_limit,
+    a_rule_firing_run_twice_orders_one_service,
     handlers_at_special_addresses_are_refused_by_default,
     allowed_handlers_are_reached_and_their_answers_capped,
     gates_forbid_a_vip_suspension_and_rewrite_a_username,

@@ -180,7 +180,9 @@ async fn act(
 ) -> usize {
     let mut actions = 0;
     let mut round = 0usize;
-    while !stop.load(Ordering::Relaxed) {
+    // At least two rounds, however quickly the rotation ends on a busy machine: they
+    // start before it and go on through it.
+    while !stop.load(Ordering::Relaxed) || round < 2 {
         round += 1;
         let node = &nodes[round % 2];
         let mut jobs = Vec::new();

@@ -37,3 +37,8 @@ CREATE INDEX ix_events_actor ON events (actor, id);
 -- reacting past `[rules] max_depth`, so a rule cannot feed itself forever.
 ALTER TABLE jobs ADD COLUMN depth BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN depth BIGINT NOT NULL DEFAULT 0;
+
+-- The key a service was ordered under (a rule firing's `rule:R:event:E`): the same key
+-- again finds the service instead of ordering a second one.
+ALTER TABLE services ADD COLUMN order_key TEXT;
+CREATE UNIQUE INDEX ux_services_order_key ON services (order_key);

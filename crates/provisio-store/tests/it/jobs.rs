@@ -43,6 +43,7 @@ async fn setup(s: &S, max_concurrent: u32) -> (ServerId, Vec<ServiceId>) {
         let (svc, j) = s
             .insert_service_with_job(
                 &NewService {
+                    order_key: None,
                     client_id: c.id,
                     product_id: p.id,
                     server_id: srv.id,

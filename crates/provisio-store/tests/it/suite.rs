@@ -68,6 +68,7 @@ pub fn new_service(
     username: &str,
 ) -> NewService {
     NewService {
+        order_key: None,
         client_id: client,
         product_id: product,
         server_id: server,
