@@ -66,6 +66,7 @@ pub const CATALOGUE: &[&str] = &[
     "rule.created",
     "rule.updated",
     "rule.deleted",
+    "service.updated",
 ];
 
 fn err(rule: &'static str, message: impl Into<String>) -> TextError {

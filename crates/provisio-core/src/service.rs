@@ -193,6 +193,32 @@ pub fn generate_username() -> Username {
     Username::parse(&s).expect("generated usernames are valid")
 }
 
+impl Service {
+    /// The service as events show it: no password, no sealed values.
+    pub fn event_payload(&self) -> serde_json::Value {
+        let s = self;
+        let (outputs, _) = crate::secret::redact_settings(&s.outputs);
+        let (settings, _) = crate::secret::redact_settings(&s.settings);
+        serde_json::json!({
+            "id": s.id,
+            "client_id": s.client_id,
+            "product_id": s.product_id,
+            "server_id": s.server_id,
+            "username": s.username.as_str(),
+            "status": s.status.as_str(),
+            "suspension": s.suspension.as_ref().map(|x| serde_json::json!({
+                "reason": x.reason.as_str(),
+                "since": x.since,
+                "until": x.until,
+            })),
+            "invoice": s.invoice.as_ref().map(|v| v.as_str()),
+            "parent_invoice": s.parent_invoice.as_ref().map(|v| v.as_str()),
+            "settings": settings,
+            "outputs": outputs,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

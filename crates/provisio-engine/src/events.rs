@@ -14,25 +14,7 @@ use crate::{Engine, Result};
 
 /// A service as events show it: no password, no sealed values.
 pub fn service_payload(s: &Service) -> Value {
-    let (outputs, _) = redact_settings(&s.outputs);
-    let (settings, _) = redact_settings(&s.settings);
-    json!({
-        "id": s.id,
-        "client_id": s.client_id,
-        "product_id": s.product_id,
-        "server_id": s.server_id,
-        "username": s.username.as_str(),
-        "status": s.status.as_str(),
-        "suspension": s.suspension.as_ref().map(|x| json!({
-            "reason": x.reason.as_str(),
-            "since": x.since,
-            "until": x.until,
-        })),
-        "invoice": s.invoice.as_ref().map(|v| v.as_str()),
-        "parent_invoice": s.parent_invoice.as_ref().map(|v| v.as_str()),
-        "settings": settings,
-        "outputs": outputs,
-    })
+    s.event_payload()
 }
 
 fn job_payload(job: &Job, state: JobState, attempts: u32, error: Option<&str>) -> Value {

@@ -494,6 +494,7 @@ macro_rules! impl_store {
                 s: &provisio_core::service::Service,
             ) -> $crate::Result<provisio_core::service::Service> {
                 let susp = s.suspension.as_ref();
+                let mut tx = self.writer().begin().await?;
                 let row: Option<$crate::rows::ServiceRow> = sqlx::query_as(
                     "UPDATE services SET client_id = $1, product_id = $2, server_id = $3, username = $4, \
                      password = $5, status = $6, suspend_reason = $7, suspended_at = $8, suspended_until = $9, \
@@ -516,9 +517,17 @@ macro_rules! impl_store {
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(s.id.0)
                 .bind(sqlx::types::Json(&s.product_overrides))
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.ok_or($crate::StoreError::NotFound)?.try_into()
+                let service: provisio_core::service::Service =
+                    row.ok_or($crate::StoreError::NotFound)?.try_into()?;
+                let record = (
+                    format!("service:{}", service.id),
+                    serde_json::json!({"service": service.event_payload()}),
+                );
+                announce_record(&mut tx, "service.updated", &record).await?;
+                tx.commit().await?;
+                Ok(service)
             }
 
             async fn delete_service(&self, id: provisio_core::ServiceId) -> $crate::Result<bool> {

@@ -111,8 +111,8 @@ fn catalogue_is_complete_and_unique() {
     sorted.dedup();
     assert_eq!(sorted.len(), CATALOGUE.len(), "duplicate catalogue entry");
     // 7 client events and the 3 client gates, 7 actions in 3 phases, 6 others, and the
-    // created/updated/deleted of servers, products, handlers and rules.
-    assert_eq!(CATALOGUE.len(), 10 + 7 * 3 + 6 + 4 * 3);
+    // created/updated/deleted of servers, products, handlers and rules, and service.updated.
+    assert_eq!(CATALOGUE.len(), 10 + 7 * 3 + 6 + 4 * 3 + 1);
     for record in ["server", "product", "handler", "rule"] {
         for change in ["created", "updated", "deleted"] {
             let kind = format!("{record}.{change}");

@@ -903,6 +903,22 @@ async fn every_change_names_who_caused_it(db: Db) {
         .await;
     assert_eq!(created["items"].as_array().unwrap().len(), 3, "{created}");
 
+    // A service's edit is on record with its editor.
+    let (status, _) = app
+        .call_as(
+            &billing,
+            Method::PATCH,
+            &format!("/v1/services/{}", w.sa),
+            Some(json!({"invoice": "INV-A2"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, edited) = app
+        .get(&format!("/v1/events?type=service.updated&subject=service:{}", w.sa))
+        .await;
+    assert_eq!(edited["items"][0]["actor"], by_billing, "{edited}");
+    assert_eq!(edited["items"][0]["payload"]["service"]["invoice"], "INV-A2");
+
     // Changes of servers and products are on record too, with who made them.
     let (_, setup) = app
         .get(&format!(
