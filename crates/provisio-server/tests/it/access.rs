@@ -914,10 +914,16 @@ async fn every_change_names_who_caused_it(db: Db) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (_, edited) = app
-        .get(&format!("/v1/events?type=service.updated&subject=service:{}", w.sa))
+        .get(&format!(
+            "/v1/events?type=service.updated&subject=service:{}",
+            w.sa
+        ))
         .await;
     assert_eq!(edited["items"][0]["actor"], by_billing, "{edited}");
-    assert_eq!(edited["items"][0]["payload"]["service"]["invoice"], "INV-A2");
+    assert_eq!(
+        edited["items"][0]["payload"]["service"]["invoice"],
+        "INV-A2"
+    );
 
     // Changes of servers and products are on record too, with who made them.
     let (_, setup) = app
