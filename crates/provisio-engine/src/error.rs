@@ -130,3 +130,11 @@ impl Problems {
         }
     }
 }
+
+/// The error for a record that does not exist, as every room words it.
+pub(crate) fn not_found(what: &'static str, key: impl std::fmt::Display) -> EngineError {
+    EngineError::NotFound {
+        what,
+        key: key.to_string(),
+    }
+}

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use provisio_store::{ApiKey, NewApiKey, Store};
 
-use crate::error::{EngineError, Problems};
+use crate::error::{not_found, Problems};
 use crate::{Engine, Result};
 
 const KEY_PREFIX: &str = "pvo_";
@@ -216,13 +216,6 @@ impl KeyRefusal {
 pub struct ResellerInput {
     pub name: Option<String>,
     pub status: Option<ResellerStatus>,
-}
-
-fn not_found(what: &'static str, key: impl std::fmt::Display) -> EngineError {
-    EngineError::NotFound {
-        what,
-        key: key.to_string(),
-    }
 }
 
 impl Engine {

@@ -293,6 +293,9 @@ pub async fn rotate(
     let mut resealed = 0;
     let mut passes = 0;
     let mut settled_passes = 0;
+    // One empty pass proves little: a lagging node's next write may be a moment away. The
+    // rotation ends only when passes have found nothing for a whole settle time.
+    let mut quiet_since: Option<std::time::Instant> = None;
     loop {
         passes += 1;
         let started_settled = settled_already || switched.elapsed() >= options.settle;
@@ -302,8 +305,15 @@ pub async fn rotate(
             "pass {passes}: re-sealed {done} cells under secret key {to}"
         ));
         if found == 0 && started_settled {
-            break;
+            // A finished rotation checked again has no straggler to wait for.
+            let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+            if settled_already || since.elapsed() >= options.settle {
+                break;
+            }
+            tokio::time::sleep(PASS_GAP).await;
+            continue;
         }
+        quiet_since = None;
         let wait = if started_settled {
             // Only passes after the nodes have switched count: before, lagging nodes
             // sealing under the old key are expected.

@@ -6,6 +6,7 @@ mod products;
 mod servers;
 mod services;
 
+use crate::error::not_found;
 use std::collections::HashMap;
 
 use provisio_core::client::{
@@ -40,13 +41,6 @@ pub struct ProductView {
     pub extends_name: Option<String>,
     /// The merged, validated settings (defaults filled in); secrets still sealed.
     pub effective: Settings,
-}
-
-fn not_found(what: &'static str, key: impl std::fmt::Display) -> EngineError {
-    EngineError::NotFound {
-        what,
-        key: key.to_string(),
-    }
 }
 
 fn conflict(message: impl Into<String>) -> EngineError {

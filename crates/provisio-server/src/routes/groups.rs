@@ -40,21 +40,13 @@ pub(crate) const ACCESS: &[Access] = &[
     client_rule(Method::POST, "/v1/services/{id}/login-url", WRITE_BILLING),
 ];
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 /// Chosen fields of the services the filters select (dotted: `service.parent_invoice`, `product.settings.quota`, …), in pages by service id.
-#[utoipa::path(post, path = "/v1/collect", tag = "groups", params(PageQuery), request_body = CollectQuery,
+#[utoipa::path(post, path = "/v1/collect", tag = "groups", params(super::PageQuery), request_body = CollectQuery,
     responses((status = 200, body = List<Collected>), (status = 422, body = Problem)))]
 async fn collect(
     State(app): State<AppState>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<super::PageQuery>,
     Json(mut body): Json<CollectQuery>,
 ) -> Result<axum::Json<List<Collected>>, ApiError> {
     body.scope = caller.scope;

@@ -62,6 +62,16 @@ pub fn access_rules() -> impl Iterator<Item = &'static crate::access::Access> {
     .flatten()
 }
 
+/// The paging parameters of a listing with no filters of its own.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 1000; 50 when absent.
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
 /// Turns `limit` and `cursor` query parameters into a page request.
 pub(crate) fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
     let limit = limit.unwrap_or(PageRequest::DEFAULT_LIMIT);

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use provisio_core::access::{Reseller, ResellerStatus};
 use provisio_core::ResellerId;
 use provisio_engine::keys::ResellerInput;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
@@ -49,21 +49,12 @@ impl From<Reseller> for ResellerView {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// 1 to 1000; 50 when absent.
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 /// List resellers.
-#[utoipa::path(get, path = "/v1/resellers", tag = "resellers", params(PageQuery),
+#[utoipa::path(get, path = "/v1/resellers", tag = "resellers", params(super::PageQuery),
     responses((status = 200, body = List<ResellerView>), (status = 400, body = Problem)))]
 async fn list_resellers(
     State(app): State<AppState>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> Result<axum::Json<List<ResellerView>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let found = app.engine.list_resellers(page).await?;

@@ -253,13 +253,13 @@ async fn service_action(
 }
 
 /// A service's job history, oldest first.
-#[utoipa::path(get, path = "/v1/services/{id}/jobs", tag = "services", params(("id" = i64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+#[utoipa::path(get, path = "/v1/services/{id}/jobs", tag = "services", params(("id" = i64, Path), super::PageQuery),
     responses((status = 200, body = List<JobView>), (status = 404, body = Problem)))]
 async fn service_jobs(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> Result<axum::Json<List<JobView>>, ApiError> {
     let id = seen(&app, &caller, &id).await?;
     app.engine.get_service(id).await?;
@@ -270,11 +270,4 @@ async fn service_jobs(
     };
     let found = app.engine.list_jobs(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, JobView::from)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
 }

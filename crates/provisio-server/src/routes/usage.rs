@@ -64,14 +64,6 @@ async fn readable(app: &AppState, caller: &Caller, raw: &str) -> Result<ServiceI
     Ok(id)
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 /// Start a usage sync of every server whose module reports usage (or of one server). The
 /// sync runs in the background; poll `GET /v1/usage/syncs/{id}` for per-server progress.
 #[utoipa::path(post, path = "/v1/usage/syncs", tag = "usage",
@@ -86,11 +78,11 @@ async fn start_sync(
 }
 
 /// List usage sync runs, oldest first.
-#[utoipa::path(get, path = "/v1/usage/syncs", tag = "usage", params(PageQuery),
+#[utoipa::path(get, path = "/v1/usage/syncs", tag = "usage", params(super::PageQuery),
     responses((status = 200, body = List<SyncReport>), (status = 400, body = Problem)))]
 async fn list_syncs(
     State(app): State<AppState>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> Result<axum::Json<List<SyncReport>>, ApiError> {
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let found = app.engine.usage_syncs(page).await?;

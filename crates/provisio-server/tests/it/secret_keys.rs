@@ -601,12 +601,11 @@ async fn a_rotation_waits_for_a_node_without_the_new_key(db: Db) {
     );
     std::fs::write(key_file(dir.path()), &both).unwrap();
     let ring = Cipher::with_keys(&provisio_server::load_key_ring(&cfg).unwrap().unwrap()).unwrap();
-    // The settle time is what a rotation waits for stragglers: longer than one of the
-    // lagging node's writes can take on a busy machine (500 ms once was not, with the
-    // ten-thousand-job test loading PostgreSQL beside it).
+    // A rotation ends only after a settle time with nothing found: longer than one of
+    // the lagging node's writes can take on a busy machine.
     let options = RotateOptions {
         batch: 50,
-        settle: Duration::from_millis(2000),
+        settle: Duration::from_millis(1000),
         max_passes: 5,
     };
     let store = provisio_store::open(&url).await.unwrap();
