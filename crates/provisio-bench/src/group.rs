@@ -27,6 +27,7 @@ pub async fn run(
     for i in 0..n {
         let new = NewService {
             order_key: None,
+            external_id: None,
             client_id: client,
             product_id: product,
             server_id: ids[i % ids.len()],

@@ -72,6 +72,8 @@ pub async fn seed(
             status: None,
             custom_fields: Default::default(),
             reseller_id: None,
+            external_id: None,
+            order_key: None,
         })
         .await?;
     let mut ids = Vec::new();
@@ -121,6 +123,7 @@ pub async fn enqueue(
                 let server = servers[i % servers.len()];
                 let new = NewService {
                     order_key: None,
+                    external_id: None,
                     client_id: client,
                     product_id: product,
                     server_id: server,

@@ -70,6 +70,8 @@ pub struct Client {
     pub custom_fields: CustomFields,
     /// The reseller the client was sold through, if any.
     pub reseller_id: Option<crate::ResellerId>,
+    /// The billing system's own id for the client, unique among clients.
+    pub external_id: Option<crate::text::ExternalId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -84,6 +86,10 @@ pub struct NewClient {
     pub currency: Currency,
     pub custom_fields: CustomFields,
     pub reseller_id: Option<crate::ResellerId>,
+    pub external_id: Option<crate::text::ExternalId>,
+    /// The key it is created under, unique among clients, so creating it again under the
+    /// same key finds this one.
+    pub order_key: Option<String>,
 }
 
 /// Identifies a stored balance transaction.

@@ -161,6 +161,8 @@ pub struct Service {
     /// This service's overrides of its product's settings (a group edit's bigger quota);
     /// secret fields sealed. Modules see the product's effective settings with these merged.
     pub product_overrides: Settings,
+    /// The billing system's own id for it, unique among services.
+    pub external_id: Option<crate::text::ExternalId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -179,6 +181,7 @@ pub struct NewService {
     /// The key it is ordered under, unique among services: a rule firing's
     /// (`rule:R:event:E`), so a firing run twice orders once.
     pub order_key: Option<String>,
+    pub external_id: Option<crate::text::ExternalId>,
 }
 
 /// Generates a username for a service ordered without one: `u` and 9 random lower-case
@@ -205,6 +208,7 @@ impl Service {
             "product_id": s.product_id,
             "server_id": s.server_id,
             "username": s.username.as_str(),
+            "external_id": s.external_id.as_ref().map(|v| v.as_str()),
             "status": s.status.as_str(),
             "suspension": s.suspension.as_ref().map(|x| serde_json::json!({
                 "reason": x.reason.as_str(),

@@ -73,6 +73,27 @@ text_type!(
     Username
 );
 
+text_type!(
+    /// The billing system's own id for a record (WHMCS's `userid` or `serviceid`): 1 to 128
+    /// of `a-z A-Z 0-9 . _ - : @`, starting with a letter or digit, unique per kind, so it is
+    /// safe as a path segment and a query value.
+    ExternalId
+);
+
+impl ExternalId {
+    pub const PATTERN: &'static str = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$";
+
+    pub fn parse(s: &str) -> Result<Self, TextError> {
+        handle_like(
+            s,
+            128,
+            &['.', '_', '-', ':', '@'],
+            "letters, digits, '.', '_', '-', ':' and '@'",
+        )
+        .map(Self)
+    }
+}
+
 impl DisplayName {
     pub fn parse(s: &str) -> Result<Self, TextError> {
         let t = s.trim();
@@ -183,6 +204,23 @@ mod tests {
             Username::parse(&"a".repeat(65)).unwrap_err().rule,
             "max_length"
         );
+    }
+
+    #[test]
+    fn external_ids() {
+        assert!(ExternalId::parse("1042").is_ok());
+        assert!(ExternalId::parse("whmcs:user@eu-1").is_ok());
+        assert_eq!(ExternalId::parse("a/b").unwrap_err().rule, "pattern");
+        assert_eq!(ExternalId::parse("").unwrap_err().rule, "required");
+        assert_eq!(
+            ExternalId::parse(&"1".repeat(129)).unwrap_err().rule,
+            "max_length"
+        );
+        // The documented pattern says what parse accepts.
+        let re = regex::Regex::new(ExternalId::PATTERN).unwrap();
+        for s in ["1042", "a.b_c-d:e@f", "-x", "a b", "", "x/y"] {
+            assert_eq!(re.is_match(s), ExternalId::parse(s).is_ok(), "{s}");
+        }
     }
 
     #[test]

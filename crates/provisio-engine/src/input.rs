@@ -60,6 +60,14 @@ pub struct ClientCreate {
     /// The reseller the client belongs to (a reseller key's own, when it creates the client).
     #[serde(default)]
     pub reseller_id: Option<i64>,
+    /// The billing system's own id for the client (WHMCS's `userid`), unique among clients.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", max_length = 128)]
+    pub external_id: Option<String>,
+    /// The key the client is created under (one item of a batch), so creating it again
+    /// finds the first client. Set by the server, never read from a body.
+    #[serde(skip)]
+    pub order_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -73,6 +81,10 @@ pub struct ClientPatch {
     pub custom_fields: Option<BTreeMap<String, Option<String>>>,
     /// Moves the client to this reseller.
     pub reseller_id: Option<i64>,
+    /// Sets the billing system's id for the client; `null` removes it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", max_length = 128)]
+    pub external_id: Patch<String>,
 }
 
 /// A change of a client's balance. `payment` and `credit` increase the balance; `charge`
@@ -194,6 +206,11 @@ pub struct ServiceCreate {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub settings: Settings,
+    /// The billing system's own id for the service (WHMCS's `serviceid`), unique among
+    /// services.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", max_length = 128)]
+    pub external_id: Option<String>,
     /// The key the order is placed under (a rule firing's), so placing it again finds the
     /// first service. Set by the engine, never read from a body.
     #[serde(skip)]
@@ -217,6 +234,10 @@ pub struct ServicePatch {
     /// Keys to set; a `null` value removes the key.
     #[schema(value_type = Option<Object>)]
     pub settings: Option<Settings>,
+    /// Sets the billing system's id for the service; `null` removes it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", max_length = 128)]
+    pub external_id: Patch<String>,
 }
 
 /// What an action request may carry; which fields apply depends on the action.

@@ -38,7 +38,7 @@ use provisio_core::secret::Cipher;
 use provisio_modules::Registry;
 use provisio_store::Store;
 
-pub use catalog::ProductView;
+pub use catalog::{Ordered, ProductView};
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
 pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
@@ -79,6 +79,9 @@ pub struct RetentionOptions {
     /// Finished audits with their findings.
     pub audits: Option<Duration>,
     pub usage_syncs: Option<Duration>,
+    /// The kept answers of requests sent with an `Idempotency-Key`: a retry within this
+    /// time gets the first answer again; after it, the key may be used afresh.
+    pub idempotency_keys: Option<Duration>,
     /// Rows removed per statement: small, so the database writer is never held long.
     pub batch: u32,
 }
@@ -92,6 +95,7 @@ impl Default for RetentionOptions {
             rule_runs: days(30),
             audits: days(90),
             usage_syncs: days(30),
+            idempotency_keys: Some(Duration::from_secs(86_400)),
             batch: 500,
         }
     }
@@ -265,6 +269,14 @@ impl Engine {
     /// through the store (the bench's bulk loader).
     pub fn seal_secret(&self, secret: &secrecy::SecretString) -> provisio_core::secret::Sealed {
         self.cipher.seal_str(secret)
+    }
+
+    /// Opens a value [`Engine::seal_secret`] sealed.
+    pub fn open_secret(
+        &self,
+        sealed: &provisio_core::secret::Sealed,
+    ) -> std::result::Result<secrecy::SecretString, provisio_core::secret::SecretError> {
+        self.cipher.open(sealed)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -91,6 +91,9 @@ pub struct HttpConfig {
     /// address is answered 429 with `Retry-After`, whatever key it sends, until the minute
     /// ends.
     pub auth_failures_per_minute: u32,
+    /// Largest body of a batch request (`POST /v1/services/batch`, `/v1/clients/batch`),
+    /// in bytes; every other request keeps to `max_body_bytes`.
+    pub max_batch_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -99,6 +102,7 @@ impl Default for HttpConfig {
             request_timeout_seconds: 330,
             max_concurrent_requests: 1024,
             auth_failures_per_minute: 20,
+            max_batch_body_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -236,6 +240,8 @@ pub struct RetentionConfig {
     /// Finished audits with their findings.
     pub audits: String,
     pub usage_syncs: String,
+    /// The kept answers of requests sent with an `Idempotency-Key`; at least an hour.
+    pub idempotency_keys: String,
 }
 
 impl Default for RetentionConfig {
@@ -246,6 +252,7 @@ impl Default for RetentionConfig {
             rule_runs: "30 days".into(),
             audits: "90 days".into(),
             usage_syncs: "30 days".into(),
+            idempotency_keys: "24 hours".into(),
         }
     }
 }
@@ -265,6 +272,16 @@ impl RetentionConfig {
             rule_runs: keep("rule_runs", &self.rule_runs)?,
             audits: keep("audits", &self.audits)?,
             usage_syncs: keep("usage_syncs", &self.usage_syncs)?,
+            idempotency_keys: match keep("idempotency_keys", &self.idempotency_keys)? {
+                // A retry often comes minutes or hours later (a billing cron's next run).
+                Some(d) if d < std::time::Duration::from_secs(3600) => {
+                    return Err(ConfigError::Invalid(
+                        "retention.idempotency_keys: must be at least 1 hour (or \"0\" to keep forever)"
+                            .into(),
+                    ))
+                }
+                d => d,
+            },
             ..Default::default()
         })
     }

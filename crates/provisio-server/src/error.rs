@@ -143,6 +143,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The same error under another problem type.
+    pub fn with_kind(mut self, slug: &'static str, title: &'static str) -> Self {
+        self.slug = slug;
+        self.title = title;
+        self
+    }
 }
 
 /// Logs the whole cause chain of an internal error; the response says only that one happened.
@@ -198,9 +205,10 @@ impl From<EngineError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Problem {
+impl ApiError {
+    /// The problem document this error answers, for answers that hold several (a batch).
+    pub fn into_problem(self) -> Problem {
+        Problem {
             kind: format!("https://provisio.dev/problems/{}", self.slug),
             title: self.title.to_string(),
             status: self.status.as_u16(),
@@ -209,13 +217,19 @@ impl IntoResponse for ApiError {
             handler: self.forbidden_by.as_ref().map(|f| f.0.clone()),
             reason: self.forbidden_by.map(|f| f.1.clone()),
             roles: self.roles,
-        };
-        let mut resp = (self.status, axum::Json(body)).into_response();
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let mut resp = (status, axum::Json(self.into_problem())).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

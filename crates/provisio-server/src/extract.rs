@@ -12,6 +12,11 @@ use crate::error::ApiError;
 /// A JSON body, parsed strictly; errors name the JSON path of the bad field.
 pub struct Json<T>(pub T);
 
+/// The largest body this request may send, set per route by the router (batches may send
+/// more than single records).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
@@ -38,8 +43,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 "the body must be JSON, sent with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let bytes = match req.extensions().get::<BodyLimit>().copied() {
+            Some(BodyLimit(limit)) => axum::body::to_bytes(req.into_body(), limit)
+                .await
+                .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE),
+            None => Bytes::from_request(req, state)
+                .await
+                .map_err(|r| r.status()),
+        };
+        let bytes = bytes.map_err(|status| {
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too-large",
@@ -136,6 +149,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         &inner.to_string(),
         StatusCode::UNPROCESSABLE_ENTITY,
     ))
+}
+
+/// [`parse_json`] for a value already parsed as JSON (one item of a batch).
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    let result: Result<T, _> = serde_path_to_error::deserialize(value);
+    result.map_err(|e| {
+        let path = e.path().to_string();
+        field_problem(
+            &path,
+            &e.into_inner().to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+    })
 }
 
 /// Turns a serde error at `path` into a problem naming the field and the rule.

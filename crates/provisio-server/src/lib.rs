@@ -7,6 +7,7 @@ mod access;
 pub mod config;
 mod error;
 mod extract;
+mod idempotency;
 mod routes;
 mod startup;
 mod views;
@@ -65,6 +66,7 @@ fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::v1())
         .split_for_parts();
     document_roles(&mut api);
+    document_idempotency(&mut api);
     (router, api)
 }
 
@@ -104,6 +106,37 @@ fn document_roles(api: &mut utoipa::openapi::OpenApi) {
             let ext = op.extensions.get_or_insert_with(Default::default);
             ext.insert("x-provisio-roles".into(), serde_json::json!(roles));
         }
+    }
+}
+
+/// Declares the `Idempotency-Key` header on every POST, which the idempotency layer accepts
+/// on all of them.
+fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+    for item in api.paths.paths.values_mut() {
+        let Some(op) = item.post.as_mut() else {
+            continue;
+        };
+        let param = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Makes the request safe to retry: the same key with the same request answers \
+                 the first answer again (for `[retention] idempotency_keys`, 24 hours by \
+                 default, marked `Idempotent-Replayed: true`); with a different request, or \
+                 while the first still runs, 409. Keys belong to the API key that sends them.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(idempotency::MAX_LEN))
+                    .pattern(Some("^[!-~]+$")),
+            ))
+            .build();
+        op.parameters.get_or_insert_with(Vec::new).push(param);
     }
 }
 
@@ -183,6 +216,22 @@ async fn bounded(
     }
 }
 
+/// Sets each request's body limit: `max_batch_body_bytes` for a batch, `max_body_bytes`
+/// for everything else.
+async fn body_limits(
+    State((single, batch)): State<(usize, usize)>,
+    mut req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let limit = if req.uri().path().ends_with("/batch") {
+        batch
+    } else {
+        single
+    };
+    req.extensions_mut().insert(extract::BodyLimit(limit));
+    next.run(req).await
+}
+
 /// The whole HTTP application over an engine.
 pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
     let bounds = Bounds {
@@ -205,7 +254,17 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
                 .collect(),
         ),
     };
-    let v1 = v1.route_layer(middleware::from_fn_with_state(gate, access::require_key));
+    let idem = idempotency::Idempotency {
+        app: state.clone(),
+        hold: bounds.timeout + std::time::Duration::from_secs(30),
+    };
+    // The key is checked first (the outer layer), so an idempotency key belongs to it.
+    let v1 = v1
+        .route_layer(middleware::from_fn_with_state(
+            idem,
+            idempotency::idempotent,
+        ))
+        .route_layer(middleware::from_fn_with_state(gate, access::require_key));
     let api = Arc::new(api);
     Router::new()
         .route("/healthz", get(healthz))
@@ -219,7 +278,13 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            (config.max_body_bytes, config.http.max_batch_body_bytes),
+            body_limits,
+        ))
+        .layer(DefaultBodyLimit::max(
+            config.max_body_bytes.max(config.http.max_batch_body_bytes),
+        ))
         .layer(middleware::from_fn_with_state(bounds, bounded))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())

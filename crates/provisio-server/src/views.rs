@@ -45,6 +45,8 @@ pub struct ClientView {
     pub custom_fields: BTreeMap<String, String>,
     /// The reseller the client belongs to, if any.
     pub reseller_id: Option<i64>,
+    /// The billing system's own id for the client.
+    pub external_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -60,6 +62,7 @@ impl From<Client> for ClientView {
             currency: c.currency.into(),
             custom_fields: c.custom_fields,
             reseller_id: c.reseller_id.map(|r| r.0),
+            external_id: c.external_id.map(Into::into),
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -206,6 +209,8 @@ pub struct ServiceView {
     /// Values the module returned (e.g. a pass key), without secret ones.
     #[schema(value_type = Object)]
     pub outputs: Map<String, Value>,
+    /// The billing system's own id for the service.
+    pub external_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -230,6 +235,7 @@ impl From<Service> for ServiceView {
             parent_invoice: s.parent_invoice.map(Into::into),
             settings,
             outputs,
+            external_id: s.external_id.map(Into::into),
             created_at: s.created_at,
             updated_at: s.updated_at,
         }

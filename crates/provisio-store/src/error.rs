@@ -52,6 +52,7 @@ fn conflict_field(constraint: Option<&str>, message: &str) -> String {
     if let Some(c) = constraint {
         return match c {
             "ux_services_server_username" => "username".into(),
+            c if c.ends_with("_external_id") => "external_id".into(),
             c if c.ends_with("_name") => "name".into(),
             c if c.ends_with("_hash") => "key".into(),
             other => other.to_string(),

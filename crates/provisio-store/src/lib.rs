@@ -53,12 +53,14 @@ where
 mod actor;
 mod error;
 mod hooks;
+mod idempotency;
 mod postgres;
 mod rows;
 mod rows_hooks;
 mod secrets;
 mod sql;
 mod sql_hooks;
+mod sql_idempotency;
 mod sql_secrets;
 mod sql_usage;
 mod sqlite;
@@ -88,6 +90,7 @@ pub use hooks::{
     DeliveryFilter, DeliveryUpdate, HandlerFilter, HandlerHealth, HookStore, NewDelivery,
     NewRuleRun,
 };
+pub use idempotency::{IdempotencyClaim, IdempotencyStore};
 pub use postgres::PgStore;
 pub use secrets::{SealedCell, SealedColumn, SecretKeyRecord, SecretKeyState, SecretStore};
 pub use sqlite::SqliteStore;
@@ -106,6 +109,7 @@ pub enum Backend {
 pub struct ClientFilter {
     pub status: Option<ClientStatus>,
     pub email: Option<String>,
+    pub external_id: Option<String>,
     /// Only the clients a scoped key may see.
     pub scope: Option<Scope>,
 }
@@ -132,6 +136,7 @@ pub struct ServiceFilter {
     pub invoice: Option<String>,
     pub parent_invoice: Option<String>,
     pub username: Option<String>,
+    pub external_id: Option<String>,
     /// Leave out terminated services (for counting live accounts).
     pub live_only: bool,
     /// Only services suspended at or before this time.
@@ -275,7 +280,9 @@ pub struct TransactionOutcome {
 
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
-pub trait Store: HookStore + UsageStore + SecretStore + Send + Sync + 'static {
+pub trait Store:
+    HookStore + UsageStore + SecretStore + IdempotencyStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
     /// Applies pending migrations; safe to call on every start.
     async fn migrate(&self) -> Result<()>;
@@ -285,12 +292,16 @@ pub trait Store: HookStore + UsageStore + SecretStore + Send + Sync + 'static {
     /// Stores a client and announces it: one event of each kind in `announce`, with the
     /// stored client as payload, in the same transaction.
     async fn insert_client(&self, new: &NewClient, announce: &[&str]) -> Result<Client>;
+    /// Stores clients in one transaction (all or none), each announced as `insert_client`.
+    async fn insert_clients(&self, clients: &[NewClient], announce: &[&str])
+        -> Result<Vec<Client>>;
+    async fn find_client_by_order_key(&self, key: &str) -> Result<Option<Client>>;
     async fn get_client(&self, id: ClientId) -> Result<Option<Client>>;
+    /// The clients with these ids that exist, in no particular order.
+    async fn get_clients(&self, ids: &[ClientId]) -> Result<Vec<Client>>;
     /// Writes every field of `client` but `created_at` and `balance_minor` (which only
     /// [`Store::apply_transaction`] changes, so an edit never undoes a concurrent payment);
     /// sets `updated_at` to now.
-    /// The clients with these ids that exist, in no particular order.
-    async fn get_clients(&self, ids: &[ClientId]) -> Result<Vec<Client>>;
     async fn update_client(&self, client: &Client, announce: &[&str]) -> Result<Client>;
     async fn delete_client(&self, id: ClientId, announce: &[&str]) -> Result<bool>;
     async fn list_clients(&self, filter: &ClientFilter, page: PageRequest) -> Result<Page<Client>>;
@@ -351,6 +362,12 @@ pub trait Store: HookStore + UsageStore + SecretStore + Send + Sync + 'static {
         new: &NewService,
         job: Option<&NewJob>,
     ) -> Result<(Service, Option<Job>)>;
+    /// Stores services, each with the job that creates it when given, in one transaction:
+    /// all or none.
+    async fn insert_services_with_jobs(
+        &self,
+        orders: &[(NewService, Option<NewJob>)],
+    ) -> Result<Vec<(Service, Option<Job>)>>;
     /// Stores a job and the events announcing it (`service.<action>.before`) together.
     async fn enqueue_job(
         &self,

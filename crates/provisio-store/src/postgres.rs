@@ -7,6 +7,7 @@ use sqlx::Postgres;
 
 use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
+use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Result, StoreError};
@@ -60,4 +61,5 @@ impl PgStore {
 impl_store!(PgStore, Postgres);
 impl_hook_store!(PgStore, Postgres);
 impl_usage_store!(PgStore, Postgres);
+impl_idempotency_store!(PgStore, Postgres);
 impl_secret_store!(PgStore, Postgres);

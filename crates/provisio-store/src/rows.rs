@@ -8,7 +8,7 @@ use provisio_core::secret::Sealed;
 use provisio_core::server::Server;
 use provisio_core::service::{InvoiceRef, Service, ServiceStatus, SuspendReason, Suspension};
 use provisio_core::settings::Settings;
-use provisio_core::text::{DisplayName, Email, Handle, Username};
+use provisio_core::text::{DisplayName, Email, ExternalId, Handle, Username};
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 use sqlx::types::Json;
 
@@ -88,6 +88,14 @@ pub(crate) struct ClientRow {
     created_at: i64,
     updated_at: i64,
     reseller_id: Option<i64>,
+    external_id: Option<String>,
+}
+
+fn external_id(v: Option<String>) -> Result<Option<ExternalId>, StoreError> {
+    v.as_deref()
+        .map(ExternalId::parse)
+        .transpose()
+        .map_err(|e| corrupt("external_id", e))
 }
 
 impl TryFrom<ClientRow> for Client {
@@ -103,6 +111,7 @@ impl TryFrom<ClientRow> for Client {
             currency: Currency::parse(&r.currency).map_err(|e| corrupt("currency", e))?,
             custom_fields: r.custom_fields.0,
             reseller_id: r.reseller_id.map(provisio_core::ResellerId),
+            external_id: external_id(r.external_id)?,
             created_at: from_ts(r.created_at)?,
             updated_at: from_ts(r.updated_at)?,
         })
@@ -201,6 +210,7 @@ pub(crate) struct ServiceRow {
     settings: Json<Settings>,
     outputs: Json<Settings>,
     product_overrides: Json<Settings>,
+    external_id: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -237,6 +247,7 @@ impl TryFrom<ServiceRow> for Service {
             settings: r.settings.0,
             outputs: r.outputs.0,
             product_overrides: r.product_overrides.0,
+            external_id: external_id(r.external_id)?,
             created_at: from_ts(r.created_at)?,
             updated_at: from_ts(r.updated_at)?,
         })

@@ -58,10 +58,11 @@ pub enum SealedColumn {
     HandlerSecret,
     HandlerPreviousSecret,
     JobParams,
+    IdempotencyResponse,
 }
 
 impl SealedColumn {
-    pub const ALL: [SealedColumn; 8] = [
+    pub const ALL: [SealedColumn; 9] = [
         Self::ServerSettings,
         Self::ProductSettings,
         Self::ServicePassword,
@@ -70,6 +71,7 @@ impl SealedColumn {
         Self::HandlerSecret,
         Self::HandlerPreviousSecret,
         Self::JobParams,
+        Self::IdempotencyResponse,
     ];
 
     /// Table and column.
@@ -83,13 +85,17 @@ impl SealedColumn {
             Self::HandlerSecret => ("handlers", "secret"),
             Self::HandlerPreviousSecret => ("handlers", "previous_secret"),
             Self::JobParams => ("jobs", "params"),
+            Self::IdempotencyResponse => ("idempotency_keys", "response"),
         }
     }
 
     pub fn is_json(self) -> bool {
         !matches!(
             self,
-            Self::ServicePassword | Self::HandlerSecret | Self::HandlerPreviousSecret
+            Self::ServicePassword
+                | Self::HandlerSecret
+                | Self::HandlerPreviousSecret
+                | Self::IdempotencyResponse
         )
     }
 }

@@ -29,27 +29,31 @@ macro_rules! impl_store {
                 c: &provisio_core::client::NewClient,
                 announce: &[&str],
             ) -> $crate::Result<provisio_core::client::Client> {
-                let now = $crate::rows::ts(chrono::Utc::now());
                 let mut tx = self.writer().begin().await?;
-                let row: $crate::rows::ClientRow = sqlx::query_as(
-                    "INSERT INTO clients (name, email, status, balance_minor, currency, custom_fields, created_at, updated_at, reseller_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
-                )
-                .bind(c.name.as_str())
-                .bind(c.email.as_str())
-                .bind(c.status.as_str())
-                .bind(c.balance_minor)
-                .bind(c.currency.as_str())
-                .bind(sqlx::types::Json(&c.custom_fields))
-                .bind(now)
-                .bind(now)
-                .bind(c.reseller_id.map(|r| r.0))
-                .fetch_one(&mut *tx)
-                .await?;
-                let client: provisio_core::client::Client = row.try_into()?;
-                announce_client(&mut tx, &client, announce).await?;
+                let client = insert_client_tx(&mut tx, c, announce).await?;
                 tx.commit().await?;
                 Ok(client)
+            }
+
+            async fn insert_clients(
+                &self,
+                clients: &[provisio_core::client::NewClient],
+                announce: &[&str],
+            ) -> $crate::Result<Vec<provisio_core::client::Client>> {
+                let mut tx = self.writer().begin().await?;
+                let mut out = Vec::with_capacity(clients.len());
+                for c in clients {
+                    out.push(insert_client_tx(&mut tx, c, announce).await?);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn find_client_by_order_key(
+                &self,
+                key: &str,
+            ) -> $crate::Result<Option<provisio_core::client::Client>> {
+                one_by!(&self.pool, $crate::rows::ClientRow, "SELECT * FROM clients WHERE order_key = $1", key)
             }
 
             async fn get_client(
@@ -76,7 +80,7 @@ macro_rules! impl_store {
                 let row: Option<$crate::rows::ClientRow> = sqlx::query_as(
                     // balance_minor is left alone: only transactions move it.
                     "UPDATE clients SET name = $1, email = $2, status = $3, \
-                     currency = $4, custom_fields = $5, updated_at = $6, reseller_id = $7 WHERE id = $8 RETURNING *",
+                     currency = $4, custom_fields = $5, updated_at = $6, reseller_id = $7, external_id = $9 WHERE id = $8 RETURNING *",
                 )
                 .bind(c.name.as_str())
                 .bind(c.email.as_str())
@@ -86,6 +90,7 @@ macro_rules! impl_store {
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(c.reseller_id.map(|r| r.0))
                 .bind(c.id.0)
+                .bind(c.external_id.as_ref().map(|v| v.as_str()))
                 .fetch_optional(&mut *tx)
                 .await?;
                 let client: provisio_core::client::Client =
@@ -126,6 +131,9 @@ macro_rules! impl_store {
                 }
                 if let Some(e) = &f.email {
                     qb.push(" AND email = ").push_bind(e.as_str());
+                }
+                if let Some(e) = &f.external_id {
+                    qb.push(" AND external_id = ").push_bind(e.as_str());
                 }
                 match f.scope {
                     Some(provisio_core::access::Scope::Client(c)) => {
@@ -499,7 +507,7 @@ macro_rules! impl_store {
                     "UPDATE services SET client_id = $1, product_id = $2, server_id = $3, username = $4, \
                      password = $5, status = $6, suspend_reason = $7, suspended_at = $8, suspended_until = $9, \
                      invoice = $10, parent_invoice = $11, settings = $12, outputs = $13, updated_at = $14, \
-                     product_overrides = $16 WHERE id = $15 RETURNING *",
+                     product_overrides = $16, external_id = $17 WHERE id = $15 RETURNING *",
                 )
                 .bind(s.client_id.0)
                 .bind(s.product_id.0)
@@ -517,6 +525,7 @@ macro_rules! impl_store {
                 .bind($crate::rows::ts(chrono::Utc::now()))
                 .bind(s.id.0)
                 .bind(sqlx::types::Json(&s.product_overrides))
+                .bind(s.external_id.as_ref().map(|v| v.as_str()))
                 .fetch_optional(&mut *tx)
                 .await?;
                 let service: provisio_core::service::Service =
@@ -566,35 +575,23 @@ macro_rules! impl_store {
                 s: &provisio_core::service::NewService,
                 job: Option<&provisio_core::job::NewJob>,
             ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
-                let now = $crate::rows::ts(chrono::Utc::now());
                 let mut tx = self.writer().begin().await?;
-                let row: $crate::rows::ServiceRow = sqlx::query_as(
-                    "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
-                     invoice, parent_invoice, settings, outputs, created_at, updated_at, order_key) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
-                )
-                .bind(s.client_id.0)
-                .bind(s.product_id.0)
-                .bind(s.server_id.0)
-                .bind(s.username.as_str())
-                .bind(&s.password.0)
-                .bind(s.status.as_str())
-                .bind(s.invoice.as_ref().map(|v| v.as_str()))
-                .bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
-                .bind(sqlx::types::Json(&s.settings))
-                .bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
-                .bind(now)
-                .bind(now)
-                .bind(s.order_key.as_deref())
-                .fetch_one(&mut *tx)
-                .await?;
-                let service: provisio_core::service::Service = row.try_into()?;
-                let job = match job {
-                    Some(j) => Some(insert_job(&mut tx, service.id, j).await?),
-                    None => None,
-                };
+                let out = insert_service_tx(&mut tx, s, job).await?;
                 tx.commit().await?;
-                Ok((service, job))
+                Ok(out)
+            }
+
+            async fn insert_services_with_jobs(
+                &self,
+                orders: &[(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
+            ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
+                let mut tx = self.writer().begin().await?;
+                let mut out = Vec::with_capacity(orders.len());
+                for (s, job) in orders {
+                    out.push(insert_service_tx(&mut tx, s, job.as_ref()).await?);
+                }
+                tx.commit().await?;
+                Ok(out)
             }
 
             async fn enqueue_job(
@@ -1490,6 +1487,70 @@ macro_rules! impl_store {
             row.ok_or($crate::StoreError::NotFound)?.try_into()
         }
 
+        async fn insert_service_tx(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            s: &provisio_core::service::NewService,
+            job: Option<&provisio_core::job::NewJob>,
+        ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
+            let now = $crate::rows::ts(chrono::Utc::now());
+            let row: $crate::rows::ServiceRow = sqlx::query_as(
+                "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
+                 invoice, parent_invoice, settings, outputs, created_at, updated_at, order_key, external_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING *",
+            )
+            .bind(s.client_id.0)
+            .bind(s.product_id.0)
+            .bind(s.server_id.0)
+            .bind(s.username.as_str())
+            .bind(&s.password.0)
+            .bind(s.status.as_str())
+            .bind(s.invoice.as_ref().map(|v| v.as_str()))
+            .bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
+            .bind(sqlx::types::Json(&s.settings))
+            .bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
+            .bind(now)
+            .bind(now)
+            .bind(s.order_key.as_deref())
+            .bind(s.external_id.as_ref().map(|v| v.as_str()))
+            .fetch_one(&mut **tx)
+            .await?;
+            let service: provisio_core::service::Service = row.try_into()?;
+            let job = match job {
+                Some(j) => Some(insert_job(tx, service.id, j).await?),
+                None => None,
+            };
+            Ok((service, job))
+        }
+
+        async fn insert_client_tx(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            c: &provisio_core::client::NewClient,
+            announce: &[&str],
+        ) -> $crate::Result<provisio_core::client::Client> {
+            let now = $crate::rows::ts(chrono::Utc::now());
+            let row: $crate::rows::ClientRow = sqlx::query_as(
+                "INSERT INTO clients (name, email, status, balance_minor, currency, custom_fields, created_at, \
+                 updated_at, reseller_id, external_id, order_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+            )
+            .bind(c.name.as_str())
+            .bind(c.email.as_str())
+            .bind(c.status.as_str())
+            .bind(c.balance_minor)
+            .bind(c.currency.as_str())
+            .bind(sqlx::types::Json(&c.custom_fields))
+            .bind(now)
+            .bind(now)
+            .bind(c.reseller_id.map(|r| r.0))
+            .bind(c.external_id.as_ref().map(|v| v.as_str()))
+            .bind(c.order_key.as_deref())
+            .fetch_one(&mut **tx)
+            .await?;
+            let client: provisio_core::client::Client = row.try_into()?;
+            announce_client(tx, &client, announce).await?;
+            Ok(client)
+        }
+
         async fn announce_client(
             tx: &mut sqlx::Transaction<'_, $db>,
             client: &provisio_core::client::Client,
@@ -1548,6 +1609,9 @@ macro_rules! impl_store {
             }
             if let Some(u) = &f.username {
                 qb.push(" AND username = ").push_bind(u.as_str());
+            }
+            if let Some(e) = &f.external_id {
+                qb.push(" AND external_id = ").push_bind(e.as_str());
             }
             if let Some(t) = f.suspended_before {
                 qb.push(" AND status = 'suspended' AND suspended_at <= ").push_bind($crate::rows::ts(t));

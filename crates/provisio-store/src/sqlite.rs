@@ -8,6 +8,7 @@ use sqlx::{Sqlite, SqlitePool};
 
 use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
+use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Result, StoreError};
@@ -86,4 +87,5 @@ impl SqliteStore {
 impl_store!(SqliteStore, Sqlite);
 impl_hook_store!(SqliteStore, Sqlite);
 impl_usage_store!(SqliteStore, Sqlite);
+impl_idempotency_store!(SqliteStore, Sqlite);
 impl_secret_store!(SqliteStore, Sqlite);

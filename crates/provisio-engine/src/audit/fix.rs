@@ -55,6 +55,7 @@ impl Engine {
                     invoice: None,
                     parent_invoice: None,
                     settings: Settings::new(),
+                    external_id: None,
                 };
                 outcome(
                     self.store

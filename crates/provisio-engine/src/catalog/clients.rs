@@ -4,6 +4,81 @@ use super::*;
 
 impl Engine {
     pub async fn create_client(&self, input: ClientCreate) -> Result<Client> {
+        if let Some(c) = self.created_before(input.order_key.as_deref()).await? {
+            return Ok(c);
+        }
+        let new = self.prepare_client(input).await?;
+        Ok(self.store.insert_client(&new, &["client.created"]).await?)
+    }
+
+    /// Creates many clients: each is checked on its own, and the valid ones are stored
+    /// together in one transaction. Answers each one's result, and whether it was created
+    /// before under its key, in the order given.
+    pub async fn create_clients(
+        &self,
+        inputs: Vec<ClientCreate>,
+    ) -> Result<Vec<Result<(Client, bool)>>> {
+        let mut results: Vec<Option<Result<(Client, bool)>>> = Vec::with_capacity(inputs.len());
+        let mut ready: Vec<(usize, NewClient)> = Vec::new();
+        for input in inputs {
+            let i = results.len();
+            let found = match self.created_before(input.order_key.as_deref()).await {
+                Ok(f) => f,
+                Err(e) => {
+                    results.push(Some(Err(e)));
+                    continue;
+                }
+            };
+            if let Some(c) = found {
+                results.push(Some(Ok((c, true))));
+                continue;
+            }
+            match self.prepare_client(input).await {
+                Ok(new) => {
+                    results.push(None);
+                    ready.push((i, new));
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let rows: Vec<NewClient> = ready.iter().map(|(_, c)| c.clone()).collect();
+        let stored: Vec<Result<Client>> =
+            match self.store.insert_clients(&rows, &["client.created"]).await {
+                Ok(all) => all.into_iter().map(Ok).collect(),
+                // One conflicts (an external id taken, perhaps by another of this batch):
+                // store each alone, so only that one fails.
+                Err(provisio_store::StoreError::Conflict { .. }) => {
+                    let mut each = Vec::with_capacity(rows.len());
+                    for c in &rows {
+                        each.push(
+                            self.store
+                                .insert_client(c, &["client.created"])
+                                .await
+                                .map_err(EngineError::from),
+                        );
+                    }
+                    each
+                }
+                Err(e) => return Err(e.into()),
+            };
+        for ((i, _), r) in ready.iter().zip(stored) {
+            results[*i] = Some(r.map(|c| (c, false)));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every client has a result"))
+            .collect())
+    }
+
+    async fn created_before(&self, key: Option<&str>) -> Result<Option<Client>> {
+        match key {
+            Some(k) => Ok(self.store.find_client_by_order_key(k).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a new client and asks the gates; the client to store.
+    async fn prepare_client(&self, input: ClientCreate) -> Result<NewClient> {
         let mut p = Problems::default();
         let name = p.take("name", DisplayName::parse(&input.name));
         let email = p.take("email", Email::parse(&input.email));
@@ -19,6 +94,10 @@ impl Engine {
             Some(r) => self.known_reseller(&mut p, r).await?,
             None => None,
         };
+        let external_id = input
+            .external_id
+            .as_deref()
+            .and_then(|e| p.take("external_id", ExternalId::parse(e)));
         p.finish()?;
         let new = NewClient {
             name: name.expect("checked"),
@@ -28,11 +107,14 @@ impl Engine {
             currency: currency.expect("checked"),
             custom_fields: input.custom_fields,
             reseller_id,
+            external_id,
+            order_key: input.order_key,
         };
         let payload = serde_json::json!({"client": {
             "name": new.name.as_str(), "email": new.email.as_str(), "status": new.status,
             "balance_minor": new.balance_minor, "currency": new.currency.as_str(),
             "custom_fields": new.custom_fields,
+            "external_id": new.external_id,
         }});
         self.run_gates(
             "client.create.before",
@@ -40,7 +122,7 @@ impl Engine {
             &mut crate::hooks::gates::no_changes("client data"),
         )
         .await?;
-        Ok(self.store.insert_client(&new, &["client.created"]).await?)
+        Ok(new)
     }
 
     /// A reseller id the input names, if that reseller exists; a problem on `reseller_id`
@@ -85,6 +167,15 @@ impl Engine {
         if let Some(r) = patch.reseller_id {
             if let Some(r) = self.known_reseller(&mut p, r).await? {
                 client.reseller_id = Some(r);
+            }
+        }
+        match &patch.external_id {
+            crate::patch::Patch::Keep => {}
+            crate::patch::Patch::Clear => client.external_id = None,
+            crate::patch::Patch::Set(e) => {
+                if let Some(e) = p.take("external_id", ExternalId::parse(e)) {
+                    client.external_id = Some(e);
+                }
             }
         }
         p.finish()?;
@@ -160,6 +251,8 @@ fn client_changes(before: &Client, after: &Client) -> Vec<&'static str> {
     if before.name != after.name
         || before.email != after.email
         || before.status != after.status
+        || before.external_id != after.external_id
+        || before.reseller_id != after.reseller_id
         || fields_changed
     {
         kinds.push("client.updated");

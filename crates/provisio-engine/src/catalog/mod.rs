@@ -6,6 +6,8 @@ mod products;
 mod servers;
 mod services;
 
+pub use services::Ordered;
+
 use crate::error::not_found;
 use std::collections::HashMap;
 
@@ -21,7 +23,7 @@ use provisio_core::secret::{as_sealed, generate_password};
 use provisio_core::server::{NewServer, Server, DEFAULT_MAX_CONCURRENT};
 use provisio_core::service::{generate_username, InvoiceRef, NewService, Service, ServiceStatus};
 use provisio_core::settings::{Mode, Settings};
-use provisio_core::text::{DisplayName, Email, Handle, Username};
+use provisio_core::text::{DisplayName, Email, ExternalId, Handle, Username};
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 use provisio_store::{ClientFilter, ProductFilter, ServerFilter, ServiceFilter};
 use secrecy::{ExposeSecret, SecretString};

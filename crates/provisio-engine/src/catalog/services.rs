@@ -2,10 +2,30 @@
 
 use super::*;
 
+/// A stored order: the service, its create job (none when the product sets up later), and
+/// whether it was placed before under the same key.
+#[derive(Debug, Clone)]
+pub struct Ordered {
+    pub service: Service,
+    pub job: Option<provisio_core::job::Job>,
+    pub replayed: bool,
+}
+
+/// An order checked and ready to store.
+struct PreparedOrder {
+    new: NewService,
+    job: Option<provisio_core::job::NewJob>,
+}
+
 impl Engine {
     /// Picks the enabled server of the product's module (and group, if it names one) that
-    /// has the fewest live services.
-    pub(crate) async fn place(&self, product: &Product) -> Result<Option<Server>> {
+    /// has the fewest live services, counting `extra` more on the servers it names (the
+    /// orders of a batch placed before this one).
+    pub(crate) async fn place(
+        &self,
+        product: &Product,
+        extra: &HashMap<ServerId, i64>,
+    ) -> Result<Option<Server>> {
         let mut best: Option<(i64, Server)> = None;
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
@@ -28,7 +48,8 @@ impl Engine {
                         live_only: true,
                         ..Default::default()
                     })
-                    .await?;
+                    .await?
+                    + extra.get(&s.id).copied().unwrap_or(0);
                 if best.as_ref().is_none_or(|(l, _)| load < *l) {
                     best = Some((load, s));
                 }
@@ -41,13 +62,151 @@ impl Engine {
         Ok(best.map(|(_, s)| s))
     }
 
+    /// Orders a service: stored `pending` with its create job (when the product sets up on
+    /// order) in one transaction. Returns the service and that job.
     pub async fn create_service(&self, input: ServiceCreate) -> Result<Service> {
+        Ok(self.order_service(input).await?.service)
+    }
+
+    /// [`Engine::create_service`], answering the create job too, and whether the order was
+    /// placed before under its key (so this is the first one's service).
+    pub async fn order_service(&self, input: ServiceCreate) -> Result<Ordered> {
         // An order placed again under its key is the service it placed the first time.
-        if let Some(key) = &input.order_key {
-            if let Some(s) = self.store.find_service_by_order_key(key).await? {
-                return Ok(s);
+        if let Some(found) = self.ordered_before(input.order_key.as_deref()).await? {
+            return Ok(found);
+        }
+        let order = self.prepare_order(input, &HashMap::new()).await?;
+        let (service, job) = self
+            .store
+            .insert_service_with_job(&order.new, order.job.as_ref())
+            .await?;
+        self.announce_orders(&[(&service, job.as_ref())]).await;
+        Ok(Ordered {
+            service,
+            job,
+            replayed: false,
+        })
+    }
+
+    /// Orders many services: each is checked on its own (one's field errors do not stop the
+    /// others), and the valid ones are stored together in one transaction. Answers each
+    /// order's result in the order given.
+    pub async fn order_services(&self, inputs: Vec<ServiceCreate>) -> Result<Vec<Result<Ordered>>> {
+        let mut results: Vec<Option<Result<Ordered>>> = Vec::with_capacity(inputs.len());
+        let mut ready: Vec<(usize, PreparedOrder)> = Vec::new();
+        let mut placed: HashMap<ServerId, i64> = HashMap::new();
+        for input in inputs {
+            let i = results.len();
+            match self.ordered_before(input.order_key.as_deref()).await {
+                Ok(Some(found)) => {
+                    results.push(Some(Ok(found)));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    results.push(Some(Err(e)));
+                    continue;
+                }
+            }
+            match self.prepare_order(input, &placed).await {
+                Ok(order) => {
+                    *placed.entry(order.new.server_id).or_default() += 1;
+                    results.push(None);
+                    ready.push((i, order));
+                }
+                Err(e) => results.push(Some(Err(e))),
             }
         }
+        let rows: Vec<_> = ready
+            .iter()
+            .map(|(_, o)| (o.new.clone(), o.job.clone()))
+            .collect();
+        let stored = match self.store.insert_services_with_jobs(&rows).await {
+            Ok(all) => all.into_iter().map(Ok).collect(),
+            // One order conflicts with a record (a username or external id taken, perhaps
+            // by another order of this batch): store each alone, so only that one fails.
+            Err(provisio_store::StoreError::Conflict { .. }) => {
+                let mut each = Vec::with_capacity(rows.len());
+                for (new, job) in &rows {
+                    each.push(
+                        self.store
+                            .insert_service_with_job(new, job.as_ref())
+                            .await
+                            .map_err(EngineError::from),
+                    );
+                }
+                each
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let announce: Vec<(&Service, Option<&provisio_core::job::Job>)> = stored
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|(s, j)| (s, j.as_ref()))
+            .collect();
+        self.announce_orders(&announce).await;
+        for ((i, _), r) in ready.iter().zip(stored) {
+            results[*i] = Some(r.map(|(service, job)| Ordered {
+                service,
+                job,
+                replayed: false,
+            }));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every order has a result"))
+            .collect())
+    }
+
+    /// The service an order placed under `key` made, with its create job, if there is one.
+    async fn ordered_before(&self, key: Option<&str>) -> Result<Option<Ordered>> {
+        let Some(key) = key else { return Ok(None) };
+        let Some(service) = self.store.find_service_by_order_key(key).await? else {
+            return Ok(None);
+        };
+        let jobs = self
+            .store
+            .list_jobs(
+                &provisio_store::JobFilter {
+                    service_id: Some(service.id),
+                    ..Default::default()
+                },
+                PageRequest::first(1),
+            )
+            .await?;
+        let job = jobs.items.into_iter().find(|j| j.action == Action::Create);
+        Ok(Some(Ordered {
+            service,
+            job,
+            replayed: true,
+        }))
+    }
+
+    /// Announces the create each stored order queued (`service.create.before`).
+    async fn announce_orders(&self, orders: &[(&Service, Option<&provisio_core::job::Job>)]) {
+        // Stored right after the orders rather than with them: the events need the new
+        // services' ids. Losing them to a crash in between loses only the announcement.
+        let events: Vec<_> = orders
+            .iter()
+            .filter(|(_, job)| job.is_some())
+            .map(|(s, _)| crate::events::before(&Settings::new(), "create", s))
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.insert_events(&events).await {
+            tracing::warn!(orders = events.len(), error = %e, "announcing orders' creates failed");
+        }
+        self.wake.notify_one();
+    }
+
+    /// Checks an order and makes the service and create job to store; `placed` counts the
+    /// services a batch put on each server before this one.
+    async fn prepare_order(
+        &self,
+        input: ServiceCreate,
+        placed: &HashMap<ServerId, i64>,
+    ) -> Result<PreparedOrder> {
         let mut p = Problems::default();
         let client = self.store.get_client(input.client_id).await?;
         match &client {
@@ -80,6 +239,10 @@ impl Engine {
         }
         let invoice = opt_invoice(&mut p, "invoice", input.invoice.as_deref());
         let parent_invoice = opt_invoice(&mut p, "parent_invoice", input.parent_invoice.as_deref());
+        let external_id = input
+            .external_id
+            .as_deref()
+            .and_then(|e| p.take("external_id", ExternalId::parse(e)));
         reject_markers(&mut p, "settings", &input.settings);
 
         let mut server = None;
@@ -106,7 +269,7 @@ impl Engine {
                     Err(e) => return Err(e),
                 },
                 None => {
-                    let placed = self.place(product).await?;
+                    let placed = self.place(product, placed).await?;
                     if placed.is_none() {
                         p.push(
                             "server",
@@ -150,6 +313,7 @@ impl Engine {
             invoice,
             parent_invoice,
             settings: settings.expect("checked"),
+            external_id,
         };
         if product.auto_setup == AutoSetup::OnOrder {
             // The create runs now, so its gates are asked now; they see the order as a
@@ -169,6 +333,7 @@ impl Engine {
                 settings: new.settings.clone(),
                 outputs: Settings::new(),
                 product_overrides: Settings::new(),
+                external_id: new.external_id.clone(),
                 created_at: now,
                 updated_at: now,
             };
@@ -193,20 +358,7 @@ impl Engine {
                 chrono::Utc::now(),
             )
         });
-        let (service, job) = self
-            .store
-            .insert_service_with_job(&new, job.as_ref())
-            .await?;
-        if job.is_some() {
-            // Stored right after the order rather than with it: the event needs the new
-            // service's id. Losing it to a crash in between loses only the announcement.
-            let before = crate::events::before(&Settings::new(), "create", &service);
-            if let Err(e) = self.store.insert_events(&[before]).await {
-                tracing::warn!(service = %service.id, error = %e, "announcing an order's create failed");
-            }
-            self.wake.notify_one();
-        }
-        Ok(service)
+        Ok(PreparedOrder { new, job })
     }
 
     pub async fn get_service(&self, id: ServiceId) -> Result<Service> {
@@ -254,6 +406,15 @@ impl Engine {
             crate::patch::Patch::Clear => service.parent_invoice = None,
             crate::patch::Patch::Set(v) => {
                 service.parent_invoice = opt_invoice(&mut p, "parent_invoice", Some(v))
+            }
+        }
+        match &patch.external_id {
+            crate::patch::Patch::Keep => {}
+            crate::patch::Patch::Clear => service.external_id = None,
+            crate::patch::Patch::Set(v) => {
+                if let Some(e) = p.take("external_id", ExternalId::parse(v)) {
+                    service.external_id = Some(e);
+                }
             }
         }
         if let Some(s) = &patch.settings {

@@ -336,6 +336,7 @@ impl Engine {
                         invoice: None,
                         parent_invoice: None,
                         settings: Default::default(),
+                        external_id: None,
                     })
                     .await?;
                 Ok((

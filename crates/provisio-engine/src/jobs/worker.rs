@@ -457,7 +457,7 @@ const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300)
 pub async fn trim_history(
     engine: &Engine,
     now: chrono::DateTime<Utc>,
-) -> provisio_store::Result<[(&'static str, u64); 5]> {
+) -> provisio_store::Result<[(&'static str, u64); 6]> {
     let r = &engine.options.retention;
     let batch = r.batch.max(1);
     let store = &engine.store;
@@ -471,6 +471,7 @@ pub async fn trim_history(
         ("rule_runs", 0),
         ("audits", 0),
         ("usage_syncs", 0),
+        ("idempotency_keys", 0),
     ];
     let cuts = [
         cut(r.jobs),
@@ -478,6 +479,7 @@ pub async fn trim_history(
         cut(r.rule_runs),
         cut(r.audits),
         cut(r.usage_syncs),
+        cut(r.idempotency_keys),
     ];
     for (i, before) in cuts.into_iter().enumerate() {
         let Some(before) = before else { continue };
@@ -487,7 +489,8 @@ pub async fn trim_history(
                 1 => store.trim_deliveries(before, batch).await?,
                 2 => store.trim_rule_runs(before, batch).await?,
                 3 => store.trim_audits(before, batch).await?,
-                _ => store.trim_sync_runs(before, batch).await?,
+                4 => store.trim_sync_runs(before, batch).await?,
+                _ => store.trim_idempotency_keys(before, batch).await?,
             };
             counts[i].1 += n;
             if n < u64::from(batch) {
@@ -529,7 +532,7 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
         *last_retention = Some(Instant::now());
         match trim_history(engine, Utc::now()).await {
             Ok(counts) => {
-                let [(_, jobs), (_, deliveries), (_, rule_runs), (_, audits), (_, usage_syncs)] =
+                let [(_, jobs), (_, deliveries), (_, rule_runs), (_, audits), (_, usage_syncs), (_, idempotency_keys)] =
                     counts;
                 if counts.iter().any(|(_, n)| *n > 0) {
                     tracing::info!(
@@ -538,6 +541,7 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
                         rule_runs,
                         audits,
                         usage_syncs,
+                        idempotency_keys,
                         "trimmed finished history past its retention"
                     );
                 }

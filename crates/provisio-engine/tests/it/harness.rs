@@ -204,6 +204,8 @@ impl TestEngine {
                 status: None,
                 custom_fields: Default::default(),
                 reseller_id: None,
+                external_id: None,
+                order_key: None,
             })
             .await
             .unwrap()
@@ -223,6 +225,7 @@ impl TestEngine {
         self.engine
             .create_service(ServiceCreate {
                 order_key: None,
+                external_id: None,
                 client_id: self.client,
                 product: RecordRef::Name(product.into()),
                 server: None,

@@ -6,19 +6,22 @@ use provisio_core::client::ClientStatus;
 use provisio_core::ClientId;
 use provisio_engine::input::{ClientCreate, ClientPatch, TransactionCreate};
 use provisio_store::ClientFilter;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{client_rule, rule, Access, Caller, READ_BILLING, WRITE_BILLING};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, Query};
+use crate::idempotency::{order_key, parse_key, IdempotencyKey};
 use crate::views::{ClientView, List, TransactionView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_clients, create_client))
+        .routes(routes!(create_clients))
+        .routes(routes!(client_by_external_id))
         .routes(routes!(get_client, update_client, delete_client))
         .routes(routes!(archive_client))
         .routes(routes!(list_transactions, create_transaction))
@@ -27,6 +30,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub(crate) const ACCESS: &[Access] = &[
     client_rule(Method::GET, "/v1/clients", READ_BILLING),
     rule(Method::POST, "/v1/clients", WRITE_BILLING),
+    rule(Method::POST, "/v1/clients/batch", WRITE_BILLING),
+    client_rule(
+        Method::GET,
+        "/v1/clients/by-external-id/{external_id}",
+        READ_BILLING,
+    ),
     client_rule(Method::GET, "/v1/clients/{id}", READ_BILLING),
     rule(Method::PATCH, "/v1/clients/{id}", WRITE_BILLING),
     rule(Method::DELETE, "/v1/clients/{id}", WRITE_BILLING),
@@ -71,6 +80,8 @@ fn reseller_field(caller: &Caller, given: &mut Option<i64>, create: bool) -> Res
 pub struct ClientQuery {
     status: Option<ClientStatus>,
     email: Option<String>,
+    /// The billing system's id for the client.
+    external_id: Option<String>,
     /// 1 to 1000; 50 when absent.
     limit: Option<u32>,
     cursor: Option<String>,
@@ -88,23 +99,178 @@ async fn list_clients(
     let filter = ClientFilter {
         status: q.status,
         email: q.email,
+        external_id: q.external_id,
         scope: caller.scope,
     };
     let found = app.engine.list_clients(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, ClientView::from)))
 }
 
-/// Create a client.
+/// Create a client. Sent with an `Idempotency-Key`, the client is created under it: a retry
+/// answers the first client.
 #[utoipa::path(post, path = "/v1/clients", tag = "clients", request_body = ClientCreate,
-    responses((status = 201, body = ClientView), (status = 422, body = Problem)))]
+    responses((status = 201, body = ClientView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create_client(
     State(app): State<AppState>,
     caller: Caller,
+    idem: Option<axum::Extension<IdempotencyKey>>,
     Json(mut body): Json<ClientCreate>,
 ) -> Result<(StatusCode, axum::Json<ClientView>), ApiError> {
     reseller_field(&caller, &mut body.reseller_id, true)?;
+    body.order_key = idem.map(|k| k.order_key());
     let c = app.engine.create_client(body).await?;
     Ok((StatusCode::CREATED, axum::Json(c.into())))
+}
+
+/// One client of a batch.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientBatchItem {
+    /// The client's own idempotency key (1 to 255 visible ASCII characters): the same key
+    /// sent again answers the client it created first.
+    #[schema(min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+    pub client: ClientCreate,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientBatch {
+    /// 1 to 1000 clients; each is checked on its own.
+    #[schema(value_type = Vec<ClientBatchItem>, min_items = 1, max_items = 1000)]
+    pub clients: Vec<serde_json::Value>,
+}
+
+/// One client's result, at its place in the batch.
+#[derive(Serialize, ToSchema)]
+pub struct ClientBatchResult {
+    /// The client's position in `clients`, from 0.
+    pub index: usize,
+    /// 201 created, 200 created before under its idempotency key, or the error's status.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClientBatchAnswer {
+    pub results: Vec<ClientBatchResult>,
+    pub created: usize,
+    pub replayed: usize,
+    pub failed: usize,
+}
+
+/// Create up to 1,000 clients at once (an import): each is checked on its own, the valid
+/// ones are stored together in one transaction, and each one's result comes back at its
+/// place.
+#[utoipa::path(post, path = "/v1/clients/batch", tag = "clients", request_body = ClientBatch,
+    responses((status = 200, body = ClientBatchAnswer), (status = 422, body = Problem)))]
+async fn create_clients(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(body): Json<ClientBatch>,
+) -> Result<axum::Json<ClientBatchAnswer>, ApiError> {
+    let max = super::services::MAX_BATCH;
+    if body.clients.is_empty() || body.clients.len() > max {
+        return Err(ApiError::bad_field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "clients",
+            "length",
+            format!("must hold 1 to {max} clients"),
+        ));
+    }
+    let count = body.clients.len();
+    let mut results: Vec<Option<ClientBatchResult>> = (0..count).map(|_| None).collect();
+    let mut inputs = Vec::new();
+    let mut at = Vec::new();
+    let mut keys = std::collections::HashMap::new();
+    for (i, raw) in body.clients.into_iter().enumerate() {
+        let item = crate::extract::parse_value::<ClientBatchItem>(raw).and_then(|mut item| {
+            if let Some(k) = &item.idempotency_key {
+                let k = parse_key(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key",
+                    k.as_bytes(),
+                )?;
+                if let Some(first) = keys.insert(k.clone(), i) {
+                    return Err(ApiError::bad_field(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency_key",
+                        "unique",
+                        format!("repeats the key of client {first}"),
+                    ));
+                }
+                item.client.order_key = Some(order_key(caller.key_id, &k));
+            }
+            reseller_field(&caller, &mut item.client.reseller_id, true)?;
+            Ok(item)
+        });
+        match item {
+            Ok(item) => {
+                at.push(i);
+                inputs.push(item.client);
+            }
+            Err(e) => results[i] = Some(failed(i, e)),
+        }
+    }
+    let done = app.engine.create_clients(inputs).await?;
+    for (i, r) in at.into_iter().zip(done) {
+        results[i] = Some(match r {
+            Ok((c, replayed)) => ClientBatchResult {
+                index: i,
+                status: if replayed { 200 } else { 201 },
+                client: Some(c.into()),
+                problem: None,
+            },
+            Err(e) => failed(i, e.into()),
+        });
+    }
+    let results: Vec<ClientBatchResult> = results.into_iter().flatten().collect();
+    let created = results.iter().filter(|r| r.status == 201).count();
+    let replayed = results.iter().filter(|r| r.status == 200).count();
+    Ok(axum::Json(ClientBatchAnswer {
+        failed: results.len() - created - replayed,
+        results,
+        created,
+        replayed,
+    }))
+}
+
+fn failed(index: usize, e: ApiError) -> ClientBatchResult {
+    ClientBatchResult {
+        index,
+        status: e.status().as_u16(),
+        client: None,
+        problem: Some(e.into_problem()),
+    }
+}
+
+/// Show the client with this external id (the billing system's own id for it).
+#[utoipa::path(get, path = "/v1/clients/by-external-id/{external_id}", tag = "clients",
+    params(("external_id" = String, Path)),
+    responses((status = 200, body = ClientView), (status = 404, body = Problem)))]
+async fn client_by_external_id(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(external_id): Path<String>,
+) -> Result<axum::Json<ClientView>, ApiError> {
+    let filter = ClientFilter {
+        external_id: Some(external_id.clone()),
+        scope: caller.scope,
+        ..Default::default()
+    };
+    let found = app
+        .engine
+        .list_clients(&filter, provisio_core::page::PageRequest::first(1))
+        .await?;
+    match found.items.into_iter().next() {
+        Some(c) => Ok(axum::Json(c.into())),
+        None => Err(ApiError::not_found(format!(
+            "no client with external id '{external_id}'"
+        ))),
+    }
 }
 
 /// Show a client.

@@ -7,19 +7,22 @@ use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 use provisio_engine::input::{ServiceCreate, ServicePatch};
 use provisio_store::ServiceFilter;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{client_rule, rule, Access, Caller, Need, READ_BILLING, WRITE_BILLING};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, OptionalJson, Query};
+use crate::idempotency::{order_key, parse_key, IdempotencyKey};
 use crate::views::{JobView, List, PasswordView, ServiceView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_services, create_service))
+        .routes(routes!(create_services))
+        .routes(routes!(service_by_external_id))
         .routes(routes!(get_service, update_service, delete_service))
         .routes(routes!(service_password))
         .routes(routes!(service_action))
@@ -29,6 +32,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub(crate) const ACCESS: &[Access] = &[
     client_rule(Method::GET, "/v1/services", READ_BILLING),
     rule(Method::POST, "/v1/services", WRITE_BILLING),
+    rule(Method::POST, "/v1/services/batch", WRITE_BILLING),
+    client_rule(
+        Method::GET,
+        "/v1/services/by-external-id/{external_id}",
+        READ_BILLING,
+    ),
     client_rule(Method::GET, "/v1/services/{id}", READ_BILLING),
     rule(Method::PATCH, "/v1/services/{id}", WRITE_BILLING),
     rule(Method::DELETE, "/v1/services/{id}", WRITE_BILLING),
@@ -60,6 +69,8 @@ pub struct ServiceQuery {
     invoice: Option<String>,
     parent_invoice: Option<String>,
     username: Option<String>,
+    /// The billing system's id for the service.
+    external_id: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -81,6 +92,7 @@ async fn list_services(
         invoice: q.invoice,
         parent_invoice: q.parent_invoice,
         username: q.username,
+        external_id: q.external_id,
         scope: caller.scope,
         ..Default::default()
     };
@@ -88,33 +100,221 @@ async fn list_services(
     Ok(axum::Json(List::from_page(found, ServiceView::from)))
 }
 
+/// A scoped key orders only for the clients it sees.
+async fn client_in_scope(
+    app: &AppState,
+    caller: &Caller,
+    body: &ServiceCreate,
+) -> Result<(), ApiError> {
+    if caller.scope.is_none() {
+        return Ok(());
+    }
+    let inside = match app.engine.get_client(body.client_id).await {
+        Ok(c) => caller.sees(&c),
+        Err(provisio_engine::EngineError::NotFound { .. }) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if inside {
+        Ok(())
+    } else {
+        Err(ApiError::bad_field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "client_id",
+            "exists",
+            format!("no client {}", body.client_id),
+        ))
+    }
+}
+
 /// Order a service: it is stored `pending` on the named server, or on one chosen from the
-/// product's server group.
+/// product's server group. Sent with an `Idempotency-Key`, the order is placed under it: a
+/// retry answers the first service, even after a crash between the order and its answer.
 #[utoipa::path(post, path = "/v1/services", tag = "services", request_body = ServiceCreate,
     responses((status = 201, body = ServiceView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create_service(
     State(app): State<AppState>,
     caller: Caller,
-    Json(body): Json<ServiceCreate>,
+    idem: Option<axum::Extension<IdempotencyKey>>,
+    Json(mut body): Json<ServiceCreate>,
 ) -> Result<(StatusCode, axum::Json<ServiceView>), ApiError> {
-    if caller.scope.is_some() {
-        // A reseller orders only for its own clients.
-        let inside = match app.engine.get_client(body.client_id).await {
-            Ok(c) => caller.sees(&c),
-            Err(provisio_engine::EngineError::NotFound { .. }) => false,
-            Err(e) => return Err(e.into()),
-        };
-        if !inside {
-            return Err(ApiError::bad_field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "client_id",
-                "exists",
-                format!("no client {}", body.client_id),
-            ));
-        }
-    }
+    client_in_scope(&app, &caller, &body).await?;
+    body.order_key = idem.map(|k| k.order_key());
     let s = app.engine.create_service(body).await?;
     Ok((StatusCode::CREATED, axum::Json(s.into())))
+}
+
+/// Orders at most this many services per batch request.
+pub const MAX_BATCH: usize = 1000;
+
+/// One order of a batch.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBatchItem {
+    /// The order's own idempotency key (1 to 255 visible ASCII characters): the same key
+    /// sent again, alone or in another batch, answers the service it placed first.
+    #[schema(min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+    pub order: ServiceCreate,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBatch {
+    /// 1 to 1000 orders; each is checked on its own.
+    #[schema(value_type = Vec<ServiceBatchItem>, min_items = 1, max_items = 1000)]
+    pub orders: Vec<serde_json::Value>,
+}
+
+/// One order's result, at its place in the batch.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceBatchResult {
+    /// The order's position in `orders`, from 0.
+    pub index: usize,
+    /// 201 created, 200 placed before under its idempotency key, or the error's status.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceView>,
+    /// The create job queued with it (none for products set up later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServiceBatchAnswer {
+    pub results: Vec<ServiceBatchResult>,
+    /// Orders stored by this request.
+    pub created: usize,
+    /// Orders found placed before under their idempotency keys.
+    pub replayed: usize,
+    pub failed: usize,
+}
+
+/// Order up to 1,000 services at once (an import): each order is checked on its own, the
+/// valid ones are stored together in one transaction with their create jobs, and each
+/// one's result comes back at its place, the service with its job or the field errors.
+/// One bad order does not stop the others.
+#[utoipa::path(post, path = "/v1/services/batch", tag = "services", request_body = ServiceBatch,
+    responses((status = 200, body = ServiceBatchAnswer), (status = 422, body = Problem)))]
+async fn create_services(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(body): Json<ServiceBatch>,
+) -> Result<axum::Json<ServiceBatchAnswer>, ApiError> {
+    if body.orders.is_empty() || body.orders.len() > MAX_BATCH {
+        return Err(ApiError::bad_field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "orders",
+            "length",
+            format!("must hold 1 to {MAX_BATCH} orders"),
+        ));
+    }
+    let count = body.orders.len();
+    let mut results: Vec<Option<ServiceBatchResult>> = (0..count).map(|_| None).collect();
+    let mut orders = Vec::new();
+    let mut at = Vec::new();
+    let mut keys = std::collections::HashMap::new();
+    for (i, raw) in body.orders.into_iter().enumerate() {
+        let item = crate::extract::parse_value::<ServiceBatchItem>(raw).and_then(|mut item| {
+            if let Some(k) = &item.idempotency_key {
+                let k = parse_key(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key",
+                    k.as_bytes(),
+                )?;
+                if let Some(first) = keys.insert(k.clone(), i) {
+                    return Err(ApiError::bad_field(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency_key",
+                        "unique",
+                        format!("repeats the key of order {first}"),
+                    ));
+                }
+                item.order.order_key = Some(order_key(caller.key_id, &k));
+            }
+            Ok(item)
+        });
+        let item = match item {
+            Ok(item) => match client_in_scope(&app, &caller, &item.order).await {
+                Ok(()) => item,
+                Err(e) => {
+                    results[i] = Some(failed(i, e));
+                    continue;
+                }
+            },
+            Err(e) => {
+                results[i] = Some(failed(i, e));
+                continue;
+            }
+        };
+        at.push(i);
+        orders.push(item.order);
+    }
+    let done = app.engine.order_services(orders).await?;
+    for (i, r) in at.into_iter().zip(done) {
+        results[i] = Some(match r {
+            Ok(o) => ServiceBatchResult {
+                index: i,
+                status: if o.replayed { 200 } else { 201 },
+                service: Some(o.service.into()),
+                job: o.job.map(Into::into),
+                problem: None,
+            },
+            Err(e) => failed(i, e.into()),
+        });
+    }
+    let results: Vec<ServiceBatchResult> = results.into_iter().flatten().collect();
+    let (mut created, mut replayed) = (0, 0);
+    for r in &results {
+        match r.status {
+            201 => created += 1,
+            200 => replayed += 1,
+            _ => {}
+        }
+    }
+    Ok(axum::Json(ServiceBatchAnswer {
+        failed: results.len() - created - replayed,
+        results,
+        created,
+        replayed,
+    }))
+}
+
+fn failed(index: usize, e: ApiError) -> ServiceBatchResult {
+    ServiceBatchResult {
+        index,
+        status: e.status().as_u16(),
+        service: None,
+        job: None,
+        problem: Some(e.into_problem()),
+    }
+}
+
+/// Show the service with this external id (the billing system's own id for it).
+#[utoipa::path(get, path = "/v1/services/by-external-id/{external_id}", tag = "services",
+    params(("external_id" = String, Path)),
+    responses((status = 200, body = ServiceView), (status = 404, body = Problem)))]
+async fn service_by_external_id(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(external_id): Path<String>,
+) -> Result<axum::Json<ServiceView>, ApiError> {
+    let filter = ServiceFilter {
+        external_id: Some(external_id.clone()),
+        scope: caller.scope,
+        ..Default::default()
+    };
+    let found = app
+        .engine
+        .list_services(&filter, provisio_core::page::PageRequest::first(1))
+        .await?;
+    match found.items.into_iter().next() {
+        Some(s) => Ok(axum::Json(s.into())),
+        None => Err(ApiError::not_found(format!(
+            "no service with external id '{external_id}'"
+        ))),
+    }
 }
 
 /// Show a service.

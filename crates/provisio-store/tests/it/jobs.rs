@@ -44,6 +44,7 @@ async fn setup(s: &S, max_concurrent: u32) -> (ServerId, Vec<ServiceId>) {
             .insert_service_with_job(
                 &NewService {
                     order_key: None,
+                    external_id: None,
                     client_id: c.id,
                     product_id: p.id,
                     server_id: srv.id,

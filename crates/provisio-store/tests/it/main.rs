@@ -2,6 +2,7 @@
 
 mod balance;
 mod harness;
+mod idempotency;
 mod jobs;
 mod secrets;
 mod suite;
@@ -31,6 +32,7 @@ macro_rules! on_both {
 }
 
 use balance::*;
+use idempotency::*;
 use jobs::*;
 use secrets::*;
 use suite::*;
@@ -68,4 +70,7 @@ on_both!(
     old_sync_runs_and_audits_are_trimmed,
     secret_keys_record_once_and_rotate,
     sealed_cells_are_found_and_rewritten_only_while_unchanged,
+    idempotency_keys_claim_keep_and_expire,
+    concurrent_claims_of_one_key_have_one_winner,
+    batches_are_stored_all_or_none,
 );

@@ -34,6 +34,8 @@ pub fn new_client(name: &str, email: &str) -> NewClient {
         currency: Currency::parse("EUR").unwrap(),
         custom_fields: Default::default(),
         reseller_id: None,
+        external_id: None,
+        order_key: None,
     }
 }
 
@@ -69,6 +71,7 @@ pub fn new_service(
 ) -> NewService {
     NewService {
         order_key: None,
+        external_id: None,
         client_id: client,
         product_id: product,
         server_id: server,
