@@ -2,6 +2,7 @@
 
 mod balance;
 mod harness;
+mod hooks;
 mod jobs;
 mod secrets;
 mod suite;
@@ -31,6 +32,7 @@ macro_rules! on_both {
 }
 
 use balance::*;
+use hooks::*;
 use jobs::*;
 use secrets::*;
 use suite::*;
@@ -58,6 +60,7 @@ on_both!(
     due_unsuspends_are_found,
     events_filter_page_and_purge,
     old_finished_jobs_are_trimmed_in_batches,
+    old_deliveries_and_rule_runs_are_trimmed_in_batches,
     balance_transactions_move_the_balance,
     balance_transactions_replay_by_key,
     balance_crossings_are_announced,
