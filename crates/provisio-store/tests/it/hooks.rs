@@ -180,10 +180,7 @@ pub async fn old_deliveries_and_rule_runs_are_trimmed_in_batches(s: S) {
         .await
         .unwrap();
     for e in [1, 2, 3] {
-        assert_eq!(
-            s.delivery_attempts(by_event(&d, e)).await.unwrap().len(),
-            1
-        );
+        assert_eq!(s.delivery_attempts(by_event(&d, e)).await.unwrap().len(), 1);
     }
 
     // Deliveries: at most a batch per statement, then nothing more is old and finished.
@@ -231,6 +228,10 @@ pub async fn old_deliveries_and_rule_runs_are_trimmed_in_batches(s: S) {
     assert_eq!(left, kept, "running, pending and young runs stay");
     assert_eq!(s.trim_rule_runs(later, 500).await.unwrap(), 1);
     let left = rule_run_ids(&s, r).await;
-    assert_eq!(left.len(), 2, "the running and the pending run stay: {left:?}");
+    assert_eq!(
+        left.len(),
+        2,
+        "the running and the pending run stay: {left:?}"
+    );
     assert!(left.contains(&by_event(&runs, 4)) && left.contains(&pending_run));
 }
