@@ -44,16 +44,31 @@ pub async fn run(
     let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
     let t0 = Instant::now();
     let cpu0 = cpu_secs();
-    let result = engine
-        .group_operation(
-            invoice,
-            GroupOp::Suspend,
-            GroupRequest {
-                wait: Some(300),
-                ..Default::default()
-            },
-        )
-        .await;
+    // The whole group, a page of the largest size at a time, as the CLI does.
+    let result = async {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = engine
+                .group_operation(
+                    invoice,
+                    GroupOp::Suspend,
+                    GroupRequest {
+                        wait: Some(300),
+                        limit: Some(provisio_engine::groups::GROUP_MAX_LIMIT),
+                        after: after.take(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            all.extend(page.members);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok::<_, provisio_engine::EngineError>(all),
+            }
+        }
+    }
+    .await;
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_note(cpu0, secs);
     let queued_by = engine
@@ -84,7 +99,7 @@ pub async fn run(
     worker.shutdown().await;
     let result = result?;
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
-    for m in &result.members {
+    for m in &result {
         *outcomes.entry(m.outcome.clone()).or_default() += 1;
     }
     let bound = b.bound(n);

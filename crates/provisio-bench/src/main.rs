@@ -7,6 +7,7 @@ mod audit;
 mod group;
 mod latency;
 mod queue;
+mod retention;
 mod setup;
 mod slow_remote;
 mod usage;
@@ -84,6 +85,22 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1000)]
         page_size: u32,
     },
+    /// Aged finished jobs, deliveries and rule runs trimmed by the maintenance turn while
+    /// actions run, beside the action rate with no trimming on the same database.
+    Retention {
+        /// Aged rows of each kind (jobs, deliveries, rule runs; attempts besides).
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        /// Services the actions run on, one action each per round.
+        #[arg(long, default_value_t = 200)]
+        services: usize,
+        /// How long to measure the action rate with no trimming.
+        #[arg(long, default_value_t = 10)]
+        baseline_secs: u64,
+        /// Also run on this PostgreSQL (a database the bench may create databases in).
+        #[arg(long, value_name = "URL")]
+        pg: Option<String>,
+    },
     /// The second engine process of `queue` on PostgreSQL: serves as `provisio serve` would,
     /// until it is killed. Started by the bench itself, so it needs no `provisio` binary.
     #[command(hide = true)]
@@ -133,6 +150,12 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             servers,
             page_size,
         } => audit::run(accounts, servers.max(1), page_size.max(1)).await,
+        BenchCmd::Retention {
+            rows,
+            services,
+            baseline_secs,
+            pg,
+        } => retention::run(rows.max(1), services.max(1), baseline_secs.max(1), pg).await,
         BenchCmd::Engine { config } => queue::serve_engine(&config).await,
     }
 }

@@ -92,7 +92,7 @@ async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::R
 }
 
 /// A new database next to the one `admin_url` names, so runs never see each other's jobs.
-async fn fresh_pg(admin_url: &str) -> anyhow::Result<String> {
+pub(crate) async fn fresh_pg(admin_url: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

@@ -24,11 +24,22 @@ use provisio_store::JobFilter;
 pub fn config(dir: &Path, db: &str, extra: &str) -> anyhow::Result<Config> {
     let key =
         provisio_core::secret::Cipher::format_key(&provisio_core::secret::Cipher::generate_key());
+    config_with_key(dir, db, &key, extra)
+}
+
+/// [`config`] with a given key, so a later engine on the same database (with other
+/// settings) opens what the first sealed.
+pub fn config_with_key(
+    dir: &Path,
+    db: &str,
+    key: &secrecy::SecretString,
+    extra: &str,
+) -> anyhow::Result<Config> {
     let text = format!(
         "database_url = {db:?}\nsecret_key = {key:?}\nsecret_key_file = {skf:?}\nadmin_key_file = {akf:?}\n\
          [outbound]\nallow = [\"127.0.0.1/32\"]\n\
          [jobs]\nretry_schedule = [\"1s\", \"1s\", \"1s\"]\nmax_in_flight = 512\npoll_interval_ms = 10\nlease_seconds = 60\n{extra}\n",
-        key = secrecy::ExposeSecret::expose_secret(&key),
+        key = secrecy::ExposeSecret::expose_secret(key),
         skf = dir.join("secret.key").display().to_string(),
         akf = dir.join("admin.key").display().to_string(),
     );

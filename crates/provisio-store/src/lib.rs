@@ -18,21 +18,29 @@ macro_rules! one_by {
 /// Deletes at most `$batch` rows of `$table` matching `$cond` (which reads the cut as `$1`),
 /// oldest ids first, in one bounded statement, so that trimming never holds the writer
 /// long. Every `trim_*` of the SQL bodies has this shape.
+///
+/// The batch is written into the statement, not bound: PostgreSQL's generic plan of a
+/// prepared statement cannot see a bound `LIMIT`, and for `trim_jobs` it then joined the
+/// whole table with itself on every batch (seconds per statement at 100,000 jobs, where the
+/// plan that knows the limit walks the id index for milliseconds).
 macro_rules! trim_rows {
     ($writer:expr, $table:literal, $cond:literal, $before:expr, $batch:expr) => {{
-        let r = sqlx::query(concat!(
-            "DELETE FROM ",
-            $table,
-            " WHERE id IN (SELECT id FROM ",
-            $table,
-            " WHERE ",
-            $cond,
-            " ORDER BY id LIMIT $2)"
-        ))
-        .bind($crate::rows::ts($before))
-        .bind(i64::from($batch))
-        .execute($writer)
-        .await?;
+        let sql = format!(
+            concat!(
+                "DELETE FROM ",
+                $table,
+                " WHERE id IN (SELECT id FROM ",
+                $table,
+                " WHERE ",
+                $cond,
+                " ORDER BY id LIMIT {})"
+            ),
+            u32::from($batch)
+        );
+        let r = sqlx::query(&sql)
+            .bind($crate::rows::ts($before))
+            .execute($writer)
+            .await?;
         Ok(r.rows_affected())
     }};
 }

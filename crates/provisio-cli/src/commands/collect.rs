@@ -274,6 +274,9 @@ pub enum GroupCmd {
         invoice: String,
         #[arg(long)]
         children_only: bool,
+        /// Members per request; every page is fetched
+        #[arg(long, value_name = "N", default_value_t = GROUP_PAGE)]
+        page_size: u32,
     },
     /// Override product settings on every member (`--set quota=5000`) and push them to the remote
     Edit {
@@ -327,9 +330,12 @@ pub struct GroupArgs {
     /// Leave out the master
     #[arg(long)]
     children_only: bool,
-    /// Wait up to N seconds for the members' jobs and show how they ended
+    /// Wait up to N seconds for the members' jobs and show how they ended (per page)
     #[arg(long, value_name = "SECONDS")]
     wait: Option<u64>,
+    /// Members per request (1 to 10000); the command goes on until the whole group is done
+    #[arg(long, value_name = "N", default_value_t = GROUP_PAGE)]
+    page_size: u32,
 }
 
 fn member_table(members: &[Value]) -> String {
@@ -376,15 +382,23 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
         GroupCmd::Show {
             invoice,
             children_only,
+            page_size,
         } => {
-            let r = ctx
-                .api
-                .get(&format!(
-                    "/v1/groups/{}?children_only={children_only}",
+            let mut pages = Pages::default();
+            loop {
+                let mut path = format!(
+                    "/v1/groups/{}?children_only={children_only}&limit={page_size}",
                     segment(&invoice)
-                ))
-                .await?;
-            return print_members(ctx, &r);
+                );
+                if let Some(a) = &pages.after {
+                    path.push_str(&format!("&after={}", segment(a)));
+                }
+                let r = ctx.api.get(&path).await?;
+                if !pages.add(r) {
+                    break;
+                }
+            }
+            return print_members(ctx, &pages.result());
         }
         GroupCmd::Edit {
             invoice,
@@ -446,11 +460,53 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
     if let Some(w) = common.wait {
         body["wait"] = w.into();
     }
-    let r = ctx
-        .api
-        .post(&format!("/v1/groups/{}/{op}", segment(&invoice)), &body)
-        .await?;
-    print_members(ctx, &r)
+    body["limit"] = common.page_size.into();
+    // The server acts on a page of members per request: follow `next` so the command
+    // still covers the whole group.
+    let mut pages = Pages::default();
+    loop {
+        if let Some(a) = &pages.after {
+            body["after"] = a.clone().into();
+        }
+        let r = ctx
+            .api
+            .post(&format!("/v1/groups/{}/{op}", segment(&invoice)), &body)
+            .await?;
+        if !pages.add(r) {
+            break;
+        }
+    }
+    print_members(ctx, &pages.result())
+}
+
+/// Members per group request.
+const GROUP_PAGE: u32 = 1000;
+
+/// The pages of one group request so far, shown as one result.
+#[derive(Default)]
+struct Pages {
+    first: Option<Value>,
+    members: Vec<Value>,
+    after: Option<String>,
+}
+
+impl Pages {
+    /// Takes a page in; whether another follows.
+    fn add(&mut self, mut page: Value) -> bool {
+        if let Some(Value::Array(m)) = page.get_mut("members").map(Value::take) {
+            self.members.extend(m);
+        }
+        self.after = page["next"].as_str().map(str::to_string);
+        self.first.get_or_insert(page);
+        self.after.is_some()
+    }
+
+    fn result(self) -> Value {
+        let mut r = self.first.unwrap_or_else(|| json!({}));
+        r["members"] = Value::Array(self.members);
+        r["next"] = Value::Null;
+        r
+    }
 }
 
 #[derive(clap::Args, Debug)]

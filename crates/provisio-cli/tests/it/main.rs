@@ -571,6 +571,22 @@ fn collect_and_group_commands_follow_the_seed() {
     assert_eq!(table.matches("planned").count(), 3, "{table}");
     let members = s.json(&["group", "show", inv, "--children-only"]);
     assert_eq!(members["members"].as_array().unwrap().len(), 2);
+    // Pages of two members: the command follows `next` and still covers the whole group.
+    let paged = s.json(&["group", "delete", inv, "--dry-run", "--page-size", "2"]);
+    let users: Vec<&str> = paged["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users,
+        ["test-admin", "test-child-1", "test-child-2"],
+        "{paged}"
+    );
+    let shown = s.json(&["group", "show", inv, "--page-size", "1"]);
+    assert_eq!(shown["members"].as_array().unwrap().len(), 3, "{shown}");
+    assert!(shown["next"].is_null());
     let bad = s.cli(&["collect", "[]", "[service.status"], None);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("filters:"));

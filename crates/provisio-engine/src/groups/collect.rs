@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Services read per request for each one the page may hold (at most 10,000 rows at the
+/// largest limit): filters checked per service cannot make one request read everything.
+const SCAN_PER_LIMIT: u32 = 10;
+
 /// What `collect` selects and shows.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +218,8 @@ impl Engine {
     }
 
     /// Chosen fields of the services the filters select, a page at a time (by service id).
+    /// A page may be short, even empty, and still carry `next`: the request stopped after
+    /// reading its share of services, and the caller continues from there.
     pub async fn collect(&self, q: &CollectQuery, page: PageRequest) -> Result<Page<Collected>> {
         let mut p = Problems::default();
         for (i, f) in q.fields.iter().enumerate() {
@@ -231,12 +237,17 @@ impl Engine {
             || plan.rest.iter().any(|(k, _)| k.starts_with("usage."));
         let mut cache = Cache::default();
         let mut items = Vec::new();
+        // Filters the store cannot apply may match few services: without a bound, one
+        // request would read the whole table looking for a page of them.
+        let budget = SCAN_PER_LIMIT.saturating_mul(page.limit.max(1));
+        let mut scanned: u32 = 0;
         let mut scan = PageRequest {
             after: page.after,
-            limit: PageRequest::MAX_LIMIT,
+            limit: PageRequest::MAX_LIMIT.min(budget),
         };
         loop {
             let got = self.store.list_services(&plan.store, scan).await?;
+            scanned = scanned.saturating_add(got.items.len() as u32);
             for s in &got.items {
                 let doc = self.document(s, &mut cache, with_usage).await?;
                 let matches = plan
@@ -268,7 +279,18 @@ impl Engine {
                 }
             }
             match got.next {
-                Some(c) => scan.after = Some(c),
+                // A short page with a cursor: the caller continues after the last
+                // service read, which did not match.
+                Some(c) if scanned >= budget => {
+                    return Ok(Page {
+                        items,
+                        next: Some(c),
+                    })
+                }
+                Some(c) => {
+                    scan.after = Some(c);
+                    scan.limit = PageRequest::MAX_LIMIT.min(budget - scanned);
+                }
                 None => return Ok(Page { items, next: None }),
             }
         }

@@ -41,6 +41,52 @@ use crate::durations::since_cutoff;
 /// Members queued at once by a group operation.
 const GROUP_PARALLELISM: usize = 32;
 
+/// Members one group request takes when it names no `limit`, and the most it may name: a
+/// very large group is acted on a page at a time, so no request loads it whole.
+pub const GROUP_DEFAULT_LIMIT: u32 = 1_000;
+pub const GROUP_MAX_LIMIT: u32 = 10_000;
+
+/// Where a page of a group's members ended. Members come masters first, then children,
+/// each by id, so the cursor says which of the two it is in: `m<id>` or `c<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupCursor {
+    Master(ServiceId),
+    Child(ServiceId),
+}
+
+impl GroupCursor {
+    pub fn parse(s: &str) -> Option<Self> {
+        let id = |rest: &str| {
+            rest.parse::<i64>()
+                .ok()
+                .filter(|i| *i >= 0 && !rest.starts_with('+'))
+                .map(ServiceId)
+        };
+        match s.split_at_checked(1)? {
+            ("m", rest) => id(rest).map(Self::Master),
+            ("c", rest) => id(rest).map(Self::Child),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for GroupCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Master(id) => write!(f, "m{}", id.0),
+            Self::Child(id) => write!(f, "c{}", id.0),
+        }
+    }
+}
+
+/// One page of a group's members.
+#[derive(Debug, Clone)]
+pub struct MemberPage {
+    pub members: Vec<Service>,
+    /// Where the next page starts; `None` when no member is left.
+    pub next: Option<GroupCursor>,
+}
+
 /// What a group operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +142,13 @@ pub struct GroupRequest {
     /// they ended.
     #[serde(default)]
     pub wait: Option<u64>,
+    /// Members this request acts on: 1 to 10,000; 1,000 when absent. A larger group is
+    /// acted on a page at a time: repeat the request with `after` set to `next`.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Continue after this point: the `next` of the previous page.
+    #[serde(default)]
+    pub after: Option<String>,
     /// The records the caller's key is held to: members and the transfer's client must be
     /// inside it. Set by the server from the key, never read from the body.
     #[serde(skip)]
@@ -124,7 +177,11 @@ pub struct GroupResult {
     pub invoice: String,
     pub operation: GroupOp,
     pub dry_run: bool,
+    /// This page's members, masters first.
     pub members: Vec<MemberResult>,
+    /// More members remain: send the same request again with this as `after`. `null` on
+    /// the last page.
+    pub next: Option<String>,
 }
 
 fn member(
@@ -164,31 +221,83 @@ pub fn in_scope(
 }
 
 impl Engine {
-    /// The live services of a group, master first.
+    /// Up to `limit` live services of a group after `after`: its masters (`invoice` is the
+    /// group's) by id, then its children (`parent_invoice` is, `invoice` is not) by id.
     pub async fn group_members(
         &self,
         invoice: &str,
         children_only: bool,
         scope: Option<provisio_core::access::Scope>,
-    ) -> Result<Vec<Service>> {
-        let mut out = self
-            .all_services(&ServiceFilter {
-                invoice_or_parent: Some(invoice.to_string()),
-                live_only: true,
-                scope,
-                ..Default::default()
-            })
-            .await?;
-        out.retain(|s| {
-            !(children_only && s.invoice.as_ref().is_some_and(|i| i.as_str() == invoice))
-        });
-        out.sort_by_key(|s| {
+        after: Option<GroupCursor>,
+        limit: u32,
+    ) -> Result<MemberPage> {
+        let limit = limit.max(1) as usize;
+        let mut members: Vec<Service> = Vec::new();
+        // One more than the page holds, so a full page knows whether anything follows.
+        let want = limit + 1;
+        let phases = [
             (
-                s.invoice.as_ref().map(|i| i.as_str()) != Some(invoice),
-                s.id,
-            )
-        });
-        Ok(out)
+                false,
+                ServiceFilter {
+                    invoice: Some(invoice.to_string()),
+                    live_only: true,
+                    scope,
+                    ..Default::default()
+                },
+            ),
+            (
+                true,
+                ServiceFilter {
+                    parent_invoice: Some(invoice.to_string()),
+                    live_only: true,
+                    scope,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (child, filter) in phases {
+            if !child && children_only {
+                continue;
+            }
+            let mut page = match (after, child) {
+                (Some(GroupCursor::Child(_)), false) => continue,
+                (Some(GroupCursor::Master(id)), false) | (Some(GroupCursor::Child(id)), true) => {
+                    PageRequest {
+                        after: Some(id.0),
+                        limit: 0,
+                    }
+                }
+                _ => PageRequest::first(0),
+            };
+            while members.len() < want {
+                page.limit = ((want - members.len()) as u32).min(PageRequest::MAX_LIMIT);
+                let got = self.store.list_services(&filter, page).await?;
+                members.extend(got.items.into_iter().filter(|s| {
+                    // A service naming the group as both is a master, taken already.
+                    !child || s.invoice.as_ref().is_none_or(|i| i.as_str() != invoice)
+                }));
+                match got.next {
+                    Some(c) => page.after = Some(c),
+                    None => break,
+                }
+            }
+            if members.len() >= want {
+                break;
+            }
+        }
+        let next = if members.len() > limit {
+            members.truncate(limit);
+            members.last().map(|s| {
+                if s.invoice.as_ref().is_some_and(|i| i.as_str() == invoice) {
+                    GroupCursor::Master(s.id)
+                } else {
+                    GroupCursor::Child(s.id)
+                }
+            })
+        } else {
+            None
+        };
+        Ok(MemberPage { members, next })
     }
 
     /// Runs `op` on every member of the group `invoice`.
@@ -265,12 +374,32 @@ impl Engine {
         if req.wait.is_some_and(|w| w > 300) {
             p.push("wait", "range", "must be at most 300 seconds");
         }
+        let limit = req.limit.unwrap_or(GROUP_DEFAULT_LIMIT);
+        if !(1..=GROUP_MAX_LIMIT).contains(&limit) {
+            p.push(
+                "limit",
+                "range",
+                format!("must be between 1 and {GROUP_MAX_LIMIT}"),
+            );
+        }
+        let after = match req.after.as_deref() {
+            None | Some("") => None,
+            Some(a) => {
+                let c = GroupCursor::parse(a);
+                if c.is_none() {
+                    p.push("after", "cursor", "is not a `next` this server returned");
+                }
+                c
+            }
+        };
         p.finish()?;
 
-        let members = self
-            .group_members(invoice, req.children_only, req.scope)
+        let MemberPage { members, next } = self
+            .group_members(invoice, req.children_only, req.scope, after, limit)
             .await?;
-        if members.is_empty() {
+        // A later page may find nothing left (members ended meanwhile): that is the end,
+        // not an unknown group.
+        if members.is_empty() && after.is_none() {
             return Err(EngineError::NotFound {
                 what: "group",
                 key: format!("'{invoice}' (no live service has it as invoice or parent_invoice)"),
@@ -366,6 +495,7 @@ impl Engine {
             operation: op,
             dry_run: req.dry_run,
             members: results,
+            next: next.map(|c| c.to_string()),
         })
     }
 

@@ -451,6 +451,18 @@ struct Maintenance {
 /// How often finished history is trimmed: often enough that each pass has little to do.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// The longest single trim statement of this process, in microseconds: the longest time
+/// retention held the database writer (`provisio-bench retention` prints it).
+static LONGEST_TRIM_MICROS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The longest single trim statement of this process since the last call (which starts
+/// a new measurement).
+pub fn take_longest_trim_statement() -> std::time::Duration {
+    std::time::Duration::from_micros(
+        LONGEST_TRIM_MICROS.swap(0, std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
 /// Trims every kind of finished history older than its retention, one small batch per
 /// statement, yielding between batches so that claims and outcomes get the writer in
 /// between. Returns how many rows of each kind went.
@@ -484,6 +496,7 @@ pub async fn trim_history(
     for (i, before) in cuts.into_iter().enumerate() {
         let Some(before) = before else { continue };
         loop {
+            let started = Instant::now();
             let n = match i {
                 0 => store.trim_jobs(before, batch).await?,
                 1 => store.trim_deliveries(before, batch).await?,
@@ -492,6 +505,8 @@ pub async fn trim_history(
                 4 => store.trim_sync_runs(before, batch).await?,
                 _ => store.trim_idempotency_keys(before, batch).await?,
             };
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            LONGEST_TRIM_MICROS.fetch_max(took, std::sync::atomic::Ordering::Relaxed);
             counts[i].1 += n;
             if n < u64::from(batch) {
                 break;

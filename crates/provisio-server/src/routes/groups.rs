@@ -40,7 +40,7 @@ pub(crate) const ACCESS: &[Access] = &[
     client_rule(Method::POST, "/v1/services/{id}/login-url", WRITE_BILLING),
 ];
 
-/// Chosen fields of the services the filters select (dotted: `service.parent_invoice`, `product.settings.quota`, …), in pages by service id.
+/// Chosen fields of the services the filters select (dotted: `service.parent_invoice`, `product.settings.quota`, …), in pages by service id. One request reads at most ten services per `limit`, so when few services match, a page may be short or empty and still carry `next_cursor`: that is normal, keep following it until it is `null`.
 #[utoipa::path(post, path = "/v1/collect", tag = "groups", params(super::PageQuery), request_body = CollectQuery,
     responses((status = 200, body = List<Collected>), (status = 422, body = Problem)))]
 async fn collect(
@@ -62,15 +62,21 @@ pub struct MembersQuery {
     /// Leave out the master.
     #[serde(default)]
     children_only: bool,
+    /// Members per page: 1 to 10,000; 1,000 when absent.
+    limit: Option<u32>,
+    /// The `next` of the previous page.
+    after: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct GroupMembers {
     pub invoice: String,
     pub members: Vec<MemberResult>,
+    /// More members remain: ask again with this as `after`; `null` on the last page.
+    pub next: Option<String>,
 }
 
-/// The live services of an invoice group (`invoice` or `parent_invoice` equal to it), master first.
+/// The live services of an invoice group (`invoice` or `parent_invoice` equal to it), masters first, then children, a page at a time.
 #[utoipa::path(get, path = "/v1/groups/{invoice}", tag = "groups", params(("invoice" = String, Path), MembersQuery),
     responses((status = 200, body = GroupMembers), (status = 404, body = Problem)))]
 async fn group_members(
@@ -84,6 +90,8 @@ async fn group_members(
         children_only: q.children_only,
         reason: None,
         scope: caller.scope,
+        limit: q.limit,
+        after: q.after,
         ..Default::default()
     };
     // A dry-run suspend lists every member with its role and status and changes nothing.
@@ -93,6 +101,7 @@ async fn group_members(
         .await?;
     Ok(axum::Json(GroupMembers {
         invoice,
+        next: r.next,
         members: r
             .members
             .into_iter()
@@ -106,7 +115,7 @@ async fn group_members(
     }))
 }
 
-/// Run `edit`, `suspend`, `activate`, `delete` or `transfer` on every member of an invoice group; `dry_run` says what each member would undergo. Members already in the wanted state are skipped, so running it again retries only the rest.
+/// Run `edit`, `suspend`, `activate`, `delete` or `transfer` on the members of an invoice group, a page at a time (`limit`, at most 10,000; 1,000 by default): when the response has `next`, send the same request with `after` set to it for the following members. `dry_run` and `wait` apply to the page. Members already in the wanted state are skipped, so running it again retries only the rest.
 #[utoipa::path(post, path = "/v1/groups/{invoice}/{operation}", tag = "groups",
     params(("invoice" = String, Path), ("operation" = String, Path, description = "edit, suspend, activate, delete or transfer")),
     request_body = GroupRequest,

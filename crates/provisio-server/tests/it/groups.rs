@@ -713,7 +713,163 @@ async fn transfer_and_sign_on_through_the_http_module(db: Db) {
     app.stop().await;
 }
 
+/// A group larger than the page: every member is acted on once, masters first, over two
+/// pages, and the last page has no `next`.
+async fn group_operations_page_through_a_large_group(db: Db) {
+    let (app, c, [master, child1, child2]) = setup(db, "").await;
+    let mut expected = vec![master, child1, child2];
+    for i in 3..5 {
+        expected.push(site(&app, c, &format!("test-child-{i}"), None, Some(INVOICE)).await);
+    }
+    // Listing: pages of three, masters first.
+    let (status, first) = app.get(&format!("/v1/groups/{INVOICE}?limit=3")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let next = first["next"]
+        .as_str()
+        .expect("more members follow")
+        .to_string();
+    let (status, second) = app
+        .get(&format!("/v1/groups/{INVOICE}?limit=3&after={next}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert!(second["next"].is_null(), "{second}");
+    let listed: Vec<i64> = [&first, &second]
+        .iter()
+        .flat_map(|p| p["members"].as_array().unwrap().clone())
+        .map(|m| m["service_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(first["members"][0]["role"], "master");
+
+    // A suspend in pages of three, waiting for each page's jobs.
+    let (status, p1) = group_op(&app, "suspend", json!({"limit": 3, "wait": 30})).await;
+    assert_eq!(status, StatusCode::OK, "{p1}");
+    assert_eq!(p1["members"].as_array().unwrap().len(), 3, "{p1}");
+    assert!(every_member(&p1, "done"), "{p1}");
+    let after = p1["next"].as_str().expect("a second page").to_string();
+    // The second page's members are untouched until it is asked for.
+    wait_status(&app, expected[3], "active").await;
+    let (status, p2) = group_op(
+        &app,
+        "suspend",
+        json!({"limit": 3, "wait": 30, "after": after}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{p2}");
+    assert!(p2["next"].is_null(), "{p2}");
+    assert!(every_member(&p2, "done"), "{p2}");
+    let acted: Vec<i64> = [&p1, &p2]
+        .iter()
+        .flat_map(|p| p["members"].as_array().unwrap().clone())
+        .map(|m| m["service_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(acted, expected, "every member once, in order");
+    for id in &expected {
+        wait_status(&app, *id, "suspended").await;
+        let (_, jobs) = app.get(&format!("/v1/jobs?service={id}")).await;
+        let suspends = jobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["action"] == "suspend")
+            .count();
+        assert_eq!(suspends, 1, "{id}: {jobs}");
+    }
+
+    // Bad paging is refused naming the field.
+    for (body, field) in [
+        (json!({"limit": 0}), "limit"),
+        (json!({"limit": 10_001}), "limit"),
+        (json!({"after": "x12"}), "after"),
+        (json!({"after": "m-3"}), "after"),
+    ] {
+        let (status, problem) = group_op(&app, "activate", body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {problem}"
+        );
+        crate::helpers::assert_field_error(
+            status,
+            &problem,
+            field,
+            if field == "limit" { "range" } else { "cursor" },
+        );
+    }
+    let (status, problem) = app.get(&format!("/v1/groups/{INVOICE}?after=nope")).await;
+    crate::helpers::assert_field_error(status, &problem, "after", "cursor");
+    app.stop().await;
+}
+
+/// Filters checked per service read a bounded share of services per request: a page may
+/// be short, even empty, with a cursor, and following it reaches the match.
+async fn collect_reads_a_bounded_share_per_request(db: Db) {
+    let (app, c, _) = setup(db, "").await;
+    let other = app
+        .create(
+            "/v1/clients",
+            json!({"name": "Late", "email": "late@far.test"}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    for i in 0..20 {
+        app.create(
+            "/v1/services",
+            json!({"client_id": c, "product": "hosting", "username": format!("filler{i}")}),
+        )
+        .await;
+    }
+    let last = app
+        .create(
+            "/v1/services",
+            json!({"client_id": other, "product": "hosting", "username": "the-one"}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    // `client.email` is checked per service; a page of 2 reads at most 20 services.
+    let query =
+        json!({"fields": ["service.username"], "filters": {"client.email": "late@far.test"}});
+    let (status, first) = app.post("/v1/collect?limit=2", query.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["items"], json!([]), "{first}");
+    let mut cursor = first["next_cursor"]
+        .as_str()
+        .expect("a short page still says where to go on")
+        .to_string();
+    let mut found = Vec::new();
+    let mut requests = 1;
+    loop {
+        let (status, page) = app
+            .post(
+                &format!("/v1/collect?limit=2&cursor={cursor}"),
+                query.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        requests += 1;
+        found.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["service_id"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+        assert!(requests < 10, "the cursor never ends");
+    }
+    assert_eq!(found, [last]);
+    assert_eq!(requests, 2, "24 services before the match, 20 a request");
+    app.stop().await;
+}
+
 on_both!(
+    group_operations_page_through_a_large_group,
+    collect_reads_a_bounded_share_per_request,
     the_seed_walk_through_works,
     transfer_moves_members_to_another_client,
     group_operations_refuse_bad_input_and_unknown_groups,

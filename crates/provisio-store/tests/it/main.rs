@@ -3,6 +3,7 @@
 mod balance;
 mod harness;
 mod idempotency;
+mod hooks;
 mod jobs;
 mod secrets;
 mod suite;
@@ -33,6 +34,7 @@ macro_rules! on_both {
 
 use balance::*;
 use idempotency::*;
+use hooks::*;
 use jobs::*;
 use secrets::*;
 use suite::*;
@@ -60,6 +62,7 @@ on_both!(
     due_unsuspends_are_found,
     events_filter_page_and_purge,
     old_finished_jobs_are_trimmed_in_batches,
+    old_deliveries_and_rule_runs_are_trimmed_in_batches,
     balance_transactions_move_the_balance,
     balance_transactions_replay_by_key,
     balance_crossings_are_announced,
