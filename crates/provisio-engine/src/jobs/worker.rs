@@ -642,13 +642,26 @@ async fn load(shared: &Shared, job: &Job, pre: Option<Preloaded>) -> Result<Load
     })
 }
 
-/// Whether the remote state a lookup found shows the action already took effect.
-fn already_done(action: &Action, account: Option<&RemoteAccount>) -> bool {
+/// Whether the remote state a lookup found shows the action already took effect. `params`
+/// are the request's: a package change has taken effect when the account reports the new
+/// product's package (its `package` setting, else its name, as audits read packages).
+fn already_done(action: &Action, account: Option<&RemoteAccount>, params: &Settings) -> bool {
     match action {
         Action::Create => account.is_some(),
         Action::Terminate => account.is_none(),
         Action::Suspend => account.and_then(|a| a.status.as_deref()) == Some("suspended"),
         Action::Unsuspend => account.and_then(|a| a.status.as_deref()) == Some("active"),
+        Action::ChangePackage => {
+            let want = params
+                .get("new_product")
+                .and_then(|p| p.get("package"))
+                .and_then(Value::as_str)
+                .or_else(|| params.get("new_product_name").and_then(Value::as_str));
+            match (account.and_then(|a| a.package.as_deref()), want) {
+                (Some(have), Some(want)) => have == want,
+                _ => false,
+            }
+        }
         _ => false,
     }
 }
@@ -782,7 +795,7 @@ async fn run(
         lookup.action = Action::Lookup;
         match call(engine, module, &lookup).await {
             Ok(reply) => {
-                if already_done(&job.action, reply.account.as_ref()) {
+                if already_done(&job.action, reply.account.as_ref(), &loaded.request.params) {
                     // The lookup's outputs stand in for the lost reply's (a remote id, say).
                     update.service = Some(success_change(&job, &loaded, &reply));
                     return (
