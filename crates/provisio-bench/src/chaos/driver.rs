@@ -172,7 +172,7 @@ impl Api {
                 // Nothing was sent: another engine may take it.
                 Err(e) if e.is_connect() => {
                     tried += 1;
-                    if tried % self.bases.len() == 0 {
+                    if tried.is_multiple_of(self.bases.len()) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }

@@ -76,6 +76,10 @@ pub struct Report {
     pub lines: Vec<String>,
     /// Each invariant that did not hold, in words.
     pub failures: Vec<String>,
+    /// The counts the invariants rest on, by name (`requested`, `done_once`, `doubled`,
+    /// `lost`, `failed_with_reason`, `missing_outputs`, `events`, `undelivered`,
+    /// `duplicates`, `open_jobs`, `kills`, `sigkills`).
+    pub figures: BTreeMap<&'static str, usize>,
 }
 
 impl std::fmt::Display for Report {
@@ -748,6 +752,20 @@ fn check(c: Checked<'_>) -> Report {
         ));
     }
 
+    r.figures = BTreeMap::from([
+        ("requested", requested),
+        ("done_once", once),
+        ("doubled", doubled),
+        ("lost", lost),
+        ("failed_with_reason", failed_with_reason),
+        ("missing_outputs", missing_outputs),
+        ("events", c.events.len()),
+        ("undelivered", undelivered),
+        ("duplicates", duplicates as usize),
+        ("open_jobs", open_jobs),
+        ("kills", k.sigkill + k.sigterm),
+        ("sigkills", k.sigkill),
+    ]);
     let mut fail = |ok: bool, what: String| {
         if !ok {
             r.failures.push(what);

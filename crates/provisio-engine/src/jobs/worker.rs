@@ -1043,3 +1043,43 @@ fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceCha
     }
     change
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn account(package: Option<&str>) -> RemoteAccount {
+        RemoteAccount {
+            username: "u1".into(),
+            status: Some("active".into()),
+            package: package.map(String::from),
+        }
+    }
+
+    fn params(v: Value) -> Settings {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    /// A package change whose answer was lost is not sent again once the account shows
+    /// the new package (the chaos run found such changes applied twice).
+    #[test]
+    fn a_package_change_is_done_when_the_account_reports_the_new_package() {
+        let by_setting =
+            params(json!({"new_product": {"package": "pro-2"}, "new_product_name": "pro"}));
+        let by_name = params(json!({"new_product": {}, "new_product_name": "pro"}));
+        let cp = Action::ChangePackage;
+        assert!(already_done(
+            &cp,
+            Some(&account(Some("pro-2"))),
+            &by_setting
+        ));
+        // The `package` setting wins over the name, as in audits.
+        assert!(!already_done(&cp, Some(&account(Some("pro"))), &by_setting));
+        assert!(already_done(&cp, Some(&account(Some("pro"))), &by_name));
+        assert!(!already_done(&cp, Some(&account(Some("basic"))), &by_name));
+        // A remote that does not report packages tells nothing: the change is sent again.
+        assert!(!already_done(&cp, Some(&account(None)), &by_name));
+        assert!(!already_done(&cp, None, &by_name));
+    }
+}
