@@ -185,7 +185,13 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
         .trim()
         .to_string();
     let api = Api::new(vec![a.base_url(), b.base_url()], key)?;
-    let (client_id, products) = set_up(&api, &remote, &receiver).await?;
+    let (client_id, products, heard_from) = set_up(&api, &remote, &receiver).await?;
+    // Every event the handler must hear: all from its creation on.
+    let heard = |all: Vec<Value>| -> Vec<Value> {
+        all.into_iter()
+            .filter(|e| e["id"].as_i64().is_some_and(|id| id > heard_from))
+            .collect()
+    };
 
     let engines = [Arc::new(Mutex::new(a)), Arc::new(Mutex::new(b))];
     let driver_done = Arc::new(AtomicBool::new(false));
@@ -248,7 +254,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
         let open_deliveries = open_count(&api, "/v1/deliveries?state=pending&limit=1").await?
             + open_count(&api, "/v1/deliveries?state=running&limit=1").await?;
         if open_jobs == 0 && open_deliveries == 0 {
-            let events = api.all("/v1/events?type=service.*").await?;
+            let events = heard(api.all("/v1/events").await?);
             let all_in = receiver.with(|r| {
                 events.iter().all(|e| {
                     e["id"]
@@ -267,7 +273,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
 
     let services = api.all("/v1/services").await?;
     let jobs = api.all("/v1/jobs").await?;
-    let events = api.all("/v1/events?type=service.*").await?;
+    let events = heard(api.all("/v1/events").await?);
     let failed_deliveries = api.all("/v1/deliveries?state=failed").await?.len();
     sampler.abort();
     let mut peaks = Vec::new();
@@ -316,25 +322,26 @@ async fn open_count(api: &Api, path: &str) -> anyhow::Result<usize> {
     Ok(api.get(path).await?["items"].as_array().map_or(0, Vec::len))
 }
 
-/// The handler first (so it hears every service event), then the records the driver uses.
-/// Returns the client's id and the products' ids by name.
+/// The handler first (so it hears every event of the run), then the records the driver
+/// uses. Returns the client's id, the products' ids by name, and the id of the event that
+/// announced the handler: it hears every later one.
 async fn set_up(
     api: &Api,
     remote: &Remote,
     receiver: &Receiver,
-) -> anyhow::Result<(i64, HashMap<i64, &'static str>)> {
-    let h = api
-        .post(
-            "/v1/handlers",
-            json!({"name": "chaos-receiver", "kind": "http", "phase": "notify",
-                   "url": receiver.url, "events": ["service.*"], "timeout_ms": 5000}),
-        )
-        .await?;
-    receiver.set_secret(
-        h["secret"]
-            .as_str()
-            .context("the new handler's answer has no secret")?,
-    )?;
+) -> anyhow::Result<(i64, HashMap<i64, &'static str>, i64)> {
+    api.post(
+        "/v1/handlers",
+        json!({"name": "chaos-receiver", "kind": "http", "phase": "notify",
+               "url": receiver.url, "events": ["*"], "timeout_ms": 5000,
+               "secret": secrecy::ExposeSecret::expose_secret(&receiver.secret_text())}),
+    )
+    .await?;
+    let announced = api.all("/v1/events?type=handler.created").await?;
+    let heard_from = announced
+        .last()
+        .and_then(|e| e["id"].as_i64())
+        .context("no handler.created event")?;
     let client = api
         .post(
             "/v1/clients",
@@ -357,7 +364,11 @@ async fn set_up(
             .await?;
         products.insert(v["id"].as_i64().context("product id")?, p);
     }
-    Ok((client["id"].as_i64().context("client id")?, products))
+    Ok((
+        client["id"].as_i64().context("client id")?,
+        products,
+        heard_from,
+    ))
 }
 
 /// Every few seconds, one engine at random gets SIGKILL or SIGTERM and is started again

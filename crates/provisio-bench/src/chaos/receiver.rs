@@ -3,7 +3,7 @@
 //! every event arrived and how many arrived more than once (and so needed deduplicating).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
 use provisio_core::webhook;
@@ -18,7 +18,7 @@ pub struct Received {
 
 pub struct Receiver {
     pub url: String,
-    secret: Arc<OnceLock<webhook::Secret>>,
+    secret: Arc<webhook::Secret>,
     received: Arc<Mutex<Received>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -33,7 +33,9 @@ impl Receiver {
     pub async fn start() -> anyhow::Result<Receiver> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let secret: Arc<OnceLock<webhook::Secret>> = Arc::default();
+        // The receiver's own secret, given to the handler when it is created, so that it
+        // verifies from the first delivery on.
+        let secret = Arc::new(webhook::Secret::generate());
         let received: Arc<Mutex<Received>> = Arc::default();
         let (s, r) = (secret.clone(), received.clone());
         let app = axum::Router::new().route(
@@ -54,12 +56,9 @@ impl Receiver {
         })
     }
 
-    /// The handler's signing secret, known once the handler is created.
-    pub fn set_secret(&self, text: &str) -> anyhow::Result<()> {
-        let secret = webhook::Secret::parse(text)
-            .map_err(|e| anyhow::anyhow!("the handler's secret does not parse: {e}"))?;
-        let _ = self.secret.set(secret);
-        Ok(())
+    /// The signing secret for the handler, as `whsec_…`.
+    pub fn secret_text(&self) -> secrecy::SecretString {
+        self.secret.encode()
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&Received) -> R) -> R {
@@ -68,25 +67,23 @@ impl Receiver {
 }
 
 fn receive(
-    secret: &OnceLock<webhook::Secret>,
+    secret: &webhook::Secret,
     received: &Mutex<Received>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> StatusCode {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let id = header(webhook::HEADER_ID);
-    let verified = secret.get().is_some_and(|s| {
-        webhook::verify(
-            s,
-            id,
-            header(webhook::HEADER_TIMESTAMP),
-            header(webhook::HEADER_SIGNATURE),
-            body,
-            chrono::Utc::now().timestamp(),
-            webhook::DEFAULT_TOLERANCE_SECS,
-        )
-        .is_ok()
-    });
+    let verified = webhook::verify(
+        secret,
+        id,
+        header(webhook::HEADER_TIMESTAMP),
+        header(webhook::HEADER_SIGNATURE),
+        body,
+        chrono::Utc::now().timestamp(),
+        webhook::DEFAULT_TOLERANCE_SECS,
+    )
+    .is_ok();
     let mut r = received.lock().expect("receiver state");
     if !verified || id.is_empty() {
         r.bad_signatures += 1;
