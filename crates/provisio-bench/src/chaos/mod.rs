@@ -13,7 +13,7 @@ pub mod remote;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -284,20 +284,24 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     }
 
     let kills = std::mem::take(&mut *kills.lock().expect("kills"));
-    let mut report = check(Checked {
-        o,
-        runs: &runs,
-        services: &services,
-        jobs: &jobs,
-        events: &events,
-        products: &products,
-        remote: &remote,
-        receiver: &receiver,
-        failed_deliveries,
-        failovers: api.failovers.load(Relaxed),
-        lost_answers: api.lost_answers.load(Relaxed),
-        kills: &kills,
-        peaks: &peaks,
+    let mut report = remote.with(|remote| {
+        receiver.with(|received| {
+            check(Checked {
+                o,
+                runs: &runs,
+                services: &services,
+                jobs: &jobs,
+                events: &events,
+                products: &products,
+                remote,
+                received,
+                failed_deliveries,
+                failovers: api.failovers.load(Relaxed),
+                lost_answers: api.lost_answers.load(Relaxed),
+                kills: &kills,
+                peaks: &peaks,
+            })
+        })
     });
     if !drained {
         report.failures.push(format!(
@@ -380,11 +384,11 @@ async fn kill_loop(
     kills: Arc<std::sync::Mutex<Kills>>,
 ) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(o.seed ^ 0x6b69_6c6c);
-    let done = AtomicUsize::new(0);
+    let mut done = 0usize;
     loop {
         let wait = o.kill_every.mul_f64(rng.gen_range(0.5..1.5));
         tokio::time::sleep(wait).await;
-        if driver_done.load(Relaxed) && done.load(Relaxed) >= o.min_kills {
+        if driver_done.load(Relaxed) && done >= o.min_kills {
             return Ok(());
         }
         let i = rng.gen_range(0..2);
@@ -398,7 +402,7 @@ async fn kill_loop(
             )
             .await?;
         e.start().await?;
-        done.fetch_add(1, Relaxed);
+        done += 1;
         let mut k = kills.lock().expect("kills");
         if sigkill {
             k.sigkill += 1;
@@ -418,8 +422,8 @@ struct Checked<'a> {
     jobs: &'a [Value],
     events: &'a [Value],
     products: &'a HashMap<i64, &'static str>,
-    remote: &'a Remote,
-    receiver: &'a Receiver,
+    remote: &'a remote::RemoteState,
+    received: &'a receiver::Received,
     failed_deliveries: usize,
     failovers: usize,
     lost_answers: usize,
@@ -444,7 +448,8 @@ fn check(c: Checked<'_>) -> Report {
     for list in jobs_of.values_mut() {
         list.sort_by_key(|j| j["id"].as_i64());
     }
-    let (effects_per_key, refused, applied_total, effects_by_user) = c.remote.with(|st| {
+    let st = c.remote;
+    let (effects_per_key, refused, applied_total, effects_by_user) = {
         let mut per_key: HashMap<String, usize> = HashMap::new();
         let mut by_user: HashMap<String, Vec<&'static str>> = HashMap::new();
         for e in &st.applied {
@@ -452,7 +457,7 @@ fn check(c: Checked<'_>) -> Report {
             by_user.entry(e.user.clone()).or_default().push(e.action);
         }
         (per_key, st.refused.clone(), st.applied.len(), by_user)
-    });
+    };
 
     let mut requested = 0usize;
     let mut by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -602,7 +607,7 @@ fn check(c: Checked<'_>) -> Report {
         .filter_map(|s| Some((s["username"].as_str()?, s)))
         .collect();
     let (mut created, mut missing_outputs, mut state_mismatch) = (0usize, 0usize, 0usize);
-    let users = c.remote.with(|st| st.users.clone());
+    let users = &st.users;
     for run in c.runs {
         let Some(s) = by_user.get(run.username.as_str()) else {
             continue;
@@ -645,7 +650,8 @@ fn check(c: Checked<'_>) -> Report {
     }
 
     // Events and deliveries.
-    let (undelivered, deliveries, duplicates, bad_signatures, distinct) = c.receiver.with(|rx| {
+    let rx = c.received;
+    let (undelivered, deliveries, duplicates, bad_signatures, distinct) = {
         let undelivered = c
             .events
             .iter()
@@ -664,7 +670,7 @@ fn check(c: Checked<'_>) -> Report {
             rx.bad_signatures,
             rx.by_id.len(),
         )
-    });
+    };
     let open_jobs = c
         .jobs
         .iter()
@@ -730,14 +736,8 @@ fn check(c: Checked<'_>) -> Report {
         "engine peak memory (VmHWM)      {mem}limit {:.0} MiB",
         c.o.max_rss_mib
     ));
-    let (requests, lookups, faults, lookup_failures) = c.remote.with(|st| {
-        (
-            st.requests,
-            st.lookups,
-            st.faults.clone(),
-            st.lookup_failures,
-        )
-    });
+    let (requests, lookups, faults, lookup_failures) =
+        (st.requests, st.lookups, &st.faults, st.lookup_failures);
     let fault_total: u64 = faults.values().sum();
     let fault_text: Vec<String> = faults
         .iter()
@@ -835,4 +835,160 @@ fn short(why: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driver::Step;
+    use remote::{Effect, RemoteState, User};
+
+    /// One service, created and suspended, as a clean run leaves it; each test breaks one
+    /// thing and expects the check to say so.
+    struct World {
+        runs: Vec<ServiceRun>,
+        jobs: Vec<Value>,
+        services: Vec<Value>,
+        events: Vec<Value>,
+        remote: RemoteState,
+        received: receiver::Received,
+    }
+
+    fn world() -> World {
+        let mut remote = RemoteState::new(0);
+        remote.users.insert(
+            "c00000".into(),
+            User {
+                suspended: true,
+                plan: "basic".into(),
+            },
+        );
+        for (key, action) in [("k1", "create"), ("k2", "suspend")] {
+            remote.applied.push(Effect {
+                key: key.into(),
+                action,
+                user: "c00000".into(),
+            });
+        }
+        let mut received = receiver::Received::default();
+        received.by_id.insert("evt_5".into(), 2);
+        World {
+            runs: vec![ServiceRun {
+                username: "c00000".into(),
+                id: Some(1),
+                steps: vec![
+                    (Step::Create, Asked::Accepted),
+                    (Step::Suspend, Asked::Accepted),
+                ],
+            }],
+            jobs: vec![
+                json!({"id": 1, "service_id": 1, "action": "create", "state": "done", "idempotency_key": "k1", "attempts": 1}),
+                json!({"id": 2, "service_id": 1, "action": "suspend", "state": "done", "idempotency_key": "k2", "attempts": 3}),
+            ],
+            services: vec![json!({"id": 1, "username": "c00000", "status": "suspended",
+                                  "product_id": 10, "outputs": {"remote_id": "id-c00000"}})],
+            events: vec![json!({"id": 5})],
+            remote,
+            received,
+        }
+    }
+
+    fn checked(w: &World) -> Report {
+        let o = Options {
+            actions: 2,
+            rate: 1.0,
+            concurrency: 1,
+            kill_every: Duration::from_secs(1),
+            min_kills: 0,
+            sigkill_share: 0.5,
+            seed: 0,
+            pg_url: String::new(),
+            provisio_bin: PathBuf::new(),
+            max_rss_mib: 100.0,
+            drain_limit: Duration::from_secs(1),
+            slow: Duration::from_secs(1),
+            dir: None,
+        };
+        check(Checked {
+            o: &o,
+            runs: &w.runs,
+            services: &w.services,
+            jobs: &w.jobs,
+            events: &w.events,
+            products: &HashMap::from([(10, "basic")]),
+            remote: &w.remote,
+            received: &w.received,
+            failed_deliveries: 0,
+            failovers: 0,
+            lost_answers: 0,
+            kills: &Kills::default(),
+            peaks: &[("engine-a", 40.0, 1)],
+        })
+    }
+
+    #[test]
+    fn a_clean_run_holds_and_counts_a_duplicate_delivery() {
+        let r = checked(&world());
+        assert!(r.failures.is_empty(), "{r}");
+        assert_eq!(r.figures["done_once"], 2);
+        assert_eq!(r.figures["duplicates"], 1);
+    }
+
+    #[test]
+    fn each_broken_invariant_is_reported() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut World)>)> = vec![
+            (
+                "doubled",
+                Box::new(|w| w.remote.applied.push(w.remote.applied[1].clone())),
+            ),
+            (
+                "doubled",
+                Box::new(|w| w.remote.refused.push("suspend c00000 (k2): 409".into())),
+            ),
+            (
+                "doubled",
+                Box::new(|w| {
+                    w.jobs.push(json!({"id": 3, "service_id": 1, "action": "suspend", "state": "done", "idempotency_key": "k3"}))
+                }),
+            ),
+            ("lost", Box::new(|w| w.jobs[1]["state"] = json!("running"))),
+            (
+                "lost",
+                Box::new(|w| {
+                    w.remote.applied.pop();
+                    w.remote.users.get_mut("c00000").expect("user").suspended = false;
+                }),
+            ),
+            (
+                "lost",
+                Box::new(|w| w.runs[0].steps[1].1 = Asked::Unanswered("down".into())),
+            ),
+            (
+                "missing_outputs",
+                Box::new(|w| w.services[0]["outputs"] = json!({})),
+            ),
+            ("undelivered", Box::new(|w| w.received.by_id.clear())),
+            (
+                "open_jobs",
+                Box::new(|w| w.jobs[1]["state"] = json!("pending")),
+            ),
+        ];
+        for (figure, breaks) in cases {
+            let mut w = world();
+            breaks(&mut w);
+            let r = checked(&w);
+            assert!(r.figures[figure] > 0, "{figure} not counted:\n{r}");
+            assert!(!r.failures.is_empty(), "{figure} not reported:\n{r}");
+        }
+        // A job that failed with its error is a reason, not a loss.
+        let mut w = world();
+        w.jobs[1]["state"] = json!("failed");
+        w.jobs[1]["last_error"] = json!("suspend: HTTP 500");
+        w.remote.applied.pop();
+        w.remote.users.get_mut("c00000").expect("user").suspended = false;
+        w.services[0]["status"] = json!("active");
+        let r = checked(&w);
+        assert!(r.failures.is_empty(), "{r}");
+        assert_eq!(r.figures["failed_with_reason"], 1);
+    }
 }

@@ -78,6 +78,22 @@ pub struct RemoteState {
     rng: StdRng,
 }
 
+impl RemoteState {
+    /// A remote with no users; `seed` decides which calls are mistreated.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            users: HashMap::new(),
+            applied: Vec::new(),
+            refused: Vec::new(),
+            requests: 0,
+            lookups: 0,
+            faults: BTreeMap::new(),
+            lookup_failures: 0,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+}
+
 pub struct Remote {
     pub base_url: String,
     state: Arc<Mutex<RemoteState>>,
@@ -97,16 +113,7 @@ impl Remote {
     pub async fn start(seed: u64, slow: Duration) -> anyhow::Result<Remote> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(RemoteState {
-            users: HashMap::new(),
-            applied: Vec::new(),
-            refused: Vec::new(),
-            requests: 0,
-            lookups: 0,
-            faults: BTreeMap::new(),
-            lookup_failures: 0,
-            rng: StdRng::seed_from_u64(seed),
-        }));
+        let state = Arc::new(Mutex::new(RemoteState::new(seed)));
         let shared = state.clone();
         let accept = tokio::spawn(async move {
             loop {
