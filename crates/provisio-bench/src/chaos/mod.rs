@@ -893,6 +893,9 @@ mod tests {
         }
     }
 
+    /// One way of breaking a clean world.
+    type Break = fn(&mut World);
+
     fn checked(w: &World) -> Report {
         let o = Options {
             actions: 2,
@@ -936,42 +939,27 @@ mod tests {
 
     #[test]
     fn each_broken_invariant_is_reported() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut World)>)> = vec![
-            (
-                "doubled",
-                Box::new(|w| w.remote.applied.push(w.remote.applied[1].clone())),
-            ),
-            (
-                "doubled",
-                Box::new(|w| w.remote.refused.push("suspend c00000 (k2): 409".into())),
-            ),
-            (
-                "doubled",
-                Box::new(|w| {
-                    w.jobs.push(json!({"id": 3, "service_id": 1, "action": "suspend", "state": "done", "idempotency_key": "k3"}))
-                }),
-            ),
-            ("lost", Box::new(|w| w.jobs[1]["state"] = json!("running"))),
-            (
-                "lost",
-                Box::new(|w| {
-                    w.remote.applied.pop();
-                    w.remote.users.get_mut("c00000").expect("user").suspended = false;
-                }),
-            ),
-            (
-                "lost",
-                Box::new(|w| w.runs[0].steps[1].1 = Asked::Unanswered("down".into())),
-            ),
-            (
-                "missing_outputs",
-                Box::new(|w| w.services[0]["outputs"] = json!({})),
-            ),
-            ("undelivered", Box::new(|w| w.received.by_id.clear())),
-            (
-                "open_jobs",
-                Box::new(|w| w.jobs[1]["state"] = json!("pending")),
-            ),
+        let cases: Vec<(&str, Break)> = vec![
+            ("doubled", |w| {
+                w.remote.applied.push(w.remote.applied[1].clone())
+            }),
+            ("doubled", |w| {
+                w.remote.refused.push("suspend c00000 (k2): 409".into())
+            }),
+            ("doubled", |w| {
+                w.jobs.push(json!({"id": 3, "service_id": 1, "action": "suspend", "state": "done", "idempotency_key": "k3"}))
+            }),
+            ("lost", |w| w.jobs[1]["state"] = json!("running")),
+            ("lost", |w| {
+                w.remote.applied.pop();
+                w.remote.users.get_mut("c00000").expect("user").suspended = false;
+            }),
+            ("lost", |w| {
+                w.runs[0].steps[1].1 = Asked::Unanswered("down".into())
+            }),
+            ("missing_outputs", |w| w.services[0]["outputs"] = json!({})),
+            ("undelivered", |w| w.received.by_id.clear()),
+            ("open_jobs", |w| w.jobs[1]["state"] = json!("pending")),
         ];
         for (figure, breaks) in cases {
             let mut w = world();
