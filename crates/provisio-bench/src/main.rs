@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use provisio_bench::chaos;
 
 /// Measures Provisio's engine on throwaway databases and prints figures.
 #[derive(Parser, Debug)]
@@ -101,6 +102,50 @@ enum BenchCmd {
         #[arg(long, value_name = "URL")]
         pg: Option<String>,
     },
+    /// Two `provisio serve` processes on one PostgreSQL database against a remote that fails
+    /// a third of its calls, while a driver runs thousands of actions and one engine is
+    /// killed (SIGKILL or SIGTERM) and restarted every few seconds; then checks that every
+    /// action was done exactly once or failed with a reason, outputs are present, every
+    /// event was delivered, no job is left open and memory stayed bounded. Exits non-zero
+    /// when any of that does not hold.
+    Chaos {
+        /// Actions to request at least (services are added until their lives hold as many).
+        #[arg(long, default_value_t = 5000)]
+        actions: usize,
+        /// Actions requested per second.
+        #[arg(long, default_value_t = 40.0)]
+        rate: f64,
+        /// Services whose lives run at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Mean seconds between kills (each wait is 0.5 to 1.5 times this).
+        #[arg(long, default_value_t = 5.0)]
+        kill_every: f64,
+        /// Kills at least (the killer goes on after the driver until there were as many).
+        #[arg(long, default_value_t = 10)]
+        min_kills: usize,
+        /// Share of kills that are SIGKILL; the others are SIGTERM.
+        #[arg(long, default_value_t = 0.5)]
+        sigkill_share: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// A PostgreSQL server URL; the run creates a fresh database on it.
+        #[arg(long, env = "PROVISIO_BENCH_PG_URL")]
+        postgres_url: String,
+        /// The `provisio` binary; by default the one beside this executable.
+        #[arg(long)]
+        provisio_bin: Option<PathBuf>,
+        /// Peak resident memory (VmHWM) any engine process may reach, in MiB.
+        #[arg(long, default_value_t = 512.0)]
+        max_rss_mib: f64,
+        /// Seconds the queue and deliveries may take to drain after the last kill; a
+        /// delivery claimed by a killed engine waits out its 180 s lease.
+        #[arg(long, default_value_t = 420)]
+        drain_seconds: u64,
+        /// Keep the engines' config and logs in this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The second engine process of `queue` on PostgreSQL: serves as `provisio serve` would,
     /// until it is killed. Started by the bench itself, so it needs no `provisio` binary.
     #[command(hide = true)]
@@ -156,6 +201,50 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             baseline_secs,
             pg,
         } => retention::run(rows.max(1), services.max(1), baseline_secs.max(1), pg).await,
+        BenchCmd::Chaos {
+            actions,
+            rate,
+            concurrency,
+            kill_every,
+            min_kills,
+            sigkill_share,
+            seed,
+            postgres_url,
+            provisio_bin,
+            max_rss_mib,
+            drain_seconds,
+            dir,
+        } => {
+            let provisio_bin = provisio_bin
+                .or_else(chaos::Options::sibling_provisio)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no provisio binary beside this one: build it (cargo build -p provisio-cli) or give --provisio-bin"
+                    )
+                })?;
+            let report = chaos::run(&chaos::Options {
+                actions,
+                rate,
+                concurrency,
+                kill_every: std::time::Duration::from_secs_f64(kill_every.max(0.1)),
+                min_kills,
+                sigkill_share,
+                seed,
+                pg_url: postgres_url,
+                provisio_bin,
+                max_rss_mib,
+                drain_limit: std::time::Duration::from_secs(drain_seconds),
+                slow: std::time::Duration::from_secs(1),
+                dir,
+            })
+            .await?;
+            print!("{report}");
+            if report.failures.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} chaos invariants failed", report.failures.len())
+            }
+        }
         BenchCmd::Engine { config } => queue::serve_engine(&config).await,
     }
 }

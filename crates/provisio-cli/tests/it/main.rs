@@ -1,6 +1,7 @@
 //! The `provisio` binary end to end: `serve` in a temporary directory, then the CLI
 //! commands a newcomer types, checked through their output.
 
+mod chaos;
 mod crash;
 mod quickstart;
 mod rolling;

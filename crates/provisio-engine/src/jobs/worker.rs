@@ -661,13 +661,26 @@ async fn load(shared: &Shared, job: &Job, pre: Option<Preloaded>) -> Result<Load
     })
 }
 
-/// Whether the remote state a lookup found shows the action already took effect.
-fn already_done(action: &Action, account: Option<&RemoteAccount>) -> bool {
+/// Whether the remote state a lookup found shows the action already took effect. `params`
+/// are the request's: a package change has taken effect when the account reports the new
+/// product's package (its `package` setting, else its name, as audits read packages).
+fn already_done(action: &Action, account: Option<&RemoteAccount>, params: &Settings) -> bool {
     match action {
         Action::Create => account.is_some(),
         Action::Terminate => account.is_none(),
         Action::Suspend => account.and_then(|a| a.status.as_deref()) == Some("suspended"),
         Action::Unsuspend => account.and_then(|a| a.status.as_deref()) == Some("active"),
+        Action::ChangePackage => {
+            let want = params
+                .get("new_product")
+                .and_then(|p| p.get("package"))
+                .and_then(Value::as_str)
+                .or_else(|| params.get("new_product_name").and_then(Value::as_str));
+            match (account.and_then(|a| a.package.as_deref()), want) {
+                (Some(have), Some(want)) => have == want,
+                _ => false,
+            }
+        }
         _ => false,
     }
 }
@@ -801,7 +814,7 @@ async fn run(
         lookup.action = Action::Lookup;
         match call(engine, module, &lookup).await {
             Ok(reply) => {
-                if already_done(&job.action, reply.account.as_ref()) {
+                if already_done(&job.action, reply.account.as_ref(), &loaded.request.params) {
                     // The lookup's outputs stand in for the lost reply's (a remote id, say).
                     update.service = Some(success_change(&job, &loaded, &reply));
                     return (
@@ -1048,4 +1061,44 @@ fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceCha
         }
     }
     change
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn account(package: Option<&str>) -> RemoteAccount {
+        RemoteAccount {
+            username: "u1".into(),
+            status: Some("active".into()),
+            package: package.map(String::from),
+        }
+    }
+
+    fn params(v: Value) -> Settings {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    /// A package change whose answer was lost is not sent again once the account shows
+    /// the new package (the chaos run found such changes applied twice).
+    #[test]
+    fn a_package_change_is_done_when_the_account_reports_the_new_package() {
+        let by_setting =
+            params(json!({"new_product": {"package": "pro-2"}, "new_product_name": "pro"}));
+        let by_name = params(json!({"new_product": {}, "new_product_name": "pro"}));
+        let cp = Action::ChangePackage;
+        assert!(already_done(
+            &cp,
+            Some(&account(Some("pro-2"))),
+            &by_setting
+        ));
+        // The `package` setting wins over the name, as in audits.
+        assert!(!already_done(&cp, Some(&account(Some("pro"))), &by_setting));
+        assert!(already_done(&cp, Some(&account(Some("pro"))), &by_name));
+        assert!(!already_done(&cp, Some(&account(Some("basic"))), &by_name));
+        // A remote that does not report packages tells nothing: the change is sent again.
+        assert!(!already_done(&cp, Some(&account(None)), &by_name));
+        assert!(!already_done(&cp, None, &by_name));
+    }
 }
