@@ -267,6 +267,17 @@ impl Engine {
         self.cipher.seal_str(secret)
     }
 
+    /// This node's clock, set to the database's time (see [`provisio_store::Clock`]).
+    pub fn clock(&self) -> &provisio_store::Clock {
+        self.store.clock()
+    }
+
+    /// The time every lease, due time and stamp of this engine is read from: the
+    /// database's, so that nodes whose clocks disagree still agree on whose lease holds.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.store.clock().now()
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

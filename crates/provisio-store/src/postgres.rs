@@ -9,27 +9,40 @@ use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
-use crate::{Backend, Result, StoreError};
+use crate::{Backend, Clock, Result, Store as _, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 pub struct PgStore {
     pool: PgPool,
+    clock: Clock,
 }
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_clock(url, Clock::system()).await
+    }
+
+    /// Connects with `clock` as this node's clock, and sets it to the database's time.
+    pub async fn connect_with_clock(url: &str, clock: Clock) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        let store = Self { pool, clock };
+        crate::clock::warn_if_off(store.sync_clock().await?);
+        Ok(store)
     }
 
     fn backend_kind() -> Backend {
         Backend::Postgres
     }
+
+    /// The database's clock in microseconds: `clock_timestamp()` is the time of the reading,
+    /// not of the transaction's start.
+    const DB_NOW: &'static str =
+        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)";
 
     fn writer(&self) -> &PgPool {
         &self.pool

@@ -10,7 +10,7 @@ use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
-use crate::{Backend, Result, StoreError};
+use crate::{Backend, Clock, Result, Store as _, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -20,12 +20,19 @@ pub struct SqliteStore {
     /// The one writer connection. SQLite admits one writer at a time anyway; queueing
     /// writers here, in async code, beats letting them sleep in SQLite's busy handler.
     writer: SqlitePool,
+    clock: Clock,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database `url` names: `sqlite://PATH`, `sqlite:PATH`,
     /// `sqlite::memory:` or a bare path.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with_clock(url, Clock::system()).await
+    }
+
+    /// Opens with `clock` as this node's clock, and sets it to the database's time (which,
+    /// for a local file, is the system's).
+    pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Self> {
         let url = if url.starts_with("sqlite:") {
             url.to_string()
         } else {
@@ -52,8 +59,18 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(opts)
             .await?;
-        Ok(Self { pool, writer })
+        let store = Self {
+            pool,
+            writer,
+            clock,
+        };
+        crate::clock::warn_if_off(store.sync_clock().await?);
+        Ok(store)
     }
+
+    /// The database's clock in microseconds (SQLite's `now` has millisecond resolution).
+    const DB_NOW: &'static str =
+        "SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 
     fn writer(&self) -> &SqlitePool {
         &self.writer
