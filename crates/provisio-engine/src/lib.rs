@@ -9,6 +9,7 @@
 pub mod audit;
 mod balance;
 mod catalog;
+pub mod clock;
 mod declared;
 mod durations;
 mod error;

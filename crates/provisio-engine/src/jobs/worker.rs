@@ -446,13 +446,7 @@ struct Maintenance {
     last_purge: Option<Instant>,
     last_cleanup: Option<Instant>,
     last_retention: Option<Instant>,
-    last_clock: Option<Instant>,
 }
-
-/// How often the database clock's offset is measured again: clocks drift by milliseconds an
-/// hour, but a clock that steps (a time sync's correction, a resumed virtual machine) should
-/// be caught well within a lease.
-const CLOCK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often finished history is trimmed: often enough that each pass has little to do.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
@@ -505,29 +499,14 @@ pub async fn trim_history(
     Ok(counts)
 }
 
-/// One turn: the clock's correction, expired leases back to the queue, hourly trimming and clean-up, timed
+/// One turn: expired leases back to the queue, hourly trimming and clean-up, timed
 /// unsuspends.
 async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
     let Maintenance {
         last_purge,
         last_cleanup,
         last_retention,
-        last_clock,
     } = state;
-    // First, so that the leases below are read on a fresh correction.
-    if last_clock.is_none_or(|t: Instant| t.elapsed() > CLOCK_EVERY) {
-        *last_clock = Some(Instant::now());
-        let before = engine.clock().offset();
-        match engine.store.sync_clock().await {
-            Ok(offset) if (offset - before).abs() > provisio_store::WARN_OFFSET => {
-                provisio_store::warn_if_off(offset)
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "measuring the database's clock failed; the last correction stays")
-            }
-        }
-    }
     match engine.store.requeue_expired(engine.now()).await {
         Ok(n) if n > 0 => {
             tracing::warn!(

@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod balance;
+mod clock;
 mod harness;
 mod jobs;
 mod secrets;
