@@ -59,9 +59,13 @@ impl Clock {
     }
 
     /// This node's own idea of the time.
-    #[allow(clippy::disallowed_methods)] // The one reading of the system clock.
     pub fn local_now(&self) -> DateTime<Utc> {
-        Utc::now() + self.0.local_skew
+        self.local_at(system_now())
+    }
+
+    /// What this node's clock reads when the system's reads `system`.
+    pub(crate) fn local_at(&self, system: DateTime<Utc>) -> DateTime<Utc> {
+        system + self.0.local_skew
     }
 
     /// The database's time as this node best knows it.
@@ -81,6 +85,12 @@ impl Clock {
             self.0.offset_micros.store(micros, Ordering::Relaxed);
         }
     }
+}
+
+/// The machine's clock, which is also a local SQLite file's.
+#[allow(clippy::disallowed_methods)] // The one reading of the system clock.
+pub(crate) fn system_now() -> DateTime<Utc> {
+    Utc::now()
 }
 
 /// One reading of the database's clock between two readings of the local one.

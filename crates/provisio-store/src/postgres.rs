@@ -5,6 +5,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Postgres;
 
+use crate::clock::{Sample, SAMPLES};
 use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
 use crate::sql_secrets::impl_secret_store;
@@ -39,10 +40,27 @@ impl PgStore {
         Backend::Postgres
     }
 
-    /// The database's clock in microseconds: `clock_timestamp()` is the time of the reading,
-    /// not of the transaction's start.
-    const DB_NOW: &'static str =
-        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)";
+    /// Readings of the database's clock (`clock_timestamp()`: the time of the reading, not
+    /// of the transaction's start), all on one connection so that none waits for the pool.
+    async fn clock_samples(&self) -> Result<Vec<Sample>> {
+        let mut conn = self.pool.acquire().await?;
+        let mut samples = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            let sent = self.clock.local_now();
+            let (db,): (i64,) = sqlx::query_as(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            let received = self.clock.local_now();
+            samples.push(Sample {
+                sent,
+                database: crate::rows::from_ts(db)?,
+                received,
+            });
+        }
+        Ok(samples)
+    }
 
     fn writer(&self) -> &PgPool {
         &self.pool

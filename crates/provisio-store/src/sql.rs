@@ -4,7 +4,7 @@
 
 /// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field (reads) and
 /// inherent `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
-/// `begin_claim()` and `LOCK_CLAUSE`.
+/// `begin_claim()`, `clock_samples()` and `LOCK_CLAUSE`.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -27,19 +27,7 @@ macro_rules! impl_store {
             }
 
             async fn sync_clock(&self) -> $crate::Result<chrono::Duration> {
-                // One connection for every reading, so that no reading waits for the pool.
-                let mut conn = self.pool.acquire().await?;
-                let mut samples = Vec::with_capacity($crate::clock::SAMPLES);
-                for _ in 0..$crate::clock::SAMPLES {
-                    let sent = self.clock.local_now();
-                    let (db,): (i64,) = sqlx::query_as(Self::DB_NOW).fetch_one(&mut *conn).await?;
-                    let received = self.clock.local_now();
-                    samples.push($crate::Sample {
-                        sent,
-                        database: $crate::rows::from_ts(db)?,
-                        received,
-                    });
-                }
+                let samples = self.clock_samples().await?;
                 // Without a usable reading the last correction stays.
                 let Some(offset) = $crate::offset_from(&samples) else {
                     return Ok(self.clock.offset());

@@ -6,6 +6,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
+use crate::clock::Sample;
 use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
 use crate::sql_secrets::impl_secret_store;
@@ -68,9 +69,18 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// The database's clock in microseconds (SQLite's `now` has millisecond resolution).
-    const DB_NOW: &'static str =
-        "SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+    /// SQLite's clock is this process's system clock: one reading in-process gives the
+    /// offset exactly (no round trip), where `julianday('now')` would round it to
+    /// milliseconds and could stamp times a little ahead of the system clock.
+    async fn clock_samples(&self) -> Result<Vec<Sample>> {
+        let database = crate::clock::system_now();
+        let local = self.clock.local_at(database);
+        Ok(vec![Sample {
+            sent: local,
+            database,
+            received: local,
+        }])
+    }
 
     fn writer(&self) -> &SqlitePool {
         &self.writer

@@ -49,6 +49,8 @@ async fn sqlite_measures_its_clock_and_stamps_on_it() {
         .await
         .unwrap();
     store.migrate().await.unwrap();
+    // A local file's clock is this machine's: the correction is exact.
+    assert_eq!(store.clock().offset(), -skew);
     corrects_the_skew(Arc::new(store), skew).await;
 }
 
