@@ -126,6 +126,10 @@ async fn a_node_whose_clock_runs_ahead_takes_over_no_live_lease() {
     // The correction measured at connect undoes the skew, to well within a second.
     let off = b.clock().offset() + SKEW;
     assert!(off.abs() < chrono::Duration::milliseconds(500), "{off}");
+    eprintln!(
+        "B's measured offset {}; its error {off}",
+        b.clock().offset()
+    );
     assert!((b.now() - a.engine.now()).abs() < chrono::Duration::milliseconds(500));
     let engine_a = a.engine.clone();
     one_create_despite_the_skew(&a, &b, &engine_a, &b).await;
@@ -141,6 +145,10 @@ async fn a_node_whose_clock_runs_behind_keeps_its_leases() {
     };
     let off = b.clock().offset() - SKEW;
     assert!(off.abs() < chrono::Duration::milliseconds(500), "{off}");
+    eprintln!(
+        "B's measured offset {}; its error {off}",
+        b.clock().offset()
+    );
     let engine_a = a.engine.clone();
     one_create_despite_the_skew(&a, &engine_a, &b, &engine_a).await;
 }
