@@ -28,6 +28,9 @@ pub fn parse_since(s: &str) -> std::result::Result<Duration, String> {
     Ok(d)
 }
 
+/// A cut whole days back, for filters of people (`--since 30d`): a node's seconds of clock
+/// error do not matter to it, unlike leases and due times.
+#[allow(clippy::disallowed_methods)]
 pub(crate) fn since_cutoff(d: Duration) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
 }

@@ -164,7 +164,7 @@ pub async fn create_api_key(store: &dyn Store, input: &KeyCreate) -> Result<NewK
             "a readonly key never reads secrets",
         );
     }
-    if input.expires_at.is_some_and(|t| t <= Utc::now()) {
+    if input.expires_at.is_some_and(|t| t <= store.clock().now()) {
         p.push("expires_at", "future", "must be in the future");
     }
     p.finish()?;
@@ -230,7 +230,7 @@ impl Engine {
     /// Revokes a key: its next request fails. Revoking twice is not an error.
     pub async fn revoke_api_key(&self, id: i64) -> Result<ApiKey> {
         self.store
-            .revoke_api_key(id, Utc::now())
+            .revoke_api_key(id, self.now())
             .await?
             .ok_or_else(|| not_found("key", id))
     }
@@ -246,7 +246,7 @@ impl Engine {
         let Some(k) = self.store.find_api_key(&hash_key(presented)).await? else {
             return Ok(Err(KeyRefusal::Unknown));
         };
-        let now = Utc::now();
+        let now = self.now();
         if k.revoked_at.is_some() {
             return Ok(Err(KeyRefusal::Revoked));
         }

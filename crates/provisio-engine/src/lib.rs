@@ -9,6 +9,7 @@
 pub mod audit;
 mod balance;
 mod catalog;
+pub mod clock;
 mod declared;
 mod durations;
 mod error;
@@ -277,6 +278,17 @@ impl Engine {
         sealed: &provisio_core::secret::Sealed,
     ) -> std::result::Result<secrecy::SecretString, provisio_core::secret::SecretError> {
         self.cipher.open(sealed)
+    }
+
+    /// This node's clock, set to the database's time (see [`provisio_store::Clock`]).
+    pub fn clock(&self) -> &provisio_store::Clock {
+        self.store.clock()
+    }
+
+    /// The time every lease, due time and stamp of this engine is read from: the
+    /// database's, so that nodes whose clocks disagree still agree on whose lease holds.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.store.clock().now()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

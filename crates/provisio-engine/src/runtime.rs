@@ -1,6 +1,6 @@
 //! The runtime of a `serve` process: starts every loop (the worker's turns, its lease
 //! heartbeat and maintenance, notify deliveries, automation rules, the usage and audit
-//! scheduler) and owns their shutdown, so that one type says how the process stops.
+//! scheduler, the secret key's and the clock's followers) and owns their shutdown, so that one type says how the process stops.
 
 use std::sync::Arc;
 
@@ -67,6 +67,7 @@ pub fn spawn(engine: Arc<Engine>, owner: String) -> WorkerHandle {
         engine.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(crate::clock::clock_loop(engine.clone(), shutdown.clone()));
     tasks.spawn(provisio_store::acting(
         provisio_core::access::Actor::Scheduler,
         crate::usage::schedule_loop(engine, shutdown),

@@ -142,7 +142,7 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
     let fp = fingerprint(&parts.method, &parts.uri, &parts.headers, &bytes);
     let engine = idem.app.engine.clone();
     let store = engine.store().clone();
-    let now = chrono::Utc::now();
+    let now = engine.now();
     let hold = chrono::Duration::from_std(idem.hold).unwrap_or(chrono::Duration::hours(1));
     let expired_before = match engine.options().retention.idempotency_keys {
         Some(ttl) => now - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),

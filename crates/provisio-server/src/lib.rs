@@ -316,6 +316,7 @@ pub async fn run_with(
     // An API-only node seals secrets too, so it follows key rotations without a worker.
     let follower =
         (!config.worker).then(|| provisio_engine::secret_keys::spawn_follow(engine.clone()));
+    let clock = (!config.worker).then(|| provisio_engine::clock::spawn(engine.clone()));
     let app = router(engine.clone(), &config);
     tracing::info!(addr = %listener.local_addr().map_err(StartError::Io)?, worker = config.worker, "provisio listening");
     // The worker stops claiming at the signal, not after the last request: requests still
@@ -342,6 +343,9 @@ pub async fn run_with(
     }
     if let Some(f) = follower {
         f.abort();
+    }
+    if let Some(c) = clock {
+        c.abort();
     }
     engine.store().close().await;
     served.map_err(StartError::Io)

@@ -59,6 +59,7 @@ where
 }
 
 mod actor;
+mod clock;
 mod error;
 mod hooks;
 mod idempotency;
@@ -93,6 +94,7 @@ use provisio_core::settings::Settings;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 
 pub use actor::{acting, acting_at, current_actor, current_depth, inherit};
+pub use clock::{offset_from, warn_if_off, Clock, Sample, WARN_OFFSET};
 pub use error::StoreError;
 pub use hooks::{
     DeliveryFilter, DeliveryUpdate, HandlerFilter, HandlerHealth, HookStore, NewDelivery,
@@ -296,6 +298,12 @@ pub trait Store:
     async fn migrate(&self) -> Result<()>;
     /// Closes the connections.
     async fn close(&self);
+    /// This node's clock, set to the database's time: every time the store stamps and every
+    /// lease or due time the engine compares comes from it.
+    fn clock(&self) -> &Clock;
+    /// Measures the database clock's offset from the local one (the quickest of a few round
+    /// trips, see [`offset_from`]), applies it to [`Store::clock`] and returns it.
+    async fn sync_clock(&self) -> Result<chrono::Duration>;
 
     /// Stores a client and announces it: one event of each kind in `announce`, with the
     /// stored client as payload, in the same transaction.
@@ -457,10 +465,15 @@ pub trait Store:
 /// Opens the store a database URL names: `postgres://…` or `postgresql://…` for PostgreSQL;
 /// `sqlite://PATH`, `sqlite:PATH` or a bare file path for SQLite (created if missing).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_with_clock(url, Clock::system()).await
+}
+
+/// [`open`] with `clock` as this node's clock (tests give one that is off).
+pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(Arc::new(PgStore::connect_with_clock(url, clock).await?))
     } else {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open_with_clock(url, clock).await?))
     }
 }
 

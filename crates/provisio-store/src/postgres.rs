@@ -5,31 +5,62 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Postgres;
 
+use crate::clock::{Sample, SAMPLES};
 use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
 use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
-use crate::{Backend, Result, StoreError};
+use crate::{Backend, Clock, Result, Store as _, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 pub struct PgStore {
     pool: PgPool,
+    clock: Clock,
 }
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_clock(url, Clock::system()).await
+    }
+
+    /// Connects with `clock` as this node's clock, and sets it to the database's time.
+    pub async fn connect_with_clock(url: &str, clock: Clock) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        let store = Self { pool, clock };
+        crate::clock::warn_if_off(store.sync_clock().await?);
+        Ok(store)
     }
 
     fn backend_kind() -> Backend {
         Backend::Postgres
+    }
+
+    /// Readings of the database's clock (`clock_timestamp()`: the time of the reading, not
+    /// of the transaction's start), all on one connection so that none waits for the pool.
+    async fn clock_samples(&self) -> Result<Vec<Sample>> {
+        let mut conn = self.pool.acquire().await?;
+        let mut samples = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            let sent = self.clock.local_now();
+            let (db,): (i64,) = sqlx::query_as(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            let received = self.clock.local_now();
+            samples.push(Sample {
+                sent,
+                database: crate::rows::from_ts(db)?,
+                received,
+            });
+        }
+        Ok(samples)
     }
 
     fn writer(&self) -> &PgPool {

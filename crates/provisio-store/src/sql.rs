@@ -4,7 +4,7 @@
 
 /// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field (reads) and
 /// inherent `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
-/// `begin_claim()` and `LOCK_CLAUSE`.
+/// `begin_claim()`, `clock_samples()` and `LOCK_CLAUSE`.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -22,6 +22,20 @@ macro_rules! impl_store {
                 self.writer().close().await;
             }
 
+            fn clock(&self) -> &$crate::Clock {
+                &self.clock
+            }
+
+            async fn sync_clock(&self) -> $crate::Result<chrono::Duration> {
+                let samples = self.clock_samples().await?;
+                // Without a usable reading the last correction stays.
+                let Some(offset) = $crate::offset_from(&samples) else {
+                    return Ok(self.clock.offset());
+                };
+                self.clock.set_offset(offset);
+                Ok(offset)
+            }
+
             // ---- clients ----
 
             async fn insert_client(
@@ -30,7 +44,7 @@ macro_rules! impl_store {
                 announce: &[&str],
             ) -> $crate::Result<provisio_core::client::Client> {
                 let mut tx = self.writer().begin().await?;
-                let client = insert_client_tx(&mut tx, c, announce).await?;
+                let client = insert_client_tx(&mut tx, self.clock.now(), c, announce).await?;
                 tx.commit().await?;
                 Ok(client)
             }
@@ -43,7 +57,7 @@ macro_rules! impl_store {
                 let mut tx = self.writer().begin().await?;
                 let mut out = Vec::with_capacity(clients.len());
                 for c in clients {
-                    out.push(insert_client_tx(&mut tx, c, announce).await?);
+                    out.push(insert_client_tx(&mut tx, self.clock.now(), c, announce).await?);
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -87,7 +101,7 @@ macro_rules! impl_store {
                 .bind(c.status.as_str())
                 .bind(c.currency.as_str())
                 .bind(sqlx::types::Json(&c.custom_fields))
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(c.reseller_id.map(|r| r.0))
                 .bind(c.id.0)
                 .bind(c.external_id.as_ref().map(|v| v.as_str()))
@@ -95,7 +109,7 @@ macro_rules! impl_store {
                 .await?;
                 let client: provisio_core::client::Client =
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
-                announce_client(&mut tx, &client, announce).await?;
+                announce_client(&mut tx, self.clock.now(), &client, announce).await?;
                 tx.commit().await?;
                 Ok(client)
             }
@@ -115,7 +129,7 @@ macro_rules! impl_store {
                     return Ok(false);
                 };
                 let client: provisio_core::client::Client = row.try_into()?;
-                announce_client(&mut tx, &client, announce).await?;
+                announce_client(&mut tx, self.clock.now(), &client, announce).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -164,7 +178,7 @@ macro_rules! impl_store {
                 } else {
                     (i64::MIN - delta, i64::MAX)
                 };
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let mut tx = self.writer().begin().await?;
                 if let Some(t) = find_transaction(&mut tx, client, &new.idempotency_key).await? {
                     let c = get_client_tx(&mut tx, client).await?;
@@ -237,7 +251,7 @@ macro_rules! impl_store {
                             "balance_after": after.balance_minor,
                         }),
                     );
-                    insert_events_tx(&mut tx, std::slice::from_ref(&event)).await?;
+                    insert_events_tx(&mut tx, self.clock.now(), std::slice::from_ref(&event)).await?;
                 }
                 tx.commit().await?;
                 Ok($crate::TransactionOutcome { transaction, client: after, replayed: false })
@@ -264,7 +278,7 @@ macro_rules! impl_store {
                 &self,
                 s: &provisio_core::server::NewServer,
             ) -> $crate::Result<provisio_core::server::Server> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ServerRow = sqlx::query_as(
                     "INSERT INTO servers (name, module, server_group, settings, max_concurrent, max_per_second, enabled, created_at, updated_at) \
@@ -282,7 +296,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let server: provisio_core::server::Server = row.try_into()?;
-                announce_record(&mut tx, "server.created", &$crate::rows::server_record(&server)).await?;
+                announce_record(&mut tx, self.clock.now(), "server.created", &$crate::rows::server_record(&server)).await?;
                 tx.commit().await?;
                 Ok(server)
             }
@@ -318,13 +332,13 @@ macro_rules! impl_store {
                 .bind(i64::from(s.max_concurrent))
                 .bind(s.max_per_second.map(i64::from))
                 .bind(s.enabled)
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(s.id.0)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let server: provisio_core::server::Server =
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
-                announce_record(&mut tx, "server.updated", &$crate::rows::server_record(&server)).await?;
+                announce_record(&mut tx, self.clock.now(), "server.updated", &$crate::rows::server_record(&server)).await?;
                 tx.commit().await?;
                 Ok(server)
             }
@@ -338,7 +352,7 @@ macro_rules! impl_store {
                         .await?;
                 let Some(row) = row else { return Ok(false) };
                 let server: provisio_core::server::Server = row.try_into()?;
-                announce_record(&mut tx, "server.deleted", &$crate::rows::server_record(&server)).await?;
+                announce_record(&mut tx, self.clock.now(), "server.deleted", &$crate::rows::server_record(&server)).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -370,7 +384,7 @@ macro_rules! impl_store {
                 &self,
                 p: &provisio_core::product::NewProduct,
             ) -> $crate::Result<provisio_core::product::Product> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ProductRow = sqlx::query_as(
                     "INSERT INTO products (name, module, extends, server_group, settings, auto_setup, client_fields, created_at, updated_at) \
@@ -388,7 +402,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let product: provisio_core::product::Product = row.try_into()?;
-                announce_record(&mut tx, "product.created", &$crate::rows::product_record(&product)).await?;
+                announce_record(&mut tx, self.clock.now(), "product.created", &$crate::rows::product_record(&product)).await?;
                 tx.commit().await?;
                 Ok(product)
             }
@@ -423,13 +437,13 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&p.settings))
                 .bind(p.auto_setup.as_str())
                 .bind(sqlx::types::Json(&p.client_fields))
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(p.id.0)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let product: provisio_core::product::Product =
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
-                announce_record(&mut tx, "product.updated", &$crate::rows::product_record(&product)).await?;
+                announce_record(&mut tx, self.clock.now(), "product.updated", &$crate::rows::product_record(&product)).await?;
                 tx.commit().await?;
                 Ok(product)
             }
@@ -443,7 +457,7 @@ macro_rules! impl_store {
                         .await?;
                 let Some(row) = row else { return Ok(false) };
                 let product: provisio_core::product::Product = row.try_into()?;
-                announce_record(&mut tx, "product.deleted", &$crate::rows::product_record(&product)).await?;
+                announce_record(&mut tx, self.clock.now(), "product.deleted", &$crate::rows::product_record(&product)).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -522,7 +536,7 @@ macro_rules! impl_store {
                 .bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
                 .bind(sqlx::types::Json(&s.settings))
                 .bind(sqlx::types::Json(&s.outputs))
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(s.id.0)
                 .bind(sqlx::types::Json(&s.product_overrides))
                 .bind(s.external_id.as_ref().map(|v| v.as_str()))
@@ -534,7 +548,7 @@ macro_rules! impl_store {
                     format!("service:{}", service.id),
                     serde_json::json!({"service": service.event_payload()}),
                 );
-                announce_record(&mut tx, "service.updated", &record).await?;
+                announce_record(&mut tx, self.clock.now(), "service.updated", &record).await?;
                 tx.commit().await?;
                 Ok(service)
             }
@@ -576,7 +590,7 @@ macro_rules! impl_store {
                 job: Option<&provisio_core::job::NewJob>,
             ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
                 let mut tx = self.writer().begin().await?;
-                let out = insert_service_tx(&mut tx, s, job).await?;
+                let out = insert_service_tx(&mut tx, self.clock.now(), s, job).await?;
                 tx.commit().await?;
                 Ok(out)
             }
@@ -588,7 +602,7 @@ macro_rules! impl_store {
                 let mut tx = self.writer().begin().await?;
                 let mut out = Vec::with_capacity(orders.len());
                 for (s, job) in orders {
-                    out.push(insert_service_tx(&mut tx, s, job.as_ref()).await?);
+                    out.push(insert_service_tx(&mut tx, self.clock.now(), s, job.as_ref()).await?);
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -601,8 +615,8 @@ macro_rules! impl_store {
                 events: &[provisio_core::event::NewEvent],
             ) -> $crate::Result<provisio_core::job::Job> {
                 let mut tx = self.writer().begin().await?;
-                let j = insert_job(&mut tx, service_id, job).await?;
-                insert_events_tx(&mut tx, events).await?;
+                let j = insert_job(&mut tx, self.clock.now(), service_id, job).await?;
+                insert_events_tx(&mut tx, self.clock.now(), events).await?;
                 tx.commit().await?;
                 Ok(j)
             }
@@ -611,7 +625,7 @@ macro_rules! impl_store {
                 &self,
                 jobs: &[(provisio_core::ServiceId, provisio_core::job::NewJob, Vec<provisio_core::event::NewEvent>)],
             ) -> $crate::Result<Vec<provisio_core::job::Job>> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let mut out = Vec::with_capacity(jobs.len());
                 let mut tx = self.writer().begin().await?;
                 let actor = $crate::actor::stored();
@@ -657,7 +671,7 @@ macro_rules! impl_store {
                         })?);
                     }
                     let events: Vec<_> = chunk.iter().flat_map(|(_, _, e)| e.iter().cloned()).collect();
-                    insert_events_tx(&mut tx, &events).await?;
+                    insert_events_tx(&mut tx, self.clock.now(), &events).await?;
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -669,9 +683,9 @@ macro_rules! impl_store {
                 job: &provisio_core::job::NewJob,
                 message: &str,
             ) -> $crate::Result<provisio_core::job::Job> {
-                let now = chrono::Utc::now();
+                let now = self.clock.now();
                 let mut tx = self.writer().begin().await?;
-                let j = insert_job(&mut tx, service_id, job).await?;
+                let j = insert_job(&mut tx, self.clock.now(), service_id, job).await?;
                 let row: $crate::rows::JobRow = sqlx::query_as(
                     "UPDATE jobs SET state = 'cancelled', last_error = $1, error_kind = 'permanent', \
                      finished_at = $2, updated_at = $2 WHERE id = $3 RETURNING *",
@@ -812,7 +826,7 @@ macro_rules! impl_store {
 
             async fn finish_jobs(&self, updates: &[$crate::JobUpdate]) -> $crate::Result<Vec<bool>> {
                 let mut tx = self.writer().begin().await?;
-                let applied = finish_tx(&mut tx, updates, Self::ROW_LOCK).await?;
+                let applied = finish_tx(&mut tx, self.clock.now(), updates, Self::ROW_LOCK).await?;
                 tx.commit().await?;
                 Ok(applied)
             }
@@ -879,7 +893,7 @@ macro_rules! impl_store {
                 events: &[provisio_core::event::NewEvent],
             ) -> $crate::Result<()> {
                 let mut tx = self.writer().begin().await?;
-                insert_events_tx(&mut tx, events).await?;
+                insert_events_tx(&mut tx, self.clock.now(), events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -981,7 +995,7 @@ macro_rules! impl_store {
                 .bind(&k.name)
                 .bind(&k.prefix)
                 .bind(&k.hash)
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(k.role.as_str())
                 .bind(client_id)
                 .bind(reseller_id)
@@ -1050,7 +1064,7 @@ macro_rules! impl_store {
                 )
                 .bind(name.as_str())
                 .bind(status.as_str())
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .fetch_one(self.writer())
                 .await?;
                 row.try_into()
@@ -1185,10 +1199,11 @@ macro_rules! impl_store {
         /// update whether this owner still held the job.
         async fn finish_tx(
             tx: &mut sqlx::Transaction<'_, $db>,
+            at: chrono::DateTime<chrono::Utc>,
             updates: &[$crate::JobUpdate],
             row_lock: &str,
         ) -> $crate::Result<Vec<bool>> {
-        let now = $crate::rows::ts(chrono::Utc::now());
+        let now = $crate::rows::ts(at);
         // One statement per chunk rather than per job: a round trip to the database
         // costs more than the row, and the writer is shared with every claim.
         let mut held_ids = std::collections::HashSet::new();
@@ -1281,16 +1296,16 @@ macro_rules! impl_store {
         for u in &held {
             if let Some(c) = &u.service {
                 if let Some(j) = &c.follow_up {
-                    insert_job(tx, u.service_id, j).await?;
+                    insert_job(tx, at, u.service_id, j).await?;
                 }
                 if let Some(fields) = c.client_fields.as_ref().filter(|f| !f.is_empty()) {
                     // Its own event goes in now, before the job's outcome event below.
-                    set_client_fields(tx, u.service_id, fields, row_lock).await?;
+                    set_client_fields(tx, at, u.service_id, fields, row_lock).await?;
                 }
             }
             events.extend(u.events.iter().cloned());
         }
-        insert_events_tx(tx, &events).await?;
+        insert_events_tx(tx, at, &events).await?;
         Ok(applied)
     }
 
@@ -1375,10 +1390,11 @@ macro_rules! impl_store {
 
         async fn insert_job(
             tx: &mut sqlx::Transaction<'_, $db>,
+            now: chrono::DateTime<chrono::Utc>,
             service_id: provisio_core::ServiceId,
             j: &provisio_core::job::NewJob,
         ) -> $crate::Result<provisio_core::job::Job> {
-            let now = $crate::rows::ts(chrono::Utc::now());
+            let now = $crate::rows::ts(now);
             let row: $crate::rows::JobRow = sqlx::query_as(
                 "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
                  max_attempts, run_after, created_at, updated_at, actor, depth) \
@@ -1402,9 +1418,10 @@ macro_rules! impl_store {
 
         async fn insert_events_tx(
             tx: &mut sqlx::Transaction<'_, $db>,
+            now: chrono::DateTime<chrono::Utc>,
             events: &[provisio_core::event::NewEvent],
         ) -> $crate::Result<()> {
-            let now = $crate::rows::ts(chrono::Utc::now());
+            let now = $crate::rows::ts(now);
             let current = $crate::actor::stored();
             let depth = $crate::actor::current_depth();
             // Rows of one VALUES list are inserted in order, so ids keep the events' order.
@@ -1427,6 +1444,7 @@ macro_rules! impl_store {
         /// change, unless it changes nothing.
         async fn set_client_fields(
             tx: &mut sqlx::Transaction<'_, $db>,
+            now: chrono::DateTime<chrono::Utc>,
             service: provisio_core::ServiceId,
             fields: &std::collections::BTreeMap<String, String>,
             row_lock: &str,
@@ -1451,12 +1469,12 @@ macro_rules! impl_store {
                 "UPDATE clients SET custom_fields = $1, updated_at = $2 WHERE id = $3 RETURNING *",
             )
             .bind(sqlx::types::Json(&merged))
-            .bind($crate::rows::ts(chrono::Utc::now()))
+            .bind($crate::rows::ts(now))
             .bind(client.id.0)
             .fetch_one(&mut **tx)
             .await?;
             let client: provisio_core::client::Client = row.try_into()?;
-            announce_client(tx, &client, &["client.custom_fields_updated"]).await
+            announce_client(tx, now, &client, &["client.custom_fields_updated"]).await
         }
 
         async fn find_transaction(
@@ -1489,10 +1507,11 @@ macro_rules! impl_store {
 
         async fn insert_service_tx(
             tx: &mut sqlx::Transaction<'_, $db>,
+            at: chrono::DateTime<chrono::Utc>,
             s: &provisio_core::service::NewService,
             job: Option<&provisio_core::job::NewJob>,
         ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
-            let now = $crate::rows::ts(chrono::Utc::now());
+            let now = $crate::rows::ts(at);
             let row: $crate::rows::ServiceRow = sqlx::query_as(
                 "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
                  invoice, parent_invoice, settings, outputs, created_at, updated_at, order_key, external_id) \
@@ -1516,7 +1535,7 @@ macro_rules! impl_store {
             .await?;
             let service: provisio_core::service::Service = row.try_into()?;
             let job = match job {
-                Some(j) => Some(insert_job(tx, service.id, j).await?),
+                Some(j) => Some(insert_job(tx, at, service.id, j).await?),
                 None => None,
             };
             Ok((service, job))
@@ -1524,10 +1543,11 @@ macro_rules! impl_store {
 
         async fn insert_client_tx(
             tx: &mut sqlx::Transaction<'_, $db>,
+            at: chrono::DateTime<chrono::Utc>,
             c: &provisio_core::client::NewClient,
             announce: &[&str],
         ) -> $crate::Result<provisio_core::client::Client> {
-            let now = $crate::rows::ts(chrono::Utc::now());
+            let now = $crate::rows::ts(at);
             let row: $crate::rows::ClientRow = sqlx::query_as(
                 "INSERT INTO clients (name, email, status, balance_minor, currency, custom_fields, created_at, \
                  updated_at, reseller_id, external_id, order_key) \
@@ -1547,12 +1567,13 @@ macro_rules! impl_store {
             .fetch_one(&mut **tx)
             .await?;
             let client: provisio_core::client::Client = row.try_into()?;
-            announce_client(tx, &client, announce).await?;
+            announce_client(tx, at, &client, announce).await?;
             Ok(client)
         }
 
         async fn announce_client(
             tx: &mut sqlx::Transaction<'_, $db>,
+            now: chrono::DateTime<chrono::Utc>,
             client: &provisio_core::client::Client,
             kinds: &[&str],
         ) -> $crate::Result<()> {
@@ -1561,17 +1582,18 @@ macro_rules! impl_store {
                 .iter()
                 .map(|k| provisio_core::event::NewEvent::new(k, format!("client:{}", client.id), payload.clone()))
                 .collect();
-            insert_events_tx(tx, &events).await
+            insert_events_tx(tx, now, &events).await
         }
 
         /// Announces a change of a server or product in its transaction, so the change and
         /// who made it are on record together.
         async fn announce_record(
             tx: &mut sqlx::Transaction<'_, $db>,
+            now: chrono::DateTime<chrono::Utc>,
             kind: &str,
             (subject, payload): &(String, serde_json::Value),
         ) -> $crate::Result<()> {
-            insert_events_tx(tx, &[provisio_core::event::NewEvent::new(kind, subject.clone(), payload.clone())]).await
+            insert_events_tx(tx, now, &[provisio_core::event::NewEvent::new(kind, subject.clone(), payload.clone())]).await
         }
 
         fn page_clause(

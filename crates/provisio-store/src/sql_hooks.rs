@@ -12,7 +12,7 @@ macro_rules! impl_hook_store {
                 &self,
                 h: &provisio_core::handler::NewHandler,
             ) -> $crate::Result<provisio_core::handler::Handler> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let mut tx = self.writer().begin().await?;
                 let row: $crate::rows_hooks::HandlerRow = sqlx::query_as(
                     "INSERT INTO handlers (name, kind, target, status, phase, events, timeout_ms, ord, \
@@ -36,7 +36,7 @@ macro_rules! impl_hook_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let handler: provisio_core::handler::Handler = row.try_into()?;
-                announce_record(&mut tx, "handler.created", &$crate::rows::handler_record(&handler)).await?;
+                announce_record(&mut tx, self.clock.now(), "handler.created", &$crate::rows::handler_record(&handler)).await?;
                 tx.commit().await?;
                 Ok(handler)
             }
@@ -83,13 +83,13 @@ macro_rules! impl_hook_store {
                 .bind(h.email.as_ref().map(sqlx::types::Json))
                 .bind(h.disable_after.as_secs() as i64)
                 .bind(enabled)
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(id.0)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let handler: provisio_core::handler::Handler =
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
-                announce_record(&mut tx, "handler.updated", &$crate::rows::handler_record(&handler)).await?;
+                announce_record(&mut tx, self.clock.now(), "handler.updated", &$crate::rows::handler_record(&handler)).await?;
                 tx.commit().await?;
                 Ok(handler)
             }
@@ -106,7 +106,7 @@ macro_rules! impl_hook_store {
                 )
                 .bind($crate::rows::ts(keep_until))
                 .bind(secret.0.clone())
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(id.0)
                 .fetch_optional(self.writer())
                 .await?;
@@ -122,7 +122,7 @@ macro_rules! impl_hook_store {
                         .await?;
                 let Some(row) = row else { return Ok(false) };
                 let handler: provisio_core::handler::Handler = row.try_into()?;
-                announce_record(&mut tx, "handler.deleted", &$crate::rows::handler_record(&handler)).await?;
+                announce_record(&mut tx, self.clock.now(), "handler.deleted", &$crate::rows::handler_record(&handler)).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -172,7 +172,7 @@ macro_rules! impl_hook_store {
                 deliveries: &[$crate::NewDelivery],
                 runs: &[$crate::NewRuleRun],
             ) -> $crate::Result<()> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let mut tx = self.writer().begin().await?;
                 for d in deliveries {
                     sqlx::query(
@@ -262,7 +262,7 @@ macro_rules! impl_hook_store {
                 &self,
                 u: &$crate::DeliveryUpdate,
             ) -> $crate::Result<$crate::HandlerHealth> {
-                let now = chrono::Utc::now();
+                let now = self.clock.now();
                 let mut tx = self.writer().begin().await?;
                 let handler: Option<(i64,)> = sqlx::query_as(
                     "UPDATE deliveries SET state = $1, attempts = $2, next_at = $3, last_error = $4, \
@@ -341,7 +341,7 @@ macro_rules! impl_hook_store {
                                     "last_error": u.last_error,
                                 }}),
                             );
-                            insert_events_tx(&mut tx, std::slice::from_ref(&event)).await?;
+                            insert_events_tx(&mut tx, self.clock.now(), std::slice::from_ref(&event)).await?;
                             health = $crate::HandlerHealth::Disabled;
                         }
                     }
@@ -429,7 +429,7 @@ macro_rules! impl_hook_store {
                 &self,
                 r: &provisio_core::rule::NewRule,
             ) -> $crate::Result<provisio_core::rule::Rule> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let mut tx = self.writer().begin().await?;
                 let row: $crate::rows_hooks::RuleRow = sqlx::query_as(
                     "INSERT INTO rules (name, on_event, action, delay_secs, enabled, created_at, updated_at) \
@@ -445,7 +445,7 @@ macro_rules! impl_hook_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let rule: provisio_core::rule::Rule = row.try_into()?;
-                announce_record(&mut tx, "rule.created", &$crate::rows::rule_record(&rule)).await?;
+                announce_record(&mut tx, self.clock.now(), "rule.created", &$crate::rows::rule_record(&rule)).await?;
                 tx.commit().await?;
                 Ok(rule)
             }
@@ -479,13 +479,13 @@ macro_rules! impl_hook_store {
                 .bind(sqlx::types::Json(&r.action))
                 .bind(r.delay.as_secs() as i64)
                 .bind(r.enabled)
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(id.0)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let rule: provisio_core::rule::Rule =
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
-                announce_record(&mut tx, "rule.updated", &$crate::rows::rule_record(&rule)).await?;
+                announce_record(&mut tx, self.clock.now(), "rule.updated", &$crate::rows::rule_record(&rule)).await?;
                 tx.commit().await?;
                 Ok(rule)
             }
@@ -499,7 +499,7 @@ macro_rules! impl_hook_store {
                         .await?;
                 let Some(row) = row else { return Ok(false) };
                 let rule: provisio_core::rule::Rule = row.try_into()?;
-                announce_record(&mut tx, "rule.deleted", &$crate::rows::rule_record(&rule)).await?;
+                announce_record(&mut tx, self.clock.now(), "rule.deleted", &$crate::rows::rule_record(&rule)).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -554,7 +554,7 @@ macro_rules! impl_hook_store {
                 )
                 .bind(state.as_str())
                 .bind(result)
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .bind(id)
                 .execute(self.writer())
                 .await?;

@@ -33,7 +33,7 @@ macro_rules! impl_secret_store {
                 kid: &str,
                 check_value: &str,
             ) -> $crate::Result<Vec<$crate::SecretKeyRecord>> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 // The unique index on the current key turns a second node's insert into
                 // nothing, and it then reads the first node's key.
                 sqlx::query(
@@ -54,7 +54,7 @@ macro_rules! impl_secret_store {
                 kid: &str,
                 check_value: &str,
             ) -> $crate::Result<()> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 // Writes only, no read first: a SQLite transaction that read before writing
                 // fails when another connection wrote in between.
                 let mut tx = self.writer().begin().await?;
@@ -82,7 +82,7 @@ macro_rules! impl_secret_store {
             }
 
             async fn retire_secret_keys(&self) -> $crate::Result<u64> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let r = sqlx::query(
                     "UPDATE secret_keys SET state = 'retired', updated_at = $1 WHERE state = 'retiring'",
                 )

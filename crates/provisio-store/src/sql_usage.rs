@@ -20,7 +20,7 @@ macro_rules! impl_usage_store {
                 if readings.is_empty() {
                     return Ok(Vec::new());
                 }
-                let now = chrono::Utc::now();
+                let now = self.clock.now();
                 let mut ids: Vec<i64> = readings.iter().map(|r| r.service_id.0).collect();
                 ids.sort_unstable();
                 ids.dedup();
@@ -275,7 +275,7 @@ macro_rules! impl_usage_store {
                 .bind(new.amount)
                 .bind(&new.note)
                 .bind(&new.idempotency_key)
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .fetch_one(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -306,7 +306,7 @@ macro_rules! impl_usage_store {
                 )
                 .bind(product.0)
                 .bind(sqlx::types::Json(policy))
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .execute(self.writer())
                 .await?;
                 Ok(())
@@ -344,7 +344,7 @@ macro_rules! impl_usage_store {
                 )
                 .bind(slot)
                 .bind(sqlx::types::Json(report))
-                .bind($crate::rows::ts(chrono::Utc::now()))
+                .bind($crate::rows::ts(self.clock.now()))
                 .fetch_one(self.writer())
                 .await;
                 match r.map_err($crate::StoreError::from) {
@@ -361,7 +361,7 @@ macro_rules! impl_usage_store {
                 report: &serde_json::Value,
                 finished: bool,
             ) -> $crate::Result<()> {
-                let at = finished.then(|| $crate::rows::ts(chrono::Utc::now()));
+                let at = finished.then(|| $crate::rows::ts(self.clock.now()));
                 sqlx::query(
                     "UPDATE usage_syncs SET state = $1, report = $2, \
                      finished_at = COALESCE($3, finished_at) WHERE id = $4",
@@ -425,7 +425,7 @@ macro_rules! impl_usage_store {
                         .bind(new.force)
                         .bind(sqlx::types::Json(serde_json::json!({})))
                         .bind(sqlx::types::Json(serde_json::json!([])))
-                        .bind($crate::rows::ts(chrono::Utc::now()))
+                        .bind($crate::rows::ts(self.clock.now()))
                         .fetch_one(self.writer())
                         .await;
                 match r.map_err($crate::StoreError::from) {
@@ -455,11 +455,11 @@ macro_rules! impl_usage_store {
                     .bind(sqlx::types::Json(&fin.counts))
                     .bind(&fin.note)
                     .bind(sqlx::types::Json(&fin.findings))
-                    .bind($crate::rows::ts(chrono::Utc::now()))
+                    .bind($crate::rows::ts(self.clock.now()))
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
-                insert_events_tx(&mut tx, events).await?;
+                insert_events_tx(&mut tx, self.clock.now(), events).await?;
                 tx.commit().await?;
                 row.try_into()
             }
@@ -528,7 +528,7 @@ macro_rules! impl_usage_store {
                 s: &provisio_core::service::NewService,
                 audit_id: i64,
             ) -> $crate::Result<provisio_core::service::Service> {
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let suspended = s.status == provisio_core::service::ServiceStatus::Suspended;
                 let mut tx = self.writer().begin().await?;
                 let row: $crate::rows::ServiceRow = sqlx::query_as(
@@ -566,7 +566,7 @@ macro_rules! impl_usage_store {
                         "audit_id": audit_id,
                     }),
                 );
-                insert_events_tx(&mut tx, std::slice::from_ref(&event)).await?;
+                insert_events_tx(&mut tx, self.clock.now(), std::slice::from_ref(&event)).await?;
                 tx.commit().await?;
                 Ok(service)
             }
@@ -580,7 +580,7 @@ macro_rules! impl_usage_store {
                 audit_id: i64,
             ) -> $crate::Result<Option<provisio_core::service::Service>> {
                 use provisio_core::service::ServiceStatus;
-                let now = $crate::rows::ts(chrono::Utc::now());
+                let now = $crate::rows::ts(self.clock.now());
                 let mut tx = self.writer().begin().await?;
                 let before: Option<$crate::rows::ServiceRow> = sqlx::query_as(&format!(
                     "SELECT * FROM services WHERE id = $1{}",
@@ -631,7 +631,7 @@ macro_rules! impl_usage_store {
                         "audit_id": audit_id,
                     }),
                 );
-                insert_events_tx(&mut tx, std::slice::from_ref(&event)).await?;
+                insert_events_tx(&mut tx, self.clock.now(), std::slice::from_ref(&event)).await?;
                 tx.commit().await?;
                 Ok(Some(after))
             }

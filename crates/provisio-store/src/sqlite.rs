@@ -6,12 +6,13 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
+use crate::clock::Sample;
 use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
 use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
-use crate::{Backend, Result, StoreError};
+use crate::{Backend, Clock, Result, Store as _, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -21,12 +22,19 @@ pub struct SqliteStore {
     /// The one writer connection. SQLite admits one writer at a time anyway; queueing
     /// writers here, in async code, beats letting them sleep in SQLite's busy handler.
     writer: SqlitePool,
+    clock: Clock,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database `url` names: `sqlite://PATH`, `sqlite:PATH`,
     /// `sqlite::memory:` or a bare path.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with_clock(url, Clock::system()).await
+    }
+
+    /// Opens with `clock` as this node's clock, and sets it to the database's time (which,
+    /// for a local file, is the system's).
+    pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Self> {
         let url = if url.starts_with("sqlite:") {
             url.to_string()
         } else {
@@ -53,7 +61,26 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(opts)
             .await?;
-        Ok(Self { pool, writer })
+        let store = Self {
+            pool,
+            writer,
+            clock,
+        };
+        crate::clock::warn_if_off(store.sync_clock().await?);
+        Ok(store)
+    }
+
+    /// SQLite's clock is this process's system clock: one reading in-process gives the
+    /// offset exactly (no round trip), where `julianday('now')` would round it to
+    /// milliseconds and could stamp times a little ahead of the system clock.
+    async fn clock_samples(&self) -> Result<Vec<Sample>> {
+        let database = crate::clock::system_now();
+        let local = self.clock.local_at(database);
+        Ok(vec![Sample {
+            sent: local,
+            database,
+            received: local,
+        }])
     }
 
     fn writer(&self) -> &SqlitePool {

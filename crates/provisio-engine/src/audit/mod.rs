@@ -428,7 +428,7 @@ impl Engine {
                     local_services: fin.local_services,
                     counts: fin.counts,
                     note: Some("the report could not be stored".into()),
-                    started_at: chrono::Utc::now(),
+                    started_at: self.now(),
                     finished_at: None,
                 }
             }

@@ -114,7 +114,7 @@ impl Engine {
         };
         reject_markers(&mut p, "settings", &input.settings);
         let extends = self.parent_id(&mut p, input.extends.as_deref()).await?;
-        let now = chrono::Utc::now();
+        let now = self.now();
         let mut candidate = Product {
             // Not stored yet: an id no stored product has, so the chain check cannot confuse it.
             id: ProductId(0),

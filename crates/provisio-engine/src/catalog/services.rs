@@ -318,7 +318,7 @@ impl Engine {
         if product.auto_setup == AutoSetup::OnOrder {
             // The create runs now, so its gates are asked now; they see the order as a
             // service not yet stored (id 0) and may change its username, password, settings.
-            let now = chrono::Utc::now();
+            let now = self.now();
             let mut draft = Service {
                 id: ServiceId(0),
                 client_id: new.client_id,
@@ -350,14 +350,8 @@ impl Engine {
         }
         // The create job is written with the service, so an order the API accepted is never
         // lost before it is provisioned.
-        let job = (product.auto_setup == AutoSetup::OnOrder).then(|| {
-            self.new_job(
-                server.id,
-                Action::Create,
-                Settings::new(),
-                chrono::Utc::now(),
-            )
-        });
+        let job = (product.auto_setup == AutoSetup::OnOrder)
+            .then(|| self.new_job(server.id, Action::Create, Settings::new(), self.now()));
         Ok(PreparedOrder { new, job })
     }
 

@@ -422,7 +422,7 @@ impl Engine {
             match fast.get(&s.id) {
                 Some((action, params)) => {
                     let before = crate::events::before(params, action.as_str(), &s);
-                    let job = self.new_job(s.server_id, action.clone(), params.clone(), Utc::now());
+                    let job = self.new_job(s.server_id, action.clone(), params.clone(), self.now());
                     let mut r = member(&s, invoice, action.as_str(), "queued", None);
                     if let (Action::Terminate, Some(x)) = (action, s.suspension.as_ref()) {
                         r.detail = Some(format!("suspended since {}", x.since.date_naive()));
@@ -609,6 +609,7 @@ impl Engine {
             let p = params.get_or_insert_with(|| {
                 plan::params(
                     &self.cipher,
+                    self.now(),
                     &target,
                     &action,
                     &input,
@@ -726,7 +727,7 @@ impl Engine {
                     params.insert("transfer_to".into(), Value::from(t.id.0));
                     params.insert("transfer_from".into(), Value::from(s.server_id.0));
                     let before = crate::events::before(&params, "create", s);
-                    let job = self.new_job(t.id, Action::Create, params, Utc::now());
+                    let job = self.new_job(t.id, Action::Create, params, self.now());
                     let stored = self.store.enqueue_job(s.id, &job, &[before]).await?;
                     self.wake.notify_one();
                     r.outcome = "queued".into();
@@ -850,7 +851,7 @@ impl Engine {
             let mut params = Settings::new();
             params.insert("product_id".into(), Value::from(s.product_id.0));
             let before = crate::events::before(&params, "change_package", &edited);
-            let job = self.new_job(s.server_id, Action::ChangePackage, params, Utc::now());
+            let job = self.new_job(s.server_id, Action::ChangePackage, params, self.now());
             let stored = self.store.enqueue_job(s.id, &job, &[before]).await?;
             self.wake.notify_one();
             r.outcome = "queued".into();

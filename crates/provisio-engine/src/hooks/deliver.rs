@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::shutdown::Shutdown;
-use chrono::Utc;
 use provisio_core::event::Event;
 use provisio_core::handler::{
     Delivery, DeliveryAttempt, DeliveryState, EmailTemplate, Handler, HandlerKind, HandlerStatus,
@@ -145,7 +144,7 @@ impl Engine {
             add(s)?;
         }
         if let (Some(s), Some(until)) = (&h.previous_secret, h.previous_secret_until) {
-            if until > Utc::now() {
+            if until > self.now() {
                 add(s)?;
             }
         }
@@ -180,7 +179,7 @@ impl Engine {
                         "user-agent",
                         concat!("provisio/", env!("CARGO_PKG_VERSION")),
                     );
-                for (name, value) in webhook::headers(&refs, msg_id, Utc::now().timestamp(), body) {
+                for (name, value) in webhook::headers(&refs, msg_id, self.now().timestamp(), body) {
                     req = req.header(name, value);
                 }
                 let resp = req.body(body.to_vec()).send().await.map_err(|e| {
@@ -400,7 +399,7 @@ impl Engine {
 
     /// Runs one delivery attempt and says how it ended.
     async fn attempt_delivery(&self, d: &Delivery, owner: &str) -> DeliveryUpdate {
-        let started = Utc::now();
+        let started = self.now();
         let t0 = Instant::now();
         let attempt_no = d.attempts + 1;
         // A panic costs this attempt, not the loop that sends every delivery.
@@ -536,7 +535,7 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
         }
         if last_requeue.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
             last_requeue = Some(Instant::now());
-            match engine.store.requeue_expired_deliveries(Utc::now()).await {
+            match engine.store.requeue_expired_deliveries(engine.now()).await {
                 Ok(n) if n > 0 => {
                     tracing::warn!(deliveries = n, "took over deliveries of a stopped worker")
                 }
@@ -546,7 +545,7 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
         }
         let free = cap.saturating_sub(inflight.len());
         if free > 0 {
-            let now = Utc::now();
+            let now = engine.now();
             let lease = now + chrono::Duration::from_std(DELIVERY_LEASE).expect("small");
             match engine
                 .store

@@ -5,7 +5,6 @@
 //! A gate runs in the task of the request that asked for the action and holds no lock or
 //! transaction while it thinks, so a slow gate delays only its own action.
 
-use chrono::Utc;
 use provisio_core::handler::{GateDecision, HandlerStatus, OnError, Phase};
 use provisio_core::module::Action;
 use provisio_core::webhook;
@@ -44,7 +43,7 @@ impl Engine {
             let body = serde_json::to_vec(&json!({
                 "id": msg_id,
                 "type": event,
-                "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "timestamp": self.now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                 "phase": "gate",
                 "data": payload,
             }))

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use provisio_core::event::{EventPattern, CATALOGUE};
 use provisio_core::handler::{
     Delivery, DeliveryAttempt, EmailTemplate, Handler, HandlerKind, HandlerStatus, NewHandler,
@@ -444,7 +443,7 @@ impl Engine {
             .unwrap_or(chrono::Duration::hours(24));
         let handler = self
             .store
-            .rotate_handler_secret(h.id, &self.cipher.seal_str(&secret), Utc::now() + overlap)
+            .rotate_handler_secret(h.id, &self.cipher.seal_str(&secret), self.now() + overlap)
             .await?;
         Ok(HandlerWithSecret {
             handler,
@@ -476,7 +475,7 @@ impl Engine {
     /// Sends a finished delivery again (its log keeps the earlier attempts).
     pub async fn redeliver(&self, id: DeliveryId) -> Result<Delivery> {
         let current = self.get_delivery(id).await?.delivery;
-        match self.store.redeliver(id, Utc::now()).await? {
+        match self.store.redeliver(id, self.now()).await? {
             Some(d) => Ok(d),
             None => Err(EngineError::Conflict {
                 field: None,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shutdown::Shutdown;
-use chrono::Utc;
 use provisio_core::event::{EventType, CATALOGUE};
 use provisio_core::module::Action;
 use provisio_core::page::PageRequest;
@@ -422,11 +421,11 @@ pub(crate) async fn rule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
     loop {
         if last_requeue.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
             last_requeue = Some(std::time::Instant::now());
-            if let Err(e) = engine.store.requeue_expired_rule_runs(Utc::now()).await {
+            if let Err(e) = engine.store.requeue_expired_rule_runs(engine.now()).await {
                 tracing::warn!(error = %e, "requeueing rule runs failed");
             }
         }
-        let now = Utc::now();
+        let now = engine.now();
         let lease = now + chrono::Duration::from_std(RUN_LEASE).expect("small");
         let runs = match engine.store.claim_rule_runs(now, lease, 50).await {
             Ok(r) => r,

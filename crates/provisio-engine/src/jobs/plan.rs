@@ -98,6 +98,7 @@ pub(crate) enum NewProduct {
 /// belong to the action are refused rather than ignored; every problem is reported at once.
 pub(crate) fn params(
     cipher: &Cipher,
+    now: chrono::DateTime<Utc>,
     t: &Target<'_>,
     action: &Action,
     input: &ActionInput,
@@ -113,7 +114,7 @@ pub(crate) fn params(
                 p.push("reason", "length", "must be 1 to 200 characters");
             }
             if let Some(u) = input.until {
-                if u <= Utc::now() {
+                if u <= now {
                     p.push("until", "future", "must be in the future");
                 }
                 params.insert("until".into(), Value::String(u.to_rfc3339()));
@@ -190,6 +191,7 @@ fn conflict(message: String) -> EngineError {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Fixed times for the checks, no database.
 mod tests {
     use super::*;
     use provisio_core::module::Capability;
@@ -301,6 +303,7 @@ mod tests {
         let cipher = Cipher::new(&Cipher::generate_key());
         let suspend = params(
             &cipher,
+            Utc::now(),
             &t,
             &Action::Suspend,
             &ActionInput::default(),
@@ -314,7 +317,15 @@ mod tests {
             password: Some("pw".to_string().into()),
             ..Default::default()
         };
-        let e = params(&cipher, &t, &Action::Suspend, &bad, NewProduct::None).unwrap_err();
+        let e = params(
+            &cipher,
+            Utc::now(),
+            &t,
+            &Action::Suspend,
+            &bad,
+            NewProduct::None,
+        )
+        .unwrap_err();
         assert_eq!(
             rule(e),
             "reason:length,until:future,password:not_applicable"
@@ -324,11 +335,20 @@ mod tests {
             password: Some("correct horse battery".to_string().into()),
             ..Default::default()
         };
-        let p = params(&cipher, &t, &Action::ChangePassword, &pw, NewProduct::None).unwrap();
+        let p = params(
+            &cipher,
+            Utc::now(),
+            &t,
+            &Action::ChangePassword,
+            &pw,
+            NewProduct::None,
+        )
+        .unwrap();
         assert!(!p["new_password"].to_string().contains("correct horse"));
         assert!(provisio_core::secret::as_sealed(&p["new_password"]).is_some());
         let none = params(
             &cipher,
+            Utc::now(),
             &t,
             &Action::ChangePackage,
             &ActionInput::default(),
@@ -342,6 +362,7 @@ mod tests {
         };
         let missing = params(
             &cipher,
+            Utc::now(),
             &t,
             &Action::ChangePackage,
             &named,

@@ -139,7 +139,14 @@ impl Engine {
             },
             _ => plan::NewProduct::None,
         };
-        let mut params = plan::params(&self.cipher, &target, &action, &input, new_product)?;
+        let mut params = plan::params(
+            &self.cipher,
+            self.now(),
+            &target,
+            &action,
+            &input,
+            new_product,
+        )?;
 
         let mut service = service;
         let gated = self
@@ -152,7 +159,7 @@ impl Engine {
                 service.server_id,
                 action.clone(),
                 params.clone(),
-                Utc::now(),
+                self.now(),
             );
             let message = format!("forbidden by handler '{handler}': {reason}");
             self.store
@@ -164,7 +171,7 @@ impl Engine {
             service = self.store.update_service(&service).await?;
         }
         let before = crate::events::before(&params, action.as_str(), &service);
-        let job = self.new_job(service.server_id, action, params, Utc::now());
+        let job = self.new_job(service.server_id, action, params, self.now());
         let stored = self.store.enqueue_job(service.id, &job, &[before]).await?;
         self.wake.notify_one();
         Ok(stored)
@@ -320,7 +327,7 @@ impl Engine {
     pub async fn retry_job(&self, id: JobId) -> Result<Job> {
         let job = self.get_job(id).await?.job;
         let extra = self.options.jobs.retry.max_attempts();
-        match self.store.retry_job(id, Utc::now(), extra).await? {
+        match self.store.retry_job(id, self.now(), extra).await? {
             Some(j) => {
                 self.wake.notify_one();
                 Ok(j)
@@ -355,7 +362,7 @@ impl Engine {
             for j in &failed.items {
                 if self
                     .store
-                    .retry_job(j.id, Utc::now(), extra)
+                    .retry_job(j.id, self.now(), extra)
                     .await?
                     .is_some()
                 {
@@ -382,7 +389,7 @@ impl Engine {
         p.finish()?;
         let job = self.get_job(id).await?.job;
         self.store
-            .resolve_job(id, note.trim(), Utc::now())
+            .resolve_job(id, note.trim(), self.now())
             .await?
             .ok_or_else(|| EngineError::Conflict {
                 field: None,

@@ -207,7 +207,7 @@ async fn queue_loop(
         if claim_now {
             let finishing: Vec<JobId> = batch.iter().map(|f| f.update.job_id).collect();
             let allowance = shared.limits.lock().unwrap().allowance(Instant::now());
-            let now = Utc::now();
+            let now = engine.now();
             let req = ClaimRequest {
                 owner: &shared.owner,
                 now,
@@ -380,7 +380,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
         if ids.is_empty() {
             continue;
         }
-        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+        let until = shared.engine.now() + chrono::Duration::from_std(lease).unwrap_or_default();
         if let Err(e) = shared
             .engine
             .store
@@ -403,7 +403,7 @@ async fn release_unfinished(shared: &Shared) {
     match shared
         .engine
         .store
-        .release_jobs(&shared.owner, &ids, Utc::now())
+        .release_jobs(&shared.owner, &ids, shared.engine.now())
         .await
     {
         Ok(n) => tracing::warn!(
@@ -525,7 +525,7 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
         last_cleanup,
         last_retention,
     } = state;
-    match engine.store.requeue_expired(Utc::now()).await {
+    match engine.store.requeue_expired(engine.now()).await {
         Ok(n) if n > 0 => {
             tracing::warn!(
                 jobs = n,
@@ -538,14 +538,14 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
     }
     // Retention is counted in days: trimming once an hour is plenty.
     if last_purge.is_none_or(|t: Instant| t.elapsed() > std::time::Duration::from_secs(3600)) {
-        match engine.purge_events(Utc::now()).await {
+        match engine.purge_events(engine.now()).await {
             Ok(_) => *last_purge = Some(Instant::now()),
             Err(e) => tracing::warn!(error = %e, "trimming old events failed"),
         }
     }
     if last_retention.is_none_or(|t: Instant| t.elapsed() > RETENTION_EVERY) {
         *last_retention = Some(Instant::now());
-        match trim_history(engine, Utc::now()).await {
+        match trim_history(engine, engine.now()).await {
             Ok(counts) => {
                 let [(_, jobs), (_, deliveries), (_, rule_runs), (_, audits), (_, usage_syncs), (_, idempotency_keys)] =
                     counts;
@@ -579,7 +579,7 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
             }
         }
     }
-    match engine.store.due_unsuspends(Utc::now(), 500).await {
+    match engine.store.due_unsuspends(engine.now(), 500).await {
         Ok(due) => {
             for s in due {
                 if let Err(e) = engine
@@ -740,7 +740,7 @@ async fn run(
     seen: &mut Option<provisio_core::service::Service>,
 ) -> (JobUpdate, Option<bool>) {
     let engine = &shared.engine;
-    let started = Utc::now();
+    let started = engine.now();
     let t0 = Instant::now();
     let attempt_no = job.attempts + 1;
     let mut update = JobUpdate {
@@ -816,7 +816,7 @@ async fn run(
             Ok(reply) => {
                 if already_done(&job.action, reply.account.as_ref(), &loaded.request.params) {
                     // The lookup's outputs stand in for the lost reply's (a remote id, say).
-                    update.service = Some(success_change(&job, &loaded, &reply));
+                    update.service = Some(success_change(&job, &loaded, &reply, engine.now()));
                     return (
                         finish(
                             update,
@@ -838,7 +838,7 @@ async fn run(
 
     match call(engine, module, &loaded.request).await {
         Ok(reply) => {
-            update.service = Some(success_change(&job, &loaded, &reply));
+            update.service = Some(success_change(&job, &loaded, &reply, engine.now()));
             (finish(update, "ok", None), Some(true))
         }
         Err(e) => {
@@ -875,7 +875,7 @@ async fn panicked(shared: &Shared, job: &Job, why: String) -> JobUpdate {
         attempt: Attempt {
             job_id: job.id,
             attempt,
-            started_at: Utc::now(),
+            started_at: shared.engine.now(),
             duration_ms: 0,
             outcome: "unknown".into(),
             message: None,
@@ -941,7 +941,7 @@ fn retry_or_fail(
     match delay {
         Some(d) => {
             u.state = JobState::Pending;
-            u.run_after = Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
+            u.run_after = engine.now() + chrono::Duration::from_std(d).unwrap_or_default();
         }
         None => {
             u.state = JobState::Failed;
@@ -975,7 +975,12 @@ fn failure_change(job: &Job) -> Option<ServiceChange> {
     })
 }
 
-fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceChange {
+fn success_change(
+    job: &Job,
+    loaded: &Loaded,
+    reply: &ActionReply,
+    now: chrono::DateTime<Utc>,
+) -> ServiceChange {
     let mut change = ServiceChange {
         status: status_after(&job.action),
         ..Default::default()
@@ -994,7 +999,7 @@ fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceCha
                     params,
                     idempotency_key: crate::jobs::request::new_idempotency_key(),
                     max_attempts: job.max_attempts,
-                    run_after: Utc::now(),
+                    run_after: now,
                 });
             }
         }
@@ -1019,7 +1024,7 @@ fn success_change(job: &Job, loaded: &Loaded, reply: &ActionReply) -> ServiceCha
                 .map(|d| d.with_timezone(&Utc));
             change.suspension = Some(Some(Suspension {
                 reason: SuspendReason::from(reason.to_string()),
-                since: Utc::now(),
+                since: now,
                 until,
             }));
         }

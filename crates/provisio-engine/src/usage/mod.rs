@@ -365,8 +365,8 @@ impl Engine {
                 id: run_id,
                 state: state.into(),
                 servers: snapshot,
-                started_at: Utc::now(),
-                finished_at: Some(Utc::now()),
+                started_at: self.now(),
+                finished_at: Some(self.now()),
             },
         }
     }

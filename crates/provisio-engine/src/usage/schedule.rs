@@ -20,11 +20,11 @@ pub(crate) async fn schedule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
     if usage.is_none() && audit.is_none() {
         return;
     }
-    let mut next_usage = usage.as_ref().and_then(|c| next_after(c, Utc::now()));
-    let mut next_audit = audit.as_ref().and_then(|c| next_after(c, Utc::now()));
+    let mut next_usage = usage.as_ref().and_then(|c| next_after(c, engine.now()));
+    let mut next_audit = audit.as_ref().and_then(|c| next_after(c, engine.now()));
     let mut last_purge = Instant::now();
     loop {
-        let now = Utc::now();
+        let now = engine.now();
         let due = [next_usage, next_audit].into_iter().flatten().min();
         let wait = due
             .map(|d| (d - now).to_std().unwrap_or_default())
@@ -34,7 +34,7 @@ pub(crate) async fn schedule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.stopped() => return,
         }
-        let now = Utc::now();
+        let now = engine.now();
         if let (Some(at), Some(c)) = (next_usage, usage.as_ref()) {
             if at <= now {
                 next_usage = next_after(c, now);
@@ -70,7 +70,7 @@ pub(crate) async fn schedule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
         }
         if last_purge.elapsed() > Duration::from_secs(3600) {
             last_purge = Instant::now();
-            let before = Utc::now()
+            let before = engine.now()
                 - chrono::Duration::from_std(engine.options.usage.history).unwrap_or_default();
             if let Err(e) = engine.store.purge_usage_readings(before).await {
                 tracing::warn!(error = %e, "trimming usage readings failed");

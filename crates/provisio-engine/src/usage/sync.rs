@@ -85,7 +85,7 @@ impl Engine {
         };
         let expected = dir.by_name.len() as u64;
         set(&mut |s| s.expected = expected);
-        let period_start = self.options.usage.period.start(Utc::now());
+        let period_start = self.options.usage.period.start(self.now());
 
         // Pages are fetched in order (each needs the previous cursor) while the previous
         // page is written: the remote's delay and the database's work overlap.

@@ -117,7 +117,8 @@ pub struct TestEngine {
     pub client: ClientId,
     store: Arc<dyn provisio_store::Store>,
     key: [u8; 32],
-    _dir: tempfile::TempDir,
+    /// The SQLite file's folder; `None` on PostgreSQL.
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub const TOKEN: &str = "tok-7f3a9c2e-server-secret";
@@ -137,6 +138,21 @@ impl TestEngine {
         ))
     }
 
+    /// Another engine over `store` (the same database through another node's connections
+    /// and clock), with this one's module and key.
+    pub fn another_engine_on(
+        &self,
+        store: Arc<dyn provisio_store::Store>,
+        tune: impl FnOnce(&mut EngineOptions),
+    ) -> Arc<Engine> {
+        Arc::new(Engine::new(
+            store,
+            self.registry(),
+            self.cipher(),
+            options(tune),
+        ))
+    }
+
     fn registry(&self) -> Registry {
         let mut modules = Registry::empty();
         modules.register(self.module.clone());
@@ -150,7 +166,20 @@ impl TestEngine {
     pub async fn with_options(tune: impl FnOnce(&mut EngineOptions)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("engine.db").display());
-        let store = provisio_store::open(&url).await.unwrap();
+        Self::on(&url, Some(dir), tune).await
+    }
+
+    /// The same records over the PostgreSQL database `url` (see [`fresh_pg_url`]).
+    pub async fn on_postgres(url: &str, tune: impl FnOnce(&mut EngineOptions)) -> Self {
+        Self::on(url, None, tune).await
+    }
+
+    async fn on(
+        url: &str,
+        dir: Option<tempfile::TempDir>,
+        tune: impl FnOnce(&mut EngineOptions),
+    ) -> Self {
+        let store = provisio_store::open(url).await.unwrap();
         store.migrate().await.unwrap();
         let module = Arc::new(Recording::default());
         let mut modules = Registry::empty();
@@ -241,7 +270,8 @@ impl TestEngine {
 
     /// The SQLite file under the engine, for tests that write rows the API cannot.
     pub fn db_path(&self) -> std::path::PathBuf {
-        self._dir.path().join("engine.db")
+        let dir = self._dir.as_ref().expect("a SQLite engine");
+        dir.path().join("engine.db")
     }
 
     pub fn effects(&self, action: &str) -> usize {
@@ -259,6 +289,27 @@ impl TestEngine {
             .map(|(a, _, _)| Action::from_stored(a))
             .collect()
     }
+}
+
+/// The URL of a new, empty database in the PostgreSQL cluster `PROVISIO_TEST_PG_URL` names
+/// (`scripts/test` starts one); `None`, and the test skips saying so, when it is unset.
+pub async fn fresh_pg_url() -> Option<String> {
+    use sqlx::Connection as _;
+    let Ok(admin) = std::env::var("PROVISIO_TEST_PG_URL") else {
+        eprintln!(
+            "PROVISIO_TEST_PG_URL is not set: skipping a PostgreSQL test (scripts/test sets it)"
+        );
+        return None;
+    };
+    let name = format!("engine_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let base = admin.rsplit_once('/').expect("the URL names a database").0;
+    Some(format!("{base}/{name}"))
 }
 
 /// Test engines poll often, so that waits are short.
