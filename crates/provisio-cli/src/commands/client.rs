@@ -69,6 +69,10 @@ pub enum ClientCmd {
         #[command(flatten)]
         paging: Paging,
     },
+    /// Create many clients from a JSON Lines file (one client per line: name, email, and
+    /// optionally currency, balance_minor, status, custom_fields, reseller_id,
+    /// external_id), up to 1,000 per request; running it again creates nothing twice
+    Import(super::import::ImportArgs),
 }
 
 /// A balance transaction; the same --key again replays it instead of applying it twice.
@@ -171,6 +175,7 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
         ClientCmd::Charge(args) => transaction(ctx, "charge", args).await,
         ClientCmd::Credit(args) => transaction(ctx, "credit", args).await,
         ClientCmd::Refund(args) => transaction(ctx, "refund", args).await,
+        ClientCmd::Import(args) => super::import::run(ctx, &super::import::CLIENTS, args).await,
         ClientCmd::Transactions { id, paging } => {
             let items = ctx
                 .list(&format!("{}/transactions", path(id)), &[], &paging)

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod client;
 pub mod collect;
 pub mod handler;
+pub mod import;
 pub mod key;
 pub mod module;
 pub mod product;

@@ -166,6 +166,11 @@ pub enum ServiceCmd {
         #[command(flatten)]
         paging: Paging,
     },
+    /// Order many services from a JSON Lines file (one order per line, as `service add`
+    /// sends it: client_id, product, and optionally server, username, invoice,
+    /// parent_invoice, settings, external_id), up to 1,000 per request; running it again
+    /// orders nothing twice
+    Import(super::import::ImportArgs),
 }
 
 /// `--wait`, for every action.
@@ -435,6 +440,7 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
             let items = ctx.list(&path, &[], &paging).await?;
             output::print_list(ctx.output, &items, queue::SERVICE_COLUMNS, "jobs")
         }
+        ServiceCmd::Import(args) => super::import::run(ctx, &super::import::SERVICES, args).await,
     }
 }
 

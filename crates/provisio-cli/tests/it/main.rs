@@ -619,3 +619,73 @@ fn usage_policies_through_the_cli() {
     let gone = s.cli(&["product", "usage-policy", "gold"], None);
     assert!(!gone.status.success());
 }
+
+#[test]
+fn an_import_reports_its_bad_lines_and_runs_again_without_doubling() {
+    let s = serve(&[]);
+    s.ok(&["server", "add", "n1", "--module", "noop"]);
+    s.ok(&["product", "add", "plan", "--module", "noop"]);
+    let clients = s.dir.path().join("clients.jsonl");
+    std::fs::write(
+        &clients,
+        "{\"name\": \"One\", \"email\": \"1@x.test\", \"external_id\": \"w-1\"}\n\
+         # a comment line\n\
+         {\"name\": \"Two\", \"email\": \"2@x.test\", \"external_id\": \"w-2\"}\n",
+    )
+    .unwrap();
+    let done = s.json(&["client", "import", clients.to_str().unwrap()]);
+    assert_eq!(done["created"], 2, "{done}");
+    let one = s.json(&["client", "list"])[0]["id"].clone();
+
+    // 25 orders, two of them bad, in batches of 10.
+    let mut lines = String::new();
+    for i in 0..25 {
+        let product = if i == 4 || i == 17 {
+            "no-such-plan"
+        } else {
+            "plan"
+        };
+        lines.push_str(&format!(
+            "{{\"client_id\": {one}, \"product\": \"{product}\", \"username\": \"imp{i}\", \"external_id\": \"ws-{i}\"}}\n"
+        ));
+    }
+    let orders = s.dir.path().join("orders.jsonl");
+    std::fs::write(&orders, &lines).unwrap();
+    let out = s.cli(
+        &[
+            "service",
+            "import",
+            orders.to_str().unwrap(),
+            "--batch-size",
+            "10",
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "bad lines fail the command: {stdout}{stderr}"
+    );
+    assert!(stdout.contains("23 services created"), "{stdout}");
+    assert!(
+        stdout.contains("line 5:") && stdout.contains("line 18:"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("2 of 25 lines were refused"), "{stderr}");
+
+    // Fixed and run again: the 23 are found, only the 2 are new.
+    std::fs::write(&orders, lines.replace("no-such-plan", "plan")).unwrap();
+    let again = s.json(&[
+        "service",
+        "import",
+        orders.to_str().unwrap(),
+        "--batch-size",
+        "10",
+    ]);
+    assert_eq!(again["already_there"], 23, "{again}");
+    assert_eq!(again["created"], 2, "{again}");
+    assert_eq!(again["failed"], 0);
+    let all = s.json(&["service", "list", "--limit", "100"]);
+    assert_eq!(all.as_array().unwrap().len(), 25);
+}
