@@ -97,11 +97,14 @@ fn fingerprint(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap, body
             .as_bytes(),
     );
     h.update([0]);
+    // The media type alone: `application/json; charset=utf-8` is the same request.
     let ct = headers
         .get(header::CONTENT_TYPE)
-        .map(|v| v.as_bytes())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    h.update(ct);
+    h.update(ct.as_bytes());
     h.update([0]);
     h.update(body);
     format!("{:x}", h.finalize())

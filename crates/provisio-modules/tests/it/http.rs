@@ -1093,9 +1093,11 @@ async fn a_heavy_render_does_not_hold_the_async_runtime() {
         took > Duration::from_millis(100),
         "the render is heavy: {took:?}"
     );
+    // Held by the render, the ticker could not tick while it ran: its worst gap would be
+    // the whole render. A busy machine may delay a tick, but not by half the render.
     assert!(
-        worst < Duration::from_millis(60),
-        "the runtime was held: {worst:?}"
+        worst * 2 < took,
+        "the runtime was held: worst tick {worst:?} beside a render of {took:?}"
     );
 }
 
