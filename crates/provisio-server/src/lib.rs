@@ -5,6 +5,7 @@
 
 mod access;
 pub mod config;
+mod contract;
 mod error;
 mod extract;
 mod routes;
@@ -60,12 +61,14 @@ impl Modify for BearerAuth {
     }
 }
 
-fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+fn api_parts() -> (Router<AppState>, serde_json::Value) {
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::v1())
         .split_for_parts();
     document_roles(&mut api);
-    (router, api)
+    let mut doc = serde_json::to_value(&api).expect("the document serialises");
+    contract::complete(&mut doc);
+    (router, doc)
 }
 
 /// Writes each operation's roles into the document: `x-provisio-roles`, and a line of its
@@ -107,8 +110,9 @@ fn document_roles(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The OpenAPI document of the REST API, as served at `/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of the REST API, as served at `/openapi.json`: utoipa's document
+/// completed with the answers every operation shares (`contract`).
+pub fn openapi() -> serde_json::Value {
     api_parts().1
 }
 

@@ -109,7 +109,7 @@ async fn group_members(
 /// Run `edit`, `suspend`, `activate`, `delete` or `transfer` on every member of an invoice group; `dry_run` says what each member would undergo. Members already in the wanted state are skipped, so running it again retries only the rest.
 #[utoipa::path(post, path = "/v1/groups/{invoice}/{operation}", tag = "groups",
     params(("invoice" = String, Path), ("operation" = String, Path, description = "edit, suspend, activate, delete or transfer")),
-    request_body = GroupRequest,
+    request_body(content = Option<GroupRequest>),
     responses((status = 200, body = GroupResult), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn group_operation(
     State(app): State<AppState>,
@@ -140,7 +140,7 @@ pub struct CleanupRequest {
 }
 
 /// Terminate services suspended longer than the clean-up threshold (or list them with `dry_run`).
-#[utoipa::path(post, path = "/v1/cleanup", tag = "groups", request_body = CleanupRequest,
+#[utoipa::path(post, path = "/v1/cleanup", tag = "groups", request_body(content = Option<CleanupRequest>),
     responses((status = 200, body = Vec<MemberResult>), (status = 422, body = Problem)))]
 async fn cleanup(
     State(app): State<AppState>,
@@ -184,7 +184,7 @@ pub struct LoginUrl {
 
 /// A short-lived single sign-on link into a service, from modules with the `login_url` capability.
 #[utoipa::path(post, path = "/v1/services/{id}/login-url", tag = "services", params(("id" = i64, Path)),
-    request_body = LoginUrlRequest,
+    request_body(content = Option<LoginUrlRequest>),
     responses((status = 200, body = LoginUrl), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn login_url(
     State(app): State<AppState>,

@@ -140,7 +140,7 @@ pub struct RetryFailedBody {
 }
 
 /// Retry every failed job (of one server).
-#[utoipa::path(post, path = "/v1/jobs/retry", tag = "jobs", request_body = RetryFailedBody,
+#[utoipa::path(post, path = "/v1/jobs/retry", tag = "jobs", request_body(content = Option<RetryFailedBody>),
     responses((status = 200, body = RetriedView), (status = 404, body = Problem)))]
 async fn retry_failed(
     State(app): State<AppState>,

@@ -1,0 +1,114 @@
+//! The served API keeps the OpenAPI document's promises: schemathesis, written by others,
+//! generates requests from `/openapi.json` against a live server and runs every check it
+//! has (status codes, content types, headers, response schemas, valid data accepted,
+//! invalid data refused, authentication honoured) with a fixed seed and a bounded budget.
+//!
+//! `PROVISIO_SCHEMATHESIS_EXAMPLES` raises the budget for a run by hand.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, Db};
+
+/// The test venv's python, if it has schemathesis. Missing outside CI, the test is skipped
+/// (with the reason printed); in CI (`CI` set) a missing peer fails it.
+fn schemathesis_python() -> Option<String> {
+    let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    let missing = |why: String| {
+        assert!(!in_ci, "{why}");
+        eprintln!("skipped: {why}");
+        None
+    };
+    let Ok(python) = std::env::var("PROVISIO_TEST_PYTHON") else {
+        return missing(
+            "PROVISIO_TEST_PYTHON is not set: run scripts/test, which installs schemathesis".into(),
+        );
+    };
+    let found = std::process::Command::new(&python)
+        .args(["-c", "import schemathesis"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        Some(python)
+    } else {
+        missing(format!(
+            "schemathesis is not installed next to {python}: run scripts/test, which installs it"
+        ))
+    }
+}
+
+/// The figures of schemathesis's summary worth keeping in the test's output.
+fn summary(out: &str) -> String {
+    out.lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("test cases")
+                || l.contains("operations")
+                || l.contains("passed")
+                || l.contains("failed")
+                || l.contains("seed")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn schemathesis_finds_no_failure(db: Db) {
+    let Some(python) = schemathesis_python() else {
+        return;
+    };
+    // Schemathesis sends keyless and wrong keys on purpose (to check 401s) and many requests
+    // at once: neither may turn into 429 or 503 for the rest of the run.
+    let app = spawn_app_with(
+        db,
+        "[http]\nauth_failures_per_minute = 1000000\nmax_concurrent_requests = 4096\n",
+    )
+    .await;
+    let (status, key) = app
+        .post("/v1/keys", json!({"name": "schemathesis", "role": "admin"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+
+    let examples = std::env::var("PROVISIO_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "3".into());
+    let hooks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/schemathesis");
+    let report = app.dir.path().join("schemathesis");
+    let mut cmd = tokio::process::Command::new(&python);
+    cmd.args(["-m", "schemathesis.cli", "run"])
+        .arg(format!("{}/openapi.json", app.base))
+        .args(["--checks", "all", "--seed", "20261201", "--max-examples"])
+        .arg(&examples)
+        .args(["--workers", "2", "--request-timeout", "30", "--no-color"])
+        .args(["--report", "junit", "--report-dir"])
+        .arg(&report)
+        .arg("--header")
+        .arg(format!(
+            "Authorization: Bearer {}",
+            key["key"].as_str().unwrap()
+        ))
+        .env("SCHEMATHESIS_HOOKS", "provisio_hooks")
+        .env("PYTHONPATH", &hooks)
+        .env("PROVISIO_SCHEMATHESIS_KEY_ID", key["id"].to_string())
+        .current_dir(app.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let run = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .expect("schemathesis finished within 300 s")
+        .expect("schemathesis ran");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let err = String::from_utf8_lossy(&run.stderr);
+    eprintln!("schemathesis ({db:?}):\n{}", summary(&out));
+    assert!(
+        run.status.success(),
+        "schemathesis found failures ({db:?}):\n{out}\n{err}"
+    );
+    app.stop().await;
+}
+
+on_both!(schemathesis_finds_no_failure);
