@@ -45,10 +45,19 @@ impl RecordRef {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCreate {
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@.\s\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@.\s\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: String,
     /// ISO 4217 code; the instance default when absent.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Z]{3}$")]
     pub currency: Option<String>,
     /// Opening balance in minor units (cents); 0 when absent.
     #[serde(default)]
@@ -65,7 +74,15 @@ pub struct ClientCreate {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientPatch {
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@.\s\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@.\s\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: Option<String>,
     pub status: Option<ClientStatus>,
     /// Keys to set; a `null` value removes the key.
@@ -82,30 +99,37 @@ pub struct ClientPatch {
 pub struct TransactionCreate {
     pub kind: TransactionKind,
     /// Positive, in minor units of the client's currency (cents); `kind` gives the direction.
+    #[schema(minimum = 1)]
     pub amount_minor: i64,
     /// 1 to 100 characters, unique per client: sending the same transaction again with the
     /// same key returns the stored one instead of applying it twice.
+    #[schema(min_length = 1, max_length = 100)]
     pub idempotency_key: String,
     /// At most 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerCreate {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: String,
     pub module: String,
     /// Servers of one group are interchangeable for new services; `default` when absent.
     #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub group: Option<String>,
     /// Per the module's server schema; secret fields are stored encrypted and never shown.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub settings: Settings,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrent: Option<u32>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_per_second: Option<u32>,
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -114,15 +138,18 @@ pub struct ServerCreate {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerPatch {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub group: Option<String>,
     /// Keys to set; a `null` value removes the key.
     #[schema(value_type = Option<Object>)]
     pub settings: Option<Settings>,
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrent: Option<u32>,
     /// `null` removes the limit.
     #[serde(default)]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000000)]
     pub max_per_second: Patch<u32>,
     pub enabled: Option<bool>,
 }
@@ -130,12 +157,14 @@ pub struct ServerPatch {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductCreate {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: String,
     pub module: String,
     /// The name of the product whose settings this one inherits.
     #[serde(default)]
     pub extends: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub server_group: Option<String>,
     /// This product's own settings (overrides of the parent's).
     #[serde(default)]
@@ -152,13 +181,14 @@ pub struct ProductCreate {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: Option<String>,
     /// `null` makes the product stand alone.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub extends: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub server_group: Patch<String>,
     /// Keys to set; a `null` value removes the override (the parent's value applies again).
     #[schema(value_type = Option<Object>)]
@@ -181,14 +211,25 @@ pub struct ServiceCreate {
     pub server: Option<RecordRef>,
     /// Generated when absent.
     #[serde(default)]
+    #[schema(max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
     pub username: Option<String>,
     /// Generated when absent; stored encrypted.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub password: Option<SecretString>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub invoice: Option<String>,
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub parent_invoice: Option<String>,
     /// Per the module's service schema.
     #[serde(default)]
@@ -204,15 +245,16 @@ pub struct ServiceCreate {
 #[serde(deny_unknown_fields)]
 pub struct ServicePatch {
     /// Only while the service is pending (afterwards the remote knows it).
+    #[schema(max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
     pub username: Option<String>,
     /// Only while the service is pending; later use the change-password action.
     #[schema(value_type = Option<String>)]
     pub password: Option<SecretString>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
     pub invoice: Patch<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
     pub parent_invoice: Patch<String>,
     /// Keys to set; a `null` value removes the key.
     #[schema(value_type = Option<Object>)]

@@ -95,7 +95,28 @@ pub fn complete(doc: &mut Value) {
     }
 }
 
+/// The paging parameters every listing reads through `routes::page`.
+fn page_bounds(op: &mut Map<String, Value>) {
+    let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for p in params.iter_mut().filter(|p| p["in"] == "query") {
+        let name = p["name"].as_str().unwrap_or("").to_string();
+        let schema = &mut p["schema"];
+        match name.as_str() {
+            "limit" => {
+                schema["minimum"] = json!(1);
+                schema["maximum"] = json!(provisio_core::page::PageRequest::MAX_LIMIT);
+            }
+            // A cursor is the id the last page ended at, as the server wrote it.
+            "cursor" => schema["pattern"] = json!("^[0-9]{0,18}$"),
+            _ => {}
+        }
+    }
+}
+
 fn complete_operation(path: &str, op: &mut Map<String, Value>) {
+    page_bounds(op);
     let params = op
         .get("parameters")
         .and_then(Value::as_array)

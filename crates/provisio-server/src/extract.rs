@@ -115,27 +115,44 @@ fn without_value(msg: &str) -> String {
 
 /// Parses JSON bytes into `T`, turning serde's errors into field problems.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    integral_floats(&mut value);
+    let result: Result<T, _> = serde_path_to_error::deserialize(value);
     let e = match result {
         Ok(v) => return Ok(v),
         Err(e) => e,
     };
     let path = e.path().to_string();
-    let inner = e.into_inner();
-    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
-            format!("the body is not valid JSON: {inner}"),
-        ));
-    }
     Err(field_problem(
         &path,
-        &inner.to_string(),
+        &e.into_inner().to_string(),
         StatusCode::UNPROCESSABLE_ENTITY,
     ))
+}
+
+/// JSON Schema counts `5.0` as an integer (a number with no fraction), and so do the
+/// clients that send it; serde does not, so such numbers are made integers before the body
+/// is read.
+fn integral_floats(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^53 a float holds every integer exactly; beyond, it is no id or count.
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_floats),
+        _ => {}
+    }
 }
 
 /// Turns a serde error at `path` into a problem naming the field and the rule.
@@ -233,5 +250,8 @@ mod tests {
             parse_json::<Body>(b"{nope").unwrap_err().status(),
             StatusCode::BAD_REQUEST
         );
+        let b = parse_json::<Body>(br#"{"name": "x", "port": 8080.0}"#).unwrap();
+        assert_eq!(b.port, Some(8080));
+        assert!(parse_json::<Body>(br#"{"name": "x", "port": 80.5}"#).is_err());
     }
 }

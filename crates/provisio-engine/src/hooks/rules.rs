@@ -30,9 +30,11 @@ const RUN_LEASE: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleCreate {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: String,
     /// The event that fires it: a `client.*` event, or a `service.*` one (acting on the
     /// service's client).
+    #[schema(max_length = 100, pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")]
     pub on: String,
     pub action: RuleAction,
     /// Seconds to wait after the event (grace period); 0 when absent.
@@ -45,7 +47,9 @@ pub struct RuleCreate {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulePatch {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 100, pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")]
     pub on: Option<String>,
     pub action: Option<RuleAction>,
     pub delay_secs: Option<u64>,

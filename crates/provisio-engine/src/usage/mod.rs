@@ -86,8 +86,10 @@ pub struct SyncInput {
 #[serde(deny_unknown_fields)]
 pub struct TopupInput {
     /// The metric it adds quota to (`data`, `disk`, …).
+    #[schema(pattern = r"^[a-z][a-z0-9_]{0,63}$")]
     pub metric: String,
     /// How much, in the metric's unit; more than zero.
+    #[schema(exclusive_minimum = 0)]
     pub amount: f64,
     pub note: Option<String>,
     /// The same key again returns the first top-up and adds nothing.

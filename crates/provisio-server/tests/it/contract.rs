@@ -78,11 +78,13 @@ async fn schemathesis_finds_no_failure(db: Db) {
     let hooks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/schemathesis");
     let report = app.dir.path().join("schemathesis");
     let mut cmd = tokio::process::Command::new(&python);
-    cmd.args(["-m", "schemathesis.cli", "run"])
+    cmd.args(["-m", "schemathesis.cli", "--no-color", "--config-file"])
+        .arg(hooks.join("schemathesis.toml"))
+        .arg("run")
         .arg(format!("{}/openapi.json", app.base))
         .args(["--checks", "all", "--seed", "20261201", "--max-examples"])
         .arg(&examples)
-        .args(["--workers", "2", "--request-timeout", "30", "--no-color"])
+        .args(["--workers", "2", "--request-timeout", "30"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&report)
         .arg("--header")
