@@ -65,6 +65,7 @@ pub struct ClientCreate {
     #[serde(default)]
     pub status: Option<ClientStatus>,
     #[serde(default)]
+    #[schema(schema_with = schemas::custom_fields)]
     pub custom_fields: BTreeMap<String, String>,
     /// The reseller the client belongs to (a reseller key's own, when it creates the client).
     #[serde(default)]
@@ -86,7 +87,7 @@ pub struct ClientPatch {
     pub email: Option<String>,
     pub status: Option<ClientStatus>,
     /// Keys to set; a `null` value removes the key.
-    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    #[schema(schema_with = schemas::custom_fields_patch)]
     pub custom_fields: Option<BTreeMap<String, Option<String>>>,
     /// Moves the client to this reseller.
     pub reseller_id: Option<i64>,
@@ -175,6 +176,7 @@ pub struct ProductCreate {
     /// Module outputs to copy into the client's custom fields when an action succeeds:
     /// client field name → output name.
     #[serde(default)]
+    #[schema(schema_with = schemas::client_fields)]
     pub client_fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
@@ -195,6 +197,7 @@ pub struct ProductPatch {
     pub settings: Option<Settings>,
     pub auto_setup: Option<AutoSetup>,
     /// Replaces the whole map.
+    #[schema(schema_with = schemas::client_fields)]
     pub client_fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
@@ -215,7 +218,7 @@ pub struct ServiceCreate {
     pub username: Option<String>,
     /// Generated when absent; stored encrypted.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub password: Option<SecretString>,
     #[serde(default)]
     #[schema(
@@ -248,7 +251,7 @@ pub struct ServicePatch {
     #[schema(max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
     pub username: Option<String>,
     /// Only while the service is pending; later use the change-password action.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub password: Option<SecretString>,
     #[serde(default)]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 100, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
@@ -271,8 +274,94 @@ pub struct ActionInput {
     /// suspend: when the engine unsuspends by itself.
     pub until: Option<DateTime<Utc>>,
     /// change_password: the new password; generated when absent.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 128)]
     pub password: Option<SecretString>,
     /// change_package: the new product, by id or name.
     pub product: Option<RecordRef>,
+}
+
+/// Schemas of fields whose rules utoipa's attributes cannot state (map keys, list items).
+pub mod schemas {
+    use provisio_core::client::CUSTOM_FIELD_MAX_LEN;
+    use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Schema, SchemaType, Type};
+    use utoipa::openapi::Array;
+
+    /// A custom field's key, as `check_custom_field_key` accepts it.
+    const FIELD_KEY: &str = "^[a-z][a-z0-9_]{0,63}$";
+
+    fn keys() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(FIELD_KEY))
+            .build()
+    }
+
+    fn string(nullable: bool, max: usize) -> Object {
+        let ty = if nullable {
+            SchemaType::from_iter([Type::String, Type::Null])
+        } else {
+            SchemaType::from(Type::String)
+        };
+        ObjectBuilder::new()
+            .schema_type(ty)
+            .max_length(Some(max))
+            .build()
+    }
+
+    fn map(nullable_values: bool, max: usize) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(keys()))
+            .additional_properties(Some(Schema::Object(string(nullable_values, max))))
+    }
+
+    /// `custom_fields` of a new client: field key to value.
+    pub fn custom_fields() -> Object {
+        map(false, CUSTOM_FIELD_MAX_LEN).build()
+    }
+
+    /// `custom_fields` of a client patch: a `null` value removes the key.
+    pub fn custom_fields_patch() -> Object {
+        map(true, CUSTOM_FIELD_MAX_LEN)
+            .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+            .build()
+    }
+
+    /// `client_fields` of a product: client field key to the module output copied into it.
+    pub fn client_fields() -> Object {
+        let output = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[A-Za-z0-9_.-]{1,100}$"))
+            .build();
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+            .property_names(Some(keys()))
+            .additional_properties(Some(Schema::Object(output)))
+            .build()
+    }
+
+    fn event_pattern() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(provisio_core::event::MAX_LEN))
+            .pattern(Some(r"^([a-z][a-z0-9_]*|\*)(\.([a-z][a-z0-9_]*|\*))*$"))
+            .build()
+    }
+
+    /// A handler's `events`: at least one event type or pattern.
+    pub fn event_patterns() -> Array {
+        ArrayBuilder::new()
+            .items(event_pattern())
+            .min_items(Some(1))
+            .build()
+    }
+
+    /// A handler patch's `events`.
+    pub fn event_patterns_patch() -> Array {
+        ArrayBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+            .items(event_pattern())
+            .min_items(Some(1))
+            .build()
+    }
 }

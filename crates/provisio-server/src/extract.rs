@@ -123,6 +123,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("the body is not valid JSON: {e}"),
         )
     })?;
+    // Every body of this API is an object; serde would also read a struct from an array
+    // of its fields in order, which no document promises.
+    if !value.is_object() {
+        return Err(ApiError::bad_field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "body",
+            "type",
+            "must be a JSON object",
+        ));
+    }
     integral_floats(&mut value);
     let result: Result<T, _> = serde_path_to_error::deserialize(value);
     let e = match result {

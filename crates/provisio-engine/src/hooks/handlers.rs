@@ -48,7 +48,7 @@ pub struct HandlerCreate {
     #[serde(default)]
     pub email: Option<EmailTemplate>,
     /// Event types or wildcard patterns (`service.*`).
-    #[schema(min_items = 1)]
+    #[schema(schema_with = crate::input::schemas::event_patterns)]
     pub events: Vec<String>,
     pub phase: Phase,
     #[serde(default)]
@@ -83,7 +83,7 @@ pub struct HandlerPatch {
     pub url: Option<String>,
     pub script: Option<String>,
     pub email: Option<EmailTemplate>,
-    #[schema(min_items = 1)]
+    #[schema(schema_with = crate::input::schemas::event_patterns_patch)]
     pub events: Option<Vec<String>>,
     pub status: Option<HandlerStatus>,
     #[schema(minimum = 100, maximum = 60000)]

@@ -39,6 +39,7 @@ pub struct RuleCreate {
     pub action: RuleAction,
     /// Seconds to wait after the event (grace period); 0 when absent.
     #[serde(default)]
+    #[schema(maximum = 31_622_400)]
     pub delay_secs: Option<u64>,
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -52,6 +53,7 @@ pub struct RulePatch {
     #[schema(max_length = 100, pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")]
     pub on: Option<String>,
     pub action: Option<RuleAction>,
+    #[schema(maximum = 31_622_400)]
     pub delay_secs: Option<u64>,
     pub enabled: Option<bool>,
 }

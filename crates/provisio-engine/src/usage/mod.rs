@@ -93,6 +93,7 @@ pub struct TopupInput {
     pub amount: f64,
     pub note: Option<String>,
     /// The same key again returns the first top-up and adds nothing.
+    #[schema(min_length = 1, max_length = 200)]
     pub idempotency_key: Option<String>,
 }
 
@@ -409,7 +410,7 @@ impl Engine {
             p.push("note", "length", "must be at most 500 characters");
         }
         if let Some(k) = &input.idempotency_key {
-            if k.is_empty() || k.len() > 200 {
+            if k.is_empty() || k.chars().count() > 200 {
                 p.push("idempotency_key", "length", "must be 1 to 200 characters");
             }
         }
