@@ -76,6 +76,17 @@ pub fn complete(doc: &mut Value) {
             responses[shared_name(status)] = problem_response(status);
         }
     }
+    let in_bodies = body_schemas(doc);
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (name, schema) in schemas.iter_mut() {
+            if in_bodies.contains(name) {
+                close_tagged_variants(schema);
+            }
+        }
+    }
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
@@ -186,6 +197,56 @@ fn complete_operation(path: &str, op: &mut Map<String, Value>) {
         v.into_iter().collect()
     };
     *responses = sorted;
+}
+
+/// The names of the component schemas that request bodies use, directly or inside others.
+fn body_schemas(doc: &Value) -> std::collections::BTreeSet<String> {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                        out.push(name.to_string());
+                    }
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut todo = Vec::new();
+    for item in doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for op in item.as_object().into_iter().flat_map(|o| o.values()) {
+            refs(&op["requestBody"], &mut todo);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if seen.insert(name.clone()) {
+            refs(&doc["components"]["schemas"][&name], &mut todo);
+        }
+    }
+    seen
+}
+
+/// utoipa leaves `deny_unknown_fields` out of the variants of a tagged enum. The tagged enums
+/// of request bodies refuse unknown fields (`RuleAction`, `OnExceed`; schemathesis's negative
+/// cases would catch one that did not).
+fn close_tagged_variants(schema: &mut Value) {
+    let Some(variants) = schema.get_mut("oneOf").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for v in variants {
+        let is_object = v.get("properties").is_some() && v["type"] == "object";
+        if is_object && v.get("additionalProperties").is_none() {
+            v["additionalProperties"] = json!(false);
+        }
+    }
 }
 
 /// `Option<T>` as a body means "may be left out" (the `OptionalJson` extractor), not

@@ -136,7 +136,7 @@ impl Engine {
             RuleAction::UnsuspendServices { only_reason } => {
                 if only_reason
                     .as_ref()
-                    .is_some_and(|r| r.trim().is_empty() || r.len() > 200)
+                    .is_some_and(|r| r.trim().is_empty() || r.trim().chars().count() > 200)
                 {
                     p.push(
                         "action.only_reason",

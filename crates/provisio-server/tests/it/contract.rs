@@ -84,7 +84,7 @@ async fn schemathesis_finds_no_failure(db: Db) {
         .arg(format!("{}/openapi.json", app.base))
         .args(["--checks", "all", "--seed", "20261201", "--max-examples"])
         .arg(&examples)
-        .args(["--workers", "2", "--request-timeout", "30"])
+        .args(["--workers", "1", "--request-timeout", "30"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&report)
         .arg("--header")
