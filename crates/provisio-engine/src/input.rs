@@ -104,7 +104,11 @@ pub struct TransactionCreate {
     pub amount_minor: i64,
     /// 1 to 100 characters, unique per client: sending the same transaction again with the
     /// same key returns the stored one instead of applying it twice.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub idempotency_key: String,
     /// At most 500 characters.
     #[serde(default)]

@@ -239,11 +239,11 @@ impl Engine {
                         ] {
                             if text.trim().is_empty() {
                                 p.push(field, "required", "must not be empty");
-                            } else if text.len() > MAX_TEMPLATE_LEN {
+                            } else if text.chars().count() > MAX_TEMPLATE_LEN {
                                 p.push(
                                     field,
                                     "max_length",
-                                    format!("must be at most {MAX_TEMPLATE_LEN} bytes"),
+                                    format!("must be at most {MAX_TEMPLATE_LEN} characters"),
                                 );
                             } else if let Err(e) = crate::hooks::deliver::check_template(text) {
                                 p.push(field, "template", e);
