@@ -133,6 +133,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "must be a JSON object",
         ));
     }
+    if let Some(path) = nul_at(&value, String::new()) {
+        return Err(nul_problem(StatusCode::UNPROCESSABLE_ENTITY, &path));
+    }
     integral_floats(&mut value);
     let result: Result<T, _> = serde_path_to_error::deserialize(value);
     let e = match result {
@@ -145,6 +148,49 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         &e.into_inner().to_string(),
         StatusCode::UNPROCESSABLE_ENTITY,
     ))
+}
+
+/// Where a string (or a key) holds U+0000, as a dotted path. PostgreSQL stores no NUL in
+/// text or JSONB, and no field of this API has a use for one, so every input refuses it
+/// the same way on both databases.
+fn nul_at(v: &serde_json::Value, at: String) -> Option<String> {
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => {
+            Some(if at.is_empty() { "body".into() } else { at })
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, join(&i.to_string()))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                Some(if at.is_empty() {
+                    "body".into()
+                } else {
+                    at.clone()
+                })
+            } else {
+                nul_at(x, join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+pub(crate) fn nul_problem(status: StatusCode, field: &str) -> ApiError {
+    ApiError::bad_field(
+        status,
+        field,
+        "nul",
+        "must not contain NUL (U+0000) characters",
+    )
 }
 
 /// JSON Schema counts `5.0` as an integer (a number with no fraction), and so do the
@@ -208,7 +254,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        let pairs = form_urlencoded::parse(q.as_bytes());
+        if let Some((name, _)) = pairs
+            .clone()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(nul_problem(
+                StatusCode::BAD_REQUEST,
+                &name.replace('\0', ""),
+            ));
+        }
+        let de = serde_urlencoded::Deserializer::new(pairs);
         serde_path_to_error::deserialize(de)
             .map(Query)
             .map_err(|e| {
@@ -263,5 +319,13 @@ mod tests {
         let b = parse_json::<Body>(br#"{"name": "x", "port": 8080.0}"#).unwrap();
         assert_eq!(b.port, Some(8080));
         assert!(parse_json::<Body>(br#"{"name": "x", "port": 80.5}"#).is_err());
+        let e = format!(
+            "{:?}",
+            parse_json::<Body>(br#"{"name": "a\u0000b"}"#).unwrap_err()
+        );
+        assert!(
+            e.contains("field: \"name\"") && e.contains("rule: \"nul\""),
+            "{e}"
+        );
     }
 }

@@ -42,7 +42,7 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Provisio", description = "Provisioning engine: clients, servers, products and services, and the actions that make remote systems follow them."),
+    info(title = "Provisio", description = "Provisioning engine: clients, servers, products and services, and the actions that make remote systems follow them.\n\nEvery error is `application/problem+json` (`Problem`). No string of a request (path, query or body) may contain U+0000; one that does is refused (400 or 422, rule `nul`)."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     components(schemas(error::Problem, error::FieldProblem))
@@ -187,6 +187,15 @@ async fn bounded(
     }
 }
 
+/// A NUL in a path segment would reach the database as a name to look up; PostgreSQL
+/// refuses it (a 500), so it is refused here as bad input, as bodies and queries refuse it.
+async fn refuse_nul_in_path(req: axum::extract::Request, next: middleware::Next) -> Response {
+    if req.uri().path().to_ascii_lowercase().contains("%00") {
+        return extract::nul_problem(StatusCode::BAD_REQUEST, "path").into_response();
+    }
+    next.run(req).await
+}
+
 /// The whole HTTP application over an engine.
 pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
     let bounds = Bounds {
@@ -224,6 +233,7 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn(refuse_nul_in_path))
         .layer(middleware::from_fn_with_state(bounds, bounded))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())

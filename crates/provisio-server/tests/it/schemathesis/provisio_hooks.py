@@ -47,17 +47,24 @@ def _statable(error):
 
 @schemathesis.check
 def refusals_name_unstated_rules(ctx, response, case):
-    """A schema-valid request refused 422 names only rules the document cannot state."""
+    """A schema-valid request refused 400 or 422 names only rules the document cannot state."""
     meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive or response.status_code != 422:
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    if response.status_code not in (400, 422):
         return None
     try:
         problem = response.json()
     except ValueError:
-        raise AssertionError("a 422 answer is not JSON")
+        raise AssertionError(f"a {response.status_code} answer is not JSON")
     if problem.get("type") == "https://provisio.dev/problems/forbidden-by-handler":
         return None
-    statable = [e for e in problem.get("errors", []) if _statable(e)]
+    errors = problem.get("errors", [])
+    if not errors:
+        raise AssertionError(
+            f"a schema-valid request was refused {response.status_code} naming no field: {problem.get('detail')}"
+        )
+    statable = [e for e in errors if _statable(e)]
     if statable:
         named = ", ".join(f"{e['field']} ({e['rule']})" for e in statable)
         raise AssertionError(
