@@ -44,16 +44,17 @@ fn schemathesis_python() -> Option<String> {
     }
 }
 
-/// The figures of schemathesis's summary worth keeping in the test's output.
+/// The figures of schemathesis's summary worth keeping in the test's output: operations
+/// tested, cases generated, failures.
 fn summary(out: &str) -> String {
     out.lines()
         .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("test cases")
-                || l.contains("operations")
-                || l.contains("passed")
-                || l.contains("failed")
-                || l.contains("seed")
+            let t = l.trim();
+            t.starts_with("Selected:")
+                || t.starts_with("Tested:")
+                || t.contains(" generated")
+                || t.starts_with('❌')
+                || (t.starts_with("====") && t.contains(" in "))
         })
         .collect::<Vec<_>>()
         .join("\n")
