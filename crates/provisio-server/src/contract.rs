@@ -76,6 +76,7 @@ pub fn complete(doc: &mut Value) {
             responses[shared_name(status)] = problem_response(status);
         }
     }
+    flatten_tagged_alls(doc);
     let in_bodies = body_schemas(doc);
     if let Some(schemas) = doc
         .pointer_mut("/components/schemas")
@@ -197,6 +198,60 @@ fn complete_operation(path: &str, op: &mut Map<String, Value>) {
         v.into_iter().collect()
     };
     *responses = sorted;
+}
+
+/// A struct that flattens a tagged enum (`Field` with its `FieldKind`) comes out of utoipa
+/// as `allOf: [enum, struct]`, which client generators cannot build a type from; it is the
+/// same as one object per variant holding the struct's properties too, which they can.
+fn flatten_tagged_alls(doc: &mut Value) {
+    let Some(schemas) = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .cloned()
+    else {
+        return;
+    };
+    let variants_of = |part: &Value| -> Option<Vec<Value>> {
+        let name = part["$ref"]
+            .as_str()?
+            .strip_prefix("#/components/schemas/")?;
+        let variants = schemas.get(name)?["oneOf"].as_array()?;
+        variants
+            .iter()
+            .all(|v| v["type"] == "object")
+            .then(|| variants.clone())
+    };
+    for (name, schema) in &schemas {
+        let Some([first, rest]) = schema["allOf"].as_array().map(Vec::as_slice) else {
+            continue;
+        };
+        let Some(variants) = variants_of(first) else {
+            continue;
+        };
+        if rest["type"] != "object" {
+            continue;
+        }
+        let merged: Vec<Value> = variants
+            .into_iter()
+            .map(|mut v| {
+                for key in ["properties"] {
+                    let extra = rest[key].as_object().cloned().unwrap_or_default();
+                    let own = v[key].as_object_mut().expect("a variant has properties");
+                    own.extend(extra);
+                }
+                let mut required: Vec<Value> =
+                    v["required"].as_array().cloned().unwrap_or_default();
+                required.extend(rest["required"].as_array().cloned().unwrap_or_default());
+                v["required"] = Value::Array(required);
+                v
+            })
+            .collect();
+        let mut flat = json!({ "oneOf": merged });
+        if let Some(d) = schema.get("description") {
+            flat["description"] = d.clone();
+        }
+        doc["components"]["schemas"][name] = flat;
+    }
 }
 
 /// The names of the component schemas that request bodies use, directly or inside others.

@@ -15,9 +15,14 @@ use serde_json::json;
 
 use crate::helpers::{spawn_app_with, Db};
 
-/// The test venv's python, if it has schemathesis. Missing outside CI, the test is skipped
-/// (with the reason printed); in CI (`CI` set) a missing peer fails it.
+/// The test venv's python, if it has schemathesis.
 fn schemathesis_python() -> Option<String> {
+    python_with("schemathesis")
+}
+
+/// The test venv's python, if it has `module`. Missing outside CI, the test is skipped
+/// (with the reason printed); in CI (`CI` set) a missing peer fails it.
+fn python_with(module: &str) -> Option<String> {
     let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let missing = |why: String| {
         assert!(!in_ci, "{why}");
@@ -25,12 +30,12 @@ fn schemathesis_python() -> Option<String> {
         None
     };
     let Ok(python) = std::env::var("PROVISIO_TEST_PYTHON") else {
-        return missing(
-            "PROVISIO_TEST_PYTHON is not set: run scripts/test, which installs schemathesis".into(),
-        );
+        return missing(format!(
+            "PROVISIO_TEST_PYTHON is not set: run scripts/test, which installs {module}"
+        ));
     };
     let found = std::process::Command::new(&python)
-        .args(["-c", "import schemathesis"])
+        .args(["-c", &format!("import {module}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -39,7 +44,7 @@ fn schemathesis_python() -> Option<String> {
         Some(python)
     } else {
         missing(format!(
-            "schemathesis is not installed next to {python}: run scripts/test, which installs it"
+            "{module} is not installed next to {python}: run scripts/test, which installs it"
         ))
     }
 }
@@ -120,3 +125,56 @@ async fn schemathesis_finds_no_failure(db: Db) {
 }
 
 on_both!(schemathesis_finds_no_failure);
+
+/// The document is usable by others: openapi-python-client generates a client from the
+/// committed `docs/openapi.json` without a warning, and that client creates, reads and
+/// lists a client and reads a 422 and a 404 as problems from a live server.
+#[tokio::test]
+async fn a_generated_python_client_works() {
+    let Some(python) = python_with("openapi_python_client") else {
+        return;
+    };
+    let app = spawn_app_with(Db::Sqlite, "").await;
+    let doc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let out = app.dir.path().join("generated");
+    std::fs::create_dir_all(&out).unwrap();
+    let bin = PathBuf::from(&python).parent().unwrap().to_path_buf();
+    // The generator formats its output with ruff, installed beside it.
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let generated = tokio::process::Command::new(&python)
+        .args(["-m", "openapi_python_client", "generate", "--meta", "none"])
+        .args(["--fail-on-warning", "--path"])
+        .arg(&doc)
+        .arg("--output-path")
+        .arg(out.join("provisio_client"))
+        .env("PATH", &path)
+        .output()
+        .await
+        .expect("openapi-python-client ran");
+    assert!(
+        generated.status.success(),
+        "openapi-python-client refused the document:\n{}\n{}",
+        String::from_utf8_lossy(&generated.stdout),
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/generated_client.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(&app.base)
+        .arg(&app.key)
+        .env("PYTHONPATH", &out)
+        .output()
+        .await
+        .expect("the generated client ran");
+    assert!(
+        run.status.success(),
+        "the generated client and the server disagree:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    app.stop().await;
+}
