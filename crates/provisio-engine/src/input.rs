@@ -344,6 +344,38 @@ pub mod schemas {
             .build()
     }
 
+    /// The events a rule may fire on: the catalogue's `client.*` and `service.*` outcomes
+    /// (never a `.before`, which may still be forbidden).
+    fn rule_event(nullable: bool) -> Object {
+        let events = provisio_core::event::CATALOGUE
+            .iter()
+            .filter(|e| e.starts_with("client.") || e.starts_with("service."))
+            .filter(|e| !e.ends_with(".before"));
+        let ty = if nullable {
+            SchemaType::from_iter([Type::String, Type::Null])
+        } else {
+            SchemaType::from(Type::String)
+        };
+        let mut values: Vec<serde_json::Value> = events.map(|e| (*e).into()).collect();
+        if nullable {
+            values.push(serde_json::Value::Null);
+        }
+        ObjectBuilder::new()
+            .schema_type(ty)
+            .enum_values(Some(values))
+            .build()
+    }
+
+    /// A new rule's `on`.
+    pub fn rule_on() -> Object {
+        rule_event(false)
+    }
+
+    /// A rule patch's `on`.
+    pub fn rule_on_patch() -> Object {
+        rule_event(true)
+    }
+
     fn event_pattern() -> Object {
         ObjectBuilder::new()
             .schema_type(Type::String)

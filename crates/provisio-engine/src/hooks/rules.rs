@@ -34,7 +34,7 @@ pub struct RuleCreate {
     pub name: String,
     /// The event that fires it: a `client.*` event, or a `service.*` one (acting on the
     /// service's client).
-    #[schema(max_length = 100, pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")]
+    #[schema(schema_with = crate::input::schemas::rule_on)]
     pub on: String,
     pub action: RuleAction,
     /// Seconds to wait after the event (grace period); 0 when absent.
@@ -50,7 +50,7 @@ pub struct RuleCreate {
 pub struct RulePatch {
     #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: Option<String>,
-    #[schema(max_length = 100, pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")]
+    #[schema(schema_with = crate::input::schemas::rule_on_patch)]
     pub on: Option<String>,
     pub action: Option<RuleAction>,
     #[schema(maximum = 31_622_400)]
