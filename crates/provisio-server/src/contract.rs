@@ -234,9 +234,11 @@ fn flatten_tagged_alls(doc: &mut Value) {
         let merged: Vec<Value> = variants
             .into_iter()
             .map(|mut v| {
-                for key in ["properties"] {
-                    let extra = rest[key].as_object().cloned().unwrap_or_default();
-                    let own = v[key].as_object_mut().expect("a variant has properties");
+                let extra = rest["properties"].as_object().cloned().unwrap_or_default();
+                if !v["properties"].is_object() {
+                    v["properties"] = json!({});
+                }
+                if let Some(own) = v["properties"].as_object_mut() {
                     own.extend(extra);
                 }
                 let mut required: Vec<Value> =
