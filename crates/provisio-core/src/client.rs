@@ -55,7 +55,7 @@ pub fn check_custom_field_key(k: &str) -> Result<(), TextError> {
     }
 }
 
-/// At most this many bytes per custom field value.
+/// At most this many characters per custom field value.
 pub const CUSTOM_FIELD_MAX_LEN: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -128,9 +128,12 @@ impl HandlerStatus {
 #[serde(deny_unknown_fields)]
 pub struct EmailTemplate {
     /// The recipient, e.g. `{{ client.email }}`.
+    #[schema(max_length = 65536, pattern = r"\S")]
     pub to: String,
+    #[schema(max_length = 65536, pattern = r"\S")]
     pub subject: String,
     /// Plain-text body.
+    #[schema(max_length = 65536, pattern = r"\S")]
     pub body: String,
 }
 

@@ -22,11 +22,15 @@ pub enum RuleAction {
         server: Option<String>,
     },
     /// Suspends the client's active services with `reason`.
-    SuspendServices { reason: String },
+    SuspendServices {
+        #[schema(max_length = 200, pattern = r"\S")]
+        reason: String,
+    },
     /// Unsuspends the client's suspended services; with `only_reason`, only those
     /// suspended for it (so `non-payment` never lifts an `abuse` suspension).
     UnsuspendServices {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(max_length = 200, pattern = r"\S")]
         only_reason: Option<String>,
     },
 }

@@ -33,6 +33,7 @@ pub struct NewKey {
 #[serde(deny_unknown_fields)]
 pub struct KeyCreate {
     /// 1 to 100 of `a-z A-Z 0-9 . _ -`, unique among keys in use.
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: String,
     pub role: Role,
     /// The client a `client` key is held to (required for that role, refused otherwise).
@@ -214,6 +215,10 @@ impl KeyRefusal {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResellerInput {
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
     pub status: Option<ResellerStatus>,
 }

@@ -144,6 +144,15 @@ impl ApiError {
         self.status
     }
 
+    /// A field problem of a GET's query: 400, as every query parameter answers, not the
+    /// 422 of a body field.
+    pub fn in_query(mut self) -> Self {
+        if self.status == StatusCode::UNPROCESSABLE_ENTITY {
+            self.status = StatusCode::BAD_REQUEST;
+        }
+        self
+    }
+
     /// The same error under another problem type.
     pub fn with_kind(mut self, slug: &'static str, title: &'static str) -> Self {
         self.slug = slug;

@@ -128,31 +128,52 @@ fn without_value(msg: &str) -> String {
 
 /// Parses JSON bytes into `T`, turning serde's errors into field problems.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    // Every body of this API is an object; serde would also read a struct from an array
+    // of its fields in order, which no document promises.
+    if !value.is_object() {
+        return Err(ApiError::bad_field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "body",
+            "type",
+            "must be a JSON object",
+        ));
+    }
+    if let Some(path) = nul_at(&value, String::new()) {
+        return Err(nul_problem(StatusCode::UNPROCESSABLE_ENTITY, &path));
+    }
+    integral_floats(&mut value);
+    let result: Result<T, _> = serde_path_to_error::deserialize(value);
     let e = match result {
         Ok(v) => return Ok(v),
         Err(e) => e,
     };
     let path = e.path().to_string();
-    let inner = e.into_inner();
-    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
-            format!("the body is not valid JSON: {inner}"),
-        ));
-    }
     Err(field_problem(
         &path,
-        &inner.to_string(),
+        &e.into_inner().to_string(),
         StatusCode::UNPROCESSABLE_ENTITY,
     ))
 }
 
-/// [`parse_json`] for a value already parsed as JSON (one item of a batch).
+/// [`parse_json`] for a value already parsed as JSON (one item of a batch, whose body
+/// [`parse_json`] already checked for NULs and integral floats).
 pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "item",
+            "type",
+            "must be a JSON object",
+        ));
+    }
     let result: Result<T, _> = serde_path_to_error::deserialize(value);
     result.map_err(|e| {
         let path = e.path().to_string();
@@ -162,6 +183,67 @@ pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, A
             StatusCode::UNPROCESSABLE_ENTITY,
         )
     })
+}
+
+/// Where a string (or a key) holds U+0000, as a dotted path. PostgreSQL stores no NUL in
+/// text or JSONB, and no field of this API has a use for one, so every input refuses it
+/// the same way on both databases.
+fn nul_at(v: &serde_json::Value, at: String) -> Option<String> {
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => {
+            Some(if at.is_empty() { "body".into() } else { at })
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, join(&i.to_string()))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                Some(if at.is_empty() {
+                    "body".into()
+                } else {
+                    at.clone()
+                })
+            } else {
+                nul_at(x, join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+pub(crate) fn nul_problem(status: StatusCode, field: &str) -> ApiError {
+    ApiError::bad_field(
+        status,
+        field,
+        "nul",
+        "must not contain NUL (U+0000) characters",
+    )
+}
+
+/// JSON Schema counts `5.0` as an integer (a number with no fraction), and so do the
+/// clients that send it; serde does not, so such numbers are made integers before the body
+/// is read.
+fn integral_floats(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^53 a float holds every integer exactly; beyond, it is no id or count.
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_floats),
+        _ => {}
+    }
 }
 
 /// Turns a serde error at `path` into a problem naming the field and the rule.
@@ -207,7 +289,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        let pairs = form_urlencoded::parse(q.as_bytes());
+        if let Some((name, _)) = pairs
+            .clone()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(nul_problem(
+                StatusCode::BAD_REQUEST,
+                &name.replace('\0', ""),
+            ));
+        }
+        let de = serde_urlencoded::Deserializer::new(pairs);
         serde_path_to_error::deserialize(de)
             .map(Query)
             .map_err(|e| {
@@ -258,6 +350,17 @@ mod tests {
         assert_eq!(
             parse_json::<Body>(b"{nope").unwrap_err().status(),
             StatusCode::BAD_REQUEST
+        );
+        let b = parse_json::<Body>(br#"{"name": "x", "port": 8080.0}"#).unwrap();
+        assert_eq!(b.port, Some(8080));
+        assert!(parse_json::<Body>(br#"{"name": "x", "port": 80.5}"#).is_err());
+        let e = format!(
+            "{:?}",
+            parse_json::<Body>(br#"{"name": "a\u0000b"}"#).unwrap_err()
+        );
+        assert!(
+            e.contains("field: \"name\"") && e.contains("rule: \"nul\""),
+            "{e}"
         );
     }
 }

@@ -5,6 +5,7 @@
 
 mod access;
 pub mod config;
+mod contract;
 mod error;
 mod extract;
 mod idempotency;
@@ -42,7 +43,7 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Provisio", description = "Provisioning engine: clients, servers, products and services, and the actions that make remote systems follow them."),
+    info(title = "Provisio", description = "Provisioning engine: clients, servers, products and services, and the actions that make remote systems follow them.\n\nEvery error is `application/problem+json` (`Problem`). No string of a request (path, query or body) may contain U+0000; one that does is refused (400 or 422, rule `nul`)."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     components(schemas(error::Problem, error::FieldProblem))
@@ -61,13 +62,15 @@ impl Modify for BearerAuth {
     }
 }
 
-fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+fn api_parts() -> (Router<AppState>, serde_json::Value) {
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::v1())
         .split_for_parts();
     document_roles(&mut api);
     document_idempotency(&mut api);
-    (router, api)
+    let mut doc = serde_json::to_value(&api).expect("the document serialises");
+    contract::complete(&mut doc);
+    (router, doc)
 }
 
 /// Writes each operation's roles into the document: `x-provisio-roles`, and a line of its
@@ -140,8 +143,9 @@ fn document_idempotency(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The OpenAPI document of the REST API, as served at `/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of the REST API, as served at `/openapi.json`: utoipa's document
+/// completed with the answers every operation shares (`contract`).
+pub fn openapi() -> serde_json::Value {
     api_parts().1
 }
 
@@ -232,6 +236,15 @@ async fn body_limits(
     next.run(req).await
 }
 
+/// A NUL in a path segment would reach the database as a name to look up; PostgreSQL
+/// refuses it (a 500), so it is refused here as bad input, as bodies and queries refuse it.
+async fn refuse_nul_in_path(req: axum::extract::Request, next: middleware::Next) -> Response {
+    if req.uri().path().to_ascii_lowercase().contains("%00") {
+        return extract::nul_problem(StatusCode::BAD_REQUEST, "path").into_response();
+    }
+    next.run(req).await
+}
+
 /// The whole HTTP application over an engine.
 pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
     let bounds = Bounds {
@@ -285,6 +298,7 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
         .layer(DefaultBodyLimit::max(
             config.max_body_bytes.max(config.http.max_batch_body_bytes),
         ))
+        .layer(middleware::from_fn(refuse_nul_in_path))
         .layer(middleware::from_fn_with_state(bounds, bounded))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())

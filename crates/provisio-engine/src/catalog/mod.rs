@@ -102,11 +102,11 @@ fn check_custom_fields<'a>(
         if let Err(e) = check_custom_field_key(k) {
             p.push(&format!("custom_fields.{k}"), e.rule, e.message);
         }
-        if v.is_some_and(|v| v.len() > CUSTOM_FIELD_MAX_LEN) {
+        if v.is_some_and(|v| v.chars().count() > CUSTOM_FIELD_MAX_LEN) {
             p.push(
                 &format!("custom_fields.{k}"),
                 "max_length",
-                format!("must be at most {CUSTOM_FIELD_MAX_LEN} bytes"),
+                format!("must be at most {CUSTOM_FIELD_MAX_LEN} characters"),
             );
         }
     }

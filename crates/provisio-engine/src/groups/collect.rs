@@ -21,7 +21,6 @@ pub struct CollectQuery {
     /// `product.settings.X`, `client.custom_fields.X`, `service.suspended_since` (a duration
     /// such as `30d`, or `now`: suspended at least that long).
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub filters: BTreeMap<String, String>,
     /// The records the caller's key is held to. Set by the server from the key, never read
     /// from the body.

@@ -34,6 +34,7 @@ const MAX_TEMPLATE_LEN: usize = 64 * 1024;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerCreate {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: String,
     pub kind: HandlerKind,
     /// `http`: where the JSON is POSTed.
@@ -46,12 +47,14 @@ pub struct HandlerCreate {
     #[serde(default)]
     pub email: Option<EmailTemplate>,
     /// Event types or wildcard patterns (`service.*`).
+    #[schema(schema_with = crate::input::schemas::event_patterns)]
     pub events: Vec<String>,
     pub phase: Phase,
     #[serde(default)]
     pub status: Option<HandlerStatus>,
     /// 100 to 60000; 5000 for gates and 15000 for notify handlers when absent.
     #[serde(default)]
+    #[schema(minimum = 100, maximum = 60000)]
     pub timeout_ms: Option<u64>,
     /// Gates run in ascending order; 0 when absent.
     #[serde(default)]
@@ -62,26 +65,31 @@ pub struct HandlerCreate {
     /// Notify only: a handler failing this long (seconds) without a success is disabled;
     /// the instance default when absent.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2592000)]
     pub disable_after_secs: Option<u64>,
     /// `http`: the signing secret (`whsec_` and base64 of 24 to 64 bytes); generated when
     /// absent and shown once.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^whsec_(([A-Za-z0-9+/]{4}){8,20}([A-Za-z0-9+/]{4}|[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?|([A-Za-z0-9+/]{4}){21}[A-Za-z0-9+/][AQgw]==)$")]
     pub secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerPatch {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: Option<String>,
     pub url: Option<String>,
     pub script: Option<String>,
     pub email: Option<EmailTemplate>,
+    #[schema(schema_with = crate::input::schemas::event_patterns_patch)]
     pub events: Option<Vec<String>>,
     pub status: Option<HandlerStatus>,
+    #[schema(minimum = 100, maximum = 60000)]
     pub timeout_ms: Option<u64>,
     pub order: Option<i32>,
     pub on_error: Option<OnError>,
+    #[schema(minimum = 1, maximum = 2592000)]
     pub disable_after_secs: Option<u64>,
 }
 
@@ -230,11 +238,11 @@ impl Engine {
                         ] {
                             if text.trim().is_empty() {
                                 p.push(field, "required", "must not be empty");
-                            } else if text.len() > MAX_TEMPLATE_LEN {
+                            } else if text.chars().count() > MAX_TEMPLATE_LEN {
                                 p.push(
                                     field,
                                     "max_length",
-                                    format!("must be at most {MAX_TEMPLATE_LEN} bytes"),
+                                    format!("must be at most {MAX_TEMPLATE_LEN} characters"),
                                 );
                             } else if let Err(e) = crate::hooks::deliver::check_template(text) {
                                 p.push(field, "template", e);

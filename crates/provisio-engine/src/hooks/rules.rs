@@ -29,13 +29,16 @@ const RUN_LEASE: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleCreate {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: String,
     /// The event that fires it: a `client.*` event, or a `service.*` one (acting on the
     /// service's client).
+    #[schema(schema_with = crate::input::schemas::rule_on)]
     pub on: String,
     pub action: RuleAction,
     /// Seconds to wait after the event (grace period); 0 when absent.
     #[serde(default)]
+    #[schema(maximum = 31_622_400)]
     pub delay_secs: Option<u64>,
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -44,9 +47,12 @@ pub struct RuleCreate {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulePatch {
+    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub name: Option<String>,
+    #[schema(schema_with = crate::input::schemas::rule_on_patch)]
     pub on: Option<String>,
     pub action: Option<RuleAction>,
+    #[schema(maximum = 31_622_400)]
     pub delay_secs: Option<u64>,
     pub enabled: Option<bool>,
 }
@@ -129,7 +135,7 @@ impl Engine {
             RuleAction::UnsuspendServices { only_reason } => {
                 if only_reason
                     .as_ref()
-                    .is_some_and(|r| r.trim().is_empty() || r.len() > 200)
+                    .is_some_and(|r| r.trim().is_empty() || r.trim().chars().count() > 200)
                 {
                     p.push(
                         "action.only_reason",

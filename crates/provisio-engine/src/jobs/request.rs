@@ -383,7 +383,7 @@ impl Engine {
     /// A person marks a failed job handled.
     pub async fn resolve_job(&self, id: JobId, note: &str) -> Result<Job> {
         let mut p = Problems::default();
-        if note.trim().is_empty() || note.len() > 2000 {
+        if note.trim().is_empty() || note.chars().count() > 2000 {
             p.push("note", "length", "must be 1 to 2000 characters");
         }
         p.finish()?;

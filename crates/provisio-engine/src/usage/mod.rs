@@ -86,11 +86,14 @@ pub struct SyncInput {
 #[serde(deny_unknown_fields)]
 pub struct TopupInput {
     /// The metric it adds quota to (`data`, `disk`, …).
+    #[schema(pattern = r"^[a-z][a-z0-9_]{0,63}$")]
     pub metric: String,
     /// How much, in the metric's unit; more than zero.
+    #[schema(exclusive_minimum = 0)]
     pub amount: f64,
     pub note: Option<String>,
     /// The same key again returns the first top-up and adds nothing.
+    #[schema(min_length = 1, max_length = 200)]
     pub idempotency_key: Option<String>,
 }
 
@@ -407,7 +410,7 @@ impl Engine {
             p.push("note", "length", "must be at most 500 characters");
         }
         if let Some(k) = &input.idempotency_key {
-            if k.is_empty() || k.len() > 200 {
+            if k.is_empty() || k.chars().count() > 200 {
                 p.push("idempotency_key", "length", "must be 1 to 200 characters");
             }
         }

@@ -8,7 +8,7 @@ use provisio_core::audit::{Audit, DriftKind, Finding};
 use provisio_engine::audit::AuditInput;
 use provisio_engine::input::RecordRef;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
@@ -59,7 +59,7 @@ async fn start_audit(
 
 /// List audits, oldest first.
 #[utoipa::path(get, path = "/v1/audits", tag = "audits", params(AuditQuery),
-    responses((status = 200, body = List<Audit>), (status = 400, body = Problem)))]
+    responses((status = 200, body = List<Audit>), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn list_audits(
     State(app): State<AppState>,
     Query(q): Query<AuditQuery>,
@@ -87,30 +87,27 @@ pub struct FindingsQuery {
     /// Only findings of this kind.
     kind: Option<DriftKind>,
     /// `json` (default) or `csv`.
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<FindingsFormat>,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingsFormat {
+    Json,
+    Csv,
 }
 
 /// An audit's findings, each with the fix taken or (dry run) planned; `format=csv` for a
 /// spreadsheet.
 #[utoipa::path(get, path = "/v1/audits/{id}/findings", tag = "audits", params(("id" = i64, Path), FindingsQuery),
-    responses((status = 200, body = Vec<Finding>), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, content((Vec<Finding> = "application/json"), (String = "text/csv"))), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn audit_findings(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<FindingsQuery>,
 ) -> Result<Response, ApiError> {
-    let csv = match q.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => {
-            return Err(ApiError::bad_field(
-                StatusCode::BAD_REQUEST,
-                "format",
-                "enum",
-                "must be json or csv",
-            ))
-        }
-    };
+    let csv = q.format == Some(FindingsFormat::Csv);
     let findings = app.engine.audit_findings(path_id(&id)?, q.kind).await?;
     if !csv {
         return Ok(axum::Json(findings).into_response());

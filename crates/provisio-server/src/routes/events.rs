@@ -29,7 +29,10 @@ pub struct EventQuery {
     /// Comma-separated types or patterns: `service.*`, `client.created,client.deleted`,
     /// `service.*.failed`. A trailing `*` matches one or more segments.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(
+        rename = "type",
+        pattern = r"^\s*(([a-z][a-z0-9_]*|\*)(\.([a-z][a-z0-9_]*|\*))*)?\s*(,\s*(([a-z][a-z0-9_]*|\*)(\.([a-z][a-z0-9_]*|\*))*)?\s*)*$"
+    )]
     kind: Option<String>,
     /// `client:7`, `service:12`.
     subject: Option<String>,
@@ -38,6 +41,7 @@ pub struct EventQuery {
     /// RFC 3339; events before.
     until: Option<DateTime<Utc>>,
     /// Who caused them: `key:ID`, `rule:ID`, `scheduler` or `config`.
+    #[param(pattern = "^((key|rule):-?[0-9]{1,18}|scheduler|config)$")]
     actor: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,

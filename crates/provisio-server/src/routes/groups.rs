@@ -98,7 +98,8 @@ async fn group_members(
     let r = app
         .engine
         .group_operation(&invoice, GroupOp::Suspend, dry)
-        .await?;
+        .await
+        .map_err(|e| ApiError::from(e).in_query())?;
     Ok(axum::Json(GroupMembers {
         invoice,
         next: r.next,
@@ -118,7 +119,7 @@ async fn group_members(
 /// Run `edit`, `suspend`, `activate`, `delete` or `transfer` on the members of an invoice group, a page at a time (`limit`, at most 10,000; 1,000 by default): when the response has `next`, send the same request with `after` set to it for the following members. `dry_run` and `wait` apply to the page. Members already in the wanted state are skipped, so running it again retries only the rest.
 #[utoipa::path(post, path = "/v1/groups/{invoice}/{operation}", tag = "groups",
     params(("invoice" = String, Path), ("operation" = String, Path, description = "edit, suspend, activate, delete or transfer")),
-    request_body = GroupRequest,
+    request_body(content = Option<GroupRequest>),
     responses((status = 200, body = GroupResult), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn group_operation(
     State(app): State<AppState>,
@@ -149,7 +150,7 @@ pub struct CleanupRequest {
 }
 
 /// Terminate services suspended longer than the clean-up threshold (or list them with `dry_run`).
-#[utoipa::path(post, path = "/v1/cleanup", tag = "groups", request_body = CleanupRequest,
+#[utoipa::path(post, path = "/v1/cleanup", tag = "groups", request_body(content = Option<CleanupRequest>),
     responses((status = 200, body = Vec<MemberResult>), (status = 422, body = Problem)))]
 async fn cleanup(
     State(app): State<AppState>,
@@ -193,7 +194,7 @@ pub struct LoginUrl {
 
 /// A short-lived single sign-on link into a service, from modules with the `login_url` capability.
 #[utoipa::path(post, path = "/v1/services/{id}/login-url", tag = "services", params(("id" = i64, Path)),
-    request_body = LoginUrlRequest,
+    request_body(content = Option<LoginUrlRequest>),
     responses((status = 200, body = LoginUrl), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn login_url(
     State(app): State<AppState>,

@@ -49,7 +49,7 @@ pub struct JobQuery {
 
 /// List jobs.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobQuery),
-    responses((status = 200, body = List<JobView>), (status = 400, body = Problem)))]
+    responses((status = 200, body = List<JobView>), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn list_jobs(
     State(app): State<AppState>,
     caller: Caller,
@@ -114,6 +114,7 @@ async fn retry_job(
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
     /// What the person did about it.
+    #[schema(max_length = 2000, pattern = r"\S")]
     note: String,
 }
 
@@ -140,7 +141,7 @@ pub struct RetryFailedBody {
 }
 
 /// Retry every failed job (of one server).
-#[utoipa::path(post, path = "/v1/jobs/retry", tag = "jobs", request_body = RetryFailedBody,
+#[utoipa::path(post, path = "/v1/jobs/retry", tag = "jobs", request_body(content = Option<RetryFailedBody>),
     responses((status = 200, body = RetriedView), (status = 404, body = Problem)))]
 async fn retry_failed(
     State(app): State<AppState>,

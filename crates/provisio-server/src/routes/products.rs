@@ -53,7 +53,7 @@ pub struct ProductQuery {
 
 /// List products.
 #[utoipa::path(get, path = "/v1/products", tag = "products", params(ProductQuery),
-    responses((status = 200, body = List<ProductView>), (status = 400, body = Problem)))]
+    responses((status = 200, body = List<ProductView>), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn list_products(
     State(app): State<AppState>,
     Query(q): Query<ProductQuery>,

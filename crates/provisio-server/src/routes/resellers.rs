@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use provisio_core::access::{Reseller, ResellerStatus};
 use provisio_core::ResellerId;
 use provisio_engine::keys::ResellerInput;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -61,14 +61,31 @@ async fn list_resellers(
     Ok(axum::Json(List::from_page(found, ResellerView::from)))
 }
 
+/// A new reseller: unlike a change, it must be named.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResellerCreate {
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    name: String,
+    #[serde(default)]
+    status: Option<ResellerStatus>,
+}
+
 /// Create a reseller (`active` when no status is given).
-#[utoipa::path(post, path = "/v1/resellers", tag = "resellers", request_body = ResellerInput,
-    responses((status = 201, body = ResellerView), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/resellers", tag = "resellers", request_body = ResellerCreate,
+    responses((status = 201, body = ResellerView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create_reseller(
     State(app): State<AppState>,
-    Json(body): Json<ResellerInput>,
+    Json(body): Json<ResellerCreate>,
 ) -> Result<(StatusCode, axum::Json<ResellerView>), ApiError> {
-    let r = app.engine.create_reseller(body).await?;
+    let input = ResellerInput {
+        name: Some(body.name),
+        status: body.status,
+    };
+    let r = app.engine.create_reseller(input).await?;
     Ok((StatusCode::CREATED, axum::Json(r.into())))
 }
 
@@ -86,7 +103,7 @@ async fn get_reseller(
 /// Rename a reseller or change its status; a suspended reseller's keys are refused.
 #[utoipa::path(patch, path = "/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)),
     request_body = ResellerInput,
-    responses((status = 200, body = ResellerView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = ResellerView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn update_reseller(
     State(app): State<AppState>,
     Path(id): Path<String>,

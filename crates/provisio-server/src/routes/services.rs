@@ -380,6 +380,7 @@ async fn service_password(
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Wait up to this many seconds (at most 300) for the outcome.
+    #[param(maximum = 300)]
     wait: Option<u64>,
 }
 

@@ -796,8 +796,13 @@ async fn group_operations_page_through_a_large_group(db: Db) {
             if field == "limit" { "range" } else { "cursor" },
         );
     }
+    // In a listing's query they are 400, as every query parameter is.
     let (status, problem) = app.get(&format!("/v1/groups/{INVOICE}?after=nope")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     crate::helpers::assert_field_error(status, &problem, "after", "cursor");
+    let (status, problem) = app.get(&format!("/v1/groups/{INVOICE}?limit=0")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    crate::helpers::assert_field_error(status, &problem, "limit", "range");
     app.stop().await;
 }
 

@@ -47,6 +47,7 @@ mod faults;
 mod multi_engine;
 mod openapi;
 mod products;
+mod retries;
 mod secret_keys;
 mod secrets;
 mod servers;
