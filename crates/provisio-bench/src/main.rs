@@ -6,6 +6,7 @@ mod accounts;
 mod audit;
 mod group;
 mod latency;
+mod orders;
 mod queue;
 mod retention;
 mod setup;
@@ -38,6 +39,32 @@ enum BenchCmd {
         /// Skip SQLite.
         #[arg(long)]
         no_sqlite: bool,
+    },
+    /// Orders over HTTP (`POST /v1/services` and `/v1/services/batch`) and actions
+    /// (suspend, unsuspend) from many connections, at several numbers of existing services.
+    Orders {
+        /// Existing services to measure at (filled through the store), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0,100000,1000000")]
+        at: Vec<usize>,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Single orders per measurement.
+        #[arg(long, default_value_t = 5000)]
+        orders: usize,
+        /// Actions per measurement.
+        #[arg(long, default_value_t = 4000)]
+        actions: usize,
+        /// Batch requests per measurement.
+        #[arg(long, default_value_t = 10)]
+        batches: usize,
+        /// Orders per batch request (at most 1000).
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 4)]
+        servers: usize,
+        /// Run on a fresh database on this PostgreSQL instead of SQLite.
+        #[arg(long, value_name = "URL")]
+        pg: Option<String>,
     },
     /// Actions against a slow local HTTP remote through the `http` module.
     Latency {
@@ -172,6 +199,28 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             postgres_url,
             no_sqlite,
         } => queue::run(actions, postgres_url, no_sqlite).await,
+        BenchCmd::Orders {
+            at,
+            connections,
+            orders,
+            actions,
+            batches,
+            batch_size,
+            servers,
+            pg,
+        } => {
+            orders::run(orders::Options {
+                at,
+                connections: connections.max(1),
+                orders,
+                actions,
+                batches,
+                batch_size,
+                servers,
+                pg,
+            })
+            .await
+        }
         BenchCmd::Latency {
             actions,
             latency_ms,

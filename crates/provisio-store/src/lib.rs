@@ -371,6 +371,13 @@ pub trait Store:
         page: PageRequest,
     ) -> Result<Page<Service>>;
     async fn count_services(&self, filter: &ServiceFilter) -> Result<i64>;
+    /// The live (not terminated) services of each of these servers, from the counts the
+    /// database keeps with every service change (one read, however many services there
+    /// are). A server not found is left out.
+    async fn server_loads(
+        &self,
+        servers: &[ServerId],
+    ) -> Result<std::collections::HashMap<ServerId, i64>>;
 
     /// Stores a service and, when given, the job that creates it, in one transaction.
     async fn insert_service_with_job(

@@ -582,6 +582,28 @@ macro_rules! impl_store {
                 Ok(n)
             }
 
+            async fn server_loads(
+                &self,
+                servers: &[provisio_core::ServerId],
+            ) -> $crate::Result<std::collections::HashMap<provisio_core::ServerId, i64>> {
+                if servers.is_empty() {
+                    return Ok(Default::default());
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT server_id, live_services FROM server_loads WHERE server_id IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for s in servers {
+                    sep.push_bind(s.0);
+                }
+                qb.push(")");
+                let rows: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(s, n)| (provisio_core::ServerId(s), n))
+                    .collect())
+            }
+
             // ---- jobs ----
 
             async fn insert_service_with_job(
@@ -600,6 +622,9 @@ macro_rules! impl_store {
                 orders: &[(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
             ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
                 let mut tx = self.writer().begin().await?;
+                let servers: std::collections::BTreeSet<i64> =
+                    orders.iter().map(|(s, _)| s.server_id.0).collect();
+                lock_loads(&mut tx, &servers, Self::ROW_LOCK).await?;
                 let mut out = Vec::with_capacity(orders.len());
                 for (s, job) in orders {
                     out.push(insert_service_tx(&mut tx, self.clock.now(), s, job.as_ref()).await?);
@@ -1287,6 +1312,33 @@ macro_rules! impl_store {
                 shapes.entry(shape).or_default().push((u, c));
             }
         }
+        if !row_lock.is_empty() {
+            // The servers whose counts these changes may move, locked in one order
+            // (see `lock_loads`): each service's server now, and the one it moves to.
+            let mut servers = std::collections::BTreeSet::new();
+            let moved: Vec<i64> = held
+                .iter()
+                .filter_map(|u| u.service.as_ref().map(|c| (u, c)))
+                .filter(|(_, c)| c.status.is_some() || c.server_id.is_some())
+                .map(|(u, c)| {
+                    if let Some(s) = c.server_id {
+                        servers.insert(s.0);
+                    }
+                    u.service_id.0
+                })
+                .collect();
+            if !moved.is_empty() {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT DISTINCT server_id FROM services WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for id in &moved {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                let now_on: Vec<i64> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+                servers.extend(now_on);
+                lock_loads(tx, &servers, row_lock).await?;
+            }
+        }
         for (shape, changes) in &shapes {
             for chunk in changes.chunks(200) {
                 update_services(tx, *shape, chunk, now).await?;
@@ -1503,6 +1555,29 @@ macro_rules! impl_store {
                     .fetch_optional(&mut **tx)
                     .await?;
             row.ok_or($crate::StoreError::NotFound)?.try_into()
+        }
+
+        /// Locks the load rows of `servers` in id order (PostgreSQL; `row_lock` is empty on
+        /// SQLite, whose one writer needs no row locks), before a transaction that changes
+        /// services on several of them: the triggers keeping `server_loads` would otherwise
+        /// lock them in whatever order the services come, and two such transactions could
+        /// each wait for the other.
+        async fn lock_loads(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            servers: &std::collections::BTreeSet<i64>,
+            row_lock: &str,
+        ) -> $crate::Result<()> {
+            if row_lock.is_empty() || servers.len() < 2 {
+                return Ok(());
+            }
+            let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT server_id FROM server_loads WHERE server_id IN (");
+            let mut sep = qb.separated(", ");
+            for s in servers {
+                sep.push_bind(*s);
+            }
+            qb.push(") ORDER BY server_id").push(row_lock);
+            let _: Vec<i64> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+            Ok(())
         }
 
         async fn insert_service_tx(

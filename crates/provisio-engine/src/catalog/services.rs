@@ -26,7 +26,7 @@ impl Engine {
         product: &Product,
         extra: &HashMap<ServerId, i64>,
     ) -> Result<Option<Server>> {
-        let mut best: Option<(i64, Server)> = None;
+        let mut candidates = Vec::new();
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
             let servers = self
@@ -40,23 +40,22 @@ impl Engine {
                     page,
                 )
                 .await?;
-            for s in servers.items {
-                let load = self
-                    .store
-                    .count_services(&ServiceFilter {
-                        server_id: Some(s.id),
-                        live_only: true,
-                        ..Default::default()
-                    })
-                    .await?
-                    + extra.get(&s.id).copied().unwrap_or(0);
-                if best.as_ref().is_none_or(|(l, _)| load < *l) {
-                    best = Some((load, s));
-                }
-            }
+            candidates.extend(servers.items);
             match servers.next {
                 Some(n) => page.after = Some(n),
                 None => break,
+            }
+        }
+        // The counts the store keeps with every service change, all in one read: counting
+        // the services themselves would cost more with every service ordered.
+        let ids: Vec<ServerId> = candidates.iter().map(|s| s.id).collect();
+        let loads = self.store.server_loads(&ids).await?;
+        let mut best: Option<(i64, Server)> = None;
+        for s in candidates {
+            let load =
+                loads.get(&s.id).copied().unwrap_or(0) + extra.get(&s.id).copied().unwrap_or(0);
+            if best.as_ref().is_none_or(|(l, _)| load < *l) {
+                best = Some((load, s));
             }
         }
         Ok(best.map(|(_, s)| s))

@@ -7,5 +7,6 @@
 mod actions;
 mod clock;
 mod harness;
+mod placement;
 mod retention;
 mod shutdown;

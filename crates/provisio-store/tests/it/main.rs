@@ -9,6 +9,7 @@ mod harness;
 mod hooks;
 mod idempotency;
 mod jobs;
+mod loads;
 mod secrets;
 mod suite;
 mod usage;
@@ -40,6 +41,7 @@ use balance::*;
 use hooks::*;
 use idempotency::*;
 use jobs::*;
+use loads::*;
 use secrets::*;
 use suite::*;
 use usage::*;
@@ -80,4 +82,5 @@ on_both!(
     idempotency_keys_claim_keep_and_expire,
     concurrent_claims_of_one_key_have_one_winner,
     batches_are_stored_all_or_none,
+    server_loads_match_counts_after_every_change,
 );
