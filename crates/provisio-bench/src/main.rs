@@ -38,6 +38,10 @@ enum BenchCmd {
         /// Skip SQLite.
         #[arg(long)]
         no_sqlite: bool,
+        /// `both`: the SQLite run without the metrics recorder, then with it installed
+        /// (it cannot be removed again), and their difference; `on`: every run with it.
+        #[arg(long, default_value = "off", value_parser = ["off", "on", "both"])]
+        metrics: String,
     },
     /// Actions against a slow local HTTP remote through the `http` module.
     Latency {
@@ -171,7 +175,8 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             actions,
             postgres_url,
             no_sqlite,
-        } => queue::run(actions, postgres_url, no_sqlite).await,
+            metrics,
+        } => queue::run(actions, postgres_url, no_sqlite, &metrics).await,
         BenchCmd::Latency {
             actions,
             latency_ms,
