@@ -42,18 +42,31 @@ pub async fn run(
     Ok(())
 }
 
-/// The cost of metrics: the same SQLite run without the recorder, then with it. A short
-/// run first warms the caches, so the first measured run is not the slower for being first.
+/// The cost of metrics: the recorder installed, runs alternately without and with
+/// recording (three of each, after a warm-up), so the shared machine's noise falls on both
+/// alike; the medians are compared.
 async fn metrics_cost(n: usize) -> anyhow::Result<()> {
-    queue_run("sqlite, warm-up", "sqlite", (n / 10).max(100), 1).await?;
-    let without = queue_run("sqlite, without metrics", "sqlite", n, 1).await?;
     provisio_engine::metrics::install().context("another recorder is installed")?;
-    let with = queue_run("sqlite, with metrics", "sqlite", n, 1).await?;
+    provisio_engine::metrics::set_recording(false);
+    queue_run("sqlite, warm-up", "sqlite", (n / 10).max(100), 1).await?;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 1..=3 {
+        provisio_engine::metrics::set_recording(false);
+        without
+            .push(queue_run(&format!("sqlite, without metrics #{round}"), "sqlite", n, 1).await?);
+        provisio_engine::metrics::set_recording(true);
+        with.push(queue_run(&format!("sqlite, with metrics #{round}"), "sqlite", n, 1).await?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (without, with) = (median(&mut without), median(&mut with));
     let series = provisio_engine::metrics::render()
         .map(|t| t.lines().filter(|l| !l.starts_with('#')).count())
         .unwrap_or(0);
     println!(
-        "queue  metrics cost: {without:.0} actions/s without, {with:.0} actions/s with ({series} series exposed): {:+.1}% (bound 3%)",
+        "queue  metrics cost (median run rate of 3 each): {without:.0} actions/s without, {with:.0} actions/s with ({series} series exposed): {:+.1}% slower with (bound 3%)",
         (without - with) / without * 100.0
     );
     Ok(())

@@ -7,6 +7,7 @@
 //! never service, job or client ids.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -56,6 +57,15 @@ const HTTP_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Whether the helpers record: on once installed. The recorder cannot be removed again, so
+/// `provisio-bench queue --metrics both` turns this off and on to compare runs.
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Turns recording off or on (the bench's comparison; nothing else needs it).
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
 /// Installs the Prometheus recorder for this process (once; later calls answer the same
 /// handle). `None` when another recorder was installed first, by something else.
 pub fn install() -> Option<&'static PrometheusHandle> {
@@ -98,7 +108,7 @@ pub fn render() -> Option<String> {
 
 /// Whether this process records metrics.
 pub fn enabled() -> bool {
-    HANDLE.get().is_some_and(Option::is_some)
+    RECORDING.load(Ordering::Relaxed) && HANDLE.get().is_some_and(Option::is_some)
 }
 
 /// Housekeeping the exporter needs now and then (histogram windows); the gauge loop
@@ -213,11 +223,23 @@ pub(crate) struct ServerLabels {
     names: Mutex<HashMap<ServerId, Labels>>,
 }
 
-/// A server's name and module name.
+/// A server's name and module name, with the metric handles of its jobs: registered once
+/// and reused, since looking a labelled series up costs more than recording to it.
 #[derive(Clone)]
 pub(crate) struct Labels {
     pub server: String,
     pub module: String,
+    handles: std::sync::Arc<Mutex<Handles>>,
+}
+
+/// Made only while recording, so no handle of a missing recorder is ever kept.
+#[derive(Default)]
+struct Handles {
+    in_flight: Option<metrics::Gauge>,
+    /// By (action, outcome).
+    attempts: HashMap<(String, String), metrics::Counter>,
+    /// By action.
+    durations: HashMap<String, metrics::Histogram>,
 }
 
 impl ServerLabels {
@@ -231,6 +253,7 @@ impl ServerLabels {
                     Labels {
                         server: server.to_string(),
                         module: module.to_string(),
+                        handles: Default::default(),
                     },
                 );
             }
@@ -243,44 +266,81 @@ impl ServerLabels {
 }
 
 pub(crate) fn job_enqueued(action: &str, module: &str) {
+    if !enabled() {
+        return;
+    }
     counter!(JOBS_ENQUEUED, "action" => action.to_string(), "module" => module.to_string())
         .increment(1);
 }
 
 pub(crate) fn job_attempt(l: &Labels, action: &str, outcome: &str, took: Duration) {
-    counter!(
-        JOB_ATTEMPTS,
-        "action" => action.to_string(),
-        "module" => l.module.clone(),
-        "server" => l.server.clone(),
-        "outcome" => outcome.to_string()
-    )
-    .increment(1);
-    histogram!(
-        JOB_ATTEMPT_DURATION,
-        "action" => action.to_string(),
-        "module" => l.module.clone()
-    )
-    .record(took.as_secs_f64());
+    if !enabled() {
+        return;
+    }
+    let mut h = l.handles.lock().unwrap();
+    h.attempts
+        .entry((action.to_string(), outcome.to_string()))
+        .or_insert_with(|| {
+            counter!(
+                JOB_ATTEMPTS,
+                "action" => action.to_string(),
+                "module" => l.module.clone(),
+                "server" => l.server.clone(),
+                "outcome" => outcome.to_string()
+            )
+        })
+        .increment(1);
+    h.durations
+        .entry(action.to_string())
+        .or_insert_with(|| {
+            histogram!(
+                JOB_ATTEMPT_DURATION,
+                "action" => action.to_string(),
+                "module" => l.module.clone()
+            )
+        })
+        .record(took.as_secs_f64());
 }
 
 pub(crate) fn queue_wait(seconds: f64) {
-    histogram!(JOB_QUEUE_WAIT).record(seconds.max(0.0));
+    if !enabled() {
+        return;
+    }
+    static WAIT: OnceLock<metrics::Histogram> = OnceLock::new();
+    WAIT.get_or_init(|| histogram!(JOB_QUEUE_WAIT))
+        .record(seconds.max(0.0));
 }
 
-pub(crate) fn in_flight(server: &str, delta: f64) {
-    gauge!(SERVER_IN_FLIGHT, "server" => server.to_string()).increment(delta);
+pub(crate) fn in_flight(l: &Labels, delta: f64) {
+    if !enabled() {
+        return;
+    }
+    l.handles
+        .lock()
+        .unwrap()
+        .in_flight
+        .get_or_insert_with(|| gauge!(SERVER_IN_FLIGHT, "server" => l.server.clone()))
+        .increment(delta);
 }
 
 pub(crate) fn breaker(server: &str, open: bool) {
+    if !enabled() {
+        return;
+    }
     gauge!(SERVER_BREAKER_OPEN, "server" => server.to_string()).set(if open { 1.0 } else { 0.0 });
 }
 
 pub(crate) fn rate_limited(server: &str) {
+    if !enabled() {
+        return;
+    }
     counter!(RATE_LIMITED, "server" => server.to_string()).increment(1);
 }
 
 pub(crate) fn job_gauges(g: &provisio_store::JobGauges, now: chrono::DateTime<chrono::Utc>) {
+    if !enabled() {
+        return;
+    }
     // Every state is written each time, so a state that emptied shows 0, not its last count.
     for state in [
         "pending",
@@ -307,21 +367,33 @@ pub(crate) fn job_gauges(g: &provisio_store::JobGauges, now: chrono::DateTime<ch
 }
 
 pub(crate) fn delivery(handler: &str, ok: bool, took: Duration) {
+    if !enabled() {
+        return;
+    }
     let outcome = if ok { "ok" } else { "failed" };
     counter!(DELIVERIES, "handler" => handler.to_string(), "outcome" => outcome).increment(1);
     histogram!(DELIVERY_DURATION, "handler" => handler.to_string()).record(took.as_secs_f64());
 }
 
 pub(crate) fn handler_disabled(handler: &str) {
+    if !enabled() {
+        return;
+    }
     counter!(HANDLERS_DISABLED, "handler" => handler.to_string()).increment(1);
 }
 
 pub(crate) fn gate(handler: &str, verdict: &'static str, took: Duration) {
+    if !enabled() {
+        return;
+    }
     counter!(GATE_VERDICTS, "handler" => handler.to_string(), "verdict" => verdict).increment(1);
     histogram!(GATE_DURATION, "handler" => handler.to_string()).record(took.as_secs_f64());
 }
 
 pub(crate) fn rule_run(rule: &str, state: &str) {
+    if !enabled() {
+        return;
+    }
     counter!(RULE_RUNS, "rule" => rule.to_string(), "state" => state.to_string()).increment(1);
 }
 
@@ -332,6 +404,9 @@ fn unix_now() -> f64 {
 }
 
 pub(crate) fn usage_sync(server: &str, ok: bool, pages: u64, accounts: u64, took: Duration) {
+    if !enabled() {
+        return;
+    }
     let s = server.to_string();
     histogram!(USAGE_SYNC_DURATION, "server" => s.clone()).record(took.as_secs_f64());
     counter!(USAGE_SYNC_PAGES, "server" => s.clone()).increment(pages);
@@ -347,6 +422,9 @@ pub(crate) fn audit(
     drift: &std::collections::BTreeMap<String, i64>,
     took: Duration,
 ) {
+    if !enabled() {
+        return;
+    }
     let s = server.to_string();
     histogram!(AUDIT_DURATION, "server" => s.clone()).record(took.as_secs_f64());
     for (kind, n) in drift {
@@ -360,6 +438,9 @@ pub(crate) fn audit(
 
 /// One answered API request; `route` is the matched route template, never the path.
 pub fn http_request(route: &str, method: &str, status: u16, took: Duration) {
+    if !enabled() {
+        return;
+    }
     let class = match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

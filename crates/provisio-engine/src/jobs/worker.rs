@@ -303,7 +303,7 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
                 None
             };
             if let Some(l) = &labels {
-                crate::metrics::in_flight(&l.server, 1.0);
+                crate::metrics::in_flight(l, 1.0);
             }
             let t0 = Instant::now();
             let action = job.action.clone();
@@ -340,7 +340,7 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
                 }
             }
             if let Some(l) = &labels {
-                crate::metrics::in_flight(&l.server, -1.0);
+                crate::metrics::in_flight(l, -1.0);
                 crate::metrics::job_attempt(l, action.as_str(), &update.attempt.outcome, t0.elapsed());
             }
             let _ = tx.send(Finished { update });
