@@ -39,6 +39,10 @@ enum BenchCmd {
         /// Skip SQLite.
         #[arg(long)]
         no_sqlite: bool,
+        /// `both`: the SQLite run without the metrics recorder, then with it installed
+        /// (it cannot be removed again), and their difference; `on`: every run with it.
+        #[arg(long, default_value = "off", value_parser = ["off", "on", "both"])]
+        metrics: String,
     },
     /// Orders over HTTP (`POST /v1/services` and `/v1/services/batch`) and actions
     /// (suspend, unsuspend) from many connections, at several numbers of existing services.
@@ -198,7 +202,8 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             actions,
             postgres_url,
             no_sqlite,
-        } => queue::run(actions, postgres_url, no_sqlite).await,
+            metrics,
+        } => queue::run(actions, postgres_url, no_sqlite, &metrics).await,
         BenchCmd::Orders {
             at,
             connections,

@@ -15,7 +15,14 @@ pub async fn run(
     actions: usize,
     postgres_url: Option<String>,
     no_sqlite: bool,
+    metrics: &str,
 ) -> anyhow::Result<()> {
+    if metrics == "both" {
+        return metrics_cost(actions).await;
+    }
+    if metrics == "on" {
+        provisio_engine::metrics::install().context("another recorder is installed")?;
+    }
     if !no_sqlite {
         queue_run("sqlite, 1 engine", "sqlite", actions, 1).await?;
     }
@@ -32,6 +39,36 @@ pub async fn run(
         }
         None => println!("queue  postgres: skipped (give --postgres-url)"),
     }
+    Ok(())
+}
+
+/// The cost of metrics: the recorder installed, runs alternately without and with
+/// recording (three of each, after a warm-up), so the shared machine's noise falls on both
+/// alike; the medians are compared.
+async fn metrics_cost(n: usize) -> anyhow::Result<()> {
+    provisio_engine::metrics::install().context("another recorder is installed")?;
+    provisio_engine::metrics::set_recording(false);
+    queue_run("sqlite, warm-up", "sqlite", (n / 10).max(100), 1).await?;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 1..=3 {
+        provisio_engine::metrics::set_recording(false);
+        without
+            .push(queue_run(&format!("sqlite, without metrics #{round}"), "sqlite", n, 1).await?);
+        provisio_engine::metrics::set_recording(true);
+        with.push(queue_run(&format!("sqlite, with metrics #{round}"), "sqlite", n, 1).await?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (without, with) = (median(&mut without), median(&mut with));
+    let series = provisio_engine::metrics::render()
+        .map(|t| t.lines().filter(|l| !l.starts_with('#')).count())
+        .unwrap_or(0);
+    println!(
+        "queue  metrics cost (median run rate of 3 each): {without:.0} actions/s without, {with:.0} actions/s with ({series} series exposed): {:+.1}% slower with (bound 3%)",
+        (without - with) / without * 100.0
+    );
     Ok(())
 }
 
@@ -55,7 +92,8 @@ fn second_engine(dir: &Path) -> anyhow::Result<Child> {
         .context("starting a second engine process")
 }
 
-async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::Result<()> {
+/// Returns the run's rate (actions per second, enqueue excluded).
+async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let url = if db == "sqlite" {
         format!("sqlite://{}", dir.path().join("bench.db").display())
@@ -88,7 +126,7 @@ async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::R
         n as f64 / (enq + secs)
     );
     engine.store().close().await;
-    Ok(())
+    Ok(n as f64 / secs)
 }
 
 /// A new database next to the one `admin_url` names, so runs never see each other's jobs.

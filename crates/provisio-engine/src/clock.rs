@@ -12,7 +12,9 @@ use crate::Engine;
 pub const CLOCK_EVERY: Duration = Duration::from_secs(30);
 
 pub(crate) async fn clock_loop(engine: Arc<Engine>, mut stop: Shutdown) {
+    let pulse = engine.heartbeats().register("clock", CLOCK_EVERY);
     loop {
+        pulse.beat();
         if stop.sleep(CLOCK_EVERY).await {
             return;
         }

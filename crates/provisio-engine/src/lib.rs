@@ -15,10 +15,12 @@ mod durations;
 mod error;
 pub mod events;
 pub mod groups;
+pub mod heartbeat;
 pub mod hooks;
 pub mod input;
 pub mod jobs;
 pub mod keys;
+pub mod metrics;
 mod paging;
 pub mod patch;
 mod runtime;
@@ -207,6 +209,10 @@ pub struct Engine {
     /// When the process began to stop, the end of its drain: callers waiting for an
     /// outcome stop waiting by then.
     drain_until: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
+    /// Server and module names for the metrics' labels.
+    labels: metrics::ServerLabels,
+    /// The loops' heartbeats, for readiness.
+    heartbeats: heartbeat::Heartbeats,
 }
 
 impl Engine {
@@ -240,6 +246,8 @@ impl Engine {
             http,
             smtp,
             drain_until: tokio::sync::watch::channel(None).0,
+            labels: Default::default(),
+            heartbeats: Default::default(),
         }
     }
 

@@ -184,7 +184,9 @@ pub async fn follow(store: &dyn Store, cipher: &Cipher) -> Result<(KeyId, bool),
 /// The loop of a running node that follows rotations.
 pub(crate) async fn follow_loop(engine: Arc<Engine>, mut stop: Shutdown) {
     let mut warned = false;
+    let pulse = engine.heartbeats().register("secret_key", FOLLOW_EVERY);
     loop {
+        pulse.beat();
         let before = engine.cipher.sealing_key();
         match follow(engine.store.as_ref(), &engine.cipher).await {
             Ok((now, lacking)) => {

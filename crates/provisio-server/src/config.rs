@@ -94,6 +94,9 @@ pub struct HttpConfig {
     /// Largest body of a batch request (`POST /v1/services/batch`, `/v1/clients/batch`),
     /// in bytes; every other request keeps to `max_body_bytes`.
     pub max_batch_body_bytes: usize,
+    /// An address (`127.0.0.1:9464`) serving `/metrics` and `/readyz` without a key, for a
+    /// Prometheus scraper on a private network; off when absent.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for HttpConfig {
@@ -103,6 +106,7 @@ impl Default for HttpConfig {
             max_concurrent_requests: 1024,
             auth_failures_per_minute: 20,
             max_batch_body_bytes: 16 * 1024 * 1024,
+            metrics_listen: None,
         }
     }
 }

@@ -149,6 +149,35 @@ pub fn openapi() -> serde_json::Value {
     api_parts().1
 }
 
+/// Counts every routed request by its route template (never the path, which holds ids).
+async fn http_metrics(req: axum::extract::Request, next: middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let method = req.method().clone();
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    if let Some(route) = route {
+        provisio_engine::metrics::http_request(
+            &route,
+            method.as_str(),
+            resp.status().as_u16(),
+            t0.elapsed(),
+        );
+    }
+    resp
+}
+
+/// The keyless application of `[http] metrics_listen`: `/metrics` and `/readyz` only.
+pub fn metrics_router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics::metrics))
+        .route("/readyz", get(routes::metrics::readyz))
+        .fallback(not_found)
+        .with_state(AppState { engine })
+}
+
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
@@ -185,7 +214,7 @@ async fn bounded(
     req: axum::extract::Request,
     next: middleware::Next,
 ) -> Response {
-    if req.uri().path() == "/healthz" {
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
         return next.run(req).await;
     }
     let busy = |detail: String| {
@@ -247,6 +276,8 @@ async fn refuse_nul_in_path(req: axum::extract::Request, next: middleware::Next)
 
 /// The whole HTTP application over an engine.
 pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
+    // The served application always records: `/metrics` is part of it.
+    provisio_engine::metrics::install();
     let bounds = Bounds {
         slots: Arc::new(tokio::sync::Semaphore::new(
             config.http.max_concurrent_requests.max(1),
@@ -277,10 +308,18 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
             idem,
             idempotency::idempotent,
         ))
+        .route_layer(middleware::from_fn_with_state(
+            gate.clone(),
+            access::require_key,
+        ));
+    let metrics = Router::new()
+        .route("/metrics", get(routes::metrics::metrics))
         .route_layer(middleware::from_fn_with_state(gate, access::require_key));
     let api = Arc::new(api);
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(routes::metrics::readyz))
+        .merge(metrics)
         .route(
             "/openapi.json",
             get(move || {
@@ -289,6 +328,7 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
             }),
         )
         .merge(v1)
+        .route_layer(middleware::from_fn(http_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -348,6 +388,19 @@ pub async fn run_with(
             None => draining.begin_drain(),
         }
     };
+    let metrics_server = match config.http.metrics_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.map_err(StartError::Io)?;
+            tracing::info!(addr = %addr, "metrics listening (no key)");
+            let app = metrics_router(engine.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -360,6 +413,9 @@ pub async fn run_with(
     }
     if let Some(c) = clock {
         c.abort();
+    }
+    if let Some(m) = metrics_server {
+        m.abort();
     }
     engine.store().close().await;
     served.map_err(StartError::Io)

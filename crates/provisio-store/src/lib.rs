@@ -288,6 +288,15 @@ pub struct TransactionOutcome {
     pub replayed: bool,
 }
 
+/// The queue as the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobGauges {
+    /// `(state, jobs)` for every state that has jobs.
+    pub by_state: Vec<(String, i64)>,
+    /// The due time (`run_after`) of the pending job due longest ago.
+    pub oldest_pending_due: Option<DateTime<Utc>>,
+}
+
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
 pub trait Store:
@@ -298,6 +307,12 @@ pub trait Store:
     async fn migrate(&self) -> Result<()>;
     /// Closes the connections.
     async fn close(&self);
+    /// The migrations this build knows that the database has not applied (by version):
+    /// empty when it answers and is migrated. Readiness asks this.
+    async fn pending_migrations(&self) -> Result<Vec<i64>>;
+    /// How many jobs are in each state, and the due time of the oldest pending job: the
+    /// queue gauges one node reads every few seconds.
+    async fn job_gauges(&self) -> Result<JobGauges>;
     /// This node's clock, set to the database's time: every time the store stamps and every
     /// lease or due time the engine compares comes from it.
     fn clock(&self) -> &Clock;

@@ -84,6 +84,14 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// The versions of the migrations this build carries.
+    fn known_migrations() -> impl Iterator<Item = i64> {
+        MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+    }
+
     async fn run_migrations(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
     }

@@ -17,6 +17,33 @@ macro_rules! impl_store {
                 self.run_migrations().await
             }
 
+            async fn pending_migrations(&self) -> $crate::Result<Vec<i64>> {
+                let applied: Vec<(i64,)> =
+                    sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let applied: std::collections::HashSet<i64> =
+                    applied.into_iter().map(|(v,)| v).collect();
+                Ok(Self::known_migrations()
+                    .filter(|v| !applied.contains(v))
+                    .collect())
+            }
+
+            async fn job_gauges(&self) -> $crate::Result<$crate::JobGauges> {
+                let by_state: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let (oldest,): (Option<i64>,) =
+                    sqlx::query_as("SELECT MIN(run_after) FROM jobs WHERE state = 'pending'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok($crate::JobGauges {
+                    by_state,
+                    oldest_pending_due: oldest.map($crate::rows::from_ts).transpose()?,
+                })
+            }
+
             async fn close(&self) {
                 self.pool.close().await;
                 self.writer().close().await;

@@ -103,6 +103,14 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// The versions of the migrations this build carries.
+    fn known_migrations() -> impl Iterator<Item = i64> {
+        MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+    }
+
     async fn run_migrations(&self) -> Result<()> {
         MIGRATOR
             .run(&self.writer)

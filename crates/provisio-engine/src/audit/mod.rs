@@ -373,6 +373,7 @@ impl Engine {
     /// Runs a stored audit to its end; never fails (a failure is the audit's state).
     async fn run_audit(self: &Arc<Self>, id: i64, server: Server, plan: Plan) -> Audit {
         use futures::FutureExt as _;
+        let t0 = std::time::Instant::now();
         // A panic fails this audit like an internal error, never leaves it running.
         let r = std::panic::AssertUnwindSafe(self.audit_inner(id, &server, &plan))
             .catch_unwind()
@@ -398,6 +399,12 @@ impl Engine {
                 }
             }
         };
+        crate::metrics::audit(
+            server.name.as_str(),
+            fin.state != AuditState::Failed,
+            &fin.counts,
+            t0.elapsed(),
+        );
         let mut events = Vec::new();
         if !fin.findings.is_empty() {
             events.push(NewEvent::new(

@@ -183,6 +183,8 @@ impl Engine {
 
     /// Announces the create each stored order queued (`service.create.before`).
     async fn announce_orders(&self, orders: &[(&Service, Option<&provisio_core::job::Job>)]) {
+        let jobs: Vec<_> = orders.iter().filter_map(|(_, j)| *j).collect();
+        self.count_enqueued(jobs).await;
         // Stored right after the orders rather than with them: the events need the new
         // services' ids. Losing them to a crash in between loses only the announcement.
         let events: Vec<_> = orders

@@ -440,6 +440,7 @@ impl Engine {
                     .map(|(_, id, job, ev)| (*id, job.clone(), ev.clone()))
                     .collect();
                 let stored = self.store.enqueue_jobs(&rows).await?;
+                self.count_enqueued(stored.iter().collect()).await;
                 for ((i, ..), job) in batch.iter().zip(stored) {
                     if let Some(r) = slots[*i].as_mut() {
                         r.job_id = Some(job.id.0);
@@ -730,6 +731,7 @@ impl Engine {
                     let job = self.new_job(t.id, Action::Create, params, self.now());
                     let stored = self.store.enqueue_job(s.id, &job, &[before]).await?;
                     self.wake.notify_one();
+                    self.count_enqueued(vec![&stored]).await;
                     r.outcome = "queued".into();
                     r.job_id = Some(stored.id.0);
                 }
@@ -854,6 +856,7 @@ impl Engine {
             let job = self.new_job(s.server_id, Action::ChangePackage, params, self.now());
             let stored = self.store.enqueue_job(s.id, &job, &[before]).await?;
             self.wake.notify_one();
+            self.count_enqueued(vec![&stored]).await;
             r.outcome = "queued".into();
             r.job_id = Some(stored.id.0);
         }

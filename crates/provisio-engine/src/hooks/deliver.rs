@@ -526,7 +526,11 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
     let mut inflight: JoinSet<()> = JoinSet::new();
     let mut last_requeue: Option<Instant> = None;
     let cap = engine.options.hooks.max_in_flight as usize;
+    let pulse = engine
+        .heartbeats()
+        .register("deliveries", engine.options.jobs.poll_interval);
     loop {
+        pulse.beat();
         while inflight.try_join_next().is_some() {}
         let mut busy = false;
         match engine.dispatch_events().await {
@@ -558,7 +562,19 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
                         let engine = engine.clone();
                         let owner = owner.clone();
                         inflight.spawn(async move {
+                            let t0 = Instant::now();
                             let update = engine.attempt_delivery(&d, &owner).await;
+                            let took = t0.elapsed();
+                            // Handlers are labelled by name; the read happens only when
+                            // metrics are recorded.
+                            let name = if crate::metrics::enabled() {
+                                engine.store.get_handler(d.handler_id).await.ok().flatten().map(|h| h.name.to_string())
+                            } else {
+                                None
+                            };
+                            if let Some(n) = &name {
+                                crate::metrics::delivery(n, update.attempt.succeeded, took);
+                            }
                             if !update.attempt.succeeded {
                                 tracing::info!(
                                     delivery = %d.id,
@@ -569,10 +585,15 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
                                 );
                             }
                             match engine.store.finish_delivery(&update).await {
-                                Ok(HandlerHealth::Disabled) => tracing::warn!(
-                                    handler = %d.handler_id,
-                                    "handler disabled after failing longer than its disable_after"
-                                ),
+                                Ok(HandlerHealth::Disabled) => {
+                                    tracing::warn!(
+                                        handler = %d.handler_id,
+                                        "handler disabled after failing longer than its disable_after"
+                                    );
+                                    if let Some(n) = &name {
+                                        crate::metrics::handler_disabled(n);
+                                    }
+                                }
                                 Ok(_) => {}
                                 Err(e) => tracing::warn!(error = %e, "recording a delivery failed"),
                             }

@@ -48,6 +48,7 @@ impl Engine {
                 "data": payload,
             }))
             .unwrap_or_default();
+            let t0 = std::time::Instant::now();
             let verdict = match self.call_handler(gate, &msg_id, &body).await {
                 Ok(answer) => match serde_json::from_slice::<Value>(&answer.body) {
                     Ok(v) => GateDecision::parse(&v).map_err(|e| e.0),
@@ -55,6 +56,16 @@ impl Engine {
                 },
                 Err(f) => Err(f.detail),
             };
+            let took = t0.elapsed();
+            let name = gate.name.as_str();
+            match &verdict {
+                Ok(GateDecision::Forbid { .. }) => crate::metrics::gate(name, "forbid", took),
+                Ok(GateDecision::Allow { data }) if data.is_empty() => {
+                    crate::metrics::gate(name, "allow", took)
+                }
+                Ok(GateDecision::Allow { .. }) => crate::metrics::gate(name, "change", took),
+                Err(_) => crate::metrics::gate(name, "error", took),
+            }
             let failure = match verdict {
                 Ok(GateDecision::Forbid { reason }) => {
                     tracing::info!(gate = %gate.name, event, reason, "gate forbade the action");

@@ -424,7 +424,11 @@ pub fn is_rule_event(s: &str) -> bool {
 /// Runs due rule firings until told to stop.
 pub(crate) async fn rule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
     let mut last_requeue: Option<std::time::Instant> = None;
+    let pulse = engine
+        .heartbeats()
+        .register("rules", engine.options.jobs.poll_interval);
     loop {
+        pulse.beat();
         if last_requeue.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
             last_requeue = Some(std::time::Instant::now());
             if let Err(e) = engine.store.requeue_expired_rule_runs(engine.now()).await {
@@ -444,6 +448,11 @@ pub(crate) async fn rule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
         for run in runs {
             let (state, result) = engine.run_rule(&run).await;
             tracing::info!(rule = %run.rule_id, subject = %run.subject, state = state.as_str(), result, "rule ran");
+            if crate::metrics::enabled() {
+                if let Ok(Some(rule)) = engine.store.get_rule(run.rule_id).await {
+                    crate::metrics::rule_run(rule.name.as_str(), state.as_str());
+                }
+            }
             if let Err(e) = engine.store.finish_rule_run(run.id, state, &result).await {
                 tracing::warn!(error = %e, "recording a rule run failed");
             }

@@ -114,6 +114,16 @@ impl Limits {
         out
     }
 
+    /// The servers whose `max_per_second` allows no start now (after [`Limits::allowance`]
+    /// refilled them): their claims are being held back.
+    pub fn rate_exhausted(&self) -> Vec<ServerId> {
+        self.servers
+            .iter()
+            .filter(|(_, l)| l.rate.is_some() && l.tokens < 1.0)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Records that an action was started on `server`.
     pub fn started(&mut self, server: ServerId, now: Instant) {
         {

@@ -174,6 +174,7 @@ impl Engine {
         let job = self.new_job(service.server_id, action, params, self.now());
         let stored = self.store.enqueue_job(service.id, &job, &[before]).await?;
         self.wake.notify_one();
+        self.count_enqueued(vec![&stored]).await;
         Ok(stored)
     }
 

@@ -144,7 +144,9 @@ async fn queue_loop(
     let mut batch: Vec<Finished> = Vec::new();
     let mut servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
     let mut claim_due = true;
+    let pulse = engine.heartbeats().register("worker", opts.poll_interval);
     loop {
+        pulse.beat();
         while running.try_join_next().is_some() {}
         // Read before draining: once no batch runs, every outcome is already in the channel.
         let idle = running.is_empty();
@@ -206,7 +208,16 @@ async fn queue_loop(
         }
         if claim_now {
             let finishing: Vec<JobId> = batch.iter().map(|f| f.update.job_id).collect();
-            let allowance = shared.limits.lock().unwrap().allowance(Instant::now());
+            let (allowance, rate_held) = {
+                let mut l = shared.limits.lock().unwrap();
+                let a = l.allowance(Instant::now());
+                (a, l.rate_exhausted())
+            };
+            for server in rate_held {
+                if let Some(labels) = engine.cached_server_labels(server) {
+                    crate::metrics::rate_limited(&labels.server);
+                }
+            }
             let now = engine.now();
             let req = ClaimRequest {
                 owner: &shared.owner,
@@ -220,6 +231,10 @@ async fn queue_loop(
                 Ok(jobs) => {
                     // A full claim may have left more due right away.
                     claim_due = jobs.len() == free;
+                    for job in &jobs {
+                        let waited = (now - job.run_after).num_microseconds().unwrap_or(0);
+                        crate::metrics::queue_wait(waited as f64 / 1e6);
+                    }
                     if !jobs.is_empty() {
                         let now = Instant::now();
                         {
@@ -282,6 +297,16 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
         set.spawn(async move {
             use futures::FutureExt as _;
             let server = job.server_id;
+            let labels = if crate::metrics::enabled() {
+                shared.engine.server_labels(server).await
+            } else {
+                None
+            };
+            if let Some(l) = &labels {
+                crate::metrics::in_flight(l, 1.0);
+            }
+            let t0 = Instant::now();
+            let action = job.action.clone();
             // A panic in the engine's own handling of the job (the module's are caught at
             // the call) still costs one attempt: the job goes back with a lookup first and
             // its slot and lease are released like any other outcome's.
@@ -308,7 +333,15 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
                         .finished(server, h, Instant::now())
                 {
                     tracing::warn!(server = %server, ?state, "circuit breaker changed");
+                    if let Some(l) = &labels {
+                        let open = state != crate::jobs::limits::BreakerState::Closed;
+                        crate::metrics::breaker(&l.server, open);
+                    }
                 }
+            }
+            if let Some(l) = &labels {
+                crate::metrics::in_flight(l, -1.0);
+                crate::metrics::job_attempt(l, action.as_str(), &update.attempt.outcome, t0.elapsed());
             }
             let _ = tx.send(Finished { update });
         });
@@ -347,6 +380,9 @@ async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, 
         provisio_core::page::PageRequest::first(provisio_core::page::PageRequest::MAX_LIMIT);
     loop {
         let p = engine.store.list_servers(&Default::default(), page).await?;
+        for s in &p.items {
+            engine.remember_server_labels(s);
+        }
         out.extend(p.items.iter().map(|s| (s.id, s.max_per_second)));
         match p.next {
             Some(n) => page.after = Some(n),
@@ -362,7 +398,12 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
     let lease = shared.engine.options.jobs.lease;
     let every = lease / 3;
     let mut renewed = Instant::now();
+    let pulse = shared
+        .engine
+        .heartbeats()
+        .register("lease_heartbeat", every);
     loop {
+        pulse.beat();
         if stop.is_stopping() {
             if shared.inflight.lock().unwrap().is_empty() {
                 return;
@@ -424,7 +465,9 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: Shutdown) {
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
     );
+    let pulse = engine.heartbeats().register("maintenance", every);
     loop {
+        pulse.beat();
         use futures::FutureExt as _;
         // A panic costs one turn: the next still takes over expired leases.
         if let Err(payload) = std::panic::AssertUnwindSafe(maintenance_turn(&engine, &mut state))
@@ -446,7 +489,11 @@ struct Maintenance {
     last_purge: Option<Instant>,
     last_cleanup: Option<Instant>,
     last_retention: Option<Instant>,
+    last_gauges: Option<Instant>,
 }
+
+/// How often a worker node reads the queue gauges from the database.
+const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often finished history is trimmed: often enough that each pass has little to do.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
@@ -524,7 +571,17 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
         last_purge,
         last_cleanup,
         last_retention,
+        last_gauges,
     } = state;
+    if crate::metrics::enabled() && last_gauges.is_none_or(|t: Instant| t.elapsed() > GAUGES_EVERY)
+    {
+        *last_gauges = Some(Instant::now());
+        match engine.store.job_gauges().await {
+            Ok(g) => crate::metrics::job_gauges(&g, engine.now()),
+            Err(e) => tracing::warn!(error = %e, "reading the queue gauges failed"),
+        }
+        crate::metrics::upkeep();
+    }
     match engine.store.requeue_expired(engine.now()).await {
         Ok(n) if n > 0 => {
             tracing::warn!(

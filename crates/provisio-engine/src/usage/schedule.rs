@@ -23,7 +23,12 @@ pub(crate) async fn schedule_loop(engine: Arc<Engine>, mut stop: Shutdown) {
     let mut next_usage = usage.as_ref().and_then(|c| next_after(c, engine.now()));
     let mut next_audit = audit.as_ref().and_then(|c| next_after(c, engine.now()));
     let mut last_purge = Instant::now();
+    // It waits at most a minute between turns.
+    let pulse = engine
+        .heartbeats()
+        .register("schedule", Duration::from_secs(60));
     loop {
+        pulse.beat();
         let now = engine.now();
         let due = [next_usage, next_audit].into_iter().flatten().min();
         let wait = due

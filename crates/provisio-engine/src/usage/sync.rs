@@ -60,6 +60,17 @@ impl Engine {
                 s.errors.push(e.clone());
             }
         });
+        let (pages, accounts) = {
+            let p = progress.lock().unwrap();
+            (p[slot].pages, p[slot].reported)
+        };
+        crate::metrics::usage_sync(
+            server.name.as_str(),
+            result.is_ok(),
+            pages,
+            accounts,
+            t0.elapsed(),
+        );
     }
 
     pub(super) async fn sync_server_pages(

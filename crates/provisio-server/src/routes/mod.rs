@@ -7,6 +7,7 @@ pub mod groups;
 pub mod handlers;
 pub mod jobs;
 pub mod keys;
+pub mod metrics;
 pub mod modules;
 pub mod products;
 pub mod resellers;
@@ -56,6 +57,7 @@ pub fn access_rules() -> impl Iterator<Item = &'static crate::access::Access> {
         usage::ACCESS,
         audits::ACCESS,
         keys::ACCESS,
+        metrics::ACCESS,
         resellers::ACCESS,
     ]
     .into_iter()

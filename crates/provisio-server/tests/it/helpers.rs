@@ -58,6 +58,7 @@ pub enum Db {
 
 pub struct TestApp {
     pub recorder: Arc<Recorder>,
+    pub engine: Arc<provisio_engine::Engine>,
     worker: Option<provisio_engine::worker::WorkerHandle>,
     pub base: String,
     pub key: String,
@@ -240,13 +241,30 @@ pub async fn spawn_app_with(db: Db, extra_toml: &str) -> TestApp {
     start(dir, url, cfg).await
 }
 
+/// [`spawn_app_with`] whose recorder module is `recorder` (one that names itself, say).
+pub async fn spawn_app_recording(db: Db, extra_toml: &str, recorder: Arc<Recorder>) -> TestApp {
+    init_log();
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(db, dir.path()).await;
+    let cfg = config(dir.path(), &url, extra_toml);
+    start_with(dir, url, cfg, recorder).await
+}
+
 async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
+    start_with(dir, db_url, cfg, Arc::new(Recorder::default())).await
+}
+
+async fn start_with(
+    dir: tempfile::TempDir,
+    db_url: String,
+    cfg: Config,
+    recorder: Arc<Recorder>,
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let admin_file = cfg.admin_key_file.clone();
     // Prepare first so the admin key file exists before the test reads it.
-    let recorder = Arc::new(Recorder::default());
     let engine = Arc::new(
         provisio_server::prepare(
             &cfg,
@@ -276,6 +294,7 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
         .to_string();
     TestApp {
         recorder,
+        engine,
         worker,
         base: format!("http://{addr}"),
         key,
@@ -288,6 +307,13 @@ async fn start(dir: tempfile::TempDir, db_url: String, cfg: Config) -> TestApp {
 }
 
 impl TestApp {
+    /// Stops the worker's loops (the API goes on serving).
+    pub async fn stop_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.shutdown().await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

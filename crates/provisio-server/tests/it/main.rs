@@ -44,6 +44,7 @@ mod contract;
 mod declared;
 mod events;
 mod faults;
+mod metrics;
 mod multi_engine;
 mod openapi;
 mod products;
