@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::access::{client_rule, rule, Access, Caller, READ_BILLING, WRITE_BILLING};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, Query};
-use crate::idempotency::{order_key, parse_key, IdempotencyKey};
+use crate::idempotency::IdempotencyKey;
 use crate::views::{ClientView, List, TransactionView};
 use crate::AppState;
 
@@ -133,6 +133,17 @@ pub struct ClientBatchItem {
     pub client: ClientCreate,
 }
 
+impl super::batch::BatchItem for ClientBatchItem {
+    type Record = ClientCreate;
+    fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+    fn into_record(mut self, order_key: Option<String>) -> ClientCreate {
+        self.client.order_key = order_key;
+        self.client
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientBatch {
@@ -172,47 +183,21 @@ async fn create_clients(
     caller: Caller,
     Json(body): Json<ClientBatch>,
 ) -> Result<axum::Json<ClientBatchAnswer>, ApiError> {
-    let max = super::services::MAX_BATCH;
-    if body.clients.is_empty() || body.clients.len() > max {
-        return Err(ApiError::bad_field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "clients",
-            "length",
-            format!("must hold 1 to {max} clients"),
-        ));
-    }
-    let count = body.clients.len();
-    let mut results: Vec<Option<ClientBatchResult>> = (0..count).map(|_| None).collect();
-    let mut inputs = Vec::new();
-    let mut at = Vec::new();
-    let mut keys = std::collections::HashMap::new();
-    for (i, raw) in body.clients.into_iter().enumerate() {
-        let item = crate::extract::parse_value::<ClientBatchItem>(raw).and_then(|mut item| {
-            if let Some(k) = &item.idempotency_key {
-                let k = parse_key(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key",
-                    k.as_bytes(),
-                )?;
-                if let Some(first) = keys.insert(k.clone(), i) {
-                    return Err(ApiError::bad_field(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "idempotency_key",
-                        "unique",
-                        format!("repeats the key of client {first}"),
-                    ));
-                }
-                item.client.order_key = Some(order_key(caller.key_id, &k));
-            }
-            reseller_field(&caller, &mut item.client.reseller_id, true)?;
-            Ok(item)
+    let items = super::batch::parse::<ClientBatchItem>("clients", body.clients, caller.key_id)?;
+    let mut results: Vec<Option<ClientBatchResult>> = Vec::with_capacity(items.len());
+    let (mut inputs, mut at) = (Vec::new(), Vec::new());
+    for (i, item) in items.into_iter().enumerate() {
+        let checked = item.and_then(|mut c| {
+            reseller_field(&caller, &mut c.reseller_id, true)?;
+            Ok(c)
         });
-        match item {
-            Ok(item) => {
+        match checked {
+            Ok(c) => {
                 at.push(i);
-                inputs.push(item.client);
+                inputs.push(c);
+                results.push(None);
             }
-            Err(e) => results[i] = Some(failed(i, e)),
+            Err(e) => results.push(Some(failed(i, e))),
         }
     }
     let done = app.engine.create_clients(inputs).await?;
@@ -228,13 +213,12 @@ async fn create_clients(
         });
     }
     let results: Vec<ClientBatchResult> = results.into_iter().flatten().collect();
-    let created = results.iter().filter(|r| r.status == 201).count();
-    let replayed = results.iter().filter(|r| r.status == 200).count();
+    let (created, replayed, failed) = super::batch::counts(results.iter().map(|r| r.status));
     Ok(axum::Json(ClientBatchAnswer {
-        failed: results.len() - created - replayed,
         results,
         created,
         replayed,
+        failed,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! The `/v1` routes, one file per resource, each handler documented for the OpenAPI document.
 
 pub mod audits;
+mod batch;
 pub mod clients;
 pub mod events;
 pub mod groups;

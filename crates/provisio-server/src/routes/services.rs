@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::access::{client_rule, rule, Access, Caller, Need, READ_BILLING, WRITE_BILLING};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, OptionalJson, Query};
-use crate::idempotency::{order_key, parse_key, IdempotencyKey};
+use crate::idempotency::IdempotencyKey;
 use crate::views::{JobView, List, PasswordView, ServiceView};
 use crate::AppState;
 
@@ -143,9 +143,6 @@ async fn create_service(
     Ok((StatusCode::CREATED, axum::Json(s.into())))
 }
 
-/// Orders at most this many services per batch request.
-pub const MAX_BATCH: usize = 1000;
-
 /// One order of a batch.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +152,17 @@ pub struct ServiceBatchItem {
     #[schema(min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
     pub order: ServiceCreate,
+}
+
+impl super::batch::BatchItem for ServiceBatchItem {
+    type Record = ServiceCreate;
+    fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+    fn into_record(mut self, order_key: Option<String>) -> ServiceCreate {
+        self.order.order_key = order_key;
+        self.order
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -202,54 +210,22 @@ async fn create_services(
     caller: Caller,
     Json(body): Json<ServiceBatch>,
 ) -> Result<axum::Json<ServiceBatchAnswer>, ApiError> {
-    if body.orders.is_empty() || body.orders.len() > MAX_BATCH {
-        return Err(ApiError::bad_field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "orders",
-            "length",
-            format!("must hold 1 to {MAX_BATCH} orders"),
-        ));
-    }
-    let count = body.orders.len();
-    let mut results: Vec<Option<ServiceBatchResult>> = (0..count).map(|_| None).collect();
-    let mut orders = Vec::new();
-    let mut at = Vec::new();
-    let mut keys = std::collections::HashMap::new();
-    for (i, raw) in body.orders.into_iter().enumerate() {
-        let item = crate::extract::parse_value::<ServiceBatchItem>(raw).and_then(|mut item| {
-            if let Some(k) = &item.idempotency_key {
-                let k = parse_key(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key",
-                    k.as_bytes(),
-                )?;
-                if let Some(first) = keys.insert(k.clone(), i) {
-                    return Err(ApiError::bad_field(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "idempotency_key",
-                        "unique",
-                        format!("repeats the key of order {first}"),
-                    ));
-                }
-                item.order.order_key = Some(order_key(caller.key_id, &k));
-            }
-            Ok(item)
-        });
-        let item = match item {
-            Ok(item) => match client_in_scope(&app, &caller, &item.order).await {
-                Ok(()) => item,
-                Err(e) => {
-                    results[i] = Some(failed(i, e));
-                    continue;
-                }
-            },
-            Err(e) => {
-                results[i] = Some(failed(i, e));
-                continue;
-            }
+    let items = super::batch::parse::<ServiceBatchItem>("orders", body.orders, caller.key_id)?;
+    let mut results: Vec<Option<ServiceBatchResult>> = Vec::with_capacity(items.len());
+    let (mut orders, mut at) = (Vec::new(), Vec::new());
+    for (i, item) in items.into_iter().enumerate() {
+        let checked = match item {
+            Ok(order) => client_in_scope(&app, &caller, &order).await.map(|()| order),
+            Err(e) => Err(e),
         };
-        at.push(i);
-        orders.push(item.order);
+        match checked {
+            Ok(order) => {
+                at.push(i);
+                orders.push(order);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(failed(i, e))),
+        }
     }
     let done = app.engine.order_services(orders).await?;
     for (i, r) in at.into_iter().zip(done) {
@@ -265,19 +241,12 @@ async fn create_services(
         });
     }
     let results: Vec<ServiceBatchResult> = results.into_iter().flatten().collect();
-    let (mut created, mut replayed) = (0, 0);
-    for r in &results {
-        match r.status {
-            201 => created += 1,
-            200 => replayed += 1,
-            _ => {}
-        }
-    }
+    let (created, replayed, failed) = super::batch::counts(results.iter().map(|r| r.status));
     Ok(axum::Json(ServiceBatchAnswer {
-        failed: results.len() - created - replayed,
         results,
         created,
         replayed,
+        failed,
     }))
 }
 
