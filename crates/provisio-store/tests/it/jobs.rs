@@ -700,3 +700,25 @@ pub async fn old_finished_jobs_are_trimmed_in_batches(s: S) {
         0
     );
 }
+
+pub async fn queue_gauges_and_migrations_are_read(s: S) {
+    assert!(
+        s.pending_migrations().await.unwrap().is_empty(),
+        "a store that opened is migrated"
+    );
+    let empty = s.job_gauges().await.unwrap();
+    assert!(empty.by_state.is_empty() && empty.oldest_pending_due.is_none());
+    let (srv, svcs) = setup(&s, 10).await;
+    let g = s.job_gauges().await.unwrap();
+    assert_eq!(g.by_state, vec![("pending".to_string(), 4)]);
+    // A job due longer ago is the oldest, whatever its id.
+    let mut overdue = job(srv, Action::Suspend);
+    overdue.run_after = Utc::now() - Duration::minutes(10);
+    s.enqueue_job(svcs[0], &overdue, &[]).await.unwrap();
+    let g = s.job_gauges().await.unwrap();
+    assert_eq!(g.by_state, vec![("pending".to_string(), 5)]);
+    assert_eq!(
+        g.oldest_pending_due.unwrap().timestamp_micros(),
+        overdue.run_after.timestamp_micros()
+    );
+}

@@ -82,5 +82,6 @@ on_both!(
     idempotency_keys_claim_keep_and_expire,
     concurrent_claims_of_one_key_have_one_winner,
     batches_are_stored_all_or_none,
+    queue_gauges_and_migrations_are_read,
     server_loads_match_counts_after_every_change,
 );
