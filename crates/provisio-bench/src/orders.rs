@@ -95,6 +95,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         o.connections,
         servers.len(),
     );
+    // The issue's targets, printed beside every rate: an order rate, and a flat one (within
+    // 10% of the first level's, measured in this same run).
+    let target = if label == "sqlite" { 5000.0 } else { 3000.0 };
+    let mut first_rate: Option<f64> = None;
     let mut filled = 0usize;
     for level in at {
         let fill_secs = fill(
@@ -125,9 +129,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             fill_secs
         );
         let (n, secs) = singles(&api, o.connections, o.orders).await?;
+        let rate = n as f64 / secs;
+        let first = *first_rate.get_or_insert(rate);
         println!(
-            "  single  POST /v1/services            {n:>7} orders  {secs:>7.2}s = {:>7.0} orders/s",
-            n as f64 / secs
+            "  single  POST /v1/services            {n:>7} orders  {secs:>7.2}s = {rate:>7.0} orders/s \
+             (target {target:.0}/s; {:.0}% of the first level's rate in this run, target at least 90%)",
+            100.0 * rate / first
         );
         let (n, secs) = batches(&api, o.connections, o.batches, o.batch_size).await?;
         println!(

@@ -36,22 +36,18 @@ pub struct Kind {
     /// `client`).
     pub list: &'static str,
     pub item: &'static str,
-    /// What the answer holds for a stored one (`service`, `client`).
-    pub record: &'static str,
 }
 
 pub const SERVICES: Kind = Kind {
     path: "/v1/services/batch",
     list: "orders",
     item: "order",
-    record: "service",
 };
 
 pub const CLIENTS: Kind = Kind {
     path: "/v1/clients/batch",
     list: "clients",
     item: "client",
-    record: "client",
 };
 
 struct Line {
@@ -134,8 +130,21 @@ pub async fn run(ctx: &Ctx, kind: &Kind, args: ImportArgs) -> anyhow::Result<()>
                 status => failures.push(json!({
                     "line": line.number,
                     "status": status,
-                    "detail": r["problem"]["detail"],
-                    "errors": r["problem"]["errors"],
+                    "detail": on_the_line(kind, r["problem"]["detail"].as_str().unwrap_or("refused")),
+                    "errors": r["problem"]["errors"].as_array().map(|errors| {
+                        errors
+                            .iter()
+                            .map(|e| {
+                                let mut e = e.clone();
+                                for k in ["field", "message"] {
+                                    if let Some(t) = e[k].as_str() {
+                                        e[k] = on_the_line(kind, t).into();
+                                    }
+                                }
+                                e
+                            })
+                            .collect::<Vec<_>>()
+                    }),
                 })),
             }
         }
@@ -157,9 +166,8 @@ pub async fn run(ctx: &Ctx, kind: &Kind, args: ImportArgs) -> anyhow::Result<()>
         Format::Json => println!("{summary}"),
         _ => {
             println!(
-                "{} lines: {created} {}s created, {replayed} already there (imported before), {} failed",
+                "{} lines: {created} created, {replayed} already there (imported before), {} failed",
                 lines.len(),
-                kind.record,
                 failures.len()
             );
             for f in &failures {
@@ -181,9 +189,24 @@ pub async fn run(ctx: &Ctx, kind: &Kind, args: ImportArgs) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The API names a field inside the batch item (`order.colour`); a person reads the line,
+/// which holds the record itself (`colour`).
+fn on_the_line(kind: &Kind, text: &str) -> String {
+    text.replace(&format!("{}.", kind.item), "")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_are_named_as_the_line_holds_them() {
+        assert_eq!(
+            on_the_line(&SERVICES, "order.colour: is not a known field"),
+            "colour: is not a known field"
+        );
+        assert_eq!(on_the_line(&CLIENTS, "client.email: bad"), "email: bad");
+    }
 
     #[test]
     fn keys_are_stable_and_bounded() {

@@ -667,7 +667,7 @@ fn an_import_reports_its_bad_lines_and_runs_again_without_doubling() {
         !out.status.success(),
         "bad lines fail the command: {stdout}{stderr}"
     );
-    assert!(stdout.contains("23 services created"), "{stdout}");
+    assert!(stdout.contains("25 lines: 23 created"), "{stdout}");
     assert!(
         stdout.contains("line 5:") && stdout.contains("line 18:"),
         "{stdout}"
