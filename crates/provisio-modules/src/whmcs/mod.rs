@@ -65,6 +65,9 @@ struct Reply {
     outputs: Settings,
     #[serde(default)]
     printed: String,
+    /// PHP's warnings and notices, secrets removed.
+    #[serde(skip)]
+    stderr: String,
     // describe
     #[serde(default)]
     functions: Vec<String>,
@@ -345,20 +348,18 @@ async fn run_runner(
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
+    let stderr = excerpt(&String::from_utf8_lossy(&finished.stderr.bytes), secrets);
     match serde_json::from_str::<Reply>(last) {
-        Ok(reply) => Ok(reply),
-        Err(_) => {
-            let stderr = excerpt(&String::from_utf8_lossy(&finished.stderr.bytes), secrets);
-            Err(ModuleError::unknown(format!(
-                "php gave no answer for {relative} ({}); the remote may have acted; stderr: {}",
-                finished.status,
-                if stderr.is_empty() {
-                    "(empty)".into()
-                } else {
-                    stderr
-                }
-            )))
-        }
+        Ok(reply) => Ok(Reply { stderr, ..reply }),
+        Err(_) => Err(ModuleError::unknown(format!(
+            "php gave no answer for {relative} ({}); the remote may have acted; stderr: {}",
+            finished.status,
+            if stderr.is_empty() {
+                "(empty)".into()
+            } else {
+                stderr
+            }
+        ))),
     }
 }
 
@@ -433,6 +434,14 @@ impl WhmcsModule {
                 response = %secrets.redact(&entry.response),
                 processed = %secrets.redact(&entry.processed),
                 "logModuleCall"
+            );
+        }
+        if !reply.stderr.is_empty() {
+            tracing::debug!(
+                module = %self.info.name,
+                function,
+                stderr = %reply.stderr,
+                "php wrote to stderr"
             );
         }
         if !reply.printed.trim().is_empty() {

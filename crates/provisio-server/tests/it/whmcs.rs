@@ -98,17 +98,23 @@ async fn start_remote() -> (u16, Shared) {
                 }
                 let user = body["username"].as_str().unwrap_or_default().to_string();
                 note(&st, format!("create {user}"));
-                let mut st = st.lock().unwrap();
-                if st.accounts.contains_key(&user) {
-                    return Err((AxStatus::CONFLICT, Json(json!({"error": format!("account {user} exists")}))));
+                {
+                    let mut st = st.lock().unwrap();
+                    if st.accounts.contains_key(&user) {
+                        return Err((AxStatus::CONFLICT, Json(json!({"error": format!("account {user} exists")}))));
+                    }
+                    st.accounts.insert(user.clone(), Account {
+                        password: body["password"].as_str().unwrap_or_default().into(),
+                        package: body["package"].as_str().unwrap_or_default().into(),
+                        body,
+                        suspended: None,
+                        resets: 0,
+                    });
                 }
-                st.accounts.insert(user.clone(), Account {
-                    password: body["password"].as_str().unwrap_or_default().into(),
-                    package: body["package"].as_str().unwrap_or_default().into(),
-                    body,
-                    suspended: None,
-                    resets: 0,
-                });
+                // A remote that acts and then answers too late.
+                if user.starts_with("slow") {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                }
                 Ok((AxStatus::CREATED, Json(json!({"username": user, "pass_key": format!("PK-{}", user.to_uppercase())}))))
             }),
         )
@@ -524,9 +530,55 @@ async fn a_whmcs_module_runs_unchanged_through_the_lifecycle_an_audit_and_a_butt
             "terminate rita1",
         ],
     );
+
+    // A module killed at the timeout after the remote acted: an unknown outcome, which
+    // the engine looks up through _ListAccounts instead of creating the account twice.
+    app.create(
+        "/v1/servers",
+        json!({"name": "backup-slow", "module": "whmcs-demo", "group": "slow", "settings": {
+            "hostname": "127.0.0.1", "port": port, "secure": false, "timeout_seconds": 1,
+            "username": SERVER_USER, "password": SERVER_PASSWORD, "access_hash": ACCESS_HASH}}),
+    )
+    .await;
+    let mut slow = product("basic-slow", "basic");
+    slow["server_group"] = json!("slow");
+    app.create("/v1/products", slow).await;
+    let s4 = app
+        .create(
+            "/v1/services",
+            json!({"client_id": c, "product": "basic-slow", "username": "slow1"}),
+        )
+        .await;
+    let job = created_job(&app, s4["id"].as_i64().unwrap()).await;
+    let (_, detail) = app.get(&format!("/v1/jobs/{}", job["id"])).await;
+    let outcomes: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["unknown", "skipped"], "{detail}");
+    assert!(
+        detail["history"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{detail}"
+    );
+    assert_eq!(
+        remote
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|s| *s == "create slow1")
+            .count(),
+        1,
+        "one remote create"
+    );
     eprintln!(
         "whmcs lifecycle on {db:?}: {} remote changes, {:.1} s",
-        seen.len(),
+        remote.lock().unwrap().seen.len(),
         started.elapsed().as_secs_f64()
     );
     app.stop().await;
