@@ -10,6 +10,7 @@ pub mod radius;
 pub mod render;
 pub mod scim;
 pub mod script;
+pub mod whmcs;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,6 +88,9 @@ impl Registry {
         r.register(Arc::new(script::ScriptModule::new(
             options.modules_dir.clone(),
         )));
+        for m in whmcs::discover(&options.modules_dir, std::path::Path::new(whmcs::PHP)) {
+            r.register(Arc::new(m));
+        }
         r
     }
 

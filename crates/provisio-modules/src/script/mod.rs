@@ -3,8 +3,8 @@
 //! `docs/modules/script.md`; this file declares the settings and turns one call into one run.
 
 pub mod exec;
-mod path;
-mod process;
+pub(crate) mod path;
+pub(crate) mod process;
 mod reply;
 
 use std::path::{Path, PathBuf};

@@ -22,6 +22,22 @@ pub(crate) fn resolve_executable(
     modules_dir: &Path,
     executable: &str,
 ) -> Result<Resolved, ModuleError> {
+    let resolved = resolve_file(modules_dir, executable)?;
+    let meta = std::fs::metadata(&resolved.program).map_err(|e| {
+        ModuleError::permanent(format!("executable {executable:?} is not readable: {e}"))
+    })?;
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(ModuleError::permanent(format!(
+            "executable {executable:?} is not executable (chmod +x it)"
+        )));
+    }
+    Ok(resolved)
+}
+
+/// The canonical path of a regular file `executable` inside `modules_dir`, under the same
+/// rules but without the execute bit: files an interpreter reads (a WHMCS module's PHP)
+/// need none.
+pub(crate) fn resolve_file(modules_dir: &Path, executable: &str) -> Result<Resolved, ModuleError> {
     let relative = Path::new(executable);
     if executable.is_empty() {
         return Err(ModuleError::permanent("the executable setting is empty"));
@@ -68,11 +84,6 @@ pub(crate) fn resolve_executable(
     if !meta.is_file() {
         return Err(ModuleError::permanent(format!(
             "executable {executable:?} is not a regular file"
-        )));
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
-        return Err(ModuleError::permanent(format!(
-            "executable {executable:?} is not executable (chmod +x it)"
         )));
     }
     Ok(Resolved { dir, program: path })

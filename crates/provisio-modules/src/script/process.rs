@@ -51,8 +51,21 @@ pub(crate) async fn run(
     stdin: Vec<u8>,
     timeout: Duration,
 ) -> Result<Finished, RunError> {
+    run_with_args(program, &[], cwd, stdin, timeout).await
+}
+
+/// [`run`] with arguments. They are visible to every user of the machine (`ps`), so they
+/// never carry secrets: those go on stdin.
+pub(crate) async fn run_with_args(
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    cwd: &Path,
+    stdin: Vec<u8>,
+    timeout: Duration,
+) -> Result<Finished, RunError> {
     let mut cmd = Command::new(program);
-    cmd.current_dir(cwd)
+    cmd.args(args)
+        .current_dir(cwd)
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

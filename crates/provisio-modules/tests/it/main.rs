@@ -7,6 +7,7 @@ mod postgres;
 mod radius;
 mod scim;
 mod script;
+mod whmcs;
 
 /// The options the suite's modules run with. The peers live on loopback, which the
 /// outbound guard refuses by default, so 127.0.0.1 is allowed explicitly (as an operator

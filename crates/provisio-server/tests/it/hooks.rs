@@ -829,7 +829,7 @@ while True:
     time.sleep(3600)
 "#;
 
-struct Kill(std::process::Child);
+pub(crate) struct Kill(std::process::Child);
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -837,7 +837,7 @@ impl Drop for Kill {
     }
 }
 
-fn start_smtp_sink(out: &Path) -> (u16, Kill) {
+pub(crate) fn start_smtp_sink(out: &Path) -> (u16, Kill) {
     use std::io::BufRead;
     let python = std::env::var("PROVISIO_TEST_PYTHON").expect(
         "PROVISIO_TEST_PYTHON is not set: run scripts/test, which installs the Python test peers",
