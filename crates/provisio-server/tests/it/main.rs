@@ -54,3 +54,4 @@ mod secrets;
 mod servers;
 mod services;
 mod usage;
+mod whmcs_bridge;
