@@ -368,4 +368,159 @@ async fn whmcs_module_lifecycle_through_the_harness(db: Db) {
     app.stop().await;
 }
 
-on_both!(whmcs_module_lifecycle_through_the_harness);
+/// What the bridge added to the API: a job's outcome waited for, a server's custom actions
+/// per service, and the usage of many services a page at a time.
+async fn bridge_endpoints_answer_as_documented(db: Db) {
+    let remote: Shared = Arc::default();
+    let remote_url = start_remote(remote.clone()).await;
+    let app = spawn_app_with(db, "").await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "rest", "module": "http",
+               "settings": {"base_url": format!("{remote_url}/api"), "actions": actions()}}),
+    )
+    .await;
+    app.create(
+        "/v1/products",
+        json!({"name": "web", "module": "http", "settings": {"package": "small"}}),
+    )
+    .await;
+    let c = app
+        .create(
+            "/v1/clients",
+            json!({"name": "A", "email": "a@example.test"}),
+        )
+        .await;
+    let billing = app
+        .make_key(json!({"name": "whmcs", "role": "billing"}))
+        .await;
+    let job_of = |s: i64| {
+        let app = &app;
+        async move {
+            let (_, jobs) = app.get(&format!("/v1/services/{s}/jobs")).await;
+            jobs["items"][0]["id"].as_i64().unwrap()
+        }
+    };
+
+    // A slow create: the wait ends at its time limit with the job still open, then at the outcome.
+    remote.lock().unwrap().slow_next_create_ms = 1500;
+    let slow = app
+        .create(
+            "/v1/services",
+            json!({"client_id": c["id"], "product": "web", "username": "slow1"}),
+        )
+        .await;
+    let job = job_of(slow["id"].as_i64().unwrap()).await;
+    let t = std::time::Instant::now();
+    let (status, j) = app
+        .call_as(
+            &billing,
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{job}?wait=1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{j}");
+    assert!(
+        matches!(j["state"].as_str(), Some("pending" | "running")),
+        "{j}"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    let (_, j) = app
+        .call_as(
+            &billing,
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{job}?wait=20"),
+            None,
+        )
+        .await;
+    assert_eq!(j["state"], "done", "{j}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(remote.lock().unwrap().accounts.contains_key("slow1"));
+    let (status, p) = app.get(&format!("/v1/jobs/{job}?wait=301")).await;
+    crate::helpers::assert_field_error(status, &p, "wait", "range");
+
+    let (status, a) = app
+        .call_as(
+            &billing,
+            reqwest::Method::GET,
+            &format!("/v1/services/{}/actions", slow["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(a, json!({"custom": ["reset_quota"]}));
+
+    for i in 0..2 {
+        let s = app
+            .create(
+                "/v1/services",
+                json!({"client_id": c["id"], "product": "web", "username": format!("fast{i}"), "external_id": format!("77{i}")}),
+            )
+            .await;
+        let j = app.wait_job(job_of(s["id"].as_i64().unwrap()).await).await;
+        assert_eq!(j["state"], "done", "{j}");
+    }
+    let (status, sync) = app.post("/v1/usage/syncs", json!({"server": "rest"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{sync}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, s) = app.get(&format!("/v1/usage/syncs/{}", sync["id"])).await;
+        if s["state"] == "done" || std::time::Instant::now() > deadline {
+            assert_eq!(s["state"], "done", "{s}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, first) = app
+        .call_as(
+            &billing,
+            reqwest::Method::GET,
+            "/v1/usage/services?limit=2",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["items"].as_array().unwrap().len(), 2, "{first}");
+    assert_eq!(first["items"][0]["username"], "slow1");
+    assert_eq!(first["items"][0]["external_id"], Value::Null);
+    let disk = first["items"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "disk")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (disk["used"].clone(), disk["limit"].clone()),
+        (json!(250.0), json!(1000.0)),
+        "{first}"
+    );
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    let (_, second) = app
+        .call_as(
+            &billing,
+            reqwest::Method::GET,
+            &format!("/v1/usage/services?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["items"][0]["external_id"], "771");
+    assert_eq!(second["next_cursor"], Value::Null);
+    let (status, p) = app.get("/v1/usage/services?limit=1001").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{p}");
+    app.stop().await;
+}
+
+on_both!(
+    whmcs_module_lifecycle_through_the_harness,
+    bridge_endpoints_answer_as_documented,
+);
