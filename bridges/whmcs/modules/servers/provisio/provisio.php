@@ -26,7 +26,7 @@ function provisio_MetaData(): array
         'DisplayName' => 'Provisio',
         'APIVersion' => '1.1',
         'RequiresServer' => true,
-        'DefaultNonSSLPort' => '8080',
+        'DefaultNonSSLPort' => '8470',
         'DefaultSSLPort' => '443',
         'ServiceSingleSignOnLabel' => 'Log in to the service',
         'AdminSingleSignOnLabel' => 'Log in to the service',
