@@ -31,6 +31,21 @@ struct Remote {
 
 type Shared = Arc<Mutex<Remote>>;
 
+/// What the remote saw, copied out of its lock.
+struct Record {
+    create_requests: BTreeMap<String, u32>,
+    effects: Vec<String>,
+}
+
+impl Remote {
+    fn clone_record(&self) -> Record {
+        Record {
+            create_requests: self.create_requests.clone(),
+            effects: self.effects.clone(),
+        }
+    }
+}
+
 fn err(status: StatusCode, msg: &str) -> (StatusCode, Json<Value>) {
     (status, Json(json!({"error": msg})))
 }
@@ -335,7 +350,7 @@ async fn whmcs_module_lifecycle_through_the_harness(db: Db) {
     assert!(stdout.contains("ALL CHECKS PASSED"), "{stdout}");
 
     // The remote's own record, independent of what the harness concluded.
-    let g = remote.lock().unwrap();
+    let g = remote.lock().unwrap().clone_record();
     assert_eq!(
         g.create_requests.get("whmcs101"),
         Some(&1),
@@ -364,7 +379,6 @@ async fn whmcs_module_lifecycle_through_the_harness(db: Db) {
         "{:?}",
         g.effects
     );
-    drop(g);
     app.stop().await;
 }
 
