@@ -34,6 +34,7 @@ function logModuleCall($module, $action, $requestString, $responseData, $process
 {
     $text = static fn ($v): string => is_string($v) ? $v : (string)json_encode($v, JSON_UNESCAPED_SLASHES);
     $entry = [$module, $action, $text($requestString), $text($responseData), $text($processedData)];
+    $GLOBALS['module_log_raw'][] = $entry;
     $vars = array_filter(array_map('strval', (array)$replaceVars), static fn ($s) => $s !== '');
     foreach ($entry as $i => $part) {
         foreach ($vars as $secret) {
@@ -49,7 +50,7 @@ $GLOBALS['tblhosting'] = [];
 /** Custom field values: field name => [service or client id => value]. */
 $GLOBALS['customfields'] = [];
 /** The custom fields this WHMCS has: seed 002 asks for a client field "Pass Key". */
-$GLOBALS['customfield_defs'] = ['Pass Key' => 'client'];
+$GLOBALS['customfield_defs'] = ['Pass Key' => 'client', 'Remote ID' => 'product'];
 
 function provisio_whmcs_update_hosting(int $serviceId, array $fields, ?int $serverId = null): void
 {
@@ -115,7 +116,7 @@ $params = [
     'accountid' => 101, 'serviceid' => 101, 'userid' => 11, 'pid' => 3, 'packageid' => 3,
     'domain' => 'shop.example.test', 'username' => 'whmcs101', 'password' => $password,
     'producttype' => 'other', 'moduletype' => 'provisio', 'moduleparams' => [],
-    'configoption1' => 'web', 'configoption2' => '5', 'configoption3' => "passkey=Pass Key", 'configoption4' => '',
+    'configoption1' => 'web', 'configoption2' => '5', 'configoption3' => "passkey=Pass Key\nremote_id=Remote ID", 'configoption4' => '',
     'customfields' => [], 'configoptions' => [],
     'clientsdetails' => ['userid' => 11, 'id' => 11, 'firstname' => 'Ada', 'lastname' => 'Lovelace', 'companyname' => '',
         'email' => 'ada@example.test', 'address1' => '1 Analytical St', 'city' => 'London', 'country' => 'GB', 'currency_code' => 'USD'],
@@ -161,6 +162,7 @@ check(($state['create_requests']['whmcs101'] ?? 0) === 1, 'one create reached th
 check(($job($createJob)['state'] ?? '') === 'done', 'Provisio confirmed the create before success');
 $passKey = $state['accounts']['whmcs101']['passkey'] ?? null;
 check($passKey !== null && ($GLOBALS['customfields']['Pass Key'][11] ?? null) === $passKey, 'the pass key is in the client custom field "Pass Key"', $GLOBALS['customfields']);
+check(($GLOBALS['customfields']['Remote ID'][101] ?? null) === (string)$state['accounts']['whmcs101']['id'], 'an output lands in the service\'s own custom field', $GLOBALS['customfields']);
 // WHMCS sends the welcome email on success; seed 002's template line reads the field.
 $welcome = str_replace('{$client_custom_fields.0}', $GLOBALS['customfields']['Pass Key'][11] ?? '', 'Your Customer PassKey : {$client_custom_fields.0}');
 check($welcome === "Your Customer PassKey : $passKey", 'the welcome email carries the pass key');
@@ -249,8 +251,13 @@ $lifecycle('provisio_TerminateAccount', $params, 'terminate', static fn ($s) => 
 $secrets = ['service password' => $password, 'new password' => $newPassword, 'billing key' => $billingKey,
     'server password' => $serverPassword, 'pass key' => $passKey];
 $log = json_encode($GLOBALS['module_log'], JSON_UNESCAPED_SLASHES);
+$raw = json_encode($GLOBALS['module_log_raw'], JSON_UNESCAPED_SLASHES);
 foreach ($secrets as $what => $secret) {
     check(!str_contains($log, (string)$secret), "no $what in the module log");
+}
+// The calls did carry them (so the check above is not empty): the masking removed them.
+foreach (['service password', 'new password', 'pass key'] as $what) {
+    check(str_contains($raw, (string)$secrets[$what]), "the $what was in a call before masking");
 }
 $actions = array_unique(array_column($GLOBALS['module_log'], 1));
 foreach (['TestConnection', 'CreateAccount', 'SuspendAccount', 'UnsuspendAccount', 'TerminateAccount', 'ChangePassword',

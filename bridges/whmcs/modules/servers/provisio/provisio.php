@@ -112,16 +112,16 @@ function provisio_secrets(array $params, array $trace): array
             $found[] = (string)$params[$k];
         }
     }
-    $map = Bridge::outputMap($params);
-    foreach ((array)($params['customfields'] ?? []) as $name => $value) {
-        if (in_array($name, $map, true) && is_scalar($value) && $value !== '') {
+    // A value under a name that looks like a credential (a `passkey` output, a password in
+    // a body) is masked; a plain output such as a remote id is not, or every "1" would be.
+    $secretName = static fn (string $k): bool => $k !== 'idempotency_key'
+        && preg_match('/pass|secret|token|key$/i', $k) === 1;
+    foreach (Bridge::outputMap($params) as $output => $field) {
+        $value = $params['customfields'][$field] ?? '';
+        if ($secretName($output) && is_scalar($value) && $value !== '') {
             $found[] = (string)$value;
         }
     }
-    // Outputs written to WHMCS's fields (a pass key) are the client's secrets; so is any
-    // value under a name that looks like a credential.
-    $secretName = static fn (string $k): bool => isset($map[$k])
-        || ($k !== 'idempotency_key' && preg_match('/pass|secret|token|key$/i', $k) === 1);
     $walk = static function (mixed $v, ?string $key) use (&$walk, &$found, $secretName): void {
         if (is_array($v)) {
             foreach ($v as $k => $inner) {
