@@ -223,7 +223,9 @@ check(str_contains(implode(' ', $failing), 'Not in Provisio'), 'the tab of a ser
 
 $list = provisio_ListAccounts($params);
 $mine = array_values(array_filter($list['accounts'] ?? [], fn ($a) => $a['username'] === 'whmcs101'));
-check($list['success'] === true && count($list['accounts']) === $bulk + 1 && ($mine[0]['status'] ?? '') === 'Active', 'ListAccounts lists Provisio\'s records', count($list['accounts'] ?? []));
+check($list['success'] === true && count($list['accounts']) === $bulk + 1 && ($mine[0]['status'] ?? '') === 'Active'
+    && ($mine[0]['product'] ?? '') === 'web-big' && ($mine[0]['email'] ?? '') === 'ada@example.test' && ($mine[0]['whmcs_service_id'] ?? '') === '101',
+    'ListAccounts lists Provisio\'s records with product names', [count($list['accounts'] ?? []), $mine[0] ?? $list]);
 
 // The usage update: Provisio's usage sync first (its schedule, here by hand), then WHMCS's cron.
 [$st, $sync] = $admin('POST', '/v1/usage/syncs', ['server' => 'rest']);

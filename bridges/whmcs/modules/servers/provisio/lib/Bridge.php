@@ -438,31 +438,39 @@ final class Bridge
         };
     }
 
-    /** Provisio's records of this key as WHMCS's server sync reads accounts. */
+    /**
+     * Provisio's records of this key as WHMCS's server sync reads accounts, through
+     * `collect` so that each carries its product's name (matched against configoption1).
+     */
     public function listAccounts(): array
     {
+        $fields = ['service.username', 'service.status', 'service.external_id', 'service.created_at',
+            'service.settings.domain', 'product.name', 'client.email'];
         $accounts = [];
         $cursor = null;
         do {
             $q = ['limit' => 1000] + ($cursor !== null ? ['cursor' => $cursor] : []);
-            $page = $this->api->request('GET', '/v1/services', $q)->body ?? [];
-            foreach ($page['items'] ?? [] as $s) {
+            $page = $this->api->request('POST', '/v1/collect', $q, ['fields' => $fields])->body ?? [];
+            foreach ($page['items'] ?? [] as $item) {
+                $v = $item['values'] ?? [];
+                $s = $v['service'] ?? [];
+                $created = strtotime((string)($s['created_at'] ?? ''));
                 $accounts[] = [
-                    'email' => '',
-                    'username' => $s['username'],
-                    'domain' => (string)($s['settings']['domain'] ?? ''),
-                    'uniqueIdentifier' => $s['username'],
-                    'product' => (string)$s['product_id'],
+                    'email' => (string)($v['client']['email'] ?? ''),
+                    'username' => (string)($s['username'] ?? ''),
+                    'domain' => is_string($s['settings']['domain'] ?? null) ? $s['settings']['domain'] : '',
+                    'uniqueIdentifier' => (string)($s['username'] ?? ''),
+                    'product' => (string)($v['product']['name'] ?? ''),
                     'primaryip' => '',
-                    'created' => date('Y-m-d H:i:s', strtotime((string)$s['created_at'])),
-                    'status' => match ($s['status']) {
+                    'created' => $created ? date('Y-m-d H:i:s', $created) : '',
+                    'status' => match ($s['status'] ?? '') {
                         'active' => 'Active',
                         'suspended' => 'Suspended',
                         'terminated' => 'Terminated',
                         default => 'Pending',
                     },
-                    'provisio_service_id' => $s['id'],
-                    'whmcs_service_id' => $s['external_id'],
+                    'provisio_service_id' => $item['service_id'],
+                    'whmcs_service_id' => $s['external_id'] ?? null,
                 ];
             }
             $cursor = $page['next_cursor'] ?? null;
