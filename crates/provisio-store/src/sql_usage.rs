@@ -217,6 +217,46 @@ macro_rules! impl_usage_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn usage_of_services(
+                &self,
+                ids: &[provisio_core::ServiceId],
+            ) -> $crate::Result<(
+                Vec<provisio_core::usage::UsageState>,
+                Vec<provisio_core::usage::Topup>,
+            )> {
+                let mut states = Vec::new();
+                let mut topups = Vec::new();
+                for chunk in ids.chunks($crate::sql_usage::CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT * FROM service_usage WHERE service_id IN (",
+                    );
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.0);
+                    }
+                    qb.push(") ORDER BY service_id, metric");
+                    let rows: Vec<$crate::usage::UsageRow> =
+                        qb.build_query_as().fetch_all(&self.pool).await?;
+                    for r in rows {
+                        states.push(r.try_into()?);
+                    }
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT * FROM usage_topups WHERE service_id IN (",
+                    );
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.0);
+                    }
+                    qb.push(") ORDER BY id");
+                    let rows: Vec<$crate::usage::TopupRow> =
+                        qb.build_query_as().fetch_all(&self.pool).await?;
+                    for r in rows {
+                        topups.push(r.try_into()?);
+                    }
+                }
+                Ok((states, topups))
+            }
+
             async fn usage_readings(
                 &self,
                 id: provisio_core::ServiceId,

@@ -73,6 +73,9 @@ pub trait UsageStore: Send + Sync {
     /// `service.usage_exceeded` (per service and metric, once per period) events.
     async fn apply_usage(&self, readings: &[NewReading]) -> Result<Vec<UsageApplied>>;
     async fn service_usage(&self, id: ServiceId) -> Result<Vec<UsageState>>;
+    /// The current usage and the top-ups of many services at once (a page of a listing),
+    /// in a few `IN (…)` queries rather than two per service.
+    async fn usage_of_services(&self, ids: &[ServiceId]) -> Result<(Vec<UsageState>, Vec<Topup>)>;
     /// Readings of a service (optionally one metric), oldest first.
     async fn usage_readings(
         &self,

@@ -97,6 +97,25 @@ impl Engine {
         Ok((service, projected))
     }
 
+    /// The custom actions the service's server offers (its module's, per the server's
+    /// settings), in the module's order: what a billing system shows as buttons.
+    pub async fn service_custom_actions(&self, id: ServiceId) -> Result<Vec<String>> {
+        let service = self.get_service(id).await?;
+        let server = self
+            .store
+            .get_server(service.server_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "server",
+                key: service.server_id.to_string(),
+            })?;
+        Ok(self
+            .modules
+            .get(&server.module)
+            .map(|m| m.custom_actions(&server.settings))
+            .unwrap_or_default())
+    }
+
     /// Queues `action` on a service and wakes the worker. The status changes only when the
     /// remote has confirmed it.
     pub async fn request_action(

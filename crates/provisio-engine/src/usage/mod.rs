@@ -157,6 +157,17 @@ pub struct ServiceUsage {
     pub topups: Vec<Topup>,
 }
 
+/// One service of a usage listing: who it is to the billing system and its usage now.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ServiceUsageLine {
+    pub service_id: i64,
+    /// The billing system's id for the service (WHMCS's `serviceid`).
+    pub external_id: Option<String>,
+    pub username: String,
+    pub status: ServiceStatus,
+    pub metrics: Vec<MetricView>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct MetricView {
     pub metric: String,
@@ -439,6 +450,45 @@ impl Engine {
             service_id: id.0,
             metrics: states.iter().map(|s| metric_view(s, &topups)).collect(),
             topups,
+        })
+    }
+
+    /// The usage of a page of services (those `filter` selects), read in a few queries for
+    /// the whole page, so that a billing system's daily usage update is one request.
+    pub async fn usage_of_services(
+        &self,
+        filter: &provisio_store::ServiceFilter,
+        page: PageRequest,
+    ) -> Result<Page<ServiceUsageLine>> {
+        let services = self.store.list_services(filter, page).await?;
+        let ids: Vec<ServiceId> = services.items.iter().map(|s| s.id).collect();
+        let (states, topups) = self.store.usage_of_services(&ids).await?;
+        let mut by_service: HashMap<ServiceId, (Vec<&UsageState>, Vec<Topup>)> = HashMap::new();
+        for s in &states {
+            by_service.entry(s.service_id).or_default().0.push(s);
+        }
+        for t in topups {
+            by_service.entry(t.service_id).or_default().1.push(t);
+        }
+        Ok(Page {
+            next: services.next,
+            items: services
+                .items
+                .into_iter()
+                .map(|s| {
+                    let metrics = by_service
+                        .get(&s.id)
+                        .map(|(st, tp)| st.iter().map(|u| metric_view(u, tp)).collect())
+                        .unwrap_or_default();
+                    ServiceUsageLine {
+                        service_id: s.id.0,
+                        external_id: s.external_id.map(Into::into),
+                        username: s.username.into(),
+                        status: s.status,
+                        metrics,
+                    }
+                })
+                .collect(),
         })
     }
 

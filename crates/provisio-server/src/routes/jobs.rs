@@ -85,16 +85,25 @@ async fn list_jobs(
     Ok(axum::Json(List::from_page(found, JobView::from)))
 }
 
-/// Show a job with every attempt.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
-    responses((status = 200, body = JobView), (status = 404, body = Problem)))]
+/// Show a job with every attempt. With `?wait=SECONDS` the answer comes once the job is
+/// final or the time is up, whichever is first (its `state` says which): a billing system
+/// whose first wait ran out asks again without sending the action again.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path), super::services::WaitQuery),
+    responses((status = 200, body = JobView), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn get_job(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<super::services::WaitQuery>,
 ) -> Result<axum::Json<JobView>, ApiError> {
     let id = JobId(path_id(&id)?);
     caller.job(&app.engine, id).await?;
+    let wait = super::services::checked_wait(&q)?;
+    if wait > 0 {
+        app.engine
+            .wait_for_job(id, std::time::Duration::from_secs(wait))
+            .await?;
+    }
     let d = app.engine.get_job(id).await?;
     Ok(axum::Json(d.into()))
 }

@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(service_password))
         .routes(routes!(service_action))
         .routes(routes!(service_jobs))
+        .routes(routes!(service_actions))
 }
 
 pub(crate) const ACCESS: &[Access] = &[
@@ -45,6 +46,7 @@ pub(crate) const ACCESS: &[Access] = &[
     // A client key runs only the actions it names; the handler checks which.
     client_rule(Method::POST, "/v1/services/{id}/{action}", WRITE_BILLING),
     client_rule(Method::GET, "/v1/services/{id}/jobs", READ_BILLING),
+    client_rule(Method::GET, "/v1/services/{id}/actions", READ_BILLING),
 ];
 
 /// A service id from the path, if the caller may see that service.
@@ -353,6 +355,19 @@ pub struct WaitQuery {
     wait: Option<u64>,
 }
 
+/// The seconds a caller asked to wait, refused past the bound every wait shares.
+pub(crate) fn checked_wait(q: &WaitQuery) -> Result<u64, ApiError> {
+    match q.wait {
+        Some(w) if w > 300 => Err(ApiError::bad_field(
+            StatusCode::BAD_REQUEST,
+            "wait",
+            "range",
+            "must be at most 300 seconds",
+        )),
+        w => Ok(w.unwrap_or(0)),
+    }
+}
+
 /// Run an action on a service: `create`, `suspend`, `unsuspend`, `terminate`,
 /// `change-password`, `change-package`, `renew`, or a custom action the server's module
 /// offers; `accept` accepts a pending order, which runs create for a product set up
@@ -384,14 +399,7 @@ async fn service_action(
             .map_err(|_| ApiError::not_found(format!("no action '{other}' on services")))?,
     };
     caller.may_run(if accept { "accept" } else { action.as_str() })?;
-    if q.wait.is_some_and(|w| w > 300) {
-        return Err(ApiError::bad_field(
-            StatusCode::BAD_REQUEST,
-            "wait",
-            "range",
-            "must be at most 300 seconds",
-        ));
-    }
+    checked_wait(&q)?;
     let job = if accept {
         if body_given {
             return Err(ApiError::bad_field(
@@ -440,4 +448,25 @@ async fn service_jobs(
     };
     let found = app.engine.list_jobs(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, JobView::from)))
+}
+
+/// The custom actions a service's server offers.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceActions {
+    /// Names to pass as `{action}` to `POST /v1/services/{id}/{action}`.
+    pub custom: Vec<String>,
+}
+
+/// The custom actions that can run on a service (its server's module offers them), so a
+/// billing system can show one button each.
+#[utoipa::path(get, path = "/v1/services/{id}/actions", tag = "services", params(("id" = i64, Path)),
+    responses((status = 200, body = ServiceActions), (status = 404, body = Problem)))]
+async fn service_actions(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ServiceActions>, ApiError> {
+    let id = seen(&app, &caller, &id).await?;
+    let custom = app.engine.service_custom_actions(id).await?;
+    Ok(axum::Json(ServiceActions { custom }))
 }

@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use provisio_core::usage::{Topup, UsagePolicy, UsageReading};
 use provisio_core::ServiceId;
 use provisio_engine::input::RecordRef;
-use provisio_engine::usage::{ServiceUsage, SyncInput, SyncReport, TopupInput};
+use provisio_engine::usage::{ServiceUsage, ServiceUsageLine, SyncInput, SyncReport, TopupInput};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_syncs, start_sync))
         .routes(routes!(get_sync))
         .routes(routes!(service_usage))
+        .routes(routes!(usage_of_services))
         .routes(routes!(usage_history))
         .routes(routes!(list_topups, add_topup))
         .routes(routes!(get_policy, set_policy, delete_policy))
@@ -37,6 +38,7 @@ pub(crate) const ACCESS: &[Access] = &[
     fleet_rule(Method::GET, "/v1/usage/syncs", READ_BILLING),
     fleet_rule(Method::GET, "/v1/usage/syncs/{id}", READ_BILLING),
     client_rule(Method::GET, "/v1/services/{id}/usage", READ_BILLING),
+    client_rule(Method::GET, "/v1/usage/services", READ_BILLING),
     client_rule(Method::GET, "/v1/services/{id}/usage/history", READ_BILLING),
     client_rule(Method::GET, "/v1/services/{id}/topups", READ_BILLING),
     rule(Method::POST, "/v1/services/{id}/topups", WRITE_BILLING),
@@ -110,6 +112,39 @@ async fn service_usage(
 ) -> Result<axum::Json<ServiceUsage>, ApiError> {
     let id = readable(&app, &caller, &id).await?;
     Ok(axum::Json(app.engine.service_usage(id).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageListQuery {
+    status: Option<provisio_core::service::ServiceStatus>,
+    server_id: Option<i64>,
+    product_id: Option<i64>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// List the current usage of many services, a page at a time (up to 1,000 per page), in
+/// service id order: what a billing system's daily usage update reads in one request.
+#[utoipa::path(get, path = "/v1/usage/services", tag = "usage", params(UsageListQuery),
+    responses((status = 200, body = List<ServiceUsageLine>), (status = 400, body = Problem)))]
+async fn usage_of_services(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(q): Query<UsageListQuery>,
+) -> Result<axum::Json<List<ServiceUsageLine>>, ApiError> {
+    caller.may_run("usage")?;
+    let page = super::page(q.limit, q.cursor.as_deref())?;
+    let filter = provisio_store::ServiceFilter {
+        status: q.status,
+        server_id: q.server_id.map(provisio_core::ServerId),
+        product_id: q.product_id.map(provisio_core::ProductId),
+        scope: caller.scope,
+        ..Default::default()
+    };
+    let found = app.engine.usage_of_services(&filter, page).await?;
+    Ok(axum::Json(List::from_page(found, |l| l)))
 }
 
 #[derive(Deserialize, IntoParams)]

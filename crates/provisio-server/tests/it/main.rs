@@ -55,3 +55,4 @@ mod servers;
 mod services;
 mod usage;
 mod whmcs;
+mod whmcs_bridge;
