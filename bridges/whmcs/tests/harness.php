@@ -210,10 +210,12 @@ check(provisio_ClientAreaCustomButtonArray($params) === $buttons, 'ClientAreaCus
 $lifecycle('provisio_action1', $params, 'custom action reset_quota', static fn ($s) => $s['accounts']['whmcs101']['disk_mb'] === 0);
 
 // Single sign-on: Provisio's login link (from the remote).
-foreach (['provisio_ServiceSingleSignOn', 'provisio_AdminSingleSignOn'] as $fn) {
-    $sso = $fn($params);
-    check($sso['success'] === true && str_starts_with($sso['redirectTo'], 'https://panel.remote.test/sso/whmcs101/'), "$fn redirects to the remote's link", $sso);
-}
+$sso = provisio_ServiceSingleSignOn($params);
+check($sso['success'] === true && str_starts_with($sso['redirectTo'], 'https://panel.remote.test/sso/whmcs101/'), "ServiceSingleSignOn redirects to the remote's link", $sso);
+// Server-level login, as WHMCS calls it from the servers list: no service in $params.
+$serverOnly = array_diff_key($params, array_flip(['serviceid', 'userid', 'username', 'password', 'domain']));
+$sso = provisio_AdminSingleSignOn($serverOnly);
+check($sso['success'] === true && str_ends_with($sso['redirectTo'], '/console'), 'AdminSingleSignOn opens the Provisio console', $sso);
 
 $tab = provisio_AdminServicesTabFields($params);
 check(str_contains($tab['Provisio status'] ?? '', 'active') && str_contains($tab['Provisio jobs'] ?? '', 'renew')
@@ -242,10 +244,10 @@ check(Client::$sent - $sent === 1, 'UsageUpdate sent one request for ' . ($bulk 
 $rows = $GLOBALS['tblhosting'];
 check(count($rows) === $bulk + 1, 'every service got its usage row', count($rows));
 $b7 = $rows[5007] ?? [];
-check(($b7['diskused'] ?? null) == 7 && ($b7['disklimit'] ?? null) == 2000 && ($b7['bwusage'] ?? null) == 7 && ($b7['bwlimit'] ?? null) == 0
-    && isset($b7['lastupdate']) && $b7['server'] === 1, 'diskused, disklimit, bwusage, bwlimit, lastupdate in MB', $b7);
+check(($b7['diskusage'] ?? null) == 7 && ($b7['disklimit'] ?? null) == 2000 && ($b7['bwusage'] ?? null) == 7 && ($b7['bwlimit'] ?? null) == 0
+    && isset($b7['lastupdate']) && $b7['server'] === 1, 'diskusage, disklimit, bwusage, bwlimit, lastupdate in MB', $b7);
 $own = $rows[101] ?? [];
-check(($own['diskused'] ?? null) == 0 && ($own['bwusage'] ?? null) == 3, 'and the harness\'s own service', $own);
+check(($own['diskusage'] ?? null) == 0 && ($own['bwusage'] ?? null) == 3, 'and the harness\'s own service', $own);
 
 $lifecycle('provisio_TerminateAccount', $params, 'terminate', static fn ($s) => !isset($s['accounts']['whmcs101']));
 

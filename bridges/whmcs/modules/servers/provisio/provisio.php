@@ -29,7 +29,7 @@ function provisio_MetaData(): array
         'DefaultNonSSLPort' => '8470',
         'DefaultSSLPort' => '443',
         'ServiceSingleSignOnLabel' => 'Log in to the service',
-        'AdminSingleSignOnLabel' => 'Log in to the service',
+        'AdminSingleSignOnLabel' => 'Open the Provisio console',
         'ListAccountsUniqueIdentifierDisplayName' => 'Username',
         'ListAccountsUniqueIdentifierField' => 'username',
         'ListAccountsProductField' => 'configoption1',
@@ -206,9 +206,15 @@ function provisio_ServiceSingleSignOn(array $params): array
     return provisio_sign_on('ServiceSingleSignOn', $params);
 }
 
+/** WHMCS calls this from the servers list, for the server itself: it opens Provisio's console. */
 function provisio_AdminSingleSignOn(array $params): array
 {
-    return provisio_sign_on('AdminSingleSignOn', $params);
+    try {
+        $url = (string)provisio_call('AdminSingleSignOn', $params, static fn (Bridge $b) => $b->consoleUrl());
+        return ['success' => true, 'redirectTo' => $url];
+    } catch (\Throwable $e) {
+        return ['success' => false, 'errorMsg' => $e->getMessage()];
+    }
 }
 
 function provisio_sign_on(string $action, array $params): array

@@ -107,7 +107,7 @@ final class Bridge
             return $this->api->request('POST', '/v1/clients', null, $body, 'whmcs-client-' . $ext)->body ?? [];
         } catch (ApiError $e) {
             // Made meanwhile by another call for the same WHMCS client.
-            if ($e->status === 409 && $e->rule() === 'unique') {
+            if ($e->status === 409 && $e->rule() === 'unique' && $e->field() === 'external_id') {
                 return $this->api->request('GET', $path)->body ?? [];
             }
             throw $e;
@@ -164,7 +164,7 @@ final class Bridge
             $placed = $this->api->request('POST', '/v1/services', null, $order, $key);
             $service = $placed->body ?? [];
         } catch (ApiError $e) {
-            if ($e->status === 409 && $e->rule() === 'unique') {
+            if ($e->status === 409 && $e->rule() === 'unique' && $e->field() === 'external_id') {
                 // The service is in Provisio already but was not ordered by this call (made
                 // before by hand, or terminated and now set up again): run create on it.
                 return $this->action('create');
@@ -340,6 +340,12 @@ final class Bridge
 
     // ---- reads ---------------------------------------------------------------------
 
+    /** Provisio's console, where staff sign in with their own key: WHMCS's server-level login. */
+    public function consoleUrl(): string
+    {
+        return rtrim($this->api->baseUrl(), '/') . '/console';
+    }
+
     /** Provisio's login link for the service. */
     public function loginUrl(): string
     {
@@ -411,7 +417,7 @@ final class Bridge
             }
         }
         $out = [];
-        foreach ([['diskused', 'disklimit', self::DISK_METRICS], ['bwusage', 'bwlimit', self::BANDWIDTH_METRICS]] as [$used, $limit, $names]) {
+        foreach ([['diskusage', 'disklimit', self::DISK_METRICS], ['bwusage', 'bwlimit', self::BANDWIDTH_METRICS]] as [$used, $limit, $names]) {
             foreach ($names as $n) {
                 if (!isset($by[$n])) {
                     continue;

@@ -17,6 +17,16 @@ final class ApiError extends \RuntimeException
         parent::__construct($message);
     }
 
+    /** The field of the first field error (e.g. `external_id`, `username`), if any. */
+    public function field(): ?string
+    {
+        $errors = $this->problem['errors'] ?? null;
+        if (is_array($errors) && isset($errors[0]['field']) && is_string($errors[0]['field'])) {
+            return $errors[0]['field'];
+        }
+        return null;
+    }
+
     /** The rule of the first field error (e.g. `unique`, `in_progress`), if any. */
     public function rule(): ?string
     {

@@ -12,7 +12,7 @@ use WHMCS\Database\Capsule;
 
 if (!function_exists('provisio_whmcs_update_hosting')) {
     /**
-     * Sets columns of a service's tblhosting row (diskused, disklimit, bwusage, bwlimit,
+     * Sets columns of a service's tblhosting row (diskusage, disklimit, bwusage, bwlimit,
      * lastupdate, username); with $serverId only if the service is on that server.
      *
      * @param array<string,scalar> $fields
