@@ -98,7 +98,11 @@ impl GroupWrite<'_> {
         }
         guard.waiting.push(tx);
         drop(guard);
-        let _ = self.group.wake.try_send(());
+        if let Err(mpsc::error::TrySendError::Closed(())) = self.group.wake.try_send(()) {
+            // The flusher went with the runtime that started it: commit here instead of
+            // waiting for an answer that would never come.
+            flush(&self.group.state).await;
+        }
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(commit_failed(e)),
@@ -126,29 +130,34 @@ fn commit_failed(e: String) -> StoreError {
 
 async fn flusher(state: Arc<Mutex<State>>, mut wake: mpsc::Receiver<()>) {
     while wake.recv().await.is_some() {
-        let mut st = state.lock().await;
-        let Some(mut conn) = st.conn.take() else {
-            continue;
-        };
-        let waiting = std::mem::take(&mut st.waiting);
-        let result = SqliteTransactionManager::commit(&mut conn).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, callers = waiting.len(), "group commit failed");
-            // SQLite may have rolled the transaction back itself; make sure the connection
-            // leaves no transaction open, or let it go.
-            let clean = SqliteTransactionManager::rollback(&mut conn).await.is_ok()
-                && <Sqlite as Database>::TransactionManager::get_transaction_depth(&conn) == 0;
-            if !clean {
-                let _ = conn.close().await;
-            }
-        } else {
-            drop(conn);
+        flush(&state).await;
+    }
+}
+
+/// Commits the open group, if any, and answers its callers.
+async fn flush(state: &Mutex<State>) {
+    let mut st = state.lock().await;
+    let Some(mut conn) = st.conn.take() else {
+        return;
+    };
+    let waiting = std::mem::take(&mut st.waiting);
+    let result = SqliteTransactionManager::commit(&mut conn).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, callers = waiting.len(), "group commit failed");
+        // SQLite may have rolled the transaction back itself; make sure the connection
+        // leaves no transaction open, or let it go.
+        let clean = SqliteTransactionManager::rollback(&mut conn).await.is_ok()
+            && <Sqlite as Database>::TransactionManager::get_transaction_depth(&conn) == 0;
+        if !clean {
+            let _ = conn.close().await;
         }
-        drop(st);
-        let answer = result.map_err(|e| e.to_string());
-        for w in waiting {
-            let _ = w.send(answer.clone());
-        }
+    } else {
+        drop(conn);
+    }
+    drop(st);
+    let answer = result.map_err(|e| e.to_string());
+    for w in waiting {
+        let _ = w.send(answer.clone());
     }
 }
 
