@@ -6,6 +6,7 @@ mod accounts;
 mod audit;
 mod group;
 mod latency;
+mod memory;
 mod orders;
 mod queue;
 mod retention;
@@ -69,6 +70,18 @@ enum BenchCmd {
         /// Run on a fresh database on this PostgreSQL instead of SQLite.
         #[arg(long, value_name = "URL")]
         pg: Option<String>,
+    },
+    /// The resident memory of an idle `provisio serve` (the real binary) over a SQLite
+    /// database holding this many services, each with a finished job.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        services: usize,
+        /// The `provisio` binary; by default the one beside this executable.
+        #[arg(long)]
+        provisio_bin: Option<PathBuf>,
+        /// Idle means the resident size moved less than 1 MiB over this many seconds.
+        #[arg(long, default_value_t = 10)]
+        settle_secs: u64,
     },
     /// Actions against a slow local HTTP remote through the `http` module.
     Latency {
@@ -298,6 +311,16 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!("{} chaos invariants failed", report.failures.len())
             }
+        }
+        BenchCmd::Memory {
+            services,
+            provisio_bin,
+            settle_secs,
+        } => {
+            let bin = provisio_bin
+                .or_else(chaos::Options::sibling_provisio)
+                .unwrap_or_else(|| PathBuf::from("provisio"));
+            memory::run(services.max(1), bin, settle_secs.max(1)).await
         }
         BenchCmd::Engine { config } => queue::serve_engine(&config).await,
     }

@@ -61,6 +61,7 @@ where
 mod actor;
 mod clock;
 mod error;
+mod group;
 mod hooks;
 mod idempotency;
 mod postgres;
@@ -96,6 +97,7 @@ use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 pub use actor::{acting, acting_at, current_actor, current_depth, inherit};
 pub use clock::{offset_from, warn_if_off, Clock, Sample, WARN_OFFSET};
 pub use error::StoreError;
+pub use group::{DirectWrite, GroupWrite};
 pub use hooks::{
     DeliveryFilter, DeliveryUpdate, HandlerFilter, HandlerHealth, HookStore, NewDelivery,
     NewRuleRun,

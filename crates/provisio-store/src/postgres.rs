@@ -67,6 +67,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// A write transaction's turn: PostgreSQL commits concurrent transactions itself.
+    async fn write(&self) -> Result<crate::group::DirectWrite<Postgres>> {
+        Ok(crate::group::DirectWrite(self.pool.acquire().await?))
+    }
+
     /// Rows another claimer is taking are skipped rather than waited for.
     /// Locks a row read in a transaction that will write it back.
     const ROW_LOCK: &'static str = " FOR UPDATE";

@@ -70,9 +70,11 @@ macro_rules! impl_store {
                 c: &provisio_core::client::NewClient,
                 announce: &[&str],
             ) -> $crate::Result<provisio_core::client::Client> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let client = insert_client_tx(&mut tx, self.clock.now(), c, announce).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(client)
             }
 
@@ -81,12 +83,14 @@ macro_rules! impl_store {
                 clients: &[provisio_core::client::NewClient],
                 announce: &[&str],
             ) -> $crate::Result<Vec<provisio_core::client::Client>> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let mut out = Vec::with_capacity(clients.len());
                 for c in clients {
                     out.push(insert_client_tx(&mut tx, self.clock.now(), c, announce).await?);
                 }
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(out)
             }
 
@@ -117,7 +121,8 @@ macro_rules! impl_store {
                 c: &provisio_core::client::Client,
                 announce: &[&str],
             ) -> $crate::Result<provisio_core::client::Client> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows::ClientRow> = sqlx::query_as(
                     // balance_minor is left alone: only transactions move it.
                     "UPDATE clients SET name = $1, email = $2, status = $3, \
@@ -138,6 +143,7 @@ macro_rules! impl_store {
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
                 announce_client(&mut tx, self.clock.now(), &client, announce).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(client)
             }
 
@@ -146,7 +152,8 @@ macro_rules! impl_store {
                 id: provisio_core::ClientId,
                 announce: &[&str],
             ) -> $crate::Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows::ClientRow> =
                     sqlx::query_as("DELETE FROM clients WHERE id = $1 RETURNING *")
                         .bind(id.0)
@@ -158,6 +165,7 @@ macro_rules! impl_store {
                 let client: provisio_core::client::Client = row.try_into()?;
                 announce_client(&mut tx, self.clock.now(), &client, announce).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(true)
             }
 
@@ -206,10 +214,12 @@ macro_rules! impl_store {
                     (i64::MIN - delta, i64::MAX)
                 };
                 let now = $crate::rows::ts(self.clock.now());
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 if let Some(t) = find_transaction(&mut tx, client, &new.idempotency_key).await? {
                     let c = get_client_tx(&mut tx, client).await?;
                     tx.commit().await?;
+                    wr.durable().await?;
                     return Ok($crate::TransactionOutcome { transaction: t, client: c, replayed: true });
                 }
                 // One statement reads and writes the balance, so concurrent transactions of
@@ -256,12 +266,13 @@ macro_rules! impl_store {
                         // A concurrent request with the same key committed first: undo our
                         // balance change and answer with its transaction.
                         tx.rollback().await?;
-                        let mut tx = self.writer().begin().await?;
+                        let mut tx = wr.begin().await?;
                         let t = find_transaction(&mut tx, client, &new.idempotency_key)
                             .await?
                             .ok_or($crate::StoreError::NotFound)?;
                         let c = get_client_tx(&mut tx, client).await?;
                         tx.commit().await?;
+                        wr.durable().await?;
                         return Ok($crate::TransactionOutcome { transaction: t, client: c, replayed: true });
                     }
                     Err(e) => return Err(e.into()),
@@ -281,6 +292,7 @@ macro_rules! impl_store {
                     insert_events_tx(&mut tx, self.clock.now(), std::slice::from_ref(&event)).await?;
                 }
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok($crate::TransactionOutcome { transaction, client: after, replayed: false })
             }
 
@@ -306,7 +318,8 @@ macro_rules! impl_store {
                 s: &provisio_core::server::NewServer,
             ) -> $crate::Result<provisio_core::server::Server> {
                 let now = $crate::rows::ts(self.clock.now());
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: $crate::rows::ServerRow = sqlx::query_as(
                     "INSERT INTO servers (name, module, server_group, settings, max_concurrent, max_per_second, enabled, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
@@ -325,6 +338,7 @@ macro_rules! impl_store {
                 let server: provisio_core::server::Server = row.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "server.created", &$crate::rows::server_record(&server)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(server)
             }
 
@@ -346,7 +360,8 @@ macro_rules! impl_store {
                 &self,
                 s: &provisio_core::server::Server,
             ) -> $crate::Result<provisio_core::server::Server> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows::ServerRow> = sqlx::query_as(
                     "UPDATE servers SET name = $1, module = $2, server_group = $3, settings = $4, \
                      max_concurrent = $5, max_per_second = $6, enabled = $7, updated_at = $8 \
@@ -367,11 +382,13 @@ macro_rules! impl_store {
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "server.updated", &$crate::rows::server_record(&server)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(server)
             }
 
             async fn delete_server(&self, id: provisio_core::ServerId) -> $crate::Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows::ServerRow> =
                     sqlx::query_as("DELETE FROM servers WHERE id = $1 RETURNING *")
                         .bind(id.0)
@@ -381,6 +398,7 @@ macro_rules! impl_store {
                 let server: provisio_core::server::Server = row.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "server.deleted", &$crate::rows::server_record(&server)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(true)
             }
 
@@ -412,7 +430,8 @@ macro_rules! impl_store {
                 p: &provisio_core::product::NewProduct,
             ) -> $crate::Result<provisio_core::product::Product> {
                 let now = $crate::rows::ts(self.clock.now());
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: $crate::rows::ProductRow = sqlx::query_as(
                     "INSERT INTO products (name, module, extends, server_group, settings, auto_setup, client_fields, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
@@ -431,6 +450,7 @@ macro_rules! impl_store {
                 let product: provisio_core::product::Product = row.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "product.created", &$crate::rows::product_record(&product)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(product)
             }
 
@@ -452,7 +472,8 @@ macro_rules! impl_store {
                 &self,
                 p: &provisio_core::product::Product,
             ) -> $crate::Result<provisio_core::product::Product> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows::ProductRow> = sqlx::query_as(
                     "UPDATE products SET name = $1, module = $2, extends = $3, server_group = $4, \
                      settings = $5, auto_setup = $6, client_fields = $7, updated_at = $8 WHERE id = $9 RETURNING *",
@@ -472,11 +493,13 @@ macro_rules! impl_store {
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "product.updated", &$crate::rows::product_record(&product)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(product)
             }
 
             async fn delete_product(&self, id: provisio_core::ProductId) -> $crate::Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows::ProductRow> =
                     sqlx::query_as("DELETE FROM products WHERE id = $1 RETURNING *")
                         .bind(id.0)
@@ -486,6 +509,7 @@ macro_rules! impl_store {
                 let product: provisio_core::product::Product = row.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "product.deleted", &$crate::rows::product_record(&product)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(true)
             }
 
@@ -543,7 +567,8 @@ macro_rules! impl_store {
                 s: &provisio_core::service::Service,
             ) -> $crate::Result<provisio_core::service::Service> {
                 let susp = s.suspension.as_ref();
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows::ServiceRow> = sqlx::query_as(
                     "UPDATE services SET client_id = $1, product_id = $2, server_id = $3, username = $4, \
                      password = $5, status = $6, suspend_reason = $7, suspended_at = $8, suspended_until = $9, \
@@ -577,6 +602,7 @@ macro_rules! impl_store {
                 );
                 announce_record(&mut tx, self.clock.now(), "service.updated", &record).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(service)
             }
 
@@ -638,9 +664,11 @@ macro_rules! impl_store {
                 s: &provisio_core::service::NewService,
                 job: Option<&provisio_core::job::NewJob>,
             ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let out = insert_service_tx(&mut tx, self.clock.now(), s, job).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(out)
             }
 
@@ -648,7 +676,8 @@ macro_rules! impl_store {
                 &self,
                 orders: &[(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
             ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let servers: std::collections::BTreeSet<i64> =
                     orders.iter().map(|(s, _)| s.server_id.0).collect();
                 lock_loads(&mut tx, &servers, Self::ROW_LOCK).await?;
@@ -657,6 +686,7 @@ macro_rules! impl_store {
                     out.push(insert_service_tx(&mut tx, self.clock.now(), s, job.as_ref()).await?);
                 }
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(out)
             }
 
@@ -666,10 +696,12 @@ macro_rules! impl_store {
                 job: &provisio_core::job::NewJob,
                 events: &[provisio_core::event::NewEvent],
             ) -> $crate::Result<provisio_core::job::Job> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let j = insert_job(&mut tx, self.clock.now(), service_id, job).await?;
                 insert_events_tx(&mut tx, self.clock.now(), events).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(j)
             }
 
@@ -679,7 +711,8 @@ macro_rules! impl_store {
             ) -> $crate::Result<Vec<provisio_core::job::Job>> {
                 let now = $crate::rows::ts(self.clock.now());
                 let mut out = Vec::with_capacity(jobs.len());
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let actor = $crate::actor::stored();
                 // Many rows per statement: a group operation queues thousands, and every
                 // statement on the one writer delays the worker's next turn.
@@ -726,6 +759,7 @@ macro_rules! impl_store {
                     insert_events_tx(&mut tx, self.clock.now(), &events).await?;
                 }
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(out)
             }
 
@@ -736,7 +770,8 @@ macro_rules! impl_store {
                 message: &str,
             ) -> $crate::Result<provisio_core::job::Job> {
                 let now = self.clock.now();
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let j = insert_job(&mut tx, self.clock.now(), service_id, job).await?;
                 let row: $crate::rows::JobRow = sqlx::query_as(
                     "UPDATE jobs SET state = 'cancelled', last_error = $1, error_kind = 'permanent', \
@@ -757,6 +792,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 row.try_into()
             }
 
@@ -877,9 +913,11 @@ macro_rules! impl_store {
             }
 
             async fn finish_jobs(&self, updates: &[$crate::JobUpdate]) -> $crate::Result<Vec<bool>> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let applied = finish_tx(&mut tx, self.clock.now(), updates, Self::ROW_LOCK).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(applied)
             }
 
@@ -944,9 +982,11 @@ macro_rules! impl_store {
                 &self,
                 events: &[provisio_core::event::NewEvent],
             ) -> $crate::Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 insert_events_tx(&mut tx, self.clock.now(), events).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(())
             }
 

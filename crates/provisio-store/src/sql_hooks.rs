@@ -13,7 +13,8 @@ macro_rules! impl_hook_store {
                 h: &provisio_core::handler::NewHandler,
             ) -> $crate::Result<provisio_core::handler::Handler> {
                 let now = $crate::rows::ts(self.clock.now());
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: $crate::rows_hooks::HandlerRow = sqlx::query_as(
                     "INSERT INTO handlers (name, kind, target, status, phase, events, timeout_ms, ord, \
                      on_error, secret, email, disable_after_secs, created_at, updated_at) \
@@ -38,6 +39,7 @@ macro_rules! impl_hook_store {
                 let handler: provisio_core::handler::Handler = row.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "handler.created", &$crate::rows::handler_record(&handler)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(handler)
             }
 
@@ -61,7 +63,8 @@ macro_rules! impl_hook_store {
                 h: &provisio_core::handler::NewHandler,
             ) -> $crate::Result<provisio_core::handler::Handler> {
                 let enabled = h.status == provisio_core::handler::HandlerStatus::Enabled;
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows_hooks::HandlerRow> = sqlx::query_as(
                     "UPDATE handlers SET name = $1, kind = $2, target = $3, status = $4, phase = $5, \
                      events = $6, timeout_ms = $7, ord = $8, on_error = $9, \
@@ -91,6 +94,7 @@ macro_rules! impl_hook_store {
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "handler.updated", &$crate::rows::handler_record(&handler)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(handler)
             }
 
@@ -114,7 +118,8 @@ macro_rules! impl_hook_store {
             }
 
             async fn delete_handler(&self, id: provisio_core::HandlerId) -> $crate::Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows_hooks::HandlerRow> =
                     sqlx::query_as("DELETE FROM handlers WHERE id = $1 RETURNING *")
                         .bind(id.0)
@@ -124,6 +129,7 @@ macro_rules! impl_hook_store {
                 let handler: provisio_core::handler::Handler = row.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "handler.deleted", &$crate::rows::handler_record(&handler)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(true)
             }
 
@@ -173,7 +179,8 @@ macro_rules! impl_hook_store {
                 runs: &[$crate::NewRuleRun],
             ) -> $crate::Result<()> {
                 let now = $crate::rows::ts(self.clock.now());
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 for d in deliveries {
                     sqlx::query(
                         "INSERT INTO deliveries (handler_id, event_id, event_type, subject, state, \
@@ -217,6 +224,7 @@ macro_rules! impl_hook_store {
                     qb.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(())
             }
 
@@ -263,7 +271,8 @@ macro_rules! impl_hook_store {
                 u: &$crate::DeliveryUpdate,
             ) -> $crate::Result<$crate::HandlerHealth> {
                 let now = self.clock.now();
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let handler: Option<(i64,)> = sqlx::query_as(
                     "UPDATE deliveries SET state = $1, attempts = $2, next_at = $3, last_error = $4, \
                      lease_owner = NULL, lease_until = NULL, updated_at = $5 \
@@ -347,6 +356,7 @@ macro_rules! impl_hook_store {
                     }
                 }
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(health)
             }
 
@@ -430,7 +440,8 @@ macro_rules! impl_hook_store {
                 r: &provisio_core::rule::NewRule,
             ) -> $crate::Result<provisio_core::rule::Rule> {
                 let now = $crate::rows::ts(self.clock.now());
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: $crate::rows_hooks::RuleRow = sqlx::query_as(
                     "INSERT INTO rules (name, on_event, action, delay_secs, enabled, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
@@ -447,6 +458,7 @@ macro_rules! impl_hook_store {
                 let rule: provisio_core::rule::Rule = row.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "rule.created", &$crate::rows::rule_record(&rule)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(rule)
             }
 
@@ -469,7 +481,8 @@ macro_rules! impl_hook_store {
                 id: provisio_core::RuleId,
                 r: &provisio_core::rule::NewRule,
             ) -> $crate::Result<provisio_core::rule::Rule> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows_hooks::RuleRow> = sqlx::query_as(
                     "UPDATE rules SET name = $1, on_event = $2, action = $3, delay_secs = $4, \
                      enabled = $5, updated_at = $6 WHERE id = $7 RETURNING *",
@@ -487,11 +500,13 @@ macro_rules! impl_hook_store {
                     row.ok_or($crate::StoreError::NotFound)?.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "rule.updated", &$crate::rows::rule_record(&rule)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(rule)
             }
 
             async fn delete_rule(&self, id: provisio_core::RuleId) -> $crate::Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: Option<$crate::rows_hooks::RuleRow> =
                     sqlx::query_as("DELETE FROM rules WHERE id = $1 RETURNING *")
                         .bind(id.0)
@@ -501,6 +516,7 @@ macro_rules! impl_hook_store {
                 let rule: provisio_core::rule::Rule = row.try_into()?;
                 announce_record(&mut tx, self.clock.now(), "rule.deleted", &$crate::rows::rule_record(&rule)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(true)
             }
 

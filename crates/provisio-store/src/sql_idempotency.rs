@@ -15,7 +15,8 @@ macro_rules! impl_idempotency_store {
                 expired_before: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<$crate::IdempotencyClaim> {
                 use $crate::rows::ts;
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 // A finished use past its lifetime no longer holds the key.
                 sqlx::query(
                     "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key = $2 \
@@ -39,6 +40,7 @@ macro_rules! impl_idempotency_store {
                 .await?;
                 if claimed.is_some() {
                     tx.commit().await?;
+                    wr.durable().await?;
                     return Ok($crate::IdempotencyClaim::Claimed);
                 }
                 // The request that held it died with its node: the same request takes it
@@ -57,6 +59,7 @@ macro_rules! impl_idempotency_store {
                 .await?;
                 if taken.rows_affected() == 1 {
                     tx.commit().await?;
+                    wr.durable().await?;
                     return Ok($crate::IdempotencyClaim::Claimed);
                 }
                 let (fp, status, response, until): (String, Option<i64>, Option<Vec<u8>>, i64) =
@@ -69,6 +72,7 @@ macro_rules! impl_idempotency_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(match (status, response) {
                     (Some(status), Some(response)) => $crate::IdempotencyClaim::Done {
                         fingerprint: fp,

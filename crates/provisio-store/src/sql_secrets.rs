@@ -57,7 +57,8 @@ macro_rules! impl_secret_store {
                 let now = $crate::rows::ts(self.clock.now());
                 // Writes only, no read first: a SQLite transaction that read before writing
                 // fails when another connection wrote in between.
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 sqlx::query(
                     "UPDATE secret_keys SET state = 'retiring', updated_at = $1 \
                      WHERE state = 'current' AND kid <> $2",
@@ -78,6 +79,7 @@ macro_rules! impl_secret_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(())
             }
 
@@ -142,7 +144,8 @@ macro_rules! impl_secret_store {
                     format!("UPDATE {table} SET {col} = $1 WHERE id = $2 AND CAST({col} AS TEXT) = $3");
                 let bytes_sql = format!("UPDATE {table} SET {col} = $1 WHERE id = $2 AND {col} = $3");
                 let mut written = 0;
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 for (id, old, new) in rewrites {
                     let r = match (old, new) {
                         ($crate::SealedCell::Json(old), $crate::SealedCell::Json(new)) => {
@@ -173,6 +176,7 @@ macro_rules! impl_secret_store {
                     written += r.rows_affected();
                 }
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(written)
             }
         }

@@ -24,7 +24,8 @@ macro_rules! impl_usage_store {
                 let mut ids: Vec<i64> = readings.iter().map(|r| r.service_id.0).collect();
                 ids.sort_unstable();
                 ids.dedup();
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
 
                 let mut current: HashMap<(i64, String), UsageState> = HashMap::new();
                 let mut topups: HashMap<(i64, String), Vec<$crate::usage::TopupRow>> =
@@ -201,6 +202,7 @@ macro_rules! impl_usage_store {
                     qb.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(out)
             }
 
@@ -293,7 +295,8 @@ macro_rules! impl_usage_store {
                 service: provisio_core::ServiceId,
                 new: &provisio_core::usage::NewTopup,
             ) -> $crate::Result<(provisio_core::usage::Topup, bool)> {
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 if let Some(key) = &new.idempotency_key {
                     let found: Option<$crate::usage::TopupRow> = sqlx::query_as(
                         "SELECT * FROM usage_topups WHERE service_id = $1 AND idempotency_key = $2",
@@ -319,6 +322,7 @@ macro_rules! impl_usage_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok((row.try_into()?, false))
             }
 
@@ -487,7 +491,8 @@ macro_rules! impl_usage_store {
                      RETURNING {}",
                     $crate::usage::AUDIT_COLUMNS
                 );
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: $crate::usage::AuditRow = sqlx::query_as(&sql)
                     .bind(fin.state.as_str())
                     .bind(fin.remote_accounts)
@@ -501,6 +506,7 @@ macro_rules! impl_usage_store {
                     .await?;
                 insert_events_tx(&mut tx, self.clock.now(), events).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 row.try_into()
             }
 
@@ -570,7 +576,8 @@ macro_rules! impl_usage_store {
             ) -> $crate::Result<provisio_core::service::Service> {
                 let now = $crate::rows::ts(self.clock.now());
                 let suspended = s.status == provisio_core::service::ServiceStatus::Suspended;
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let row: $crate::rows::ServiceRow = sqlx::query_as(
                     "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
                      suspend_reason, suspended_at, invoice, parent_invoice, settings, outputs, created_at, updated_at) \
@@ -608,6 +615,7 @@ macro_rules! impl_usage_store {
                 );
                 insert_events_tx(&mut tx, self.clock.now(), std::slice::from_ref(&event)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(service)
             }
 
@@ -621,7 +629,8 @@ macro_rules! impl_usage_store {
             ) -> $crate::Result<Option<provisio_core::service::Service>> {
                 use provisio_core::service::ServiceStatus;
                 let now = $crate::rows::ts(self.clock.now());
-                let mut tx = self.writer().begin().await?;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
                 let before: Option<$crate::rows::ServiceRow> = sqlx::query_as(&format!(
                     "SELECT * FROM services WHERE id = $1{}",
                     Self::ROW_LOCK
@@ -673,6 +682,7 @@ macro_rules! impl_usage_store {
                 );
                 insert_events_tx(&mut tx, self.clock.now(), std::slice::from_ref(&event)).await?;
                 tx.commit().await?;
+                wr.durable().await?;
                 Ok(Some(after))
             }
         }

@@ -7,6 +7,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool};
 
 use crate::clock::Sample;
+use crate::group::{Group, GroupWrite};
 use crate::sql::impl_store;
 use crate::sql_hooks::impl_hook_store;
 use crate::sql_idempotency::impl_idempotency_store;
@@ -22,6 +23,8 @@ pub struct SqliteStore {
     /// The one writer connection. SQLite admits one writer at a time anyway; queueing
     /// writers here, in async code, beats letting them sleep in SQLite's busy handler.
     writer: SqlitePool,
+    /// Groups the write transactions of concurrent callers into one commit.
+    group: Group,
     clock: Clock,
 }
 
@@ -63,6 +66,7 @@ impl SqliteStore {
             .await?;
         let store = Self {
             pool,
+            group: Group::new(writer.clone()),
             writer,
             clock,
         };
@@ -85,6 +89,11 @@ impl SqliteStore {
 
     fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// A write transaction's turn: committed together with the others waiting beside it.
+    async fn write(&self) -> Result<GroupWrite<'_>> {
+        self.group.write().await
     }
 
     fn backend_kind() -> Backend {

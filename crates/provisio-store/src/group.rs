@@ -1,0 +1,177 @@
+//! Group commit for SQLite's single writer: write transactions that arrive together share
+//! one database transaction, each in a savepoint of its own, and every caller is answered
+//! only once the transaction holding its write has committed.
+//!
+//! How it works: the writer connection sits behind a fair (first come, first served) lock.
+//! The first caller of a group takes the pool's one writer connection and opens
+//! `BEGIN IMMEDIATE`; each caller runs its work inside a savepoint (sqlx's nested
+//! [`sqlx::Transaction`]), so an error rolls back that caller's part alone and reaches that
+//! caller alone. A caller that released its savepoint hands the lock on and waits; the
+//! flusher task, woken by it, queues for the same lock behind every caller already waiting,
+//! so when it gets the lock the group is everyone who came in meanwhile: it commits once and
+//! answers them all. A failed commit is answered to every caller of the group as an error,
+//! so nobody is told a write is durable that is not.
+//!
+//! The connection goes back to the pool after each commit, so the claims and single
+//! statements that use the writer pool directly still get their turn between groups.
+
+use std::sync::Arc;
+
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::SqliteTransactionManager;
+use sqlx::{Connection, Database, Sqlite, SqlitePool, Transaction, TransactionManager};
+use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
+
+use crate::{Result, StoreError};
+
+/// The shared writer of one SQLite store.
+pub(crate) struct Group {
+    writer: SqlitePool,
+    state: Arc<Mutex<State>>,
+    /// Wakes the flusher; a full channel already holds a wake-up, which is as good.
+    wake: mpsc::Sender<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The writer connection while a group's transaction is open.
+    conn: Option<PoolConnection<Sqlite>>,
+    /// Callers whose savepoints were released into the open transaction.
+    waiting: Vec<oneshot::Sender<std::result::Result<(), String>>>,
+}
+
+impl Group {
+    /// Must be called inside a Tokio runtime: it starts the flusher, which ends when the
+    /// group is dropped.
+    pub(crate) fn new(writer: SqlitePool) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let (wake, rx) = mpsc::channel(1);
+        tokio::spawn(flusher(state.clone(), rx));
+        Self {
+            writer,
+            state,
+            wake,
+        }
+    }
+
+    /// Waits for this caller's turn at the writer.
+    pub(crate) async fn write(&self) -> Result<GroupWrite<'_>> {
+        Ok(GroupWrite {
+            guard: Some(self.state.clone().lock_owned().await),
+            group: self,
+        })
+    }
+}
+
+/// One caller's turn at the writer: [`GroupWrite::begin`] its transaction, commit that
+/// (which releases its savepoint), then [`GroupWrite::durable`] waits for the real commit.
+pub struct GroupWrite<'a> {
+    guard: Option<OwnedMutexGuard<State>>,
+    group: &'a Group,
+}
+
+impl GroupWrite<'_> {
+    pub async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>> {
+        let state = self
+            .guard
+            .as_mut()
+            .expect("the guard is held until durable() or drop");
+        if state.conn.is_none() {
+            let mut conn = self.group.writer.acquire().await?;
+            // The write lock up front, as the claims take it: a deferred transaction that
+            // read before another process committed could not upgrade to write.
+            SqliteTransactionManager::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await?;
+            state.conn = Some(conn);
+        }
+        let conn = state.conn.as_mut().expect("opened above");
+        Ok(conn.begin().await?)
+    }
+
+    /// Hands the writer on and waits until the transaction holding this caller's released
+    /// savepoint has committed (or failed to).
+    pub async fn durable(mut self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut guard = self.guard.take().expect("durable() is called once");
+        if guard.conn.is_none() {
+            // Nothing was begun, so nothing waits to be committed.
+            return Ok(());
+        }
+        guard.waiting.push(tx);
+        drop(guard);
+        if let Err(mpsc::error::TrySendError::Closed(())) = self.group.wake.try_send(()) {
+            // The flusher went with the runtime that started it: commit here instead of
+            // waiting for an answer that would never come.
+            flush(&self.group.state).await;
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(commit_failed(e)),
+            Err(_) => Err(commit_failed("the writer stopped before committing".into())),
+        }
+    }
+}
+
+impl Drop for GroupWrite<'_> {
+    /// A caller that returns early (an error, nothing to change) still lets the group that
+    /// it was part of be committed.
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            drop(guard);
+            let _ = self.group.wake.try_send(());
+        }
+    }
+}
+
+fn commit_failed(e: String) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
+        "the group commit failed: {e}"
+    ))))
+}
+
+async fn flusher(state: Arc<Mutex<State>>, mut wake: mpsc::Receiver<()>) {
+    while wake.recv().await.is_some() {
+        flush(&state).await;
+    }
+}
+
+/// Commits the open group, if any, and answers its callers.
+async fn flush(state: &Mutex<State>) {
+    let mut st = state.lock().await;
+    let Some(mut conn) = st.conn.take() else {
+        return;
+    };
+    let waiting = std::mem::take(&mut st.waiting);
+    let result = SqliteTransactionManager::commit(&mut conn).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, callers = waiting.len(), "group commit failed");
+        // SQLite may have rolled the transaction back itself; make sure the connection
+        // leaves no transaction open, or let it go.
+        let clean = SqliteTransactionManager::rollback(&mut conn).await.is_ok()
+            && <Sqlite as Database>::TransactionManager::get_transaction_depth(&conn) == 0;
+        if !clean {
+            let _ = conn.close().await;
+        }
+    } else {
+        drop(conn);
+    }
+    drop(st);
+    let answer = result.map_err(|e| e.to_string());
+    for w in waiting {
+        let _ = w.send(answer.clone());
+    }
+}
+
+/// A turn at a pool that needs no grouping (PostgreSQL, whose server commits concurrent
+/// transactions itself): a connection, its transaction, and nothing to wait for after.
+pub struct DirectWrite<DB: Database>(pub(crate) PoolConnection<DB>);
+
+impl<DB: Database> DirectWrite<DB> {
+    pub async fn begin(&mut self) -> Result<Transaction<'_, DB>> {
+        Ok(self.0.begin().await?)
+    }
+
+    /// The transaction's own commit was the durable one.
+    pub async fn durable(self) -> Result<()> {
+        Ok(())
+    }
+}
