@@ -1,6 +1,8 @@
 //! `provisio key ...`: API keys, over the REST API with an admin key, or directly on the
 //! database (`--database-url` or `--config`) to bootstrap access before any key exists.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -69,7 +71,10 @@ pub const COLUMNS: &[Column] = &[
 
 /// Makes a key over the API and prints it alone on stdout: it is not shown again.
 pub async fn create(ctx: &Ctx, spec: &KeySpec) -> anyhow::Result<()> {
-    let made = ctx.api.post("/v1/keys", &spec.body()).await?;
+    let made: Value = ctx
+        .api
+        .post("/v1/keys", &[], Some(&spec.body()), Duration::ZERO)
+        .await?;
     let key = made["key"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("the server's answer holds no key"))?;
@@ -77,7 +82,7 @@ pub async fn create(ctx: &Ctx, spec: &KeySpec) -> anyhow::Result<()> {
 }
 
 pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
-    let keys = ctx.api.get("/v1/keys").await?;
+    let keys: Value = ctx.api.get("/v1/keys", &[]).await?;
     let items = keys.as_array().cloned().unwrap_or_default();
     output::print_list(ctx.output, &items, COLUMNS, "keys")
 }
@@ -92,7 +97,7 @@ pub fn live_key_id(keys: &[Value], name: &str) -> anyhow::Result<i64> {
 }
 
 pub async fn revoke(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
-    let keys = ctx.api.get("/v1/keys").await?;
+    let keys: Value = ctx.api.get("/v1/keys", &[]).await?;
     let id = live_key_id(keys.as_array().map(Vec::as_slice).unwrap_or_default(), name)?;
     ctx.api.delete(&format!("/v1/keys/{id}")).await?;
     output::emit(&format!("revoked key {name}"))
