@@ -20,9 +20,9 @@ use crate::requests::{
     ResolveBody, RetryFailedBody,
 };
 use crate::views::{
-    ClientBatchAnswer, ClientView, ConnectionTestView, JobView, List, LoginUrl, ModuleList,
-    PasswordView, ProductView, RetriedView, ServerView, ServiceBatchAnswer, ServiceView,
-    TransactionView,
+    ClientBatchAnswer, ClientView, ConnectionTestView, JobView, KeyView, List, LoginUrl,
+    ModuleList, NewKeyView, PasswordView, ProductView, RetriedView, ServerView, ServiceBatchAnswer,
+    ServiceView, TransactionView,
 };
 
 /// The largest page the API serves, used when every page is wanted anyway.
@@ -456,6 +456,29 @@ impl Client {
         };
         self.post("/v1/jobs/retry", &[], Some(&body), Duration::ZERO)
             .await
+    }
+
+    // --- keys ------------------------------------------------------------------------------
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyView>, ApiError> {
+        self.get("/v1/keys", &[]).await
+    }
+
+    /// Makes a key (`name`, `role`, and a scope for client and reseller keys); the answer
+    /// holds the key, which is never shown again.
+    pub async fn create_key(&self, spec: &Value) -> Result<NewKeyView, ApiError> {
+        self.post("/v1/keys", &[], Some(spec), Duration::ZERO).await
+    }
+
+    pub async fn revoke_key(&self, id: i64) -> Result<KeyView, ApiError> {
+        self.call::<(), _>(
+            Method::DELETE,
+            &format!("/v1/keys/{id}"),
+            &[],
+            None,
+            Duration::ZERO,
+        )
+        .await
     }
 
     // --- the generic verbs the operations above are made of --------------------------------

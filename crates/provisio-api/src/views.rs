@@ -443,3 +443,40 @@ pub struct ClientBatchAnswer {
 pub struct LoginUrl {
     pub url: String,
 }
+
+/// A key as listed: never the key itself, only its first characters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub id: i64,
+    pub name: String,
+    /// The key's first characters, to tell keys apart.
+    pub prefix: String,
+    pub role: provisio_core::access::Role,
+    pub client_id: Option<i64>,
+    pub reseller_id: Option<i64>,
+    /// What a client key may run; absent for the role's default.
+    pub actions: Option<Vec<String>>,
+    pub reveal_secrets: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A new key: the record, and the key itself, which is never shown again.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NewKeyView {
+    #[serde(flatten)]
+    pub record: KeyView,
+    pub key: String,
+}
+
+// By hand, so the new key never reaches a log through `{:?}`.
+impl std::fmt::Debug for NewKeyView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKeyView")
+            .field("record", &self.record)
+            .field("key", &"(secret)")
+            .finish()
+    }
+}

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use provisio_api::requests::{ActionFields, NewService, NewTransaction, RecordRef};
 use provisio_api::views::{
-    ClientBatchAnswer, ClientView, JobView, List, ModuleList, ProductView, ServerView,
-    ServiceBatchAnswer, ServiceView, TransactionView,
+    ClientBatchAnswer, ClientView, JobView, KeyView, List, ModuleList, NewKeyView, ProductView,
+    ServerView, ServiceBatchAnswer, ServiceView, TransactionView,
 };
 use provisio_api::{Client, Problem};
 use serde::de::DeserializeOwned;
@@ -88,6 +88,20 @@ async fn typed_answers_equal_the_raw_answers() {
     for name in names {
         same::<provisio_core::module::ModuleInfo>(&c, &format!("/v1/modules/{name}")).await;
     }
+
+    // Keys: the new one with its key, then as listed.
+    let made: Value = c
+        .post(
+            "/v1/keys",
+            &[],
+            Some(&json!({"name": "billing-1", "role": "billing"})),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert!(made["key"].is_string(), "{made}");
+    agrees::<NewKeyView>(&made);
+    same::<Vec<KeyView>>(&c, "/v1/keys").await;
 
     // Batch answers, with a created item and a refused one.
     let batch: Value = c
