@@ -178,7 +178,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     } = cli;
     let remote = || -> anyhow::Result<commands::Ctx> {
         Ok(commands::Ctx {
-            api: api::Api::new(url.clone(), api_key(key.clone()))?,
+            api: api::connect(&url, api_key(key.clone()).as_deref())?,
             output,
         })
     };

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 
 use comfy_table::{presets, ContentArrangement, Table};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// The `-o/--output` choice.
@@ -49,8 +50,8 @@ impl Column {
 const HIDDEN: &str = "(secret)";
 
 /// Prints one record: a field/value table, or its pretty JSON.
-pub fn print_record(format: Format, record: &Value) -> anyhow::Result<()> {
-    let record = redacted(record);
+pub fn print_record<T: Serialize + ?Sized>(format: Format, record: &T) -> anyhow::Result<()> {
+    let record = redacted(&serde_json::to_value(record)?);
     match format {
         Format::Json => print_json(&record),
         Format::Table => emit(&render_record(&record)),
@@ -59,13 +60,16 @@ pub fn print_record(format: Format, record: &Value) -> anyhow::Result<()> {
 
 /// Prints the records of a listing: a table of `columns`, or the JSON array of the records.
 /// `noun` names the records (`clients`) for the line shown when there are none.
-pub fn print_list(
+pub fn print_list<T: Serialize>(
     format: Format,
-    items: &[Value],
+    items: &[T],
     columns: &[Column],
     noun: &str,
 ) -> anyhow::Result<()> {
-    let items: Vec<Value> = items.iter().map(redacted).collect();
+    let items = items
+        .iter()
+        .map(|i| serde_json::to_value(i).map(|v| redacted(&v)))
+        .collect::<Result<Vec<Value>, _>>()?;
     match format {
         Format::Json => print_json(&Value::Array(items)),
         Format::Table if items.is_empty() => emit(&format!("no {noun}")),

@@ -107,7 +107,10 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(p) = product {
                 body["product"] = server_ref(&p);
             }
-            let started = ctx.api.post("/v1/audits", &body).await?;
+            let started: Value = ctx
+                .api
+                .post("/v1/audits", &[], Some(&body), Duration::ZERO)
+                .await?;
             let ids: Vec<i64> = started
                 .as_array()
                 .into_iter()
@@ -128,7 +131,7 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
             for a in &audits {
                 let findings = ctx
                     .api
-                    .get(&format!("/v1/audits/{}/findings", a["id"]))
+                    .get::<Value>(&format!("/v1/audits/{}/findings", a["id"]), &[])
                     .await?;
                 all.push((a.clone(), findings));
             }
@@ -181,10 +184,10 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
             kind,
             summary,
         } => {
-            let a = ctx.api.get(&format!("/v1/audits/{id}")).await?;
-            let f = ctx
+            let a: Value = ctx.api.get(&format!("/v1/audits/{id}"), &[]).await?;
+            let f: Value = ctx
                 .api
-                .get_with(
+                .get(
                     &format!("/v1/audits/{id}/findings"),
                     &[("kind", kind.unwrap_or_default())],
                 )
@@ -225,7 +228,7 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 async fn server_names(ctx: &Ctx) -> anyhow::Result<HashMap<i64, String>> {
-    let servers = ctx
+    let servers: Vec<provisio_api::views::ServerView> = ctx
         .list(
             "/v1/servers",
             &[],
@@ -235,10 +238,7 @@ async fn server_names(ctx: &Ctx) -> anyhow::Result<HashMap<i64, String>> {
             },
         )
         .await?;
-    Ok(servers
-        .iter()
-        .filter_map(|s| Some((s["id"].as_i64()?, s["name"].as_str()?.to_string())))
-        .collect())
+    Ok(servers.into_iter().map(|s| (s.id, s.name)).collect())
 }
 
 fn name_of(a: &Value, names: &HashMap<i64, String>) -> String {
@@ -276,7 +276,7 @@ async fn follow(
             if done.contains_key(id) {
                 continue;
             }
-            let a = ctx.api.get(&format!("/v1/audits/{id}")).await?;
+            let a: Value = ctx.api.get(&format!("/v1/audits/{id}"), &[]).await?;
             let bar = bars.entry(*id).or_insert_with(|| {
                 let b = multi.add(ProgressBar::new_spinner());
                 b.set_style(style.clone());

@@ -1,6 +1,9 @@
 //! `provisio client ...`: the customers whose services Provisio provisions.
 
-use serde_json::{json, Map, Value};
+use provisio_api::requests::{NewClient, NewTransaction};
+use provisio_api::views::{ClientView, TransactionView};
+use provisio_core::client::TransactionKind;
+use serde_json::{Map, Value};
 
 use super::{parse_field, require_changes, Ctx, Paging, Records};
 use crate::output::{self, col, Column};
@@ -99,11 +102,12 @@ const TRANSACTION_COLUMNS: &[Column] = &[
     col("CREATED", "/created_at"),
 ];
 
-const CLIENTS: Records = Records {
+const CLIENTS: Records<ClientView> = Records {
     base: "/v1/clients",
     noun: "client",
     plural: "clients",
     columns: COLUMNS,
+    answer: std::marker::PhantomData,
 };
 
 const COLUMNS: &[Column] = &[
@@ -124,19 +128,15 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
             balance_minor,
             fields,
         } => {
-            let mut body = Map::new();
-            body.insert("name".into(), name.into());
-            body.insert("email".into(), email.into());
-            if let Some(currency) = currency {
-                body.insert("currency".into(), currency.into());
-            }
-            if let Some(balance) = balance_minor {
-                body.insert("balance_minor".into(), balance.into());
-            }
-            if !fields.is_empty() {
-                body.insert("custom_fields".into(), text_map(fields));
-            }
-            let client = ctx.api.post("/v1/clients", &Value::Object(body)).await?;
+            let body = NewClient {
+                name,
+                email,
+                currency,
+                balance_minor,
+                custom_fields: fields.into_iter().collect(),
+                ..Default::default()
+            };
+            let client = ctx.api.create_client(&body).await?;
             output::print_record(ctx.output, &client)
         }
         ClientCmd::List {
@@ -160,24 +160,21 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
             unset_fields,
         } => {
             let body = edit_body(name, email, status, fields, unset_fields)?;
-            let client = ctx.api.patch(&path(id), &Value::Object(body)).await?;
+            let client = ctx.api.update_client(id, &body).await?;
             output::print_record(ctx.output, &client)
         }
         ClientCmd::Archive { id } => {
-            let client = ctx
-                .api
-                .post(&format!("{}/archive", path(id)), &json!({}))
-                .await?;
+            let client = ctx.api.archive_client(id).await?;
             output::print_record(ctx.output, &client)
         }
         ClientCmd::Delete { id } => CLIENTS.delete(ctx, &id.to_string()).await,
-        ClientCmd::Pay(args) => transaction(ctx, "payment", args).await,
-        ClientCmd::Charge(args) => transaction(ctx, "charge", args).await,
-        ClientCmd::Credit(args) => transaction(ctx, "credit", args).await,
-        ClientCmd::Refund(args) => transaction(ctx, "refund", args).await,
+        ClientCmd::Pay(args) => transaction(ctx, TransactionKind::Payment, args).await,
+        ClientCmd::Charge(args) => transaction(ctx, TransactionKind::Charge, args).await,
+        ClientCmd::Credit(args) => transaction(ctx, TransactionKind::Credit, args).await,
+        ClientCmd::Refund(args) => transaction(ctx, TransactionKind::Refund, args).await,
         ClientCmd::Import(args) => super::import::run(ctx, &super::import::CLIENTS, args).await,
         ClientCmd::Transactions { id, paging } => {
-            let items = ctx
+            let items: Vec<TransactionView> = ctx
                 .list(&format!("{}/transactions", path(id)), &[], &paging)
                 .await?;
             output::print_list(ctx.output, &items, TRANSACTION_COLUMNS, "transactions")
@@ -185,39 +182,30 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
     }
 }
 
-async fn transaction(ctx: &Ctx, kind: &str, args: TransactionArgs) -> anyhow::Result<()> {
+async fn transaction(
+    ctx: &Ctx,
+    kind: TransactionKind,
+    args: TransactionArgs,
+) -> anyhow::Result<()> {
     let id = args.id;
-    let body = transaction_body(kind, args);
     let t = ctx
         .api
-        .post(&format!("{}/transactions", path(id)), &body)
+        .add_transaction(id, &transaction_body(kind, args))
         .await?;
     output::print_record(ctx.output, &t)
 }
 
-fn transaction_body(kind: &str, args: TransactionArgs) -> Value {
-    let mut body = json!({
-        "kind": kind,
-        "amount_minor": args.amount_minor,
-        "idempotency_key": args.key,
-    });
-    if let Some(d) = args.description {
-        body["description"] = d.into();
+fn transaction_body(kind: TransactionKind, args: TransactionArgs) -> NewTransaction {
+    NewTransaction {
+        kind,
+        amount_minor: args.amount_minor,
+        idempotency_key: args.key,
+        description: args.description,
     }
-    body
 }
 
 fn path(id: i64) -> String {
     CLIENTS.path(&id.to_string())
-}
-
-fn text_map(pairs: Vec<(String, String)>) -> Value {
-    Value::Object(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect(),
-    )
 }
 
 fn edit_body(
@@ -255,6 +243,8 @@ fn edit_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use serde_json::json;
 
     #[test]
     fn edits_send_only_what_changes() {
@@ -297,7 +287,7 @@ mod tests {
         };
         assert_eq!(args.id, 7);
         assert_eq!(
-            transaction_body("refund", args),
+            serde_json::to_value(transaction_body(TransactionKind::Refund, args)).unwrap(),
             json!({"kind": "refund", "amount_minor": 250, "idempotency_key": "rf-1",
                    "description": "goodwill"})
         );
@@ -307,7 +297,7 @@ mod tests {
             panic!("parsed as pay")
         };
         assert_eq!(
-            transaction_body("payment", args),
+            serde_json::to_value(transaction_body(TransactionKind::Payment, args)).unwrap(),
             json!({"kind": "payment", "amount_minor": 5, "idempotency_key": "k"})
         );
         assert!(Cli::try_parse_from(["client", "pay", "7", "--key", "k"]).is_err());

@@ -2,6 +2,8 @@
 //! `collect` reads the field and filter notations of seed 003 (`[service.parent_invoice:X]`,
 //! `["service,parent_invoice":X]`, `[service:[parent_invoice:X]]`) and `key=value` words.
 
+use std::time::Duration;
+
 use anyhow::{anyhow, bail};
 use serde_json::{json, Map, Value};
 
@@ -217,7 +219,10 @@ pub async fn collect(args: CollectArgs, ctx: &Ctx) -> anyhow::Result<()> {
             Some(c) => format!("/v1/collect?limit=1000&cursor={c}"),
             None => "/v1/collect?limit=1000".to_string(),
         };
-        let page = ctx.api.post(&path, &body).await?;
+        let page: Value = ctx
+            .api
+            .post(&path, &[], Some(&body), Duration::ZERO)
+            .await?;
         items.extend(page["items"].as_array().cloned().unwrap_or_default());
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
@@ -393,7 +398,7 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 if let Some(a) = &pages.after {
                     path.push_str(&format!("&after={}", segment(a)));
                 }
-                let r = ctx.api.get(&path).await?;
+                let r: Value = ctx.api.get(&path, &[]).await?;
                 if !pages.add(r) {
                     break;
                 }
@@ -470,7 +475,12 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
         let r = ctx
             .api
-            .post(&format!("/v1/groups/{}/{op}", segment(&invoice)), &body)
+            .post(
+                &format!("/v1/groups/{}/{op}", segment(&invoice)),
+                &[],
+                Some(&body),
+                Duration::ZERO,
+            )
             .await?;
         if !pages.add(r) {
             break;
@@ -524,7 +534,10 @@ pub async fn cleanup(args: CleanupArgs, ctx: &Ctx) -> anyhow::Result<()> {
     if let Some(a) = args.after {
         body["after"] = a.into();
     }
-    let r = ctx.api.post("/v1/cleanup", &body).await?;
+    let r: Value = ctx
+        .api
+        .post("/v1/cleanup", &[], Some(&body), Duration::ZERO)
+        .await?;
     if ctx.output == Format::Json {
         return output::print_json(&r);
     }

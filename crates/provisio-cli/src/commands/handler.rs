@@ -1,6 +1,8 @@
 //! `provisio handler ...`: gates and notify handlers, their signing secrets and the delivery
 //! log (`deliveries`, `delivery`, `redeliver`).
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use serde_json::{json, Map, Value};
 
@@ -110,11 +112,12 @@ pub enum HandlerCmd {
     Redeliver { id: i64 },
 }
 
-const HANDLERS: Records = Records {
+const HANDLERS: Records<Value> = Records {
     base: "/v1/handlers",
     noun: "handler",
     plural: "handlers",
     columns: COLUMNS,
+    answer: std::marker::PhantomData,
 };
 
 const COLUMNS: &[Column] = &[
@@ -192,7 +195,10 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
                            "subject": email_subject.unwrap_or_default(), "body": text}),
                 );
             }
-            let h = ctx.api.post("/v1/handlers", &Value::Object(body)).await?;
+            let h: Value = ctx
+                .api
+                .post("/v1/handlers", &[], Some(&body), Duration::ZERO)
+                .await?;
             if h.get("secret").is_some() && ctx.output == output::Format::Table {
                 eprintln!(
                     "The signing secret is shown only now; keep it where the receiver can read it."
@@ -255,7 +261,12 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
         HandlerCmd::RotateSecret { handler } => {
             let h = ctx
                 .api
-                .post(&format!("{}/rotate-secret", path(&handler)), &json!({}))
+                .post::<Value, Value>(
+                    &format!("{}/rotate-secret", path(&handler)),
+                    &[],
+                    Some(&json!({})),
+                    Duration::ZERO,
+                )
                 .await?;
             output::print_record(ctx.output, &h)
         }
@@ -268,17 +279,24 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 ("handler", handler.unwrap_or_default()),
                 ("state", state.unwrap_or_default()),
             ];
-            let items = ctx.list("/v1/deliveries", &filters, &paging).await?;
+            let items: Vec<Value> = ctx.list("/v1/deliveries", &filters, &paging).await?;
             output::print_list(ctx.output, &items, DELIVERY_COLUMNS, "deliveries")
         }
         HandlerCmd::Delivery { id } => output::print_record(
             ctx.output,
-            &ctx.api.get(&format!("/v1/deliveries/{id}")).await?,
+            &ctx.api
+                .get::<Value>(&format!("/v1/deliveries/{id}"), &[])
+                .await?,
         ),
         HandlerCmd::Redeliver { id } => {
             let d = ctx
                 .api
-                .post(&format!("/v1/deliveries/{id}/redeliver"), &json!({}))
+                .post::<Value, Value>(
+                    &format!("/v1/deliveries/{id}/redeliver"),
+                    &[],
+                    Some(&json!({})),
+                    Duration::ZERO,
+                )
                 .await?;
             output::print_record(ctx.output, &d)
         }

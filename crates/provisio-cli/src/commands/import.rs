@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use provisio_api::Problem;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -31,21 +32,41 @@ pub struct ImportArgs {
 
 /// One kind of record the batch endpoints take.
 pub struct Kind {
-    pub path: &'static str,
     /// The body's list (`orders`, `clients`) and each item's record field (`order`,
     /// `client`).
     pub list: &'static str,
     pub item: &'static str,
 }
 
+/// Each item's place in the batch, status and problem, from either batch answer.
+async fn send(
+    ctx: &Ctx,
+    kind: &Kind,
+    items: &[Value],
+) -> anyhow::Result<Vec<(usize, u16, Option<Problem>)>> {
+    Ok(if kind.list == CLIENTS.list {
+        let answer = ctx.api.create_clients_batch(items).await?;
+        answer
+            .results
+            .into_iter()
+            .map(|r| (r.index, r.status, r.problem))
+            .collect()
+    } else {
+        let answer = ctx.api.create_services_batch(items).await?;
+        answer
+            .results
+            .into_iter()
+            .map(|r| (r.index, r.status, r.problem))
+            .collect()
+    })
+}
+
 pub const SERVICES: Kind = Kind {
-    path: "/v1/services/batch",
     list: "orders",
     item: "order",
 };
 
 pub const CLIENTS: Kind = Kind {
-    path: "/v1/clients/batch",
     list: "clients",
     item: "client",
 };
@@ -116,32 +137,26 @@ pub async fn run(ctx: &Ctx, kind: &Kind, args: ImportArgs) -> anyhow::Result<()>
             .iter()
             .map(|l| json!({"idempotency_key": l.key, kind.item: l.record}))
             .collect();
-        let answer = ctx
-            .api
-            .post(kind.path, &json!({ kind.list: items }))
-            .await?;
-        for r in answer["results"].as_array().into_iter().flatten() {
-            let Some(line) = r["index"].as_u64().and_then(|i| chunk.get(i as usize)) else {
+        for (index, status, problem) in send(ctx, kind, &items).await? {
+            let Some(line) = chunk.get(index) else {
                 continue;
             };
-            match r["status"].as_u64() {
-                Some(201) => created += 1,
-                Some(200) => replayed += 1,
+            match status {
+                201 => created += 1,
+                200 => replayed += 1,
                 status => failures.push(json!({
                     "line": line.number,
                     "status": status,
-                    "detail": on_the_line(kind, r["problem"]["detail"].as_str().unwrap_or("refused")),
-                    "errors": r["problem"]["errors"].as_array().map(|errors| {
-                        errors
+                    "detail": on_the_line(kind, problem.as_ref().map_or("refused", |p| p.detail.as_str())),
+                    "errors": problem.as_ref().filter(|p| !p.errors.is_empty()).map(|p| {
+                        p.errors
                             .iter()
                             .map(|e| {
-                                let mut e = e.clone();
-                                for k in ["field", "message"] {
-                                    if let Some(t) = e[k].as_str() {
-                                        e[k] = on_the_line(kind, t).into();
-                                    }
-                                }
-                                e
+                                json!({
+                                    "field": on_the_line(kind, &e.field),
+                                    "rule": e.rule,
+                                    "message": on_the_line(kind, &e.message),
+                                })
                             })
                             .collect::<Vec<_>>()
                     }),

@@ -69,17 +69,13 @@ pub const COLUMNS: &[Column] = &[
 
 /// Makes a key over the API and prints it alone on stdout: it is not shown again.
 pub async fn create(ctx: &Ctx, spec: &KeySpec) -> anyhow::Result<()> {
-    let made = ctx.api.post("/v1/keys", &spec.body()).await?;
-    let key = made["key"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("the server's answer holds no key"))?;
-    output::emit(key)
+    let made = ctx.api.create_key(&spec.body()).await?;
+    output::emit(&made.key)
 }
 
 pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
-    let keys = ctx.api.get("/v1/keys").await?;
-    let items = keys.as_array().cloned().unwrap_or_default();
-    output::print_list(ctx.output, &items, COLUMNS, "keys")
+    let keys = ctx.api.list_keys().await?;
+    output::print_list(ctx.output, &keys, COLUMNS, "keys")
 }
 
 /// The id of the key in use called `name` (or with that id), among `keys` as listed.
@@ -92,8 +88,8 @@ pub fn live_key_id(keys: &[Value], name: &str) -> anyhow::Result<i64> {
 }
 
 pub async fn revoke(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
-    let keys = ctx.api.get("/v1/keys").await?;
+    let keys = serde_json::to_value(ctx.api.list_keys().await?)?;
     let id = live_key_id(keys.as_array().map(Vec::as_slice).unwrap_or_default(), name)?;
-    ctx.api.delete(&format!("/v1/keys/{id}")).await?;
+    ctx.api.revoke_key(id).await?;
     output::emit(&format!("revoked key {name}"))
 }

@@ -22,6 +22,9 @@ use anyhow::{anyhow, bail};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::api::{self, Api, Listing};
 use crate::output::Format;
 
@@ -34,12 +37,12 @@ pub struct Ctx {
 impl Ctx {
     /// Fetches a listing as `paging` asks and, in table mode, says on stderr when records
     /// were left out, so a person does not take the first page for the whole list.
-    pub async fn list(
+    pub async fn list<T: DeserializeOwned>(
         &self,
         path: &str,
         filters: &[(&str, String)],
         paging: &Paging,
-    ) -> anyhow::Result<Vec<Value>> {
+    ) -> anyhow::Result<Vec<T>> {
         let Listing { items, more } = self
             .api
             .list(path, filters, paging.page_size(), paging.all)
@@ -55,17 +58,19 @@ impl Ctx {
 }
 
 /// The commands every kind of record has (list, show, edit, delete): they differ only in
-/// the collection's path, the table's columns and the noun in messages.
-pub struct Records {
+/// the collection's path, the answer type the API sends for one record (`T`), the table's
+/// columns and the noun in messages.
+pub struct Records<T> {
     /// The collection, `/v1/servers`.
     pub base: &'static str,
     /// One record in messages, `server`; the plural names a listing.
     pub noun: &'static str,
     pub plural: &'static str,
     pub columns: &'static [crate::output::Column],
+    pub answer: std::marker::PhantomData<fn() -> T>,
 }
 
-impl Records {
+impl<T: DeserializeOwned + Serialize> Records<T> {
     /// One record's path, by id or name (names are percent-encoded).
     pub fn path(&self, key: &str) -> String {
         format!("{}/{}", self.base, api::segment(key))
@@ -77,12 +82,13 @@ impl Records {
         filters: &[(&str, String)],
         paging: &Paging,
     ) -> anyhow::Result<()> {
-        let items = ctx.list(self.base, filters, paging).await?;
+        let items: Vec<T> = ctx.list(self.base, filters, paging).await?;
         crate::output::print_list(ctx.output, &items, self.columns, self.plural)
     }
 
     pub async fn show(&self, ctx: &Ctx, key: &str) -> anyhow::Result<()> {
-        crate::output::print_record(ctx.output, &ctx.api.get(&self.path(key)).await?)
+        let record: T = ctx.api.get(&self.path(key), &[]).await?;
+        crate::output::print_record(ctx.output, &record)
     }
 
     /// Sends the changes the options gave; `options` names them when there were none.
@@ -94,10 +100,7 @@ impl Records {
         options: &str,
     ) -> anyhow::Result<()> {
         require_changes(&changes, options)?;
-        let changed = ctx
-            .api
-            .patch(&self.path(key), &Value::Object(changes))
-            .await?;
+        let changed: T = ctx.api.patch(&self.path(key), &changes).await?;
         crate::output::print_record(ctx.output, &changed)
     }
 

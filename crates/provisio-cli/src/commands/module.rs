@@ -1,10 +1,8 @@
 //! `provisio module ...`: the installed modules, their capabilities and settings schemas.
 
-use anyhow::anyhow;
 use serde_json::Value;
 
 use super::Ctx;
-use crate::api::segment;
 use crate::output::{self, cell, col, Column, Format};
 
 #[derive(clap::Subcommand, Debug)]
@@ -44,23 +42,11 @@ const NOT_RULES: [&str; 8] = [
 pub async fn run(cmd: ModuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
         ModuleCmd::List => {
-            let mut answer = ctx.api.get("/v1/modules").await?;
-            let items = match answer.get_mut("items").map(Value::take) {
-                Some(Value::Array(items)) => items,
-                _ => {
-                    let base = ctx.api.base_url();
-                    return Err(anyhow!(
-                        "Provisio at {base} sent a module list without items"
-                    ));
-                }
-            };
-            output::print_list(ctx.output, &items, COLUMNS, "modules")
+            let answer = ctx.api.list_modules().await?;
+            output::print_list(ctx.output, &answer.items, COLUMNS, "modules")
         }
         ModuleCmd::Show { name } => {
-            let module = ctx
-                .api
-                .get(&format!("/v1/modules/{}", segment(&name)))
-                .await?;
+            let module = serde_json::to_value(ctx.api.get_module(&name).await?)?;
             match ctx.output {
                 Format::Json => output::print_json(&module),
                 Format::Table => output::emit(&render_module(&module)),

@@ -1,5 +1,7 @@
 //! `provisio product ...`: what is sold, its module settings, and the plans that extend it.
 
+use provisio_api::requests::NewProduct;
+use provisio_api::views::ProductView;
 use serde_json::{Map, Value};
 
 use super::{clearable, Ctx, NewSettings, Paging, Records, SettingsChanges};
@@ -104,11 +106,12 @@ pub enum ProductCmd {
     },
 }
 
-const PRODUCTS: Records = Records {
+const PRODUCTS: Records<ProductView> = Records {
     base: "/v1/products",
     noun: "product",
     plural: "products",
     columns: COLUMNS,
+    answer: std::marker::PhantomData,
 };
 
 const COLUMNS: &[Column] = &[
@@ -130,23 +133,19 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
             settings,
             auto_setup,
         } => {
-            let mut body = Map::new();
-            body.insert("name".into(), name.into());
-            body.insert("module".into(), module.into());
-            let optional = [
-                ("extends", extends),
-                ("server_group", server_group),
-                ("auto_setup", auto_setup),
-            ];
-            for (key, value) in optional {
-                if let Some(value) = value {
-                    body.insert(key.into(), value.into());
-                }
-            }
-            if let Some(settings) = settings.build()? {
-                body.insert("settings".into(), Value::Object(settings));
-            }
-            let product = ctx.api.post("/v1/products", &Value::Object(body)).await?;
+            let body = NewProduct {
+                name,
+                module,
+                extends,
+                server_group,
+                settings: settings.build()?.unwrap_or_default(),
+                // clap has checked the value against the names.
+                auto_setup: auto_setup
+                    .map(|a| serde_json::from_value(Value::String(a)))
+                    .transpose()?,
+                client_fields: None,
+            };
+            let product = ctx.api.create_product(&body).await?;
             output::print_record(ctx.output, &product)
         }
         ProductCmd::List { module, paging } => {
@@ -191,9 +190,9 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 .await
         }
         ProductCmd::UsagePolicy { product } => {
-            let p = ctx
+            let p: Value = ctx
                 .api
-                .get(&format!("{}/usage-policy", path(&product)))
+                .get(&format!("{}/usage-policy", path(&product)), &[])
                 .await?;
             output::print_record(ctx.output, &p)
         }
@@ -220,7 +219,7 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 }
                 None => {}
             }
-            let p = ctx
+            let p: Value = ctx
                 .api
                 .put(&format!("{}/usage-policy", path(&product)), &body)
                 .await?;

@@ -3,7 +3,8 @@
 //! `provisio service` actions too.
 
 use anyhow::bail;
-use serde_json::{json, Map, Value};
+use provisio_api::views::{JobView, RetriedView};
+use serde_json::Value;
 
 use super::{Ctx, Paging};
 use crate::output::{self, cell, col, Column, Format};
@@ -107,59 +108,40 @@ pub async fn run(cmd: QueueCmd, ctx: &Ctx) -> anyhow::Result<()> {
                     service.map(|s| s.to_string()).unwrap_or_default(),
                 ),
             ];
-            let items = ctx.list("/v1/jobs", &filters, &paging).await?;
+            let items: Vec<JobView> = ctx.list("/v1/jobs", &filters, &paging).await?;
             output::print_list(ctx.output, &items, COLUMNS, "jobs")
         }
         QueueCmd::Show { id } => {
-            let job = ctx.api.get(&path(id)).await?;
-            print_job(ctx.output, &job)
+            let job = ctx.api.get_job(id).await?;
+            print_job(ctx.output, &serde_json::to_value(&job)?)
         }
         QueueCmd::Retry {
             id: Some(id),
             all: false,
             server: _,
         } => {
-            let job = ctx.api.post_empty(&format!("{}/retry", path(id))).await?;
-            print_job(ctx.output, &job)
+            let job = ctx.api.retry_job(id).await?;
+            print_job(ctx.output, &serde_json::to_value(&job)?)
         }
         QueueCmd::Retry { server, .. } => {
-            let answer = ctx
-                .api
-                .post("/v1/jobs/retry", &retry_all_body(server))
-                .await?;
+            let answer = ctx.api.retry_failed(server.as_deref()).await?;
             match ctx.output {
-                Format::Json => output::print_json(&answer),
+                Format::Json => output::print_json(&serde_json::to_value(&answer)?),
                 Format::Table => output::emit(&retried_line(&answer)),
             }
         }
         QueueCmd::Resolve { id, note } => {
-            let job = ctx
-                .api
-                .post(&format!("{}/resolve", path(id)), &json!({ "note": note }))
-                .await?;
-            print_job(ctx.output, &job)
+            let job = ctx.api.resolve_job(id, &note).await?;
+            print_job(ctx.output, &serde_json::to_value(&job)?)
         }
     }
 }
 
-fn path(id: i64) -> String {
-    format!("/v1/jobs/{id}")
-}
-
-fn retry_all_body(server: Option<String>) -> Value {
-    let mut body = Map::new();
-    if let Some(server) = server {
-        body.insert("server".into(), server.into());
-    }
-    Value::Object(body)
-}
-
 /// `retried 3 jobs`, from the answer to `POST /v1/jobs/retry`.
-fn retried_line(answer: &Value) -> String {
-    match answer.get("retried").and_then(Value::as_u64) {
-        Some(1) => "retried 1 job".to_string(),
-        Some(n) => format!("retried {n} jobs"),
-        None => format!("retried jobs ({answer})"),
+fn retried_line(answer: &RetriedView) -> String {
+    match answer.retried {
+        1 => "retried 1 job".to_string(),
+        n => format!("retried {n} jobs"),
     }
 }
 
@@ -260,6 +242,7 @@ pub fn finish_waited(format: Format, job: &Value) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn job(state: &str, last_error: Value) -> Value {
         json!({
@@ -337,11 +320,10 @@ mod tests {
 
     #[test]
     fn retry_all_says_how_many() {
-        assert_eq!(retry_all_body(None), json!({}));
-        assert_eq!(retry_all_body(Some("r1".into())), json!({"server": "r1"}));
-        assert_eq!(retried_line(&json!({"retried": 3})), "retried 3 jobs");
-        assert_eq!(retried_line(&json!({"retried": 1})), "retried 1 job");
-        assert_eq!(retried_line(&json!({"retried": 0})), "retried 0 jobs");
+        let retried = |n| retried_line(&RetriedView { retried: n });
+        assert_eq!(retried(3), "retried 3 jobs");
+        assert_eq!(retried(1), "retried 1 job");
+        assert_eq!(retried(0), "retried 0 jobs");
     }
 
     #[test]

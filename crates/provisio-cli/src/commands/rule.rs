@@ -1,6 +1,8 @@
 //! `provisio rule ...`: automation rules (on an event, after a grace period, act on the
 //! client's services) and the record of their firings (`runs`).
 
+use std::time::Duration;
+
 use serde_json::{json, Map, Value};
 
 use super::{Ctx, Paging, Records};
@@ -108,11 +110,12 @@ pub enum RuleCmd {
     },
 }
 
-const RULES: Records = Records {
+const RULES: Records<Value> = Records {
     base: "/v1/rules",
     noun: "rule",
     plural: "rules",
     columns: COLUMNS,
+    answer: std::marker::PhantomData,
 };
 
 const COLUMNS: &[Column] = &[
@@ -152,7 +155,11 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if disabled {
                 body["enabled"] = false.into();
             }
-            output::print_record(ctx.output, &ctx.api.post("/v1/rules", &body).await?)
+            let rule: Value = ctx
+                .api
+                .post("/v1/rules", &[], Some(&body), Duration::ZERO)
+                .await?;
+            output::print_record(ctx.output, &rule)
         }
         RuleCmd::List => {
             RULES
@@ -204,7 +211,7 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
         RuleCmd::Delete { rule } => RULES.delete(ctx, &rule).await,
         RuleCmd::Runs { rule, paging } => {
             let filters = [("rule", rule.unwrap_or_default())];
-            let items = ctx.list("/v1/rule-runs", &filters, &paging).await?;
+            let items: Vec<Value> = ctx.list("/v1/rule-runs", &filters, &paging).await?;
             output::print_list(ctx.output, &items, RUN_COLUMNS, "rule runs")
         }
     }

@@ -1,5 +1,7 @@
 //! `provisio server ...`: the remote systems that modules drive, with their credentials and limits.
 
+use provisio_api::requests::NewServer;
+use provisio_api::views::ServerView;
 use serde_json::{Map, Value};
 
 use super::{Ctx, NewSettings, Paging, Records, SettingsChanges};
@@ -87,11 +89,12 @@ pub enum ServerCmd {
     },
 }
 
-const SERVERS: Records = Records {
+const SERVERS: Records<ServerView> = Records {
     base: "/v1/servers",
     noun: "server",
     plural: "servers",
     columns: COLUMNS,
+    answer: std::marker::PhantomData,
 };
 
 const COLUMNS: &[Column] = &[
@@ -115,25 +118,16 @@ pub async fn run(cmd: ServerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             max_per_second,
             disabled,
         } => {
-            let mut body = Map::new();
-            body.insert("name".into(), name.into());
-            body.insert("module".into(), module.into());
-            if let Some(group) = group {
-                body.insert("group".into(), group.into());
-            }
-            if let Some(settings) = settings.build()? {
-                body.insert("settings".into(), Value::Object(settings));
-            }
-            if let Some(n) = max_concurrent {
-                body.insert("max_concurrent".into(), n.into());
-            }
-            if let Some(n) = max_per_second {
-                body.insert("max_per_second".into(), n.into());
-            }
-            if disabled {
-                body.insert("enabled".into(), false.into());
-            }
-            let server = ctx.api.post("/v1/servers", &Value::Object(body)).await?;
+            let body = NewServer {
+                name,
+                module,
+                group,
+                settings: settings.build()?.unwrap_or_default(),
+                max_concurrent,
+                max_per_second,
+                enabled: disabled.then_some(false),
+            };
+            let server = ctx.api.create_server(&body).await?;
             output::print_record(ctx.output, &server)
         }
         ServerCmd::List {
@@ -197,10 +191,8 @@ pub async fn run(cmd: ServerCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
         ServerCmd::Delete { server } => SERVERS.delete(ctx, &server).await,
         ServerCmd::Test { server } => {
-            let answer = ctx
-                .api
-                .post_empty(&format!("{}/test", path(&server)))
-                .await?;
+            let answer = ctx.api.test_server(&server).await?;
+            let answer = serde_json::to_value(&answer)?;
             let verdict = test_verdict(&server, &answer);
             match (ctx.output, verdict) {
                 (Format::Json, verdict) => {
@@ -226,10 +218,6 @@ fn test_verdict(server: &str, answer: &Value) -> anyhow::Result<String> {
         .filter(|e| !e.is_empty())
         .unwrap_or_else(|| "no reason given".into());
     anyhow::bail!("server {server}: connection test failed: {error}")
-}
-
-fn path(server: &str) -> String {
-    SERVERS.path(server)
 }
 
 #[cfg(test)]

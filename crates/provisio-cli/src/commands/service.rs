@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
+use provisio_api::requests::{self, LoginUrlRequest, NewService, RecordRef};
+use provisio_api::views::{JobView, ServiceView};
 use provisio_core::module::Action;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{json, Map, Value};
 
-use super::{
-    clearable, id_or_name, queue, read_password, Ctx, NewSettings, Paging, Records, SettingsChanges,
-};
+use super::{clearable, queue, read_password, Ctx, NewSettings, Paging, Records, SettingsChanges};
 use crate::output::{self, col, Column, Format};
 
 const STATUSES: [&str; 5] = ["pending", "active", "suspended", "terminated", "failed"];
@@ -191,23 +191,15 @@ struct ActionFields {
 }
 
 impl ActionFields {
-    /// The request body, or `None` when no field is given, so the request carries no body
-    /// and the server uses its defaults.
-    fn body(self) -> Option<Value> {
-        let mut body = Map::new();
-        if let Some(reason) = self.reason {
-            body.insert("reason".into(), reason.into());
+    /// The request body; the client sends none when no field is given, so the server uses
+    /// its defaults.
+    fn body(self) -> requests::ActionFields {
+        requests::ActionFields {
+            reason: self.reason,
+            until: self.until,
+            password: self.password.map(|p| p.expose_secret().to_string()),
+            product: self.product.as_deref().map(RecordRef::parse),
         }
-        if let Some(until) = self.until {
-            body.insert("until".into(), until.to_rfc3339().into());
-        }
-        if let Some(password) = self.password {
-            body.insert("password".into(), password.expose_secret().into());
-        }
-        if let Some(product) = self.product {
-            body.insert("product".into(), id_or_name(&product));
-        }
-        (!body.is_empty()).then_some(Value::Object(body))
     }
 }
 
@@ -216,11 +208,12 @@ fn parse_until(arg: &str) -> Result<DateTime<FixedOffset>, String> {
         .map_err(|e| format!("expected an RFC 3339 time like 2030-01-31T00:00:00Z: {e}"))
 }
 
-const SERVICES: Records = Records {
+const SERVICES: Records<ServiceView> = Records {
     base: "/v1/services",
     noun: "service",
     plural: "services",
     columns: COLUMNS,
+    answer: std::marker::PhantomData,
 };
 
 const COLUMNS: &[Column] = &[
@@ -250,29 +243,14 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
             // Read standard input before anything is sent, so a missing password stops the
             // command instead of creating a service with a generated one.
             let password = password_stdin.then(read_password).transpose()?;
-            let mut body = Map::new();
-            body.insert("client_id".into(), client_id.into());
-            body.insert("product".into(), id_or_name(&product));
-            if let Some(server) = server {
-                body.insert("server".into(), id_or_name(&server));
-            }
-            let optional = [
-                ("username", username),
-                ("invoice", invoice),
-                ("parent_invoice", parent_invoice),
-            ];
-            for (key, value) in optional {
-                if let Some(value) = value {
-                    body.insert(key.into(), value.into());
-                }
-            }
-            if let Some(settings) = settings.build()? {
-                body.insert("settings".into(), Value::Object(settings));
-            }
-            if let Some(password) = password {
-                body.insert("password".into(), password.expose_secret().into());
-            }
-            let service = ctx.api.post("/v1/services", &Value::Object(body)).await?;
+            let mut body = NewService::new(client_id, RecordRef::parse(&product));
+            body.server = server.as_deref().map(RecordRef::parse);
+            body.username = username;
+            body.invoice = invoice;
+            body.parent_invoice = parent_invoice;
+            body.settings = settings.build()?.unwrap_or_default();
+            body.password = password.map(|p| p.expose_secret().to_string());
+            let service = ctx.api.create_service(&body).await?;
             output::print_record(ctx.output, &service)
         }
         ServiceCmd::List {
@@ -337,10 +315,8 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
         ServiceCmd::Delete { id } => SERVICES.delete(ctx, &id.to_string()).await,
         ServiceCmd::Password { id } => {
-            let answer = ctx.api.get(&format!("{}/password", path(id))).await?;
-            let Some(password) = answer.get("password").and_then(Value::as_str) else {
-                anyhow::bail!("Provisio sent no password for service {id}");
-            };
+            let answer = ctx.api.service_password(id).await?;
+            let password = answer.password.as_str();
             match ctx.output {
                 Format::Table => output::emit(password),
                 Format::Json => output::print_json(&json!({ "password": password })),
@@ -421,23 +397,17 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
         ServiceCmd::Accept { id, wait } => act(ctx, id, "accept", Default::default(), wait).await,
         ServiceCmd::LoginUrl { id, from } => {
-            let body = match from {
-                Some(f) => serde_json::json!({"from_service": f}),
-                None => serde_json::json!({}),
-            };
-            let r = ctx
-                .api
-                .post(&format!("{}/login-url", path(id)), &body)
-                .await?;
+            let body = LoginUrlRequest { from_service: from };
+            let r = ctx.api.login_url(id, &body).await?;
             if ctx.output == output::Format::Json {
-                output::print_json(&r)
+                output::print_json(&serde_json::to_value(&r)?)
             } else {
-                output::emit(r["url"].as_str().unwrap_or_default())
+                output::emit(&r.url)
             }
         }
         ServiceCmd::Jobs { id, paging } => {
             let path = format!("{}/jobs", path(id));
-            let items = ctx.list(&path, &[], &paging).await?;
+            let items: Vec<JobView> = ctx.list(&path, &[], &paging).await?;
             output::print_list(ctx.output, &items, queue::SERVICE_COLUMNS, "jobs")
         }
         ServiceCmd::Import(args) => super::import::run(ctx, &super::import::SERVICES, args).await,
@@ -453,17 +423,11 @@ async fn act(
     fields: ActionFields,
     Wait { wait }: Wait,
 ) -> anyhow::Result<()> {
-    let query = [("wait", wait.map(|w| w.to_string()).unwrap_or_default())];
-    let body = fields.body();
     let job = ctx
         .api
-        .post_held(
-            &format!("{}/{action}", path(id)),
-            &query,
-            body.as_ref(),
-            Duration::from_secs(wait.unwrap_or(0)),
-        )
+        .service_action(id, action, &fields.body(), wait.map(Duration::from_secs))
         .await?;
+    let job = serde_json::to_value(&job)?;
     if wait.is_some() {
         queue::finish_waited(ctx.output, &job)
     } else {
@@ -486,13 +450,20 @@ mod tests {
         cmd: ServiceCmd,
     }
 
+    impl ActionFields {
+        fn body_json(self) -> Option<Value> {
+            let body = self.body();
+            (!body.is_empty()).then(|| serde_json::to_value(body).unwrap())
+        }
+    }
+
     fn parse(args: &[&str]) -> Result<ServiceCmd, clap::Error> {
         Cli::try_parse_from([&["x"], args].concat()).map(|c| c.cmd)
     }
 
     #[test]
     fn actions_without_fields_send_no_body() {
-        assert_eq!(ActionFields::default().body(), None);
+        assert_eq!(ActionFields::default().body_json(), None);
         let cmd = parse(&["change-password", "5"]).unwrap();
         assert!(matches!(
             cmd,
@@ -526,7 +497,7 @@ mod tests {
             until,
             ..Default::default()
         }
-        .body();
+        .body_json();
         assert_eq!(
             body,
             Some(json!({"reason": "non-payment", "until": "2030-01-31T00:00:00+01:00"}))
@@ -535,7 +506,7 @@ mod tests {
             reason: Some("asked by phone".into()),
             ..Default::default()
         };
-        assert_eq!(free.body(), Some(json!({"reason": "asked by phone"})));
+        assert_eq!(free.body_json(), Some(json!({"reason": "asked by phone"})));
         let e = parse(&["suspend", "5", "--until", "tomorrow"])
             .unwrap_err()
             .to_string();
@@ -549,7 +520,7 @@ mod tests {
                 product: Some(p.into()),
                 ..Default::default()
             }
-            .body()
+            .body_json()
         };
         assert_eq!(product("12"), Some(json!({"product": 12})));
         assert_eq!(product("gold"), Some(json!({"product": "gold"})));
@@ -562,7 +533,7 @@ mod tests {
             password: Some(SecretString::from("s3cret")),
             ..Default::default()
         }
-        .body();
+        .body_json();
         assert_eq!(body, Some(json!({"password": "s3cret"})));
         // There is no way to give the password as an argument.
         assert!(parse(&["change-password", "5", "--password", "s3cret"]).is_err());

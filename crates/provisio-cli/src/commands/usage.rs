@@ -96,7 +96,10 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 Some(s) => json!({ "server": server_ref(&s) }),
                 None => json!({}),
             };
-            let run = ctx.api.post("/v1/usage/syncs", &body).await?;
+            let run: Value = ctx
+                .api
+                .post("/v1/usage/syncs", &[], Some(&body), Duration::ZERO)
+                .await?;
             let id = run["id"].as_i64().unwrap_or_default();
             if no_wait {
                 return match ctx.output {
@@ -117,13 +120,13 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
             Ok(())
         }
         UsageCmd::Run { id } => {
-            let report = ctx.api.get(&format!("/v1/usage/syncs/{id}")).await?;
+            let report: Value = ctx.api.get(&format!("/v1/usage/syncs/{id}"), &[]).await?;
             print_report(ctx.output, &report)
         }
         UsageCmd::Show { service } => {
             let u = ctx
                 .api
-                .get(&format!("/v1/services/{service}/usage"))
+                .get::<Value>(&format!("/v1/services/{service}/usage"), &[])
                 .await?;
             match ctx.output {
                 Format::Json => output::print_json(&u),
@@ -144,7 +147,7 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
             }
         }
         UsageCmd::History { service, metric } => {
-            let items = ctx
+            let items: Vec<Value> = ctx
                 .list(
                     &format!("/v1/services/{service}/usage/history"),
                     &[("metric", metric.unwrap_or_default())],
@@ -167,7 +170,12 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 json!({"metric": metric, "amount": amount, "note": note, "idempotency_key": key});
             let t = ctx
                 .api
-                .post(&format!("/v1/services/{service}/topups"), &body)
+                .post::<Value, Value>(
+                    &format!("/v1/services/{service}/topups"),
+                    &[],
+                    Some(&body),
+                    Duration::ZERO,
+                )
                 .await?;
             output::print_record(ctx.output, &t)
         }
@@ -196,7 +204,7 @@ async fn follow(ctx: &Ctx, id: i64) -> anyhow::Result<Value> {
     .progress_chars("=> ");
     let mut bars: HashMap<i64, ProgressBar> = HashMap::new();
     loop {
-        let r = ctx.api.get(&format!("/v1/usage/syncs/{id}")).await?;
+        let r: Value = ctx.api.get(&format!("/v1/usage/syncs/{id}"), &[]).await?;
         for s in r["servers"].as_array().into_iter().flatten() {
             let sid = s["server_id"].as_i64().unwrap_or_default();
             let bar = bars.entry(sid).or_insert_with(|| {

@@ -6,7 +6,7 @@ use provisio_core::client::ClientStatus;
 use provisio_core::ClientId;
 use provisio_engine::input::{ClientCreate, ClientPatch, TransactionCreate};
 use provisio_store::ClientFilter;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -14,7 +14,7 @@ use crate::access::{client_rule, rule, Access, Caller, READ_BILLING, WRITE_BILLI
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, Query};
 use crate::idempotency::IdempotencyKey;
-use crate::views::{ClientView, List, TransactionView};
+use crate::views::{ClientBatchAnswer, ClientBatchResult, ClientView, List, TransactionView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -150,27 +150,6 @@ pub struct ClientBatch {
     /// 1 to 1000 clients; each is checked on its own.
     #[schema(value_type = Vec<ClientBatchItem>, min_items = 1, max_items = 1000)]
     pub clients: Vec<serde_json::Value>,
-}
-
-/// One client's result, at its place in the batch.
-#[derive(Serialize, ToSchema)]
-pub struct ClientBatchResult {
-    /// The client's position in `clients`, from 0.
-    pub index: usize,
-    /// 201 created, 200 created before under its idempotency key, or the error's status.
-    pub status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<ClientView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<Problem>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ClientBatchAnswer {
-    pub results: Vec<ClientBatchResult>,
-    pub created: usize,
-    pub replayed: usize,
-    pub failed: usize,
 }
 
 /// Create up to 1,000 clients at once (an import): each is checked on its own, the valid

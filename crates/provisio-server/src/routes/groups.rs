@@ -14,8 +14,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::access::{client_rule, rule, Access, Caller, READ_BILLING, WRITE_BILLING, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, OptionalJson, Query};
-use crate::views::List;
+use crate::views::{List, LoginUrl};
 use crate::AppState;
+use provisio_api::requests::LoginUrlRequest;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -176,20 +177,6 @@ async fn cleanup(
         }
     };
     Ok(axum::Json(app.engine.cleanup(after, body.dry_run).await?))
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoginUrlRequest {
-    /// Ask on behalf of this service's holder: allowed for the service itself, or from a
-    /// group's master into its children.
-    #[serde(default)]
-    pub from_service: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LoginUrl {
-    pub url: String,
 }
 
 /// A short-lived single sign-on link into a service, from modules with the `login_url` capability.

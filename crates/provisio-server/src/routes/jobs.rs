@@ -8,14 +8,15 @@ use provisio_core::{ServerId, ServiceId};
 use provisio_engine::input::RecordRef;
 use provisio_store::JobFilter;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{client_rule, Access, Caller, READ_BILLING, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, OptionalJson, Query};
-use crate::views::{JobView, List, RetriedView};
+use crate::views::{job_detail_view, JobView, List, RetriedView};
 use crate::AppState;
+use provisio_api::requests::{ResolveBody, RetryFailedBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -105,7 +106,7 @@ async fn get_job(
             .await?;
     }
     let d = app.engine.get_job(id).await?;
-    Ok(axum::Json(d.into()))
+    Ok(axum::Json(job_detail_view(d)))
 }
 
 /// Run a failed job again, with a fresh set of retries.
@@ -117,14 +118,6 @@ async fn retry_job(
 ) -> Result<axum::Json<JobView>, ApiError> {
     let j = app.engine.retry_job(JobId(path_id(&id)?)).await?;
     Ok(axum::Json(j.into()))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResolveBody {
-    /// What the person did about it.
-    #[schema(max_length = 2000, pattern = r"\S")]
-    note: String,
 }
 
 /// Mark a failed job handled by a person.
@@ -140,13 +133,6 @@ async fn resolve_job(
         .resolve_job(JobId(path_id(&id)?), &body.note)
         .await?;
     Ok(axum::Json(j.into()))
-}
-
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RetryFailedBody {
-    /// Only this server's failed jobs (id or name).
-    server: Option<String>,
 }
 
 /// Retry every failed job (of one server).

@@ -3,12 +3,10 @@
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
-use chrono::{DateTime, Utc};
-use provisio_core::access::{Role, Scope};
+use provisio_api::views::{KeyView, NewKeyView};
+use provisio_core::access::Scope;
 use provisio_engine::keys::KeyCreate;
 use secrecy::ExposeSecret;
-use serde::Serialize;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{rule, Access, Caller, Need};
@@ -28,55 +26,26 @@ pub(crate) const ACCESS: &[Access] = &[
     rule(Method::DELETE, "/v1/keys/{id}", Need::Keys),
 ];
 
-/// A key as listed: never the key itself, only its first characters.
-#[derive(Serialize, ToSchema)]
-pub struct KeyView {
-    pub id: i64,
-    pub name: String,
-    /// The key's first characters, to tell keys apart.
-    pub prefix: String,
-    pub role: Role,
-    pub client_id: Option<i64>,
-    pub reseller_id: Option<i64>,
-    /// What a client key may run; absent for the role's default.
-    pub actions: Option<Vec<String>>,
-    pub reveal_secrets: bool,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-impl From<provisio_store::ApiKey> for KeyView {
-    fn from(k: provisio_store::ApiKey) -> Self {
-        let (client_id, reseller_id) = match k.scope {
-            Some(Scope::Client(c)) => (Some(c.0), None),
-            Some(Scope::Reseller(r)) => (None, Some(r.0)),
-            None => (None, None),
-        };
-        Self {
-            id: k.id,
-            name: k.name,
-            prefix: k.prefix,
-            role: k.role,
-            client_id,
-            reseller_id,
-            actions: k.actions,
-            reveal_secrets: k.reveal_secrets,
-            created_at: k.created_at,
-            last_used_at: k.last_used_at,
-            expires_at: k.expires_at,
-            revoked_at: k.revoked_at,
-        }
+fn key_view(k: provisio_store::ApiKey) -> KeyView {
+    let (client_id, reseller_id) = match k.scope {
+        Some(Scope::Client(c)) => (Some(c.0), None),
+        Some(Scope::Reseller(r)) => (None, Some(r.0)),
+        None => (None, None),
+    };
+    KeyView {
+        id: k.id,
+        name: k.name,
+        prefix: k.prefix,
+        role: k.role,
+        client_id,
+        reseller_id,
+        actions: k.actions,
+        reveal_secrets: k.reveal_secrets,
+        created_at: k.created_at,
+        last_used_at: k.last_used_at,
+        expires_at: k.expires_at,
+        revoked_at: k.revoked_at,
     }
-}
-
-/// A new key: the record, and the key itself, which is never shown again.
-#[derive(Serialize, ToSchema)]
-pub struct NewKeyView {
-    #[serde(flatten)]
-    pub record: KeyView,
-    pub key: String,
 }
 
 /// List keys, revoked ones included.
@@ -84,7 +53,7 @@ pub struct NewKeyView {
     responses((status = 200, body = Vec<KeyView>), (status = 403, body = Problem)))]
 async fn list_keys(State(app): State<AppState>) -> Result<axum::Json<Vec<KeyView>>, ApiError> {
     let keys = app.engine.list_api_keys().await?;
-    Ok(axum::Json(keys.into_iter().map(KeyView::from).collect()))
+    Ok(axum::Json(keys.into_iter().map(key_view).collect()))
 }
 
 /// Make a key with a role (and, for `client` and `reseller`, its scope). The answer holds
@@ -103,7 +72,7 @@ async fn create_key(
         StatusCode::CREATED,
         axum::Json(NewKeyView {
             key: made.key.expose_secret().to_string(),
-            record: made.record.into(),
+            record: key_view(made.record),
         }),
     ))
 }
@@ -119,5 +88,5 @@ async fn revoke_key(
 ) -> Result<axum::Json<KeyView>, ApiError> {
     let k = app.engine.revoke_api_key(path_id(&id)?).await?;
     tracing::info!(key = %k.name, by = %caller.key_name, "API key revoked");
-    Ok(axum::Json(k.into()))
+    Ok(axum::Json(key_view(k)))
 }

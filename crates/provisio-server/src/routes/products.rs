@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
-use crate::views::{List, ProductView};
+use crate::views::{product_view, List, ProductView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -73,7 +73,7 @@ async fn list_products(
         extends,
     };
     let found = app.engine.list_products(&filter, page).await?;
-    Ok(axum::Json(List::from_page(found, ProductView::from)))
+    Ok(axum::Json(List::from_page(found, product_view)))
 }
 
 /// Create a product; its own settings, and the settings it inherits merged with them, are validated against the module's product schema.
@@ -84,7 +84,7 @@ async fn create_product(
     Json(body): Json<ProductCreate>,
 ) -> Result<(StatusCode, axum::Json<ProductView>), ApiError> {
     let s = app.engine.create_product(body).await?;
-    Ok((StatusCode::CREATED, axum::Json(s.into())))
+    Ok((StatusCode::CREATED, axum::Json(product_view(s))))
 }
 
 /// Show a product (by id or name).
@@ -98,7 +98,7 @@ async fn get_product(
         .engine
         .get_product(&RecordRef::from_segment(&product))
         .await?;
-    Ok(axum::Json(s.into()))
+    Ok(axum::Json(product_view(s)))
 }
 
 /// Change a product; settings are merged (`null` removes an override) and validated again, with every product that extends it.
@@ -113,7 +113,7 @@ async fn update_product(
         .engine
         .update_product(&RecordRef::from_segment(&product), body)
         .await?;
-    Ok(axum::Json(s.into()))
+    Ok(axum::Json(product_view(s)))
 }
 
 /// Delete a product that has no services and that no product extends.

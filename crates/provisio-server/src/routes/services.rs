@@ -7,7 +7,7 @@ use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 use provisio_engine::input::{ServiceCreate, ServicePatch};
 use provisio_store::ServiceFilter;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -15,7 +15,9 @@ use crate::access::{client_rule, rule, Access, Caller, Need, READ_BILLING, WRITE
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, OptionalJson, Query};
 use crate::idempotency::IdempotencyKey;
-use crate::views::{JobView, List, PasswordView, ServiceView};
+use crate::views::{
+    JobView, List, PasswordView, ServiceBatchAnswer, ServiceBatchResult, ServiceView,
+};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -173,32 +175,6 @@ pub struct ServiceBatch {
     /// 1 to 1000 orders; each is checked on its own.
     #[schema(value_type = Vec<ServiceBatchItem>, min_items = 1, max_items = 1000)]
     pub orders: Vec<serde_json::Value>,
-}
-
-/// One order's result, at its place in the batch.
-#[derive(Serialize, ToSchema)]
-pub struct ServiceBatchResult {
-    /// The order's position in `orders`, from 0.
-    pub index: usize,
-    /// 201 created, 200 placed before under its idempotency key, or the error's status.
-    pub status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<ServiceView>,
-    /// The create job queued with it (none for products set up later).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job: Option<JobView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<Problem>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ServiceBatchAnswer {
-    pub results: Vec<ServiceBatchResult>,
-    /// Orders stored by this request.
-    pub created: usize,
-    /// Orders found placed before under their idempotency keys.
-    pub replayed: usize,
-    pub failed: usize,
 }
 
 /// Order up to 1,000 services at once (an import): each order is checked on its own, the
