@@ -285,6 +285,10 @@ pub struct JobView {
     pub note: Option<String>,
     /// Who asked for it: a key, a rule, the scheduler or the config file.
     pub actor: Option<provisio_core::access::Actor>,
+    /// The W3C trace id (32 hex digits) of every attempt, sent to remotes in
+    /// `traceparent`; absent on jobs queued before trace ids were kept.
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -312,6 +316,7 @@ impl From<provisio_core::job::Job> for JobView {
             error_kind: j.error_kind,
             note: j.note,
             actor: j.actor,
+            trace_id: j.trace_id.map(|t| t.to_string()),
             created_at: j.created_at,
             updated_at: j.updated_at,
             finished_at: j.finished_at,

@@ -53,4 +53,5 @@ mod secret_keys;
 mod secrets;
 mod servers;
 mod services;
+mod traces;
 mod usage;
