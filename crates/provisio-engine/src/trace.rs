@@ -4,6 +4,7 @@
 //! span id the remote saw in `traceparent`.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 
 use provisio_core::trace::{SpanId, TraceContext, TraceId};
 use tracing::Span;
@@ -13,14 +14,27 @@ thread_local! {
     static PENDING_SPAN: Cell<Option<SpanId>> = const { Cell::new(None) };
 }
 
+/// What an exporter runs on each span [`root_span`] makes, while the ids wait.
+static SPAN_HOOK: OnceLock<fn(&Span)> = OnceLock::new();
+
+/// Installs the exporter's hook (once per process; a second call changes nothing): it must
+/// make the exporter take its ids at once, since some build their side of a span lazily.
+pub fn set_span_hook(hook: fn(&Span)) {
+    let _ = SPAN_HOOK.set(hook);
+}
+
 /// Makes a span (with `make`, which must create exactly one root span, `parent: None`)
 /// whose exported ids are those of `ctx`. Span creation runs the subscriber's layers on this
-/// thread, so the ids are taken before `make` returns; whatever is left (no exporter, or the
-/// span was filtered out) is cleared so that it cannot leak into an unrelated span.
+/// thread, so the ids are taken before this returns (with the exporter's hook); whatever is
+/// left (no exporter, or the span was filtered out) is cleared so that it cannot leak into
+/// an unrelated span.
 pub fn root_span(ctx: TraceContext, make: impl FnOnce() -> Span) -> Span {
     PENDING_TRACE.set(Some(ctx.trace_id));
     PENDING_SPAN.set(Some(ctx.span_id));
     let span = make();
+    if let Some(hook) = SPAN_HOOK.get() {
+        hook(&span);
+    }
     PENDING_TRACE.set(None);
     PENDING_SPAN.set(None);
     span
@@ -48,7 +62,8 @@ pub(crate) fn attempt_span(job: &provisio_core::job::Job, ctx: TraceContext) -> 
             service = job.service_id.0,
             server = job.server_id.0,
             action = job.action.as_str(),
-            attempt = job.attempts + 1,
+            // Signed: exporters send unsigned integers as text.
+            attempt = i64::from(job.attempts) + 1,
             trace_id = %ctx.trace_id,
             outcome = tracing::field::Empty,
         )
@@ -64,7 +79,7 @@ pub(crate) fn delivery_span(d: &provisio_core::handler::Delivery, ctx: TraceCont
             handler = d.handler_id.0,
             delivery = d.id.0,
             event = d.event_id.0,
-            attempt = d.attempts + 1,
+            attempt = i64::from(d.attempts) + 1,
             trace_id = %ctx.trace_id,
             outcome = tracing::field::Empty,
         )

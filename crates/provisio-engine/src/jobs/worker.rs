@@ -352,6 +352,13 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
                 }
             }
             span.record("outcome", update.attempt.outcome.as_str());
+            span.in_scope(|| {
+                tracing::debug!(
+                    outcome = %update.attempt.outcome,
+                    duration_ms = update.attempt.duration_ms,
+                    "job attempt finished"
+                )
+            });
             if let Some(l) = &labels {
                 crate::metrics::in_flight(l, -1.0);
                 crate::metrics::job_attempt(l, action.as_str(), &update.attempt.outcome, t0.elapsed());

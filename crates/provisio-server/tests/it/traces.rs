@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxStatus};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app_with, Db, TestApp};
@@ -200,4 +205,135 @@ async fn traceparent_follows_a_job_to_its_remote_gates_and_deliveries(db: Db) {
     app.stop().await;
 }
 
-on_both!(traceparent_follows_a_job_to_its_remote_gates_and_deliveries);
+/// A local OTLP/HTTP receiver: every span of every `POST /v1/traces`, decoded.
+async fn start_collector() -> (String, Arc<Mutex<Vec<Span>>>) {
+    use prost::Message as _;
+    let got: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(
+                |State(got): State<Arc<Mutex<Vec<Span>>>>, h: HeaderMap, body: axum::body::Bytes| async move {
+                    assert_eq!(h["content-type"], "application/x-protobuf");
+                    let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+                    let spans = req
+                        .resource_spans
+                        .into_iter()
+                        .flat_map(|r| r.scope_spans)
+                        .flat_map(|s| s.spans);
+                    got.lock().unwrap().extend(spans);
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, got)
+}
+
+fn attribute(span: &Span, key: &str) -> Option<any_value::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v| v.value)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// With `[telemetry] otlp_endpoint` set, a job's attempt arrives at the collector as a span
+/// whose trace id is the job's and whose span id is the parent id the remote saw.
+async fn attempt_spans_are_exported_over_otlp_with_the_jobs_trace_id(db: Db) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let (collector, got) = start_collector().await;
+    let extra = format!("[telemetry]\notlp_endpoint = \"{collector}\"\n");
+    let app = spawn_app_with(db, &extra).await;
+    // The telemetry section of the same configuration starts the exporter, as `serve` does.
+    let cfg = crate::helpers::config(app.dir.path(), &app.db_url, &extra);
+    assert_eq!(cfg.telemetry.otlp_endpoint.as_deref(), Some(collector.as_str()));
+    let exporter = provisio_server::telemetry::Exporter::start(&cfg.telemetry)
+        .unwrap()
+        .expect("export is on");
+    // The test's runtime runs on this thread only, so the app's worker and delivery tasks
+    // report to this subscriber (other tests' spans do not).
+    let subscriber = tracing_subscriber::registry().with(exporter.layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (base, remote) = start_remote().await;
+    let client = catalog(&app, &base).await;
+    let svc = app
+        .create(
+            "/v1/services",
+            json!({"client_id": client, "product": "saas", "username": "exported"}),
+        )
+        .await;
+    let id = svc["id"].as_i64().unwrap();
+    let (_, jobs) = app.get(&format!("/v1/services/{id}/jobs")).await;
+    let job = app.wait_job(jobs["items"][0]["id"].as_i64().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let trace_id = job["trace_id"].as_str().unwrap().to_string();
+    let parent_seen = remote.seen("create")[0]
+        .traceparent
+        .split('-')
+        .nth(2)
+        .unwrap()
+        .to_string();
+
+    let exporter = Arc::new(exporter);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let span = loop {
+        let flushing = exporter.clone();
+        tokio::task::spawn_blocking(move || flushing.flush())
+            .await
+            .unwrap();
+        let found = got
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.name == "job.attempt" && hex(&s.trace_id) == trace_id)
+            .cloned();
+        if let Some(s) = found {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job.attempt span of trace {trace_id} after 20 s; got {:?}",
+            got.lock().unwrap().iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(hex(&span.span_id), parent_seen, "the remote's parent is the attempt");
+    assert!(span.parent_span_id.is_empty(), "an attempt is a root span");
+    let int = |k: &str| match attribute(&span, k) {
+        Some(any_value::Value::IntValue(i)) => i,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(int("job"), job["id"].as_i64().unwrap());
+    assert_eq!(int("server"), job["server_id"].as_i64().unwrap());
+    assert_eq!(int("service"), id);
+    assert_eq!(int("attempt"), 1);
+    assert_eq!(
+        attribute(&span, "action"),
+        Some(any_value::Value::StringValue("create".into()))
+    );
+    assert_eq!(
+        attribute(&span, "outcome"),
+        Some(any_value::Value::StringValue("ok".into()))
+    );
+    app.stop().await;
+    if let Ok(e) = Arc::try_unwrap(exporter) {
+        tokio::task::spawn_blocking(move || e.shutdown()).await.unwrap();
+    }
+}
+
+on_both!(
+    traceparent_follows_a_job_to_its_remote_gates_and_deliveries,
+    attempt_spans_are_exported_over_otlp_with_the_jobs_trace_id,
+);
