@@ -202,7 +202,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Serve { local, listen } => {
-            local::serve(&local.config, &local.database_url, listen, init_logging_with).await
+            local::serve(
+                &local.config,
+                &local.database_url,
+                listen,
+                init_logging_with,
+            )
+            .await
         }
         Command::Migrate { local } => {
             init_logging(false);

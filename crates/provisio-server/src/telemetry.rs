@@ -126,12 +126,17 @@ mod tests {
     fn the_traces_path_is_added_once() {
         assert_eq!(traces_url("http://c:4318"), "http://c:4318/v1/traces");
         assert_eq!(traces_url("http://c:4318/"), "http://c:4318/v1/traces");
-        assert_eq!(traces_url("http://c:4318/v1/traces"), "http://c:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://c:4318/v1/traces"),
+            "http://c:4318/v1/traces"
+        );
     }
 
     #[test]
     fn export_is_off_by_default_and_a_bad_endpoint_is_refused_by_name() {
-        assert!(Exporter::start(&TelemetryConfig::default()).unwrap().is_none());
+        assert!(Exporter::start(&TelemetryConfig::default())
+            .unwrap()
+            .is_none());
         let bad = TelemetryConfig {
             otlp_endpoint: Some("collector:4318".into()),
             ..Default::default()

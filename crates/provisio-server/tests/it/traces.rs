@@ -213,9 +213,12 @@ async fn start_collector() -> (String, Arc<Mutex<Vec<Span>>>) {
         .route(
             "/v1/traces",
             axum::routing::post(
-                |State(got): State<Arc<Mutex<Vec<Span>>>>, h: HeaderMap, body: axum::body::Bytes| async move {
+                |State(got): State<Arc<Mutex<Vec<Span>>>>,
+                 h: HeaderMap,
+                 body: axum::body::Bytes| async move {
                     assert_eq!(h["content-type"], "application/x-protobuf");
-                    let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+                    let req =
+                        ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
                     let spans = req
                         .resource_spans
                         .into_iter()
@@ -257,7 +260,10 @@ async fn attempt_spans_are_exported_over_otlp_with_the_jobs_trace_id(db: Db) {
     let app = spawn_app_with(db, &extra).await;
     // The telemetry section of the same configuration starts the exporter, as `serve` does.
     let cfg = crate::helpers::config(app.dir.path(), &app.db_url, &extra);
-    assert_eq!(cfg.telemetry.otlp_endpoint.as_deref(), Some(collector.as_str()));
+    assert_eq!(
+        cfg.telemetry.otlp_endpoint.as_deref(),
+        Some(collector.as_str())
+    );
     let exporter = provisio_server::telemetry::Exporter::start(&cfg.telemetry)
         .unwrap()
         .expect("export is on");
@@ -305,11 +311,19 @@ async fn attempt_spans_are_exported_over_otlp_with_the_jobs_trace_id(db: Db) {
         assert!(
             Instant::now() < deadline,
             "no job.attempt span of trace {trace_id} after 20 s; got {:?}",
-            got.lock().unwrap().iter().map(|s| &s.name).collect::<Vec<_>>()
+            got.lock()
+                .unwrap()
+                .iter()
+                .map(|s| &s.name)
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(hex(&span.span_id), parent_seen, "the remote's parent is the attempt");
+    assert_eq!(
+        hex(&span.span_id),
+        parent_seen,
+        "the remote's parent is the attempt"
+    );
     assert!(span.parent_span_id.is_empty(), "an attempt is a root span");
     let int = |k: &str| match attribute(&span, k) {
         Some(any_value::Value::IntValue(i)) => i,
@@ -329,7 +343,9 @@ async fn attempt_spans_are_exported_over_otlp_with_the_jobs_trace_id(db: Db) {
     );
     app.stop().await;
     if let Ok(e) = Arc::try_unwrap(exporter) {
-        tokio::task::spawn_blocking(move || e.shutdown()).await.unwrap();
+        tokio::task::spawn_blocking(move || e.shutdown())
+            .await
+            .unwrap();
     }
 }
 
