@@ -154,27 +154,27 @@ fn init_logging(json: bool) {
 /// logged in and of every span around it: a job attempt's job, service, server, action,
 /// attempt and trace id), and hands the engine's spans to `otlp` when export is on.
 fn init_logging_with(json: bool, otlp: Option<&provisio_server::telemetry::Exporter>) {
-    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::layer::{Layer, SubscriberExt as _};
     use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::{EnvFilter, Registry};
+    type Filtered = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
     let filter = EnvFilter::try_from_env("PROVISIO_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let (plain, lines) = if json {
-        let lines = fmt
-            .json()
+    let mut layers: Vec<Box<dyn Layer<Filtered> + Send + Sync>> = vec![if json {
+        fmt.json()
             .with_current_span(true)
             .with_span_list(true)
-            .flatten_event(false);
-        (None, Some(lines))
+            .boxed()
     } else {
-        (Some(fmt), None)
-    };
+        fmt.boxed()
+    }];
+    if let Some(e) = otlp {
+        layers.push(e.layer().boxed());
+    }
     tracing_subscriber::registry()
         .with(filter)
-        .with(plain)
-        .with(lines)
-        .with(otlp.map(|e| e.layer()))
+        .with(layers)
         .init();
 }
 
