@@ -265,6 +265,10 @@ pub struct JobView {
     pub note: Option<String>,
     /// Who asked for it: a key, a rule, the scheduler or the config file.
     pub actor: Option<provisio_core::access::Actor>,
+    /// The W3C trace id (32 hex digits) of every attempt, sent to remotes in
+    /// `traceparent`; absent on jobs queued before trace ids were kept.
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -292,6 +296,7 @@ impl From<provisio_core::job::Job> for JobView {
             error_kind: j.error_kind,
             note: j.note,
             actor: j.actor,
+            trace_id: j.trace_id.map(|t| t.to_string()),
             created_at: j.created_at,
             updated_at: j.updated_at,
             finished_at: j.finished_at,
@@ -436,6 +441,13 @@ pub struct ClientBatchAnswer {
     pub created: usize,
     pub replayed: usize,
     pub failed: usize,
+}
+
+/// The custom actions a service's server offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceActions {
+    /// Names to pass as `{action}` to `POST /v1/services/{id}/{action}`.
+    pub custom: Vec<String>,
 }
 
 /// A short-lived single sign-on link.

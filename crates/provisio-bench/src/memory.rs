@@ -160,6 +160,7 @@ async fn fill(cfg: &provisio_server::Config, n: usize) -> anyhow::Result<f64> {
                         idempotency_key: format!("mem-{i}"),
                         max_attempts: 3,
                         run_after: chrono::Utc::now(),
+                        trace_id: provisio_core::trace::TraceId::random(),
                     }),
                 )
             })

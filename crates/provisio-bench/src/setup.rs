@@ -152,6 +152,7 @@ pub async fn enqueue(
                     idempotency_key: format!("bench-{i}"),
                     max_attempts: 3,
                     run_after: chrono::Utc::now(),
+                    trace_id: provisio_core::trace::TraceId::random(),
                 };
                 engine
                     .store()

@@ -64,14 +64,20 @@ pub async fn serve(
     file: &Option<PathBuf>,
     database_url: &Option<String>,
     listen: Option<String>,
-    init_logging: fn(bool),
+    init_logging: fn(bool, Option<&provisio_server::telemetry::Exporter>),
 ) -> anyhow::Result<()> {
     let cfg = config(file, database_url, listen)?;
-    init_logging(cfg.log_json);
+    let exporter = provisio_server::telemetry::Exporter::start(&cfg.telemetry)?;
+    init_logging(cfg.log_json, exporter.as_ref());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    provisio_server::run(cfg, listener, shutdown_signal()).await?;
+    let served = provisio_server::run(cfg, listener, shutdown_signal()).await;
+    if let Some(e) = exporter {
+        // The last spans (those of the jobs the stop waited for) go out before exit.
+        let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+    }
+    served?;
     Ok(())
 }
 

@@ -147,17 +147,35 @@ impl LocalArgs {
 }
 
 fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
+    init_logging_with(json, None);
+}
+
+/// Logs to stderr, as JSON lines when `json` (each with the fields of the span it was
+/// logged in and of every span around it: a job attempt's job, service, server, action,
+/// attempt and trace id), and hands the engine's spans to `otlp` when export is on.
+fn init_logging_with(json: bool, otlp: Option<&provisio_server::telemetry::Exporter>) {
+    use tracing_subscriber::layer::{Layer, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Registry};
+    type Filtered = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
     let filter = EnvFilter::try_from_env("PROVISIO_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let mut layers: Vec<Box<dyn Layer<Filtered> + Send + Sync>> = vec![if json {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .boxed()
     } else {
-        builder.init();
+        fmt.boxed()
+    }];
+    if let Some(e) = otlp {
+        layers.push(e.layer().boxed());
     }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
+        .init();
 }
 
 fn api_key(cli_key: Option<String>) -> Option<String> {
@@ -184,7 +202,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Serve { local, listen } => {
-            local::serve(&local.config, &local.database_url, listen, init_logging).await
+            local::serve(
+                &local.config,
+                &local.database_url,
+                listen,
+                init_logging_with,
+            )
+            .await
         }
         Command::Migrate { local } => {
             init_logging(false);

@@ -98,6 +98,9 @@ pub struct Job {
     pub actor: Option<crate::access::Actor>,
     /// Rule firings between the outside world and this job (0: none).
     pub depth: u32,
+    /// The W3C trace every attempt of the job belongs to, set when it is queued; `None`
+    /// for jobs stored before trace ids were kept.
+    pub trace_id: Option<crate::trace::TraceId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -112,6 +115,7 @@ pub struct NewJob {
     pub idempotency_key: String,
     pub max_attempts: u32,
     pub run_after: DateTime<Utc>,
+    pub trace_id: crate::trace::TraceId,
 }
 
 /// One try of a job, for the history.

@@ -21,6 +21,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod text;
+pub mod trace;
 pub mod usage;
 pub mod webhook;
 

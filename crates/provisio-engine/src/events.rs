@@ -26,6 +26,7 @@ fn job_payload(job: &Job, state: JobState, attempts: u32, error: Option<&str>) -
         "attempts": attempts,
         "params": params,
         "error": error,
+        "trace_id": job.trace_id,
     })
 }
 

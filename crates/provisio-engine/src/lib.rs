@@ -26,6 +26,7 @@ pub mod patch;
 mod runtime;
 pub mod secret_keys;
 mod shutdown;
+pub mod trace;
 pub mod usage;
 
 // The rooms' public faces under their old names, for the server, the CLI and the benches.

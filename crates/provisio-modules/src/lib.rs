@@ -10,6 +10,7 @@ pub mod radius;
 pub mod render;
 pub mod scim;
 pub mod script;
+pub mod trace;
 pub mod whmcs;
 
 use std::collections::BTreeMap;

@@ -59,6 +59,9 @@ pub struct Config {
     /// How long finished history is kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Export of job-attempt and delivery spans over OTLP; off unless an endpoint is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// What modules, handlers and the SMTP relay may connect to, and how much of an answer
     /// is read.
     #[serde(default)]
@@ -121,6 +124,55 @@ impl HttpConfig {
         if self.auth_failures_per_minute == 0 {
             return Err(ConfigError::Invalid(
                 "http.auth_failures_per_minute: must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `[telemetry]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OpenTelemetry collector's OTLP/HTTP address (`http://collector:4318`; `/v1/traces`
+    /// is added unless given) to send spans to, as protobuf; off when absent.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute of exported spans.
+    pub service_name: String,
+    /// How long one export request may take.
+    pub otlp_timeout_seconds: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "provisio".into(),
+            otlp_timeout_seconds: 10,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(e) = &self.otlp_endpoint {
+            let ok = url::Url::parse(e)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid(
+                    "telemetry.otlp_endpoint: must be an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        if self.otlp_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "telemetry.otlp_timeout_seconds: must be positive".into(),
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "telemetry.service_name: must not be empty".into(),
             ));
         }
         Ok(())
@@ -707,7 +759,8 @@ impl Config {
             .merge(Serialized::default("usage", UsageConfig::default()))
             .merge(Serialized::default("audit", AuditConfig::default()))
             .merge(Serialized::default("http", HttpConfig::default()))
-            .merge(Serialized::default("retention", RetentionConfig::default()));
+            .merge(Serialized::default("retention", RetentionConfig::default()))
+            .merge(Serialized::default("telemetry", TelemetryConfig::default()));
         if let Some(f) = file {
             if !f.exists() {
                 return Err(ConfigError::Missing(f.to_path_buf()));

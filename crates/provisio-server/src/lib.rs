@@ -11,6 +11,7 @@ mod extract;
 mod idempotency;
 mod routes;
 mod startup;
+pub mod telemetry;
 mod views;
 
 use std::future::Future;

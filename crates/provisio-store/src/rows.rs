@@ -349,6 +349,8 @@ pub(crate) struct JobRow {
     actor: Option<String>,
     #[sqlx(default)]
     depth: i64,
+    #[sqlx(default)]
+    trace_id: Option<String>,
 }
 
 /// A stored actor; one this version cannot read is left out rather than failing the row.
@@ -391,6 +393,13 @@ impl TryFrom<JobRow> for provisio_core::job::Job {
             note: r.note,
             actor: actor_of(r.actor),
             depth: u32::try_from(r.depth).unwrap_or(u32::MAX),
+            trace_id: r
+                .trace_id
+                .as_deref()
+                .map(|t| {
+                    provisio_core::trace::TraceId::parse(t).ok_or_else(|| corrupt("trace_id", t))
+                })
+                .transpose()?,
             created_at: from_ts(r.created_at)?,
             updated_at: from_ts(r.updated_at)?,
             finished_at: r.finished_at.map(from_ts).transpose()?,

@@ -719,7 +719,7 @@ macro_rules! impl_store {
                 for chunk in jobs.chunks(200) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
-                         max_attempts, run_after, created_at, updated_at, actor, depth) ",
+                         max_attempts, run_after, created_at, updated_at, actor, depth, trace_id) ",
                     );
                     qb.push_values(chunk, |mut b, (service, j, _)| {
                         b.push_bind(service.0)
@@ -733,7 +733,8 @@ macro_rules! impl_store {
                             .push_bind(now)
                             .push_bind(now)
                             .push_bind(actor.clone())
-                            .push_bind(i64::from($crate::actor::current_depth()));
+                            .push_bind(i64::from($crate::actor::current_depth()))
+                            .push_bind(j.trace_id.to_string());
                     });
                     qb.push(" RETURNING *");
                     let rows: Vec<$crate::rows::JobRow> =
@@ -1516,8 +1517,8 @@ macro_rules! impl_store {
             let now = $crate::rows::ts(now);
             let row: $crate::rows::JobRow = sqlx::query_as(
                 "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
-                 max_attempts, run_after, created_at, updated_at, actor, depth) \
-                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+                 max_attempts, run_after, created_at, updated_at, actor, depth, trace_id) \
+                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
             )
             .bind(service_id.0)
             .bind(j.server_id.0)
@@ -1530,6 +1531,7 @@ macro_rules! impl_store {
             .bind(now)
             .bind($crate::actor::stored())
             .bind(i64::from($crate::actor::current_depth()))
+            .bind(j.trace_id.to_string())
             .fetch_one(&mut **tx)
             .await?;
             row.try_into()

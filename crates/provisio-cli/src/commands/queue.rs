@@ -251,7 +251,7 @@ mod tests {
             "max_attempts": 5, "run_after": "2030-01-01T00:00:00Z", "needs_lookup": false,
             "last_error": last_error, "error_kind": null, "note": null,
             "created_at": "2030-01-01T00:00:00Z", "updated_at": "2030-01-01T00:00:05Z",
-            "finished_at": null,
+            "finished_at": null, "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
         })
     }
 
@@ -271,6 +271,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"{"reason":"non-payment"}"#), "{text}");
+        // The trace id, to find the job's calls in a remote's logs.
+        assert!(
+            text.lines()
+                .any(|l| l.contains("trace_id") && l.contains("4bf92f3577b34da6a3ce929d0e0e4736")),
+            "{text}"
+        );
         let (fields, attempts) = text.split_once("\nattempts:\n").expect(&text);
         assert!(!fields.contains("history"), "{text}");
         let rows: Vec<&str> = attempts.lines().filter(|l| l.contains('│')).collect();

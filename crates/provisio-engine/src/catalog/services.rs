@@ -208,6 +208,17 @@ impl Engine {
         input: ServiceCreate,
         placed: &HashMap<ServerId, i64>,
     ) -> Result<PreparedOrder> {
+        // One trace per order, for its create's gate calls and the create job.
+        let trace =
+            provisio_core::trace::TraceContext::in_trace(provisio_core::trace::TraceId::random());
+        provisio_modules::trace::scope(trace, self.prepare_order_traced(input, placed)).await
+    }
+
+    async fn prepare_order_traced(
+        &self,
+        input: ServiceCreate,
+        placed: &HashMap<ServerId, i64>,
+    ) -> Result<PreparedOrder> {
         let mut p = Problems::default();
         let client = self.store.get_client(input.client_id).await?;
         match &client {

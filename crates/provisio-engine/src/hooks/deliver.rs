@@ -16,6 +16,7 @@ use provisio_core::handler::{
     Phase,
 };
 use provisio_core::module::redact;
+use provisio_core::trace::{TraceContext, TraceId};
 use provisio_core::webhook;
 use provisio_core::ServiceId;
 use provisio_modules::render::{off_runtime, TemplateLimits};
@@ -178,7 +179,8 @@ impl Engine {
                     .header(
                         "user-agent",
                         concat!("provisio/", env!("CARGO_PKG_VERSION")),
-                    );
+                    )
+                    .header("traceparent", outgoing_trace().traceparent());
                 for (name, value) in webhook::headers(&refs, msg_id, self.now().timestamp(), body) {
                     req = req.header(name, value);
                 }
@@ -402,11 +404,24 @@ impl Engine {
         let started = self.now();
         let t0 = Instant::now();
         let attempt_no = d.attempts + 1;
+        let event = self.store.get_event(d.event_id).await;
+        let trace = TraceContext::in_trace(
+            event
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .and_then(job_trace)
+                .unwrap_or_else(TraceId::random),
+        );
+        let span = crate::trace::delivery_span(d, trace);
         // A panic costs this attempt, not the loop that sends every delivery.
         let outcome =
             {
                 use futures::FutureExt as _;
-                std::panic::AssertUnwindSafe(self.try_delivery(d))
+                use tracing::Instrument as _;
+                let attempt = provisio_modules::trace::scope(trace, self.try_delivery(d, event))
+                    .instrument(span.clone());
+                std::panic::AssertUnwindSafe(attempt)
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|payload| {
@@ -428,6 +443,7 @@ impl Engine {
             Err(f) => (false, f.status, Some(f.detail.clone())),
         };
         let permanent = matches!(&outcome, Err(f) if f.permanent);
+        span.record("outcome", if succeeded { "ok" } else { "failed" });
         let (state, next_at, last_error) = if succeeded {
             (DeliveryState::Succeeded, started, None)
         } else if permanent {
@@ -461,7 +477,11 @@ impl Engine {
         }
     }
 
-    async fn try_delivery(&self, d: &Delivery) -> Result<(Answer, Vec<String>), CallFailure> {
+    async fn try_delivery(
+        &self,
+        d: &Delivery,
+        event: provisio_store::Result<Option<Event>>,
+    ) -> Result<(Answer, Vec<String>), CallFailure> {
         let fail = |detail: &str| CallFailure::new(None, detail.to_string());
         let h = self
             .store
@@ -469,10 +489,7 @@ impl Engine {
             .await
             .map_err(|_| fail("loading the handler failed"))?
             .ok_or_else(|| fail("the handler no longer exists"))?;
-        let event = self
-            .store
-            .get_event(d.event_id)
-            .await
+        let event = event
             .map_err(|_| fail("loading the event failed"))?
             .ok_or_else(|| fail("the event is no longer stored (past its retention)"))?;
         let secrets: Vec<String> = self
@@ -491,6 +508,17 @@ impl Engine {
         };
         Ok((answer, secrets))
     }
+}
+
+/// The trace of the job whose outcome `e` announces, so its deliveries join that trace.
+fn job_trace(e: &Event) -> Option<TraceId> {
+    TraceId::parse(e.payload.get("job")?.get("trace_id")?.as_str()?)
+}
+
+/// The context of a handler call: the task's (a delivery's span, or the action request a
+/// gate is asked for), or a trace of its own where the task has none.
+fn outgoing_trace() -> TraceContext {
+    provisio_modules::trace::current().unwrap_or_else(|| TraceContext::in_trace(TraceId::random()))
 }
 
 /// The JSON a notify handler receives: Standard Webhooks' `type`, `timestamp` and `data`,

@@ -9,6 +9,7 @@ use provisio_core::module::Action;
 use provisio_core::page::{Page, PageRequest};
 use provisio_core::service::{Service, ServiceStatus};
 use provisio_core::settings::Settings;
+use provisio_core::trace::{TraceContext, TraceId};
 use provisio_core::{ServerId, ServiceId};
 use provisio_store::JobFilter;
 use rand::RngCore;
@@ -70,6 +71,10 @@ impl Engine {
             idempotency_key: new_idempotency_key(),
             max_attempts: self.options.jobs.retry.max_attempts(),
             run_after,
+            // The trace of the request that asked, so its gate calls and the job share one.
+            trace_id: provisio_modules::trace::current()
+                .map(|c| c.trace_id)
+                .unwrap_or_else(TraceId::random),
         }
     }
 
@@ -119,6 +124,17 @@ impl Engine {
     /// Queues `action` on a service and wakes the worker. The status changes only when the
     /// remote has confirmed it.
     pub async fn request_action(
+        &self,
+        id: ServiceId,
+        action: Action,
+        input: ActionInput,
+    ) -> Result<Job> {
+        // One trace for the gates asked and the job queued (and so for all its attempts).
+        let trace = TraceContext::in_trace(TraceId::random());
+        provisio_modules::trace::scope(trace, self.request_action_traced(id, action, input)).await
+    }
+
+    async fn request_action_traced(
         &self,
         id: ServiceId,
         action: Action,

@@ -11,6 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use provisio_core::trace::{TraceContext, TraceId};
+use tracing::Instrument as _;
+
 use chrono::Utc;
 use provisio_core::job::{check_transition, status_after, Attempt, Job, JobId, JobState};
 use provisio_core::module::{
@@ -307,11 +310,20 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
             }
             let t0 = Instant::now();
             let action = job.action.clone();
+            // A job queued before trace ids were kept gets one for this attempt only.
+            let trace =
+                TraceContext::in_trace(job.trace_id.unwrap_or_else(TraceId::random));
+            let span = crate::trace::attempt_span(&job, trace);
+            let attempt = provisio_modules::trace::scope(
+                trace,
+                execute(&shared, job.clone(), pre),
+            )
+            .instrument(span.clone());
             // A panic in the engine's own handling of the job (the module's are caught at
             // the call) still costs one attempt: the job goes back with a lookup first and
             // its slot and lease are released like any other outcome's.
             let (update, health) =
-                match std::panic::AssertUnwindSafe(execute(&shared, job.clone(), pre))
+                match std::panic::AssertUnwindSafe(attempt)
                     .catch_unwind()
                     .await
                 {
@@ -339,6 +351,14 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
                     }
                 }
             }
+            span.record("outcome", update.attempt.outcome.as_str());
+            span.in_scope(|| {
+                tracing::debug!(
+                    outcome = %update.attempt.outcome,
+                    duration_ms = update.attempt.duration_ms,
+                    "job attempt finished"
+                )
+            });
             if let Some(l) = &labels {
                 crate::metrics::in_flight(l, -1.0);
                 crate::metrics::job_attempt(l, action.as_str(), &update.attempt.outcome, t0.elapsed());
@@ -1057,6 +1077,8 @@ fn success_change(
                     idempotency_key: crate::jobs::request::new_idempotency_key(),
                     max_attempts: job.max_attempts,
                     run_after: now,
+                    // The clean-up is the second half of the transfer the person asked for.
+                    trace_id: job.trace_id.unwrap_or_else(TraceId::random),
                 });
             }
         }

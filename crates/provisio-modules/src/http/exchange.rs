@@ -77,9 +77,10 @@ pub(crate) async fn exchange(
     client: &Client,
     policy: &OutboundPolicy,
     max_body: usize,
-    out: Outgoing,
+    mut out: Outgoing,
 ) -> Result<Answer, Failure> {
     let timeout = out.timeout;
+    crate::trace::propagate(&mut out.headers);
     // Address literals reach no resolver, so the policy is asked here.
     policy
         .check_url(&out.url)

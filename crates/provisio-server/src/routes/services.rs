@@ -16,7 +16,8 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, OptionalJson, Query};
 use crate::idempotency::IdempotencyKey;
 use crate::views::{
-    JobView, List, PasswordView, ServiceBatchAnswer, ServiceBatchResult, ServiceView,
+    JobView, List, PasswordView, ServiceActions, ServiceBatchAnswer, ServiceBatchResult,
+    ServiceView,
 };
 use crate::AppState;
 
@@ -424,13 +425,6 @@ async fn service_jobs(
     };
     let found = app.engine.list_jobs(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, JobView::from)))
-}
-
-/// The custom actions a service's server offers.
-#[derive(Serialize, ToSchema)]
-pub struct ServiceActions {
-    /// Names to pass as `{action}` to `POST /v1/services/{id}/{action}`.
-    pub custom: Vec<String>,
 }
 
 /// The custom actions that can run on a service (its server's module offers them), so a

@@ -53,6 +53,7 @@ mod secret_keys;
 mod secrets;
 mod servers;
 mod services;
+mod traces;
 mod usage;
 mod whmcs;
 mod whmcs_bridge;

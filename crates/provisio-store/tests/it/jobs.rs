@@ -26,6 +26,7 @@ fn job(server: ServerId, action: Action) -> NewJob {
         idempotency_key: format!("k-{}", rand::random::<u64>()),
         max_attempts: 3,
         run_after: Utc::now() - Duration::seconds(1),
+        trace_id: provisio_core::trace::TraceId::random(),
     }
 }
 
@@ -102,6 +103,30 @@ fn done(j: &provisio_core::job::Job, owner: &str, service: Option<ServiceChange>
         service,
         events: Vec::new(),
     }
+}
+
+pub async fn jobs_keep_their_trace_id(s: S) {
+    let (srv, svcs) = setup(&s, 4).await;
+    let one = job(srv, Action::Suspend);
+    let stored = s.enqueue_job(svcs[0], &one, &[]).await.unwrap();
+    assert_eq!(stored.trace_id, Some(one.trace_id));
+    let many = [job(srv, Action::Suspend), job(srv, Action::Suspend)];
+    let batch: Vec<_> = svcs[1..3]
+        .iter()
+        .zip(&many)
+        .map(|(svc, j)| (*svc, j.clone(), Vec::new()))
+        .collect();
+    let queued = s.enqueue_jobs(&batch).await.unwrap();
+    for (q, j) in queued.iter().zip(&many) {
+        assert_eq!(q.trace_id, Some(j.trace_id));
+    }
+    // Read back, claimed and finished, a job still has the id it was queued with.
+    let read = s.get_job(stored.id).await.unwrap().unwrap();
+    assert_eq!(read.trace_id, Some(one.trace_id));
+    let none = HashMap::new();
+    let claimed = s.claim_jobs(&claim("w1", 100, &none)).await.unwrap();
+    assert!(!claimed.is_empty());
+    assert!(claimed.iter().all(|j| j.trace_id.is_some()));
 }
 
 pub async fn claims_respect_order_and_capacity(s: S) {

@@ -154,6 +154,7 @@ pub async fn server_loads_match_counts_after_every_change(s: S) {
             idempotency_key: format!("t-{id}"),
             max_attempts: 1,
             run_after: Utc::now() - Duration::seconds(1),
+            trace_id: provisio_core::trace::TraceId::random(),
         };
         jobs.push(s.enqueue_job(id, &nj, &[]).await.unwrap());
     }

@@ -65,6 +65,7 @@ on_both!(
     finishing_jobs_free_their_slots,
     batched_outcomes_write_every_row,
     many_jobs_queue_in_one_call,
+    jobs_keep_their_trace_id,
     expired_leases_come_back_for_lookup,
     failed_jobs_retry_or_resolve,
     due_unsuspends_are_found,
