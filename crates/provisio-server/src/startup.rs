@@ -166,6 +166,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
         .map_err(|e| ConfigError::Invalid(format!("default_currency: {e}")))?;
     let declared = config.declared()?;
     config.http.check()?;
+    config.console.ttl()?;
     let (usage, audit) = config.usage_audit_options()?;
     let engine = Engine::new(
         store.clone(),

@@ -1,0 +1,14 @@
+-- The admin console's sign-in sessions: only the SHA-256 of the cookie's token is kept,
+-- never the API key, which the browser does not hold either.
+CREATE TABLE console_sessions (
+    token_hash TEXT    PRIMARY KEY,
+    key_id     BIGINT  NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    csrf       TEXT    NOT NULL,
+    created_at BIGINT  NOT NULL,
+    expires_at BIGINT  NOT NULL
+);
+CREATE INDEX ix_console_sessions_expires ON console_sessions (expires_at);
+-- The overview's actions per minute and the queue's age filter read recent jobs by time.
+CREATE INDEX ix_jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+-- Errors in the last hour, per server.
+CREATE INDEX ix_job_attempts_started ON job_attempts (started_at);
