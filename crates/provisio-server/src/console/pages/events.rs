@@ -116,7 +116,7 @@ pub(crate) async fn events(
                 at: when(e.at),
                 kind: e.kind.as_str().to_string(),
                 subject: e.subject,
-                actor: e.actor.map(super::wire).unwrap_or_default(),
+                actor: e.actor.as_ref().map(super::actor).unwrap_or_default(),
                 payload: e.payload.to_string(),
             })
             .collect();

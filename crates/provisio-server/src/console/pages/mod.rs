@@ -69,6 +69,17 @@ pub(crate) fn wire(v: impl Serialize) -> String {
     }
 }
 
+/// Who caused a job or event, as a person reads it: `key admin (#1)`, `rule 4`, `scheduler`.
+pub(crate) fn actor(a: &provisio_core::access::Actor) -> String {
+    let v = serde_json::to_value(a).unwrap_or_default();
+    let kind = v["kind"].as_str().unwrap_or("");
+    match (v["name"].as_str(), v["id"].as_i64()) {
+        (Some(n), Some(i)) => format!("{kind} {n} (#{i})"),
+        (None, Some(i)) => format!("{kind} {i}"),
+        _ => kind.to_string(),
+    }
+}
+
 /// A form or query field that was left empty counts as absent.
 pub(crate) fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())

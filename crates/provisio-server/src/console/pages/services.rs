@@ -312,7 +312,7 @@ async fn service_page(
                 detail: e
                     .actor
                     .as_ref()
-                    .map(|a| format!("by {}", super::wire(a)))
+                    .map(|a| format!("by {}", super::actor(a)))
                     .unwrap_or_default(),
                 link: None,
             });
