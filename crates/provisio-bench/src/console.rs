@@ -1,6 +1,6 @@
 //! `provisio-bench console`: the admin console's page times over a large database. Fills
-//! 100,000 services and 1,000,000 jobs (with their attempts for the failed and the most
-//! recent) by set-based inserts into a SQLite store, signs in over HTTP as a browser would,
+//! 100,000 services and 1,000,000 jobs (with attempts for the failed ones and the last
+//! tenth) by set-based inserts into a SQLite store, signs in over HTTP as a browser would,
 //! and prints each page's median and slowest time beside the issue's bound (50 ms).
 
 use std::time::{Duration, Instant};
@@ -32,13 +32,19 @@ pub async fn run(services: usize, jobs: usize, rounds: usize) -> anyhow::Result<
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let _ = axum::serve(listener, app).await;
     });
-    let key = std::fs::read_to_string(&cfg.admin_key_file)?.trim().to_string();
+    let key = std::fs::read_to_string(&cfg.admin_key_file)?
+        .trim()
+        .to_string();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let cookie = sign_in(&http, &base, &key).await?;
     let mid = services as i64 / 2;
-    let (_, failed_job) = sqlx_one(&url, "SELECT id, id FROM jobs WHERE state = 'failed' LIMIT 1").await?;
+    let (_, failed_job) = sqlx_one(
+        &url,
+        "SELECT id, id FROM jobs WHERE state = 'failed' LIMIT 1",
+    )
+    .await?;
     let pages = [
         ("overview", "/console/".to_string()),
         ("queue failed", "/console/queue?state=failed".to_string()),
@@ -128,9 +134,9 @@ async fn fill(
     .bind(now)
     .execute(&pool)
     .await?;
-    // Jobs spread over the last three hours; one in a hundred failed.
+    // Jobs spread over the last 30 days (a month of history); one in a hundred failed.
     sqlx::query(&format!(
-        "{series}, t(i, at) AS (SELECT i, $3 - (i % 10800) * 1000000 FROM n) \
+        "{series}, t(i, at) AS (SELECT i, $3 - (i % 2592000) * 1000000 FROM n) \
          INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
          attempts, max_attempts, run_after, last_error, error_kind, created_at, updated_at, finished_at) \
          SELECT s.id, s.server_id, CASE WHEN t.i % 3 = 0 THEN 'suspend' ELSE 'renew' END, \
@@ -144,7 +150,7 @@ async fn fill(
     .bind(now)
     .execute(&pool)
     .await?;
-    // Attempts of the failed jobs and of the most recent tenth.
+    // Attempts of the failed jobs and of the last tenth by id.
     sqlx::query(
         "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, message) \
          SELECT id, 1, created_at, 12, CASE WHEN state = 'failed' THEN 'permanent' ELSE 'ok' END, last_error \
@@ -177,7 +183,10 @@ async fn sign_in(http: &reqwest::Client, base: &str, key: &str) -> anyhow::Resul
     if r.status() != 303 {
         bail!("sign-in answered {}", r.status());
     }
-    Ok(format!("provisio_console={}", cookie_of(&r, "provisio_console")?))
+    Ok(format!(
+        "provisio_console={}",
+        cookie_of(&r, "provisio_console")?
+    ))
 }
 
 fn cookie_of(r: &reqwest::Response, name: &str) -> anyhow::Result<String> {

@@ -31,8 +31,11 @@ pub struct ServerActivity {
 /// The overview's aggregates, each read by an index.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConsoleOverview {
-    /// `(state, jobs)` for every state that has jobs.
+    /// `(state, jobs)` of the open and failed jobs (pending, running, failed), all of them.
     pub by_state: Vec<(String, i64)>,
+    /// `(state, jobs)` of the jobs finished since `chart_since` (done, failed, resolved,
+    /// cancelled): counting every finished job of a long history would read it all.
+    pub finished: Vec<(String, i64)>,
     /// Failed jobs by `(server, error kind, first characters of the error)`, most first.
     pub failed: Vec<(ServerId, String, String, i64)>,
     pub servers: Vec<ServerActivity>,

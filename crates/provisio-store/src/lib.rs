@@ -96,8 +96,8 @@ use provisio_core::settings::Settings;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 
 pub use actor::{acting, acting_at, current_actor, current_depth, inherit};
-pub use console::{ConsoleOverview, ConsoleSession, ConsoleStore, ServerActivity};
 pub use clock::{offset_from, warn_if_off, Clock, Sample, WARN_OFFSET};
+pub use console::{ConsoleOverview, ConsoleSession, ConsoleStore, ServerActivity};
 pub use error::StoreError;
 pub use hooks::{
     DeliveryFilter, DeliveryUpdate, HandlerFilter, HandlerHealth, HookStore, NewDelivery,

@@ -7,8 +7,8 @@ use sqlx::Postgres;
 
 use crate::clock::{Sample, SAMPLES};
 use crate::sql::impl_store;
-use crate::sql_hooks::impl_hook_store;
 use crate::sql_console::impl_console_store;
+use crate::sql_hooks::impl_hook_store;
 use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;

@@ -71,13 +71,28 @@ macro_rules! impl_console_store {
             ) -> $crate::Result<$crate::ConsoleOverview> {
                 use $crate::rows::{from_ts, ts};
                 use provisio_core::ServerId;
-                let by_state: Vec<(String, i64)> =
-                    sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
-                        .fetch_all(&self.pool)
-                        .await?;
+                let by_state: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT state, COUNT(*) FROM jobs WHERE state IN ('pending', 'running', 'failed') \
+                     GROUP BY state ORDER BY state",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                // Grouped by an expression, so that no planner walks the state index over
+                // every job for its order rather than the recent range of `ix_jobs_finished`.
+                let finished: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT state || '' AS st, COUNT(*) FROM jobs \
+                     WHERE finished_at IS NOT NULL AND finished_at >= $1 GROUP BY st ORDER BY st",
+                )
+                .bind(ts(chart_since))
+                .fetch_all(&self.pool)
+                .await?;
                 let failed: Vec<(i64, Option<String>, Option<String>, i64)> = sqlx::query_as(
+                    // Read through the (state, id) index, at most 50,000 failed jobs: grouping
+                    // straight from the table lets a planner walk a server-led index over
+                    // every job instead.
                     "SELECT server_id, error_kind, SUBSTR(COALESCE(last_error, ''), 1, 120) AS e, COUNT(*) AS n \
-                     FROM jobs WHERE state = 'failed' \
+                     FROM (SELECT server_id, error_kind, last_error FROM jobs WHERE state = 'failed' \
+                           ORDER BY id LIMIT 50000) AS f \
                      GROUP BY server_id, error_kind, e ORDER BY n DESC, server_id LIMIT 50",
                 )
                 .fetch_all(&self.pool)
@@ -130,6 +145,7 @@ macro_rules! impl_console_store {
                 .await?;
                 Ok($crate::ConsoleOverview {
                     by_state,
+                    finished,
                     failed: failed
                         .into_iter()
                         .map(|(s, k, e, n)| (ServerId(s), k.unwrap_or_default(), e.unwrap_or_default(), n))

@@ -22,7 +22,12 @@ pub(crate) async fn check_posts(
         return next.run(req).await;
     }
     let Some(expected) = req.extensions().get::<Session>().map(|s| s.csrf.clone()) else {
-        return problem_response(StatusCode::FORBIDDEN, "Not signed in", "sign in first", vec![]);
+        return problem_response(
+            StatusCode::FORBIDDEN,
+            "Not signed in",
+            "sign in first",
+            vec![],
+        );
     };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
@@ -38,7 +43,8 @@ pub(crate) async fn check_posts(
         .map(|(_, v)| v.into_owned());
     match sent {
         Some(t) if same_token(&t, &expected) => {
-            next.run(Request::from_parts(parts, Body::from(bytes))).await
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
         }
         _ => {
             tracing::warn!(path = %parts.uri.path(), "console form refused: CSRF token missing or wrong");

@@ -50,7 +50,10 @@ pub(crate) fn router(state: ConsoleState) -> Router<AppState> {
             get(session::sign_in_page).post(session::sign_in),
         )
         .route("/console/static/{file}", get(asset))
-        .route("/console", get(|| async { axum::response::Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { axum::response::Redirect::permanent("/console/") }),
+        )
         .merge(signed_in)
         .with_state(state)
 }
@@ -136,7 +139,12 @@ struct Bare<'a> {
     content: &'a str,
 }
 
-pub(crate) fn problem_response(status: StatusCode, title: &str, detail: &str, fields: Vec<(String, String)>) -> Response {
+pub(crate) fn problem_response(
+    status: StatusCode,
+    title: &str,
+    detail: &str,
+    fields: Vec<(String, String)>,
+) -> Response {
     let content = ProblemPage {
         title,
         detail,
@@ -172,11 +180,7 @@ impl IntoResponse for PageError {
             PageError::Api(e) => {
                 let p = e.into_problem();
                 let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST);
-                let fields = p
-                    .errors
-                    .into_iter()
-                    .map(|f| (f.field, f.message))
-                    .collect();
+                let fields = p.errors.into_iter().map(|f| (f.field, f.message)).collect();
                 problem_response(status, &p.title, &p.detail, fields)
             }
             PageError::Forbidden(detail) => {

@@ -27,7 +27,8 @@ pub(crate) struct Session {
     pub(super) reveal: bool,
     pub csrf: String,
     pub(super) token_hash: String,
-    pub(super) rules: Arc<std::collections::HashMap<(axum::http::Method, &'static str), crate::access::Access>>,
+    pub(super) rules:
+        Arc<std::collections::HashMap<(axum::http::Method, &'static str), crate::access::Access>>,
 }
 
 fn random_token() -> String {
@@ -63,7 +64,13 @@ pub(crate) fn same_token(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn set_cookie(state: &ConsoleState, headers: &HeaderMap, name: &str, value: &str, max_age: i64) -> HeaderValue {
+fn set_cookie(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    max_age: i64,
+) -> HeaderValue {
     let forwarded_tls = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -87,7 +94,12 @@ struct SignIn<'a> {
     error: Option<&'a str>,
 }
 
-fn sign_in_form(state: &ConsoleState, headers: &HeaderMap, status: StatusCode, error: Option<&str>) -> Response {
+fn sign_in_form(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
     let csrf = random_token();
     let html = SignIn {
         version: VERSION,
@@ -109,7 +121,10 @@ fn sign_in_form(state: &ConsoleState, headers: &HeaderMap, status: StatusCode, e
     }
 }
 
-pub(crate) async fn sign_in_page(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
+pub(crate) async fn sign_in_page(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+) -> Response {
     sign_in_form(&state, &headers, StatusCode::OK, None)
 }
 
@@ -127,13 +142,23 @@ pub(crate) async fn sign_in(State(state): State<ConsoleState>, req: Request) -> 
     let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
         Ok(b) => b,
         Err(_) => {
-            return sign_in_form(&state, &headers, StatusCode::BAD_REQUEST, Some("the form is too large"))
+            return sign_in_form(
+                &state,
+                &headers,
+                StatusCode::BAD_REQUEST,
+                Some("the form is too large"),
+            )
         }
     };
     let form: SignInForm = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
         Err(_) => {
-            return sign_in_form(&state, &headers, StatusCode::BAD_REQUEST, Some("the form could not be read"))
+            return sign_in_form(
+                &state,
+                &headers,
+                StatusCode::BAD_REQUEST,
+                Some("the form could not be read"),
+            )
         }
     };
     let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or("");
@@ -151,7 +176,9 @@ pub(crate) async fn sign_in(State(state): State<ConsoleState>, req: Request) -> 
             &state,
             &headers,
             StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!("too many failed sign-ins from this address; try again in {wait} s")),
+            Some(&format!(
+                "too many failed sign-ins from this address; try again in {wait} s"
+            )),
         );
     }
     let key = match state.app.engine.authenticate(form.key.trim()).await {
@@ -159,7 +186,12 @@ pub(crate) async fn sign_in(State(state): State<ConsoleState>, req: Request) -> 
         Ok(Err(refusal)) => {
             state.failures.failed(ip, now);
             tracing::warn!(client = %ip, reason = refusal.message(), "console sign-in failed");
-            return sign_in_form(&state, &headers, StatusCode::UNAUTHORIZED, Some(refusal.message()));
+            return sign_in_form(
+                &state,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                Some(refusal.message()),
+            );
         }
         Err(e) => return PageError::from(e).into_response(),
     };
@@ -172,7 +204,13 @@ pub(crate) async fn sign_in(State(state): State<ConsoleState>, req: Request) -> 
         created_at: at,
         expires_at: at + state.ttl,
     };
-    if let Err(e) = state.app.engine.store().insert_console_session(&session).await {
+    if let Err(e) = state
+        .app
+        .engine
+        .store()
+        .insert_console_session(&session)
+        .await
+    {
         return PageError::from(provisio_engine::EngineError::from(e)).into_response();
     }
     tracing::info!(key_id = key.id, key = %key.name, "console sign-in");
@@ -198,8 +236,10 @@ fn to_sign_in(headers: &HeaderMap) -> Response {
         r
     } else {
         let mut r = StatusCode::SEE_OTHER.into_response();
-        r.headers_mut()
-            .insert(header::LOCATION, HeaderValue::from_static("/console/sign-in"));
+        r.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_static("/console/sign-in"),
+        );
         r
     }
 }
@@ -216,7 +256,11 @@ pub(crate) async fn require_session(
     };
     let hash = hash_token(token);
     let engine = &state.app.engine;
-    let found = match engine.store().find_console_session(&hash, engine.now()).await {
+    let found = match engine
+        .store()
+        .find_console_session(&hash, engine.now())
+        .await
+    {
         Ok(f) => f,
         Err(e) => return PageError::from(provisio_engine::EngineError::from(e)).into_response(),
     };
@@ -226,7 +270,11 @@ pub(crate) async fn require_session(
     let key = match engine.authenticate_id(found.key_id).await {
         Ok(Ok(k)) => k,
         Ok(Err(refusal)) => {
-            tracing::info!(key_id = found.key_id, reason = refusal.message(), "console session ended");
+            tracing::info!(
+                key_id = found.key_id,
+                reason = refusal.message(),
+                "console session ended"
+            );
             let _ = engine.store().delete_console_session(&hash).await;
             return to_sign_in(req.headers());
         }
@@ -251,13 +299,23 @@ pub(crate) async fn sign_out(
     axum::Extension(s): axum::Extension<Session>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = state.app.engine.store().delete_console_session(&s.token_hash).await {
+    if let Err(e) = state
+        .app
+        .engine
+        .store()
+        .delete_console_session(&s.token_hash)
+        .await
+    {
         return PageError::from(provisio_engine::EngineError::from(e)).into_response();
     }
     let mut r = StatusCode::SEE_OTHER.into_response();
-    r.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static("/console/sign-in"));
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&state, &headers, COOKIE, "", 0));
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_static("/console/sign-in"),
+    );
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, &headers, COOKIE, "", 0),
+    );
     r
 }

@@ -200,8 +200,7 @@ impl Browser {
             )
             .await
             .unwrap();
-        r.as_u64()
-            .unwrap_or_else(|| panic!("fetch failed: {r}")) as u16
+        r.as_u64().unwrap_or_else(|| panic!("fetch failed: {r}")) as u16
     }
 
     /// The session's CSRF token, as its pages' forms carry it.
@@ -218,7 +217,8 @@ impl Browser {
 
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/console-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
@@ -238,28 +238,55 @@ struct World {
 }
 
 async fn world(app: &TestApp) -> World {
-    app.create("/v1/servers", json!({"name": "rec", "module": "recorder", "settings": {"token": "Tok-Console-5521"}}))
-        .await;
-    app.create("/v1/products", json!({"name": "plan", "module": "recorder", "settings": {"package": "a"}}))
-        .await;
-    app.create("/v1/products", json!({"name": "bigger", "module": "recorder", "settings": {"package": "b"}}))
-        .await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "rec", "module": "recorder", "settings": {"token": "Tok-Console-5521"}}),
+    )
+    .await;
+    app.create(
+        "/v1/products",
+        json!({"name": "plan", "module": "recorder", "settings": {"package": "a"}}),
+    )
+    .await;
+    app.create(
+        "/v1/products",
+        json!({"name": "bigger", "module": "recorder", "settings": {"package": "b"}}),
+    )
+    .await;
     let a = app
-        .create("/v1/clients", json!({"name": "Alice", "email": "alice@example.test"}))
+        .create(
+            "/v1/clients",
+            json!({"name": "Alice", "email": "alice@example.test"}),
+        )
         .await["id"]
         .as_i64()
         .unwrap();
     let b = app
-        .create("/v1/clients", json!({"name": "Bob", "email": "bob@example.test"}))
+        .create(
+            "/v1/clients",
+            json!({"name": "Bob", "email": "bob@example.test"}),
+        )
         .await["id"]
         .as_i64()
         .unwrap();
-    let order = |client: i64, user: &str, invoice: Value, parent: Value| {
-        json!({"client_id": client, "product": "plan", "username": user, "invoice": invoice, "parent_invoice": parent})
-    };
-    let sa = app.create("/v1/services", order(a, "alice01", json!("INV-100"), Value::Null)).await;
-    let sb = app.create("/v1/services", order(b, "bobby01", Value::Null, Value::Null)).await;
-    app.create("/v1/services", order(a, "alice02", Value::Null, json!("INV-100"))).await;
+    let order = |client: i64, user: &str, invoice: Value, parent: Value| json!({"client_id": client, "product": "plan", "username": user, "invoice": invoice, "parent_invoice": parent});
+    let sa = app
+        .create(
+            "/v1/services",
+            order(a, "alice01", json!("INV-100"), Value::Null),
+        )
+        .await;
+    let sb = app
+        .create(
+            "/v1/services",
+            order(b, "bobby01", Value::Null, Value::Null),
+        )
+        .await;
+    app.create(
+        "/v1/services",
+        order(a, "alice02", Value::Null, json!("INV-100")),
+    )
+    .await;
     for id in [sa["id"].as_i64().unwrap(), sb["id"].as_i64().unwrap()] {
         let (_, jobs) = app.get(&format!("/v1/services/{id}/jobs")).await;
         app.wait_job(jobs["items"][0]["id"].as_i64().unwrap()).await;
@@ -281,7 +308,7 @@ async fn suspend_from_the_service_page(db: Db) {
     let w = world(&app).await;
     let b = Browser::start(&app).await;
     b.sign_in(&app.key).await;
-    b.wait_text("#jobs-by-state", "done").await;
+    b.wait_text("#jobs-finished", "done").await;
     b.screenshot(&format!("overview-{db:?}")).await;
     // Find the service by its username.
     b.goto("/console/services").await;
@@ -310,7 +337,8 @@ async fn suspend_from_the_service_page(db: Db) {
     assert_eq!(s["status"], "suspended");
     assert_eq!(s["suspension"]["reason"], "non-payment");
     // A wrong terminate confirmation is refused next to its field and changes nothing.
-    b.goto(&format!("/console/services/{}/act/terminate", w.service_a)).await;
+    b.goto(&format!("/console/services/{}/act/terminate", w.service_a))
+        .await;
     b.fill("#confirm", "someone-else").await;
     b.click("#run-action").await;
     b.wait_text("#confirm-error", "alice01").await;
@@ -327,20 +355,32 @@ async fn retry_a_failed_job(db: Db) {
     let _one = BROWSERS.lock().await;
     let app = spawn_app(db).await;
     world(&app).await;
-    app.create("/v1/servers", json!({"name": "full", "module": "recorder", "settings": {"refuse_creates": true}}))
-        .await;
+    app.create(
+        "/v1/servers",
+        json!({"name": "full", "module": "recorder", "settings": {"refuse_creates": true}}),
+    )
+    .await;
     let s = app
-        .create("/v1/services", json!({"client_id": 1, "product": "plan", "server": "full", "username": "carol01"}))
+        .create(
+            "/v1/services",
+            json!({"client_id": 1, "product": "plan", "server": "full", "username": "carol01"}),
+        )
         .await;
     let (_, jobs) = app.get(&format!("/v1/services/{}/jobs", s["id"])).await;
     let job = jobs["items"][0]["id"].as_i64().unwrap();
     assert_eq!(app.wait_job(job).await["state"], "failed");
-    let (st, _) = app.patch("/v1/servers/full", json!({"settings": {"refuse_creates": false}})).await;
+    let (st, _) = app
+        .patch(
+            "/v1/servers/full",
+            json!({"settings": {"refuse_creates": false}}),
+        )
+        .await;
     assert!(st.is_success(), "{st}");
     let b = Browser::start(&app).await;
     b.sign_in(&app.key).await;
     b.goto("/console/queue?state=failed").await;
-    b.wait_text(&format!("#job-{job}"), "takes no new accounts").await;
+    b.wait_text(&format!("#job-{job}"), "takes no new accounts")
+        .await;
     b.click(&format!("#job-{job} a[href$='/retry']")).await;
     b.click("#confirm").await;
     b.wait_text("#job-state", "done").await;
@@ -366,7 +406,10 @@ async fn group_suspend_shows_the_dry_run_first(db: Db) {
     b.click("#dry-run").await;
     b.wait_text("#dry-run-notice", "Nothing has changed").await;
     let members = b.text("#members").await;
-    assert!(members.contains("alice01") && members.contains("alice02"), "{members}");
+    assert!(
+        members.contains("alice01") && members.contains("alice02"),
+        "{members}"
+    );
     assert!(members.contains("planned"), "{members}");
     // The dry run changed nothing.
     let (_, list) = app.get("/v1/services?status=suspended").await;
@@ -382,7 +425,12 @@ async fn group_suspend_shows_the_dry_run_first(db: Db) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, list) = app.get("/v1/services?status=suspended").await;
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|s| s["username"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["username"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["alice01", "alice02"]);
     b.stop().await;
     app.stop().await;
@@ -395,7 +443,9 @@ async fn roles_and_forms_are_enforced(db: Db) {
     let _one = BROWSERS.lock().await;
     let app = spawn_app(db).await;
     let w = world(&app).await;
-    let readonly = app.make_key(json!({"name": "look", "role": "readonly"})).await;
+    let readonly = app
+        .make_key(json!({"name": "look", "role": "readonly"}))
+        .await;
     let alice = app
         .make_key(json!({"name": "alice", "role": "client", "client_id": w.client_a}))
         .await;
@@ -405,7 +455,11 @@ async fn roles_and_forms_are_enforced(db: Db) {
     b.sign_in(&app.key).await;
     let path = format!("/console/services/{}/act/suspend", w.service_b);
     assert_eq!(b.post_from_page(&path, "reason=admin").await, 403);
-    assert_eq!(b.post_from_page(&path, "reason=admin&csrf=not-the-token").await, 403);
+    assert_eq!(
+        b.post_from_page(&path, "reason=admin&csrf=not-the-token")
+            .await,
+        403
+    );
     let (_, s) = app.get(&format!("/v1/services/{}", w.service_b)).await;
     assert_eq!(s["status"], "active", "nothing was suspended");
     b.goto("/console/sign-in").await;
@@ -419,9 +473,14 @@ async fn roles_and_forms_are_enforced(db: Db) {
     assert!(!b.exists("a.action").await);
     assert!(!b.exists("#login-url").await);
     let csrf = b.csrf().await;
-    assert_eq!(b.post_from_page(&path, &format!("reason=admin&csrf={csrf}")).await, 403);
     assert_eq!(
-        b.post_from_page(&format!("/console/queue/1/retry"), &format!("csrf={csrf}")).await,
+        b.post_from_page(&path, &format!("reason=admin&csrf={csrf}"))
+            .await,
+        403
+    );
+    assert_eq!(
+        b.post_from_page(&format!("/console/queue/1/retry"), &format!("csrf={csrf}"))
+            .await,
         403
     );
     b.goto("/console/queue?state=done").await;

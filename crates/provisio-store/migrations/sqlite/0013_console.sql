@@ -8,7 +8,9 @@ CREATE TABLE console_sessions (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX ix_console_sessions_expires ON console_sessions (expires_at);
--- The overview's actions per minute and the queue's age filter read recent jobs by time.
-CREATE INDEX ix_jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+-- The overview's recent jobs by state and actions per minute, read from the index alone.
+CREATE INDEX ix_jobs_finished ON jobs (finished_at, state) WHERE finished_at IS NOT NULL;
+-- The services search by username alone (the unique index leads with the server).
+CREATE INDEX ix_services_username ON services (username, id);
 -- Errors in the last hour, per server.
 CREATE INDEX ix_job_attempts_started ON job_attempts (started_at);

@@ -5,6 +5,7 @@
 
 mod balance;
 mod clock;
+mod console;
 mod harness;
 mod hooks;
 mod idempotency;
@@ -38,6 +39,7 @@ macro_rules! on_both {
 }
 
 use balance::*;
+use console::*;
 use hooks::*;
 use idempotency::*;
 use jobs::*;
@@ -84,4 +86,5 @@ on_both!(
     batches_are_stored_all_or_none,
     queue_gauges_and_migrations_are_read,
     server_loads_match_counts_after_every_change,
+    console_sessions_expire_and_end,
 );

@@ -84,7 +84,13 @@ pub(crate) async fn groups(
     headers: HeaderMap,
 ) -> PageResult {
     s.need(Method::GET, "/v1/groups/{invoice}")?;
-    page(&s, &headers, "/console/groups", "Groups", blank(&s, GroupForm::default()))
+    page(
+        &s,
+        &headers,
+        "/console/groups",
+        "Groups",
+        blank(&s, GroupForm::default()),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,7 +123,10 @@ pub(crate) async fn collect(
             }
             _ => p.collect_errors.push((
                 "filters".into(),
-                format!("line {}: must be field=value, such as service.parent_invoice=INV-7", n + 1),
+                format!(
+                    "line {}: must be field=value, such as service.parent_invoice=INV-7",
+                    n + 1
+                ),
             )),
         }
     }
@@ -152,7 +161,11 @@ pub(crate) async fn collect(
                     p.collect_errors.push(("filters".into(), prob.detail));
                 }
                 for fe in prob.errors {
-                    let field = if fe.field.starts_with("fields") { "fields" } else { "filters" };
+                    let field = if fe.field.starts_with("fields") {
+                        "fields"
+                    } else {
+                        "filters"
+                    };
                     p.collect_errors.push((field.into(), fe.message));
                 }
             }
@@ -178,7 +191,11 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
 }
 
 /// The request a form describes, or the field errors that stop it.
-fn request(s: &Session, f: &GroupForm, dry_run: bool) -> Result<(String, GroupOp, GroupRequest), Vec<(String, String)>> {
+fn request(
+    s: &Session,
+    f: &GroupForm,
+    dry_run: bool,
+) -> Result<(String, GroupOp, GroupRequest), Vec<(String, String)>> {
     let mut errors = Vec::new();
     let invoice = given(&f.invoice).unwrap_or("").to_string();
     if invoice.is_empty() {
@@ -186,14 +203,20 @@ fn request(s: &Session, f: &GroupForm, dry_run: bool) -> Result<(String, GroupOp
     }
     let op = given(&f.operation).and_then(GroupOp::parse);
     if op.is_none() {
-        errors.push(("operation".into(), "must be suspend, activate, delete, edit or transfer".into()));
+        errors.push((
+            "operation".into(),
+            "must be suspend, activate, delete, edit or transfer".into(),
+        ));
     }
     let settings = match given(&f.settings) {
         None => None,
         Some(t) => match serde_json::from_str::<provisio_core::settings::Settings>(t) {
             Ok(m) => Some(m),
             Err(_) => {
-                errors.push(("settings".into(), "must be a JSON object, such as {\"quota\": 5000}".into()));
+                errors.push((
+                    "settings".into(),
+                    "must be a JSON object, such as {\"quota\": 5000}".into(),
+                ));
                 None
             }
         },
@@ -239,7 +262,13 @@ impl ResultPage {
     }
 }
 
-async fn operate(state: &ConsoleState, s: &Session, headers: &HeaderMap, f: GroupForm, dry_run: bool) -> PageResult {
+async fn operate(
+    state: &ConsoleState,
+    s: &Session,
+    headers: &HeaderMap,
+    f: GroupForm,
+    dry_run: bool,
+) -> PageResult {
     s.need(Method::POST, "/v1/groups/{invoice}/{operation}")?;
     let (invoice, op, req) = match request(s, &f, dry_run) {
         Ok(r) => r,
@@ -262,14 +291,22 @@ async fn operate(state: &ConsoleState, s: &Session, headers: &HeaderMap, f: Grou
                 form: f,
                 csrf: s.csrf.clone(),
             };
-            let title = if dry_run { "Dry run" } else { "Group operation" };
+            let title = if dry_run {
+                "Dry run"
+            } else {
+                "Group operation"
+            };
             page(s, headers, "/console/groups", title, content)
         }
         Err(e) => {
             let prob = ApiError::from(e).into_problem();
             let mut p = blank(s, f);
             p.summary = Some(prob.detail);
-            p.errors = prob.errors.into_iter().map(|x| (x.field, x.message)).collect();
+            p.errors = prob
+                .errors
+                .into_iter()
+                .map(|x| (x.field, x.message))
+                .collect();
             let mut r = page(s, headers, "/console/groups", "Groups", p)?;
             *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             Ok(r)

@@ -20,14 +20,24 @@ pub(crate) fn routes() -> Router<ConsoleState> {
         .route(&at("/"), get(overview::overview))
         .route(&at("/sign-out"), post(super::session::sign_out))
         .route(&at("/queue"), get(queue::queue))
-        .route(&at("/queue/retry-all"), get(queue::confirm_retry_all).post(queue::retry_all))
+        .route(
+            &at("/queue/retry-all"),
+            get(queue::confirm_retry_all).post(queue::retry_all),
+        )
         .route(&at("/queue/{id}"), get(queue::job))
-        .route(&at("/queue/{id}/retry"), get(queue::confirm_retry).post(queue::retry))
-        .route(&at("/queue/{id}/resolve"), get(queue::confirm_resolve).post(queue::resolve))
+        .route(
+            &at("/queue/{id}/retry"),
+            get(queue::confirm_retry).post(queue::retry),
+        )
+        .route(
+            &at("/queue/{id}/resolve"),
+            get(queue::confirm_resolve).post(queue::resolve),
+        )
         .route(&at("/services"), get(services::search))
         .route(&at("/services/{id}"), get(services::service))
         .route(&at("/services/{id}/login-url"), post(services::login_url))
-        .route(&at("/services/{id}/act/{action}"),
+        .route(
+            &at("/services/{id}/act/{action}"),
             get(services::action_form).post(services::act),
         )
         .route(&at("/groups"), get(groups::groups))

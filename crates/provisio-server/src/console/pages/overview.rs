@@ -36,6 +36,7 @@ struct Bar {
 #[template(path = "console/overview.html")]
 struct Overview {
     by_state: Vec<(String, i64)>,
+    finished: Vec<(String, i64)>,
     failed: Vec<(String, String, String, i64)>,
     servers: Vec<ServerLine>,
     bars: Vec<Bar>,
@@ -67,7 +68,10 @@ pub(crate) async fn overview(
         .await
         .map_err(provisio_engine::EngineError::from)?;
     let servers = engine
-        .list_servers(&ServerFilter::default(), PageRequest::first(PageRequest::MAX_LIMIT))
+        .list_servers(
+            &ServerFilter::default(),
+            PageRequest::first(PageRequest::MAX_LIMIT),
+        )
         .await?
         .items;
     let name = |id: provisio_core::ServerId| {
@@ -116,7 +120,9 @@ pub(crate) async fn overview(
         .collect();
     let mut last_sync = None;
     if s.may(Method::GET, "/v1/usage/syncs") {
-        let syncs = engine.usage_syncs(PageRequest::first(PageRequest::MAX_LIMIT)).await?;
+        let syncs = engine
+            .usage_syncs(PageRequest::first(PageRequest::MAX_LIMIT))
+            .await?;
         last_sync = syncs
             .items
             .into_iter()
@@ -140,6 +146,7 @@ pub(crate) async fn overview(
     let handlers = engine.list_handlers().await?;
     let content = Overview {
         by_state: o.by_state,
+        finished: o.finished,
         failed: o
             .failed
             .iter()

@@ -67,16 +67,24 @@ impl QueuePage {
     }
 }
 
-pub(crate) async fn server_names(state: &ConsoleState) -> Result<Vec<provisio_core::server::Server>, PageError> {
+pub(crate) async fn server_names(
+    state: &ConsoleState,
+) -> Result<Vec<provisio_core::server::Server>, PageError> {
     Ok(state
         .app
         .engine
-        .list_servers(&ServerFilter::default(), PageRequest::first(PageRequest::MAX_LIMIT))
+        .list_servers(
+            &ServerFilter::default(),
+            PageRequest::first(PageRequest::MAX_LIMIT),
+        )
         .await?
         .items)
 }
 
-pub(crate) fn job_row(j: provisio_core::job::Job, servers: &[provisio_core::server::Server]) -> JobRow {
+pub(crate) fn job_row(
+    j: provisio_core::job::Job,
+    servers: &[provisio_core::server::Server],
+) -> JobRow {
     JobRow {
         id: j.id.0,
         service_id: j.service_id.0,
@@ -123,11 +131,19 @@ pub(crate) async fn queue(
     }
     if let Some(name) = given(&q.server) {
         if s.caller().scope.is_some() {
-            error = Some(("server".into(), "a scoped key cannot filter by server".into()));
+            error = Some((
+                "server".into(),
+                "a scoped key cannot filter by server".into(),
+            ));
         } else {
             match engine.find_server(&RecordRef::from_segment(name)).await {
                 Ok(srv) => filter.server_id = Some(srv.id),
-                Err(e) => error = Some(("server".into(), crate::ApiError::from(e).into_problem().detail)),
+                Err(e) => {
+                    error = Some((
+                        "server".into(),
+                        crate::ApiError::from(e).into_problem().detail,
+                    ))
+                }
             }
         }
     }
@@ -141,14 +157,18 @@ pub(crate) async fn queue(
         if ["transient", "permanent", "unknown"].contains(&k) {
             filter.error_kind = Some(k.to_string());
         } else {
-            error = Some(("error_kind".into(), "must be transient, permanent or unknown".into()));
+            error = Some((
+                "error_kind".into(),
+                "must be transient, permanent or unknown".into(),
+            ));
         }
     }
     if let Some(d) = given(&q.older_than) {
         match crate::config::parse_duration(d) {
             Ok(d) => {
-                filter.created_before =
-                    Some(engine.now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+                filter.created_before = Some(
+                    engine.now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
+                )
             }
             Err(m) => error = Some(("older_than".into(), m)),
         }
@@ -160,7 +180,14 @@ pub(crate) async fn queue(
             .list_jobs(&filter, PageRequest { after, limit: 50 })
             .await?;
         let next = found.next.map(|c| c.to_string());
-        (found.items.into_iter().map(|j| job_row(j, &servers)).collect(), next)
+        (
+            found
+                .items
+                .into_iter()
+                .map(|j| job_row(j, &servers))
+                .collect(),
+            next,
+        )
     } else {
         (Vec::new(), None)
     };
@@ -222,7 +249,10 @@ pub(crate) async fn job(
     let content = JobPage {
         kind,
         note,
-        params: params.iter().map(|(k, v)| (k.clone(), super::show(v))).collect(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.clone(), super::show(v)))
+            .collect(),
         attempts: d
             .attempts
             .into_iter()
@@ -310,13 +340,20 @@ pub(crate) async fn confirm_resolve(
 ) -> PageResult {
     s.need(Method::POST, "/v1/jobs/{id}/resolve")?;
     let id = seen_job(&state, &s, &id).await?;
-    page(&s, &headers, "/console/queue", "Resolve job", resolve_form(&s, id, None))
+    page(
+        &s,
+        &headers,
+        "/console/queue",
+        "Resolve job",
+        resolve_form(&s, id, None),
+    )
 }
 
 fn resolve_form(s: &Session, id: JobId, note_error: Option<String>) -> Confirm {
     Confirm {
         heading: format!("Resolve job {id}?"),
-        message: "The job is marked handled by a person and is not run again. Say what was done.".into(),
+        message: "The job is marked handled by a person and is not run again. Say what was done."
+            .into(),
         action: format!("/console/queue/{id}/resolve"),
         csrf: s.csrf.clone(),
         hidden: vec![],
@@ -343,7 +380,11 @@ pub(crate) async fn resolve(
             &headers,
             "/console/queue",
             "Resolve job",
-            resolve_form(&s, id, Some("is required: what the person did about it".into())),
+            resolve_form(
+                &s,
+                id,
+                Some("is required: what the person did about it".into()),
+            ),
         );
     };
     if note.chars().count() > 2000 {
@@ -373,7 +414,13 @@ pub(crate) async fn confirm_retry_all(
 ) -> PageResult {
     s.need(Method::POST, "/v1/jobs/retry")?;
     let server = match given(&f.server) {
-        Some(n) => Some(state.app.engine.find_server(&RecordRef::from_segment(n)).await?),
+        Some(n) => Some(
+            state
+                .app
+                .engine
+                .find_server(&RecordRef::from_segment(n))
+                .await?,
+        ),
         None => None,
     };
     let (message, hidden, back) = match &server {

@@ -63,7 +63,14 @@ fn settings_text(m: &serde_json::Map<String, serde_json::Value>) -> String {
         .join(", ")
 }
 
-fn render(s: &Session, headers: &HeaderMap, current: &str, title: &str, tables: Vec<Table>, notice: Option<String>) -> PageResult {
+fn render(
+    s: &Session,
+    headers: &HeaderMap,
+    current: &str,
+    title: &str,
+    tables: Vec<Table>,
+    notice: Option<String>,
+) -> PageResult {
     page(
         s,
         headers,
@@ -108,14 +115,23 @@ pub(crate) async fn clients(
             ]
         })
         .collect();
-    let note = found.next.map(|_| "The first 200 clients; search services by client id for others.".to_string());
-    render(&s, &headers, "/console/clients", "Clients", vec![Table {
-        heading: "Clients".into(),
-        id: "clients".into(),
-        headers: vec!["Id", "Name", "Email", "Status", "Balance (minor units)"],
-        rows,
-        note,
-    }], None)
+    let note = found
+        .next
+        .map(|_| "The first 200 clients; search services by client id for others.".to_string());
+    render(
+        &s,
+        &headers,
+        "/console/clients",
+        "Clients",
+        vec![Table {
+            heading: "Clients".into(),
+            id: "clients".into(),
+            headers: vec!["Id", "Name", "Email", "Status", "Balance (minor units)"],
+            rows,
+            note,
+        }],
+        None,
+    )
 }
 
 pub(crate) async fn client(
@@ -168,7 +184,9 @@ pub(crate) async fn client(
         note: None,
     });
     if s.may(Method::GET, "/v1/clients/{id}/transactions") {
-        let tx = engine.list_transactions(c.id, PageRequest::first(200)).await?;
+        let tx = engine
+            .list_transactions(c.id, PageRequest::first(200))
+            .await?;
         tables.push(Table {
             heading: "Transactions".into(),
             id: "transactions".into(),
@@ -189,16 +207,31 @@ pub(crate) async fn client(
             note: None,
         });
     }
-    render(&s, &headers, "/console/clients", &format!("Client {}", c.id), tables, None)
+    render(
+        &s,
+        &headers,
+        "/console/clients",
+        &format!("Client {}", c.id),
+        tables,
+        None,
+    )
 }
 
-async fn servers_page(state: &ConsoleState, s: &Session, headers: &HeaderMap, notice: Option<String>) -> PageResult {
+async fn servers_page(
+    state: &ConsoleState,
+    s: &Session,
+    headers: &HeaderMap,
+    notice: Option<String>,
+) -> PageResult {
     s.need(Method::GET, "/v1/servers")?;
     let may_test = s.may(Method::POST, "/v1/servers/{server}/test");
     let found = state
         .app
         .engine
-        .list_servers(&ServerFilter::default(), PageRequest::first(PageRequest::MAX_LIMIT))
+        .list_servers(
+            &ServerFilter::default(),
+            PageRequest::first(PageRequest::MAX_LIMIT),
+        )
         .await?;
     let rows = found
         .items
@@ -222,17 +255,31 @@ async fn servers_page(state: &ConsoleState, s: &Session, headers: &HeaderMap, no
             row
         })
         .collect();
-    let mut headers_row = vec!["Name", "Module", "Group", "Max concurrent", "Enabled", "Settings (secrets masked)"];
+    let mut headers_row = vec![
+        "Name",
+        "Module",
+        "Group",
+        "Max concurrent",
+        "Enabled",
+        "Settings (secrets masked)",
+    ];
     if may_test {
         headers_row.push("Check");
     }
-    render(s, headers, "/console/servers", "Servers", vec![Table {
-        heading: "Servers".into(),
-        id: "servers".into(),
-        headers: headers_row,
-        rows,
-        note: None,
-    }], notice)
+    render(
+        s,
+        headers,
+        "/console/servers",
+        "Servers",
+        vec![Table {
+            heading: "Servers".into(),
+            id: "servers".into(),
+            headers: headers_row,
+            rows,
+            note: None,
+        }],
+        notice,
+    )
 }
 
 pub(crate) async fn servers(
@@ -268,12 +315,20 @@ pub(crate) async fn products(
     let found = state
         .app
         .engine
-        .list_products(&ProductFilter::default(), PageRequest::first(PageRequest::MAX_LIMIT))
+        .list_products(
+            &ProductFilter::default(),
+            PageRequest::first(PageRequest::MAX_LIMIT),
+        )
         .await?;
     let names: std::collections::HashMap<i64, (String, Option<i64>)> = found
         .items
         .iter()
-        .map(|p| (p.product.id.0, (p.product.name.to_string(), p.product.extends.map(|e| e.0))))
+        .map(|p| {
+            (
+                p.product.id.0,
+                (p.product.name.to_string(), p.product.extends.map(|e| e.0)),
+            )
+        })
         .collect();
     let rows = found
         .items
@@ -298,13 +353,25 @@ pub(crate) async fn products(
             ]
         })
         .collect();
-    render(&s, &headers, "/console/products", "Products", vec![Table {
-        heading: "Products".into(),
-        id: "products".into(),
-        headers: vec!["Name", "Module", "Extends chain", "Effective settings (secrets masked)"],
-        rows,
-        note: None,
-    }], None)
+    render(
+        &s,
+        &headers,
+        "/console/products",
+        "Products",
+        vec![Table {
+            heading: "Products".into(),
+            id: "products".into(),
+            headers: vec![
+                "Name",
+                "Module",
+                "Extends chain",
+                "Effective settings (secrets masked)",
+            ],
+            rows,
+            note: None,
+        }],
+        None,
+    )
 }
 
 pub(crate) async fn handlers(
@@ -326,7 +393,11 @@ pub(crate) async fn handlers(
                     t(h.name.as_str()),
                     t(h.kind.as_str()),
                     t(&h.target),
-                    t(h.events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")),
+                    t(h.events
+                        .iter()
+                        .map(|e| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")),
                 ]
             })
             .collect(),
@@ -377,7 +448,14 @@ pub(crate) async fn rules(
             headers: vec!["Name", "On", "Enabled", "Created"],
             rows: rs
                 .iter()
-                .map(|r| vec![t(r.name.as_str()), t(r.on.as_str()), t(r.enabled), t(when(r.created_at))])
+                .map(|r| {
+                    vec![
+                        t(r.name.as_str()),
+                        t(r.on.as_str()),
+                        t(r.enabled),
+                        t(when(r.created_at)),
+                    ]
+                })
                 .collect(),
             note: None,
         },
@@ -391,7 +469,9 @@ pub(crate) async fn rules(
                 .map(|r| {
                     vec![
                         t(r.id),
-                        t(rs.iter().find(|x| x.id == r.rule_id).map_or_else(|| r.rule_id.to_string(), |x| x.name.to_string())),
+                        t(rs.iter()
+                            .find(|x| x.id == r.rule_id)
+                            .map_or_else(|| r.rule_id.to_string(), |x| x.name.to_string())),
                         t(r.subject),
                         t(when(r.due_at)),
                         t(wire(r.state)),
@@ -422,7 +502,11 @@ pub(crate) async fn audits(
                 t(a.server_id),
                 t(wire(a.state)),
                 t(if a.dry_run { "dry run" } else { "applied" }),
-                t(a.counts.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")),
+                t(a.counts
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")),
                 t(when_opt(a.finished_at)),
             ]
         })
@@ -442,7 +526,11 @@ pub(crate) async fn usage(
     headers: HeaderMap,
 ) -> PageResult {
     s.need(Method::GET, "/v1/usage/syncs")?;
-    let found = state.app.engine.usage_syncs(PageRequest::first(200)).await?;
+    let found = state
+        .app
+        .engine
+        .usage_syncs(PageRequest::first(200))
+        .await?;
     let rows = found
         .items
         .into_iter()
@@ -456,11 +544,18 @@ pub(crate) async fn usage(
             ]
         })
         .collect();
-    render(&s, &headers, "/console/usage", "Usage syncs", vec![Table {
-        heading: "Usage syncs".into(),
-        id: "syncs".into(),
-        headers: vec!["Id", "State", "Servers", "Started", "Finished"],
-        rows,
-        note: None,
-    }], None)
+    render(
+        &s,
+        &headers,
+        "/console/usage",
+        "Usage syncs",
+        vec![Table {
+            heading: "Usage syncs".into(),
+            id: "syncs".into(),
+            headers: vec!["Id", "State", "Servers", "Started", "Finished"],
+            rows,
+            note: None,
+        }],
+        None,
+    )
 }

@@ -90,7 +90,12 @@ pub(crate) async fn search(
     };
     match parse_id("client", given(&q.client)) {
         Ok(c) => f.client_id = c.map(ClientId),
-        Err(_) => error = Some(("client".into(), "must be a client id (a whole number)".into())),
+        Err(_) => {
+            error = Some((
+                "client".into(),
+                "must be a client id (a whole number)".into(),
+            ))
+        }
     }
     if let Some(st) = given(&q.status) {
         match ServiceStatus::ALL.into_iter().find(|x| x.as_str() == st) {
@@ -126,7 +131,10 @@ pub(crate) async fn search(
                     .find(|v| v.id == x.server_id)
                     .map_or_else(|| format!("#{}", x.server_id), |v| v.name.to_string()),
                 status: x.status.as_str().to_string(),
-                invoice: x.invoice.map(|i| i.as_str().to_string()).unwrap_or_default(),
+                invoice: x
+                    .invoice
+                    .map(|i| i.as_str().to_string())
+                    .unwrap_or_default(),
                 external_id: x.external_id.map(|e| e.to_string()).unwrap_or_default(),
             })
             .collect();
@@ -198,7 +206,11 @@ fn pairs(m: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)
 }
 
 /// The actions the service's module and server offer, that this key may run.
-async fn offered(state: &ConsoleState, s: &Session, svc: &Service) -> Result<Vec<Action>, PageError> {
+async fn offered(
+    state: &ConsoleState,
+    s: &Session,
+    svc: &Service,
+) -> Result<Vec<Action>, PageError> {
     if !s.may(Method::POST, "/v1/services/{id}/{action}") {
         return Ok(Vec::new());
     }
@@ -211,7 +223,10 @@ async fn offered(state: &ConsoleState, s: &Session, svc: &Service) -> Result<Vec
     let mut out: Vec<Action> = Action::STANDARD
         .into_iter()
         .filter(|a| a.is_service_action() && *a != Action::Create)
-        .filter(|a| a.capability().is_some_and(|c| info.capabilities.contains(&c)))
+        .filter(|a| {
+            a.capability()
+                .is_some_and(|c| info.capabilities.contains(&c))
+        })
         .collect();
     for c in module.custom_actions(&server.settings) {
         if let Ok(a) = Action::service_action(&c) {
@@ -331,7 +346,12 @@ async fn service_page(
                         at: d.updated_at,
                         when: when(d.updated_at),
                         kind: "delivery",
-                        what: format!("delivery {} of {} to handler {}", d.id, e.kind.as_str(), d.handler_id),
+                        what: format!(
+                            "delivery {} of {} to handler {}",
+                            d.id,
+                            e.kind.as_str(),
+                            d.handler_id
+                        ),
                         state: d.state.as_str().to_string(),
                         detail: d.last_error.unwrap_or_default(),
                         link: None,
@@ -377,7 +397,10 @@ async fn service_page(
         client_id: svc.client_id.0,
         product,
         server,
-        invoice: svc.invoice.map(|i| i.as_str().to_string()).unwrap_or_default(),
+        invoice: svc
+            .invoice
+            .map(|i| i.as_str().to_string())
+            .unwrap_or_default(),
         parent_invoice: svc
             .parent_invoice
             .map(|i| i.as_str().to_string())
@@ -401,7 +424,13 @@ async fn service_page(
         login_error,
         created: when(svc.created_at),
     };
-    page(s, headers, "/console/services", &format!("Service {}", content.username), content)
+    page(
+        s,
+        headers,
+        "/console/services",
+        &format!("Service {}", content.username),
+        content,
+    )
 }
 
 pub(crate) async fn service(
@@ -472,7 +501,12 @@ impl ActionPage {
 }
 
 /// The action a path names, as the REST route parses it, and refused unless offered.
-async fn chosen(state: &ConsoleState, s: &Session, svc: &Service, wire: &str) -> Result<Action, PageError> {
+async fn chosen(
+    state: &ConsoleState,
+    s: &Session,
+    svc: &Service,
+    wire: &str,
+) -> Result<Action, PageError> {
     let a = Action::service_action(wire)
         .map_err(|_| ApiError::not_found(format!("no action '{wire}' on services")))?;
     s.caller().may_run(a.as_str())?;
@@ -492,15 +526,15 @@ async fn action_page(
     headers: &HeaderMap,
     svc: &Service,
     action: &Action,
-    form: ActionForm,
-    errors: Vec<(String, String)>,
-    summary: Option<String>,
+    (form, errors, summary): (ActionForm, Vec<(String, String)>, Option<String>),
 ) -> PageResult {
     let mut products = Vec::new();
     if *action == Action::ChangePackage {
         // Products of the same module: the only ones a package change may go to.
         let engine = &state.app.engine;
-        let current = engine.find_product(&RecordRef::Id(svc.product_id.0)).await?;
+        let current = engine
+            .find_product(&RecordRef::Id(svc.product_id.0))
+            .await?;
         let found = engine
             .list_products(
                 &ProductFilter {
@@ -541,7 +575,15 @@ pub(crate) async fn action_form(
     s.need(Method::POST, "/v1/services/{id}/{action}")?;
     let svc = seen(&state, &s, &id).await?;
     let action = chosen(&state, &s, &svc, &wire).await?;
-    action_page(&state, &s, &headers, &svc, &action, ActionForm::default(), vec![], None).await
+    action_page(
+        &state,
+        &s,
+        &headers,
+        &svc,
+        &action,
+        (ActionForm::default(), vec![], None),
+    )
+    .await
 }
 
 /// A `datetime-local` value (or RFC 3339) as UTC.
@@ -584,16 +626,23 @@ pub(crate) async fn act(
         }
         Action::ChangePackage => match given(&form.product) {
             Some(p) => input.product = Some(RecordRef::from_segment(p)),
-            None => errors.push(("product".into(), "is required: the product to change to".into())),
+            None => errors.push((
+                "product".into(),
+                "is required: the product to change to".into(),
+            )),
         },
         Action::ChangePassword => {
-            input.password = given(&form.password).map(|p| secrecy::SecretString::from(p.to_string()));
+            input.password =
+                given(&form.password).map(|p| secrecy::SecretString::from(p.to_string()));
         }
         Action::Terminate => {
             if given(&form.confirm) != Some(svc.username.as_str()) {
                 errors.push((
                     "confirm".into(),
-                    format!("type the username '{}' to terminate this service", svc.username),
+                    format!(
+                        "type the username '{}' to terminate this service",
+                        svc.username
+                    ),
                 ));
             }
         }
@@ -605,18 +654,26 @@ pub(crate) async fn act(
         ..form
     };
     if !errors.is_empty() {
-        return action_page(&state, &s, &headers, &svc, &action, form, errors, None)
+        return action_page(&state, &s, &headers, &svc, &action, (form, errors, None))
             .await
             .map(unprocessable);
     }
-    match state.app.engine.request_action(svc.id, action.clone(), input).await {
-        Ok(_) => Ok(see_other(&headers, &format!("/console/services/{}", svc.id))),
+    match state
+        .app
+        .engine
+        .request_action(svc.id, action.clone(), input)
+        .await
+    {
+        Ok(_) => Ok(see_other(
+            &headers,
+            &format!("/console/services/{}", svc.id),
+        )),
         Err(e) => {
             let p = ApiError::from(e).into_problem();
             let errors: Vec<(String, String)> =
                 p.errors.into_iter().map(|f| (f.field, f.message)).collect();
             let summary = Some(p.detail);
-            action_page(&state, &s, &headers, &svc, &action, form, errors, summary)
+            action_page(&state, &s, &headers, &svc, &action, (form, errors, summary))
                 .await
                 .map(unprocessable)
         }
