@@ -36,7 +36,8 @@ pub struct ConsoleOverview {
     /// `(state, jobs)` of the jobs finished since `chart_since` (done, failed, resolved,
     /// cancelled): counting every finished job of a long history would read it all.
     pub finished: Vec<(String, i64)>,
-    /// Failed jobs by `(server, error kind, first characters of the error)`, most first.
+    /// The newest 5,000 failed jobs by `(server, error kind, first characters of the
+    /// error)`, most first.
     pub failed: Vec<(ServerId, String, String, i64)>,
     pub servers: Vec<ServerActivity>,
     /// Jobs finished per minute since `chart_since`: `(minute start, jobs)`, minutes with

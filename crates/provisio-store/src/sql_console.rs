@@ -87,12 +87,12 @@ macro_rules! impl_console_store {
                 .fetch_all(&self.pool)
                 .await?;
                 let failed: Vec<(i64, Option<String>, Option<String>, i64)> = sqlx::query_as(
-                    // Read through the (state, id) index, at most 50,000 failed jobs: grouping
+                    // The newest 5,000 failed jobs, read through the (state, id) index: grouping
                     // straight from the table lets a planner walk a server-led index over
-                    // every job instead.
+                    // every job instead, and a backlog's breakdown does not need every row.
                     "SELECT server_id, error_kind, SUBSTR(COALESCE(last_error, ''), 1, 120) AS e, COUNT(*) AS n \
                      FROM (SELECT server_id, error_kind, last_error FROM jobs WHERE state = 'failed' \
-                           ORDER BY id LIMIT 50000) AS f \
+                           ORDER BY id DESC LIMIT 5000) AS f \
                      GROUP BY server_id, error_kind, e ORDER BY n DESC, server_id LIMIT 50",
                 )
                 .fetch_all(&self.pool)

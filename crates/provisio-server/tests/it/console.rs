@@ -479,7 +479,7 @@ async fn roles_and_forms_are_enforced(db: Db) {
         403
     );
     assert_eq!(
-        b.post_from_page(&format!("/console/queue/1/retry"), &format!("csrf={csrf}"))
+        b.post_from_page("/console/queue/1/retry", &format!("csrf={csrf}"))
             .await,
         403
     );

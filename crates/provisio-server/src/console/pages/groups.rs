@@ -29,6 +29,9 @@ pub(crate) struct GroupForm {
     children_only: Option<String>,
 }
 
+/// One collected service: its id, whether it is active, and its fields flattened.
+type CollectedRow = (i64, bool, Vec<(String, String)>);
+
 #[derive(Template)]
 #[template(path = "console/groups.html")]
 struct GroupsPage {
@@ -39,7 +42,7 @@ struct GroupsPage {
     summary: Option<String>,
     collect_fields: String,
     collect_filters: String,
-    collected: Option<Vec<(i64, bool, Vec<(String, String)>)>>,
+    collected: Option<Vec<CollectedRow>>,
     collect_errors: Vec<(String, String)>,
 }
 

@@ -360,7 +360,7 @@ async fn service_page(
             }
         }
     }
-    timeline.sort_by(|a, b| b.at.cmp(&a.at));
+    timeline.sort_by_key(|m| std::cmp::Reverse(m.at));
     let mut usage = Vec::new();
     if s.may(Method::GET, "/v1/services/{id}/usage") {
         if let Ok(u) = engine.service_usage(id).await {
@@ -635,16 +635,14 @@ pub(crate) async fn act(
             input.password =
                 given(&form.password).map(|p| secrecy::SecretString::from(p.to_string()));
         }
-        Action::Terminate => {
-            if given(&form.confirm) != Some(svc.username.as_str()) {
-                errors.push((
-                    "confirm".into(),
-                    format!(
-                        "type the username '{}' to terminate this service",
-                        svc.username
-                    ),
-                ));
-            }
+        Action::Terminate if given(&form.confirm) != Some(svc.username.as_str()) => {
+            errors.push((
+                "confirm".into(),
+                format!(
+                    "type the username '{}' to terminate this service",
+                    svc.username
+                ),
+            ));
         }
         _ => {}
     }
