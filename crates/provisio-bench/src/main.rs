@@ -4,6 +4,7 @@
 
 mod accounts;
 mod audit;
+mod console;
 mod group;
 mod latency;
 mod memory;
@@ -129,6 +130,16 @@ enum BenchCmd {
         servers: usize,
         #[arg(long, default_value_t = 1000)]
         page_size: u32,
+    },
+    /// The admin console's page times with 100,000 services and 1,000,000 jobs.
+    Console {
+        #[arg(long, default_value_t = 100_000)]
+        services: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        /// Requests timed per page.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
     },
     /// Aged finished jobs, deliveries and rule runs trimmed by the maintenance turn while
     /// actions run, beside the action rate with no trimming on the same database.
@@ -262,6 +273,11 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             servers,
             page_size,
         } => audit::run(accounts, servers.max(1), page_size.max(1)).await,
+        BenchCmd::Console {
+            services,
+            jobs,
+            rounds,
+        } => console::run(services.max(10), jobs.max(1), rounds.max(1)).await,
         BenchCmd::Retention {
             rows,
             services,

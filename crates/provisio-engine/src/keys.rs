@@ -251,6 +251,22 @@ impl Engine {
         let Some(k) = self.store.find_api_key(&hash_key(presented)).await? else {
             return Ok(Err(KeyRefusal::Unknown));
         };
+        self.still_live(k).await
+    }
+
+    /// The live key record of the key with this id (a console session's), refused for the
+    /// same reasons as a presented key: a key revoked or expired since sign-in stops working.
+    pub async fn authenticate_id(
+        &self,
+        id: i64,
+    ) -> Result<std::result::Result<ApiKey, KeyRefusal>> {
+        let Some(k) = self.store.get_api_key(id).await? else {
+            return Ok(Err(KeyRefusal::Unknown));
+        };
+        self.still_live(k).await
+    }
+
+    async fn still_live(&self, k: ApiKey) -> Result<std::result::Result<ApiKey, KeyRefusal>> {
         let now = self.now();
         if k.revoked_at.is_some() {
             return Ok(Err(KeyRefusal::Revoked));

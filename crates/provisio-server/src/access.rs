@@ -139,6 +139,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller a live key makes (the console's session key).
+    pub(crate) fn from_key(key: provisio_store::ApiKey) -> Self {
+        Self {
+            key_id: key.id,
+            key_name: key.name,
+            role: key.role,
+            scope: key.scope,
+            actions: key.actions,
+        }
+    }
+
     fn hidden(what: &str, id: impl std::fmt::Display) -> ApiError {
         // The same answer as for a record that does not exist, so ids do not leak.
         ApiError::not_found(format!("{what} {id} not found"))
@@ -244,14 +255,14 @@ impl AuthFailures {
     }
 
     /// Seconds until `ip` may try again, if it is refused now.
-    fn blocked(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+    pub(crate) fn blocked(&self, ip: IpAddr, now: Instant) -> Option<u64> {
         let seen = self.seen.lock().expect("not poisoned");
         let (start, n) = *seen.get(&ip)?;
         let left = self.window.checked_sub(now.duration_since(start))?;
         (n >= self.limit).then(|| left.as_secs().max(1))
     }
 
-    fn failed(&self, ip: IpAddr, now: Instant) {
+    pub(crate) fn failed(&self, ip: IpAddr, now: Instant) {
         let mut seen = self.seen.lock().expect("not poisoned");
         // Bounded memory: addresses whose window ended are forgotten when the map grows.
         if seen.len() > 10_000 {
@@ -288,7 +299,7 @@ pub struct Gate {
     pub rules: Arc<HashMap<(Method, &'static str), Access>>,
 }
 
-fn client_ip(req: &Request) -> IpAddr {
+pub(crate) fn client_ip(req: &Request) -> IpAddr {
     req.extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())

@@ -69,6 +69,10 @@ pub struct Config {
     /// Bounds on every template render (`http` module, email handlers).
     #[serde(default)]
     pub templates: TemplatesConfig,
+    /// The admin console at `/console`: how long a sign-in lasts, whether its cookie is
+    /// marked `Secure`.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Servers, products, handlers and rules declared in the file, applied at start.
     #[serde(default)]
     pub servers: Vec<serde_json::Value>,
@@ -111,6 +115,42 @@ impl Default for HttpConfig {
             max_batch_body_bytes: 16 * 1024 * 1024,
             metrics_listen: None,
         }
+    }
+}
+
+/// The `[console]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// How long a console sign-in lasts (`"12 hours"`, `"30m"`): 1 minute to 30 days.
+    pub session_ttl: String,
+    /// Mark the session cookie `Secure`. Provisio serves plain HTTP, so set this when a TLS
+    /// proxy is in front of it; a request that arrives with `X-Forwarded-Proto: https` gets
+    /// a `Secure` cookie either way.
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl: "12 hours".into(),
+            secure_cookie: false,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// The session lifetime, or an error naming the key and its range.
+    pub fn ttl(&self) -> Result<std::time::Duration, ConfigError> {
+        let d = parse_duration(&self.session_ttl)
+            .map_err(|m| ConfigError::Invalid(format!("console.session_ttl: {m}")))?;
+        if d < std::time::Duration::from_secs(60) || d > std::time::Duration::from_secs(30 * 86_400)
+        {
+            return Err(ConfigError::Invalid(
+                "console.session_ttl: must be 1 minute to 30 days".into(),
+            ));
+        }
+        Ok(d)
     }
 }
 

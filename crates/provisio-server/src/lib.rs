@@ -5,6 +5,7 @@
 
 mod access;
 pub mod config;
+mod console;
 mod contract;
 mod error;
 mod extract;
@@ -313,6 +314,19 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
             gate.clone(),
             access::require_key,
         ));
+    let console = console::router(console::ConsoleState {
+        app: state.clone(),
+        // `prepare` refused a bad value at start; a router built without it gets the default.
+        ttl: config
+            .console
+            .ttl()
+            .ok()
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .unwrap_or_else(|| chrono::Duration::hours(12)),
+        secure_cookie: config.console.secure_cookie,
+        failures: gate.failures.clone(),
+        rules: gate.rules.clone(),
+    });
     let metrics = Router::new()
         .route("/metrics", get(routes::metrics::metrics))
         .route_layer(middleware::from_fn_with_state(gate, access::require_key));
@@ -329,6 +343,7 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
             }),
         )
         .merge(v1)
+        .merge(console)
         .route_layer(middleware::from_fn(http_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -167,6 +167,7 @@ pub async fn prepare(config: &Config, modules: Registry) -> Result<Engine, Start
     let declared = config.declared()?;
     config.http.check()?;
     config.telemetry.check()?;
+    config.console.ttl()?;
     let (usage, audit) = config.usage_audit_options()?;
     let engine = Engine::new(
         store.clone(),

@@ -60,6 +60,7 @@ where
 
 mod actor;
 mod clock;
+mod console;
 mod error;
 mod group;
 mod hooks;
@@ -69,6 +70,7 @@ mod rows;
 mod rows_hooks;
 mod secrets;
 mod sql;
+mod sql_console;
 mod sql_hooks;
 mod sql_idempotency;
 mod sql_secrets;
@@ -96,6 +98,7 @@ use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 
 pub use actor::{acting, acting_at, current_actor, current_depth, inherit};
 pub use clock::{offset_from, warn_if_off, Clock, Sample, WARN_OFFSET};
+pub use console::{ConsoleOverview, ConsoleSession, ConsoleStore, ServerActivity};
 pub use error::StoreError;
 pub use group::{DirectWrite, GroupWrite};
 pub use hooks::{
@@ -209,6 +212,12 @@ pub struct JobFilter {
     pub open_only: bool,
     /// Only the jobs of services a scoped key may see.
     pub scope: Option<Scope>,
+    /// Only jobs of this action (its stored snake_case name).
+    pub action: Option<String>,
+    /// Only jobs whose last error is of this kind (`transient`, `permanent`, `unknown`).
+    pub error_kind: Option<String>,
+    /// Only jobs created before this time (the console's age filter).
+    pub created_before: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -302,7 +311,7 @@ pub struct JobGauges {
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
 pub trait Store:
-    HookStore + UsageStore + SecretStore + IdempotencyStore + Send + Sync + 'static
+    HookStore + UsageStore + SecretStore + IdempotencyStore + ConsoleStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
     /// Applies pending migrations; safe to call on every start.

@@ -7,6 +7,7 @@ use sqlx::Postgres;
 
 use crate::clock::{Sample, SAMPLES};
 use crate::sql::impl_store;
+use crate::sql_console::impl_console_store;
 use crate::sql_hooks::impl_hook_store;
 use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
@@ -106,4 +107,5 @@ impl_store!(PgStore, Postgres);
 impl_hook_store!(PgStore, Postgres);
 impl_usage_store!(PgStore, Postgres);
 impl_idempotency_store!(PgStore, Postgres);
+impl_console_store!(PgStore, Postgres);
 impl_secret_store!(PgStore, Postgres);

@@ -830,6 +830,15 @@ macro_rules! impl_store {
                 if let Some(s) = f.service_id {
                     qb.push(" AND service_id = ").push_bind(s.0);
                 }
+                if let Some(a) = &f.action {
+                    qb.push(" AND action = ").push_bind(a.clone());
+                }
+                if let Some(k) = &f.error_kind {
+                    qb.push(" AND error_kind = ").push_bind(k.clone());
+                }
+                if let Some(t) = f.created_before {
+                    qb.push(" AND created_at < ").push_bind($crate::rows::ts(t));
+                }
                 if let Some(scope) = f.scope {
                     qb.push(" AND service_id IN (SELECT id FROM services WHERE 1 = 1");
                     scope_services(&mut qb, scope);

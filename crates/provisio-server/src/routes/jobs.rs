@@ -81,6 +81,7 @@ async fn list_jobs(
         service_id: q.service.map(ServiceId),
         open_only: false,
         scope: caller.scope,
+        ..Default::default()
     };
     let found = app.engine.list_jobs(&filter, page).await?;
     Ok(axum::Json(List::from_page(found, JobView::from)))

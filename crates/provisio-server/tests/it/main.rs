@@ -40,6 +40,7 @@ mod bad_input;
 mod balance;
 mod bounds;
 mod clients;
+mod console;
 mod contract;
 mod declared;
 mod events;

@@ -5,6 +5,7 @@
 
 mod balance;
 mod clock;
+mod console;
 mod group;
 mod harness;
 mod hooks;
@@ -39,6 +40,7 @@ macro_rules! on_both {
 }
 
 use balance::*;
+use console::*;
 use group::*;
 use hooks::*;
 use idempotency::*;
@@ -88,4 +90,5 @@ on_both!(
     queue_gauges_and_migrations_are_read,
     server_loads_match_counts_after_every_change,
     concurrent_writes_fail_alone_and_are_read_when_answered,
+    console_sessions_expire_and_end,
 );

@@ -1,0 +1,215 @@
+//! `provisio-bench console`: the admin console's page times over a large database. Fills
+//! 100,000 services and 1,000,000 jobs (with attempts for the failed ones and the last
+//! tenth) by set-based inserts into a SQLite store, signs in over HTTP as a browser would,
+//! and prints each page's median and slowest time beside the issue's bound (50 ms).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use crate::setup::{self, seed};
+
+/// The issue's bound on every page.
+const TARGET_MS: f64 = 50.0;
+
+pub async fn run(services: usize, jobs: usize, rounds: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let cfg = setup::config(dir.path(), &url, "")?;
+    let engine = setup::engine(&cfg).await?;
+    let (client, servers, product) = seed(&engine, "noop", 4, 8, json!({})).await?;
+    let t0 = Instant::now();
+    fill(&engine, &url, services, jobs, client.0, &servers, product.0).await?;
+    println!(
+        "console  filled {services} services and {jobs} jobs in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let app = provisio_server::router(engine.clone(), &cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(listener, app).await;
+    });
+    let key = std::fs::read_to_string(&cfg.admin_key_file)?
+        .trim()
+        .to_string();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let cookie = sign_in(&http, &base, &key).await?;
+    let mid = services as i64 / 2;
+    let (_, failed_job) = sqlx_one(
+        &url,
+        "SELECT id, id FROM jobs WHERE state = 'failed' LIMIT 1",
+    )
+    .await?;
+    let pages = [
+        ("overview", "/console/".to_string()),
+        ("queue failed", "/console/queue?state=failed".to_string()),
+        ("queue open", "/console/queue?state=open".to_string()),
+        ("queue filtered", "/console/queue?state=failed&server=bench-1&action=suspend&error_kind=permanent&older_than=1h".to_string()),
+        ("job", format!("/console/queue/{failed_job}")),
+        ("services by username", format!("/console/services?username=u{mid}")),
+        ("services suspended", "/console/services?status=suspended".to_string()),
+        ("services by invoice", format!("/console/services?invoice=INV-{}", mid / 10)),
+        ("service page", format!("/console/services/{mid}")),
+        ("events", "/console/events".to_string()),
+        ("groups collect", format!("/console/groups/collect?filters=service.parent_invoice%3DINV-{}", mid / 10)),
+        ("clients", "/console/clients".to_string()),
+        ("servers", "/console/servers".to_string()),
+        ("products", "/console/products".to_string()),
+    ];
+    let mut slow = 0;
+    for (name, path) in &pages {
+        let mut times = Vec::with_capacity(rounds);
+        // One request first, so caches are as warm as a person's second look.
+        get(&http, &base, path, &cookie).await?;
+        for _ in 0..rounds {
+            let t = Instant::now();
+            get(&http, &base, path, &cookie).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let median = times[times.len() / 2];
+        let max = times[times.len() - 1];
+        let verdict = if max < TARGET_MS { "ok" } else { "SLOW" };
+        if max >= TARGET_MS {
+            slow += 1;
+        }
+        println!(
+            "console  {name:<22} median {median:6.1} ms, slowest {max:6.1} ms of {rounds} (target < {TARGET_MS} ms): {verdict}"
+        );
+    }
+    server.abort();
+    engine.store().close().await;
+    if slow > 0 {
+        println!("console  {slow} page(s) over the target");
+    }
+    Ok(())
+}
+
+async fn sqlx_one(url: &str, sql: &str) -> anyhow::Result<(i64, i64)> {
+    let pool = sqlx::SqlitePool::connect(url).await?;
+    let r: (i64, i64) = sqlx::query_as(sql).fetch_one(&pool).await?;
+    pool.close().await;
+    Ok(r)
+}
+
+/// Rows written set-based through the database the store opened (as the retention bench
+/// writes its history): a loop of single inserts would take longer than the measurement.
+async fn fill(
+    engine: &provisio_engine::Engine,
+    url: &str,
+    services: usize,
+    jobs: usize,
+    client: i64,
+    servers: &[provisio_core::ServerId],
+    product: i64,
+) -> anyhow::Result<()> {
+    let sealed = engine.seal_secret(&secrecy::SecretString::from("bench-password-1"));
+    let now = chrono::Utc::now().timestamp_micros();
+    let pool = sqlx::SqlitePool::connect(url).await?;
+    let series = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)";
+    let first = servers.first().context("no server")?.0;
+    let nservers = servers.len() as i64;
+    // Every tenth service suspended; groups of ten share an invoice (a master and nine
+    // children).
+    sqlx::query(&format!(
+        "{series} INSERT INTO services (client_id, product_id, server_id, username, password, status, \
+         suspend_reason, suspended_at, invoice, parent_invoice, settings, outputs, created_at, updated_at) \
+         SELECT $2, $3, $4 + (n.i % $5), 'u' || n.i, $6, \
+           CASE WHEN n.i % 10 = 3 THEN 'suspended' ELSE 'active' END, \
+           CASE WHEN n.i % 10 = 3 THEN 'non-payment' END, CASE WHEN n.i % 10 = 3 THEN $7 END, \
+           CASE WHEN n.i % 10 = 0 THEN 'INV-' || (n.i / 10) END, \
+           CASE WHEN n.i % 10 <> 0 THEN 'INV-' || (n.i / 10) END, '{{}}', '{{}}', $7, $7 FROM n"
+    ))
+    .bind(services as i64)
+    .bind(client)
+    .bind(product)
+    .bind(first)
+    .bind(nservers)
+    .bind(&sealed.0)
+    .bind(now)
+    .execute(&pool)
+    .await?;
+    // Jobs spread over the last 30 days (a month of history); one in a hundred failed.
+    sqlx::query(&format!(
+        "{series}, t(i, at) AS (SELECT i, $3 - (i % 2592000) * 1000000 FROM n) \
+         INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
+         attempts, max_attempts, run_after, last_error, error_kind, created_at, updated_at, finished_at) \
+         SELECT s.id, s.server_id, CASE WHEN t.i % 3 = 0 THEN 'suspend' ELSE 'renew' END, \
+           CASE WHEN t.i % 100 = 7 THEN 'failed' ELSE 'done' END, '{{}}', 'bench-' || t.i, 1, 3, t.at, \
+           CASE WHEN t.i % 100 = 7 THEN 'remote refused: plan unknown' END, \
+           CASE WHEN t.i % 100 = 7 THEN 'permanent' END, t.at, t.at, t.at \
+         FROM t JOIN services s ON s.id = 1 + (t.i % $2)"
+    ))
+    .bind(jobs as i64)
+    .bind(services as i64)
+    .bind(now)
+    .execute(&pool)
+    .await?;
+    // Attempts of the failed jobs and of the last tenth by id.
+    sqlx::query(
+        "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, message) \
+         SELECT id, 1, created_at, 12, CASE WHEN state = 'failed' THEN 'permanent' ELSE 'ok' END, last_error \
+         FROM jobs WHERE state = 'failed' OR id > $1",
+    )
+    .bind((jobs as i64) * 9 / 10)
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn sign_in(http: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<String> {
+    let page = http.get(format!("{base}/console/sign-in")).send().await?;
+    let pre = cookie_of(&page, "provisio_console_signin")?;
+    let html = page.text().await?;
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .context("no csrf field on the sign-in page")?
+        .to_string();
+    let r = http
+        .post(format!("{base}/console/sign-in"))
+        .header("cookie", format!("provisio_console_signin={pre}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={key}&csrf={csrf}"))
+        .send()
+        .await?;
+    if r.status() != 303 {
+        bail!("sign-in answered {}", r.status());
+    }
+    Ok(format!(
+        "provisio_console={}",
+        cookie_of(&r, "provisio_console")?
+    ))
+}
+
+fn cookie_of(r: &reqwest::Response, name: &str) -> anyhow::Result<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .map(String::from)
+        .with_context(|| format!("no {name} cookie"))
+}
+
+async fn get(http: &reqwest::Client, base: &str, path: &str, cookie: &str) -> anyhow::Result<()> {
+    let r = http
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    if r.status() != 200 {
+        bail!("{path} answered {}", r.status());
+    }
+    r.bytes().await?;
+    Ok(())
+}
