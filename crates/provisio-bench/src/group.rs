@@ -19,7 +19,7 @@ pub async fn run(
     servers: usize,
     concurrency: u32,
 ) -> anyhow::Result<()> {
-    let b = SlowBench::start(latency_ms, servers, concurrency, "suspend").await?;
+    let b = SlowBench::start(latency_ms, servers, concurrency, "suspend", None).await?;
     let (engine, client, ids, product) = (&b.engine, b.client, &b.servers, b.product);
     let invoice = "bench-invoice";
     let sealed = engine.seal_secret(&secrecy::SecretString::from("bench-password-1"));

@@ -13,7 +13,20 @@ pub async fn run(
     servers: usize,
     concurrency: u32,
 ) -> anyhow::Result<()> {
-    let b = SlowBench::start(latency_ms, servers, concurrency, "create").await?;
+    measure(n, latency_ms, servers, concurrency, None).await?;
+    Ok(())
+}
+
+/// One latency-bound run on SQLite or on the PostgreSQL database `db`; prints its lines and
+/// returns the seconds taken and the limit.
+pub(crate) async fn measure(
+    n: usize,
+    latency_ms: u64,
+    servers: usize,
+    concurrency: u32,
+    db: Option<&str>,
+) -> anyhow::Result<(f64, f64)> {
+    let b = SlowBench::start(latency_ms, servers, concurrency, "create", db).await?;
     let engine = &b.engine;
     enqueue(engine, n, b.client, &b.servers, b.product).await?;
     let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
@@ -29,5 +42,5 @@ pub async fn run(
     );
     println!("{}", b.held_line("latency", n, secs, &cpu));
     engine.store().close().await;
-    Ok(())
+    Ok((secs, limit))
 }

@@ -9,6 +9,7 @@ mod group;
 mod latency;
 mod memory;
 mod orders;
+mod peers;
 mod queue;
 mod retention;
 mod setup;
@@ -201,6 +202,24 @@ enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Provisio's PostgreSQL queue beside graphile-worker on the same cluster (same job
+    /// count and concurrency, plain and batched), and the latency-bound runs against their
+    /// limit. `scripts/bench-peers` starts a throwaway cluster and installs graphile-worker.
+    Peers {
+        /// An admin URL of the cluster; each run creates a fresh database on it.
+        #[arg(long, env = "PROVISIO_BENCH_PG_URL")]
+        pg: String,
+        /// The npm prefix graphile-worker is installed in.
+        #[arg(long, default_value = "target/graphile-peer")]
+        graphile_dir: PathBuf,
+        #[arg(long, default_value_t = 30_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+        /// Only the no-op runs.
+        #[arg(long)]
+        no_latency: bool,
+    },
     /// The second engine process of `queue` on PostgreSQL: serves as `provisio serve` would,
     /// until it is killed. Started by the bench itself, so it needs no `provisio` binary.
     #[command(hide = true)]
@@ -337,6 +356,22 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 .or_else(chaos::Options::sibling_provisio)
                 .unwrap_or_else(|| PathBuf::from("provisio"));
             memory::run(services.max(1), bin, settle_secs.max(1)).await
+        }
+        BenchCmd::Peers {
+            pg,
+            graphile_dir,
+            jobs,
+            concurrency,
+            no_latency,
+        } => {
+            peers::run(peers::Options {
+                pg,
+                graphile_dir,
+                jobs: jobs.max(1),
+                concurrency: concurrency.max(1),
+                no_latency,
+            })
+            .await
         }
         BenchCmd::Engine { config } => queue::serve_engine(&config).await,
     }

@@ -24,16 +24,24 @@ pub async fn run(
         provisio_engine::metrics::install().context("another recorder is installed")?;
     }
     if !no_sqlite {
-        queue_run("sqlite, 1 engine", "sqlite", actions, 1).await?;
+        queue_run("sqlite, 1 engine", "sqlite", actions, 1, UNBOUNDED).await?;
     }
     match postgres_url {
         Some(pg) => {
-            queue_run("postgres, 1 engine", &fresh_pg(&pg).await?, actions, 1).await?;
+            queue_run(
+                "postgres, 1 engine",
+                &fresh_pg(&pg).await?,
+                actions,
+                1,
+                UNBOUNDED,
+            )
+            .await?;
             queue_run(
                 "postgres, 2 engine processes",
                 &fresh_pg(&pg).await?,
                 actions,
                 2,
+                UNBOUNDED,
             )
             .await?;
         }
@@ -48,14 +56,31 @@ pub async fn run(
 async fn metrics_cost(n: usize) -> anyhow::Result<()> {
     provisio_engine::metrics::install().context("another recorder is installed")?;
     provisio_engine::metrics::set_recording(false);
-    queue_run("sqlite, warm-up", "sqlite", (n / 10).max(100), 1).await?;
+    queue_run("sqlite, warm-up", "sqlite", (n / 10).max(100), 1, UNBOUNDED).await?;
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 1..=3 {
         provisio_engine::metrics::set_recording(false);
-        without
-            .push(queue_run(&format!("sqlite, without metrics #{round}"), "sqlite", n, 1).await?);
+        without.push(
+            queue_run(
+                &format!("sqlite, without metrics #{round}"),
+                "sqlite",
+                n,
+                1,
+                UNBOUNDED,
+            )
+            .await?,
+        );
         provisio_engine::metrics::set_recording(true);
-        with.push(queue_run(&format!("sqlite, with metrics #{round}"), "sqlite", n, 1).await?);
+        with.push(
+            queue_run(
+                &format!("sqlite, with metrics #{round}"),
+                "sqlite",
+                n,
+                1,
+                UNBOUNDED,
+            )
+            .await?,
+        );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -92,8 +117,18 @@ fn second_engine(dir: &Path) -> anyhow::Result<Child> {
         .context("starting a second engine process")
 }
 
-/// Returns the run's rate (actions per second, enqueue excluded).
-async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::Result<f64> {
+/// The server's `max_concurrent` when the queue alone should be the limit.
+const UNBOUNDED: u32 = 10_000;
+
+/// Returns the run's rate (actions per second, enqueue excluded). `concurrency` is the one
+/// server's `max_concurrent`, shared by all engines.
+pub(crate) async fn queue_run(
+    label: &str,
+    db: &str,
+    n: usize,
+    engines: usize,
+    concurrency: u32,
+) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let url = if db == "sqlite" {
         format!("sqlite://{}", dir.path().join("bench.db").display())
@@ -102,7 +137,7 @@ async fn queue_run(label: &str, db: &str, n: usize, engines: usize) -> anyhow::R
     };
     let cfg = setup::config(dir.path(), &url, "")?;
     let engine = setup::engine(&cfg).await?;
-    let (client, servers, product) = seed(&engine, "noop", 1, 10_000, json!({})).await?;
+    let (client, servers, product) = seed(&engine, "noop", 1, concurrency, json!({})).await?;
     let enq = enqueue(&engine, n, client, &servers, product).await?;
     let mut child = if engines == 2 {
         Some(second_engine(dir.path())?)

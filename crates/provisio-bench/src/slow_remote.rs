@@ -54,7 +54,7 @@ impl SlowRemote {
     }
 }
 
-/// A fresh SQLite engine with `servers` `http` servers of `concurrency` slots each, all
+/// A fresh engine (SQLite, or the PostgreSQL database `db` names) with `servers` `http` servers of `concurrency` slots each, all
 /// pointing at one [`SlowRemote`] whose `action` answers after `latency_ms`.
 pub struct SlowBench {
     _dir: tempfile::TempDir,
@@ -73,9 +73,13 @@ impl SlowBench {
         servers: usize,
         concurrency: u32,
         action: &str,
+        db: Option<&str>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let engine = setup::sqlite_engine(dir.path(), "").await?;
+        let engine = match db {
+            Some(url) => setup::engine(&setup::config(dir.path(), url, "")?).await?,
+            None => setup::sqlite_engine(dir.path(), "").await?,
+        };
         let remote = SlowRemote::start(Duration::from_millis(latency_ms)).await?;
         let settings = json!({
             "base_url": remote.base,
