@@ -3,6 +3,7 @@
 
 mod chaos;
 mod crash;
+mod json_logs;
 mod quickstart;
 mod rolling;
 mod secret_key;
