@@ -2,17 +2,13 @@
 //! the `job.attempt` span with the job, service, server, action, attempt and the trace id
 //! the job record shows, so a log search joins Provisio's lines with a remote's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_provisio");
-
-fn repo() -> PathBuf {
-    [env!("CARGO_MANIFEST_DIR"), "..", ".."].iter().collect()
-}
 
 /// Stops `serve` however the test ends.
 struct Serving(std::process::Child);
@@ -33,31 +29,15 @@ fn json_lines(log: &Path) -> Vec<Value> {
 }
 
 fn cli(dir: &Path, url: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("PROVISIO_URL", url)
-        .env_remove("PROVISIO_API_KEY")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "provisio {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let (ok, out, err) = crate::quickstart::cli(dir, url, args);
+    assert!(ok, "provisio {args:?}: {out}{err}");
+    out
 }
 
 #[test]
 fn json_log_lines_carry_the_attempt_span_and_the_jobs_trace_id() {
     let dir = tempfile::tempdir().unwrap();
-    let examples = dir.path().join("examples");
-    std::fs::create_dir_all(examples.join("modules")).unwrap();
-    for f in ["provisio.toml", "modules/example-accounts.py"] {
-        std::fs::copy(repo().join("examples").join(f), examples.join(f)).unwrap();
-    }
+    crate::quickstart::copy_examples(dir.path());
     let log = dir.path().join("serve.log");
     let child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])

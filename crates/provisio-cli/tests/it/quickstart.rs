@@ -11,7 +11,7 @@ fn repo() -> PathBuf {
     [env!("CARGO_MANIFEST_DIR"), "..", ".."].iter().collect()
 }
 
-fn cli(dir: &Path, url: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn cli(dir: &Path, url: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -27,22 +27,20 @@ fn cli(dir: &Path, url: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A copy of the repository's examples in `dir`, so a run leaves nothing in the work tree.
+pub(crate) fn copy_examples(dir: &Path) -> PathBuf {
+    let examples = dir.join("examples");
+    std::fs::create_dir_all(examples.join("modules")).unwrap();
+    for f in ["provisio.toml", "modules/example-accounts.py"] {
+        std::fs::copy(repo().join("examples").join(f), examples.join(f)).unwrap();
+    }
+    examples
+}
+
 #[test]
 fn the_readme_quickstart_runs_a_service_through_its_lifecycle() {
-    // A copy of the repository's examples, so the run leaves nothing in the work tree.
     let dir = tempfile::tempdir().unwrap();
-    let examples = dir.path().join("examples");
-    std::fs::create_dir_all(examples.join("modules")).unwrap();
-    std::fs::copy(
-        repo().join("examples/provisio.toml"),
-        examples.join("provisio.toml"),
-    )
-    .unwrap();
-    std::fs::copy(
-        repo().join("examples/modules/example-accounts.py"),
-        examples.join("modules/example-accounts.py"),
-    )
-    .unwrap();
+    let examples = copy_examples(dir.path());
     let (mut serve, addr) = crate::spawn_serve(
         dir.path(),
         &["--config", "examples/provisio.toml"],
