@@ -492,3 +492,327 @@ impl std::fmt::Debug for NewKeyView {
             .finish()
     }
 }
+
+// --- handlers, deliveries and rules ----------------------------------------------------
+
+pub use provisio_core::handler::DeliveryAttempt;
+pub use provisio_core::rule::RuleRun;
+
+/// A handler as the API shows it; its signing secret only right after creation or rotation.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HandlerView {
+    pub id: i64,
+    pub name: String,
+    pub kind: provisio_core::handler::HandlerKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<provisio_core::handler::EmailTemplate>,
+    pub status: provisio_core::handler::HandlerStatus,
+    pub phase: provisio_core::handler::Phase,
+    pub events: Vec<String>,
+    pub timeout_ms: u64,
+    pub order: i32,
+    /// Gates: what a failing gate means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<provisio_core::handler::OnError>,
+    /// Notify handlers: seconds of failing before the engine disables it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_after_secs: Option<u64>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    /// Until when the secret before the last rotation still signs.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// The signing secret: present only in the answer that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+// By hand, so a signing secret never reaches a log through `{:?}`.
+impl std::fmt::Debug for HandlerView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerView")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("phase", &self.phase)
+            .field("status", &self.status)
+            .field("secret", &self.secret.as_ref().map(|_| "(secret)"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<provisio_core::handler::Handler> for HandlerView {
+    fn from(h: provisio_core::handler::Handler) -> Self {
+        use provisio_core::handler::{HandlerKind, Phase};
+        let target = |k| (h.kind == k).then(|| h.target.clone());
+        Self {
+            id: h.id.0,
+            url: target(HandlerKind::Http),
+            script: target(HandlerKind::Script),
+            name: h.name.into(),
+            kind: h.kind,
+            email: h.email,
+            status: h.status,
+            phase: h.phase,
+            events: h.events.iter().map(|p| p.as_str().to_string()).collect(),
+            timeout_ms: h.timeout.as_millis() as u64,
+            order: h.order,
+            on_error: (h.phase == Phase::Gate).then_some(h.on_error),
+            disable_after_secs: (h.phase == Phase::Notify).then_some(h.disable_after.as_secs()),
+            failing_since: h.failing_since,
+            disabled_reason: h.disabled_reason,
+            previous_secret_until: h.previous_secret_until.filter(|t| *t > Utc::now()),
+            secret: None,
+            created_at: h.created_at,
+            updated_at: h.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub handler_id: i64,
+    pub event_id: i64,
+    pub event_type: String,
+    pub subject: String,
+    pub state: provisio_core::handler::DeliveryState,
+    pub attempts: u32,
+    /// When the next attempt runs, while it is pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<provisio_core::handler::Delivery> for DeliveryView {
+    fn from(d: provisio_core::handler::Delivery) -> Self {
+        use provisio_core::handler::DeliveryState;
+        Self {
+            id: d.id.0,
+            handler_id: d.handler_id.0,
+            event_id: d.event_id.0,
+            event_type: d.event_type.to_string(),
+            subject: d.subject,
+            next_attempt_at: (d.state == DeliveryState::Pending).then_some(d.next_at),
+            state: d.state,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryDetailView {
+    #[serde(flatten)]
+    pub delivery: DeliveryView,
+    /// Every attempt: when, how long, the status code and the start of the answer.
+    pub log: Vec<DeliveryAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RuleView {
+    pub id: i64,
+    pub name: String,
+    pub on: String,
+    pub action: provisio_core::rule::RuleAction,
+    pub delay_secs: u64,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<provisio_core::rule::Rule> for RuleView {
+    fn from(r: provisio_core::rule::Rule) -> Self {
+        Self {
+            id: r.id.0,
+            name: r.name.into(),
+            on: r.on.to_string(),
+            action: r.action,
+            delay_secs: r.delay.as_secs(),
+            enabled: r.enabled,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+// --- resellers -------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResellerView {
+    pub id: i64,
+    pub name: String,
+    pub status: provisio_core::access::ResellerStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<provisio_core::access::Reseller> for ResellerView {
+    fn from(r: provisio_core::access::Reseller) -> Self {
+        Self {
+            id: r.id.0,
+            name: r.name.into(),
+            status: r.status,
+            created_at: r.created_at,
+        }
+    }
+}
+
+// --- collect and invoice groups --------------------------------------------------------
+
+/// What a group operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupOp {
+    Edit,
+    Suspend,
+    Activate,
+    Delete,
+    Transfer,
+}
+
+impl GroupOp {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "edit" => Self::Edit,
+            "suspend" => Self::Suspend,
+            "activate" => Self::Activate,
+            "delete" => Self::Delete,
+            "transfer" => Self::Transfer,
+            _ => return None,
+        })
+    }
+}
+
+/// What happened (or would happen) to one member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MemberResult {
+    pub service_id: i64,
+    pub username: String,
+    /// `master` (its `invoice` is the group's) or `child`.
+    pub role: String,
+    pub status: String,
+    /// What it undergoes: `suspend`, `terminate`, `change_package`, `move to client 4`, or
+    /// `nothing` with the reason in `detail`.
+    pub action: String,
+    /// `planned` (dry run), `queued`, `done`, `failed`, `skipped` or `refused`.
+    pub outcome: String,
+    pub job_id: Option<i64>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GroupResult {
+    pub invoice: String,
+    pub operation: GroupOp,
+    pub dry_run: bool,
+    /// This page's members, masters first.
+    pub members: Vec<MemberResult>,
+    /// More members remain: send the same request again with this as `after`. `null` on
+    /// the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GroupMembers {
+    pub invoice: String,
+    pub members: Vec<MemberResult>,
+    /// More members remain: ask again with this as `after`; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// One service as `collect` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Collected {
+    pub service_id: i64,
+    /// Whether the service is active (not suspended, not ended).
+    pub active: bool,
+    /// The chosen fields, nested by their dots.
+    #[schema(value_type = Object)]
+    pub values: Value,
+}
+
+// --- usage -----------------------------------------------------------------------------
+
+pub use provisio_core::usage::{Topup, UsagePolicy, UsageReading};
+
+/// One server's part of a sync.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServerSync {
+    pub server_id: i64,
+    pub server: String,
+    /// `pending`, `running`, `done`, `failed`.
+    pub state: String,
+    /// Live local services on the server: what progress is measured against.
+    pub expected: u64,
+    /// Accounts the remote reported so far.
+    pub reported: u64,
+    pub pages: u64,
+    /// Services whose usage changed.
+    pub services_updated: u64,
+    /// Reported usernames with no live local service.
+    pub unknown_usernames: u64,
+    /// Up to ten of them, for a person to look at.
+    pub unknown_sample: Vec<String>,
+    pub exceeded: u64,
+    pub errors: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// A sync run as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SyncReport {
+    pub id: i64,
+    /// `running`, `done` (every server synced), `partial` (some failed).
+    pub state: String,
+    pub servers: Vec<ServerSync>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A service's usage: current values per metric, top-ups and the quota left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceUsage {
+    pub service_id: i64,
+    pub metrics: Vec<MetricView>,
+    pub topups: Vec<Topup>,
+}
+
+/// One service of a usage listing: who it is to the billing system and its usage now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceUsageLine {
+    pub service_id: i64,
+    /// The billing system's id for the service (WHMCS's `serviceid`).
+    pub external_id: Option<String>,
+    pub username: String,
+    pub status: ServiceStatus,
+    pub metrics: Vec<MetricView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricView {
+    pub metric: String,
+    pub used: f64,
+    pub limit: Option<f64>,
+    pub unit: Option<String>,
+    pub period_start: DateTime<Utc>,
+    /// Top-up quota not yet consumed (over all periods).
+    pub topup_left: f64,
+    /// Consumed from top-ups in this period.
+    pub topup_used: f64,
+    /// `limit` plus every top-up this period may still draw; `None` without a limit.
+    pub quota: Option<f64>,
+    pub exceeded: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+// --- audits ----------------------------------------------------------------------------
+
+pub use provisio_core::audit::{Audit, Finding};

@@ -123,7 +123,7 @@ pub struct Finding {
 }
 
 /// A stored audit report.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Audit {
     pub id: i64,
     #[schema(value_type = i64)]

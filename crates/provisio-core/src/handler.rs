@@ -306,7 +306,7 @@ pub struct Delivery {
 }
 
 /// What one attempt of a delivery did, for the delivery log.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryAttempt {
     pub attempt: u32,
     pub at: DateTime<Utc>,

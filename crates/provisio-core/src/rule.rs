@@ -104,7 +104,7 @@ impl RuleRunState {
 }
 
 /// One firing of a rule for one event.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RuleRun {
     pub id: i64,
     #[schema(value_type = i64)]

@@ -30,7 +30,7 @@ pub struct UsageState {
 
 /// A once-off top-up: quota that is consumed only after the recurring quota and does not
 /// reset with the period.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Topup {
     pub id: i64,
     #[schema(value_type = i64)]
@@ -53,7 +53,7 @@ pub struct NewTopup {
 }
 
 /// One stored reading (history).
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageReading {
     pub id: i64,
     #[schema(value_type = i64)]

@@ -28,17 +28,6 @@ pub struct CollectQuery {
     pub scope: Option<provisio_core::access::Scope>,
 }
 
-/// One service as `collect` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Collected {
-    pub service_id: i64,
-    /// Whether the service is active (not suspended, not ended).
-    pub active: bool,
-    /// The chosen fields, nested by their dots.
-    #[schema(value_type = Object)]
-    pub values: Value,
-}
-
 const DEFAULT_FIELDS: [&str; 7] = [
     "service.username",
     "service.status",

@@ -11,7 +11,9 @@ mod collect;
 mod sign_on;
 
 pub use crate::durations::{describe, parse_since};
-pub use collect::{CollectQuery, Collected};
+pub use collect::CollectQuery;
+// The answers are the API's wire types, defined once in `provisio-api`.
+pub use provisio_api::views::{Collected, GroupOp, GroupResult, MemberResult};
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -26,7 +28,7 @@ use provisio_core::service::{Service, ServiceStatus};
 use provisio_core::settings::{Mode, Settings};
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 use provisio_store::ServiceFilter;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
@@ -87,30 +89,6 @@ pub struct MemberPage {
     pub next: Option<GroupCursor>,
 }
 
-/// What a group operation does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupOp {
-    Edit,
-    Suspend,
-    Activate,
-    Delete,
-    Transfer,
-}
-
-impl GroupOp {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "edit" => Self::Edit,
-            "suspend" => Self::Suspend,
-            "activate" => Self::Activate,
-            "delete" => Self::Delete,
-            "transfer" => Self::Transfer,
-            _ => return None,
-        })
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRequest {
@@ -153,35 +131,6 @@ pub struct GroupRequest {
     /// inside it. Set by the server from the key, never read from the body.
     #[serde(skip)]
     pub scope: Option<provisio_core::access::Scope>,
-}
-
-/// What happened (or would happen) to one member.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MemberResult {
-    pub service_id: i64,
-    pub username: String,
-    /// `master` (its `invoice` is the group's) or `child`.
-    pub role: String,
-    pub status: String,
-    /// What it undergoes: `suspend`, `terminate`, `change_package`, `move to client 4`, or
-    /// `nothing` with the reason in `detail`.
-    pub action: String,
-    /// `planned` (dry run), `queued`, `done`, `failed`, `skipped` or `refused`.
-    pub outcome: String,
-    pub job_id: Option<i64>,
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct GroupResult {
-    pub invoice: String,
-    pub operation: GroupOp,
-    pub dry_run: bool,
-    /// This page's members, masters first.
-    pub members: Vec<MemberResult>,
-    /// More members remain: send the same request again with this as `after`. `null` on
-    /// the last page.
-    pub next: Option<String>,
 }
 
 fn member(

@@ -11,6 +11,8 @@ mod sync;
 
 pub(crate) use schedule::schedule_loop;
 pub use schedule::{check_cron, parse_cron};
+// The answers are the API's wire types, defined once in `provisio-api`.
+pub use provisio_api::views::{MetricView, ServerSync, ServiceUsage, ServiceUsageLine, SyncReport};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +29,7 @@ use provisio_core::usage::{
 };
 use provisio_core::{ProductId, ServiceId};
 use provisio_store::SyncRun;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
@@ -97,92 +99,21 @@ pub struct TopupInput {
     pub idempotency_key: Option<String>,
 }
 
-/// One server's part of a sync.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ServerSync {
-    pub server_id: i64,
-    pub server: String,
-    /// `pending`, `running`, `done`, `failed`.
-    pub state: String,
-    /// Live local services on the server: what progress is measured against.
-    pub expected: u64,
-    /// Accounts the remote reported so far.
-    pub reported: u64,
-    pub pages: u64,
-    /// Services whose usage changed.
-    pub services_updated: u64,
-    /// Reported usernames with no live local service.
-    pub unknown_usernames: u64,
-    /// Up to ten of them, for a person to look at.
-    pub unknown_sample: Vec<String>,
-    pub exceeded: u64,
-    pub errors: Vec<String>,
-    pub duration_ms: u64,
-}
-
-/// A sync run as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct SyncReport {
-    pub id: i64,
-    /// `running`, `done` (every server synced), `partial` (some failed).
-    pub state: String,
-    pub servers: Vec<ServerSync>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl SyncReport {
-    fn from_run(run: SyncRun) -> Self {
-        let servers = run
-            .report
-            .get("servers")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-        Self {
-            id: run.id,
-            state: run.state,
-            servers,
-            started_at: run.started_at,
-            finished_at: run.finished_at,
-        }
+/// A stored run as the API shows it; the per-server part is kept as JSON in the run.
+fn sync_report(run: SyncRun) -> SyncReport {
+    let servers = run
+        .report
+        .get("servers")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    SyncReport {
+        id: run.id,
+        state: run.state,
+        servers,
+        started_at: run.started_at,
+        finished_at: run.finished_at,
     }
-}
-
-/// A service's usage: current values per metric, top-ups and the quota left.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct ServiceUsage {
-    pub service_id: i64,
-    pub metrics: Vec<MetricView>,
-    pub topups: Vec<Topup>,
-}
-
-/// One service of a usage listing: who it is to the billing system and its usage now.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct ServiceUsageLine {
-    pub service_id: i64,
-    /// The billing system's id for the service (WHMCS's `serviceid`).
-    pub external_id: Option<String>,
-    pub username: String,
-    pub status: ServiceStatus,
-    pub metrics: Vec<MetricView>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct MetricView {
-    pub metric: String,
-    pub used: f64,
-    pub limit: Option<f64>,
-    pub unit: Option<String>,
-    pub period_start: DateTime<Utc>,
-    /// Top-up quota not yet consumed (over all periods).
-    pub topup_left: f64,
-    /// Consumed from top-ups in this period.
-    pub topup_used: f64,
-    /// `limit` plus every top-up this period may still draw; `None` without a limit.
-    pub quota: Option<f64>,
-    pub exceeded: bool,
-    pub updated_at: DateTime<Utc>,
 }
 
 /// The live services of one server by username, and the products' limits.
@@ -243,7 +174,7 @@ impl Engine {
         tokio::spawn(provisio_store::inherit(async move {
             engine.run_usage_sync(id, servers).await;
         }));
-        Ok(SyncReport::from_run(run))
+        Ok(sync_report(run))
     }
 
     /// Servers a sync covers: the named one (which must report usage) or every enabled
@@ -374,7 +305,7 @@ impl Engine {
             tracing::error!(error = %e, run = run_id, "writing the sync report failed");
         }
         match self.store.get_sync_run(run_id).await {
-            Ok(Some(run)) => SyncReport::from_run(run),
+            Ok(Some(run)) => sync_report(run),
             _ => SyncReport {
                 id: run_id,
                 state: state.into(),
@@ -389,7 +320,7 @@ impl Engine {
         self.store
             .get_sync_run(id)
             .await?
-            .map(SyncReport::from_run)
+            .map(sync_report)
             .ok_or_else(|| EngineError::NotFound {
                 what: "usage sync",
                 key: id.to_string(),
@@ -397,11 +328,7 @@ impl Engine {
     }
 
     pub async fn usage_syncs(&self, page: PageRequest) -> Result<Page<SyncReport>> {
-        Ok(self
-            .store
-            .list_sync_runs(page)
-            .await?
-            .map(SyncReport::from_run))
+        Ok(self.store.list_sync_runs(page).await?.map(sync_report))
     }
 
     /// Adds a top-up to a service.

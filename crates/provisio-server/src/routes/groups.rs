@@ -7,14 +7,14 @@ use provisio_core::ServiceId;
 use provisio_engine::groups::{
     CollectQuery, Collected, GroupOp, GroupRequest, GroupResult, MemberResult,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{client_rule, rule, Access, Caller, READ_BILLING, WRITE_BILLING, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, OptionalJson, Query};
-use crate::views::{List, LoginUrl};
+use crate::views::{GroupMembers, List, LoginUrl};
 use crate::AppState;
 use provisio_api::requests::LoginUrlRequest;
 
@@ -67,14 +67,6 @@ pub struct MembersQuery {
     limit: Option<u32>,
     /// The `next` of the previous page.
     after: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct GroupMembers {
-    pub invoice: String,
-    pub members: Vec<MemberResult>,
-    /// More members remain: ask again with this as `after`; `null` on the last page.
-    pub next: Option<String>,
 }
 
 /// The live services of an invoice group (`invoice` or `parent_invoice` equal to it), masters first, then children, a page at a time.

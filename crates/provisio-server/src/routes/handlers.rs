@@ -3,24 +3,19 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
-use provisio_core::handler::{
-    Delivery, DeliveryAttempt, DeliveryState, EmailTemplate, Handler, HandlerKind, HandlerStatus,
-    OnError, Phase,
-};
+use provisio_core::handler::DeliveryState;
 use provisio_core::DeliveryId;
 use provisio_engine::input::RecordRef;
-use provisio_engine::{HandlerCreate, HandlerPatch, HandlerWithSecret};
+use provisio_engine::{HandlerCreate, HandlerPatch};
 use provisio_store::DeliveryFilter;
-use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, Query};
-use crate::views::List;
+use crate::views::{handler_view, DeliveryDetailView, DeliveryView, HandlerView, List};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -65,117 +60,6 @@ pub(crate) const ACCESS: &[Access] = &[
     ),
 ];
 
-/// A handler as the API shows it; its signing secret only right after creation or rotation.
-#[derive(Serialize, ToSchema)]
-pub struct HandlerView {
-    pub id: i64,
-    pub name: String,
-    pub kind: HandlerKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub script: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<EmailTemplate>,
-    pub status: HandlerStatus,
-    pub phase: Phase,
-    pub events: Vec<String>,
-    pub timeout_ms: u64,
-    pub order: i32,
-    /// Gates: what a failing gate means.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_error: Option<OnError>,
-    /// Notify handlers: seconds of failing before the engine disables it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disable_after_secs: Option<u64>,
-    pub failing_since: Option<DateTime<Utc>>,
-    pub disabled_reason: Option<String>,
-    /// Until when the secret before the last rotation still signs.
-    pub previous_secret_until: Option<DateTime<Utc>>,
-    /// The signing secret: present only in the answer that created it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Handler> for HandlerView {
-    fn from(h: Handler) -> Self {
-        let target = |k| (h.kind == k).then(|| h.target.clone());
-        Self {
-            id: h.id.0,
-            url: target(HandlerKind::Http),
-            script: target(HandlerKind::Script),
-            name: h.name.into(),
-            kind: h.kind,
-            email: h.email,
-            status: h.status,
-            phase: h.phase,
-            events: h.events.iter().map(|p| p.as_str().to_string()).collect(),
-            timeout_ms: h.timeout.as_millis() as u64,
-            order: h.order,
-            on_error: (h.phase == Phase::Gate).then_some(h.on_error),
-            disable_after_secs: (h.phase == Phase::Notify).then_some(h.disable_after.as_secs()),
-            failing_since: h.failing_since,
-            disabled_reason: h.disabled_reason,
-            previous_secret_until: h.previous_secret_until.filter(|t| *t > Utc::now()),
-            secret: None,
-            created_at: h.created_at,
-            updated_at: h.updated_at,
-        }
-    }
-}
-
-impl From<HandlerWithSecret> for HandlerView {
-    fn from(h: HandlerWithSecret) -> Self {
-        let mut v = HandlerView::from(h.handler);
-        v.secret = h.secret.map(|s| s.expose_secret().to_string());
-        v
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryView {
-    pub id: i64,
-    pub handler_id: i64,
-    pub event_id: i64,
-    pub event_type: String,
-    pub subject: String,
-    pub state: DeliveryState,
-    pub attempts: u32,
-    /// When the next attempt runs, while it is pending.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Delivery> for DeliveryView {
-    fn from(d: Delivery) -> Self {
-        Self {
-            id: d.id.0,
-            handler_id: d.handler_id.0,
-            event_id: d.event_id.0,
-            event_type: d.event_type.to_string(),
-            subject: d.subject,
-            next_attempt_at: (d.state == DeliveryState::Pending).then_some(d.next_at),
-            state: d.state,
-            attempts: d.attempts,
-            last_error: d.last_error,
-            created_at: d.created_at,
-            updated_at: d.updated_at,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryDetailView {
-    #[serde(flatten)]
-    pub delivery: DeliveryView,
-    /// Every attempt: when, how long, the status code and the start of the answer.
-    pub log: Vec<DeliveryAttempt>,
-}
-
 /// List handlers, gates by their order first.
 #[utoipa::path(get, path = "/v1/handlers", tag = "handlers",
     responses((status = 200, body = List<HandlerView>)))]
@@ -197,7 +81,7 @@ async fn create_handler(
     Json(body): Json<HandlerCreate>,
 ) -> Result<(StatusCode, axum::Json<HandlerView>), ApiError> {
     let h = app.engine.create_handler(body).await?;
-    Ok((StatusCode::CREATED, axum::Json(h.into())))
+    Ok((StatusCode::CREATED, axum::Json(handler_view(h))))
 }
 
 /// Show a handler (by id or name).
@@ -253,7 +137,7 @@ async fn rotate_secret(
         .engine
         .rotate_handler_secret(&RecordRef::from_segment(&handler))
         .await?;
-    Ok(axum::Json(h.into()))
+    Ok(axum::Json(handler_view(h)))
 }
 
 #[derive(Deserialize, IntoParams)]

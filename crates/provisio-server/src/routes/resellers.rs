@@ -3,18 +3,17 @@
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
-use chrono::{DateTime, Utc};
-use provisio_core::access::{Reseller, ResellerStatus};
+use provisio_core::access::ResellerStatus;
 use provisio_core::ResellerId;
 use provisio_engine::keys::ResellerInput;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, Json, Query};
-use crate::views::List;
+use crate::views::{List, ResellerView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,25 +28,6 @@ pub(crate) const ACCESS: &[Access] = &[
     rule(Method::GET, "/v1/resellers/{id}", READ_SETUP),
     rule(Method::PATCH, "/v1/resellers/{id}", WRITE_SETUP),
 ];
-
-#[derive(Serialize, ToSchema)]
-pub struct ResellerView {
-    pub id: i64,
-    pub name: String,
-    pub status: ResellerStatus,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<Reseller> for ResellerView {
-    fn from(r: Reseller) -> Self {
-        Self {
-            id: r.id.0,
-            name: r.name.into(),
-            status: r.status,
-            created_at: r.created_at,
-        }
-    }
-}
 
 /// List resellers.
 #[utoipa::path(get, path = "/v1/resellers", tag = "resellers", params(super::PageQuery),

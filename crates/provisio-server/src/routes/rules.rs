@@ -3,18 +3,17 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
-use provisio_core::rule::{Rule, RuleAction, RuleRun};
+use provisio_core::rule::RuleRun;
 use provisio_engine::input::RecordRef;
 use provisio_engine::{RuleCreate, RulePatch};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Query};
-use crate::views::List;
+use crate::views::{List, RuleView};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,33 +31,6 @@ pub(crate) const ACCESS: &[Access] = &[
     rule(axum::http::Method::DELETE, "/v1/rules/{rule}", WRITE_SETUP),
     rule(axum::http::Method::GET, "/v1/rule-runs", READ_SETUP),
 ];
-
-#[derive(Serialize, ToSchema)]
-pub struct RuleView {
-    pub id: i64,
-    pub name: String,
-    pub on: String,
-    pub action: RuleAction,
-    pub delay_secs: u64,
-    pub enabled: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Rule> for RuleView {
-    fn from(r: Rule) -> Self {
-        Self {
-            id: r.id.0,
-            name: r.name.into(),
-            on: r.on.to_string(),
-            action: r.action,
-            delay_secs: r.delay.as_secs(),
-            enabled: r.enabled,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
 
 /// List rules by name.
 #[utoipa::path(get, path = "/v1/rules", tag = "rules",
