@@ -20,9 +20,11 @@ use crate::requests::{
     ResolveBody, RetryFailedBody,
 };
 use crate::views::{
-    ClientBatchAnswer, ClientView, ConnectionTestView, JobView, KeyView, List, LoginUrl,
-    ModuleList, NewKeyView, PasswordView, ProductView, RetriedView, ServerView, ServiceBatchAnswer,
-    ServiceView, TransactionView,
+    Audit, ClientBatchAnswer, ClientView, Collected, ConnectionTestView, DeliveryDetailView,
+    DeliveryView, EventView, Finding, GroupMembers, GroupOp, GroupResult, HandlerView, JobView,
+    KeyView, List, LoginUrl, MemberResult, ModuleList, NewKeyView, PasswordView, ProductView,
+    ResellerView, RetriedView, RuleRun, RuleView, ServerView, ServiceBatchAnswer, ServiceUsage,
+    ServiceUsageLine, ServiceView, SyncReport, Topup, TransactionView, UsagePolicy, UsageReading,
 };
 
 /// The largest page the API serves, used when every page is wanted anyway.
@@ -479,6 +481,288 @@ impl Client {
             Duration::ZERO,
         )
         .await
+    }
+
+    // --- handlers and deliveries ------------------------------------------------------------
+
+    pub async fn list_handlers(&self) -> Result<List<HandlerView>, ApiError> {
+        self.get("/v1/handlers", &[]).await
+    }
+
+    /// `key`: the handler's id or name.
+    pub async fn get_handler(&self, key: &str) -> Result<HandlerView, ApiError> {
+        self.get(&format!("/v1/handlers/{}", segment(key)), &[])
+            .await
+    }
+
+    /// Creates a gate or notify handler; an `http` handler's signing secret is in this
+    /// answer only.
+    pub async fn create_handler(&self, body: &Map<String, Value>) -> Result<HandlerView, ApiError> {
+        self.post("/v1/handlers", &[], Some(body), Duration::ZERO)
+            .await
+    }
+
+    pub async fn update_handler(
+        &self,
+        key: &str,
+        changes: &Map<String, Value>,
+    ) -> Result<HandlerView, ApiError> {
+        self.patch(&format!("/v1/handlers/{}", segment(key)), changes)
+            .await
+    }
+
+    pub async fn delete_handler(&self, key: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/handlers/{}", segment(key))).await
+    }
+
+    /// A new signing secret, in this answer only; the old one keeps signing for the
+    /// server's rotation overlap.
+    pub async fn rotate_handler_secret(&self, key: &str) -> Result<HandlerView, ApiError> {
+        self.post(
+            &format!("/v1/handlers/{}/rotate-secret", segment(key)),
+            &[],
+            Some(&Map::new()),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// One page of deliveries (`handler`, `state`, `event_id`, `limit`, `cursor`).
+    pub async fn list_deliveries(&self, query: &Query<'_>) -> Result<List<DeliveryView>, ApiError> {
+        self.get("/v1/deliveries", query).await
+    }
+
+    /// One delivery with its attempt log.
+    pub async fn get_delivery(&self, id: i64) -> Result<DeliveryDetailView, ApiError> {
+        self.get(&format!("/v1/deliveries/{id}"), &[]).await
+    }
+
+    pub async fn redeliver(&self, id: i64) -> Result<DeliveryView, ApiError> {
+        self.post(
+            &format!("/v1/deliveries/{id}/redeliver"),
+            &[],
+            Some(&Map::new()),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    // --- rules ----------------------------------------------------------------------------
+
+    pub async fn list_rules(&self) -> Result<List<RuleView>, ApiError> {
+        self.get("/v1/rules", &[]).await
+    }
+
+    /// `key`: the rule's id or name.
+    pub async fn get_rule(&self, key: &str) -> Result<RuleView, ApiError> {
+        self.get(&format!("/v1/rules/{}", segment(key)), &[]).await
+    }
+
+    pub async fn create_rule(&self, body: &Value) -> Result<RuleView, ApiError> {
+        self.post("/v1/rules", &[], Some(body), Duration::ZERO)
+            .await
+    }
+
+    pub async fn update_rule(
+        &self,
+        key: &str,
+        changes: &Map<String, Value>,
+    ) -> Result<RuleView, ApiError> {
+        self.patch(&format!("/v1/rules/{}", segment(key)), changes)
+            .await
+    }
+
+    pub async fn delete_rule(&self, key: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/rules/{}", segment(key))).await
+    }
+
+    /// One page of rule firings (`rule`, `limit`, `cursor`).
+    pub async fn list_rule_runs(&self, query: &Query<'_>) -> Result<List<RuleRun>, ApiError> {
+        self.get("/v1/rule-runs", query).await
+    }
+
+    // --- resellers ------------------------------------------------------------------------
+
+    pub async fn list_resellers(&self, query: &Query<'_>) -> Result<List<ResellerView>, ApiError> {
+        self.get("/v1/resellers", query).await
+    }
+
+    pub async fn get_reseller(&self, id: i64) -> Result<ResellerView, ApiError> {
+        self.get(&format!("/v1/resellers/{id}"), &[]).await
+    }
+
+    /// `{"name": …, "status"?: "active"|"suspended"}`.
+    pub async fn create_reseller(&self, body: &Value) -> Result<ResellerView, ApiError> {
+        self.post("/v1/resellers", &[], Some(body), Duration::ZERO)
+            .await
+    }
+
+    pub async fn update_reseller(
+        &self,
+        id: i64,
+        changes: &Map<String, Value>,
+    ) -> Result<ResellerView, ApiError> {
+        self.patch(&format!("/v1/resellers/{id}"), changes).await
+    }
+
+    // --- collect, invoice groups, clean-up ----------------------------------------------
+
+    /// One page of `collect` (`{"fields": […], "filters": {…}}`; `limit`, `cursor`).
+    pub async fn collect(
+        &self,
+        body: &Value,
+        query: &Query<'_>,
+    ) -> Result<List<Collected>, ApiError> {
+        self.post("/v1/collect", query, Some(body), Duration::ZERO)
+            .await
+    }
+
+    /// One page of an invoice group's members (`children_only`, `limit`, `after`).
+    pub async fn group_members(
+        &self,
+        invoice: &str,
+        query: &Query<'_>,
+    ) -> Result<GroupMembers, ApiError> {
+        self.get(&format!("/v1/groups/{}", segment(invoice)), query)
+            .await
+    }
+
+    /// Runs `op` on one page of the group's members; a `wait` in the body holds the answer
+    /// up to `hold`.
+    pub async fn group_operation(
+        &self,
+        invoice: &str,
+        op: GroupOp,
+        body: &Value,
+        hold: Duration,
+    ) -> Result<GroupResult, ApiError> {
+        let op = serde_json::to_value(op)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.post(
+            &format!("/v1/groups/{}/{op}", segment(invoice)),
+            &[],
+            Some(body),
+            hold,
+        )
+        .await
+    }
+
+    /// `{"dry_run"?, "after"?}`: the services it terminates (or would).
+    pub async fn cleanup(&self, body: &Value) -> Result<Vec<MemberResult>, ApiError> {
+        self.post("/v1/cleanup", &[], Some(body), Duration::ZERO)
+            .await
+    }
+
+    // --- usage ----------------------------------------------------------------------------
+
+    /// Starts a sync of every usage-reporting server, or of one (`{"server": …}`).
+    pub async fn start_usage_sync(&self, body: &Value) -> Result<SyncReport, ApiError> {
+        self.post("/v1/usage/syncs", &[], Some(body), Duration::ZERO)
+            .await
+    }
+
+    pub async fn list_usage_syncs(&self, query: &Query<'_>) -> Result<List<SyncReport>, ApiError> {
+        self.get("/v1/usage/syncs", query).await
+    }
+
+    pub async fn get_usage_sync(&self, id: i64) -> Result<SyncReport, ApiError> {
+        self.get(&format!("/v1/usage/syncs/{id}"), &[]).await
+    }
+
+    pub async fn service_usage(&self, id: i64) -> Result<ServiceUsage, ApiError> {
+        self.get(&format!("/v1/services/{id}/usage"), &[]).await
+    }
+
+    /// One page of many services' usage (`status`, `server_id`, `product_id`, `limit`, `cursor`).
+    pub async fn usage_of_services(
+        &self,
+        query: &Query<'_>,
+    ) -> Result<List<ServiceUsageLine>, ApiError> {
+        self.get("/v1/usage/services", query).await
+    }
+
+    /// One page of a service's readings (`metric`, `limit`, `cursor`).
+    pub async fn usage_history(
+        &self,
+        id: i64,
+        query: &Query<'_>,
+    ) -> Result<List<UsageReading>, ApiError> {
+        self.get(&format!("/v1/services/{id}/usage/history"), query)
+            .await
+    }
+
+    pub async fn list_topups(&self, id: i64) -> Result<Vec<Topup>, ApiError> {
+        self.get(&format!("/v1/services/{id}/topups"), &[]).await
+    }
+
+    /// `{"metric", "amount", "note"?, "idempotency_key"?}`.
+    pub async fn add_topup(&self, id: i64, body: &Value) -> Result<Topup, ApiError> {
+        self.post(
+            &format!("/v1/services/{id}/topups"),
+            &[],
+            Some(body),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// `product`: its id or name.
+    pub async fn get_usage_policy(&self, product: &str) -> Result<UsagePolicy, ApiError> {
+        self.get(
+            &format!("/v1/products/{}/usage-policy", segment(product)),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn set_usage_policy(
+        &self,
+        product: &str,
+        policy: &UsagePolicy,
+    ) -> Result<UsagePolicy, ApiError> {
+        self.put(
+            &format!("/v1/products/{}/usage-policy", segment(product)),
+            policy,
+        )
+        .await
+    }
+
+    pub async fn delete_usage_policy(&self, product: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/products/{}/usage-policy", segment(product)))
+            .await
+    }
+
+    // --- audits and events ----------------------------------------------------------------
+
+    /// Starts audits (`{"server"?, "fix"?, "dry_run"?, "force"?}`); they run in the background.
+    pub async fn start_audits(&self, body: &Value) -> Result<Vec<Audit>, ApiError> {
+        self.post("/v1/audits", &[], Some(body), Duration::ZERO)
+            .await
+    }
+
+    /// One page of audits (`server`, `limit`, `cursor`).
+    pub async fn list_audits(&self, query: &Query<'_>) -> Result<List<Audit>, ApiError> {
+        self.get("/v1/audits", query).await
+    }
+
+    pub async fn get_audit(&self, id: i64) -> Result<Audit, ApiError> {
+        self.get(&format!("/v1/audits/{id}"), &[]).await
+    }
+
+    /// An audit's findings (`kind` to keep one kind of drift).
+    pub async fn audit_findings(
+        &self,
+        id: i64,
+        query: &Query<'_>,
+    ) -> Result<Vec<Finding>, ApiError> {
+        self.get(&format!("/v1/audits/{id}/findings"), query).await
+    }
+
+    /// One page of events (`type`, `subject`, `since`, `until`, `actor`, `limit`, `cursor`).
+    pub async fn list_events(&self, query: &Query<'_>) -> Result<List<EventView>, ApiError> {
+        self.get("/v1/events", query).await
     }
 
     // --- the generic verbs the operations above are made of --------------------------------

@@ -9,6 +9,9 @@ use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
+use provisio_api::views::Audit;
+use provisio_core::audit::AuditState;
+
 use super::usage::server_ref;
 use super::Ctx;
 use crate::output::{self, col, Column, Format};
@@ -107,16 +110,8 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(p) = product {
                 body["product"] = server_ref(&p);
             }
-            let started: Value = ctx
-                .api
-                .post("/v1/audits", &[], Some(&body), Duration::ZERO)
-                .await?;
-            let ids: Vec<i64> = started
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a["id"].as_i64())
-                .collect();
+            let started = ctx.api.start_audits(&body).await?;
+            let ids: Vec<i64> = started.iter().map(|a| a.id).collect();
             if ids.is_empty() {
                 return match ctx.output {
                     Format::Json => output::print_json(&json!([])),
@@ -129,10 +124,7 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
             let audits = follow(ctx, &ids, &names).await?;
             let mut all = Vec::new();
             for a in &audits {
-                let findings = ctx
-                    .api
-                    .get::<Value>(&format!("/v1/audits/{}/findings", a["id"]), &[])
-                    .await?;
+                let findings = ctx.api.audit_findings(a.id, &[]).await?;
                 all.push((a.clone(), findings));
             }
             if ctx.output == Format::Json {
@@ -142,21 +134,20 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
                     .collect();
                 return output::print_json(&json!(out));
             }
-            let rows: Vec<Value> = all.iter().map(|(a, _)| summary_row(a, &names)).collect();
+            let rows = all
+                .iter()
+                .map(|(a, _)| summary_row(a, &names))
+                .collect::<anyhow::Result<Vec<Value>>>()?;
             let mut text = output::render_list(&rows, SUMMARY_COLUMNS);
             if fix.is_some() {
                 for (a, f) in &all {
-                    let f = f.as_array().cloned().unwrap_or_default();
-                    if f.is_empty()
-                        || a["note"]
-                            .as_str()
-                            .is_some_and(|n| n.contains("fix refused"))
+                    if f.is_empty() || a.note.as_deref().is_some_and(|n| n.contains("fix refused"))
                     {
                         continue;
                     }
                     text.push_str(&format!(
                         "\n\naudit {} ({}): {}\n",
-                        a["id"],
+                        a.id,
                         name_of(a, &names),
                         if dry_run {
                             "actions a fix would take (nothing was changed)"
@@ -164,16 +155,13 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
                             "actions taken"
                         }
                     ));
-                    text.push_str(&output::render_list(&f, FINDING_COLUMNS));
+                    text.push_str(&output::render_list(&values(f)?, FINDING_COLUMNS));
                 }
-            } else if all
-                .iter()
-                .any(|(_, f)| f.as_array().is_some_and(|x| !x.is_empty()))
-            {
+            } else if all.iter().any(|(_, f)| !f.is_empty()) {
                 text.push_str("\n(details: provisio audit show ID; fix with --fix local|remote, try --dry-run first)");
             }
             output::emit(&text)?;
-            if audits.iter().any(|a| a["state"] == "failed") {
+            if audits.iter().any(|a| a.state == AuditState::Failed) {
                 bail!("an audit failed; see its note");
             }
             Ok(())
@@ -184,33 +172,28 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
             kind,
             summary,
         } => {
-            let a: Value = ctx.api.get(&format!("/v1/audits/{id}"), &[]).await?;
-            let f: Value = ctx
+            let a = ctx.api.get_audit(id).await?;
+            let f = ctx
                 .api
-                .get(
-                    &format!("/v1/audits/{id}/findings"),
-                    &[("kind", kind.unwrap_or_default())],
-                )
+                .audit_findings(id, &[("kind", kind.unwrap_or_default())])
                 .await?;
             if csv {
-                let findings: Vec<provisio_core::audit::Finding> = serde_json::from_value(f)?;
-                let text = provisio_core::audit::findings_csv(&findings);
+                let text = provisio_core::audit::findings_csv(&f);
                 return output::emit(text.trim_end());
             }
             if ctx.output == Format::Json {
                 return output::print_json(&json!({"audit": a, "findings": f}));
             }
             let names = server_names(ctx).await?;
-            let mut text = output::render_list(&[summary_row(&a, &names)], SUMMARY_COLUMNS);
-            let f = f.as_array().cloned().unwrap_or_default();
+            let mut text = output::render_list(&[summary_row(&a, &names)?], SUMMARY_COLUMNS);
             if !summary && !f.is_empty() {
                 text.push('\n');
-                text.push_str(&output::render_list(&f, FINDING_COLUMNS));
+                text.push_str(&output::render_list(&values(&f)?, FINDING_COLUMNS));
             }
             output::emit(&text)
         }
         AuditCmd::List { server, paging } => {
-            let items = ctx
+            let items: Vec<Audit> = ctx
                 .list(
                     "/v1/audits",
                     &[("server", server.unwrap_or_default())],
@@ -221,7 +204,10 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if ctx.output == Format::Json {
                 return output::print_json(&json!(items));
             }
-            let rows: Vec<Value> = items.iter().map(|a| summary_row(a, &names)).collect();
+            let rows = items
+                .iter()
+                .map(|a| summary_row(a, &names))
+                .collect::<anyhow::Result<Vec<Value>>>()?;
             output::print_list(ctx.output, &rows, SUMMARY_COLUMNS, "audits")
         }
     }
@@ -241,20 +227,29 @@ async fn server_names(ctx: &Ctx) -> anyhow::Result<HashMap<i64, String>> {
     Ok(servers.into_iter().map(|s| (s.id, s.name)).collect())
 }
 
-fn name_of(a: &Value, names: &HashMap<i64, String>) -> String {
-    let id = a["server_id"].as_i64().unwrap_or_default();
+fn name_of(a: &Audit, names: &HashMap<i64, String>) -> String {
+    let id = a.server_id.0;
     names.get(&id).cloned().unwrap_or_else(|| id.to_string())
 }
 
-fn summary_row(a: &Value, names: &HashMap<i64, String>) -> Value {
-    let mut row = a.clone();
+/// The audit as a table row: its fields, the server's name and the fix as shown.
+fn summary_row(a: &Audit, names: &HashMap<i64, String>) -> anyhow::Result<Value> {
+    let mut row = serde_json::to_value(a)?;
     row["server"] = json!(name_of(a, names));
-    row["fix_shown"] = match (a["fix"].as_str(), a["dry_run"].as_bool()) {
-        (Some(f), Some(true)) => json!(format!("{f} (dry run)")),
-        (Some(f), _) => json!(f),
-        _ => Value::Null,
+    row["fix_shown"] = match (a.fix, a.dry_run) {
+        (Some(f), true) => json!(format!("{} (dry run)", f.as_str())),
+        (Some(f), false) => json!(f.as_str()),
+        (None, _) => Value::Null,
     };
-    row
+    Ok(row)
+}
+
+/// Records as the JSON values the table renderer reads.
+fn values<T: serde::Serialize>(records: &[T]) -> anyhow::Result<Vec<Value>> {
+    Ok(records
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Polls the audits until each has ended, with a spinner per server on stderr.
@@ -262,7 +257,7 @@ async fn follow(
     ctx: &Ctx,
     ids: &[i64],
     names: &HashMap<i64, String>,
-) -> anyhow::Result<Vec<Value>> {
+) -> anyhow::Result<Vec<Audit>> {
     let multi = MultiProgress::new();
     if ctx.output == Format::Json {
         multi.set_draw_target(ProgressDrawTarget::hidden());
@@ -270,13 +265,13 @@ async fn follow(
     let style = ProgressStyle::with_template("{spinner} {prefix:>16} {msg} ({elapsed})")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let mut bars: HashMap<i64, ProgressBar> = HashMap::new();
-    let mut done: HashMap<i64, Value> = HashMap::new();
+    let mut done: HashMap<i64, Audit> = HashMap::new();
     while done.len() < ids.len() {
         for id in ids {
             if done.contains_key(id) {
                 continue;
             }
-            let a: Value = ctx.api.get(&format!("/v1/audits/{id}"), &[]).await?;
+            let a = ctx.api.get_audit(*id).await?;
             let bar = bars.entry(*id).or_insert_with(|| {
                 let b = multi.add(ProgressBar::new_spinner());
                 b.set_style(style.clone());
@@ -284,17 +279,17 @@ async fn follow(
                 b.enable_steady_tick(Duration::from_millis(120));
                 b
             });
-            if a["state"] == "running" {
+            if a.state == AuditState::Running {
                 bar.set_message("listing remote accounts and comparing");
             } else {
-                let c = &a["counts"];
+                let c = |kind: &str| a.counts.get(kind).copied().unwrap_or(0);
                 bar.finish_with_message(format!(
                     "{}: {} orphan, {} missing, {} status, {} package",
-                    a["state"].as_str().unwrap_or("?"),
-                    c["orphan_remote"],
-                    c["missing_remote"],
-                    c["status_mismatch"],
-                    c["package_mismatch"]
+                    a.state.as_str(),
+                    c("orphan_remote"),
+                    c("missing_remote"),
+                    c("status_mismatch"),
+                    c("package_mismatch")
                 ));
                 done.insert(*id, a);
             }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use serde_json::{json, Map, Value};
 
+use provisio_api::views::{Collected, GroupMembers, GroupOp, GroupResult, MemberResult};
+use serde::Serialize;
+
 use super::Ctx;
-use crate::api::segment;
 use crate::output::{self, Format};
 
 /// Parses `[a.b,c.d]` (or `a.b,c.d`) into field paths; `[]` is none.
@@ -212,25 +214,22 @@ pub async fn collect(args: CollectArgs, ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
     let body = json!({"fields": fields, "filters": filters});
-    let mut items = Vec::new();
+    let mut items: Vec<Collected> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/collect?limit=1000&cursor={c}"),
-            None => "/v1/collect?limit=1000".to_string(),
-        };
-        let page: Value = ctx
-            .api
-            .post(&path, &[], Some(&body), Duration::ZERO)
-            .await?;
-        items.extend(page["items"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
+        let query = [
+            ("limit", "1000".to_string()),
+            ("cursor", cursor.take().unwrap_or_default()),
+        ];
+        let page = ctx.api.collect(&body, &query).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
             None => break,
         }
     }
     if ctx.output == Format::Json {
-        return output::print_json(&Value::Array(items));
+        return output::print_json(&serde_json::to_value(&items)?);
     }
     if items.is_empty() {
         return output::emit("no services match");
@@ -238,15 +237,12 @@ pub async fn collect(args: CollectArgs, ctx: &Ctx) -> anyhow::Result<()> {
     if args.yaml {
         let mut doc = Map::new();
         for it in &items {
-            let mut entry = match &it["values"] {
+            let mut entry = match &it.values {
                 Value::Object(m) => m.clone(),
                 _ => Map::new(),
             };
-            entry.insert("active".into(), it["active"].clone());
-            doc.insert(
-                format!("service-{}", it["service_id"]),
-                Value::Object(entry),
-            );
+            entry.insert("active".into(), it.active.into());
+            doc.insert(format!("service-{}", it.service_id), Value::Object(entry));
         }
         let yaml = serde_norway::to_string(&Value::Object(doc))?;
         return output::emit(yaml.trim_end());
@@ -255,11 +251,11 @@ pub async fn collect(args: CollectArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (n, it) in items.iter().enumerate() {
         let mut cells = Vec::new();
-        leaves("", &it["values"], &mut cells);
+        leaves("", &it.values, &mut cells);
         if n == 0 {
             header.extend(cells.iter().map(|(k, _)| k.to_uppercase()));
         }
-        let mut row = vec![text(&it["service_id"]), text(&it["active"])];
+        let mut row = vec![it.service_id.to_string(), it.active.to_string()];
         row.extend(cells.into_iter().map(|(_, v)| v));
         rows.push(row);
     }
@@ -343,39 +339,36 @@ pub struct GroupArgs {
     page_size: u32,
 }
 
-fn member_table(members: &[Value]) -> String {
+fn member_table(members: &[MemberResult]) -> String {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING).set_header([
         "SERVICE", "USERNAME", "ROLE", "STATUS", "ACTION", "OUTCOME", "JOB", "DETAIL",
     ]);
     for m in members {
-        t.add_row(
-            [
-                "service_id",
-                "username",
-                "role",
-                "status",
-                "action",
-                "outcome",
-                "job_id",
-                "detail",
-            ]
-            .map(|k| text(&m[k])),
-        );
+        t.add_row([
+            m.service_id.to_string(),
+            m.username.clone(),
+            m.role.clone(),
+            m.status.clone(),
+            m.action.clone(),
+            m.outcome.clone(),
+            m.job_id.map(|j| j.to_string()).unwrap_or_default(),
+            m.detail.clone().unwrap_or_default(),
+        ]);
     }
     t.to_string()
 }
 
-fn print_members(ctx: &Ctx, r: &Value) -> anyhow::Result<()> {
+/// Prints a group answer (`r`, whose members are `members`): its JSON, or the member table.
+fn print_members<R: Serialize>(ctx: &Ctx, r: &R, members: &[MemberResult]) -> anyhow::Result<()> {
     if ctx.output == Format::Json {
-        return output::print_json(r);
+        return output::print_json(&serde_json::to_value(r)?);
     }
-    let members = r["members"].as_array().cloned().unwrap_or_default();
     let failed = members
         .iter()
-        .filter(|m| matches!(m["outcome"].as_str(), Some("failed" | "refused")))
+        .filter(|m| matches!(m.outcome.as_str(), "failed" | "refused"))
         .count();
-    output::emit(&member_table(&members))?;
+    output::emit(&member_table(members))?;
     if failed > 0 {
         eprintln!("{failed} member(s) failed or were refused; run the same command again to retry only them");
     }
@@ -389,21 +382,26 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
             children_only,
             page_size,
         } => {
-            let mut pages = Pages::default();
+            let mut shown = GroupMembers {
+                invoice: invoice.clone(),
+                members: Vec::new(),
+                next: None,
+            };
+            let mut after: Option<String> = None;
             loop {
-                let mut path = format!(
-                    "/v1/groups/{}?children_only={children_only}&limit={page_size}",
-                    segment(&invoice)
-                );
-                if let Some(a) = &pages.after {
-                    path.push_str(&format!("&after={}", segment(a)));
-                }
-                let r: Value = ctx.api.get(&path, &[]).await?;
-                if !pages.add(r) {
-                    break;
+                let query = [
+                    ("children_only", children_only.to_string()),
+                    ("limit", page_size.to_string()),
+                    ("after", after.take().unwrap_or_default()),
+                ];
+                let page = ctx.api.group_members(&invoice, &query).await?;
+                shown.members.extend(page.members);
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
                 }
             }
-            return print_members(ctx, &pages.result());
+            return print_members(ctx, &shown, &shown.members);
         }
         GroupCmd::Edit {
             invoice,
@@ -419,7 +417,12 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
                     serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
                 settings.insert(k.to_string(), value);
             }
-            (invoice, "edit", json!({"settings": settings}), common)
+            (
+                invoice,
+                GroupOp::Edit,
+                json!({"settings": settings}),
+                common,
+            )
         }
         GroupCmd::Suspend {
             invoice,
@@ -430,9 +433,9 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(r) = reason {
                 b["reason"] = r.into();
             }
-            (invoice, "suspend", b, common)
+            (invoice, GroupOp::Suspend, b, common)
         }
-        GroupCmd::Activate { invoice, common } => (invoice, "activate", json!({}), common),
+        GroupCmd::Activate { invoice, common } => (invoice, GroupOp::Activate, json!({}), common),
         GroupCmd::Delete {
             invoice,
             since,
@@ -442,7 +445,7 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(s) = since {
                 b["since"] = s.into();
             }
-            (invoice, "delete", b, common)
+            (invoice, GroupOp::Delete, b, common)
         }
         GroupCmd::Transfer {
             invoice,
@@ -457,7 +460,7 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(s) = server {
                 b["server"] = super::id_or_name(&s);
             }
-            (invoice, "transfer", b, common)
+            (invoice, GroupOp::Transfer, b, common)
         }
     };
     body["dry_run"] = common.dry_run.into();
@@ -468,56 +471,28 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
     body["limit"] = common.page_size.into();
     // The server acts on a page of members per request: follow `next` so the command
     // still covers the whole group.
-    let mut pages = Pages::default();
+    // The server may hold each answer while the members' jobs run.
+    let hold = Duration::from_secs(common.wait.unwrap_or(0));
+    let mut whole: Option<GroupResult> = None;
     loop {
-        if let Some(a) = &pages.after {
-            body["after"] = a.clone().into();
+        let page = ctx.api.group_operation(&invoice, op, &body, hold).await?;
+        let next = page.next.clone();
+        match &mut whole {
+            Some(w) => w.members.extend(page.members),
+            None => whole = Some(page),
         }
-        let r = ctx
-            .api
-            .post(
-                &format!("/v1/groups/{}/{op}", segment(&invoice)),
-                &[],
-                Some(&body),
-                Duration::ZERO,
-            )
-            .await?;
-        if !pages.add(r) {
-            break;
+        match next {
+            Some(n) => body["after"] = n.into(),
+            None => break,
         }
     }
-    print_members(ctx, &pages.result())
+    let mut whole = whole.expect("at least one page was fetched");
+    whole.next = None;
+    print_members(ctx, &whole, &whole.members)
 }
 
 /// Members per group request.
 const GROUP_PAGE: u32 = 1000;
-
-/// The pages of one group request so far, shown as one result.
-#[derive(Default)]
-struct Pages {
-    first: Option<Value>,
-    members: Vec<Value>,
-    after: Option<String>,
-}
-
-impl Pages {
-    /// Takes a page in; whether another follows.
-    fn add(&mut self, mut page: Value) -> bool {
-        if let Some(Value::Array(m)) = page.get_mut("members").map(Value::take) {
-            self.members.extend(m);
-        }
-        self.after = page["next"].as_str().map(str::to_string);
-        self.first.get_or_insert(page);
-        self.after.is_some()
-    }
-
-    fn result(self) -> Value {
-        let mut r = self.first.unwrap_or_else(|| json!({}));
-        r["members"] = Value::Array(self.members);
-        r["next"] = Value::Null;
-        r
-    }
-}
 
 #[derive(clap::Args, Debug)]
 pub struct CleanupArgs {
@@ -534,14 +509,10 @@ pub async fn cleanup(args: CleanupArgs, ctx: &Ctx) -> anyhow::Result<()> {
     if let Some(a) = args.after {
         body["after"] = a.into();
     }
-    let r: Value = ctx
-        .api
-        .post("/v1/cleanup", &[], Some(&body), Duration::ZERO)
-        .await?;
+    let members = ctx.api.cleanup(&body).await?;
     if ctx.output == Format::Json {
-        return output::print_json(&r);
+        return output::print_json(&serde_json::to_value(&members)?);
     }
-    let members = r.as_array().cloned().unwrap_or_default();
     if members.is_empty() {
         return output::emit("no services are suspended that long");
     }

@@ -1,9 +1,8 @@
 //! `provisio handler ...`: gates and notify handlers, their signing secrets and the delivery
 //! log (`deliveries`, `delivery`, `redeliver`).
 
-use std::time::Duration;
-
 use anyhow::Context as _;
+use provisio_api::views::{DeliveryView, HandlerView};
 use serde_json::{json, Map, Value};
 
 use super::{Ctx, Paging, Records};
@@ -112,7 +111,7 @@ pub enum HandlerCmd {
     Redeliver { id: i64 },
 }
 
-const HANDLERS: Records<Value> = Records {
+const HANDLERS: Records<HandlerView> = Records {
     base: "/v1/handlers",
     noun: "handler",
     plural: "handlers",
@@ -140,10 +139,6 @@ const DELIVERY_COLUMNS: &[Column] = &[
     col("NEXT", "/next_attempt_at"),
     col("LAST ERROR", "/last_error"),
 ];
-
-fn path(handler: &str) -> String {
-    HANDLERS.path(handler)
-}
 
 fn put<T: Into<Value>>(body: &mut Map<String, Value>, key: &str, value: Option<T>) {
     if let Some(v) = value {
@@ -195,11 +190,8 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
                            "subject": email_subject.unwrap_or_default(), "body": text}),
                 );
             }
-            let h: Value = ctx
-                .api
-                .post("/v1/handlers", &[], Some(&body), Duration::ZERO)
-                .await?;
-            if h.get("secret").is_some() && ctx.output == output::Format::Table {
+            let h = ctx.api.create_handler(&body).await?;
+            if h.secret.is_some() && ctx.output == output::Format::Table {
                 eprintln!(
                     "The signing secret is shown only now; keep it where the receiver can read it."
                 );
@@ -259,15 +251,7 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
         HandlerCmd::Delete { handler } => HANDLERS.delete(ctx, &handler).await,
         HandlerCmd::RotateSecret { handler } => {
-            let h = ctx
-                .api
-                .post::<Value, Value>(
-                    &format!("{}/rotate-secret", path(&handler)),
-                    &[],
-                    Some(&json!({})),
-                    Duration::ZERO,
-                )
-                .await?;
+            let h = ctx.api.rotate_handler_secret(&handler).await?;
             output::print_record(ctx.output, &h)
         }
         HandlerCmd::Deliveries {
@@ -279,26 +263,14 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 ("handler", handler.unwrap_or_default()),
                 ("state", state.unwrap_or_default()),
             ];
-            let items: Vec<Value> = ctx.list("/v1/deliveries", &filters, &paging).await?;
+            let items: Vec<DeliveryView> = ctx.list("/v1/deliveries", &filters, &paging).await?;
             output::print_list(ctx.output, &items, DELIVERY_COLUMNS, "deliveries")
         }
-        HandlerCmd::Delivery { id } => output::print_record(
-            ctx.output,
-            &ctx.api
-                .get::<Value>(&format!("/v1/deliveries/{id}"), &[])
-                .await?,
-        ),
+        HandlerCmd::Delivery { id } => {
+            output::print_record(ctx.output, &ctx.api.get_delivery(id).await?)
+        }
         HandlerCmd::Redeliver { id } => {
-            let d = ctx
-                .api
-                .post::<Value, Value>(
-                    &format!("/v1/deliveries/{id}/redeliver"),
-                    &[],
-                    Some(&json!({})),
-                    Duration::ZERO,
-                )
-                .await?;
-            output::print_record(ctx.output, &d)
+            output::print_record(ctx.output, &ctx.api.redeliver(id).await?)
         }
     }
 }

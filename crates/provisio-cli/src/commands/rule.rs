@@ -1,8 +1,7 @@
 //! `provisio rule ...`: automation rules (on an event, after a grace period, act on the
 //! client's services) and the record of their firings (`runs`).
 
-use std::time::Duration;
-
+use provisio_api::views::{RuleRun, RuleView};
 use serde_json::{json, Map, Value};
 
 use super::{Ctx, Paging, Records};
@@ -110,7 +109,7 @@ pub enum RuleCmd {
     },
 }
 
-const RULES: Records<Value> = Records {
+const RULES: Records<RuleView> = Records {
     base: "/v1/rules",
     noun: "rule",
     plural: "rules",
@@ -155,10 +154,7 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if disabled {
                 body["enabled"] = false.into();
             }
-            let rule: Value = ctx
-                .api
-                .post("/v1/rules", &[], Some(&body), Duration::ZERO)
-                .await?;
+            let rule = ctx.api.create_rule(&body).await?;
             output::print_record(ctx.output, &rule)
         }
         RuleCmd::List => {
@@ -211,7 +207,7 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
         RuleCmd::Delete { rule } => RULES.delete(ctx, &rule).await,
         RuleCmd::Runs { rule, paging } => {
             let filters = [("rule", rule.unwrap_or_default())];
-            let items: Vec<Value> = ctx.list("/v1/rule-runs", &filters, &paging).await?;
+            let items: Vec<RuleRun> = ctx.list("/v1/rule-runs", &filters, &paging).await?;
             output::print_list(ctx.output, &items, RUN_COLUMNS, "rule runs")
         }
     }

@@ -9,6 +9,9 @@ use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
+use provisio_api::views::{SyncReport, UsageReading};
+use serde::Serialize;
+
 use super::Ctx;
 use crate::output::{self, col, Column, Format};
 
@@ -96,14 +99,11 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 Some(s) => json!({ "server": server_ref(&s) }),
                 None => json!({}),
             };
-            let run: Value = ctx
-                .api
-                .post("/v1/usage/syncs", &[], Some(&body), Duration::ZERO)
-                .await?;
-            let id = run["id"].as_i64().unwrap_or_default();
+            let run = ctx.api.start_usage_sync(&body).await?;
+            let id = run.id;
             if no_wait {
                 return match ctx.output {
-                    Format::Json => output::print_json(&run),
+                    Format::Json => output::print_json(&serde_json::to_value(&run)?),
                     Format::Table => output::emit(&format!(
                         "usage sync {id} started; follow it with: provisio usage run {id}"
                     )),
@@ -111,28 +111,22 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
             }
             let report = follow(ctx, id).await?;
             print_report(ctx.output, &report)?;
-            if report["state"] != "done" {
-                bail!(
-                    "usage sync {id} ended {}",
-                    report["state"].as_str().unwrap_or("?")
-                );
+            if report.state != "done" {
+                bail!("usage sync {id} ended {}", report.state);
             }
             Ok(())
         }
         UsageCmd::Run { id } => {
-            let report: Value = ctx.api.get(&format!("/v1/usage/syncs/{id}"), &[]).await?;
+            let report = ctx.api.get_usage_sync(id).await?;
             print_report(ctx.output, &report)
         }
         UsageCmd::Show { service } => {
-            let u = ctx
-                .api
-                .get::<Value>(&format!("/v1/services/{service}/usage"), &[])
-                .await?;
+            let u = ctx.api.service_usage(service).await?;
             match ctx.output {
-                Format::Json => output::print_json(&u),
+                Format::Json => output::print_json(&serde_json::to_value(&u)?),
                 Format::Table => {
-                    let metrics = u["metrics"].as_array().cloned().unwrap_or_default();
-                    let topups = u["topups"].as_array().cloned().unwrap_or_default();
+                    let metrics = values(&u.metrics)?;
+                    let topups = values(&u.topups)?;
                     let mut text = if metrics.is_empty() {
                         "no usage reported yet".to_string()
                     } else {
@@ -147,7 +141,7 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
             }
         }
         UsageCmd::History { service, metric } => {
-            let items: Vec<Value> = ctx
+            let items: Vec<UsageReading> = ctx
                 .list(
                     &format!("/v1/services/{service}/usage/history"),
                     &[("metric", metric.unwrap_or_default())],
@@ -168,15 +162,7 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
         } => {
             let body =
                 json!({"metric": metric, "amount": amount, "note": note, "idempotency_key": key});
-            let t = ctx
-                .api
-                .post::<Value, Value>(
-                    &format!("/v1/services/{service}/topups"),
-                    &[],
-                    Some(&body),
-                    Duration::ZERO,
-                )
-                .await?;
+            let t = ctx.api.add_topup(service, &body).await?;
             output::print_record(ctx.output, &t)
         }
     }
@@ -192,7 +178,7 @@ pub fn server_ref(s: &str) -> Value {
 
 /// Polls a sync until it ends, drawing a bar per server on stderr (people only: with
 /// `-o json`, or when stderr is not a terminal, nothing is drawn).
-async fn follow(ctx: &Ctx, id: i64) -> anyhow::Result<Value> {
+async fn follow(ctx: &Ctx, id: i64) -> anyhow::Result<SyncReport> {
     let multi = MultiProgress::new();
     if ctx.output == Format::Json {
         multi.set_draw_target(ProgressDrawTarget::hidden());
@@ -204,29 +190,27 @@ async fn follow(ctx: &Ctx, id: i64) -> anyhow::Result<Value> {
     .progress_chars("=> ");
     let mut bars: HashMap<i64, ProgressBar> = HashMap::new();
     loop {
-        let r: Value = ctx.api.get(&format!("/v1/usage/syncs/{id}"), &[]).await?;
-        for s in r["servers"].as_array().into_iter().flatten() {
-            let sid = s["server_id"].as_i64().unwrap_or_default();
-            let bar = bars.entry(sid).or_insert_with(|| {
+        let r = ctx.api.get_usage_sync(id).await?;
+        for s in &r.servers {
+            let bar = bars.entry(s.server_id).or_insert_with(|| {
                 let b = multi.add(ProgressBar::new(0));
                 b.set_style(style.clone());
-                b.set_prefix(s["server"].as_str().unwrap_or("?").to_string());
+                b.set_prefix(s.server.clone());
                 b
             });
-            let reported = s["reported"].as_u64().unwrap_or(0);
             // Local services are the estimate; the remote may report more.
-            bar.set_length(s["expected"].as_u64().unwrap_or(0).max(reported));
-            bar.set_position(reported);
-            let state = s["state"].as_str().unwrap_or("");
+            bar.set_length(s.expected.max(s.reported));
+            bar.set_position(s.reported);
+            let state = s.state.as_str();
             bar.set_message(format!(
                 "{state}, {} updated, {} unknown",
-                s["services_updated"], s["unknown_usernames"]
+                s.services_updated, s.unknown_usernames
             ));
             if matches!(state, "done" | "failed") && !bar.is_finished() {
                 bar.finish();
             }
         }
-        if r["state"] != "running" {
+        if r.state != "running" {
             for b in bars.values() {
                 if !b.is_finished() {
                     b.finish();
@@ -238,37 +222,32 @@ async fn follow(ctx: &Ctx, id: i64) -> anyhow::Result<Value> {
     }
 }
 
-fn print_report(format: Format, report: &Value) -> anyhow::Result<()> {
+fn print_report(format: Format, report: &SyncReport) -> anyhow::Result<()> {
     if format == Format::Json {
-        return output::print_json(report);
+        return output::print_json(&serde_json::to_value(report)?);
     }
     let mut rows = Vec::new();
     let mut problems = Vec::new();
-    for s in report["servers"].as_array().into_iter().flatten() {
-        let mut row = s.clone();
-        let errors = s["errors"].as_array().cloned().unwrap_or_default();
-        row["error_count"] = json!(errors.len());
-        row["duration"] = json!(format!(
-            "{:.1}s",
-            s["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
-        ));
+    for s in &report.servers {
+        let mut row = serde_json::to_value(s)?;
+        row["error_count"] = json!(s.errors.len());
+        row["duration"] = json!(format!("{:.1}s", s.duration_ms as f64 / 1000.0));
         rows.push(row);
-        let name = s["server"].as_str().unwrap_or("?");
-        for e in errors.iter().take(5) {
-            problems.push(format!("{name}: {}", e.as_str().unwrap_or("")));
+        let name = &s.server;
+        for e in s.errors.iter().take(5) {
+            problems.push(format!("{name}: {e}"));
         }
-        if let Some(sample) = s["unknown_sample"].as_array().filter(|a| !a.is_empty()) {
-            let names: Vec<&str> = sample.iter().filter_map(Value::as_str).collect();
+        if !s.unknown_sample.is_empty() {
             problems.push(format!(
                 "{name}: unknown usernames include {}",
-                names.join(", ")
+                s.unknown_sample.join(", ")
             ));
         }
     }
     let mut text = format!(
         "usage sync {} {}\n{}",
-        report["id"],
-        report["state"].as_str().unwrap_or("?"),
+        report.id,
+        report.state,
         output::render_list(&rows, SERVER_COLUMNS)
     );
     for p in problems {
@@ -276,4 +255,12 @@ fn print_report(format: Format, report: &Value) -> anyhow::Result<()> {
         text.push_str(&output::one_line(&p));
     }
     output::emit(&text)
+}
+
+/// Records as the JSON values the table renderer reads.
+fn values<T: Serialize>(records: &[T]) -> anyhow::Result<Vec<Value>> {
+    Ok(records
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?)
 }
