@@ -29,8 +29,8 @@ use crate::views::{
 
 /// The largest page the API serves, used when every page is wanted anyway.
 pub const MAX_PAGE: u32 = 1000;
-/// The longest the client sleeps on an in-progress 409 before its next attempt, whatever
-/// `Retry-After` says, so a caller's own timeout stays the bound.
+/// The longest the client sleeps on an in-progress 409 or a 503 before its next attempt,
+/// whatever `Retry-After` says, so a caller's own timeout stays the bound.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// How the client talks to the server.
@@ -39,8 +39,9 @@ pub struct ClientOptions {
     /// For one attempt of one request; a held action (`wait`) adds its hold.
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// How often a request whose answer was lost (a timeout, a cut connection) or that
-    /// found its first attempt still running (409 with `Retry-After`) is sent again. A
+    /// How often a request whose answer was lost (a timeout, a cut connection), that
+    /// found its first attempt still running (409 with `Retry-After`) or that met a busy
+    /// server (503 with `Retry-After`) is sent again, after the pause the server asks. A
     /// POST is sent again under the same `Idempotency-Key`, so it acts once.
     pub retries: u32,
     pub user_agent: String,
@@ -919,12 +920,15 @@ impl Client {
                 Ok((status, _, bytes)) if status.is_success() => return Ok((status, bytes)),
                 Ok((status, headers, bytes)) => {
                     let retry_after = retry_after(&headers);
-                    // An in-progress 409: the first attempt of this very request still runs.
-                    if status == StatusCode::CONFLICT
-                        && retry_after.is_some()
-                        && idempotency_key.is_some()
-                        && attempt < self.options.retries
-                    {
+                    // The server says when to come back: an in-progress 409 (the first
+                    // attempt of this very POST still runs) or a 503 (briefly unable to
+                    // serve). Every attempt is idempotent, so sending it again is safe.
+                    let come_back = match status {
+                        StatusCode::CONFLICT => idempotency_key.is_some(),
+                        StatusCode::SERVICE_UNAVAILABLE => true,
+                        _ => false,
+                    };
+                    if come_back && retry_after.is_some() && attempt < self.options.retries {
                         attempt += 1;
                         let pause = retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
                         tokio::time::sleep(pause).await;

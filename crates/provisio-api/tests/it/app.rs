@@ -1,5 +1,6 @@
 //! `spawn()`: a Provisio on a free loopback port with a fresh SQLite database and its first
-//! admin key; `lagging_proxy`: a proxy that holds back the answer to the first request.
+//! admin key, with the built-in modules and `meter`; `lagging_proxy`: a proxy that holds
+//! back the answer to the first request.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,7 +64,8 @@ pub async fn spawn() -> App {
     let path = dir.path().join("provisio.toml");
     std::fs::write(&path, toml).unwrap();
     let cfg = provisio_server::Config::load(Some(&path), &Default::default()).unwrap();
-    let registry = provisio_modules::Registry::builtin_with(&cfg.module_options().unwrap());
+    let mut registry = provisio_modules::Registry::builtin_with(&cfg.module_options().unwrap());
+    registry.register(Arc::new(Meter::new()));
     let engine = Arc::new(provisio_server::prepare(&cfg, registry).await.unwrap());
     let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
     let app = provisio_server::router(engine, &cfg);
@@ -156,4 +158,67 @@ async fn forward(
     tokio::time::sleep(delay).await;
     socket.write_all(&answer).await?;
     socket.shutdown().await
+}
+
+/// A module that reports usage and lists accounts, which no built-in module does without a
+/// remote of its own: every account is `ada1`, using 3.5 of 10 GB `data`, and `orphan-1`,
+/// which no service knows.
+pub struct Meter(provisio_core::module::ModuleInfo);
+
+impl Meter {
+    fn new() -> Self {
+        use provisio_core::module::{Capability, ModuleInfo};
+        use provisio_core::settings::SettingsSchema;
+        Self(ModuleInfo {
+            name: "meter".into(),
+            version: "1.0.0".into(),
+            description: "Reports usage and lists accounts, for tests".into(),
+            capabilities: Capability::lifecycle_and(&[Capability::Usage, Capability::ListAccounts]),
+            custom_actions: vec![],
+            server_schema: SettingsSchema::new(vec![]).allow_extra(),
+            product_schema: SettingsSchema::new(vec![]).allow_extra(),
+            service_schema: SettingsSchema::new(vec![]).allow_extra(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl provisio_core::module::Module for Meter {
+    fn info(&self) -> &provisio_core::module::ModuleInfo {
+        &self.0
+    }
+
+    async fn call(
+        &self,
+        request: &provisio_core::module::ActionRequest,
+    ) -> Result<provisio_core::module::ActionReply, provisio_core::module::ModuleError> {
+        use provisio_core::module::{Action, ActionReply, Metric, RemoteAccount, UsageReport};
+        let account = |name: &str| RemoteAccount {
+            username: name.into(),
+            status: Some("active".into()),
+            package: None,
+        };
+        Ok(match request.action {
+            Action::ListAccounts => ActionReply {
+                accounts: vec![account("ada1"), account("orphan-1")],
+                ..Default::default()
+            },
+            Action::Usage => ActionReply {
+                usage: vec![UsageReport {
+                    username: "ada1".into(),
+                    metrics: [(
+                        "data".to_string(),
+                        Metric {
+                            used: 3.5,
+                            limit: Some(10.0),
+                            unit: Some("GB".into()),
+                        },
+                    )]
+                    .into(),
+                }],
+                ..Default::default()
+            },
+            _ => ActionReply::default(),
+        })
+    }
 }

@@ -3,4 +3,5 @@
 
 mod app;
 mod client;
+mod retry_after;
 mod roundtrip;
