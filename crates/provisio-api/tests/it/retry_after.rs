@@ -22,11 +22,13 @@ enum Answer {
     Created,
 }
 
+/// When a request arrived and the Idempotency-Key it carried.
+type Seen = (Instant, Option<String>);
+
 #[derive(Clone)]
 struct StandIn {
     script: Arc<Vec<Answer>>,
-    /// When each request arrived and the Idempotency-Key it carried.
-    seen: Arc<Mutex<Vec<(Instant, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 async fn answer(State(s): State<StandIn>, headers: HeaderMap) -> Response {
