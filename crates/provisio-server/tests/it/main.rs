@@ -41,6 +41,7 @@ mod balance;
 mod bounds;
 mod clients;
 mod console;
+mod console_forms;
 mod contract;
 mod declared;
 mod events;
