@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, Db, TestApp};
 
+/// The forms' flows, in a file of their own: `console::forms::…`.
+#[path = "console_forms.rs"]
+mod forms;
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 

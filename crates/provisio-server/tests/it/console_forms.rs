@@ -12,7 +12,7 @@ use fantoccini::Locator;
 use provisio_engine::input::RecordRef;
 use serde_json::{json, Value};
 
-use crate::console::{available, world, Browser, BROWSERS};
+use super::{available, world, Browser, BROWSERS};
 use crate::helpers::{spawn_app_with, Db, TestApp};
 
 impl Browser {
@@ -246,6 +246,21 @@ async fn a_server_edited_with_its_secret_left_blank_keeps_it(db: Db) {
     let page = b.client.source().await.unwrap();
     assert!(!page.contains("Tok-Console-5521"), "a secret in the page");
     b.screenshot(&format!("server-edit-{db:?}")).await;
+    // A readonly key is shown no edit link, and its forged form is refused.
+    let readonly = app
+        .make_key(json!({"name": "look", "role": "readonly"}))
+        .await;
+    b.click("header.top button[type=submit]").await;
+    b.sign_in(&readonly).await;
+    b.goto("/console/servers").await;
+    b.wait_text("#servers", "rec").await;
+    assert!(!b.exists("#servers a[href$='/edit']").await);
+    let csrf = b.csrf().await;
+    let forged = format!("csrf={csrf}&settings.token=stolen&max_concurrent=9");
+    assert_eq!(
+        b.post_from_page("/console/servers/rec/edit", &forged).await,
+        403
+    );
     let (_, s) = app.get("/v1/servers/rec").await;
     assert_eq!(s["max_concurrent"], 7, "{s}");
     assert_eq!(s["settings"]["region"], "eu-west", "{s}");

@@ -41,7 +41,6 @@ mod balance;
 mod bounds;
 mod clients;
 mod console;
-mod console_forms;
 mod contract;
 mod declared;
 mod events;
