@@ -126,6 +126,16 @@ impl FormPage for ClientPage {
     }
 }
 
+/// What the page shows besides the client: the transaction form as sent, its field
+/// errors and problem, or the notice of a recorded transaction.
+#[derive(Default)]
+struct Outcome {
+    form: TransactionForm,
+    errors: Vec<(String, String)>,
+    summary: Option<String>,
+    notice: Option<String>,
+}
+
 fn new_key() -> String {
     format!("console-{:032x}", rand::random::<u128>())
 }
@@ -135,13 +145,14 @@ async fn client_page(
     s: &Session,
     headers: &HeaderMap,
     raw: &str,
-    (form, errors, summary, notice): (
-        TransactionForm,
-        Vec<(String, String)>,
-        Option<String>,
-        Option<String>,
-    ),
+    shown: Outcome,
 ) -> PageResult {
+    let Outcome {
+        form,
+        errors,
+        summary,
+        notice,
+    } = shown;
     let engine = &state.app.engine;
     let id = ClientId(crate::extract::path_id(raw)?);
     let c = s.caller().client(engine, id).await?;
@@ -222,14 +233,7 @@ pub(crate) async fn client(
     Path(id): Path<String>,
 ) -> PageResult {
     s.need(Method::GET, "/v1/clients/{id}")?;
-    client_page(
-        &state,
-        &s,
-        &headers,
-        &id,
-        (TransactionForm::default(), vec![], None, None),
-    )
-    .await
+    client_page(&state, &s, &headers, &id, Outcome::default()).await
 }
 
 pub(crate) async fn add_transaction(
@@ -301,7 +305,10 @@ pub(crate) async fn add_transaction(
                     &s,
                     &headers,
                     &id,
-                    (TransactionForm::default(), vec![], None, Some(notice)),
+                    Outcome {
+                        notice: Some(notice),
+                        ..Default::default()
+                    },
                 )
                 .await;
             }
@@ -312,7 +319,12 @@ pub(crate) async fn add_transaction(
                     &s,
                     &headers,
                     &id,
-                    (form, fields, Some(detail), None),
+                    Outcome {
+                        form,
+                        errors: fields,
+                        summary: Some(detail),
+                        notice: None,
+                    },
                 )
                 .await
                 .map(unprocessable);
@@ -324,12 +336,12 @@ pub(crate) async fn add_transaction(
         &s,
         &headers,
         &id,
-        (
+        Outcome {
             form,
             errors,
-            Some("the transaction was not recorded".into()),
-            None,
-        ),
+            summary: Some("the transaction was not recorded".into()),
+            notice: None,
+        },
     )
     .await
     .map(unprocessable)

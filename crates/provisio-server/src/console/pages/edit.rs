@@ -32,6 +32,9 @@ pub(crate) struct Input {
     options: Vec<String>,
     /// A secret that is set (and stays so when its field is left blank).
     secret_set: bool,
+    /// The value is JSON (a `json` field, or an undeclared key holding a number, a
+    /// boolean or an object), read back as JSON.
+    json: bool,
     help: String,
     error: Option<String>,
 }
@@ -45,6 +48,7 @@ impl Input {
             value: value.into(),
             options: Vec::new(),
             secret_set: false,
+            json: false,
             help: String::new(),
             error: None,
         }
@@ -145,12 +149,16 @@ fn setting_inputs(schema: &SettingsSchema, current: &Settings) -> Vec<Input> {
                 opts.extend(values.iter().map(String::as_str));
                 Input::select(&name, &f.label, &now.map(show).unwrap_or_default(), &opts)
             }
-            FieldKind::Json => Input::new(
-                &name,
-                &f.label,
-                "textarea",
-                now.map(|v| shown(Some(&f.kind), v)).unwrap_or_default(),
-            ),
+            FieldKind::Json => {
+                let mut i = Input::new(
+                    &name,
+                    &f.label,
+                    "textarea",
+                    now.map(|v| shown(Some(&f.kind), v)).unwrap_or_default(),
+                );
+                i.json = true;
+                i
+            }
             k => Input::new(
                 &name,
                 &f.label,
@@ -173,6 +181,7 @@ fn setting_inputs(schema: &SettingsSchema, current: &Settings) -> Vec<Input> {
         } else {
             let mut i = Input::new(&name, k, "text", shown(None, v));
             if !v.is_string() {
+                i.json = true;
                 i.help = "JSON".into();
             }
             out.push(i);
@@ -185,7 +194,6 @@ fn setting_inputs(schema: &SettingsSchema, current: &Settings) -> Vec<Input> {
 /// numbers, booleans and sizes from text), cleared ones `null`, blank secrets left out,
 /// and the new key, if any. JSON that does not parse is the field's error.
 fn settings_patch(
-    schema: &SettingsSchema,
     inputs: &[Input],
     sent: &Sent,
 ) -> Result<Option<Settings>, Vec<(String, String)>> {
@@ -204,8 +212,7 @@ fn settings_patch(
             patch.insert(key.to_string(), Value::Null);
             continue;
         }
-        let declared_json = matches!(schema.field(key).map(|f| &f.kind), Some(FieldKind::Json));
-        if declared_json || i.help == "JSON" {
+        if i.json {
             match serde_json::from_str::<Value>(v) {
                 Ok(j) => {
                     patch.insert(key.to_string(), j);
@@ -570,7 +577,7 @@ pub(crate) async fn service_save(
     let settings = setting_inputs(&schema, &svc.settings);
     let sent = sent(form);
     let pending = svc.status == provisio_core::service::ServiceStatus::Pending;
-    let result = match settings_patch(&schema, &settings, &sent) {
+    let result = match settings_patch(&settings, &sent) {
         Err(errors) => Err((errors, "the form has errors".to_string())),
         Ok(patch_settings) => {
             let patch = ServicePatch {
@@ -717,7 +724,7 @@ pub(crate) async fn server_save(
     };
     let max_per_second = number(&mut errors, &sent, &inputs, "max_per_second");
     let enabled = text(&sent, &inputs, "enabled").map(|v| v == "true");
-    let patch_settings = match settings_patch(&schema, &settings, &sent) {
+    let patch_settings = match settings_patch(&settings, &sent) {
         Ok(p) => p,
         Err(e) => {
             errors.extend(e);
@@ -853,7 +860,7 @@ pub(crate) async fn product_save(
     let inputs = product_inputs(&state, &p).await?;
     let settings = setting_inputs(&schema, &p.settings);
     let sent = sent(form);
-    let result = match settings_patch(&schema, &settings, &sent) {
+    let result = match settings_patch(&settings, &sent) {
         Err(errors) => Err((errors, "the form has errors".to_string())),
         Ok(patch_settings) => {
             let patch = ProductPatch {
