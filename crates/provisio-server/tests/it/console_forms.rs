@@ -210,6 +210,28 @@ async fn a_balance_transaction_and_a_bad_amount(db: Db) {
         .get(&format!("/v1/clients/{}/transactions", w.client_a))
         .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    // The client's and a service's edit forms: the engine's field message, then a save.
+    b.click("#edit-client").await;
+    b.fill("#f-email", "not-an-email").await;
+    b.click("#save").await;
+    b.wait_text("#f-email-error", "email").await;
+    b.fill("#f-email", "alice@wonder.test").await;
+    b.fill("#f-external_id", "crm-77").await;
+    b.click("#save").await;
+    b.wait_text("#client", "crm-77").await;
+    let (_, c) = app.get(&format!("/v1/clients/{}", w.client_a)).await;
+    assert_eq!(
+        (c["email"].as_str(), c["external_id"].as_str()),
+        (Some("alice@wonder.test"), Some("crm-77")),
+        "{c}"
+    );
+    b.goto(&format!("/console/services/{}/edit", w.service_a))
+        .await;
+    b.fill("#f-invoice", "INV-200").await;
+    b.click("#save").await;
+    b.wait_text("#service-facts", "INV-200").await;
+    let (_, sv) = app.get(&format!("/v1/services/{}", w.service_a)).await;
+    assert_eq!(sv["invoice"], "INV-200", "{sv}");
     b.stop().await;
     app.stop().await;
 }
@@ -246,6 +268,15 @@ async fn a_server_edited_with_its_secret_left_blank_keeps_it(db: Db) {
     let page = b.client.source().await.unwrap();
     assert!(!page.contains("Tok-Console-5521"), "a secret in the page");
     b.screenshot(&format!("server-edit-{db:?}")).await;
+    // A product's own settings, through its edit form.
+    b.goto("/console/products").await;
+    b.click("#products a[href$='/edit']").await;
+    b.wait_text("h1", "Edit product plan").await;
+    b.fill("#f-settings-package", "c").await;
+    b.click("#save").await;
+    b.wait_text("#products", "package=c").await;
+    let (_, p) = app.get("/v1/products/plan").await;
+    assert_eq!(p["settings"]["package"], "c", "{p}");
     // A readonly key is shown no edit link, and its forged form is refused.
     let readonly = app
         .make_key(json!({"name": "look", "role": "readonly"}))

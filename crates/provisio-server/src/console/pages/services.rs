@@ -350,7 +350,7 @@ async fn service_page(
                         ),
                         state: d.state.as_str().to_string(),
                         detail: d.last_error.unwrap_or_default(),
-                        link: None,
+                        link: Some(format!("/console/deliveries/{}", d.id)),
                     });
                 }
             }
