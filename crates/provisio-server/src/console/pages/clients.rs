@@ -3,7 +3,7 @@
 //! `POST /v1/clients/{id}/transactions`.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::{Extension, Form};
 use provisio_core::client::{Client, TransactionKind};
@@ -109,6 +109,8 @@ struct ClientPage {
     created: String,
     services: Vec<ServiceRow>,
     transactions: Option<Vec<TxRow>>,
+    /// The cursor of the next page of transactions (oldest first, as the API lists them).
+    tx_next: Option<String>,
     may_edit: bool,
     may_charge: bool,
     csrf: String,
@@ -145,6 +147,7 @@ async fn client_page(
     s: &Session,
     headers: &HeaderMap,
     raw: &str,
+    tx_after: Option<i64>,
     shown: Outcome,
 ) -> PageResult {
     let Outcome {
@@ -166,14 +169,21 @@ async fn client_page(
             PageRequest::first(200),
         )
         .await?;
+    let mut tx_next = None;
     let transactions = if s.may(Method::GET, "/v1/clients/{id}/transactions") {
         let tx = engine
-            .list_transactions(c.id, PageRequest::first(PageRequest::MAX_LIMIT))
+            .list_transactions(
+                c.id,
+                PageRequest {
+                    after: tx_after,
+                    limit: 200,
+                },
+            )
             .await?;
+        tx_next = tx.next.map(|n| n.to_string());
         Some(
             tx.items
                 .into_iter()
-                .rev()
                 .map(|x| TxRow {
                     id: x.id.0,
                     kind: wire(x.kind),
@@ -212,6 +222,7 @@ async fn client_page(
             })
             .collect(),
         transactions,
+        tx_next,
         may_edit: s.may(Method::PATCH, "/v1/clients/{id}"),
         may_charge: s.may(Method::POST, "/v1/clients/{id}/transactions"),
         csrf: s.csrf.clone(),
@@ -226,14 +237,21 @@ async fn client_page(
     page(s, headers, "/console/clients", &title, content)
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ClientQuery {
+    tx_after: Option<String>,
+}
+
 pub(crate) async fn client(
     State(state): State<ConsoleState>,
     Extension(s): Extension<Session>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<ClientQuery>,
 ) -> PageResult {
     s.need(Method::GET, "/v1/clients/{id}")?;
-    client_page(&state, &s, &headers, &id, Outcome::default()).await
+    let tx_after = super::parse_id("tx_after", given(&q.tx_after))?;
+    client_page(&state, &s, &headers, &id, tx_after, Outcome::default()).await
 }
 
 pub(crate) async fn add_transaction(
@@ -305,6 +323,7 @@ pub(crate) async fn add_transaction(
                     &s,
                     &headers,
                     &id,
+                    None,
                     Outcome {
                         notice: Some(notice),
                         ..Default::default()
@@ -319,6 +338,7 @@ pub(crate) async fn add_transaction(
                     &s,
                     &headers,
                     &id,
+                    None,
                     Outcome {
                         form,
                         errors: fields,
@@ -336,6 +356,7 @@ pub(crate) async fn add_transaction(
         &s,
         &headers,
         &id,
+        None,
         Outcome {
             form,
             errors,
