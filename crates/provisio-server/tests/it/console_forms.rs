@@ -254,6 +254,7 @@ async fn a_server_edited_with_its_secret_left_blank_keeps_it(db: Db) {
     b.click("#save").await;
     b.wait_text("#f-max_concurrent-error", "must be between 1 and")
         .await;
+    b.screenshot(&format!("server-edit-{db:?}")).await;
     assert!(!b
         .client
         .source()
@@ -267,7 +268,6 @@ async fn a_server_edited_with_its_secret_left_blank_keeps_it(db: Db) {
     b.wait_text("#servers", "region=eu-west").await;
     let page = b.client.source().await.unwrap();
     assert!(!page.contains("Tok-Console-5521"), "a secret in the page");
-    b.screenshot(&format!("server-edit-{db:?}")).await;
     // A product's own settings, through its edit form.
     b.goto("/console/products").await;
     b.click("#products a[href$='/edit']").await;
