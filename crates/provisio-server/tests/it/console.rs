@@ -13,21 +13,25 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, Db, TestApp};
 
+/// The forms' flows, in a file of their own: `console::forms::…`.
+#[path = "console_forms.rs"]
+mod forms;
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// One browser at a time: two cores run the whole suite.
-static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A chromedriver and its headless Chromium, stopped when dropped.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: tokio::process::Child,
     _profile: tempfile::TempDir,
     base: String,
 }
 
-fn available() -> bool {
+pub(crate) fn available() -> bool {
     if std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists() {
         return true;
     }
@@ -48,7 +52,7 @@ fn free_port() -> u16 {
 }
 
 impl Browser {
-    async fn start(app: &TestApp) -> Browser {
+    pub(crate) async fn start(app: &TestApp) -> Browser {
         let port = free_port();
         let driver = tokio::process::Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -96,14 +100,14 @@ impl Browser {
         panic!("no WebDriver session: {last:?}");
     }
 
-    async fn goto(&self, path: &str) {
+    pub(crate) async fn goto(&self, path: &str) {
         self.client
             .goto(&format!("{}{path}", self.base))
             .await
             .unwrap();
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.client
             .find(Locator::Css(css))
             .await
@@ -113,7 +117,7 @@ impl Browser {
             .unwrap()
     }
 
-    async fn exists(&self, css: &str) -> bool {
+    pub(crate) async fn exists(&self, css: &str) -> bool {
         !self
             .client
             .find_all(Locator::Css(css))
@@ -122,7 +126,7 @@ impl Browser {
             .is_empty()
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.client
             .wait()
             .at_most(Duration::from_secs(10))
@@ -134,7 +138,7 @@ impl Browser {
             .unwrap();
     }
 
-    async fn fill(&self, css: &str, value: &str) {
+    pub(crate) async fn fill(&self, css: &str, value: &str) {
         let e = self
             .client
             .wait()
@@ -147,7 +151,7 @@ impl Browser {
     }
 
     /// Waits up to 20 s for `css` to hold `want`.
-    async fn wait_text(&self, css: &str, want: &str) -> String {
+    pub(crate) async fn wait_text(&self, css: &str, want: &str) -> String {
         let mut seen = String::new();
         for _ in 0..200 {
             if let Ok(e) = self.client.find(Locator::Css(css)).await {
@@ -164,7 +168,7 @@ impl Browser {
     }
 
     /// Waits up to 20 s for `css` to no longer hold `gone` (htmx swaps in the answer).
-    async fn wait_gone(&self, css: &str, gone: &str) {
+    pub(crate) async fn wait_gone(&self, css: &str, gone: &str) {
         for _ in 0..200 {
             if let Ok(e) = self.client.find(Locator::Css(css)).await {
                 if e.text().await.is_ok_and(|t| !t.contains(gone)) {
@@ -176,7 +180,7 @@ impl Browser {
         panic!("{css} still shows {gone:?}");
     }
 
-    async fn sign_in(&self, key: &str) {
+    pub(crate) async fn sign_in(&self, key: &str) {
         self.goto("/console/sign-in").await;
         self.fill("#key", key).await;
         self.click("button[type=submit]").await;
@@ -189,7 +193,7 @@ impl Browser {
     }
 
     /// Sends a POST from the page, as a forged form would, and answers its status.
-    async fn post_from_page(&self, path: &str, body: &str) -> u16 {
+    pub(crate) async fn post_from_page(&self, path: &str, body: &str) -> u16 {
         let r = self
             .client
             .execute_async(
@@ -204,7 +208,7 @@ impl Browser {
     }
 
     /// The session's CSRF token, as its pages' forms carry it.
-    async fn csrf(&self) -> String {
+    pub(crate) async fn csrf(&self) -> String {
         self.client
             .find(Locator::Css("input[name=csrf]"))
             .await
@@ -215,7 +219,7 @@ impl Browser {
             .unwrap()
     }
 
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../target/console-screenshots");
@@ -223,21 +227,21 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.client.close().await;
         let _ = self.driver.kill().await;
     }
 }
 
 /// A recorder server, a product, and one client's active service.
-struct World {
-    client_a: i64,
-    client_b: i64,
-    service_a: i64,
-    service_b: i64,
+pub(crate) struct World {
+    pub(crate) client_a: i64,
+    pub(crate) client_b: i64,
+    pub(crate) service_a: i64,
+    pub(crate) service_b: i64,
 }
 
-async fn world(app: &TestApp) -> World {
+pub(crate) async fn world(app: &TestApp) -> World {
     app.create(
         "/v1/servers",
         json!({"name": "rec", "module": "recorder", "settings": {"token": "Tok-Console-5521"}}),

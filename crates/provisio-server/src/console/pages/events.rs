@@ -10,6 +10,7 @@ use provisio_core::page::PageRequest;
 use provisio_store::EventFilter;
 use serde::Deserialize;
 
+use super::form::FormPage;
 use super::{given, parse_id, when};
 use crate::console::{page, ConsoleState, PageResult, Session};
 
@@ -42,15 +43,9 @@ struct EventsPage {
     query: String,
 }
 
-impl EventsPage {
-    fn err(&self, field: &str) -> Option<&str> {
-        self.errors
-            .iter()
-            .find(|e| e.0 == field)
-            .map(|e| e.1.as_str())
-    }
-    fn value<'a>(&self, v: &'a Option<String>) -> &'a str {
-        v.as_deref().unwrap_or("")
+impl FormPage for EventsPage {
+    fn field_errors(&self) -> &[(String, String)] {
+        &self.errors
     }
 }
 

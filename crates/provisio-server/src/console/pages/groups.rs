@@ -13,6 +13,7 @@ use provisio_engine::groups::{CollectQuery, GroupOp, GroupRequest, MemberResult}
 use provisio_engine::input::RecordRef;
 use serde::Deserialize;
 
+use super::form::{messages, FormPage};
 use super::{given, show};
 use crate::console::{page, ConsoleState, PageResult, Session};
 use crate::error::ApiError;
@@ -46,25 +47,16 @@ struct GroupsPage {
     collect_errors: Vec<(String, String)>,
 }
 
-impl GroupsPage {
-    fn err(&self, field: &str) -> Option<String> {
-        join(&self.errors, field)
-    }
-    fn collect_err(&self, field: &str) -> Option<String> {
-        join(&self.collect_errors, field)
-    }
-    fn value<'a>(&self, v: &'a Option<String>) -> &'a str {
-        v.as_deref().unwrap_or("")
+impl FormPage for GroupsPage {
+    fn field_errors(&self) -> &[(String, String)] {
+        &self.errors
     }
 }
 
-fn join(errors: &[(String, String)], field: &str) -> Option<String> {
-    let m: Vec<&str> = errors
-        .iter()
-        .filter(|e| e.0 == field || e.0.starts_with(&format!("{field}.")))
-        .map(|e| e.1.as_str())
-        .collect();
-    (!m.is_empty()).then(|| m.join("; "))
+impl GroupsPage {
+    fn collect_err(&self, field: &str) -> Option<String> {
+        messages(&self.collect_errors, field)
+    }
 }
 
 fn blank(s: &Session, form: GroupForm) -> GroupsPage {
@@ -253,10 +245,13 @@ struct ResultPage {
     csrf: String,
 }
 
-impl ResultPage {
-    fn value<'a>(&self, v: &'a Option<String>) -> &'a str {
-        v.as_deref().unwrap_or("")
+impl FormPage for ResultPage {
+    fn field_errors(&self) -> &[(String, String)] {
+        &[]
     }
+}
+
+impl ResultPage {
     fn job(&self, m: &MemberResult) -> String {
         m.job_id.map(|j| j.to_string()).unwrap_or_default()
     }

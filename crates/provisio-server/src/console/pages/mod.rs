@@ -1,8 +1,13 @@
 //! The console's pages, one file per area, each calling the engine functions its REST
 //! routes call and asking the REST access rules what the session may see and do.
 
+mod audits;
+mod clients;
+mod edit;
 mod events;
+mod form;
 mod groups;
+mod handlers;
 mod overview;
 mod queue;
 mod records;
@@ -45,14 +50,48 @@ pub(crate) fn routes() -> Router<ConsoleState> {
         .route(&at("/groups/run"), post(groups::run))
         .route(&at("/groups/collect"), get(groups::collect))
         .route(&at("/events"), get(events::events))
-        .route(&at("/clients"), get(records::clients))
-        .route(&at("/clients/{id}"), get(records::client))
+        .route(&at("/clients"), get(clients::clients))
+        .route(&at("/clients/{id}"), get(clients::client))
+        .route(
+            &at("/clients/{id}/transactions"),
+            post(clients::add_transaction),
+        )
+        .route(
+            &at("/clients/{id}/edit"),
+            get(edit::client_form).post(edit::client_save),
+        )
+        .route(
+            &at("/services/{id}/edit"),
+            get(edit::service_form).post(edit::service_save),
+        )
         .route(&at("/servers"), get(records::servers))
         .route(&at("/servers/{id}/test"), post(records::test_server))
+        .route(
+            &at("/servers/{id}/edit"),
+            get(edit::server_form).post(edit::server_save),
+        )
         .route(&at("/products"), get(records::products))
-        .route(&at("/handlers"), get(records::handlers))
+        .route(
+            &at("/products/{id}/edit"),
+            get(edit::product_form).post(edit::product_save),
+        )
+        .route(&at("/handlers"), get(handlers::handlers))
+        .route(&at("/handlers/{id}"), get(handlers::handler))
+        .route(&at("/deliveries/{id}"), get(handlers::delivery))
+        .route(
+            &at("/deliveries/{id}/redeliver"),
+            get(handlers::confirm_redeliver).post(handlers::redeliver),
+        )
         .route(&at("/rules"), get(records::rules))
-        .route(&at("/audits"), get(records::audits))
+        .route(
+            &at("/audits"),
+            get(audits::audits).post(audits::start_audit),
+        )
+        .route(&at("/audits/{id}"), get(audits::audit))
+        .route(
+            &at("/audits/{id}/apply"),
+            get(audits::confirm_apply).post(audits::apply),
+        )
         .route(&at("/usage"), get(records::usage))
 }
 

@@ -13,6 +13,7 @@ use provisio_engine::input::RecordRef;
 use provisio_store::{JobFilter, ServerFilter};
 use serde::Deserialize;
 
+use super::form::FormPage;
 use super::{given, parse_id, when, when_opt, wire};
 use crate::console::{page, see_other, ConsoleState, PageError, PageResult, Session};
 
@@ -54,16 +55,9 @@ struct QueuePage {
     notice: Option<String>,
 }
 
-impl QueuePage {
-    fn err(&self, field: &str) -> Option<&str> {
-        self.error
-            .as_ref()
-            .filter(|e| e.0 == field)
-            .map(|e| e.1.as_str())
-    }
-
-    fn value<'a>(&self, v: &'a Option<String>) -> &'a str {
-        v.as_deref().unwrap_or("")
+impl FormPage for QueuePage {
+    fn field_errors(&self) -> &[(String, String)] {
+        self.error.as_slice()
     }
 }
 

@@ -1,16 +1,14 @@
-//! The record pages: clients (services, balance, transactions), servers (settings with
-//! secrets masked, test connection), products (`extends` chain, effective settings),
-//! handlers (delivery log), rules (runs), audits and usage syncs. Each is a few tables
-//! drawn by one template.
+//! The record pages: servers (settings with secrets masked, test connection), products
+//! (`extends` chain, effective settings), rules (runs) and usage syncs. Each is a few
+//! tables drawn by one template.
 
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::Extension;
 use provisio_core::page::PageRequest;
-use provisio_core::ClientId;
 use provisio_engine::input::RecordRef;
-use provisio_store::{ClientFilter, DeliveryFilter, ProductFilter, ServerFilter, ServiceFilter};
+use provisio_store::{ProductFilter, ServerFilter};
 
 use super::{show, when, when_opt, wire};
 use crate::console::{page, ConsoleState, PageResult, Session};
@@ -85,138 +83,6 @@ fn render(
     )
 }
 
-pub(crate) async fn clients(
-    State(state): State<ConsoleState>,
-    Extension(s): Extension<Session>,
-    headers: HeaderMap,
-) -> PageResult {
-    s.need(Method::GET, "/v1/clients")?;
-    let found = state
-        .app
-        .engine
-        .list_clients(
-            &ClientFilter {
-                scope: s.caller().scope,
-                ..Default::default()
-            },
-            PageRequest::first(200),
-        )
-        .await?;
-    let rows = found
-        .items
-        .into_iter()
-        .map(|c| {
-            vec![
-                link(c.id, format!("/console/clients/{}", c.id)),
-                t(c.name.as_str()),
-                t(c.email.as_str()),
-                t(c.status.as_str()),
-                t(format!("{} {}", c.balance_minor, c.currency.as_str())),
-            ]
-        })
-        .collect();
-    let note = found
-        .next
-        .map(|_| "The first 200 clients; search services by client id for others.".to_string());
-    render(
-        &s,
-        &headers,
-        "/console/clients",
-        "Clients",
-        vec![Table {
-            heading: "Clients".into(),
-            id: "clients".into(),
-            headers: vec!["Id", "Name", "Email", "Status", "Balance (minor units)"],
-            rows,
-            note,
-        }],
-        None,
-    )
-}
-
-pub(crate) async fn client(
-    State(state): State<ConsoleState>,
-    Extension(s): Extension<Session>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> PageResult {
-    s.need(Method::GET, "/v1/clients/{id}")?;
-    let engine = &state.app.engine;
-    let id = ClientId(crate::extract::path_id(&id)?);
-    let c = s.caller().client(engine, id).await?;
-    let services = engine
-        .list_services(
-            &ServiceFilter {
-                client_id: Some(c.id),
-                scope: s.caller().scope,
-                ..Default::default()
-            },
-            PageRequest::first(200),
-        )
-        .await?;
-    let mut tables = vec![Table {
-        heading: format!("{} <{}>", c.name.as_str(), c.email.as_str()),
-        id: "client".into(),
-        headers: vec!["Status", "Balance (minor units)", "Currency", "Created"],
-        rows: vec![vec![
-            t(c.status.as_str()),
-            t(c.balance_minor),
-            t(c.currency.as_str()),
-            t(when(c.created_at)),
-        ]],
-        note: None,
-    }];
-    tables.push(Table {
-        heading: "Services".into(),
-        id: "client-services".into(),
-        headers: vec!["Id", "Username", "Status"],
-        rows: services
-            .items
-            .into_iter()
-            .map(|x| {
-                vec![
-                    t(x.id),
-                    link(x.username.as_str(), format!("/console/services/{}", x.id)),
-                    t(x.status.as_str()),
-                ]
-            })
-            .collect(),
-        note: None,
-    });
-    if s.may(Method::GET, "/v1/clients/{id}/transactions") {
-        let tx = engine
-            .list_transactions(c.id, PageRequest::first(200))
-            .await?;
-        tables.push(Table {
-            heading: "Transactions".into(),
-            id: "transactions".into(),
-            headers: vec!["Id", "Kind", "Amount", "Balance after", "Description"],
-            rows: tx
-                .items
-                .into_iter()
-                .map(|x| {
-                    vec![
-                        t(x.id.0),
-                        t(wire(x.kind)),
-                        t(x.amount_minor),
-                        t(x.balance_after),
-                        t(x.description.unwrap_or_default()),
-                    ]
-                })
-                .collect(),
-            note: None,
-        });
-    }
-    render(
-        &s,
-        &headers,
-        "/console/clients",
-        &format!("Client {}", c.id),
-        tables,
-        None,
-    )
-}
-
 async fn servers_page(
     state: &ConsoleState,
     s: &Session,
@@ -225,6 +91,7 @@ async fn servers_page(
 ) -> PageResult {
     s.need(Method::GET, "/v1/servers")?;
     let may_test = s.may(Method::POST, "/v1/servers/{server}/test");
+    let may_edit = s.may(Method::PATCH, "/v1/servers/{server}");
     let found = state
         .app
         .engine
@@ -238,7 +105,11 @@ async fn servers_page(
         .into_iter()
         .map(|x| {
             let mut row = vec![
-                t(x.name.as_str()),
+                if may_edit {
+                    link(x.name.as_str(), format!("/console/servers/{}/edit", x.id))
+                } else {
+                    t(x.name.as_str())
+                },
                 t(&x.module),
                 t(x.group.as_str()),
                 t(x.max_concurrent),
@@ -312,6 +183,7 @@ pub(crate) async fn products(
     headers: HeaderMap,
 ) -> PageResult {
     s.need(Method::GET, "/v1/products")?;
+    let may_edit = s.may(Method::PATCH, "/v1/products/{product}");
     let found = state
         .app
         .engine
@@ -346,7 +218,14 @@ pub(crate) async fn products(
                 at = *up;
             }
             vec![
-                t(p.product.name.as_str()),
+                if may_edit {
+                    link(
+                        p.product.name.as_str(),
+                        format!("/console/products/{}/edit", p.product.id),
+                    )
+                } else {
+                    t(p.product.name.as_str())
+                },
                 t(&p.product.module),
                 t(chain.join(" → ")),
                 t(settings_text(&p.effective)),
@@ -372,64 +251,6 @@ pub(crate) async fn products(
         }],
         None,
     )
-}
-
-pub(crate) async fn handlers(
-    State(state): State<ConsoleState>,
-    Extension(s): Extension<Session>,
-    headers: HeaderMap,
-) -> PageResult {
-    s.need(Method::GET, "/v1/handlers")?;
-    let engine = &state.app.engine;
-    let hs = engine.list_handlers().await?;
-    let mut tables = vec![Table {
-        heading: "Handlers".into(),
-        id: "handlers".into(),
-        headers: vec!["Name", "Kind", "Target", "Events"],
-        rows: hs
-            .iter()
-            .map(|h| {
-                vec![
-                    t(h.name.as_str()),
-                    t(h.kind.as_str()),
-                    t(&h.target),
-                    t(h.events
-                        .iter()
-                        .map(|e| e.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")),
-                ]
-            })
-            .collect(),
-        note: None,
-    }];
-    if s.may(Method::GET, "/v1/deliveries") {
-        let ds = engine
-            .list_deliveries(&DeliveryFilter::default(), PageRequest::first(200))
-            .await?;
-        tables.push(Table {
-            heading: "Delivery log".into(),
-            id: "deliveries".into(),
-            headers: vec!["Id", "Handler", "Event", "Subject", "State", "Attempts", "Last error"],
-            rows: ds
-                .items
-                .into_iter()
-                .map(|d| {
-                    vec![
-                        t(d.id),
-                        t(hs.iter().find(|h| h.id == d.handler_id).map_or_else(|| d.handler_id.to_string(), |h| h.name.to_string())),
-                        t(d.event_type.as_str()),
-                        t(d.subject),
-                        t(d.state.as_str()),
-                        t(d.attempts),
-                        t(d.last_error.unwrap_or_default()),
-                    ]
-                })
-                .collect(),
-            note: Some("Redeliver with POST /v1/deliveries/{id}/redeliver or `provisio delivery redeliver`.".into()),
-        });
-    }
-    render(&s, &headers, "/console/handlers", "Handlers", tables, None)
 }
 
 pub(crate) async fn rules(
@@ -483,41 +304,6 @@ pub(crate) async fn rules(
         },
     ];
     render(&s, &headers, "/console/rules", "Rules", tables, None)
-}
-
-pub(crate) async fn audits(
-    State(state): State<ConsoleState>,
-    Extension(s): Extension<Session>,
-    headers: HeaderMap,
-) -> PageResult {
-    s.need(Method::GET, "/v1/audits")?;
-    let engine = &state.app.engine;
-    let found = engine.list_audits(None, PageRequest::first(200)).await?;
-    let rows = found
-        .items
-        .into_iter()
-        .map(|a| {
-            vec![
-                t(a.id),
-                t(a.server_id),
-                t(wire(a.state)),
-                t(if a.dry_run { "dry run" } else { "applied" }),
-                t(a.counts
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")),
-                t(when_opt(a.finished_at)),
-            ]
-        })
-        .collect();
-    render(&s, &headers, "/console/audits", "Audits", vec![Table {
-        heading: "Audits".into(),
-        id: "audits".into(),
-        headers: vec!["Id", "Server", "State", "Fix", "Findings", "Finished"],
-        rows,
-        note: Some("Start an audit with its fix as a dry run first: `provisio audit run --fix … --dry-run`.".into()),
-    }], None)
 }
 
 pub(crate) async fn usage(

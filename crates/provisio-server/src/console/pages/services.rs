@@ -5,7 +5,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::{Extension, Form};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use provisio_core::module::Action;
@@ -18,6 +18,7 @@ use provisio_engine::ActionInput;
 use provisio_store::{DeliveryFilter, EventFilter, JobFilter, ProductFilter, ServiceFilter};
 use serde::Deserialize;
 
+use super::form::{problem_fields, unprocessable, FormPage};
 use super::{given, parse_id, show, when, when_opt};
 use crate::console::{page, see_other, ConsoleState, PageError, PageResult, Session};
 use crate::error::ApiError;
@@ -54,15 +55,9 @@ struct SearchPage {
     scoped: bool,
 }
 
-impl SearchPage {
-    fn err(&self, field: &str) -> Option<&str> {
-        self.error
-            .as_ref()
-            .filter(|e| e.0 == field)
-            .map(|e| e.1.as_str())
-    }
-    fn value<'a>(&self, v: &'a Option<String>) -> &'a str {
-        v.as_deref().unwrap_or("")
+impl FormPage for SearchPage {
+    fn field_errors(&self) -> &[(String, String)] {
+        self.error.as_slice()
     }
 }
 
@@ -188,6 +183,7 @@ struct ServicePage {
     timeline: Vec<Moment>,
     actions: Vec<ActionButton>,
     login: bool,
+    may_edit: bool,
     csrf: String,
     login_url: Option<String>,
     login_error: Option<String>,
@@ -354,7 +350,7 @@ async fn service_page(
                         ),
                         state: d.state.as_str().to_string(),
                         detail: d.last_error.unwrap_or_default(),
-                        link: None,
+                        link: Some(format!("/console/deliveries/{}", d.id)),
                     });
                 }
             }
@@ -419,6 +415,7 @@ async fn service_page(
         timeline,
         actions,
         login,
+        may_edit: s.may(Method::PATCH, "/v1/services/{id}"),
         csrf: s.csrf.clone(),
         login_url,
         login_error,
@@ -485,18 +482,9 @@ struct ActionPage {
     summary: Option<String>,
 }
 
-impl ActionPage {
-    fn err(&self, field: &str) -> Option<String> {
-        let m: Vec<&str> = self
-            .errors
-            .iter()
-            .filter(|e| e.0 == field)
-            .map(|e| e.1.as_str())
-            .collect();
-        (!m.is_empty()).then(|| m.join("; "))
-    }
-    fn value<'a>(&self, v: &'a Option<String>) -> &'a str {
-        v.as_deref().unwrap_or("")
+impl FormPage for ActionPage {
+    fn field_errors(&self) -> &[(String, String)] {
+        &self.errors
     }
 }
 
@@ -667,18 +655,11 @@ pub(crate) async fn act(
             &format!("/console/services/{}", svc.id),
         )),
         Err(e) => {
-            let p = ApiError::from(e).into_problem();
-            let errors: Vec<(String, String)> =
-                p.errors.into_iter().map(|f| (f.field, f.message)).collect();
-            let summary = Some(p.detail);
+            let (errors, detail) = problem_fields(e);
+            let summary = Some(detail);
             action_page(&state, &s, &headers, &svc, &action, (form, errors, summary))
                 .await
                 .map(unprocessable)
         }
     }
-}
-
-fn unprocessable(mut r: axum::response::Response) -> axum::response::Response {
-    *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    r
 }
