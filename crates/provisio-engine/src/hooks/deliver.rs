@@ -563,7 +563,7 @@ impl Drop for Holding {
 
 /// Renews the leases of the deliveries being sent, every third of a lease, so that a lease
 /// runs out only when its process died (or stalled longer than a lease), however long the
-/// handler takes. Ends when the delivery loop aborts it, after its last delivery finished.
+/// handler takes. Stopped by the delivery loop ([`Renewer`]) once its last delivery finished.
 async fn renew_delivery_leases(engine: Arc<Engine>, owner: String, held: Held) {
     let lease = engine.options.hooks.delivery_lease;
     let every = lease / 3;
@@ -590,11 +590,11 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
     // A dead process's deliveries wait out their lease and at most this.
     let requeue_every = (lease / 2).min(REQUEUE_EVERY);
     let held: Held = Arc::default();
-    let renewer = tokio::spawn(renew_delivery_leases(
+    let renewer = Renewer(tokio::spawn(renew_delivery_leases(
         engine.clone(),
         owner.clone(),
         held.clone(),
-    ));
+    )));
     let pulse = engine
         .heartbeats()
         .register("deliveries", engine.options.jobs.poll_interval);
@@ -683,5 +683,14 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
         }
     }
     while inflight.join_next().await.is_some() {}
-    renewer.abort();
+    drop(renewer);
+}
+
+/// The lease heartbeat's task, stopped when the delivery loop ends however it ends.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
