@@ -914,6 +914,12 @@ mod tests {
         cfg.hooks.disable_after = huge.into();
         let e = cfg.hook_options().unwrap_err().to_string();
         assert!(e.contains("hooks.disable_after"), "{e}");
+
+        let cleanup = CleanupConfig {
+            terminate_suspended_after: Some(huge.into()),
+        };
+        let e = cleanup.after().unwrap_err().to_string();
+        assert!(e.contains("cleanup.terminate_suspended_after"), "{e}");
     }
 
     #[test]
@@ -939,12 +945,6 @@ mod tests {
             cfg.hook_options().unwrap().delivery_lease,
             Duration::from_secs(2)
         );
-
-        let cleanup = CleanupConfig {
-            terminate_suspended_after: Some(huge.into()),
-        };
-        let e = cleanup.after().unwrap_err().to_string();
-        assert!(e.contains("cleanup.terminate_suspended_after"), "{e}");
     }
 
     #[test]
