@@ -228,6 +228,46 @@ $mine = array_values(array_filter($list['accounts'] ?? [], fn ($a) => $a['userna
 check($list['success'] === true && count($list['accounts']) === $bulk + 1 && ($mine[0]['status'] ?? '') === 'Active'
     && ($mine[0]['product'] ?? '') === 'web-big' && ($mine[0]['email'] ?? '') === 'ada@example.test' && ($mine[0]['whmcs_service_id'] ?? '') === '101',
     'ListAccounts lists Provisio\'s records with product names', [count($list['accounts'] ?? []), $mine[0] ?? $list]);
+check(($mine[0]['provisio_drift'] ?? null) === [] && !in_array('stray7', array_column($list['accounts'], 'username'), true),
+    'before any audit: no drift, no orphan', $mine[0] ?? null);
+
+// Provisio's audits of the server (by staff or their schedule; here with the admin key). The
+// remote holds an account Provisio lacks (stray7); before the second audit it also reports
+// whmcs101 suspended behind Provisio's back.
+$audit = static function () use ($admin): array {
+    [$st, $started] = $admin('POST', '/v1/audits', ['server' => 'rest']);
+    $a = $started[0] ?? [];
+    $deadline = microtime(true) + 30;
+    while (($a['state'] ?? '') === 'running' && microtime(true) < $deadline) {
+        usleep(100_000);
+        [, $a] = $admin('GET', '/v1/audits/' . (int)$a['id']);
+    }
+    check($st === 202 && ($a['state'] ?? '') === 'done', 'Provisio\'s audit of the server ran', [$st, $a]);
+    return $a;
+};
+$first = $audit();
+http('PUT', "$remoteUrl/_account/whmcs101", ['status' => 'suspended']);
+$second = $audit();
+http('PUT', "$remoteUrl/_account/whmcs101", ['status' => 'active']);
+check(($first['counts']['orphan_remote'] ?? 0) === 1 && ($second['counts']['status_mismatch'] ?? 0) === 1, 'the audits found the orphan, then the drift', [$first, $second]);
+// One audit per page, so the bridge must follow the audits' cursor to reach the last.
+\Provisio\Whmcs\Bridge::$auditPageSize = 1;
+$sent = Client::$sent;
+$list = provisio_ListAccounts($params);
+\Provisio\Whmcs\Bridge::$auditPageSize = 1000;
+$by = array_column($list['accounts'] ?? [], null, 'username');
+$stray = $by['stray7'] ?? [];
+check($list['success'] === true && count($list['accounts']) === $bulk + 2, 'ListAccounts adds the orphan of the last audit', count($list['accounts'] ?? []));
+check(array_keys($stray) === ['email', 'username', 'domain', 'uniqueIdentifier', 'product', 'primaryip', 'created', 'status',
+        'provisio_service_id', 'whmcs_service_id', 'provisio_drift', 'provisio_audit_id']
+    && $stray['uniqueIdentifier'] === 'stray7' && $stray['status'] === 'Suspended' && $stray['product'] === 'legacy'
+    && $stray['provisio_service_id'] === null && $stray['provisio_drift'][0]['kind'] === 'orphan_remote',
+    'the orphan in WHMCS\'s ListAccounts shape, with the remote\'s status and package', $stray);
+check(($stray['provisio_audit_id'] ?? null) === (int)$second['id'], 'from the last finished audit', [$stray, $second['id'] ?? null]);
+check(($by['whmcs101']['provisio_drift'] ?? null) === [['kind' => 'status_mismatch', 'provisio' => 'active', 'remote' => 'suspended']]
+    && ($by['whmcs101']['status'] ?? '') === 'Active', 'the drifted account is marked, its status still Provisio\'s', $by['whmcs101'] ?? null);
+check(($by['bulk3']['provisio_drift'] ?? null) === [], 'an account without drift is not', $by['bulk3'] ?? null);
+check(Client::$sent - $sent >= 4, 'the audits were read page by page', Client::$sent - $sent);
 
 // The usage update: Provisio's usage sync first (its schedule, here by hand), then WHMCS's cron.
 [$st, $sync] = $admin('POST', '/v1/usage/syncs', ['server' => 'rest']);

@@ -195,8 +195,8 @@ enum BenchCmd {
         #[arg(long, default_value_t = 512.0)]
         max_rss_mib: f64,
         /// Seconds the queue and deliveries may take to drain after the last kill; a
-        /// delivery claimed by a killed engine waits out its 180 s lease.
-        #[arg(long, default_value_t = 420)]
+        /// delivery claimed by a killed engine waits out its lease (3 s in the run's config).
+        #[arg(long, default_value_t = 120)]
         drain_seconds: u64,
         /// Keep the engines' config and logs in this directory.
         #[arg(long)]

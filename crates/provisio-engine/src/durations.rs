@@ -28,11 +28,11 @@ pub fn parse_since(s: &str) -> std::result::Result<Duration, String> {
     Ok(d)
 }
 
-/// A cut whole days back, for filters of people (`--since 30d`): a node's seconds of clock
-/// error do not matter to it, unlike leases and due times.
-#[allow(clippy::disallowed_methods)]
-pub(crate) fn since_cutoff(d: Duration) -> DateTime<Utc> {
-    Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
+/// The time `d` before `now`, for filters of people (`--since 30d`). `now` is the store's
+/// clock ([`crate::Engine::now`]), the clock that stamped the times it is compared with,
+/// so a node whose own clock is off by days still cuts where the others do.
+pub(crate) fn since_cutoff(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
 }
 
 /// Renders a duration for messages, in a notation [`parse_since`] reads back.
@@ -71,6 +71,16 @@ mod tests {
         // Past u64 seconds: an error, not a wrapped small duration.
         let e = parse_since("213503982334602d").unwrap_err();
         assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn the_cutoff_is_taken_from_the_given_now() {
+        let now = DateTime::parse_from_rfc3339("2026-03-31T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let cut = since_cutoff(now, parse_since("30d").unwrap());
+        assert_eq!(cut.to_rfc3339(), "2026-03-01T12:00:00+00:00");
+        assert_eq!(since_cutoff(now, Duration::ZERO), now);
     }
 
     #[test]

@@ -114,6 +114,10 @@ pub struct HookOptions {
     pub schedule: provisio_core::handler::DeliverySchedule,
     /// Deliveries one process sends at once.
     pub max_in_flight: u32,
+    /// How long a claimed delivery stays leased without a heartbeat (renewed every third
+    /// of it while the delivery is sent); a dead process's deliveries are sent by another
+    /// about this long after it died.
+    pub delivery_lease: Duration,
     /// The default `disable_after` of notify handlers.
     pub disable_after: Duration,
     /// How long a rotated-out signing secret still signs.
@@ -132,6 +136,7 @@ impl Default for HookOptions {
             handlers_dir: std::path::PathBuf::from("handlers"),
             schedule: Default::default(),
             max_in_flight: 32,
+            delivery_lease: Duration::from_secs(30),
             disable_after: Duration::from_secs(5 * 86_400),
             rotation_overlap: Duration::from_secs(86_400),
             smtp: None,

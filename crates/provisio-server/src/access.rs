@@ -30,10 +30,10 @@ use crate::AppState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Area {
     /// What a billing system works with: clients and their transactions, services and their
-    /// actions, jobs, events, groups, collect, usage and login links.
+    /// actions, jobs, events, groups, collect, usage, login links and audit reports.
     Billing,
     /// How the instance is set up and run: servers, products, handlers, rules, modules,
-    /// resellers, audits, deliveries, job repair and clean-up.
+    /// resellers, starting audits (and their fixes), deliveries, job repair and clean-up.
     Setup,
 }
 
@@ -82,8 +82,8 @@ pub const fn client_rule(method: Method, path: &'static str, need: Need) -> Acce
     }
 }
 
-/// A billing rule over the whole instance (a usage sync of every server): no scoped key
-/// may use it.
+/// A billing rule over the whole instance (a usage sync of every server, audit reports): no
+/// scoped key may use it.
 pub const fn fleet_rule(method: Method, path: &'static str, need: Need) -> Access {
     Access {
         method,

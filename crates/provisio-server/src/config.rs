@@ -417,6 +417,9 @@ pub struct HooksConfig {
     pub retry_schedule: Vec<String>,
     /// Deliveries one process sends at once.
     pub max_in_flight: u32,
+    /// How long a delivery being sent stays leased without a heartbeat (renewed every
+    /// third of it): another process sends a dead one's deliveries about this long after.
+    pub delivery_lease: String,
     /// Default time a notify handler may keep failing before it is disabled.
     pub disable_after: String,
     /// How long a rotated-out signing secret still signs alongside the new one.
@@ -434,6 +437,7 @@ impl Default for HooksConfig {
                 .map(String::from)
                 .to_vec(),
             max_in_flight: 32,
+            delivery_lease: "30s".into(),
             disable_after: "5d".into(),
             rotation_overlap: "24h".into(),
             max_rule_depth: 3,
@@ -593,6 +597,18 @@ impl Config {
         if h.max_in_flight == 0 {
             return Err(bad("hooks.max_in_flight", "must be positive".into()));
         }
+        let delivery_lease =
+            parse_duration(&h.delivery_lease).map_err(|m| bad("hooks.delivery_lease", m))?;
+        // Renewed every third: under a second leaves a busy node no room; over an hour, a
+        // dead node's messages wait too long.
+        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600))
+            .contains(&delivery_lease)
+        {
+            return Err(bad(
+                "hooks.delivery_lease",
+                format!("'{}' must be from 1s to 1h", h.delivery_lease),
+            ));
+        }
         let disable_after =
             parse_duration(&h.disable_after).map_err(|m| bad("hooks.disable_after", m))?;
         let rotation_overlap =
@@ -619,6 +635,7 @@ impl Config {
             handlers_dir: self.handlers_dir.clone(),
             schedule: provisio_core::handler::DeliverySchedule(schedule),
             max_in_flight: h.max_in_flight,
+            delivery_lease,
             disable_after,
             rotation_overlap,
             smtp,
@@ -903,6 +920,31 @@ mod tests {
         };
         let e = cleanup.after().unwrap_err().to_string();
         assert!(e.contains("cleanup.terminate_suspended_after"), "{e}");
+    }
+
+    #[test]
+    fn the_delivery_lease_defaults_to_30s_and_is_bounded() {
+        let mut cfg = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(
+            cfg.hook_options().unwrap().delivery_lease,
+            Duration::from_secs(30)
+        );
+        for bad in ["500ms", "2h", "0"] {
+            cfg.hooks.delivery_lease = bad.into();
+            let e = cfg.hook_options().unwrap_err().to_string();
+            assert!(
+                e.contains("hooks.delivery_lease") && e.contains("from 1s to 1h"),
+                "{bad}: {e}"
+            );
+        }
+        cfg.hooks.delivery_lease = "soon".into();
+        let e = cfg.hook_options().unwrap_err().to_string();
+        assert!(e.contains("hooks.delivery_lease"), "{e}");
+        cfg.hooks.delivery_lease = "2s".into();
+        assert_eq!(
+            cfg.hook_options().unwrap().delivery_lease,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

@@ -111,6 +111,14 @@ pub trait HookStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Delivery>>;
     async fn finish_delivery(&self, update: &DeliveryUpdate) -> Result<HandlerHealth>;
+    /// Extends the leases `owner` still holds among `ids` to `lease_until` (the heartbeat of
+    /// deliveries being sent); returns how many it still held.
+    async fn renew_deliveries(
+        &self,
+        owner: &str,
+        ids: &[provisio_core::DeliveryId],
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64>;
     /// Running deliveries whose lease ran out go back to pending.
     async fn requeue_expired_deliveries(&self, now: DateTime<Utc>) -> Result<u64>;
     async fn get_delivery(&self, id: DeliveryId) -> Result<Option<Delivery>>;

@@ -360,6 +360,29 @@ macro_rules! impl_hook_store {
                 Ok(health)
             }
 
+            async fn renew_deliveries(
+                &self,
+                owner: &str,
+                ids: &[provisio_core::DeliveryId],
+                lease_until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let mut total = 0;
+                for chunk in ids.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE deliveries SET lease_until = ");
+                    qb.push_bind($crate::rows::ts(lease_until))
+                        .push(" WHERE state = 'running' AND lease_owner = ")
+                        .push_bind(owner)
+                        .push(" AND id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.0);
+                    }
+                    qb.push(")");
+                    total += qb.build().execute(self.writer()).await?.rows_affected();
+                }
+                Ok(total)
+            }
+
             async fn requeue_expired_deliveries(
                 &self,
                 now: chrono::DateTime<chrono::Utc>,

@@ -127,6 +127,7 @@ drain_seconds = 10
 
 [hooks]
 retry_schedule = ["1s", "1s", "2s", "2s", "5s", "5s", "10s", "10s", "10s", "10s"]
+delivery_lease = "3s"
 "#
     )
 }

@@ -7,7 +7,7 @@ impl Engine {
     /// Services suspended at least `after`: what the clean-up terminates.
     pub async fn cleanup_candidates(&self, after: Duration) -> Result<Vec<Service>> {
         self.all_services(&ServiceFilter {
-            suspended_before: Some(since_cutoff(after)),
+            suspended_before: Some(since_cutoff(self.now(), after)),
             ..Default::default()
         })
         .await

@@ -138,7 +138,7 @@ impl Engine {
                     None => p.push(&field, "exists", format!("no server '{v}'")),
                 },
                 "service.suspended_since" => match parse_since(v) {
-                    Ok(d) => plan.store.suspended_before = Some(since_cutoff(d)),
+                    Ok(d) => plan.store.suspended_before = Some(since_cutoff(self.now(), d)),
                     Err(e) => p.push(&field, "duration", e),
                 },
                 "service.group" => plan.store.invoice_or_parent = Some(v.clone()),

@@ -273,7 +273,7 @@ impl Engine {
             }
         }
         let since = match req.since.as_deref().map(parse_since) {
-            Some(Ok(d)) => Some(since_cutoff(d)),
+            Some(Ok(d)) => Some(since_cutoff(self.now(), d)),
             Some(Err(e)) => {
                 p.push("since", "duration", e);
                 None

@@ -6,7 +6,8 @@
 //! receiver never holds up jobs, and a delivery waits only for earlier deliveries of the same
 //! subject to the same handler.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::shutdown::Shutdown;
@@ -18,7 +19,7 @@ use provisio_core::handler::{
 use provisio_core::module::redact;
 use provisio_core::trace::{TraceContext, TraceId};
 use provisio_core::webhook;
-use provisio_core::ServiceId;
+use provisio_core::{DeliveryId, ServiceId};
 use provisio_modules::render::{off_runtime, TemplateLimits};
 use provisio_store::{DeliveryUpdate, HandlerFilter, HandlerHealth, NewDelivery, NewRuleRun};
 use rand::Rng;
@@ -30,9 +31,8 @@ use crate::Engine;
 
 /// How much of a receiver's answer the delivery log keeps.
 const EXCERPT_LEN: usize = 500;
-/// Longer than any handler may take (the timeout is at most 60 s), so a lease only runs out
-/// when its process died.
-const DELIVERY_LEASE: Duration = Duration::from_secs(180);
+/// The most often a loop returns expired delivery leases to the queue.
+const REQUEUE_EVERY: Duration = Duration::from_secs(5);
 const DISPATCH_BATCH: u32 = 500;
 
 /// What a handler answered.
@@ -548,12 +548,53 @@ fn jittered(d: Duration) -> chrono::Duration {
     chrono::Duration::milliseconds(ms as i64)
 }
 
+/// The deliveries this process is sending, whose leases the heartbeat renews.
+type Held = Arc<Mutex<HashSet<DeliveryId>>>;
+
+/// One delivery's place in [`Held`], given up however its task ends (a panic included), so
+/// that no lease is renewed for a delivery no longer being sent.
+struct Holding(Held, DeliveryId);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().remove(&self.1);
+    }
+}
+
+/// Renews the leases of the deliveries being sent, every third of a lease, so that a lease
+/// runs out only when its process died (or stalled longer than a lease), however long the
+/// handler takes. Stopped by the delivery loop ([`Renewer`]) once its last delivery finished.
+async fn renew_delivery_leases(engine: Arc<Engine>, owner: String, held: Held) {
+    let lease = engine.options.hooks.delivery_lease;
+    let every = lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let ids: Vec<DeliveryId> = held.lock().unwrap().iter().copied().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let until = engine.now() + chrono::Duration::from_std(lease).unwrap_or_default();
+        if let Err(e) = engine.store.renew_deliveries(&owner, &ids, until).await {
+            tracing::warn!(error = %e, "renewing delivery leases failed");
+        }
+    }
+}
+
 /// Dispatches events and sends due deliveries until told to stop; deliveries in flight
-/// finish first.
+/// finish first, their leases renewed until then.
 pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: Shutdown) {
     let mut inflight: JoinSet<()> = JoinSet::new();
     let mut last_requeue: Option<Instant> = None;
     let cap = engine.options.hooks.max_in_flight as usize;
+    let lease = engine.options.hooks.delivery_lease;
+    // A dead process's deliveries wait out their lease and at most this.
+    let requeue_every = (lease / 2).min(REQUEUE_EVERY);
+    let held: Held = Arc::default();
+    let renewer = Renewer(tokio::spawn(renew_delivery_leases(
+        engine.clone(),
+        owner.clone(),
+        held.clone(),
+    )));
     let pulse = engine
         .heartbeats()
         .register("deliveries", engine.options.jobs.poll_interval);
@@ -565,7 +606,7 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
             Ok(n) => busy |= n as u32 == DISPATCH_BATCH,
             Err(e) => tracing::warn!(error = %e, "handing out events failed"),
         }
-        if last_requeue.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+        if last_requeue.is_none_or(|t| t.elapsed() > requeue_every) {
             last_requeue = Some(Instant::now());
             match engine.store.requeue_expired_deliveries(engine.now()).await {
                 Ok(n) if n > 0 => {
@@ -578,10 +619,10 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
         let free = cap.saturating_sub(inflight.len());
         if free > 0 {
             let now = engine.now();
-            let lease = now + chrono::Duration::from_std(DELIVERY_LEASE).expect("small");
+            let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
             match engine
                 .store
-                .claim_deliveries(&owner, now, lease, free as u32)
+                .claim_deliveries(&owner, now, until, free as u32)
                 .await
             {
                 Ok(claimed) => {
@@ -589,7 +630,10 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
                     for d in claimed {
                         let engine = engine.clone();
                         let owner = owner.clone();
+                        held.lock().unwrap().insert(d.id);
+                        let holding = Holding(held.clone(), d.id);
                         inflight.spawn(async move {
+                            let _holding = holding;
                             let t0 = Instant::now();
                             let update = engine.attempt_delivery(&d, &owner).await;
                             let took = t0.elapsed();
@@ -639,4 +683,14 @@ pub(crate) async fn delivery_loop(engine: Arc<Engine>, owner: String, mut stop: 
         }
     }
     while inflight.join_next().await.is_some() {}
+    drop(renewer);
+}
+
+/// The lease heartbeat's task, stopped when the delivery loop ends however it ends.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

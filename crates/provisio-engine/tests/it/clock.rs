@@ -1,7 +1,8 @@
 //! Leases on one clock: two engines share a PostgreSQL database while one node's clock is
 //! 90 s off. Each reads leases and due times on the database's clock, so neither takes the
-//! other's live job, and a job one queues is due at once for the other. The last test runs
-//! the same nodes with the correction turned off, to show that the first ones can fail.
+//! other's live job, and a job one queues is due at once for the other. A test runs the
+//! same nodes with the correction turned off, to show that the first ones can fail. Day-scale
+//! filters (`since`, the clean-up) cut on the same clock as the times they compare.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,4 +185,70 @@ async fn without_the_correction_a_node_ahead_takes_over_a_live_lease() {
     assert_eq!(a.effects("create"), 0);
     second.shutdown().await;
     first.shutdown().await;
+}
+
+/// The clean-up's and `since` filters' cut is read from the store's clock, the one that
+/// stamped the suspension. Node B's store clock reads two days behind the machine's (left
+/// uncorrected on SQLite, standing in for a database clock the node's own disagrees with):
+/// a service it suspended a moment ago has been suspended for no day on that clock, though
+/// the machine's clock would say two.
+#[tokio::test]
+async fn day_scale_cutoffs_are_read_from_the_stores_clock() {
+    let t = crate::harness::TestEngine::new().await;
+    let url = format!("sqlite://{}", t.db_path().display());
+    let behind = Clock::skewed(-chrono::Duration::days(2)).uncorrected();
+    let store = provisio_store::open_with_clock(&url, behind).await.unwrap();
+    let b = t.another_engine_on(store, |_| {});
+    // Ordered by B, so that the create is due on B's clock.
+    let service = b
+        .create_service(provisio_engine::input::ServiceCreate {
+            order_key: None,
+            external_id: None,
+            client_id: t.client,
+            product: provisio_engine::input::RecordRef::Name("auto".into()),
+            server: None,
+            username: Some("dana".into()),
+            password: None,
+            invoice: None,
+            parent_invoice: None,
+            settings: Default::default(),
+        })
+        .await
+        .unwrap();
+    let worker = provisio_engine::worker::spawn(b.clone(), "behind".into());
+    let create = only_job(&b).await.id;
+    b.wait_for_jobs(&[create], Duration::from_secs(20))
+        .await
+        .unwrap();
+    let suspend = b
+        .request_action(
+            service.id,
+            provisio_core::action::Action::Suspend,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let done = b
+        .wait_for_jobs(&[suspend.id], Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done[&suspend.id].state, JobState::Done, "{done:?}");
+    worker.shutdown().await;
+    let since = b
+        .get_service(service.id)
+        .await
+        .unwrap()
+        .suspension
+        .unwrap()
+        .since;
+    assert!(
+        chrono::Utc::now() - since > chrono::Duration::days(1),
+        "{since}"
+    );
+    let day = Duration::from_secs(86_400);
+    let found = b.cleanup_candidates(day).await.unwrap();
+    assert!(found.is_empty(), "suspended a moment ago: {found:?}");
+    // The same filter with no wait finds it, so the one above could have.
+    let found = b.cleanup_candidates(Duration::ZERO).await.unwrap();
+    assert_eq!(found.iter().map(|s| s.id).collect::<Vec<_>>(), [service.id]);
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
+use crate::access::{fleet_rule, rule, Access, READ_BILLING, WRITE_SETUP};
 use crate::error::{ApiError, Problem};
 use crate::extract::{path_id, OptionalJson, Query};
 use crate::views::List;
@@ -24,14 +24,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_findings))
 }
 
+/// Starting an audit (and so fixing drift) is set-up; its reports are for the billing
+/// system too (WHMCS's server sync lists the orphans the last one found), but over the
+/// whole instance, so never for a client or reseller key.
 pub(crate) const ACCESS: &[Access] = &[
     rule(axum::http::Method::POST, "/v1/audits", WRITE_SETUP),
-    rule(axum::http::Method::GET, "/v1/audits", READ_SETUP),
-    rule(axum::http::Method::GET, "/v1/audits/{id}", READ_SETUP),
-    rule(
+    fleet_rule(axum::http::Method::GET, "/v1/audits", READ_BILLING),
+    fleet_rule(axum::http::Method::GET, "/v1/audits/{id}", READ_BILLING),
+    fleet_rule(
         axum::http::Method::GET,
         "/v1/audits/{id}/findings",
-        READ_SETUP,
+        READ_BILLING,
     ),
 ];
 

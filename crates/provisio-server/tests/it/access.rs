@@ -332,6 +332,31 @@ async fn roles_hold_what_the_brief_says(db: Db) {
             Some(json!({})),
             StatusCode::NOT_FOUND,
         ),
+        // Audit reports are the billing system's to read (ListAccounts); starting one (and
+        // so fixing drift) is set-up, and the reports cover the whole instance.
+        (&k.billing, Method::GET, "/v1/audits", None, StatusCode::OK),
+        (
+            &k.billing,
+            Method::POST,
+            "/v1/audits",
+            Some(json!({"fix": "local", "client": w.a})),
+            StatusCode::FORBIDDEN,
+        ),
+        (&k.readonly, Method::GET, "/v1/audits", None, StatusCode::OK),
+        (
+            &k.reseller,
+            Method::GET,
+            "/v1/audits",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &k.client,
+            Method::GET,
+            "/v1/audits",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
     ] {
         let (status, answer) = app.call_as(key, method.clone(), path, body).await;
         assert_eq!(status, want, "{method} {path}: {answer}");

@@ -1,6 +1,7 @@
 //! Audits end to end against a real `script` remote: each kind of planted drift is found,
 //! the empty-listing guard refuses to fix, a dry run changes nothing, and after a fix a
-//! second audit comes back clean.
+//! second audit comes back clean. A billing key reads the reports but starts and fixes
+//! nothing.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -149,6 +150,40 @@ async fn audit_finds_and_fixes_drift(db: Db) {
     assert_eq!(csv.lines().count(), 2);
     let (_, ev) = app.get("/v1/events?type=audit.drift_found").await;
     assert_eq!(ev["items"][0]["payload"]["audit_id"], a["id"]);
+
+    // A billing key (WHMCS's server sync) reads the reports, but starts no audit and fixes
+    // nothing: 403 naming the roles that may, and no audit more than before.
+    let billing = app
+        .make_key(json!({"name": "whmcs", "role": "billing"}))
+        .await;
+    let (_, all) = app.get("/v1/audits?limit=100").await;
+    for path in [
+        "/v1/audits?limit=100".to_string(),
+        format!("/v1/audits/{}", a["id"]),
+        format!("/v1/audits/{}/findings", a["id"]),
+    ] {
+        let (status, seen) = app
+            .call_as(&billing, reqwest::Method::GET, &path, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {seen}");
+        assert_eq!(seen, app.get(&path).await.1, "{path}: as the admin sees it");
+    }
+    for body in [
+        json!({}),
+        json!({"server": "scr", "fix": "local", "client": c}),
+        json!({"server": "scr", "fix": "remote"}),
+    ] {
+        let (status, p) = app
+            .call_as(&billing, reqwest::Method::POST, "/v1/audits", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{p}");
+        assert_eq!(p["roles"], json!(["admin", "operator"]), "{p}");
+    }
+    let (_, after) = app.get("/v1/audits?limit=100").await;
+    assert_eq!(
+        after["items"], all["items"],
+        "a refused start left no audit"
+    );
 
     // Bad requests name their field.
     let (status, p) = app.post("/v1/audits", json!({"fix": "local"})).await;

@@ -43,6 +43,7 @@ mod clients;
 mod console;
 mod contract;
 mod declared;
+mod delivery_leases;
 mod events;
 mod faults;
 mod metrics;

@@ -1,5 +1,6 @@
 //! The WHMCS server module (`bridges/whmcs`) run by its PHP harness, which stands in for
-//! WHMCS, against this server driving the `http` module against a local REST remote.
+//! WHMCS, against this server driving the `http` module against a local REST remote (which
+//! also holds an account Provisio lacks, for the audit that ListAccounts reports).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -209,6 +210,22 @@ async fn state(State(r): State<Shared>) -> Json<Value> {
     }))
 }
 
+/// Changes an account behind Provisio's back (drift for an audit to find), recording no effect.
+async fn tamper(
+    State(r): State<Shared>,
+    Path(u): Path<String>,
+    Json(b): Json<Value>,
+) -> StatusCode {
+    let mut g = r.lock().unwrap();
+    let Some(a) = g.accounts.get_mut(&u) else {
+        return StatusCode::NOT_FOUND;
+    };
+    for (k, v) in b.as_object().into_iter().flatten() {
+        a[k] = v.clone();
+    }
+    StatusCode::NO_CONTENT
+}
+
 async fn slow(State(r): State<Shared>, Json(b): Json<Value>) -> StatusCode {
     r.lock().unwrap().slow_next_create_ms = b["ms"].as_u64().unwrap_or(0);
     StatusCode::NO_CONTENT
@@ -222,6 +239,7 @@ async fn start_remote(remote: Shared) -> String {
         .route("/api/usage", get(usage))
         .route("/_state", get(state))
         .route("/_slow", put(slow))
+        .route("/_account/{u}", put(tamper))
         .with_state(remote);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -318,6 +336,12 @@ async fn whmcs_module_lifecycle_through_the_harness(db: Db) {
     remote.lock().unwrap().extra_usage = (0..SERVICES - 1)
         .map(|i| json!({"user": format!("bulk{i}"), "disk_mb": i, "disk_quota_mb": 2000, "bw_bytes": i * 1048576}))
         .collect();
+    // An account on the remote that Provisio has no record of: the audit's orphan.
+    remote.lock().unwrap().accounts.insert(
+        "stray7".into(),
+        json!({"id": 9000, "username": "stray7", "package": "legacy", "status": "suspended",
+               "disk_mb": 1, "disk_quota_mb": 10, "bw_bytes": 0}),
+    );
     let billing = app
         .make_key(json!({"name": "whmcs", "role": "billing"}))
         .await;

@@ -1,5 +1,6 @@
 //! Retention of what reacts to events, on both databases: finished deliveries (with their
-//! attempt log) and rule runs are trimmed in bounded batches; open and young ones stay.
+//! attempt log) and rule runs are trimmed in bounded batches; open and young ones stay; a
+//! delivery lease is renewed by its holder only.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -234,4 +235,50 @@ pub async fn old_deliveries_and_rule_runs_are_trimmed_in_batches(s: S) {
         "the running and the pending run stay: {left:?}"
     );
     assert!(left.contains(&by_event(&runs, 4)) && left.contains(&pending_run));
+}
+
+/// A delivery's lease is extended only by the node that holds it: a renewed lease is not
+/// taken back at its old end, one left alone is, and another node's renewal changes nothing.
+pub async fn delivery_leases_are_renewed_by_their_holder_only(s: S) {
+    let h = handler(&s).await;
+    let r = rule(&s).await;
+    let now = Utc::now();
+    plan(&s, h, r, &[1, 2], now - Duration::seconds(1)).await;
+    let d = s
+        .claim_deliveries(OWNER, now, now + Duration::seconds(2), 100)
+        .await
+        .unwrap();
+    assert_eq!(d.len(), 2, "{d:?}");
+    let (renewed, lapsed) = (d[0].id, d[1].id);
+    let later = now + Duration::seconds(60);
+    assert_eq!(
+        s.renew_deliveries("another-node", &[renewed, lapsed], later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.renew_deliveries(OWNER, &[renewed], later).await.unwrap(),
+        1
+    );
+    // Past the claim's lease, before the renewed one's end: only the lapsed one goes back.
+    let after = now + Duration::seconds(30);
+    assert_eq!(s.requeue_expired_deliveries(after).await.unwrap(), 1);
+    let state = |id: DeliveryId| {
+        let s = s.clone();
+        async move { s.get_delivery(id).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state(renewed).await, DeliveryState::Running);
+    assert_eq!(state(lapsed).await, DeliveryState::Pending);
+    // The holder lost the lapsed one: renewing it now changes nothing.
+    assert_eq!(
+        s.renew_deliveries(OWNER, &[lapsed], later).await.unwrap(),
+        0
+    );
+    finish_delivery(&s, renewed, DeliveryState::Succeeded).await;
+    assert_eq!(
+        s.renew_deliveries(OWNER, &[renewed], later).await.unwrap(),
+        0,
+        "a finished delivery holds no lease"
+    );
 }

@@ -74,6 +74,7 @@ on_both!(
     events_filter_page_and_purge,
     old_finished_jobs_are_trimmed_in_batches,
     old_deliveries_and_rule_runs_are_trimmed_in_batches,
+    delivery_leases_are_renewed_by_their_holder_only,
     balance_transactions_move_the_balance,
     balance_transactions_replay_by_key,
     balance_crossings_are_announced,

@@ -444,15 +444,34 @@ final class Bridge
         };
     }
 
+    /** Page size of the audits' list ListAccounts follows (a test pages by one). */
+    public static int $auditPageSize = 1000;
+
     /**
-     * Provisio's records of this key as WHMCS's server sync reads accounts, through
-     * `collect` so that each carries its product's name (matched against configoption1).
+     * What WHMCS's server sync reads as the server's accounts: Provisio's records of this key
+     * (through `collect`, so that each carries its product's name, matched against
+     * configoption1), each with the drift the last finished audit of its server found, and
+     * the accounts those audits found on the remotes with no Provisio record (orphans).
      */
     public function listAccounts(): array
     {
+        $audits = $this->lastAudits();
+        $drift = [];
+        $orphans = [];
+        foreach ($audits as $audit) {
+            $findings = $this->api->request('GET', '/v1/audits/' . (int)$audit['id'] . '/findings')->body ?? [];
+            foreach ($findings as $f) {
+                if (($f['kind'] ?? '') === 'orphan_remote') {
+                    $orphans[] = [$audit, $f];
+                } elseif (isset($f['service_id'])) {
+                    $drift[(int)$f['service_id']][] = self::driftOf($f);
+                }
+            }
+        }
         $fields = ['service.username', 'service.status', 'service.external_id', 'service.created_at',
-            'service.settings.domain', 'product.name', 'client.email'];
+            'service.server_id', 'service.settings.domain', 'product.name', 'client.email'];
         $accounts = [];
+        $known = [];
         $cursor = null;
         do {
             $q = ['limit' => 1000] + ($cursor !== null ? ['cursor' => $cursor] : []);
@@ -461,11 +480,13 @@ final class Bridge
                 $v = $item['values'] ?? [];
                 $s = $v['service'] ?? [];
                 $created = strtotime((string)($s['created_at'] ?? ''));
+                $username = (string)($s['username'] ?? '');
+                $known[($s['server_id'] ?? '') . '/' . $username] = true;
                 $accounts[] = [
                     'email' => (string)($v['client']['email'] ?? ''),
-                    'username' => (string)($s['username'] ?? ''),
+                    'username' => $username,
                     'domain' => is_string($s['settings']['domain'] ?? null) ? $s['settings']['domain'] : '',
-                    'uniqueIdentifier' => (string)($s['username'] ?? ''),
+                    'uniqueIdentifier' => $username,
                     'product' => (string)($v['product']['name'] ?? ''),
                     'primaryip' => '',
                     'created' => $created ? date('Y-m-d H:i:s', $created) : '',
@@ -477,10 +498,79 @@ final class Bridge
                     },
                     'provisio_service_id' => $item['service_id'],
                     'whmcs_service_id' => $s['external_id'] ?? null,
+                    'provisio_drift' => $drift[(int)$item['service_id']] ?? [],
                 ];
             }
             $cursor = $page['next_cursor'] ?? null;
         } while ($cursor !== null);
+        foreach ($orphans as [$audit, $f]) {
+            $username = (string)($f['username'] ?? '');
+            if (isset($known[$audit['server_id'] . '/' . $username])) {
+                // Imported into Provisio since that audit (`fix: local`): listed above.
+                continue;
+            }
+            $accounts[] = [
+                'email' => '',
+                'username' => $username,
+                'domain' => '',
+                'uniqueIdentifier' => $username,
+                // The remote's package: no Provisio product stands for it yet.
+                'product' => (string)($f['remote_package'] ?? ''),
+                'primaryip' => '',
+                'created' => '',
+                'status' => self::remoteStatus($f['remote_status'] ?? null),
+                'provisio_service_id' => null,
+                'whmcs_service_id' => null,
+                'provisio_drift' => [self::driftOf($f)],
+                'provisio_audit_id' => (int)$audit['id'],
+            ];
+        }
         return $accounts;
+    }
+
+    /**
+     * The last finished (`done`) audit of each server, from the audits' list (oldest first),
+     * followed page by page.
+     *
+     * @return array<int,array<string,mixed>> server id => audit
+     */
+    public function lastAudits(): array
+    {
+        $last = [];
+        $cursor = null;
+        do {
+            $q = ['limit' => self::$auditPageSize] + ($cursor !== null ? ['cursor' => $cursor] : []);
+            $page = $this->api->request('GET', '/v1/audits', $q)->body ?? [];
+            foreach ($page['items'] ?? [] as $a) {
+                if (($a['state'] ?? '') === 'done') {
+                    $last[(int)$a['server_id']] = $a;
+                }
+            }
+            $cursor = $page['next_cursor'] ?? null;
+        } while ($cursor !== null);
+        return $last;
+    }
+
+    /** A finding as ListAccounts shows it on an account. */
+    private static function driftOf(array $f): array
+    {
+        $kind = (string)($f['kind'] ?? '');
+        $what = $kind === 'package_mismatch' ? 'package' : 'status';
+        return [
+            'kind' => $kind,
+            'provisio' => $f["local_{$what}"] ?? null,
+            'remote' => $f["remote_{$what}"] ?? null,
+        ];
+    }
+
+    /** A remote's status word as WHMCS's (the words Provisio's audit reads the same way). */
+    private static function remoteStatus(?string $s): string
+    {
+        return match (strtolower(trim((string)$s))) {
+            'suspended', 'disabled', 'false', 'inactive' => 'Suspended',
+            'terminated', 'deleted' => 'Terminated',
+            // The remote holds the account: whatever it calls the state, it exists.
+            default => 'Active',
+        };
     }
 }
