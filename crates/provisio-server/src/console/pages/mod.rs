@@ -4,9 +4,13 @@
 mod events;
 mod groups;
 mod overview;
+mod products;
 mod queue;
 mod records;
 mod services;
+mod usage;
+
+pub(crate) use overview::OverviewCache;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -49,11 +53,13 @@ pub(crate) fn routes() -> Router<ConsoleState> {
         .route(&at("/clients/{id}"), get(records::client))
         .route(&at("/servers"), get(records::servers))
         .route(&at("/servers/{id}/test"), post(records::test_server))
-        .route(&at("/products"), get(records::products))
+        .route(&at("/products"), get(products::products))
+        .route(&at("/products/{id}"), get(products::product))
         .route(&at("/handlers"), get(records::handlers))
         .route(&at("/rules"), get(records::rules))
         .route(&at("/audits"), get(records::audits))
-        .route(&at("/usage"), get(records::usage))
+        .route(&at("/usage"), get(usage::syncs))
+        .route(&at("/usage/{id}"), get(usage::sync))
 }
 
 /// A console path under `/console`, spelled out so that `/console/` itself is a route.
