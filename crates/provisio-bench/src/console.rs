@@ -69,13 +69,12 @@ async fn bench(label: &str, dir: &std::path::Path, url: &str, o: &Options) -> an
             ""
         },
     );
-    let app = provisio_server::router(engine.clone(), &cfg);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let _ = axum::serve(listener, app).await;
-    });
+    let (base, server) = serve(&engine, &cfg).await?;
+    // The same engine without the overview's few seconds of keeping, so the line below
+    // shows what reading its aggregates costs on every look.
+    let mut uncached = cfg.clone();
+    uncached.console.overview_cache_seconds = 0;
+    let (fresh, fresh_server) = serve(&engine, &uncached).await?;
     let key = std::fs::read_to_string(&cfg.admin_key_file)?
         .trim()
         .to_string();
@@ -89,6 +88,7 @@ async fn bench(label: &str, dir: &std::path::Path, url: &str, o: &Options) -> an
         .await?;
     let pages = [
         ("overview", "/console/".to_string()),
+        ("overview, read anew", format!("{fresh}/console/")),
         ("queue failed", "/console/queue?state=failed".to_string()),
         ("queue open", "/console/queue?state=open".to_string()),
         ("queue filtered", "/console/queue?state=failed&server=bench-1&action=suspend&error_kind=permanent&older_than=1h".to_string()),
@@ -127,12 +127,28 @@ async fn bench(label: &str, dir: &std::path::Path, url: &str, o: &Options) -> an
         );
     }
     server.abort();
+    fresh_server.abort();
     engine.store().close().await;
     db.close().await;
     if slow > 0 {
         println!("console  {label}: {slow} page(s) over the target");
     }
     Ok(())
+}
+
+/// The console (and API) of `engine` on a loopback port: its base URL and the server task.
+async fn serve(
+    engine: &std::sync::Arc<provisio_engine::Engine>,
+    cfg: &provisio_server::Config,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let app = provisio_server::router(engine.clone(), cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((base, server))
 }
 
 /// The bench's own connection to the database the store opened, for writing rows set-based
@@ -312,8 +328,14 @@ fn cookie_of(r: &reqwest::Response, name: &str) -> anyhow::Result<String> {
 }
 
 async fn get(http: &reqwest::Client, base: &str, path: &str, cookie: &str) -> anyhow::Result<()> {
+    // A page of the uncached console names its own server.
+    let url = if path.starts_with("http") {
+        path.to_string()
+    } else {
+        format!("{base}{path}")
+    };
     let r = http
-        .get(format!("{base}{path}"))
+        .get(url)
         .header("cookie", cookie)
         .timeout(Duration::from_secs(30))
         .send()

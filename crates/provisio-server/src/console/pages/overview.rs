@@ -23,9 +23,11 @@ const CHART_MINUTES: i64 = 180;
 /// at once. The lock is held while a read runs, so looks that arrive together share it.
 pub(crate) struct OverviewCache {
     keep: Duration,
-    last:
-        tokio::sync::Mutex<Option<(Instant, Arc<ConsoleOverview>, chrono::DateTime<chrono::Utc>)>>,
+    last: tokio::sync::Mutex<Option<Kept>>,
 }
+
+/// When the aggregates were read (monotonic, for their age; the engine's clock, to show).
+type Kept = (Instant, Arc<ConsoleOverview>, chrono::DateTime<chrono::Utc>);
 
 impl OverviewCache {
     pub(crate) fn new(keep: Duration) -> Self {

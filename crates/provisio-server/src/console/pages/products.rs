@@ -183,11 +183,5 @@ pub(crate) async fn product(
         levels,
         effective,
     };
-    page(
-        &s,
-        &headers,
-        "/console/products",
-        &p.name.to_string(),
-        content,
-    )
+    page(&s, &headers, "/console/products", p.name.as_ref(), content)
 }
