@@ -141,6 +141,15 @@ enum BenchCmd {
         /// Requests timed per page.
         #[arg(long, default_value_t = 10)]
         rounds: usize,
+        /// Also on this PostgreSQL (a fresh database next to the one it names).
+        #[arg(long, env = "PROVISIO_BENCH_PG_URL")]
+        postgres_url: Option<String>,
+        /// Skip SQLite.
+        #[arg(long)]
+        no_sqlite: bool,
+        /// Keep the SQLite database in this directory (to look at its query plans after).
+        #[arg(long)]
+        keep_in: Option<std::path::PathBuf>,
     },
     /// Aged finished jobs, deliveries and rule runs trimmed by the maintenance turn while
     /// actions run, beside the action rate with no trimming on the same database.
@@ -296,7 +305,20 @@ async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             services,
             jobs,
             rounds,
-        } => console::run(services.max(10), jobs.max(1), rounds.max(1)).await,
+            postgres_url,
+            no_sqlite,
+            keep_in,
+        } => {
+            console::run(console::Options {
+                services: services.max(10),
+                jobs: jobs.max(1),
+                rounds: rounds.max(1),
+                postgres_url,
+                no_sqlite,
+                keep_in,
+            })
+            .await
+        }
         BenchCmd::Retention {
             rows,
             services,

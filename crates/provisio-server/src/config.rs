@@ -128,6 +128,9 @@ pub struct ConsoleConfig {
     /// proxy is in front of it; a request that arrives with `X-Forwarded-Proto: https` gets
     /// a `Secure` cookie either way.
     pub secure_cookie: bool,
+    /// How long the overview's counts and chart are kept before they are read again
+    /// (seconds, 0 to 60; 0 reads them on every look). The page says when they were read.
+    pub overview_cache_seconds: u64,
 }
 
 impl Default for ConsoleConfig {
@@ -135,6 +138,7 @@ impl Default for ConsoleConfig {
         Self {
             session_ttl: "12 hours".into(),
             secure_cookie: false,
+            overview_cache_seconds: 5,
         }
     }
 }
@@ -148,6 +152,11 @@ impl ConsoleConfig {
         {
             return Err(ConfigError::Invalid(
                 "console.session_ttl: must be 1 minute to 30 days".into(),
+            ));
+        }
+        if self.overview_cache_seconds > 60 {
+            return Err(ConfigError::Invalid(
+                "console.overview_cache_seconds: must be 0 to 60".into(),
             ));
         }
         Ok(d)

@@ -324,6 +324,9 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .unwrap_or_else(|| chrono::Duration::hours(12)),
         secure_cookie: config.console.secure_cookie,
+        overview: Arc::new(console::OverviewCache::new(std::time::Duration::from_secs(
+            config.console.overview_cache_seconds.min(60),
+        ))),
         failures: gate.failures.clone(),
         rules: gate.rules.clone(),
     });

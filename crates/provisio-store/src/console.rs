@@ -1,5 +1,6 @@
-//! What the admin console keeps and reads beyond the records: its sign-in sessions and the
-//! overview's aggregates, behind [`ConsoleStore`].
+//! What the admin console keeps and reads beyond the records: its sign-in sessions, the
+//! overview's aggregates and the breaker states worker nodes publish for it, behind
+//! [`ConsoleStore`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -28,16 +29,32 @@ pub struct ServerActivity {
     pub last_success: Option<DateTime<Utc>>,
 }
 
+/// One node's circuit breaker for one server, as the node last published it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerRecord {
+    pub server_id: ServerId,
+    /// The worker's name in job leases.
+    pub node: String,
+    /// `closed`, `open` or `half-open` (one probe out).
+    pub state: String,
+    pub since: DateTime<Utc>,
+    /// When an open breaker lets its probe through.
+    pub open_until: Option<DateTime<Utc>>,
+    /// The node's own order of its transitions: a write never replaces a later one.
+    pub seq: i64,
+}
+
 /// The overview's aggregates, each read by an index.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConsoleOverview {
-    /// `(state, jobs)` of the open and failed jobs (pending, running, failed), all of them.
+    /// `(state, jobs)` of the open and failed jobs (pending, running, failed), each counted
+    /// up to [`COUNT_CAP`] (a larger backlog shows as "at least").
     pub by_state: Vec<(String, i64)>,
     /// `(state, jobs)` of the jobs finished since `chart_since` (done, failed, resolved,
     /// cancelled): counting every finished job of a long history would read it all.
     pub finished: Vec<(String, i64)>,
-    /// The newest 5,000 failed jobs by `(server, error kind, first characters of the
-    /// error)`, most first.
+    /// The newest [`FAILED_SAMPLE`] failed jobs by `(server, error kind, first characters
+    /// of the error)`, most first.
     pub failed: Vec<(ServerId, String, String, i64)>,
     pub servers: Vec<ServerActivity>,
     /// Jobs finished per minute since `chart_since`: `(minute start, jobs)`, minutes with
@@ -46,6 +63,30 @@ pub struct ConsoleOverview {
     /// Deliveries not delivered whose last attempt failed: `(handler id, deliveries, an
     /// error)`.
     pub failing_deliveries: Vec<(i64, i64, String)>,
+    /// Breakers of nodes seen since `seen_since`, by server and node.
+    pub breakers: Vec<BreakerRecord>,
+    /// The newest usage sync: `(id, state, started)`.
+    pub last_sync: Option<(i64, String, DateTime<Utc>)>,
+    /// The newest audit: `(id, server, state, finished)`.
+    pub last_audit: Option<(i64, ServerId, String, Option<DateTime<Utc>>)>,
+}
+
+/// Where the overview stops counting the jobs of one state: counting a backlog of millions
+/// would read them all on every look.
+pub const COUNT_CAP: i64 = 100_000;
+
+/// How many of the newest failed jobs the overview's breakdown reads.
+pub const FAILED_SAMPLE: i64 = 1_000;
+
+/// What the overview asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct OverviewWindow {
+    /// Failed attempts per server since then.
+    pub errors_since: DateTime<Utc>,
+    /// Jobs finished since then, by state and per minute.
+    pub chart_since: DateTime<Utc>,
+    /// Breakers of nodes that marked them seen since then.
+    pub seen_since: DateTime<Utc>,
 }
 
 #[async_trait]
@@ -60,11 +101,21 @@ pub trait ConsoleStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<ConsoleSession>>;
     async fn delete_console_session(&self, token_hash: &str) -> Result<()>;
-    /// Aggregates for the overview: failed attempts per server since `errors_since`, jobs
-    /// finished per minute since `chart_since`.
-    async fn console_overview(
+    /// Aggregates for the overview over `w`.
+    async fn console_overview(&self, w: OverviewWindow) -> Result<ConsoleOverview>;
+    /// Writes a node's breaker transition unless the row already holds a later one
+    /// (`seq`); marks it seen at `now`.
+    async fn record_breaker(&self, b: &BreakerRecord, now: DateTime<Utc>) -> Result<()>;
+    /// Marks a running node's breaker rows seen at `now`, and removes every node's rows not
+    /// seen since `forget_before` (nodes that stopped without removing theirs).
+    async fn touch_breakers(
         &self,
-        errors_since: DateTime<Utc>,
-        chart_since: DateTime<Utc>,
-    ) -> Result<ConsoleOverview>;
+        node: &str,
+        now: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Removes a stopping node's breaker rows.
+    async fn drop_breakers(&self, node: &str) -> Result<()>;
+    /// The newest `limit` usage syncs, newest first.
+    async fn recent_sync_runs(&self, limit: u32) -> Result<Vec<crate::SyncRun>>;
 }

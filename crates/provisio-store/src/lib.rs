@@ -98,7 +98,10 @@ use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 
 pub use actor::{acting, acting_at, current_actor, current_depth, inherit};
 pub use clock::{offset_from, warn_if_off, Clock, Sample, WARN_OFFSET};
-pub use console::{ConsoleOverview, ConsoleSession, ConsoleStore, ServerActivity};
+pub use console::{
+    BreakerRecord, ConsoleOverview, ConsoleSession, ConsoleStore, OverviewWindow, ServerActivity,
+    COUNT_CAP, FAILED_SAMPLE,
+};
 pub use error::StoreError;
 pub use group::{DirectWrite, GroupWrite};
 pub use hooks::{

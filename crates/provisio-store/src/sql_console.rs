@@ -66,76 +66,81 @@ macro_rules! impl_console_store {
 
             async fn console_overview(
                 &self,
-                errors_since: chrono::DateTime<chrono::Utc>,
-                chart_since: chrono::DateTime<chrono::Utc>,
+                w: $crate::OverviewWindow,
             ) -> $crate::Result<$crate::ConsoleOverview> {
                 use $crate::rows::{from_ts, ts};
                 use provisio_core::ServerId;
-                let by_state: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT state, COUNT(*) FROM jobs WHERE state IN ('pending', 'running', 'failed') \
-                     GROUP BY state ORDER BY state",
+                // Each state counted up to the cap through the (state, id) index.
+                let counted: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT 'failed' AS st, COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'failed' LIMIT $1) AS f \
+                     UNION ALL SELECT 'pending', COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'pending' LIMIT $1) AS p \
+                     UNION ALL SELECT 'running', COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'running' LIMIT $1) AS r",
                 )
+                .bind($crate::COUNT_CAP)
                 .fetch_all(&self.pool)
                 .await?;
-                // Grouped by an expression, so that no planner walks the state index over
-                // every job for its order rather than the recent range of `ix_jobs_finished`.
-                let finished: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT state || '' AS st, COUNT(*) FROM jobs \
-                     WHERE finished_at IS NOT NULL AND finished_at >= $1 GROUP BY st ORDER BY st",
+                let by_state = counted.into_iter().filter(|c| c.1 > 0).collect();
+                // One pass over the recent range of `ix_jobs_finished` gives both the states
+                // and the chart. Grouped by an expression, so that no planner walks the state
+                // index over every job for its order instead.
+                let recent: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT (finished_at / 60000000) * 60000000 AS m, state || '' AS st, COUNT(*) FROM jobs \
+                     WHERE finished_at IS NOT NULL AND finished_at >= $1 GROUP BY m, st ORDER BY m, st",
                 )
-                .bind(ts(chart_since))
+                .bind(ts(w.chart_since))
                 .fetch_all(&self.pool)
                 .await?;
+                let mut finished = std::collections::BTreeMap::<String, i64>::new();
+                let mut per_minute: Vec<(chrono::DateTime<chrono::Utc>, i64)> = Vec::new();
+                for (m, st, n) in recent {
+                    *finished.entry(st).or_default() += n;
+                    let at = from_ts(m)?;
+                    match per_minute.last_mut() {
+                        Some(last) if last.0 == at => last.1 += n,
+                        _ => per_minute.push((at, n)),
+                    }
+                }
                 let failed: Vec<(i64, Option<String>, Option<String>, i64)> = sqlx::query_as(
-                    // The newest 5,000 failed jobs, read through the (state, id) index: grouping
+                    // The newest failed jobs, read through the (state, id) index: grouping
                     // straight from the table lets a planner walk a server-led index over
                     // every job instead, and a backlog's breakdown does not need every row.
                     "SELECT server_id, error_kind, SUBSTR(COALESCE(last_error, ''), 1, 120) AS e, COUNT(*) AS n \
                      FROM (SELECT server_id, error_kind, last_error FROM jobs WHERE state = 'failed' \
-                           ORDER BY id DESC LIMIT 5000) AS f \
+                           ORDER BY id DESC LIMIT $1) AS f \
                      GROUP BY server_id, error_kind, e ORDER BY n DESC, server_id LIMIT 50",
                 )
+                .bind($crate::FAILED_SAMPLE)
                 .fetch_all(&self.pool)
                 .await?;
-                let servers: Vec<(i64,)> = sqlx::query_as("SELECT id FROM servers ORDER BY id")
-                    .fetch_all(&self.pool)
-                    .await?;
                 let errors: Vec<(i64, i64)> = sqlx::query_as(
                     "SELECT j.server_id, COUNT(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id \
                      WHERE a.started_at >= $1 AND a.outcome IN ('transient', 'permanent', 'unknown') GROUP BY j.server_id",
                 )
-                .bind(ts(errors_since))
+                .bind(ts(w.errors_since))
                 .fetch_all(&self.pool)
                 .await?;
-                let mut activity = Vec::with_capacity(servers.len());
-                for (id,) in servers {
-                    let (running,): (i64,) = sqlx::query_as(
-                        "SELECT COUNT(*) FROM jobs WHERE server_id = $1 AND state = 'running'",
-                    )
-                    .bind(id)
-                    .fetch_one(&self.pool)
-                    .await?;
-                    let last: Option<(Option<i64>,)> = sqlx::query_as(
-                        "SELECT finished_at FROM jobs WHERE server_id = $1 AND state = 'done' \
-                         ORDER BY id DESC LIMIT 1",
-                    )
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    activity.push($crate::ServerActivity {
-                        server_id: ServerId(id),
-                        running,
-                        errors: errors.iter().find(|e| e.0 == id).map_or(0, |e| e.1),
-                        last_success: last.and_then(|l| l.0).map(from_ts).transpose()?,
-                    });
-                }
-                let minutes: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT (finished_at / 60000000) * 60000000 AS m, COUNT(*) FROM jobs \
-                     WHERE finished_at IS NOT NULL AND finished_at >= $1 GROUP BY m ORDER BY m",
+                // One statement for every server, each part a short walk of the
+                // (server, state, id) index, rather than two round trips per server.
+                let servers: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT s.id, \
+                       (SELECT COUNT(*) FROM jobs j WHERE j.server_id = s.id AND j.state = 'running'), \
+                       (SELECT j.finished_at FROM jobs j WHERE j.server_id = s.id AND j.state = 'done' \
+                        ORDER BY j.id DESC LIMIT 1) \
+                     FROM servers s ORDER BY s.id",
                 )
-                .bind(ts(chart_since))
                 .fetch_all(&self.pool)
                 .await?;
+                let activity = servers
+                    .into_iter()
+                    .map(|(id, running, last)| {
+                        Ok($crate::ServerActivity {
+                            server_id: ServerId(id),
+                            running,
+                            errors: errors.iter().find(|e| e.0 == id).map_or(0, |e| e.1),
+                            last_success: last.map(from_ts).transpose()?,
+                        })
+                    })
+                    .collect::<$crate::Result<Vec<_>>>()?;
                 let deliveries: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
                     "SELECT handler_id, COUNT(*), MAX(last_error) FROM deliveries \
                      WHERE state IN ('pending', 'failed') AND last_error IS NOT NULL \
@@ -143,23 +148,132 @@ macro_rules! impl_console_store {
                 )
                 .fetch_all(&self.pool)
                 .await?;
+                let breakers: Vec<(i64, String, String, i64, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT server_id, node, state, since, open_until, seq FROM server_breakers \
+                     WHERE seen_at >= $1 ORDER BY server_id, node",
+                )
+                .bind(ts(w.seen_since))
+                .fetch_all(&self.pool)
+                .await?;
+                let last_sync: Option<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT id, state, started_at FROM usage_syncs ORDER BY id DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                let last_audit: Option<(i64, i64, String, Option<i64>)> = sqlx::query_as(
+                    "SELECT id, server_id, state, finished_at FROM audits ORDER BY id DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
                 Ok($crate::ConsoleOverview {
                     by_state,
-                    finished,
+                    finished: finished.into_iter().collect(),
                     failed: failed
                         .into_iter()
                         .map(|(s, k, e, n)| (ServerId(s), k.unwrap_or_default(), e.unwrap_or_default(), n))
                         .collect(),
                     servers: activity,
-                    per_minute: minutes
-                        .into_iter()
-                        .map(|(m, n)| Ok((from_ts(m)?, n)))
-                        .collect::<$crate::Result<_>>()?,
+                    per_minute,
                     failing_deliveries: deliveries
                         .into_iter()
                         .map(|(h, n, e)| (h, n, e.unwrap_or_default()))
                         .collect(),
+                    breakers: breakers
+                        .into_iter()
+                        .map(|(server, node, state, since, until, seq)| {
+                            Ok($crate::BreakerRecord {
+                                server_id: ServerId(server),
+                                node,
+                                state,
+                                since: from_ts(since)?,
+                                open_until: until.map(from_ts).transpose()?,
+                                seq,
+                            })
+                        })
+                        .collect::<$crate::Result<_>>()?,
+                    last_sync: last_sync
+                        .map(|(id, st, at)| Ok::<_, $crate::StoreError>((id, st, from_ts(at)?)))
+                        .transpose()?,
+                    last_audit: last_audit
+                        .map(|(id, srv, st, at)| {
+                            Ok::<_, $crate::StoreError>((id, ServerId(srv), st, at.map(from_ts).transpose()?))
+                        })
+                        .transpose()?,
                 })
+            }
+
+            async fn record_breaker(
+                &self,
+                b: &$crate::BreakerRecord,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                use $crate::rows::ts;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
+                sqlx::query(
+                    "INSERT INTO server_breakers (server_id, node, state, since, open_until, seq, seen_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (server_id, node) DO UPDATE SET state = excluded.state, \
+                       since = excluded.since, open_until = excluded.open_until, seq = excluded.seq, \
+                       seen_at = excluded.seen_at \
+                     WHERE server_breakers.seq < excluded.seq",
+                )
+                .bind(b.server_id.0)
+                .bind(&b.node)
+                .bind(&b.state)
+                .bind(ts(b.since))
+                .bind(b.open_until.map(ts))
+                .bind(b.seq)
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                wr.durable().await?;
+                Ok(())
+            }
+
+            async fn touch_breakers(
+                &self,
+                node: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                forget_before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                use $crate::rows::ts;
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
+                sqlx::query("UPDATE server_breakers SET seen_at = $1 WHERE node = $2")
+                    .bind(ts(now))
+                    .bind(node)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM server_breakers WHERE seen_at < $1")
+                    .bind(ts(forget_before))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                wr.durable().await?;
+                Ok(())
+            }
+
+            async fn drop_breakers(&self, node: &str) -> $crate::Result<()> {
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
+                sqlx::query("DELETE FROM server_breakers WHERE node = $1")
+                    .bind(node)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                wr.durable().await?;
+                Ok(())
+            }
+
+            async fn recent_sync_runs(&self, limit: u32) -> $crate::Result<Vec<$crate::SyncRun>> {
+                let rows: Vec<$crate::usage::SyncRow> =
+                    sqlx::query_as("SELECT * FROM usage_syncs ORDER BY id DESC LIMIT $1")
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
             }
         }
     };

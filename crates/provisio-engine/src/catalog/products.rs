@@ -154,6 +154,17 @@ impl Engine {
         self.product_view(product).await
     }
 
+    /// A product's view beside its `extends` chain, root first and the product itself last:
+    /// each level's own settings (secrets still sealed), merged as `product_view` merges them.
+    pub async fn product_chain(&self, r: &RecordRef) -> Result<(ProductView, Vec<Product>)> {
+        let product = self.find_product(r).await?;
+        let chain = self
+            .chain_of(&product)
+            .await?
+            .map_err(|e| EngineError::Store(provisio_store::StoreError::Corrupt(e.to_string())))?;
+        Ok((self.product_view(product).await?, chain))
+    }
+
     pub async fn product_view(&self, product: Product) -> Result<ProductView> {
         let chain = self
             .chain_of(&product)

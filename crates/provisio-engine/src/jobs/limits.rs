@@ -50,6 +50,17 @@ pub struct Limits {
     options: BreakerOptions,
 }
 
+impl BreakerState {
+    /// The name the console shows and the store keeps: `closed`, `open`, `half-open`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::Probing => "half-open",
+        }
+    }
+}
+
 impl Limits {
     pub fn new(options: BreakerOptions) -> Self {
         Self {
@@ -124,20 +135,21 @@ impl Limits {
             .collect()
     }
 
-    /// Records that an action was started on `server`.
-    pub fn started(&mut self, server: ServerId, now: Instant) {
-        {
-            let l = self.entry(server, now);
-            Self::refill(l, now);
-            if l.rate.is_some() {
-                l.tokens -= 1.0;
-            }
-            if let BreakerState::Open { until } = l.breaker {
-                if now >= until {
-                    l.breaker = BreakerState::Probing;
-                }
+    /// Records that an action was started on `server`; returns the breaker's new state when
+    /// this start is an open breaker's probe.
+    pub fn started(&mut self, server: ServerId, now: Instant) -> Option<BreakerState> {
+        let l = self.entry(server, now);
+        Self::refill(l, now);
+        if l.rate.is_some() {
+            l.tokens -= 1.0;
+        }
+        if let BreakerState::Open { until } = l.breaker {
+            if now >= until {
+                l.breaker = BreakerState::Probing;
+                return Some(l.breaker);
             }
         }
+        None
     }
 
     /// Records the outcome of an action: `true` for success or a permanent error (the server
@@ -209,7 +221,7 @@ mod tests {
         assert_eq!(l.allowance(t0)[&s], 0, "open");
         let later = t0 + Duration::from_secs(11);
         assert_eq!(l.allowance(later)[&s], 1, "one probe");
-        l.started(s, later);
+        assert_eq!(l.started(s, later), Some(BreakerState::Probing));
         assert_eq!(l.state(s), Some(BreakerState::Probing));
         assert_eq!(l.allowance(later)[&s], 0, "only one probe");
         l.finished(s, false, later);
@@ -219,7 +231,7 @@ mod tests {
         );
         let later = later + Duration::from_secs(11);
         l.started(s, later);
-        l.finished(s, true, later);
+        assert_eq!(l.finished(s, true, later), Some(BreakerState::Closed));
         assert_eq!(l.state(s), Some(BreakerState::Closed));
     }
 }

@@ -44,6 +44,56 @@ struct Shared {
     inflight: Mutex<HashSet<JobId>>,
     limits: Mutex<Limits>,
     cache: Mutex<RecordCache>,
+    /// The order of this node's breaker transitions, taken under the `limits` lock.
+    breaker_seq: std::sync::atomic::AtomicI64,
+}
+
+/// A breaker transition to publish for the console, numbered while the lock was held.
+struct Transition {
+    server: ServerId,
+    state: crate::jobs::limits::BreakerState,
+    seq: i64,
+    at: Instant,
+}
+
+impl Shared {
+    fn transition(&self, server: ServerId, state: crate::jobs::limits::BreakerState) -> Transition {
+        Transition {
+            server,
+            state,
+            seq: self
+                .breaker_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            at: Instant::now(),
+        }
+    }
+
+    /// Writes a transition in a task of its own, so that neither a claim nor an outcome
+    /// waits for it; the sequence number keeps a late write from undoing a newer one.
+    fn publish(&self, t: Transition) {
+        use crate::jobs::limits::BreakerState;
+        let store = self.engine.store.clone();
+        let now = self.engine.now();
+        let wall = |i: Instant| {
+            now + chrono::Duration::from_std(i.saturating_duration_since(t.at)).unwrap_or_default()
+        };
+        let record = provisio_store::BreakerRecord {
+            server_id: t.server,
+            node: self.owner.clone(),
+            state: t.state.name().to_string(),
+            since: now,
+            open_until: match t.state {
+                BreakerState::Open { until } => Some(wall(until)),
+                _ => None,
+            },
+            seq: t.seq,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = store.record_breaker(&record, now).await {
+                tracing::warn!(error = %e, server = %record.server_id, "publishing a breaker state failed");
+            }
+        });
+    }
 }
 
 /// Servers and products change rarely and every job reads them: a copy a couple of seconds
@@ -119,6 +169,7 @@ pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String,
         owner,
         inflight: Mutex::new(HashSet::new()),
         cache: Mutex::new(RecordCache::default()),
+        breaker_seq: std::sync::atomic::AtomicI64::new(1),
     });
     let (tx, rx) = mpsc::unbounded_channel::<Finished>();
     tasks.spawn(queue_loop(shared.clone(), tx, rx, stop.clone()));
@@ -240,6 +291,7 @@ async fn queue_loop(
                     }
                     if !jobs.is_empty() {
                         let now = Instant::now();
+                        let mut probes = Vec::new();
                         {
                             let mut inflight = shared.inflight.lock().unwrap();
                             let mut limits = shared.limits.lock().unwrap();
@@ -249,8 +301,13 @@ async fn queue_loop(
                                     servers_loaded = now - std::time::Duration::from_secs(3600);
                                 }
                                 inflight.insert(job.id);
-                                limits.started(job.server_id, now);
+                                if let Some(state) = limits.started(job.server_id, now) {
+                                    probes.push(shared.transition(job.server_id, state));
+                                }
                             }
+                        }
+                        for t in probes {
+                            shared.publish(t);
                         }
                         running.spawn(run_batch(shared.clone(), tx.clone(), jobs));
                     }
@@ -337,13 +394,15 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
             // Before the outcome is written (which frees the server's slot), so a breaker
             // that opens now holds back the next claim.
             if let Some(h) = health {
-                if let Some(state) =
-                    shared
-                        .limits
-                        .lock()
-                        .unwrap()
+                let changed = {
+                    let mut limits = shared.limits.lock().unwrap();
+                    limits
                         .finished(server, h, Instant::now())
-                {
+                        .map(|state| shared.transition(server, state))
+                };
+                if let Some(t) = changed {
+                    let state = t.state;
+                    shared.publish(t);
                     tracing::warn!(server = %server, ?state, "circuit breaker changed");
                     if let Some(l) = &labels {
                         let open = state != crate::jobs::limits::BreakerState::Closed;
@@ -497,7 +556,26 @@ async fn maintenance_loop(shared: Arc<Shared>, mut stop: Shutdown) {
             let why = crate::jobs::call::panic_message(payload.as_ref());
             tracing::error!(panic = %why, "a maintenance turn panicked");
         }
+        if state
+            .last_breakers
+            .is_none_or(|t: Instant| t.elapsed() > BREAKERS_SEEN_EVERY)
+        {
+            state.last_breakers = Some(Instant::now());
+            let now = engine.now();
+            let forget = now - chrono::Duration::minutes(10);
+            if let Err(e) = engine
+                .store
+                .touch_breakers(&shared.owner, now, forget)
+                .await
+            {
+                tracing::warn!(error = %e, "marking this node's breaker states seen failed");
+            }
+        }
         if stop.sleep(every).await {
+            // A node that stops says so: the console shows only live nodes' breakers.
+            if let Err(e) = engine.store.drop_breakers(&shared.owner).await {
+                tracing::warn!(error = %e, "removing this node's breaker states failed");
+            }
             return;
         }
     }
@@ -510,7 +588,15 @@ struct Maintenance {
     last_cleanup: Option<Instant>,
     last_retention: Option<Instant>,
     last_gauges: Option<Instant>,
+    last_breakers: Option<Instant>,
 }
+
+/// How often a worker node marks its published breaker states seen; the console shows the
+/// breakers of nodes seen within [`BREAKERS_SEEN_WITHIN`].
+const BREAKERS_SEEN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How recently a node must have marked its breakers seen for the console to show them.
+pub const BREAKERS_SEEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often a worker node reads the queue gauges from the database.
 const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -592,6 +678,7 @@ async fn maintenance_turn(engine: &Arc<Engine>, state: &mut Maintenance) {
         last_cleanup,
         last_retention,
         last_gauges,
+        ..
     } = state;
     if crate::metrics::enabled() && last_gauges.is_none_or(|t: Instant| t.elapsed() > GAUGES_EVERY)
     {

@@ -327,6 +327,17 @@ impl Engine {
             })
     }
 
+    /// The newest `limit` syncs, newest first (the listing pages oldest first).
+    pub async fn recent_usage_syncs(&self, limit: u32) -> Result<Vec<SyncReport>> {
+        Ok(self
+            .store
+            .recent_sync_runs(limit)
+            .await?
+            .into_iter()
+            .map(SyncReport::from_run)
+            .collect())
+    }
+
     pub async fn usage_syncs(&self, page: PageRequest) -> Result<Page<SyncReport>> {
         Ok(self.store.list_sync_runs(page).await?.map(sync_report))
     }

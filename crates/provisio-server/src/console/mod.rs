@@ -21,6 +21,7 @@ use crate::access::{permits, Access, AuthFailures, Caller};
 use crate::error::ApiError;
 use crate::AppState;
 
+pub(crate) use pages::OverviewCache;
 pub(crate) use session::Session;
 
 /// What every console handler shares.
@@ -29,6 +30,8 @@ pub(crate) struct ConsoleState {
     pub app: AppState,
     pub ttl: chrono::Duration,
     pub secure_cookie: bool,
+    /// The overview's aggregates, read at most once per its few seconds.
+    pub overview: Arc<OverviewCache>,
     pub failures: Arc<AuthFailures>,
     pub rules: Arc<HashMap<(Method, &'static str), Access>>,
 }

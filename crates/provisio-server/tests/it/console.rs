@@ -525,3 +525,7 @@ on_both!(
     group_suspend_shows_the_dry_run_first,
     roles_and_forms_are_enforced,
 );
+
+/// The pages checked over plain HTTP, without a browser.
+#[path = "console_pages.rs"]
+mod pages;

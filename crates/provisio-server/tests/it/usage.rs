@@ -39,10 +39,10 @@ pub fn write_accounts(file: &Path, accounts: Value) {
 
 /// The lock `usage_remote.py` holds while it reads and rewrites the accounts file, held by a
 /// helper process until dropped (std's `File::lock` is newer than the workspace's MSRV).
-struct RemoteLock(std::process::Child);
+pub struct RemoteLock(std::process::Child);
 
 impl RemoteLock {
-    fn take(file: &Path) -> RemoteLock {
+    pub fn take(file: &Path) -> RemoteLock {
         use std::io::BufRead;
         let mut child = std::process::Command::new(python())
             .arg("-c")

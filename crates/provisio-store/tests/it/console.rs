@@ -1,10 +1,12 @@
 //! The console's sessions: found only by their token's hash and only until they expire;
-//! expired ones are removed when a new one is stored; sign-out removes one.
+//! expired ones are removed when a new one is stored; sign-out removes one. The breaker
+//! states nodes publish: a late write never replaces a newer one, only recently seen nodes
+//! show, a stopping node's rows go.
 
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use provisio_store::{ConsoleSession, NewApiKey, Role, Store};
+use provisio_store::{BreakerRecord, ConsoleSession, NewApiKey, OverviewWindow, Role, Store};
 
 type S = Arc<dyn Store>;
 
@@ -61,9 +63,59 @@ pub async fn console_sessions_expire_and_end(s: S) {
     s.delete_console_session("live").await.unwrap();
     assert!(s.find_console_session("live", now).await.unwrap().is_none());
     // An empty database's overview: no jobs, each server listed once it exists.
-    let o = s
-        .console_overview(now - Duration::hours(1), now - Duration::hours(3))
+    let window = |at: chrono::DateTime<Utc>| OverviewWindow {
+        errors_since: at - Duration::hours(1),
+        chart_since: at - Duration::hours(3),
+        seen_since: at - Duration::minutes(1),
+    };
+    let o = s.console_overview(window(now)).await.unwrap();
+    assert!(o.by_state.is_empty() && o.failed.is_empty() && o.per_minute.is_empty());
+    assert!(o.breakers.is_empty() && o.last_sync.is_none() && o.last_audit.is_none());
+
+    // Breakers: two nodes publish for one server.
+    let srv = s
+        .insert_server(&crate::suite::new_server("brk-1"))
         .await
         .unwrap();
-    assert!(o.by_state.is_empty() && o.failed.is_empty() && o.per_minute.is_empty());
+    let rec = |node: &str, state: &str, seq: i64| BreakerRecord {
+        server_id: srv.id,
+        node: node.into(),
+        state: state.into(),
+        since: now,
+        open_until: (state == "open").then(|| now + Duration::seconds(30)),
+        seq,
+    };
+    s.record_breaker(&rec("n1", "open", 2), now).await.unwrap();
+    // An earlier transition written late changes nothing.
+    s.record_breaker(&rec("n1", "closed", 1), now)
+        .await
+        .unwrap();
+    s.record_breaker(&rec("n2", "half-open", 1), now)
+        .await
+        .unwrap();
+    let o = s.console_overview(window(now)).await.unwrap();
+    let states: Vec<(&str, &str)> = o
+        .breakers
+        .iter()
+        .map(|b| (b.node.as_str(), b.state.as_str()))
+        .collect();
+    assert_eq!(states, [("n1", "open"), ("n2", "half-open")]);
+    assert!(o.breakers[0].open_until.is_some());
+    // A minute on, only the node that marked its rows seen still shows; one gone for longer
+    // than `forget_before` is removed.
+    let later = now + Duration::minutes(2);
+    s.touch_breakers("n2", later, now - Duration::seconds(1))
+        .await
+        .unwrap();
+    let o = s.console_overview(window(later)).await.unwrap();
+    assert_eq!(o.breakers.len(), 1, "{:?}", o.breakers);
+    assert_eq!(o.breakers[0].node, "n2");
+    s.touch_breakers("n2", later, later - Duration::seconds(1))
+        .await
+        .unwrap();
+    let o = s.console_overview(window(now)).await.unwrap();
+    assert_eq!(o.breakers.len(), 1, "n1's row was forgotten");
+    s.drop_breakers("n2").await.unwrap();
+    let o = s.console_overview(window(later)).await.unwrap();
+    assert!(o.breakers.is_empty());
 }

@@ -9,9 +9,13 @@ mod form;
 mod groups;
 mod handlers;
 mod overview;
+mod products;
 mod queue;
 mod records;
 mod services;
+mod usage;
+
+pub(crate) use overview::OverviewCache;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -70,7 +74,8 @@ pub(crate) fn routes() -> Router<ConsoleState> {
             &at("/servers/{id}/edit"),
             get(edit::server_form).post(edit::server_save),
         )
-        .route(&at("/products"), get(records::products))
+        .route(&at("/products"), get(products::products))
+        .route(&at("/products/{id}"), get(products::product))
         .route(
             &at("/products/{id}/edit"),
             get(edit::product_form).post(edit::product_save),
@@ -92,7 +97,8 @@ pub(crate) fn routes() -> Router<ConsoleState> {
             &at("/audits/{id}/apply"),
             get(audits::confirm_apply).post(audits::apply),
         )
-        .route(&at("/usage"), get(records::usage))
+        .route(&at("/usage"), get(usage::syncs))
+        .route(&at("/usage/{id}"), get(usage::sync))
 }
 
 /// A console path under `/console`, spelled out so that `/console/` itself is a route.

@@ -1,6 +1,6 @@
-//! The record pages: servers (settings with secrets masked, test connection), products
-//! (`extends` chain, effective settings), rules (runs) and usage syncs. Each is a few
-//! tables drawn by one template.
+//! The record pages: servers (settings with secrets masked, test connection) and rules
+//! (runs). Each is a few tables drawn by one template; products, usage syncs, clients,
+//! handlers and audits have pages of their own.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method};
 use axum::Extension;
 use provisio_core::page::PageRequest;
 use provisio_engine::input::RecordRef;
-use provisio_store::{ProductFilter, ServerFilter};
+use provisio_store::ServerFilter;
 
 use super::{show, when, when_opt, wire};
 use crate::console::{page, ConsoleState, PageResult, Session};
@@ -177,81 +177,6 @@ pub(crate) async fn test_server(
     servers_page(&state, &s, &headers, Some(notice)).await
 }
 
-pub(crate) async fn products(
-    State(state): State<ConsoleState>,
-    Extension(s): Extension<Session>,
-    headers: HeaderMap,
-) -> PageResult {
-    s.need(Method::GET, "/v1/products")?;
-    let may_edit = s.may(Method::PATCH, "/v1/products/{product}");
-    let found = state
-        .app
-        .engine
-        .list_products(
-            &ProductFilter::default(),
-            PageRequest::first(PageRequest::MAX_LIMIT),
-        )
-        .await?;
-    let names: std::collections::HashMap<i64, (String, Option<i64>)> = found
-        .items
-        .iter()
-        .map(|p| {
-            (
-                p.product.id.0,
-                (p.product.name.to_string(), p.product.extends.map(|e| e.0)),
-            )
-        })
-        .collect();
-    let rows = found
-        .items
-        .iter()
-        .map(|p| {
-            // The chain from the product up to its root, as the listing names them.
-            let mut chain = vec![p.product.name.to_string()];
-            let mut at = p.product.extends.map(|e| e.0);
-            while let Some(id) = at {
-                let Some((n, up)) = names.get(&id) else { break };
-                if chain.len() > 32 {
-                    break;
-                }
-                chain.push(n.clone());
-                at = *up;
-            }
-            vec![
-                if may_edit {
-                    link(
-                        p.product.name.as_str(),
-                        format!("/console/products/{}/edit", p.product.id),
-                    )
-                } else {
-                    t(p.product.name.as_str())
-                },
-                t(&p.product.module),
-                t(chain.join(" → ")),
-                t(settings_text(&p.effective)),
-            ]
-        })
-        .collect();
-    render(
-        &s,
-        &headers,
-        "/console/products",
-        "Products",
-        vec![Table {
-            heading: "Products".into(),
-            id: "products".into(),
-            headers: vec![
-                "Name",
-                "Module",
-                "Extends chain",
-                "Effective settings (secrets masked)",
-            ],
-            rows,
-            note: None,
-        }],
-        None,
-    )
-}
 
 pub(crate) async fn rules(
     State(state): State<ConsoleState>,
@@ -304,44 +229,4 @@ pub(crate) async fn rules(
         },
     ];
     render(&s, &headers, "/console/rules", "Rules", tables, None)
-}
-
-pub(crate) async fn usage(
-    State(state): State<ConsoleState>,
-    Extension(s): Extension<Session>,
-    headers: HeaderMap,
-) -> PageResult {
-    s.need(Method::GET, "/v1/usage/syncs")?;
-    let found = state
-        .app
-        .engine
-        .usage_syncs(PageRequest::first(200))
-        .await?;
-    let rows = found
-        .items
-        .into_iter()
-        .map(|r| {
-            vec![
-                t(r.id),
-                t(&r.state),
-                t(r.servers.len()),
-                t(when(r.started_at)),
-                t(when_opt(r.finished_at)),
-            ]
-        })
-        .collect();
-    render(
-        &s,
-        &headers,
-        "/console/usage",
-        "Usage syncs",
-        vec![Table {
-            heading: "Usage syncs".into(),
-            id: "syncs".into(),
-            headers: vec!["Id", "State", "Servers", "Started", "Finished"],
-            rows,
-            note: None,
-        }],
-        None,
-    )
 }
