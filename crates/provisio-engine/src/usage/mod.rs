@@ -334,7 +334,7 @@ impl Engine {
             .recent_sync_runs(limit)
             .await?
             .into_iter()
-            .map(SyncReport::from_run)
+            .map(sync_report)
             .collect())
     }
 

@@ -10,7 +10,7 @@ use provisio_core::page::PageRequest;
 use provisio_engine::input::RecordRef;
 use provisio_store::ServerFilter;
 
-use super::{show, when, when_opt, wire};
+use super::{show, when, wire};
 use crate::console::{page, ConsoleState, PageResult, Session};
 
 pub(crate) struct Cell {
@@ -176,7 +176,6 @@ pub(crate) async fn test_server(
     };
     servers_page(&state, &s, &headers, Some(notice)).await
 }
-
 
 pub(crate) async fn rules(
     State(state): State<ConsoleState>,
