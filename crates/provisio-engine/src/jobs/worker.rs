@@ -38,6 +38,10 @@ pub use crate::runtime::{spawn, Stopper, WorkerHandle};
 struct Shared {
     engine: Arc<Engine>,
     owner: String,
+    /// Set while the database's notifications reach this worker (`listen_loop`).
+    listening: std::sync::atomic::AtomicBool,
+    /// Woken by those notifications.
+    notified: tokio::sync::Notify,
     inflight: Mutex<HashSet<JobId>>,
     limits: Mutex<Limits>,
     cache: Mutex<RecordCache>,
@@ -114,12 +118,15 @@ pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String,
         limits: Mutex::new(Limits::new(engine.options.jobs.breaker.clone())),
         engine,
         owner,
+        listening: std::sync::atomic::AtomicBool::new(false),
+        notified: tokio::sync::Notify::new(),
         inflight: Mutex::new(HashSet::new()),
         cache: Mutex::new(RecordCache::default()),
     });
     let (tx, rx) = mpsc::unbounded_channel::<Finished>();
     tasks.spawn(queue_loop(shared.clone(), tx, rx, stop.clone()));
     tasks.spawn(heartbeat_loop(shared.clone(), stop.clone()));
+    tasks.spawn(listen_loop(shared.clone(), stop.clone()));
     // Due unsuspensions and the clean-up are the schedule's doing.
     tasks.spawn(provisio_store::acting(
         provisio_core::access::Actor::Scheduler,
@@ -144,7 +151,12 @@ async fn queue_loop(
     let mut batch: Vec<Finished> = Vec::new();
     let mut servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
     let mut claim_due = true;
-    let pulse = engine.heartbeats().register("worker", opts.poll_interval);
+    let mut held_back = false;
+    // The earliest retry this worker wrote back, which no notification announces when due.
+    let mut next_retry: Option<Instant> = None;
+    let pulse = engine
+        .heartbeats()
+        .register("worker", opts.poll_interval.max(opts.fallback_poll));
     loop {
         pulse.beat();
         while running.try_join_next().is_some() {}
@@ -170,6 +182,14 @@ async fn queue_loop(
         }
         if stopping && idle && batch.is_empty() {
             release_unfinished(&shared).await;
+            // The other nodes may take this one's share at once.
+            if let Err(e) = engine
+                .store
+                .queue_presence(&shared.owner, engine.now(), false)
+                .await
+            {
+                tracing::warn!(error = %e, "leaving the queue's workers failed; the entry expires after a lease");
+            }
             break;
         }
         // Rates come from the server records; reading them every couple of seconds is plenty.
@@ -197,10 +217,25 @@ async fn queue_loop(
         };
         let claim_now = free > 0 && (claim_due || !batch.is_empty());
         if batch.is_empty() && !claim_now {
+            // Woken by the database, every node hears of a job at the same moment, and the
+            // node that queued it gets no head start from its own in-memory wake-up.
+            let listening = shared.listening.load(std::sync::atomic::Ordering::Relaxed);
+            let mut poll = if listening && !held_back {
+                opts.fallback_poll
+            } else {
+                opts.poll_interval
+            };
+            if let Some(due) = next_retry {
+                poll = poll.min(due.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 _ = rx.recv_many(&mut batch, 512) => {}
-                _ = engine.wake.notified() => claim_due = true,
-                _ = tokio::time::sleep(opts.poll_interval) => claim_due = true,
+                _ = engine.wake.notified(), if !listening => claim_due = true,
+                _ = shared.notified.notified() => claim_due = true,
+                _ = tokio::time::sleep(poll) => {
+                    claim_due = true;
+                    next_retry = None;
+                }
                 _ = stop.stopped(), if !stopping => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
@@ -213,6 +248,8 @@ async fn queue_loop(
                 let a = l.allowance(Instant::now());
                 (a, l.rate_exhausted())
             };
+            // Rate tokens and a closing breaker announce nothing: look again soon.
+            held_back = !rate_held.is_empty() || allowance.values().any(|a| *a == 0);
             for server in rate_held {
                 if let Some(labels) = engine.cached_server_labels(server) {
                     crate::metrics::rate_limited(&labels.server);
@@ -267,6 +304,14 @@ async fn queue_loop(
         let updates: Vec<JobUpdate> = batch.iter().map(|f| f.update.clone()).collect();
         match engine.store.finish_jobs(&updates).await {
             Ok(applied) => {
+                // A finished job may have been what held its service's next job back.
+                claim_due = true;
+                let now = engine.now();
+                for u in updates.iter().filter(|u| u.state == JobState::Pending) {
+                    let wait = (u.run_after - now).to_std().unwrap_or_default();
+                    let due = Instant::now() + wait;
+                    next_retry = Some(next_retry.map_or(due, |d| d.min(due)));
+                }
                 for (f, held) in batch.drain(..).zip(applied) {
                     shared.inflight.lock().unwrap().remove(&f.update.job_id);
                     if held {
@@ -394,6 +439,48 @@ async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, 
 /// Renews the leases of the jobs this worker runs, every third of a lease. It goes on
 /// while a stopping worker drains, so that no other worker takes over a job whose call may
 /// still be running here, and ends once none is left.
+/// Passes the database's notifications of pending jobs to the worker's turns; while it
+/// cannot listen, the turns poll at `poll_interval` as they would without. It has no
+/// heartbeat pulse: its wait is not cut short for one (a cancelled receive could lose part
+/// of a message), and while it is down the turns poll, so nothing waits on it.
+async fn listen_loop(shared: Arc<Shared>, mut stop: Shutdown) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        let mut notes = match shared.engine.store.job_notifications().await {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for queued jobs failed; polling meanwhile");
+                shared.listening.store(false, Relaxed);
+                if stop.sleep(std::time::Duration::from_secs(5)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        shared.listening.store(true, Relaxed);
+        // Whatever was queued before the listening began.
+        shared.notified.notify_one();
+        loop {
+            tokio::select! {
+                r = notes.next() => match r {
+                    Ok(_) => shared.notified.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the connection listening for queued jobs failed; polling meanwhile");
+                        shared.listening.store(false, Relaxed);
+                        shared.notified.notify_one();
+                        break;
+                    }
+                },
+                _ = stop.stopped() => {
+                    shared.listening.store(false, Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
     let lease = shared.engine.options.jobs.lease;
     let every = lease / 3;
@@ -417,6 +504,16 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
             continue;
         }
         renewed = Instant::now();
+        if !stop.is_stopping() {
+            if let Err(e) = shared
+                .engine
+                .store
+                .queue_presence(&shared.owner, shared.engine.now(), true)
+                .await
+            {
+                tracing::warn!(error = %e, "marking this worker present failed");
+            }
+        }
         let ids: Vec<JobId> = shared.inflight.lock().unwrap().iter().copied().collect();
         if ids.is_empty() {
             continue;
