@@ -1193,13 +1193,9 @@ macro_rules! impl_store {
             lock_clause: &str,
         ) -> $crate::Result<Vec<provisio_core::job::Job>> {
         let now = $crate::rows::ts(req.now);
-        // Each worker seen within a lease's length gets an equal share of every server's
-        // slots, so a node that refills its freed slots at once cannot keep another out.
-        sqlx::query($crate::sql::PRESENCE_UPSERT)
-            .bind(req.owner)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+        // Each worker seen within a lease's length (`queue_presence`: at start, then every
+        // third of a lease) gets an equal share of every server's slots, so a node that
+        // refills its freed slots at once cannot keep another out.
         let window = (req.lease_until - req.now).num_microseconds().unwrap_or(0).max(0);
         let mut cq = sqlx::QueryBuilder::<$db>::new(
             "SELECT s.id, s.max_concurrent, \

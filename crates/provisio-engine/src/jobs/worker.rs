@@ -136,8 +136,9 @@ pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String,
 
 /// The worker's turns. Each first claims jobs for the free slots, counting as free the
 /// slots of jobs whose remote call is over though their outcome is not yet written, and
-/// starts them; then it writes those outcomes. Claiming first keeps a slot's idle time
-/// between two remote calls to about one short claim, not a claim and a write.
+/// starts them; then it hands those outcomes to a write of their own (at most
+/// `MAX_WRITES` at once) and goes on. Claiming first, and not waiting for the write, keeps
+/// a slot's idle time between two remote calls to about one short claim.
 async fn queue_loop(
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Finished>,
@@ -149,6 +150,10 @@ async fn queue_loop(
     // One task per claimed batch; each job reports through `tx` when it ends.
     let mut running: JoinSet<()> = JoinSet::new();
     let mut batch: Vec<Finished> = Vec::new();
+    // How many of `batch` the last claim already counted as free slots.
+    let mut claimed_for = 0;
+    let mut writes: JoinSet<(Vec<Finished>, Vec<bool>)> = JoinSet::new();
+    let mut writing: HashSet<JobId> = HashSet::new();
     let mut servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
     let mut claim_due = true;
     let mut held_back = false;
@@ -157,9 +162,24 @@ async fn queue_loop(
     let pulse = engine
         .heartbeats()
         .register("worker", opts.poll_interval.max(opts.fallback_poll));
+    // Counted among the workers that share the servers' slots before the first claim; the
+    // lease heartbeat keeps it so.
+    if let Err(e) = engine
+        .store
+        .queue_presence(&shared.owner, engine.now(), true)
+        .await
+    {
+        tracing::warn!(error = %e, "marking this worker present failed");
+    }
     loop {
         pulse.beat();
         while running.try_join_next().is_some() {}
+        while let Some(done) = writes.try_join_next() {
+            if let Ok((written, applied)) = done {
+                settle(&shared, written, applied, &mut writing, &mut next_retry);
+                claim_due = true;
+            }
+        }
         // Read before draining: once no batch runs, every outcome is already in the channel.
         let idle = running.is_empty();
         while batch.len() < 512 {
@@ -180,7 +200,7 @@ async fn queue_loop(
             while running.join_next().await.is_some() {}
             continue;
         }
-        if stopping && idle && batch.is_empty() {
+        if stopping && idle && batch.is_empty() && writes.is_empty() {
             release_unfinished(&shared).await;
             // The other nodes may take this one's share at once.
             if let Err(e) = engine
@@ -209,14 +229,14 @@ async fn queue_loop(
             .lock()
             .unwrap()
             .len()
-            .saturating_sub(batch.len());
+            .saturating_sub(batch.len() + writing.len());
         let free = if stopping {
             0
         } else {
             (opts.max_in_flight as usize).saturating_sub(executing)
         };
-        let claim_now = free > 0 && (claim_due || !batch.is_empty());
-        if batch.is_empty() && !claim_now {
+        let claim_now = free > 0 && (claim_due || batch.len() > claimed_for);
+        if !claim_now && (batch.is_empty() || writes.len() >= MAX_WRITES) {
             // Woken by the database, every node hears of a job at the same moment, and the
             // node that queued it gets no head start from its own in-memory wake-up.
             let listening = shared.listening.load(std::sync::atomic::Ordering::Relaxed);
@@ -238,11 +258,22 @@ async fn queue_loop(
                 }
                 _ = stop.stopped(), if !stopping => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(done) = writes.join_next(), if !writes.is_empty() => {
+                    if let Ok((written, applied)) = done {
+                        settle(&shared, written, applied, &mut writing, &mut next_retry);
+                        claim_due = true;
+                    }
+                }
             }
             continue;
         }
         if claim_now {
-            let finishing: Vec<JobId> = batch.iter().map(|f| f.update.job_id).collect();
+            let finishing: Vec<JobId> = batch
+                .iter()
+                .map(|f| f.update.job_id)
+                .chain(writing.iter().copied())
+                .collect();
+            claimed_for = batch.len();
             let (allowance, rate_held) = {
                 let mut l = shared.limits.lock().unwrap();
                 let a = l.allowance(Instant::now());
@@ -298,35 +329,69 @@ async fn queue_loop(
                 }
             }
         }
-        if batch.is_empty() {
+        if batch.is_empty() || writes.len() >= MAX_WRITES {
             continue;
         }
-        let updates: Vec<JobUpdate> = batch.iter().map(|f| f.update.clone()).collect();
-        match engine.store.finish_jobs(&updates).await {
-            Ok(applied) => {
-                // A finished job may have been what held its service's next job back.
-                claim_due = true;
-                let now = engine.now();
-                for u in updates.iter().filter(|u| u.state == JobState::Pending) {
-                    let wait = (u.run_after - now).to_std().unwrap_or_default();
-                    let due = Instant::now() + wait;
-                    next_retry = Some(next_retry.map_or(due, |d| d.min(due)));
-                }
-                for (f, held) in batch.drain(..).zip(applied) {
-                    shared.inflight.lock().unwrap().remove(&f.update.job_id);
-                    if held {
-                        let _ = engine.finished.send((f.update.job_id, f.update.state));
-                    } else {
-                        tracing::warn!(job = %f.update.job_id, "lease lost before the outcome was written; another worker will look it up");
+        let written = std::mem::take(&mut batch);
+        claimed_for = 0;
+        writing.extend(written.iter().map(|f| f.update.job_id));
+        let store = engine.store.clone();
+        writes.spawn(async move {
+            let updates: Vec<JobUpdate> = written.iter().map(|f| f.update.clone()).collect();
+            loop {
+                use futures::FutureExt as _;
+                match std::panic::AssertUnwindSafe(store.finish_jobs(&updates))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(applied)) => return (written, applied),
+                    // Keep the outcomes and try again: losing them would mean running the
+                    // actions a second time (after a lookup) when the lease runs out.
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "writing job outcomes failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    // Their leases run out and the jobs are looked up, as after a crash.
+                    Err(_) => {
+                        tracing::error!("writing job outcomes panicked; the jobs will be looked up when their leases end");
+                        let lost = vec![false; written.len()];
+                        return (written, lost);
                     }
                 }
             }
-            Err(e) => {
-                // Keep the outcomes and try again: losing them would mean running the
-                // actions a second time (after a lookup) when the lease runs out.
-                tracing::error!(error = %e, "writing job outcomes failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
+        });
+    }
+}
+
+/// Outcome writes in flight at once: one can run while the next batch gathers, and a
+/// second starts when outcomes come in faster than one write takes.
+const MAX_WRITES: usize = 2;
+
+/// After an outcome write: frees the jobs' places, announces those whose lease still held,
+/// and notes the earliest retry written back.
+fn settle(
+    shared: &Shared,
+    written: Vec<Finished>,
+    applied: Vec<bool>,
+    writing: &mut HashSet<JobId>,
+    next_retry: &mut Option<Instant>,
+) {
+    let engine = &shared.engine;
+    let now = engine.now();
+    for u in written.iter().map(|f| &f.update) {
+        if u.state == JobState::Pending {
+            let wait = (u.run_after - now).to_std().unwrap_or_default();
+            let due = Instant::now() + wait;
+            *next_retry = Some(next_retry.map_or(due, |d| d.min(due)));
+        }
+    }
+    for (f, held) in written.into_iter().zip(applied) {
+        writing.remove(&f.update.job_id);
+        shared.inflight.lock().unwrap().remove(&f.update.job_id);
+        if held {
+            let _ = engine.finished.send((f.update.job_id, f.update.state));
+        } else {
+            tracing::warn!(job = %f.update.job_id, "lease lost before the outcome was written; another worker will look it up");
         }
     }
 }
