@@ -136,8 +136,8 @@ pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String,
 
 /// The worker's turns. Each first claims jobs for the free slots, counting as free the
 /// slots of jobs whose remote call is over though their outcome is not yet written, and
-/// starts them; then it hands those outcomes to a write of their own (at most
-/// `MAX_WRITES` at once) and goes on. Claiming first, and not waiting for the write, keeps
+/// starts them; then it hands those outcomes to a write of their own (`MAX_WRITES` at
+/// once) and goes on. Claiming first, and not waiting for the write, keeps
 /// a slot's idle time between two remote calls to about one short claim.
 async fn queue_loop(
     shared: Arc<Shared>,
@@ -174,10 +174,11 @@ async fn queue_loop(
     loop {
         pulse.beat();
         while running.try_join_next().is_some() {}
+        // No claim just for a write: the jobs it lets through (a finished job's service's
+        // next) are announced on PostgreSQL, and wait for the next turn or poll on SQLite.
         while let Some(done) = writes.try_join_next() {
             if let Ok((written, applied)) = done {
                 settle(&shared, written, applied, &mut writing, &mut next_retry);
-                claim_due = true;
             }
         }
         // Read before draining: once no batch runs, every outcome is already in the channel.
@@ -261,7 +262,6 @@ async fn queue_loop(
                 Some(done) = writes.join_next(), if !writes.is_empty() => {
                     if let Ok((written, applied)) = done {
                         settle(&shared, written, applied, &mut writing, &mut next_retry);
-                        claim_due = true;
                     }
                 }
             }
@@ -363,9 +363,10 @@ async fn queue_loop(
     }
 }
 
-/// Outcome writes in flight at once: one can run while the next batch gathers, and a
-/// second starts when outcomes come in faster than one write takes.
-const MAX_WRITES: usize = 2;
+/// Outcome writes in flight at once. One: the turns claim while it runs, and the outcomes
+/// that come in meanwhile make the next write's batch (more at once would write smaller
+/// batches, more statements for the same outcomes).
+const MAX_WRITES: usize = 1;
 
 /// After an outcome write: frees the jobs' places, announces those whose lease still held,
 /// and notes the earliest retry written back.
