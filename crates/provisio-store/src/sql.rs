@@ -908,11 +908,15 @@ macro_rules! impl_store {
             ) -> $crate::Result<u64> {
                 let mut total = 0;
                 for chunk in ids.chunks(500) {
+                    // Rows locked by an outcome write (the call is over) or by another
+                    // node taking an expired lease over are skipped, not waited for: one
+                    // slow write must not hold up the renewal of every live job.
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE jobs SET lease_until = ");
                     qb.push_bind($crate::rows::ts(until))
-                        .push(" WHERE state = 'running' AND lease_owner = ")
+                        .push(" WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ")
                         .push_bind(owner);
                     $crate::push_ids(&mut qb, chunk);
+                    qb.push(Self::LOCK_CLAUSE).push(")");
                     total += qb.build().execute(self.writer()).await?.rows_affected();
                 }
                 Ok(total)

@@ -45,7 +45,10 @@ struct Shared {
     listening: std::sync::atomic::AtomicBool,
     /// Woken by those notifications.
     notified: tokio::sync::Notify,
-    inflight: Mutex<HashSet<JobId>>,
+    /// The jobs this worker holds a lease on, each with the attempt it runs. A job written
+    /// back for a retry may be claimed again before that write is settled; the settling
+    /// then leaves the new attempt here, so its lease goes on being renewed.
+    inflight: Mutex<HashMap<JobId, u32>>,
     limits: Mutex<Limits>,
     cache: Mutex<RecordCache>,
 }
@@ -123,7 +126,7 @@ pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String,
         owner,
         listening: std::sync::atomic::AtomicBool::new(false),
         notified: tokio::sync::Notify::new(),
-        inflight: Mutex::new(HashSet::new()),
+        inflight: Mutex::new(HashMap::new()),
         cache: Mutex::new(RecordCache::default()),
     });
     let (tx, rx) = mpsc::unbounded_channel::<Finished>();
@@ -316,7 +319,7 @@ async fn queue_loop(
                                     // A server created since the last read: fetch its rate soon.
                                     servers_loaded = now - std::time::Duration::from_secs(3600);
                                 }
-                                inflight.insert(job.id);
+                                inflight.insert(job.id, job.attempts + 1);
                                 limits.started(job.server_id, now);
                             }
                         }
@@ -390,8 +393,14 @@ fn settle(
         }
     }
     for (f, held) in written.into_iter().zip(applied) {
-        writing.remove(&f.update.job_id);
-        shared.inflight.lock().unwrap().remove(&f.update.job_id);
+        let id = f.update.job_id;
+        writing.remove(&id);
+        {
+            let mut inflight = shared.inflight.lock().unwrap();
+            if inflight.get(&id) == Some(&f.update.attempts) {
+                inflight.remove(&id);
+            }
+        }
         if held {
             let _ = engine.finished.send((f.update.job_id, f.update.state));
         } else {
@@ -522,9 +531,6 @@ async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, 
     }
 }
 
-/// Renews the leases of the jobs this worker runs, every third of a lease. It goes on
-/// while a stopping worker drains, so that no other worker takes over a job whose call may
-/// still be running here, and ends once none is left.
 /// Passes the database's notifications of pending jobs to the worker's turns; while it
 /// cannot listen, the turns poll at `poll_interval` as they would without. It has no
 /// heartbeat pulse: its wait is not cut short for one (a cancelled receive could lose part
@@ -567,6 +573,9 @@ async fn listen_loop(shared: Arc<Shared>, mut stop: Shutdown) {
     }
 }
 
+/// Renews the leases of the jobs this worker runs, every third of a lease. It goes on
+/// while a stopping worker drains, so that no other worker takes over a job whose call may
+/// still be running here, and ends once none is left.
 async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
     let lease = shared.engine.options.jobs.lease;
     let every = lease / 3;
@@ -590,6 +599,20 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
             continue;
         }
         renewed = Instant::now();
+        // Leases first: a late renewal lets another node take over a live job, a late
+        // presence mark only shrinks the other nodes' shares for a moment.
+        let ids: Vec<JobId> = shared.inflight.lock().unwrap().keys().copied().collect();
+        if !ids.is_empty() {
+            let until = shared.engine.now() + chrono::Duration::from_std(lease).unwrap_or_default();
+            if let Err(e) = shared
+                .engine
+                .store
+                .renew_leases(&shared.owner, &ids, until)
+                .await
+            {
+                tracing::warn!(error = %e, "renewing leases failed");
+            }
+        }
         if !stop.is_stopping() {
             if let Err(e) = shared
                 .engine
@@ -600,19 +623,6 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
                 tracing::warn!(error = %e, "marking this worker present failed");
             }
         }
-        let ids: Vec<JobId> = shared.inflight.lock().unwrap().iter().copied().collect();
-        if ids.is_empty() {
-            continue;
-        }
-        let until = shared.engine.now() + chrono::Duration::from_std(lease).unwrap_or_default();
-        if let Err(e) = shared
-            .engine
-            .store
-            .renew_leases(&shared.owner, &ids, until)
-            .await
-        {
-            tracing::warn!(error = %e, "renewing leases failed");
-        }
     }
 }
 
@@ -620,7 +630,13 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
 /// be looked up first (the cancelled call may have reached the remote), lease cleared so
 /// another worker takes them at once.
 async fn release_unfinished(shared: &Shared) {
-    let ids: Vec<JobId> = shared.inflight.lock().unwrap().drain().collect();
+    let ids: Vec<JobId> = shared
+        .inflight
+        .lock()
+        .unwrap()
+        .drain()
+        .map(|(id, _)| id)
+        .collect();
     if ids.is_empty() {
         return;
     }
