@@ -873,8 +873,17 @@ macro_rules! impl_store {
                 &self,
                 req: &$crate::ClaimRequest<'_>,
             ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+                let asked = std::time::Instant::now();
                 let mut tx = self.begin_claim().await?;
-                let jobs = claim_tx(&mut tx, req, Self::LOCK_CLAUSE).await?;
+                // The lease starts when the claim gets its turn: under load the wait for a
+                // connection and for the other claimers must not eat into it.
+                let waited = chrono::Duration::from_std(asked.elapsed()).unwrap_or_default();
+                let req = $crate::ClaimRequest {
+                    now: req.now + waited,
+                    lease_until: req.lease_until + waited,
+                    ..req.clone()
+                };
+                let jobs = claim_tx(&mut tx, &req, Self::LOCK_CLAUSE).await?;
                 tx.commit().await?;
                 Ok(jobs)
             }
