@@ -177,6 +177,9 @@ pub struct JobOptions {
     pub max_in_flight: u32,
     /// How often a worker looks for due jobs when nothing woke it.
     pub poll_interval: Duration,
+    /// How often it looks while the database wakes it (PostgreSQL LISTEN): only for what
+    /// no notification announces, such as a slot freed on another node.
+    pub fallback_poll: Duration,
     /// On shutdown, how long jobs still running may take to finish (their leases renewed)
     /// before they are cancelled and handed back to the queue.
     pub drain: Duration,
@@ -191,6 +194,7 @@ impl Default for JobOptions {
             call_timeout: Duration::from_secs(15 * 60),
             max_in_flight: 256,
             poll_interval: Duration::from_millis(200),
+            fallback_poll: Duration::from_secs(2),
             drain: Duration::from_secs(30),
             breaker: limits::BreakerOptions::default(),
         }

@@ -672,6 +672,9 @@ pub struct JobsConfig {
     pub max_in_flight: u32,
     /// Milliseconds between looks for due jobs when nothing woke the worker.
     pub poll_interval_ms: u64,
+    /// Milliseconds between those looks on PostgreSQL while its notifications of queued
+    /// jobs reach the worker (LISTEN): only what no notification announces waits this long.
+    pub fallback_poll_ms: u64,
     /// Consecutive transient failures that open a server's circuit breaker.
     pub breaker_failures: u32,
     /// Seconds the breaker stays open before a probe.
@@ -694,6 +697,7 @@ impl Default for JobsConfig {
             call_timeout_seconds: 900,
             max_in_flight: 256,
             poll_interval_ms: 200,
+            fallback_poll_ms: 2000,
             breaker_failures: 5,
             breaker_open_seconds: 30,
             drain_seconds: 30,
@@ -736,6 +740,9 @@ impl JobsConfig {
                 "must be positive".into(),
             ));
         }
+        if self.fallback_poll_ms == 0 {
+            return Err(bad("fallback_poll_ms", "must be positive".into()));
+        }
         Ok(provisio_engine::JobOptions {
             retry: provisio_core::job::RetryPolicy {
                 delays,
@@ -745,6 +752,7 @@ impl JobsConfig {
             call_timeout: std::time::Duration::from_secs(self.call_timeout_seconds.max(1)),
             max_in_flight: self.max_in_flight,
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            fallback_poll: std::time::Duration::from_millis(self.fallback_poll_ms),
             drain: std::time::Duration::from_secs(self.drain_seconds),
             breaker: provisio_engine::limits::BreakerOptions {
                 failures_to_open: self.breaker_failures.max(1),

@@ -311,6 +311,30 @@ pub struct JobGauges {
     pub oldest_pending_due: Option<DateTime<Utc>>,
 }
 
+/// Wake-ups from the database when jobs become pending (queued, retried, handed back),
+/// on whichever node wrote them: a listening connection of its own.
+pub struct JobNotifications {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl JobNotifications {
+    /// The channel the jobs trigger (migration 0014) notifies.
+    pub(crate) const CHANNEL: &'static str = "provisio_jobs";
+
+    pub(crate) async fn listen(pool: &sqlx::PgPool) -> Result<Self> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(Self::CHANNEL).await?;
+        Ok(Self { listener })
+    }
+
+    /// Waits for the next wake-up: `true` for a notification, `false` when the connection
+    /// was lost (it reconnects on the next call; what was sent meanwhile is not seen, so
+    /// the caller should look for jobs as if woken).
+    pub async fn next(&mut self) -> Result<bool> {
+        Ok(self.listener.try_recv().await?.is_some())
+    }
+}
+
 /// Durable storage for Provisio's records. Every method is one transaction.
 #[async_trait]
 pub trait Store:
@@ -446,6 +470,14 @@ pub trait Store:
     /// process) and the request's allowance; never a job whose service has an earlier job
     /// still pending or running.
     async fn claim_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>>;
+    /// Marks the worker `owner` as present at `now` (its share of every server's slots is
+    /// counted among the workers seen within a lease), or, with `present` false, as gone.
+    async fn queue_presence(&self, owner: &str, now: DateTime<Utc>, present: bool) -> Result<()>;
+    /// A stream of wake-ups when jobs become pending on any node (PostgreSQL LISTEN), or
+    /// `None` where the database has none (SQLite: one process, woken in memory).
+    async fn job_notifications(&self) -> Result<Option<JobNotifications>> {
+        Ok(None)
+    }
     /// Extends the leases `owner` holds on `ids`.
     async fn renew_leases(&self, owner: &str, ids: &[JobId], until: DateTime<Utc>) -> Result<u64>;
     /// Hands running jobs of `owner` back to the queue at once (pending, lookup first, lease

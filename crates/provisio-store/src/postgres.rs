@@ -103,7 +103,11 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore, Postgres);
+impl_store!(PgStore, Postgres, {
+    async fn job_notifications(&self) -> Result<Option<crate::JobNotifications>> {
+        Ok(Some(crate::JobNotifications::listen(&self.pool).await?))
+    }
+});
 impl_hook_store!(PgStore, Postgres);
 impl_usage_store!(PgStore, Postgres);
 impl_idempotency_store!(PgStore, Postgres);

@@ -437,6 +437,10 @@ pub(crate) struct CapacityRow {
     pub id: i64,
     pub max_concurrent: i64,
     pub running: i64,
+    /// Of `running`, the claimer's own.
+    pub own: i64,
+    /// Workers seen within a lease, the claimer among them.
+    pub live: i64,
     pub finishing: i64,
 }
 

@@ -5,10 +5,18 @@
 /// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field (reads) and
 /// inherent `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
 /// `begin_claim()`, `clock_samples()` and `LOCK_CLAUSE`.
+/// Marks a worker as present (see `claim_tx`).
+pub(crate) const PRESENCE_UPSERT: &str =
+    "INSERT INTO queue_workers (owner, seen_at) VALUES ($1, $2) \
+     ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at";
+
+/// Items given in braces after the types join the impl (a database's own methods).
 macro_rules! impl_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty $(, { $($own:item)* })?) => {
         #[async_trait::async_trait]
         impl $crate::Store for $store {
+            $($($own)*)?
+
             fn backend(&self) -> $crate::Backend {
                 Self::backend_kind()
             }
@@ -865,10 +873,40 @@ macro_rules! impl_store {
                 &self,
                 req: &$crate::ClaimRequest<'_>,
             ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+                let asked = std::time::Instant::now();
                 let mut tx = self.begin_claim().await?;
-                let jobs = claim_tx(&mut tx, req, Self::LOCK_CLAUSE).await?;
+                // The lease starts when the claim gets its turn: under load the wait for a
+                // connection and for the other claimers must not eat into it.
+                let waited = chrono::Duration::from_std(asked.elapsed()).unwrap_or_default();
+                let req = $crate::ClaimRequest {
+                    now: req.now + waited,
+                    lease_until: req.lease_until + waited,
+                    ..req.clone()
+                };
+                let jobs = claim_tx(&mut tx, &req, Self::LOCK_CLAUSE).await?;
                 tx.commit().await?;
                 Ok(jobs)
+            }
+
+            async fn queue_presence(
+                &self,
+                owner: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                present: bool,
+            ) -> $crate::Result<()> {
+                if present {
+                    sqlx::query($crate::sql::PRESENCE_UPSERT)
+                        .bind(owner)
+                        .bind($crate::rows::ts(now))
+                        .execute(self.writer())
+                        .await?;
+                } else {
+                    sqlx::query("DELETE FROM queue_workers WHERE owner = $1")
+                        .bind(owner)
+                        .execute(self.writer())
+                        .await?;
+                }
+                Ok(())
             }
 
             async fn renew_leases(
@@ -879,11 +917,15 @@ macro_rules! impl_store {
             ) -> $crate::Result<u64> {
                 let mut total = 0;
                 for chunk in ids.chunks(500) {
+                    // Rows locked by an outcome write (the call is over) or by another
+                    // node taking an expired lease over are skipped, not waited for: one
+                    // slow write must not hold up the renewal of every live job.
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE jobs SET lease_until = ");
                     qb.push_bind($crate::rows::ts(until))
-                        .push(" WHERE state = 'running' AND lease_owner = ")
+                        .push(" WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ")
                         .push_bind(owner);
                     $crate::push_ids(&mut qb, chunk);
+                    qb.push(Self::LOCK_CLAUSE).push(")");
                     total += qb.build().execute(self.writer()).await?.rows_affected();
                 }
                 Ok(total)
@@ -1214,10 +1256,20 @@ macro_rules! impl_store {
             lock_clause: &str,
         ) -> $crate::Result<Vec<provisio_core::job::Job>> {
         let now = $crate::rows::ts(req.now);
+        // Each worker seen within a lease's length (`queue_presence`: at start, then every
+        // third of a lease) gets an equal share of every server's slots, so a node that
+        // refills its freed slots at once cannot keep another out.
+        let window = (req.lease_until - req.now).num_microseconds().unwrap_or(0).max(0);
         let mut cq = sqlx::QueryBuilder::<$db>::new(
             "SELECT s.id, s.max_concurrent, \
-               (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running') AS running, ",
+               (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running') AS running, \
+               (SELECT COUNT(*) FROM jobs o WHERE o.server_id = s.id AND o.state = 'running' \
+                AND o.lease_owner = ",
         );
+        cq.push_bind(req.owner)
+            .push(") AS own, (SELECT COUNT(*) FROM queue_workers w WHERE w.seen_at >= ")
+            .push_bind(now - window)
+            .push(") AS live, ");
         if req.finishing.is_empty() {
             cq.push("CAST(0 AS BIGINT) AS finishing");
         } else {
@@ -1263,7 +1315,12 @@ macro_rules! impl_store {
                 .map(|a| i64::from(*a))
                 .unwrap_or(i64::MAX);
             // The claimer's own running jobs whose remote call is over hold no slot.
-            let free = (c.max_concurrent - c.running + c.finishing).min(own).min(budget);
+            let live = c.live.max(1);
+            let share = (c.max_concurrent + live - 1) / live;
+            let free = (c.max_concurrent - c.running + c.finishing)
+                .min(share - c.own + c.finishing)
+                .min(own)
+                .min(budget);
             if free <= 0 {
                 continue;
             }

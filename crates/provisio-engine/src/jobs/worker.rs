@@ -41,7 +41,14 @@ pub use crate::runtime::{spawn, Stopper, WorkerHandle};
 struct Shared {
     engine: Arc<Engine>,
     owner: String,
-    inflight: Mutex<HashSet<JobId>>,
+    /// Set while the database's notifications reach this worker (`listen_loop`).
+    listening: std::sync::atomic::AtomicBool,
+    /// Woken by those notifications.
+    notified: tokio::sync::Notify,
+    /// The jobs this worker holds a lease on, each with the attempt it runs. A job written
+    /// back for a retry may be claimed again before that write is settled; the settling
+    /// then leaves the new attempt here, so its lease goes on being renewed.
+    inflight: Mutex<HashMap<JobId, u32>>,
     limits: Mutex<Limits>,
     cache: Mutex<RecordCache>,
     /// The order of this node's breaker transitions, taken under the `limits` lock.
@@ -167,13 +174,16 @@ pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String,
         limits: Mutex::new(Limits::new(engine.options.jobs.breaker.clone())),
         engine,
         owner,
-        inflight: Mutex::new(HashSet::new()),
+        listening: std::sync::atomic::AtomicBool::new(false),
+        notified: tokio::sync::Notify::new(),
+        inflight: Mutex::new(HashMap::new()),
         cache: Mutex::new(RecordCache::default()),
         breaker_seq: std::sync::atomic::AtomicI64::new(1),
     });
     let (tx, rx) = mpsc::unbounded_channel::<Finished>();
     tasks.spawn(queue_loop(shared.clone(), tx, rx, stop.clone()));
     tasks.spawn(heartbeat_loop(shared.clone(), stop.clone()));
+    tasks.spawn(listen_loop(shared.clone(), stop.clone()));
     // Due unsuspensions and the clean-up are the schedule's doing.
     tasks.spawn(provisio_store::acting(
         provisio_core::access::Actor::Scheduler,
@@ -183,8 +193,9 @@ pub(crate) fn start(tasks: &mut JoinSet<()>, engine: Arc<Engine>, owner: String,
 
 /// The worker's turns. Each first claims jobs for the free slots, counting as free the
 /// slots of jobs whose remote call is over though their outcome is not yet written, and
-/// starts them; then it writes those outcomes. Claiming first keeps a slot's idle time
-/// between two remote calls to about one short claim, not a claim and a write.
+/// starts them; then it hands those outcomes to a write of their own (`MAX_WRITES` at
+/// once) and goes on. Claiming first, and not waiting for the write, keeps
+/// a slot's idle time between two remote calls to about one short claim.
 async fn queue_loop(
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Finished>,
@@ -196,12 +207,37 @@ async fn queue_loop(
     // One task per claimed batch; each job reports through `tx` when it ends.
     let mut running: JoinSet<()> = JoinSet::new();
     let mut batch: Vec<Finished> = Vec::new();
+    // How many of `batch` the last claim already counted as free slots.
+    let mut claimed_for = 0;
+    let mut writes: JoinSet<(Vec<Finished>, Vec<bool>)> = JoinSet::new();
+    let mut writing: HashSet<JobId> = HashSet::new();
     let mut servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
     let mut claim_due = true;
-    let pulse = engine.heartbeats().register("worker", opts.poll_interval);
+    let mut held_back = false;
+    // The earliest retry this worker wrote back, which no notification announces when due.
+    let mut next_retry: Option<Instant> = None;
+    let pulse = engine
+        .heartbeats()
+        .register("worker", opts.poll_interval.max(opts.fallback_poll));
+    // Counted among the workers that share the servers' slots before the first claim; the
+    // lease heartbeat keeps it so.
+    if let Err(e) = engine
+        .store
+        .queue_presence(&shared.owner, engine.now(), true)
+        .await
+    {
+        tracing::warn!(error = %e, "marking this worker present failed");
+    }
     loop {
         pulse.beat();
         while running.try_join_next().is_some() {}
+        // No claim just for a write: the jobs it lets through (a finished job's service's
+        // next) are announced on PostgreSQL, and wait for the next turn or poll on SQLite.
+        while let Some(done) = writes.try_join_next() {
+            if let Ok((written, applied)) = done {
+                settle(&shared, written, applied, &mut writing, &mut next_retry);
+            }
+        }
         // Read before draining: once no batch runs, every outcome is already in the channel.
         let idle = running.is_empty();
         while batch.len() < 512 {
@@ -222,8 +258,16 @@ async fn queue_loop(
             while running.join_next().await.is_some() {}
             continue;
         }
-        if stopping && idle && batch.is_empty() {
+        if stopping && idle && batch.is_empty() && writes.is_empty() {
             release_unfinished(&shared).await;
+            // The other nodes may take this one's share at once.
+            if let Err(e) = engine
+                .store
+                .queue_presence(&shared.owner, engine.now(), false)
+                .await
+            {
+                tracing::warn!(error = %e, "leaving the queue's workers failed; the entry expires after a lease");
+            }
             break;
         }
         // Rates come from the server records; reading them every couple of seconds is plenty.
@@ -243,30 +287,57 @@ async fn queue_loop(
             .lock()
             .unwrap()
             .len()
-            .saturating_sub(batch.len());
+            .saturating_sub(batch.len() + writing.len());
         let free = if stopping {
             0
         } else {
             (opts.max_in_flight as usize).saturating_sub(executing)
         };
-        let claim_now = free > 0 && (claim_due || !batch.is_empty());
-        if batch.is_empty() && !claim_now {
+        let claim_now = free > 0 && (claim_due || batch.len() > claimed_for);
+        if !claim_now && (batch.is_empty() || writes.len() >= MAX_WRITES) {
+            // Woken by the database, every node hears of a job at the same moment, and the
+            // node that queued it gets no head start from its own in-memory wake-up.
+            let listening = shared.listening.load(std::sync::atomic::Ordering::Relaxed);
+            let mut poll = if listening && !held_back {
+                opts.fallback_poll
+            } else {
+                opts.poll_interval
+            };
+            if let Some(due) = next_retry {
+                poll = poll.min(due.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 _ = rx.recv_many(&mut batch, 512) => {}
-                _ = engine.wake.notified() => claim_due = true,
-                _ = tokio::time::sleep(opts.poll_interval) => claim_due = true,
+                _ = engine.wake.notified(), if !listening => claim_due = true,
+                _ = shared.notified.notified() => claim_due = true,
+                _ = tokio::time::sleep(poll) => {
+                    claim_due = true;
+                    next_retry = None;
+                }
                 _ = stop.stopped(), if !stopping => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(done) = writes.join_next(), if !writes.is_empty() => {
+                    if let Ok((written, applied)) = done {
+                        settle(&shared, written, applied, &mut writing, &mut next_retry);
+                    }
+                }
             }
             continue;
         }
         if claim_now {
-            let finishing: Vec<JobId> = batch.iter().map(|f| f.update.job_id).collect();
+            let finishing: Vec<JobId> = batch
+                .iter()
+                .map(|f| f.update.job_id)
+                .chain(writing.iter().copied())
+                .collect();
+            claimed_for = batch.len();
             let (allowance, rate_held) = {
                 let mut l = shared.limits.lock().unwrap();
                 let a = l.allowance(Instant::now());
                 (a, l.rate_exhausted())
             };
+            // Rate tokens and a closing breaker announce nothing: look again soon.
+            held_back = !rate_held.is_empty() || allowance.values().any(|a| *a == 0);
             for server in rate_held {
                 if let Some(labels) = engine.cached_server_labels(server) {
                     crate::metrics::rate_limited(&labels.server);
@@ -300,7 +371,7 @@ async fn queue_loop(
                                     // A server created since the last read: fetch its rate soon.
                                     servers_loaded = now - std::time::Duration::from_secs(3600);
                                 }
-                                inflight.insert(job.id);
+                                inflight.insert(job.id, job.attempts + 1);
                                 if let Some(state) = limits.started(job.server_id, now) {
                                     probes.push(shared.transition(job.server_id, state));
                                 }
@@ -321,27 +392,76 @@ async fn queue_loop(
                 }
             }
         }
-        if batch.is_empty() {
+        if batch.is_empty() || writes.len() >= MAX_WRITES {
             continue;
         }
-        let updates: Vec<JobUpdate> = batch.iter().map(|f| f.update.clone()).collect();
-        match engine.store.finish_jobs(&updates).await {
-            Ok(applied) => {
-                for (f, held) in batch.drain(..).zip(applied) {
-                    shared.inflight.lock().unwrap().remove(&f.update.job_id);
-                    if held {
-                        let _ = engine.finished.send((f.update.job_id, f.update.state));
-                    } else {
-                        tracing::warn!(job = %f.update.job_id, "lease lost before the outcome was written; another worker will look it up");
+        let written = std::mem::take(&mut batch);
+        claimed_for = 0;
+        writing.extend(written.iter().map(|f| f.update.job_id));
+        let store = engine.store.clone();
+        writes.spawn(async move {
+            let updates: Vec<JobUpdate> = written.iter().map(|f| f.update.clone()).collect();
+            loop {
+                use futures::FutureExt as _;
+                match std::panic::AssertUnwindSafe(store.finish_jobs(&updates))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(applied)) => return (written, applied),
+                    // Keep the outcomes and try again: losing them would mean running the
+                    // actions a second time (after a lookup) when the lease runs out.
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "writing job outcomes failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    // Their leases run out and the jobs are looked up, as after a crash.
+                    Err(_) => {
+                        tracing::error!("writing job outcomes panicked; the jobs will be looked up when their leases end");
+                        let lost = vec![false; written.len()];
+                        return (written, lost);
                     }
                 }
             }
-            Err(e) => {
-                // Keep the outcomes and try again: losing them would mean running the
-                // actions a second time (after a lookup) when the lease runs out.
-                tracing::error!(error = %e, "writing job outcomes failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        });
+    }
+}
+
+/// Outcome writes in flight at once. One: the turns claim while it runs, and the outcomes
+/// that come in meanwhile make the next write's batch (more at once would write smaller
+/// batches, more statements for the same outcomes).
+const MAX_WRITES: usize = 1;
+
+/// After an outcome write: frees the jobs' places, announces those whose lease still held,
+/// and notes the earliest retry written back.
+fn settle(
+    shared: &Shared,
+    written: Vec<Finished>,
+    applied: Vec<bool>,
+    writing: &mut HashSet<JobId>,
+    next_retry: &mut Option<Instant>,
+) {
+    let engine = &shared.engine;
+    let now = engine.now();
+    for u in written.iter().map(|f| &f.update) {
+        if u.state == JobState::Pending {
+            let wait = (u.run_after - now).to_std().unwrap_or_default();
+            let due = Instant::now() + wait;
+            *next_retry = Some(next_retry.map_or(due, |d| d.min(due)));
+        }
+    }
+    for (f, held) in written.into_iter().zip(applied) {
+        let id = f.update.job_id;
+        writing.remove(&id);
+        {
+            let mut inflight = shared.inflight.lock().unwrap();
+            if inflight.get(&id) == Some(&f.update.attempts) {
+                inflight.remove(&id);
             }
+        }
+        if held {
+            let _ = engine.finished.send((f.update.job_id, f.update.state));
+        } else {
+            tracing::warn!(job = %f.update.job_id, "lease lost before the outcome was written; another worker will look it up");
         }
     }
 }
@@ -470,6 +590,48 @@ async fn load_servers(engine: &Engine) -> provisio_store::Result<Vec<(ServerId, 
     }
 }
 
+/// Passes the database's notifications of pending jobs to the worker's turns; while it
+/// cannot listen, the turns poll at `poll_interval` as they would without. It has no
+/// heartbeat pulse: its wait is not cut short for one (a cancelled receive could lose part
+/// of a message), and while it is down the turns poll, so nothing waits on it.
+async fn listen_loop(shared: Arc<Shared>, mut stop: Shutdown) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        let mut notes = match shared.engine.store.job_notifications().await {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for queued jobs failed; polling meanwhile");
+                shared.listening.store(false, Relaxed);
+                if stop.sleep(std::time::Duration::from_secs(5)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        shared.listening.store(true, Relaxed);
+        // Whatever was queued before the listening began.
+        shared.notified.notify_one();
+        loop {
+            tokio::select! {
+                r = notes.next() => match r {
+                    Ok(_) => shared.notified.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the connection listening for queued jobs failed; polling meanwhile");
+                        shared.listening.store(false, Relaxed);
+                        shared.notified.notify_one();
+                        break;
+                    }
+                },
+                _ = stop.stopped() => {
+                    shared.listening.store(false, Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Renews the leases of the jobs this worker runs, every third of a lease. It goes on
 /// while a stopping worker drains, so that no other worker takes over a job whose call may
 /// still be running here, and ends once none is left.
@@ -496,18 +658,29 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
             continue;
         }
         renewed = Instant::now();
-        let ids: Vec<JobId> = shared.inflight.lock().unwrap().iter().copied().collect();
-        if ids.is_empty() {
-            continue;
+        // Leases first: a late renewal lets another node take over a live job, a late
+        // presence mark only shrinks the other nodes' shares for a moment.
+        let ids: Vec<JobId> = shared.inflight.lock().unwrap().keys().copied().collect();
+        if !ids.is_empty() {
+            let until = shared.engine.now() + chrono::Duration::from_std(lease).unwrap_or_default();
+            if let Err(e) = shared
+                .engine
+                .store
+                .renew_leases(&shared.owner, &ids, until)
+                .await
+            {
+                tracing::warn!(error = %e, "renewing leases failed");
+            }
         }
-        let until = shared.engine.now() + chrono::Duration::from_std(lease).unwrap_or_default();
-        if let Err(e) = shared
-            .engine
-            .store
-            .renew_leases(&shared.owner, &ids, until)
-            .await
-        {
-            tracing::warn!(error = %e, "renewing leases failed");
+        if !stop.is_stopping() {
+            if let Err(e) = shared
+                .engine
+                .store
+                .queue_presence(&shared.owner, shared.engine.now(), true)
+                .await
+            {
+                tracing::warn!(error = %e, "marking this worker present failed");
+            }
         }
     }
 }
@@ -516,7 +689,13 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
 /// be looked up first (the cancelled call may have reached the remote), lease cleared so
 /// another worker takes them at once.
 async fn release_unfinished(shared: &Shared) {
-    let ids: Vec<JobId> = shared.inflight.lock().unwrap().drain().collect();
+    let ids: Vec<JobId> = shared
+        .inflight
+        .lock()
+        .unwrap()
+        .drain()
+        .map(|(id, _)| id)
+        .collect();
     if ids.is_empty() {
         return;
     }

@@ -24,6 +24,14 @@ pub struct Recording {
     info: std::sync::OnceLock<ModuleInfo>,
     pub calls: Mutex<Vec<(String, String, String)>>,
     pub effects: Mutex<Vec<(String, String)>>,
+    /// A test's own behaviour, asked after the call is recorded: `Some` answers the call.
+    pub script: std::sync::OnceLock<Arc<dyn Script>>,
+}
+
+/// What a test scripts a call to do (hold it, fail it) instead of the recording's default.
+#[async_trait::async_trait]
+pub trait Script: Send + Sync {
+    async fn call(&self, req: &ActionRequest) -> Option<Result<ActionReply, ModuleError>>;
 }
 
 #[async_trait::async_trait]
@@ -62,6 +70,11 @@ impl Module for Recording {
             user,
             req.idempotency_key.clone(),
         ));
+        if let Some(script) = self.script.get() {
+            if let Some(answer) = script.call(req).await {
+                return answer;
+            }
+        }
         if req
             .service
             .as_ref()

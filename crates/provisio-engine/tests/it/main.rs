@@ -7,6 +7,7 @@
 mod actions;
 mod clock;
 mod harness;
+mod outcomes;
 mod placement;
 mod retention;
 mod shutdown;

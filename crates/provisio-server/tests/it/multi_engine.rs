@@ -1,4 +1,5 @@
-//! Two engines on one PostgreSQL process 10,000 jobs with no job executed twice.
+//! Two engines on one PostgreSQL process 10,000 jobs with no job executed twice, and with
+//! default settings share 2,000 jobs ordered through one of them.
 //!
 //! Both engines share one database and one `Recorder` (the remote), each through its own
 //! `Tagged` wrapper that notes which engine made every call. Services are ordered on both
@@ -45,6 +46,8 @@ struct Tagged {
     engine: usize,
     remote: Arc<Recorder>,
     ledger: Arc<Mutex<Vec<Execution>>>,
+    /// How long each call takes, so that slots fill up.
+    delay: Duration,
 }
 
 #[async_trait::async_trait]
@@ -64,6 +67,9 @@ impl Module for Tagged {
                 .map(|s| s.username.clone())
                 .unwrap_or_default(),
         });
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         self.remote.call(req).await
     }
 }
@@ -100,6 +106,7 @@ async fn two_engines_on_one_postgres_run_ten_thousand_jobs_once_each() {
             engine: n,
             remote: remote.clone(),
             ledger: ledger.clone(),
+            delay: Duration::ZERO,
         }));
         engines.push(Arc::new(
             provisio_server::prepare(&cfg, registry).await.unwrap(),
@@ -276,6 +283,124 @@ async fn two_engines_on_one_postgres_run_ten_thousand_jobs_once_each() {
     });
     eprintln!(
         "multi_engine: ordered in {ordered:?}, drained in {drained:?}, per engine {per_engine:?}, total {:?}",
+        started.elapsed()
+    );
+}
+
+/// Two engines with the default job settings, orders arriving through the first only, a
+/// server with the default `max_concurrent`, calls that take a few milliseconds: each engine
+/// runs a good share. (Before each worker got a share of the slots and the database's
+/// notifications, the first, woken by its own orders and outcomes, refilled every freed
+/// slot before the second's poll came round, and the second ran almost nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_with_default_settings_share_the_work() {
+    const JOBS_N: usize = 2_000;
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(Db::Postgres, dir.path()).await;
+    let cfg = config(dir.path(), &url, "");
+    let remote = Arc::new(Recorder::default());
+    let ledger = Arc::new(Mutex::new(Vec::new()));
+    let mut engines: Vec<Arc<Engine>> = Vec::new();
+    for n in 0..2 {
+        let mut registry = Registry::builtin_with(&cfg.module_options().unwrap());
+        registry.register(Arc::new(Tagged {
+            engine: n,
+            remote: remote.clone(),
+            ledger: ledger.clone(),
+            delay: Duration::from_millis(5),
+        }));
+        engines.push(Arc::new(
+            provisio_server::prepare(&cfg, registry).await.unwrap(),
+        ));
+    }
+    let client = engines[0]
+        .create_client(input::<ClientCreate>(
+            json!({"name": "Share", "email": "share@m.test"}),
+        ))
+        .await
+        .unwrap();
+    engines[0]
+        .create_server(input::<ServerCreate>(
+            json!({"name": "rec", "module": "recorder"}),
+        ))
+        .await
+        .unwrap();
+    engines[0]
+        .create_product(input::<ProductCreate>(
+            json!({"name": "plan", "module": "recorder"}),
+        ))
+        .await
+        .unwrap();
+    let workers: Vec<_> = engines
+        .iter()
+        .enumerate()
+        .map(|(n, e)| provisio_engine::worker::spawn(e.clone(), format!("share-{n}")))
+        .collect();
+    let mut inserters = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let engine = engines[0].clone();
+        let client_id = client.id.0;
+        inserters.spawn(async move {
+            for i in (t..JOBS_N).step_by(8) {
+                engine
+                    .create_service(input::<ServiceCreate>(json!({
+                        "client_id": client_id,
+                        "product": "plan",
+                        "username": format!("s{i:05}"),
+                    })))
+                    .await
+                    .unwrap_or_else(|e| panic!("ordering s{i:05}: {e}"));
+            }
+        });
+    }
+    while let Some(r) = inserters.join_next().await {
+        r.unwrap();
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} jobs still open after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in workers {
+        w.shutdown().await;
+    }
+    let states = grouped(&pool, "SELECT state, COUNT(*) FROM jobs GROUP BY state").await;
+    assert_eq!(
+        states,
+        HashMap::from([("done".to_string(), JOBS_N as i64)]),
+        "job states"
+    );
+    pool.close().await;
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
+    let keys: std::collections::HashSet<&str> = ledger.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        (ledger.len(), keys.len()),
+        (JOBS_N, JOBS_N),
+        "one call per job"
+    );
+    let per_engine = [0, 1].map(|n| ledger.iter().filter(|e| e.engine == n).count());
+    for (n, count) in per_engine.iter().enumerate() {
+        assert!(
+            *count > JOBS_N / 4,
+            "engine {n} ran only {count} of {JOBS_N} jobs: {per_engine:?}"
+        );
+    }
+    eprintln!(
+        "multi_engine share: per engine {per_engine:?} in {:?}",
         started.elapsed()
     );
 }
