@@ -45,6 +45,7 @@ struct Row {
 #[template(path = "console/products.html")]
 struct Products {
     rows: Vec<Row>,
+    may_edit: bool,
 }
 
 pub(crate) async fn products(
@@ -53,6 +54,7 @@ pub(crate) async fn products(
     headers: HeaderMap,
 ) -> PageResult {
     s.need(Method::GET, "/v1/products")?;
+    let may_edit = s.may(Method::PATCH, "/v1/products/{product}");
     let engine = &state.app.engine;
     let found = engine
         .list_products(
@@ -108,7 +110,7 @@ pub(crate) async fn products(
         &headers,
         "/console/products",
         "Products",
-        Products { rows },
+        Products { rows, may_edit },
     )
 }
 
@@ -128,6 +130,8 @@ struct ProductPage {
     server_group: String,
     auto_setup: String,
     updated: String,
+    /// The product's edit form, when the key may change it.
+    edit: Option<String>,
     /// Root first, the product itself last.
     levels: Vec<Level>,
     /// `(name, value, where it comes from)`.
@@ -180,6 +184,9 @@ pub(crate) async fn product(
             .map_or_else(|| "—".into(), |g| g.to_string()),
         auto_setup: super::wire(p.auto_setup),
         updated: when(p.updated_at),
+        edit: s
+            .may(Method::PATCH, "/v1/products/{product}")
+            .then(|| format!("/console/products/{}/edit", p.id)),
         levels,
         effective,
     };
