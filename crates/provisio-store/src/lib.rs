@@ -116,6 +116,10 @@ pub use usage::{AccountRow, AuditFinish, NewAudit, SyncRun, UsageApplied, UsageS
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Makes the events announcing one stored order from its service and job
+/// ([`Store::insert_orders`]).
+pub type Announce = dyn for<'a> Fn(&'a Service, Option<&'a Job>) -> Vec<NewEvent> + Send + Sync;
+
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -443,6 +447,15 @@ pub trait Store:
     async fn insert_services_with_jobs(
         &self,
         orders: &[(NewService, Option<NewJob>)],
+    ) -> Result<Vec<(Service, Option<Job>)>>;
+    /// [`Store::insert_services_with_jobs`] with the events announcing the orders, which
+    /// `announce` makes from each stored service and job (they need the new ids), written
+    /// in the same transaction: an order is never stored unannounced, and it costs one
+    /// write instead of two.
+    async fn insert_orders(
+        &self,
+        orders: &[(NewService, Option<NewJob>)],
+        announce: &Announce,
     ) -> Result<Vec<(Service, Option<Job>)>>;
     /// Stores a job and the events announcing it (`service.<action>.before`) together.
     async fn enqueue_job(

@@ -698,6 +698,30 @@ macro_rules! impl_store {
                 Ok(out)
             }
 
+            async fn insert_orders(
+                &self,
+                orders: &[(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
+                announce: &$crate::Announce,
+            ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
+                let mut wr = self.write().await?;
+                let mut tx = wr.begin().await?;
+                let servers: std::collections::BTreeSet<i64> =
+                    orders.iter().map(|(s, _)| s.server_id.0).collect();
+                lock_loads(&mut tx, &servers, Self::ROW_LOCK).await?;
+                let now = self.clock.now();
+                let mut out = Vec::with_capacity(orders.len());
+                let mut events = Vec::new();
+                for (s, job) in orders {
+                    let (service, job) = insert_service_tx(&mut tx, now, s, job.as_ref()).await?;
+                    events.extend(announce(&service, job.as_ref()));
+                    out.push((service, job));
+                }
+                insert_events_tx(&mut tx, now, &events).await?;
+                tx.commit().await?;
+                wr.durable().await?;
+                Ok(out)
+            }
+
             async fn enqueue_job(
                 &self,
                 service_id: provisio_core::ServiceId,

@@ -17,6 +17,17 @@ struct PreparedOrder {
     job: Option<provisio_core::job::NewJob>,
 }
 
+/// The event that announces an order's create job (`service.create.before`), stored in the
+/// order's own transaction; an order without a job (set up later) announces nothing here.
+fn announce_create(
+    service: &Service,
+    job: Option<&provisio_core::job::Job>,
+) -> Vec<provisio_core::event::NewEvent> {
+    job.map(|_| crate::events::before(&Settings::new(), "create", service))
+        .into_iter()
+        .collect()
+}
+
 impl Engine {
     /// Picks the enabled server of the product's module (and group, if it names one) that
     /// has the fewest live services, counting `extra` more on the servers it names (the
@@ -77,8 +88,14 @@ impl Engine {
         let order = self.prepare_order(input, &HashMap::new()).await?;
         let (service, job) = self
             .store
-            .insert_service_with_job(&order.new, order.job.as_ref())
-            .await?;
+            .insert_orders(&[(order.new, order.job)], &announce_create)
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                EngineError::Store(provisio_store::StoreError::Corrupt(
+                    "a stored order was not returned".into(),
+                ))
+            })?;
         self.announce_orders(&[(&service, job.as_ref())]).await;
         Ok(Ordered {
             service,
@@ -120,18 +137,25 @@ impl Engine {
             .iter()
             .map(|(_, o)| (o.new.clone(), o.job.clone()))
             .collect();
-        let stored = match self.store.insert_services_with_jobs(&rows).await {
+        let stored = match self.store.insert_orders(&rows, &announce_create).await {
             Ok(all) => all.into_iter().map(Ok).collect(),
             // One order conflicts with a record (a username or external id taken, perhaps
             // by another order of this batch): store each alone, so only that one fails.
             Err(provisio_store::StoreError::Conflict { .. }) => {
                 let mut each = Vec::with_capacity(rows.len());
-                for (new, job) in &rows {
+                for row in rows.chunks(1) {
                     each.push(
                         self.store
-                            .insert_service_with_job(new, job.as_ref())
+                            .insert_orders(row, &announce_create)
                             .await
-                            .map_err(EngineError::from),
+                            .map_err(EngineError::from)
+                            .and_then(|mut one| {
+                                one.pop().ok_or_else(|| {
+                                    EngineError::Store(provisio_store::StoreError::Corrupt(
+                                        "a stored order was not returned".into(),
+                                    ))
+                                })
+                            }),
                     );
                 }
                 each
@@ -181,23 +205,14 @@ impl Engine {
         }))
     }
 
-    /// Announces the create each stored order queued (`service.create.before`).
+    /// Counts the creates the stored orders queued and wakes the worker for them (their
+    /// `service.create.before` events were stored with them, see [`announce_create`]).
     async fn announce_orders(&self, orders: &[(&Service, Option<&provisio_core::job::Job>)]) {
         let jobs: Vec<_> = orders.iter().filter_map(|(_, j)| *j).collect();
-        self.count_enqueued(jobs).await;
-        // Stored right after the orders rather than with them: the events need the new
-        // services' ids. Losing them to a crash in between loses only the announcement.
-        let events: Vec<_> = orders
-            .iter()
-            .filter(|(_, job)| job.is_some())
-            .map(|(s, _)| crate::events::before(&Settings::new(), "create", s))
-            .collect();
-        if events.is_empty() {
+        if jobs.is_empty() {
             return;
         }
-        if let Err(e) = self.store.insert_events(&events).await {
-            tracing::warn!(orders = events.len(), error = %e, "announcing orders' creates failed");
-        }
+        self.count_enqueued(jobs).await;
         self.wake.notify_one();
     }
 

@@ -5,7 +5,7 @@
 //! A gate runs in the task of the request that asked for the action and holds no lock or
 //! transaction while it thinks, so a slow gate delays only its own action.
 
-use provisio_core::handler::{GateDecision, HandlerStatus, OnError, Phase};
+use provisio_core::handler::{GateDecision, Handler, HandlerStatus, OnError, Phase};
 use provisio_core::module::Action;
 use provisio_core::webhook;
 use provisio_store::HandlerFilter;
@@ -24,21 +24,40 @@ impl Engine {
     pub(crate) async fn run_gates(
         &self,
         event: &str,
-        mut payload: Value,
+        payload: Value,
         apply: &mut ApplyChanges<'_>,
     ) -> Result<()> {
-        // A custom action whose name is not an event segment has no gate event.
+        let gates = self.gates_listening(event).await?;
+        self.ask_gates(&gates, event, payload, apply).await
+    }
+
+    /// The enabled gates that hear `event`, in order; none for a custom action whose name
+    /// is not an event segment (it has no gate event).
+    pub(crate) async fn gates_listening(&self, event: &str) -> Result<Vec<Handler>> {
         let Ok(kind) = provisio_core::event::EventType::parse(event) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let gates = self
+        let mut gates = self
             .store
             .list_handlers(&HandlerFilter {
                 phase: Some(Phase::Gate),
                 status: Some(HandlerStatus::Enabled),
             })
             .await?;
-        for gate in gates.iter().filter(|g| g.listens_to(&kind)) {
+        gates.retain(|g| g.listens_to(&kind));
+        Ok(gates)
+    }
+
+    /// [`Engine::run_gates`] with the gates already read (by [`Engine::gates_listening`]), so
+    /// a caller with none to ask builds no payload for them.
+    pub(crate) async fn ask_gates(
+        &self,
+        gates: &[Handler],
+        event: &str,
+        mut payload: Value,
+        apply: &mut ApplyChanges<'_>,
+    ) -> Result<()> {
+        for gate in gates {
             let msg_id = webhook::new_message_id();
             let body = serde_json::to_vec(&json!({
                 "id": msg_id,

@@ -222,6 +222,12 @@ impl Engine {
         action: &Action,
         params: &mut Settings,
     ) -> Result<bool> {
+        let event = format!("service.{}.before", action.as_str());
+        // Most actions meet no gate: then neither the client is read nor a payload built.
+        let gates = self.gates_listening(&event).await?;
+        if gates.is_empty() {
+            return Ok(false);
+        }
         let client = self.store.get_client(service.client_id).await?;
         let (shown, _) = provisio_core::secret::redact_settings(params);
         let payload = serde_json::json!({
@@ -297,12 +303,7 @@ impl Engine {
             }
             Ok(())
         };
-        self.run_gates(
-            &format!("service.{}.before", action.as_str()),
-            payload,
-            &mut apply,
-        )
-        .await?;
+        self.ask_gates(&gates, &event, payload, &mut apply).await?;
         Ok(changed)
     }
 

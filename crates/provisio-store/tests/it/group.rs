@@ -72,3 +72,92 @@ pub async fn concurrent_writes_fail_alone_and_are_read_when_answered(s: S) {
         .count();
     assert_eq!(noted, 41);
 }
+
+/// Orders are stored with the events announcing them, made from the stored rows, in one
+/// transaction: every announcement names its new service, and a batch that fails stores
+/// neither its orders nor their announcements.
+pub async fn orders_are_stored_with_their_announcements(s: S) {
+    let w = world(&s).await;
+    let job = |key: &str| provisio_core::job::NewJob {
+        server_id: w.server,
+        action: provisio_core::module::Action::Create,
+        params: provisio_core::settings::Settings::new(),
+        idempotency_key: key.into(),
+        max_attempts: 3,
+        run_after: chrono::Utc::now(),
+        trace_id: provisio_core::trace::TraceId::random(),
+    };
+    let announce = |svc: &provisio_core::service::Service, j: Option<&provisio_core::job::Job>| {
+        vec![NewEvent::new(
+            "service.create.before",
+            format!("service:{}", svc.id),
+            json!({ "job": j.map(|j| j.id.0) }),
+        )]
+    };
+    let orders = [
+        (
+            new_service(w.client, w.product, w.server, "o1"),
+            Some(job("o1")),
+        ),
+        (new_service(w.client, w.product, w.server, "o2"), None),
+    ];
+    let stored = s.insert_orders(&orders, &announce).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].0.username.as_str(), "o1");
+    let first_job = stored[0].1.as_ref().expect("the first order's job").id;
+    assert!(stored[1].1.is_none());
+    let events = s
+        .list_events(
+            &provisio_store::EventFilter::default(),
+            provisio_core::page::PageRequest::first(100),
+        )
+        .await
+        .unwrap();
+    let subjects: Vec<(String, serde_json::Value)> = events
+        .items
+        .iter()
+        .filter(|e| e.kind.as_str() == "service.create.before")
+        .map(|e| (e.subject.clone(), e.payload["job"].clone()))
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![
+            (format!("service:{}", stored[0].0.id), json!(first_job.0)),
+            (
+                format!("service:{}", stored[1].0.id),
+                serde_json::Value::Null
+            ),
+        ]
+    );
+    // The second order takes a live username: nothing of this batch is stored.
+    let clash = [
+        (
+            new_service(w.client, w.product, w.server, "o3"),
+            Some(job("o3")),
+        ),
+        (
+            new_service(w.client, w.product, w.server, "o1"),
+            Some(job("o4")),
+        ),
+    ];
+    match s.insert_orders(&clash, &announce).await {
+        Err(StoreError::Conflict { field }) => assert_eq!(field, "username"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.count_services(&ServiceFilter::default()).await.unwrap(),
+        2
+    );
+    let after = s
+        .list_events(
+            &provisio_store::EventFilter::default(),
+            provisio_core::page::PageRequest::first(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        after.items.len(),
+        events.items.len(),
+        "no announcement of the failed batch"
+    );
+}

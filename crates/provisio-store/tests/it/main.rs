@@ -91,5 +91,6 @@ on_both!(
     queue_gauges_and_migrations_are_read,
     server_loads_match_counts_after_every_change,
     concurrent_writes_fail_alone_and_are_read_when_answered,
+    orders_are_stored_with_their_announcements,
     console_sessions_expire_and_end,
 );
