@@ -392,6 +392,12 @@ async fn retry_a_failed_job(db: Db) {
     b.click("#confirm").await;
     b.wait_text("#job-state", "done").await;
     b.wait_text("#attempts", "permanent").await;
+    // A finished job's page stops polling (the done render that replaced the polling
+    // region carries no trigger), so no swap lands under a click on its links.
+    assert!(
+        !b.exists("[hx-trigger]").await,
+        "a done job's page still polls"
+    );
     b.screenshot(&format!("retry-{db:?}")).await;
     assert_eq!(app.wait_job(job).await["state"], "done");
     b.stop().await;
