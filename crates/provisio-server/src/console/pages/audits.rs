@@ -12,7 +12,6 @@ use provisio_core::audit::{Audit, FixMode};
 use provisio_core::page::PageRequest;
 use provisio_engine::audit::AuditInput;
 use provisio_engine::input::RecordRef;
-use provisio_store::ServerFilter;
 use serde::Deserialize;
 
 use super::form::{problem_fields, unprocessable, FormPage};
@@ -98,7 +97,7 @@ async fn list_page(
     (form, errors, summary): (StartForm, Vec<(String, String)>, Option<String>),
 ) -> PageResult {
     let engine = &state.app.engine;
-    let servers = servers(state).await?;
+    let servers = super::all_servers(state).await?;
     let found = engine
         .list_audits(None, PageRequest { after, limit: 100 })
         .await?;
@@ -113,18 +112,6 @@ async fn list_page(
         next: found.next.map(|n| n.to_string()),
     };
     page(s, headers, "/console/audits", "Audits", content)
-}
-
-async fn servers(state: &ConsoleState) -> Result<Vec<provisio_core::server::Server>, PageError> {
-    Ok(state
-        .app
-        .engine
-        .list_servers(
-            &ServerFilter::default(),
-            PageRequest::first(PageRequest::MAX_LIMIT),
-        )
-        .await?
-        .items)
 }
 
 pub(crate) async fn audits(
@@ -285,7 +272,7 @@ pub(crate) async fn audit(
     let engine = &state.app.engine;
     let a = engine.get_audit(crate::extract::path_id(&id)?).await?;
     let findings = engine.audit_findings(a.id, None).await?;
-    let servers = servers(&state).await?;
+    let servers = super::all_servers(&state).await?;
     let preview = a.fix.is_some() && a.dry_run;
     let apply = (preview
         && a.state == provisio_core::audit::AuditState::Done

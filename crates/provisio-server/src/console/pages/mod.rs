@@ -24,6 +24,22 @@ use serde::Serialize;
 
 use super::ConsoleState;
 
+/// Every server, as the pages that name or pick servers list them (one page of the
+/// listing's largest size: more servers than that is beyond what a person picks from).
+pub(crate) async fn all_servers(
+    state: &ConsoleState,
+) -> Result<Vec<provisio_core::server::Server>, crate::console::PageError> {
+    Ok(state
+        .app
+        .engine
+        .list_servers(
+            &provisio_store::ServerFilter::default(),
+            provisio_core::page::PageRequest::first(provisio_core::page::PageRequest::MAX_LIMIT),
+        )
+        .await?
+        .items)
+}
+
 pub(crate) fn routes() -> Router<ConsoleState> {
     Router::new()
         .route(&at("/"), get(overview::overview))

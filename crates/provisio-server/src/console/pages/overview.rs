@@ -9,8 +9,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::Extension;
-use provisio_core::page::PageRequest;
-use provisio_store::{ConsoleOverview, OverviewWindow, ServerFilter};
+use provisio_store::{ConsoleOverview, OverviewWindow};
 
 use super::{when, when_opt};
 use crate::console::{page, see_other, ConsoleState, PageResult, Session};
@@ -122,13 +121,7 @@ pub(crate) async fn overview(
     let (o, read_at) = state.overview.get(engine).await?;
     let from = read_at - chrono::Duration::minutes(CHART_MINUTES);
     let now = read_at;
-    let servers = engine
-        .list_servers(
-            &ServerFilter::default(),
-            PageRequest::first(PageRequest::MAX_LIMIT),
-        )
-        .await?
-        .items;
+    let servers = super::all_servers(&state).await?;
     let name = |id: provisio_core::ServerId| {
         servers
             .iter()

@@ -10,7 +10,7 @@ use provisio_core::job::{JobId, JobState};
 use provisio_core::page::PageRequest;
 use provisio_core::ServiceId;
 use provisio_engine::input::RecordRef;
-use provisio_store::{JobFilter, ServerFilter};
+use provisio_store::JobFilter;
 use serde::Deserialize;
 
 use super::form::FormPage;
@@ -61,20 +61,6 @@ impl FormPage for QueuePage {
     }
 }
 
-pub(crate) async fn server_names(
-    state: &ConsoleState,
-) -> Result<Vec<provisio_core::server::Server>, PageError> {
-    Ok(state
-        .app
-        .engine
-        .list_servers(
-            &ServerFilter::default(),
-            PageRequest::first(PageRequest::MAX_LIMIT),
-        )
-        .await?
-        .items)
-}
-
 pub(crate) fn job_row(
     j: provisio_core::job::Job,
     servers: &[provisio_core::server::Server],
@@ -105,7 +91,7 @@ pub(crate) async fn queue(
     s.need(Method::GET, "/v1/jobs")?;
     let engine = &state.app.engine;
     let servers = if s.may(Method::GET, "/v1/servers") {
-        server_names(&state).await?
+        super::all_servers(&state).await?
     } else {
         Vec::new()
     };
@@ -233,7 +219,7 @@ pub(crate) async fn job(
     let id = seen_job(&state, &s, &id).await?;
     let d = state.app.engine.get_job(id).await?;
     let servers = if s.may(Method::GET, "/v1/servers") {
-        server_names(&state).await?
+        super::all_servers(&state).await?
     } else {
         Vec::new()
     };

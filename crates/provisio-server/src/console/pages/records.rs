@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, Method};
 use axum::Extension;
 use provisio_core::page::PageRequest;
 use provisio_engine::input::RecordRef;
-use provisio_store::ServerFilter;
 
 use super::{show, when, wire};
 use crate::console::{page, ConsoleState, PageResult, Session};
@@ -92,16 +91,8 @@ async fn servers_page(
     s.need(Method::GET, "/v1/servers")?;
     let may_test = s.may(Method::POST, "/v1/servers/{server}/test");
     let may_edit = s.may(Method::PATCH, "/v1/servers/{server}");
-    let found = state
-        .app
-        .engine
-        .list_servers(
-            &ServerFilter::default(),
-            PageRequest::first(PageRequest::MAX_LIMIT),
-        )
-        .await?;
-    let rows = found
-        .items
+    let rows = super::all_servers(state)
+        .await?
         .into_iter()
         .map(|x| {
             let mut row = vec![

@@ -71,7 +71,7 @@ pub(crate) async fn search(
     let engine = &state.app.engine;
     let see_servers = s.may(Method::GET, "/v1/servers");
     let servers = if see_servers {
-        super::queue::server_names(&state).await?
+        super::all_servers(&state).await?
     } else {
         Vec::new()
     };
