@@ -50,6 +50,93 @@ pub fn captured_log() -> String {
     String::from_utf8_lossy(&init_log().lock().unwrap()).into_owned()
 }
 
+/// How long one test may run before it counts as hung: ten minutes, more when the
+/// schemathesis run is given longer (`PROVISIO_SCHEMATHESIS_SECONDS`), or
+/// `PROVISIO_TEST_TIMEOUT_SECS`.
+fn test_bound() -> std::time::Duration {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let secs = env("PROVISIO_TEST_TIMEOUT_SECS")
+        .unwrap_or_else(|| 600.max(env("PROVISIO_SCHEMATHESIS_SECONDS").unwrap_or(0) + 300));
+    std::time::Duration::from_secs(secs)
+}
+
+/// Runs one test on a thread of its own with a current-thread runtime (what
+/// `#[tokio::test]` gives) and fails it once it has run longer than [`test_bound`]. The
+/// bound holds even when the test's thread is blocked outside the runtime; on PostgreSQL the
+/// failure shows what the cluster's sessions were doing, the usual reason being a lock wait.
+pub fn run_bounded<F, Fut>(name: &'static str, db: Db, body: F)
+where
+    F: FnOnce(Db) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (done, finished) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(body(db))));
+            let _ = done.send(());
+            if let Err(p) = outcome {
+                std::panic::resume_unwind(p);
+            }
+        })
+        .unwrap();
+    let bound = test_bound();
+    match finished.recv_timeout(bound) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = thread.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let sessions = if db == Db::Postgres {
+                postgres_sessions()
+            } else {
+                String::new()
+            };
+            panic!("{name} was still running after {bound:?}: it hung.{sessions}");
+        }
+    }
+}
+
+/// The cluster's sessions other than idle ones, with what each waits on and its query.
+fn postgres_sessions() -> String {
+    let Ok(url) = std::env::var("PROVISIO_TEST_PG_URL") else {
+        return String::new();
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use sqlx::Connection;
+        let mut conn = match sqlx::PgConnection::connect(&url).await {
+            Ok(c) => c,
+            Err(e) => return format!(" PostgreSQL could not be asked what it was doing: {e}"),
+        };
+        let rows: Vec<(i32, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>)> =
+            sqlx::query_as(
+                "SELECT pid, datname::text, state, wait_event_type || ':' || wait_event, \
+                        (now() - xact_start)::text, left(query, 300) \
+                 FROM pg_stat_activity \
+                 WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' \
+                   AND state IS DISTINCT FROM 'idle'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+        let mut out = String::from(" PostgreSQL sessions not idle (pid, database, state, waiting on, in transaction for, query):");
+        for r in rows {
+            out.push_str(&format!("\n  {r:?}"));
+        }
+        out
+    })
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Db {
     Sqlite,
@@ -298,7 +385,12 @@ async fn start_with(
         worker,
         base: format!("http://{addr}"),
         key,
-        http: reqwest::Client::new(),
+        // No request of a test waits this long (`?wait=` is at most 20 s): one that does is
+        // a hang, failed with its URL instead of waited on.
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .unwrap(),
         dir,
         db_url,
         shutdown: Some(tx),
@@ -314,15 +406,22 @@ impl TestApp {
         }
     }
 
+    /// Stops the server, then the worker; each part has a minute, and one that takes longer
+    /// fails the test naming itself rather than hanging it.
     pub async fn stop(mut self) {
+        const BOUND: std::time::Duration = std::time::Duration::from_secs(60);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(h) = self.handle.take() {
-            let _ = h.await;
+            let _ = tokio::time::timeout(BOUND, h)
+                .await
+                .expect("the HTTP server did not stop within a minute of being told to");
         }
         if let Some(w) = self.worker.take() {
-            w.shutdown().await;
+            tokio::time::timeout(BOUND, w.shutdown())
+                .await
+                .expect("the worker did not stop within a minute of being told to");
         }
     }
 

@@ -4,23 +4,33 @@
 
 /// For each `async fn name(db: Db)` of the module it is invoked in, a `sqlite::name` and a
 /// `postgres::name` test; the test's app (`spawn_app_with(db, …)`) makes a fresh database
-/// of its own, on PostgreSQL a new one in the cluster `PROVISIO_TEST_PG_URL` names.
+/// of its own, on PostgreSQL a new one in the cluster `PROVISIO_TEST_PG_URL` names. Each
+/// runs bounded in time ([`helpers::run_bounded`]), so a hang fails that test, with what the
+/// database was doing, instead of holding the whole run.
 /// Defined before the modules so that every one of them can invoke it.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::helpers::Db::Sqlite).await;
+                #[test]
+                fn $name() {
+                    $crate::helpers::run_bounded(
+                        concat!(module_path!(), "::", stringify!($name)),
+                        $crate::helpers::Db::Sqlite,
+                        super::$name,
+                    );
                 }
             )*
         }
         mod postgres {
             $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::helpers::Db::Postgres).await;
+                #[test]
+                fn $name() {
+                    $crate::helpers::run_bounded(
+                        concat!(module_path!(), "::", stringify!($name)),
+                        $crate::helpers::Db::Postgres,
+                        super::$name,
+                    );
                 }
             )*
         }
