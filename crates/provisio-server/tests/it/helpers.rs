@@ -103,6 +103,16 @@ where
     }
 }
 
+/// pid, database, state, waiting on, in transaction for, query.
+type SessionRow = (
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// The cluster's sessions other than idle ones, with what each waits on and its query.
 fn postgres_sessions() -> String {
     let Ok(url) = std::env::var("PROVISIO_TEST_PG_URL") else {
@@ -118,7 +128,7 @@ fn postgres_sessions() -> String {
             Ok(c) => c,
             Err(e) => return format!(" PostgreSQL could not be asked what it was doing: {e}"),
         };
-        let rows: Vec<(i32, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>)> =
+        let rows: Vec<SessionRow> =
             sqlx::query_as(
                 "SELECT pid, datname::text, state, wait_event_type || ':' || wait_event, \
                         (now() - xact_start)::text, left(query, 300) \
