@@ -42,7 +42,7 @@ use provisio_core::secret::Cipher;
 use provisio_modules::Registry;
 use provisio_store::Store;
 
-pub use catalog::{Ordered, ProductView};
+pub use catalog::{inherit_catalog, Ordered, ProductView};
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
 pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
@@ -223,6 +223,8 @@ pub struct Engine {
     labels: metrics::ServerLabels,
     /// The loops' heartbeats, for readiness.
     heartbeats: heartbeat::Heartbeats,
+    /// Keys, resellers, products, servers and gates, checked against the catalog generation.
+    catalog: catalog::cache::CatalogCache,
 }
 
 impl Engine {
@@ -258,6 +260,7 @@ impl Engine {
             drain_until: tokio::sync::watch::channel(None).0,
             labels: Default::default(),
             heartbeats: Default::default(),
+            catalog: Default::default(),
         }
     }
 

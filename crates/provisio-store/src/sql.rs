@@ -1175,6 +1175,12 @@ macro_rules! impl_store {
                 row.try_into()
             }
 
+            async fn catalog_generation(&self) -> $crate::Result<i64> {
+                Ok(sqlx::query_scalar("SELECT n FROM catalog_generation WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
             async fn find_api_key(&self, hash: &str) -> $crate::Result<Option<$crate::ApiKey>> {
                 one_by!(&self.pool, $crate::rows::ApiKeyRow, "SELECT * FROM api_keys WHERE hash = $1", hash)
             }

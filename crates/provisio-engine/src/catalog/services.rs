@@ -37,6 +37,39 @@ impl Engine {
         product: &Product,
         extra: &HashMap<ServerId, i64>,
     ) -> Result<Option<Server>> {
+        let seen = self.catalog_now().await?;
+        let group = product.server_group.as_ref().map(|g| g.to_string());
+        let place_key = (product.module.clone(), group.clone());
+        let kept = self
+            .catalog
+            .get(seen, |c| c.placement.get(&place_key).cloned());
+        let candidates = match kept {
+            Some(c) => c,
+            None => {
+                let c = self.placement_candidates(product).await?;
+                self.catalog.put(seen, |copies| {
+                    copies.placement.insert(place_key, c.clone());
+                });
+                c
+            }
+        };
+        // The counts the store keeps with every service change, all in one read: counting
+        // the services themselves would cost more with every service ordered.
+        let ids: Vec<ServerId> = candidates.iter().map(|s| s.id).collect();
+        let loads = self.store.server_loads(&ids).await?;
+        let mut best: Option<(i64, Server)> = None;
+        for s in candidates {
+            let load =
+                loads.get(&s.id).copied().unwrap_or(0) + extra.get(&s.id).copied().unwrap_or(0);
+            if best.as_ref().is_none_or(|(l, _)| load < *l) {
+                best = Some((load, s));
+            }
+        }
+        Ok(best.map(|(_, s)| s))
+    }
+
+    /// The enabled servers of the product's module (and group), from the store.
+    async fn placement_candidates(&self, product: &Product) -> Result<Vec<Server>> {
         let mut candidates = Vec::new();
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
@@ -57,19 +90,7 @@ impl Engine {
                 None => break,
             }
         }
-        // The counts the store keeps with every service change, all in one read: counting
-        // the services themselves would cost more with every service ordered.
-        let ids: Vec<ServerId> = candidates.iter().map(|s| s.id).collect();
-        let loads = self.store.server_loads(&ids).await?;
-        let mut best: Option<(i64, Server)> = None;
-        for s in candidates {
-            let load =
-                loads.get(&s.id).copied().unwrap_or(0) + extra.get(&s.id).copied().unwrap_or(0);
-            if best.as_ref().is_none_or(|(l, _)| load < *l) {
-                best = Some((load, s));
-            }
-        }
-        Ok(best.map(|(_, s)| s))
+        Ok(candidates)
     }
 
     /// Orders a service: stored `pending` with its create job (when the product sets up on
