@@ -225,6 +225,8 @@ pub struct Engine {
     heartbeats: heartbeat::Heartbeats,
     /// Keys, resellers, products, servers and gates, checked against the catalog generation.
     catalog: catalog::cache::CatalogCache,
+    /// Single orders that arrive together, stored in one write.
+    order_lane: catalog::order_lane::OrderLane,
 }
 
 impl Engine {
@@ -261,6 +263,7 @@ impl Engine {
             labels: Default::default(),
             heartbeats: Default::default(),
             catalog: Default::default(),
+            order_lane: Default::default(),
         }
     }
 

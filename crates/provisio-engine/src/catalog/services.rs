@@ -19,7 +19,7 @@ struct PreparedOrder {
 
 /// The event that announces an order's create job (`service.create.before`), stored in the
 /// order's own transaction; an order without a job (set up later) announces nothing here.
-fn announce_create(
+pub(super) fn announce_create(
     service: &Service,
     job: Option<&provisio_core::job::Job>,
 ) -> Vec<provisio_core::event::NewEvent> {
@@ -108,15 +108,9 @@ impl Engine {
         }
         let order = self.prepare_order(input, &HashMap::new()).await?;
         let (service, job) = self
-            .store
-            .insert_orders(&[(order.new, order.job)], &announce_create)
-            .await?
-            .pop()
-            .ok_or_else(|| {
-                EngineError::Store(provisio_store::StoreError::Corrupt(
-                    "a stored order was not returned".into(),
-                ))
-            })?;
+            .order_lane
+            .store(&self.store, (order.new, order.job))
+            .await?;
         self.announce_orders(&[(&service, job.as_ref())]).await;
         Ok(Ordered {
             service,
