@@ -248,10 +248,28 @@ impl Engine {
         if !presented.starts_with(KEY_PREFIX) || presented.len() > 200 {
             return Ok(Err(KeyRefusal::Unknown));
         }
-        let Some(k) = self.store.find_api_key(&hash_key(presented)).await? else {
-            return Ok(Err(KeyRefusal::Unknown));
+        let hash = hash_key(presented);
+        let seen = self.catalog_now().await?;
+        let k = match self.catalog.get(seen, |c| c.keys.get(&hash).cloned()) {
+            Some(k) => k,
+            None => {
+                // Unknown keys are not kept: anyone can present as many of those as they like.
+                let Some(k) = self.store.find_api_key(&hash).await? else {
+                    return Ok(Err(KeyRefusal::Unknown));
+                };
+                self.catalog.put(seen, |c| {
+                    c.keys.insert(hash.clone(), k.clone());
+                });
+                k
+            }
         };
-        self.still_live(k).await
+        let touched = self.still_live(k).await?;
+        if let Ok(k) = &touched {
+            if let Some(at) = k.last_used_at {
+                self.catalog.note_used(&hash, at);
+            }
+        }
+        Ok(touched)
     }
 
     /// The live key record of the key with this id (a console session's), refused for the
@@ -275,20 +293,29 @@ impl Engine {
             return Ok(Err(KeyRefusal::Expired));
         }
         if let Some(Scope::Reseller(r)) = k.scope {
-            let live = self
-                .store
-                .get_reseller(r)
-                .await?
-                .is_some_and(|r| r.status == ResellerStatus::Active);
+            let seen = self.catalog_now().await?;
+            let reseller = match self.catalog.get(seen, |c| c.resellers.get(&r).cloned()) {
+                Some(found) => found,
+                None => {
+                    let found = self.store.get_reseller(r).await?;
+                    self.catalog.put(seen, |c| {
+                        c.resellers.insert(r, found.clone());
+                    });
+                    found
+                }
+            };
+            let live = reseller.is_some_and(|r| r.status == ResellerStatus::Active);
             if !live {
                 return Ok(Err(KeyRefusal::ResellerSuspended));
             }
         }
         // Writing on every request would make reads write; a minute's precision is enough.
+        let mut k = k;
         if k.last_used_at
             .is_none_or(|t| now - t > chrono::Duration::seconds(60))
         {
             self.store.touch_api_key(k.id, now).await?;
+            k.last_used_at = Some(now);
         }
         Ok(Ok(k))
     }

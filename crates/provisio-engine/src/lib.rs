@@ -42,7 +42,7 @@ use provisio_core::secret::Cipher;
 use provisio_modules::Registry;
 use provisio_store::Store;
 
-pub use catalog::{Ordered, ProductView};
+pub use catalog::{inherit_catalog, Ordered, ProductView};
 pub use declared::{Applied, Declared, DeclaredError};
 pub use error::{EngineError, Result};
 pub use handlers::{DeliveryDetail, HandlerCreate, HandlerPatch, HandlerWithSecret};
@@ -223,6 +223,10 @@ pub struct Engine {
     labels: metrics::ServerLabels,
     /// The loops' heartbeats, for readiness.
     heartbeats: heartbeat::Heartbeats,
+    /// Keys, resellers, products, servers and gates, checked against the catalog generation.
+    catalog: catalog::cache::CatalogCache,
+    /// Single orders that arrive together, stored in one write.
+    order_lane: catalog::order_lane::OrderLane,
 }
 
 impl Engine {
@@ -258,6 +262,8 @@ impl Engine {
             drain_until: tokio::sync::watch::channel(None).0,
             labels: Default::default(),
             heartbeats: Default::default(),
+            catalog: Default::default(),
+            order_lane: Default::default(),
         }
     }
 

@@ -307,7 +307,17 @@ pub(crate) fn client_ip(req: &Request) -> IpAddr {
 }
 
 /// Authenticates the key (`Authorization: Bearer KEY`) and applies the operation's rule.
-pub async fn require_key(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+pub async fn require_key(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    // One reading of the catalog generation serves the key check and every kept record
+    // the request reads after it (see `provisio_engine`'s catalog cache).
+    let engine = gate.app.engine.clone();
+    match engine.with_catalog(checked(gate, req, next)).await {
+        Ok(r) => r,
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn checked(gate: Gate, mut req: Request, next: Next) -> Response {
     let ip = client_ip(&req);
     let now = Instant::now();
     if let Some(wait) = gate.failures.blocked(ip, now) {

@@ -204,50 +204,52 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
     // its answer. The actor it acts as goes with it.
     let limit = idem.hold;
     let api_key_id = caller.key_id;
-    let task = tokio::spawn(provisio_store::inherit(async move {
-        let answered = tokio::time::timeout(limit, next.run(req)).await;
-        let answered = match answered {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                axum::body::to_bytes(body, usize::MAX)
-                    .await
-                    .ok()
-                    .map(|b| (parts, b))
-            }
-            Err(_) => None,
-        };
-        let kept = answered.as_ref().and_then(|(parts, bytes)| {
-            let text = std::str::from_utf8(bytes).ok()?;
-            parts.status.is_success().then(|| Kept {
-                status: parts.status.as_u16(),
-                content_type: header_text(&parts.headers, header::CONTENT_TYPE),
-                location: header_text(&parts.headers, header::LOCATION),
-                body: text.to_string(),
-            })
-        });
-        match kept {
-            Some(kept) => {
-                let sealed = engine.seal_secret(&SecretString::from(
-                    serde_json::to_string(&kept).expect("plain data serializes"),
-                ));
-                if let Err(e) = store
-                    .finish_idempotency_key(api_key_id, &key, kept.status, &sealed)
-                    .await
-                {
-                    // The effect stands; a retry finds the key running until its hold
-                    // ends, then runs again, and an order finds the service it placed.
-                    tracing::error!(error = %e, "keeping an idempotent answer failed");
+    let task = tokio::spawn(provisio_engine::inherit_catalog(provisio_store::inherit(
+        async move {
+            let answered = tokio::time::timeout(limit, next.run(req)).await;
+            let answered = match answered {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    axum::body::to_bytes(body, usize::MAX)
+                        .await
+                        .ok()
+                        .map(|b| (parts, b))
+                }
+                Err(_) => None,
+            };
+            let kept = answered.as_ref().and_then(|(parts, bytes)| {
+                let text = std::str::from_utf8(bytes).ok()?;
+                parts.status.is_success().then(|| Kept {
+                    status: parts.status.as_u16(),
+                    content_type: header_text(&parts.headers, header::CONTENT_TYPE),
+                    location: header_text(&parts.headers, header::LOCATION),
+                    body: text.to_string(),
+                })
+            });
+            match kept {
+                Some(kept) => {
+                    let sealed = engine.seal_secret(&SecretString::from(
+                        serde_json::to_string(&kept).expect("plain data serializes"),
+                    ));
+                    if let Err(e) = store
+                        .finish_idempotency_key(api_key_id, &key, kept.status, &sealed)
+                        .await
+                    {
+                        // The effect stands; a retry finds the key running until its hold
+                        // ends, then runs again, and an order finds the service it placed.
+                        tracing::error!(error = %e, "keeping an idempotent answer failed");
+                    }
+                }
+                // Refused or failed: it changed nothing, so a retry may run afresh.
+                None => {
+                    if let Err(e) = store.release_idempotency_key(api_key_id, &key).await {
+                        tracing::warn!(error = %e, "letting an idempotency key go failed");
+                    }
                 }
             }
-            // Refused or failed: it changed nothing, so a retry may run afresh.
-            None => {
-                if let Err(e) = store.release_idempotency_key(api_key_id, &key).await {
-                    tracing::warn!(error = %e, "letting an idempotency key go failed");
-                }
-            }
-        }
-        answered
-    }));
+            answered
+        },
+    )));
     match task.await {
         Ok(Some((parts, bytes))) => Response::from_parts(parts, Body::from(bytes)),
         _ => ApiError::internal().into_response(),

@@ -523,6 +523,12 @@ pub trait Store:
     /// Returns how many went; fewer than `batch` means nothing more is due.
     async fn trim_jobs(&self, before: DateTime<Utc>, batch: u32) -> Result<u64>;
 
+    /// The catalog generation (migration 0017): a counter bumped in the same transaction as
+    /// every change to an API key (but its last use), reseller, product, server or handler,
+    /// by whichever process. Copies of those records read after the counter read `n` are
+    /// current for as long as it still reads `n`.
+    async fn catalog_generation(&self) -> Result<i64>;
+
     /// A key whose name is taken by a live key answers [`StoreError::Conflict`].
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKey>;
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;

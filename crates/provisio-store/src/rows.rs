@@ -215,6 +215,12 @@ pub(crate) struct ServiceRow {
     updated_at: i64,
 }
 
+impl ServiceRow {
+    pub(crate) fn id(&self) -> i64 {
+        self.id
+    }
+}
+
 impl TryFrom<ServiceRow> for Service {
     type Error = StoreError;
     fn try_from(r: ServiceRow) -> Result<Self, StoreError> {

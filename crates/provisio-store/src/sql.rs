@@ -10,6 +10,9 @@ pub(crate) const PRESENCE_UPSERT: &str =
     "INSERT INTO queue_workers (owner, seen_at) VALUES ($1, $2) \
      ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at";
 
+/// Orders per multi-row statement (14 parameters each, well under SQLite's bound).
+pub(crate) const ORDERS_PER_STATEMENT: usize = 100;
+
 /// Items given in braces after the types join the impl (a database's own methods).
 macro_rules! impl_store {
     ($store:ty, $db:ty $(, { $($own:item)* })?) => {
@@ -709,13 +712,11 @@ macro_rules! impl_store {
                     orders.iter().map(|(s, _)| s.server_id.0).collect();
                 lock_loads(&mut tx, &servers, Self::ROW_LOCK).await?;
                 let now = self.clock.now();
-                let mut out = Vec::with_capacity(orders.len());
-                let mut events = Vec::new();
-                for (s, job) in orders {
-                    let (service, job) = insert_service_tx(&mut tx, now, s, job.as_ref()).await?;
-                    events.extend(announce(&service, job.as_ref()));
-                    out.push((service, job));
-                }
+                let out = insert_orders_tx(&mut tx, now, orders).await?;
+                let events: Vec<_> = out
+                    .iter()
+                    .flat_map(|(service, job)| announce(service, job.as_ref()))
+                    .collect();
                 insert_events_tx(&mut tx, now, &events).await?;
                 tx.commit().await?;
                 wr.durable().await?;
@@ -1173,6 +1174,12 @@ macro_rules! impl_store {
                 .fetch_one(self.writer())
                 .await?;
                 row.try_into()
+            }
+
+            async fn catalog_generation(&self) -> $crate::Result<i64> {
+                Ok(sqlx::query_scalar("SELECT n FROM catalog_generation WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?)
             }
 
             async fn find_api_key(&self, hash: &str) -> $crate::Result<Option<$crate::ApiKey>> {
@@ -1737,6 +1744,103 @@ macro_rules! impl_store {
             qb.push(") ORDER BY server_id").push(row_lock);
             let _: Vec<i64> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
             Ok(())
+        }
+
+        /// Orders in a few multi-row statements: every statement on SQLite's one writer is
+        /// a round trip to its thread, and a group commit may carry dozens of orders. Rows
+        /// of one VALUES list are inserted in order, so ascending ids give the input's order.
+        async fn insert_orders_tx(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            at: chrono::DateTime<chrono::Utc>,
+            orders: &[(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
+        ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
+            let now = $crate::rows::ts(at);
+            let actor = $crate::actor::stored();
+            let depth = i64::from($crate::actor::current_depth());
+            let mut out = Vec::with_capacity(orders.len());
+            for chunk in orders.chunks($crate::sql::ORDERS_PER_STATEMENT) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
+                     invoice, parent_invoice, settings, outputs, created_at, updated_at, order_key, external_id) ",
+                );
+                qb.push_values(chunk, |mut b, (s, _)| {
+                    b.push_bind(s.client_id.0)
+                        .push_bind(s.product_id.0)
+                        .push_bind(s.server_id.0)
+                        .push_bind(s.username.as_str())
+                        .push_bind(&s.password.0)
+                        .push_bind(s.status.as_str())
+                        .push_bind(s.invoice.as_ref().map(|v| v.as_str()))
+                        .push_bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
+                        .push_bind(sqlx::types::Json(&s.settings))
+                        .push_bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(s.order_key.as_deref())
+                        .push_bind(s.external_id.as_ref().map(|v| v.as_str()));
+                });
+                qb.push(" RETURNING *");
+                let mut rows: Vec<$crate::rows::ServiceRow> =
+                    qb.build_query_as().fetch_all(&mut **tx).await?;
+                if rows.len() != chunk.len() {
+                    return Err($crate::StoreError::Corrupt(format!(
+                        "{} services inserted, {} returned",
+                        chunk.len(),
+                        rows.len()
+                    )));
+                }
+                rows.sort_by_key($crate::rows::ServiceRow::id);
+                let services = rows
+                    .into_iter()
+                    .map(provisio_core::service::Service::try_from)
+                    .collect::<$crate::Result<Vec<_>>>()?;
+                let with_jobs: Vec<(provisio_core::ServiceId, &provisio_core::job::NewJob)> = services
+                    .iter()
+                    .zip(chunk)
+                    .filter_map(|(s, (_, j))| j.as_ref().map(|j| (s.id, j)))
+                    .collect();
+                let mut jobs = std::collections::HashMap::new();
+                if !with_jobs.is_empty() {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
+                         max_attempts, run_after, created_at, updated_at, actor, depth, trace_id) ",
+                    );
+                    qb.push_values(&with_jobs, |mut b, (service, j)| {
+                        b.push_bind(service.0)
+                            .push_bind(j.server_id.0)
+                            .push_bind(j.action.as_str())
+                            .push_bind("pending")
+                            .push_bind(sqlx::types::Json(&j.params))
+                            .push_bind(&j.idempotency_key)
+                            .push_bind(i64::from(j.max_attempts))
+                            .push_bind($crate::rows::ts(j.run_after))
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(actor.clone())
+                            .push_bind(depth)
+                            .push_bind(j.trace_id.to_string());
+                    });
+                    qb.push(" RETURNING *");
+                    let rows: Vec<$crate::rows::JobRow> =
+                        qb.build_query_as().fetch_all(&mut **tx).await?;
+                    for row in rows {
+                        let job: provisio_core::job::Job = row.try_into()?;
+                        jobs.insert(job.service_id, job);
+                    }
+                    if jobs.len() != with_jobs.len() {
+                        return Err($crate::StoreError::Corrupt(format!(
+                            "{} jobs inserted, {} returned",
+                            with_jobs.len(),
+                            jobs.len()
+                        )));
+                    }
+                }
+                for service in services {
+                    let job = jobs.remove(&service.id);
+                    out.push((service, job));
+                }
+            }
+            Ok(out)
         }
 
         async fn insert_service_tx(

@@ -1,11 +1,14 @@
 //! Record keeping: create, change, list and remove clients, servers, products and services,
 //! with every write parsed and validated against the module's schemas before it is stored.
 
+pub(crate) mod cache;
 mod clients;
+pub(crate) mod order_lane;
 mod products;
 mod servers;
 mod services;
 
+pub use cache::inherit as inherit_catalog;
 pub use services::Ordered;
 
 use crate::error::not_found;

@@ -4,10 +4,24 @@ use super::*;
 
 impl Engine {
     pub async fn find_product(&self, r: &RecordRef) -> Result<Product> {
+        let seen = self.catalog_now().await?;
+        let kept = self.catalog.get(seen, |c| match r {
+            RecordRef::Id(id) => c.products_by_id.get(&ProductId(*id)).cloned(),
+            RecordRef::Name(n) => c.products_by_name.get(n).cloned(),
+        });
+        if let Some(p) = kept {
+            return Ok(p);
+        }
         let found = match r {
             RecordRef::Id(id) => self.store.get_product(ProductId(*id)).await?,
             RecordRef::Name(n) => self.store.get_product_by_name(n).await?,
         };
+        if let Some(p) = &found {
+            self.catalog.put(seen, |c| {
+                c.products_by_id.insert(p.id, p.clone());
+                c.products_by_name.insert(p.name.to_string(), p.clone());
+            });
+        }
         found.ok_or_else(|| not_found("product", r))
     }
 

@@ -33,10 +33,24 @@ impl Engine {
     }
 
     pub async fn find_server(&self, r: &RecordRef) -> Result<Server> {
+        let seen = self.catalog_now().await?;
+        let kept = self.catalog.get(seen, |c| match r {
+            RecordRef::Id(id) => c.servers_by_id.get(&ServerId(*id)).cloned(),
+            RecordRef::Name(n) => c.servers_by_name.get(n).cloned(),
+        });
+        if let Some(s) = kept {
+            return Ok(s);
+        }
         let found = match r {
             RecordRef::Id(id) => self.store.get_server(ServerId(*id)).await?,
             RecordRef::Name(n) => self.store.get_server_by_name(n).await?,
         };
+        if let Some(s) = &found {
+            self.catalog.put(seen, |c| {
+                c.servers_by_id.insert(s.id, s.clone());
+                c.servers_by_name.insert(s.name.to_string(), s.clone());
+            });
+        }
         found.ok_or_else(|| not_found("server", r))
     }
 

@@ -19,7 +19,7 @@ struct PreparedOrder {
 
 /// The event that announces an order's create job (`service.create.before`), stored in the
 /// order's own transaction; an order without a job (set up later) announces nothing here.
-fn announce_create(
+pub(super) fn announce_create(
     service: &Service,
     job: Option<&provisio_core::job::Job>,
 ) -> Vec<provisio_core::event::NewEvent> {
@@ -37,6 +37,39 @@ impl Engine {
         product: &Product,
         extra: &HashMap<ServerId, i64>,
     ) -> Result<Option<Server>> {
+        let seen = self.catalog_now().await?;
+        let group = product.server_group.as_ref().map(|g| g.to_string());
+        let place_key = (product.module.clone(), group.clone());
+        let kept = self
+            .catalog
+            .get(seen, |c| c.placement.get(&place_key).cloned());
+        let candidates = match kept {
+            Some(c) => c,
+            None => {
+                let c = self.placement_candidates(product).await?;
+                self.catalog.put(seen, |copies| {
+                    copies.placement.insert(place_key, c.clone());
+                });
+                c
+            }
+        };
+        // The counts the store keeps with every service change, all in one read: counting
+        // the services themselves would cost more with every service ordered.
+        let ids: Vec<ServerId> = candidates.iter().map(|s| s.id).collect();
+        let loads = self.store.server_loads(&ids).await?;
+        let mut best: Option<(i64, Server)> = None;
+        for s in candidates {
+            let load =
+                loads.get(&s.id).copied().unwrap_or(0) + extra.get(&s.id).copied().unwrap_or(0);
+            if best.as_ref().is_none_or(|(l, _)| load < *l) {
+                best = Some((load, s));
+            }
+        }
+        Ok(best.map(|(_, s)| s))
+    }
+
+    /// The enabled servers of the product's module (and group), from the store.
+    async fn placement_candidates(&self, product: &Product) -> Result<Vec<Server>> {
         let mut candidates = Vec::new();
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         loop {
@@ -57,19 +90,7 @@ impl Engine {
                 None => break,
             }
         }
-        // The counts the store keeps with every service change, all in one read: counting
-        // the services themselves would cost more with every service ordered.
-        let ids: Vec<ServerId> = candidates.iter().map(|s| s.id).collect();
-        let loads = self.store.server_loads(&ids).await?;
-        let mut best: Option<(i64, Server)> = None;
-        for s in candidates {
-            let load =
-                loads.get(&s.id).copied().unwrap_or(0) + extra.get(&s.id).copied().unwrap_or(0);
-            if best.as_ref().is_none_or(|(l, _)| load < *l) {
-                best = Some((load, s));
-            }
-        }
-        Ok(best.map(|(_, s)| s))
+        Ok(candidates)
     }
 
     /// Orders a service: stored `pending` with its create job (when the product sets up on
@@ -87,15 +108,9 @@ impl Engine {
         }
         let order = self.prepare_order(input, &HashMap::new()).await?;
         let (service, job) = self
-            .store
-            .insert_orders(&[(order.new, order.job)], &announce_create)
-            .await?
-            .pop()
-            .ok_or_else(|| {
-                EngineError::Store(provisio_store::StoreError::Corrupt(
-                    "a stored order was not returned".into(),
-                ))
-            })?;
+            .order_lane
+            .store(&self.store, (order.new, order.job))
+            .await?;
         self.announce_orders(&[(&service, job.as_ref())]).await;
         Ok(Ordered {
             service,

@@ -37,13 +37,21 @@ impl Engine {
         let Ok(kind) = provisio_core::event::EventType::parse(event) else {
             return Ok(Vec::new());
         };
-        let mut gates = self
-            .store
-            .list_handlers(&HandlerFilter {
-                phase: Some(Phase::Gate),
-                status: Some(HandlerStatus::Enabled),
-            })
-            .await?;
+        let seen = self.catalog_now().await?;
+        let mut gates = match self.catalog.get(seen, |c| c.gates.clone()) {
+            Some(g) => g,
+            None => {
+                let g = self
+                    .store
+                    .list_handlers(&HandlerFilter {
+                        phase: Some(Phase::Gate),
+                        status: Some(HandlerStatus::Enabled),
+                    })
+                    .await?;
+                self.catalog.put(seen, |c| c.gates = Some(g.clone()));
+                g
+            }
+        };
         gates.retain(|g| g.listens_to(&kind));
         Ok(gates)
     }

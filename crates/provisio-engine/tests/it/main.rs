@@ -7,6 +7,7 @@
 mod actions;
 mod clock;
 mod harness;
+mod orders;
 mod outcomes;
 mod placement;
 mod retention;

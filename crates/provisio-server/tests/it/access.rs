@@ -1038,7 +1038,79 @@ async fn every_change_names_who_caused_it(db: Db) {
     app.stop().await;
 }
 
+/// Every node keeps keys, resellers, products and servers in memory; a change made through
+/// another node (here a second store on the same database, as another engine holds) takes
+/// effect on the very next request, never after a delay.
+async fn another_nodes_changes_take_effect_on_the_next_request(db: Db) {
+    let app = spawn_app(db).await;
+    let w = world(&app).await;
+    let k = keys(&app, &w).await;
+    let other = provisio_store::open(&app.db_url).await.unwrap();
+
+    // Each request first, so this node holds a copy of what the other one changes.
+    let (status, answer) = app
+        .call_as(&k.operator, Method::GET, "/v1/servers", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let ops = other
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "ops")
+        .unwrap();
+    other
+        .revoke_api_key(ops.id, chrono::Utc::now())
+        .await
+        .unwrap();
+    let (status, answer) = app
+        .call_as(&k.operator, Method::GET, "/v1/servers", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(
+        answer["detail"].as_str().unwrap().contains("revoked"),
+        "{answer}"
+    );
+
+    let (status, answer) = app
+        .call_as(&k.reseller, Method::GET, "/v1/clients", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut r = other
+        .get_reseller(provisio_core::ResellerId(w.reseller))
+        .await
+        .unwrap()
+        .unwrap();
+    r.status = provisio_core::access::ResellerStatus::Suspended;
+    other.update_reseller(&r).await.unwrap();
+    let (status, answer) = app
+        .call_as(&k.reseller, Method::GET, "/v1/clients", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+
+    let order = |username: &str, product: &str| json!({"client_id": w.a, "product": product, "username": username, "invoice": "INV-N"});
+    let (status, answer) = app.post("/v1/services", order("dave", "plan")).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let mut p = other.get_product_by_name("plan").await.unwrap().unwrap();
+    p.name = provisio_core::text::Handle::parse("plan-two").unwrap();
+    other.update_product(&p).await.unwrap();
+    let (status, answer) = app.post("/v1/services", order("erin", "plan")).await;
+    crate::helpers::assert_field_error(status, &answer, "product", "exists");
+    let (status, answer) = app.post("/v1/services", order("erin", "plan-two")).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+
+    // Placement's server list too: the only server, disabled elsewhere, takes no order.
+    let mut s = other.get_server_by_name("rec").await.unwrap().unwrap();
+    s.enabled = false;
+    other.update_server(&s).await.unwrap();
+    let (status, answer) = app.post("/v1/services", order("fay", "plan-two")).await;
+    crate::helpers::assert_field_error(status, &answer, "server", "placement");
+    other.close().await;
+    app.stop().await;
+}
+
 on_both!(
+    another_nodes_changes_take_effect_on_the_next_request,
     every_change_names_who_caused_it,
     every_operation_answers_as_its_roles_say,
     roles_hold_what_the_brief_says,
