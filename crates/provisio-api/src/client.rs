@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::problem::Problem;
 use crate::requests::{
-    ActionFields, LoginUrlRequest, NewClient, NewProduct, NewServer, NewService, NewTransaction,
-    ResolveBody, RetryFailedBody,
+    ActionInput, ClientCreate, LoginUrlRequest, ProductCreate, ResolveBody, RetryFailedBody,
+    ServerCreate, ServiceCreate, TransactionCreate,
 };
 use crate::views::{
     Audit, ClientBatchAnswer, ClientView, Collected, ConnectionTestView, DeliveryDetailView,
@@ -228,7 +228,7 @@ impl Client {
 
     // --- clients -------------------------------------------------------------------------
 
-    pub async fn create_client(&self, body: &NewClient) -> Result<ClientView, ApiError> {
+    pub async fn create_client(&self, body: &ClientCreate) -> Result<ClientView, ApiError> {
         self.post("/v1/clients", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -265,7 +265,7 @@ impl Client {
     pub async fn add_transaction(
         &self,
         client_id: i64,
-        body: &NewTransaction,
+        body: &TransactionCreate,
     ) -> Result<TransactionView, ApiError> {
         self.post(
             &format!("/v1/clients/{client_id}/transactions"),
@@ -287,7 +287,7 @@ impl Client {
 
     // --- servers, products, modules -----------------------------------------------------
 
-    pub async fn create_server(&self, body: &NewServer) -> Result<ServerView, ApiError> {
+    pub async fn create_server(&self, body: &ServerCreate) -> Result<ServerView, ApiError> {
         self.post("/v1/servers", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -309,7 +309,7 @@ impl Client {
         .await
     }
 
-    pub async fn create_product(&self, body: &NewProduct) -> Result<ProductView, ApiError> {
+    pub async fn create_product(&self, body: &ProductCreate) -> Result<ProductView, ApiError> {
         self.post("/v1/products", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -334,7 +334,7 @@ impl Client {
 
     /// Orders a service: it starts `pending`, and its create job is queued when the
     /// product sets up on order.
-    pub async fn create_service(&self, body: &NewService) -> Result<ServiceView, ApiError> {
+    pub async fn create_service(&self, body: &ServiceCreate) -> Result<ServiceView, ApiError> {
         self.post("/v1/services", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -368,7 +368,7 @@ impl Client {
         &self,
         id: i64,
         action: &str,
-        fields: &ActionFields,
+        fields: &ActionInput,
         wait: Option<Duration>,
     ) -> Result<JobView, ApiError> {
         let query = [(
