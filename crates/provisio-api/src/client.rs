@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::problem::Problem;
 use crate::requests::{
-    ActionInput, ClientCreate, LoginUrlRequest, ProductCreate, ResolveBody, RetryFailedBody,
-    ServerCreate, ServiceCreate, TransactionCreate,
+    ActionInput, AuditInput, ClientCreate, LoginUrlRequest, ProductCreate, ResolveBody,
+    RetryFailedBody, ServerCreate, ServiceCreate, SyncInput, TopupInput, TransactionCreate,
 };
 use crate::views::{
     Audit, ClientBatchAnswer, ClientView, Collected, ConnectionTestView, DeliveryDetailView,
@@ -659,7 +659,7 @@ impl Client {
     // --- usage ----------------------------------------------------------------------------
 
     /// Starts a sync of every usage-reporting server, or of one (`{"server": …}`).
-    pub async fn start_usage_sync(&self, body: &Value) -> Result<SyncReport, ApiError> {
+    pub async fn start_usage_sync(&self, body: &SyncInput) -> Result<SyncReport, ApiError> {
         self.post("/v1/usage/syncs", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -699,7 +699,7 @@ impl Client {
     }
 
     /// `{"metric", "amount", "note"?, "idempotency_key"?}`.
-    pub async fn add_topup(&self, id: i64, body: &Value) -> Result<Topup, ApiError> {
+    pub async fn add_topup(&self, id: i64, body: &TopupInput) -> Result<Topup, ApiError> {
         self.post(
             &format!("/v1/services/{id}/topups"),
             &[],
@@ -738,7 +738,7 @@ impl Client {
     // --- audits and events ----------------------------------------------------------------
 
     /// Starts audits (`{"server"?, "fix"?, "dry_run"?, "force"?}`); they run in the background.
-    pub async fn start_audits(&self, body: &Value) -> Result<Vec<Audit>, ApiError> {
+    pub async fn start_audits(&self, body: &AuditInput) -> Result<Vec<Audit>, ApiError> {
         self.post("/v1/audits", &[], Some(body), Duration::ZERO)
             .await
     }

@@ -4,6 +4,7 @@
 
 mod patch;
 mod records;
+mod runs;
 pub mod schemas;
 mod secret;
 
@@ -12,6 +13,7 @@ pub use records::{
     ActionInput, ClientCreate, ClientPatch, ProductCreate, ProductPatch, ServerCreate, ServerPatch,
     ServiceCreate, ServicePatch, TransactionCreate,
 };
+pub use runs::{AuditInput, SyncInput, TopupInput};
 pub use secret::Secret;
 
 use serde::{Deserialize, Serialize};
