@@ -328,3 +328,59 @@ impl ActionInput {
             && self.product.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_patch_writes_only_what_it_changes_and_reads_back_the_same() {
+        let patch = ServicePatch {
+            invoice: Patch::Clear,
+            external_id: Patch::Set("ws-9".into()),
+            ..Default::default()
+        };
+        let body = serde_json::to_value(&patch).unwrap();
+        assert_eq!(body, json!({"invoice": null, "external_id": "ws-9"}));
+        let back: ServicePatch = serde_json::from_value(body).unwrap();
+        assert_eq!(back.invoice, Patch::Clear);
+        assert_eq!(back.parent_invoice, Patch::Keep);
+        assert_eq!(back.external_id, Patch::Set("ws-9".to_string()));
+        assert_eq!(
+            serde_json::to_value(ServicePatch::default()).unwrap(),
+            json!({})
+        );
+    }
+
+    #[test]
+    fn an_order_sends_its_password_but_never_shows_it() {
+        let mut order = ServiceCreate::new(ClientId(7), RecordRef::from_segment("basic"));
+        order.password = Some("a-long-password-1".into());
+        order.order_key = Some("kept-by-the-server".into());
+        let body = serde_json::to_value(&order).unwrap();
+        assert_eq!(
+            body,
+            json!({"client_id": 7, "product": "basic", "password": "a-long-password-1"})
+        );
+        assert!(!format!("{order:?}").contains("a-long-password-1"));
+        // The server's own key is never read from a body.
+        let e = serde_json::from_value::<ServiceCreate>(json!({
+            "client_id": 7, "product": 3, "order_key": "x"
+        }))
+        .unwrap_err();
+        assert!(e.to_string().contains("order_key"), "{e}");
+    }
+
+    #[test]
+    fn an_action_without_fields_is_empty() {
+        assert!(ActionInput::default().is_empty());
+        let a = ActionInput {
+            product: Some(RecordRef::from_segment("12")),
+            ..Default::default()
+        };
+        assert!(!a.is_empty());
+        assert_eq!(serde_json::to_value(&a).unwrap(), json!({"product": 12}));
+    }
+}
