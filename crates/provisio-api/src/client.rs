@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::problem::Problem;
 use crate::requests::{
-    ActionFields, LoginUrlRequest, NewClient, NewProduct, NewServer, NewService, NewTransaction,
-    ResolveBody, RetryFailedBody,
+    ActionInput, AuditInput, ClientCreate, LoginUrlRequest, ProductCreate, ResolveBody,
+    RetryFailedBody, ServerCreate, ServiceCreate, SyncInput, TopupInput, TransactionCreate,
 };
 use crate::views::{
     Audit, ClientBatchAnswer, ClientView, Collected, ConnectionTestView, DeliveryDetailView,
@@ -228,7 +228,7 @@ impl Client {
 
     // --- clients -------------------------------------------------------------------------
 
-    pub async fn create_client(&self, body: &NewClient) -> Result<ClientView, ApiError> {
+    pub async fn create_client(&self, body: &ClientCreate) -> Result<ClientView, ApiError> {
         self.post("/v1/clients", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -265,7 +265,7 @@ impl Client {
     pub async fn add_transaction(
         &self,
         client_id: i64,
-        body: &NewTransaction,
+        body: &TransactionCreate,
     ) -> Result<TransactionView, ApiError> {
         self.post(
             &format!("/v1/clients/{client_id}/transactions"),
@@ -287,7 +287,7 @@ impl Client {
 
     // --- servers, products, modules -----------------------------------------------------
 
-    pub async fn create_server(&self, body: &NewServer) -> Result<ServerView, ApiError> {
+    pub async fn create_server(&self, body: &ServerCreate) -> Result<ServerView, ApiError> {
         self.post("/v1/servers", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -309,7 +309,7 @@ impl Client {
         .await
     }
 
-    pub async fn create_product(&self, body: &NewProduct) -> Result<ProductView, ApiError> {
+    pub async fn create_product(&self, body: &ProductCreate) -> Result<ProductView, ApiError> {
         self.post("/v1/products", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -334,7 +334,7 @@ impl Client {
 
     /// Orders a service: it starts `pending`, and its create job is queued when the
     /// product sets up on order.
-    pub async fn create_service(&self, body: &NewService) -> Result<ServiceView, ApiError> {
+    pub async fn create_service(&self, body: &ServiceCreate) -> Result<ServiceView, ApiError> {
         self.post("/v1/services", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -368,7 +368,7 @@ impl Client {
         &self,
         id: i64,
         action: &str,
-        fields: &ActionFields,
+        fields: &ActionInput,
         wait: Option<Duration>,
     ) -> Result<JobView, ApiError> {
         let query = [(
@@ -659,7 +659,7 @@ impl Client {
     // --- usage ----------------------------------------------------------------------------
 
     /// Starts a sync of every usage-reporting server, or of one (`{"server": …}`).
-    pub async fn start_usage_sync(&self, body: &Value) -> Result<SyncReport, ApiError> {
+    pub async fn start_usage_sync(&self, body: &SyncInput) -> Result<SyncReport, ApiError> {
         self.post("/v1/usage/syncs", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -699,7 +699,7 @@ impl Client {
     }
 
     /// `{"metric", "amount", "note"?, "idempotency_key"?}`.
-    pub async fn add_topup(&self, id: i64, body: &Value) -> Result<Topup, ApiError> {
+    pub async fn add_topup(&self, id: i64, body: &TopupInput) -> Result<Topup, ApiError> {
         self.post(
             &format!("/v1/services/{id}/topups"),
             &[],
@@ -738,7 +738,7 @@ impl Client {
     // --- audits and events ----------------------------------------------------------------
 
     /// Starts audits (`{"server"?, "fix"?, "dry_run"?, "force"?}`); they run in the background.
-    pub async fn start_audits(&self, body: &Value) -> Result<Vec<Audit>, ApiError> {
+    pub async fn start_audits(&self, body: &AuditInput) -> Result<Vec<Audit>, ApiError> {
         self.post("/v1/audits", &[], Some(body), Duration::ZERO)
             .await
     }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use provisio_api::requests::{NewClient, NewProduct, NewServer};
+use provisio_api::requests::{ClientCreate, ProductCreate, ServerCreate};
 use provisio_api::Client;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,7 +24,7 @@ impl App {
 
     /// A noop server and product, and a client, to order services against.
     pub async fn catalog(&self, c: &Client) -> (i64, String) {
-        c.create_server(&NewServer {
+        c.create_server(&ServerCreate {
             name: "noop-1".into(),
             module: "noop".into(),
             ..Default::default()
@@ -32,7 +32,7 @@ impl App {
         .await
         .unwrap();
         let product = c
-            .create_product(&NewProduct {
+            .create_product(&ProductCreate {
                 name: "basic".into(),
                 module: "noop".into(),
                 ..Default::default()
@@ -40,7 +40,7 @@ impl App {
             .await
             .unwrap();
         let client = c
-            .create_client(&NewClient {
+            .create_client(&ClientCreate {
                 name: "Ada Lovelace".into(),
                 email: "ada@example.com".into(),
                 ..Default::default()

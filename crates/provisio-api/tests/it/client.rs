@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use provisio_api::requests::{ActionFields, NewClient, NewService, RecordRef};
+use provisio_api::requests::{ActionInput, ClientCreate, RecordRef, ServiceCreate};
 use provisio_api::{ApiError, Client, ClientOptions};
 use provisio_core::job::JobState;
 use provisio_core::service::ServiceStatus;
@@ -17,7 +17,10 @@ async fn order_act_and_follow_the_jobs() {
     assert_eq!(c.get_client(client_id).await.unwrap().name, "Ada Lovelace");
 
     let service = c
-        .create_service(&NewService::new(client_id, RecordRef::Name(product)))
+        .create_service(&ServiceCreate::new(
+            provisio_core::ClientId(client_id),
+            RecordRef::Name(product),
+        ))
         .await
         .unwrap();
     assert_eq!(service.client_id, client_id);
@@ -35,7 +38,7 @@ async fn order_act_and_follow_the_jobs() {
         ServiceStatus::Active
     );
 
-    let suspend = ActionFields {
+    let suspend = ActionInput {
         reason: Some("overdue".into()),
         ..Default::default()
     };
@@ -62,7 +65,7 @@ async fn order_act_and_follow_the_jobs() {
         .service_action(
             service.id,
             "unsuspend",
-            &ActionFields::default(),
+            &ActionInput::default(),
             Some(Duration::from_secs(10)),
         )
         .await
@@ -86,7 +89,7 @@ async fn field_errors_arrive_in_the_typed_error() {
     let app = spawn().await;
     let c = app.client();
     let e = c
-        .create_client(&NewClient {
+        .create_client(&ClientCreate {
             name: "Bad".into(),
             email: "not-an-email".into(),
             currency: Some("euro".into()),
@@ -130,7 +133,8 @@ async fn a_timed_out_order_is_sent_again_and_places_one_service() {
         ..Default::default()
     };
     let c = Client::with_options(&proxy, Some(&app.key), options).unwrap();
-    let mut order = NewService::new(client_id, RecordRef::Name(product));
+    let mut order =
+        ServiceCreate::new(provisio_core::ClientId(client_id), RecordRef::Name(product));
     order.username = Some("ada1".into());
     let service = c.create_service(&order).await.unwrap();
     assert_eq!(service.username, "ada1");

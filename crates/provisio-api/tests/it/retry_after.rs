@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use provisio_api::requests::NewClient;
+use provisio_api::requests::ClientCreate;
 use provisio_api::{ApiError, Client, ClientOptions};
 use serde_json::json;
 
@@ -97,8 +97,8 @@ async fn stand_in(script: Vec<Answer>) -> (Client, StandIn) {
     (client, state)
 }
 
-fn ada() -> NewClient {
-    NewClient {
+fn ada() -> ClientCreate {
+    ClientCreate {
         name: "Ada".into(),
         email: "ada@example.com".into(),
         ..Default::default()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use provisio_api::requests::{ActionFields, NewService, NewTransaction, RecordRef};
+use provisio_api::requests::{ActionInput, RecordRef, ServiceCreate, TransactionCreate};
 use provisio_api::views::{
     Audit, ClientBatchAnswer, ClientView, Collected, DeliveryDetailView, DeliveryView, EventView,
     Finding, GroupMembers, GroupResult, HandlerView, JobView, KeyView, List, MemberResult,
@@ -36,7 +36,10 @@ async fn typed_answers_equal_the_raw_answers() {
     let app = spawn().await;
     let c = app.client();
     let (client_id, product) = app.catalog(&c).await;
-    let mut order = NewService::new(client_id, RecordRef::Name(product.clone()));
+    let mut order = ServiceCreate::new(
+        provisio_core::ClientId(client_id),
+        RecordRef::Name(product.clone()),
+    );
     order.settings.insert("quota_gb".into(), json!(5));
     order.invoice = Some("INV-1".into());
     let service = c.create_service(&order).await.unwrap();
@@ -46,14 +49,14 @@ async fn typed_answers_equal_the_raw_answers() {
         .service_action(
             service.id,
             "renew",
-            &ActionFields::default(),
+            &ActionInput::default(),
             Some(Duration::from_secs(10)),
         )
         .await
         .unwrap();
     c.add_transaction(
         client_id,
-        &NewTransaction {
+        &TransactionCreate {
             kind: provisio_core::client::TransactionKind::Payment,
             amount_minor: 1250,
             idempotency_key: "inv-1".into(),

@@ -9,10 +9,10 @@ use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
+use provisio_api::requests::{AuditInput, RecordRef};
 use provisio_api::views::Audit;
 use provisio_core::audit::AuditState;
 
-use super::usage::server_ref;
 use super::Ctx;
 use crate::output::{self, col, Column, Format};
 
@@ -97,19 +97,18 @@ pub async fn run(cmd: AuditCmd, ctx: &Ctx) -> anyhow::Result<()> {
             client,
             product,
         } => {
-            let mut body = json!({"dry_run": dry_run, "force": force});
-            if let Some(s) = server {
-                body["server"] = server_ref(&s);
-            }
-            if let Some(f) = &fix {
-                body["fix"] = json!(f);
-            }
-            if let Some(c) = client {
-                body["client"] = json!(c);
-            }
-            if let Some(p) = product {
-                body["product"] = server_ref(&p);
-            }
+            let body = AuditInput {
+                server: server.as_deref().map(RecordRef::from_segment),
+                // clap has checked the value against the names.
+                fix: fix
+                    .clone()
+                    .map(|f| serde_json::from_value(Value::String(f)))
+                    .transpose()?,
+                dry_run,
+                force,
+                client,
+                product: product.as_deref().map(RecordRef::from_segment),
+            };
             let started = ctx.api.start_audits(&body).await?;
             let ids: Vec<i64> = started.iter().map(|a| a.id).collect();
             if ids.is_empty() {

@@ -1,6 +1,6 @@
 //! `provisio client ...`: the customers whose services Provisio provisions.
 
-use provisio_api::requests::{NewClient, NewTransaction};
+use provisio_api::requests::{ClientCreate, TransactionCreate};
 use provisio_api::views::{ClientView, TransactionView};
 use provisio_core::client::TransactionKind;
 use serde_json::{Map, Value};
@@ -128,7 +128,7 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
             balance_minor,
             fields,
         } => {
-            let body = NewClient {
+            let body = ClientCreate {
                 name,
                 email,
                 currency,
@@ -195,8 +195,8 @@ async fn transaction(
     output::print_record(ctx.output, &t)
 }
 
-fn transaction_body(kind: TransactionKind, args: TransactionArgs) -> NewTransaction {
-    NewTransaction {
+fn transaction_body(kind: TransactionKind, args: TransactionArgs) -> TransactionCreate {
+    TransactionCreate {
         kind,
         amount_minor: args.amount_minor,
         idempotency_key: args.key,

@@ -1,6 +1,6 @@
 //! `provisio product ...`: what is sold, its module settings, and the plans that extend it.
 
-use provisio_api::requests::NewProduct;
+use provisio_api::requests::ProductCreate;
 use provisio_api::views::ProductView;
 use serde_json::{Map, Value};
 
@@ -133,7 +133,7 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
             settings,
             auto_setup,
         } => {
-            let body = NewProduct {
+            let body = ProductCreate {
                 name,
                 module,
                 extends,

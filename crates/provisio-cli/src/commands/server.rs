@@ -1,6 +1,6 @@
 //! `provisio server ...`: the remote systems that modules drive, with their credentials and limits.
 
-use provisio_api::requests::NewServer;
+use provisio_api::requests::ServerCreate;
 use provisio_api::views::ServerView;
 use serde_json::{Map, Value};
 
@@ -118,7 +118,7 @@ pub async fn run(cmd: ServerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             max_per_second,
             disabled,
         } => {
-            let body = NewServer {
+            let body = ServerCreate {
                 name,
                 module,
                 group,

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset};
-use provisio_api::requests::{self, LoginUrlRequest, NewService, RecordRef};
+use chrono::{DateTime, FixedOffset, Utc};
+use provisio_api::requests::{ActionInput, LoginUrlRequest, RecordRef, ServiceCreate};
 use provisio_api::views::{JobView, ServiceView};
 use provisio_core::module::Action;
+use provisio_core::ClientId;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{json, Map, Value};
 
@@ -193,12 +194,12 @@ struct ActionFields {
 impl ActionFields {
     /// The request body; the client sends none when no field is given, so the server uses
     /// its defaults.
-    fn body(self) -> requests::ActionFields {
-        requests::ActionFields {
+    fn body(self) -> ActionInput {
+        ActionInput {
             reason: self.reason,
-            until: self.until,
-            password: self.password.map(|p| p.expose_secret().to_string()),
-            product: self.product.as_deref().map(RecordRef::parse),
+            until: self.until.map(|u| u.with_timezone(&Utc)),
+            password: self.password.map(Into::into),
+            product: self.product.as_deref().map(RecordRef::from_segment),
         }
     }
 }
@@ -243,13 +244,14 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
             // Read standard input before anything is sent, so a missing password stops the
             // command instead of creating a service with a generated one.
             let password = password_stdin.then(read_password).transpose()?;
-            let mut body = NewService::new(client_id, RecordRef::parse(&product));
-            body.server = server.as_deref().map(RecordRef::parse);
+            let mut body =
+                ServiceCreate::new(ClientId(client_id), RecordRef::from_segment(&product));
+            body.server = server.as_deref().map(RecordRef::from_segment);
             body.username = username;
             body.invoice = invoice;
             body.parent_invoice = parent_invoice;
             body.settings = settings.build()?.unwrap_or_default();
-            body.password = password.map(|p| p.expose_secret().to_string());
+            body.password = password.map(Into::into);
             let service = ctx.api.create_service(&body).await?;
             output::print_record(ctx.output, &service)
         }
@@ -500,7 +502,7 @@ mod tests {
         .body_json();
         assert_eq!(
             body,
-            Some(json!({"reason": "non-payment", "until": "2030-01-31T00:00:00+01:00"}))
+            Some(json!({"reason": "non-payment", "until": "2030-01-30T23:00:00Z"}))
         );
         let free = ActionFields {
             reason: Some("asked by phone".into()),

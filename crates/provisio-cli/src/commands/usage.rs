@@ -9,6 +9,7 @@ use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
+use provisio_api::requests::{RecordRef, SyncInput, TopupInput};
 use provisio_api::views::{SyncReport, UsageReading};
 use serde::Serialize;
 
@@ -95,9 +96,8 @@ const READING_COLUMNS: &[Column] = &[
 pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
         UsageCmd::Sync { server, no_wait } => {
-            let body = match server {
-                Some(s) => json!({ "server": server_ref(&s) }),
-                None => json!({}),
+            let body = SyncInput {
+                server: server.as_deref().map(RecordRef::from_segment),
             };
             let run = ctx.api.start_usage_sync(&body).await?;
             let id = run.id;
@@ -160,19 +160,15 @@ pub async fn run(cmd: UsageCmd, ctx: &Ctx) -> anyhow::Result<()> {
             note,
             key,
         } => {
-            let body =
-                json!({"metric": metric, "amount": amount, "note": note, "idempotency_key": key});
+            let body = TopupInput {
+                metric,
+                amount,
+                note,
+                idempotency_key: key,
+            };
             let t = ctx.api.add_topup(service, &body).await?;
             output::print_record(ctx.output, &t)
         }
-    }
-}
-
-/// A server given by name or id, as the API's `server` field takes it.
-pub fn server_ref(s: &str) -> Value {
-    match s.parse::<i64>() {
-        Ok(i) => json!(i),
-        Err(_) => json!(s),
     }
 }
 

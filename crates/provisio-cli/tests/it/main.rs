@@ -7,6 +7,7 @@ mod json_logs;
 mod quickstart;
 mod rolling;
 mod secret_key;
+mod usage_audit;
 
 use std::io::Write;
 use std::path::Path;

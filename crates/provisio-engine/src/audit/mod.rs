@@ -12,6 +12,7 @@ mod fix;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+pub use provisio_api::requests::AuditInput;
 use provisio_core::audit::{
     compare, remote_status, Audit, AuditState, DriftKind, Finding, FixMode, LocalAccount,
 };
@@ -24,9 +25,7 @@ use provisio_core::settings::Settings;
 use provisio_core::text::Username;
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 use provisio_store::{AuditFinish, NewAudit, ProductFilter};
-use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use crate::error::Problems;
 use crate::input::ActionInput;
@@ -66,27 +65,6 @@ pub(crate) struct Listing {
     /// It was stopped because its cursors repeated, cycled or passed `max_pages`: the
     /// remote is broken, and nothing it sent can be compared.
     pub runaway: bool,
-}
-
-/// `POST /v1/audits`.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AuditInput {
-    /// A server by id or name; every enabled server that can list accounts when absent.
-    pub server: Option<RecordRef>,
-    /// Fix the drift: `local` (records follow the remote) or `remote` (the remote follows
-    /// the records).
-    pub fix: Option<FixMode>,
-    /// Report the actions a fix would take without taking them.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Fix even when the remote listing was empty or ended early.
-    #[serde(default)]
-    pub force: bool,
-    /// `fix: local`: the client orphan accounts are imported under (required then).
-    pub client: Option<i64>,
-    /// `fix: local`: the product of imported orphans whose package matches no product.
-    pub product: Option<RecordRef>,
 }
 
 /// What one audit needs besides its server, checked once for all servers.

@@ -277,7 +277,7 @@ impl Engine {
             None => Some(generate_username()),
         };
         if let Some(pw) = &input.password {
-            check_password(&mut p, pw);
+            check_password(&mut p, pw.as_secret());
         }
         let invoice = opt_invoice(&mut p, "invoice", input.invoice.as_deref());
         let parent_invoice = opt_invoice(&mut p, "parent_invoice", input.parent_invoice.as_deref());
@@ -341,7 +341,10 @@ impl Engine {
             _ => None,
         };
         p.finish()?;
-        let password = input.password.unwrap_or_else(|| generate_password(16));
+        let password = input
+            .password
+            .map(Secret::into_secret)
+            .unwrap_or_else(|| generate_password(16));
         let product = product.expect("checked");
         let server = server.expect("checked");
         let mut new = NewService {
@@ -427,7 +430,7 @@ impl Engine {
                     "can only be set while the service is pending; use the change-password action",
                 );
             } else {
-                check_password(&mut p, pw);
+                check_password(&mut p, pw.as_secret());
             }
         }
         match &patch.invoice {
@@ -473,7 +476,7 @@ impl Engine {
         }
         p.finish()?;
         if let Some(pw) = &patch.password {
-            service.password = self.cipher.seal_str(pw);
+            service.password = self.cipher.seal_str(pw.as_secret());
         }
         Ok(self.store.update_service(&service).await?)
     }

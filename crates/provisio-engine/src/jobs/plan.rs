@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::error::Problems;
-use crate::input::ActionInput;
+use crate::input::{ActionInput, Secret};
 use crate::{EngineError, Result};
 
 /// What an action is checked against: the service's server and module, and the status the
@@ -125,6 +125,7 @@ pub(crate) fn params(
             let pw = input
                 .password
                 .clone()
+                .map(Secret::into_secret)
                 .unwrap_or_else(|| generate_password(16));
             let n = pw.expose_secret().chars().count();
             if !(8..=128).contains(&n) {

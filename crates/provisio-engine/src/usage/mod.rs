@@ -12,6 +12,7 @@ mod sync;
 pub(crate) use schedule::schedule_loop;
 pub use schedule::{check_cron, parse_cron};
 // The answers are the API's wire types, defined once in `provisio-api`.
+pub use provisio_api::requests::{SyncInput, TopupInput};
 pub use provisio_api::views::{MetricView, ServerSync, ServiceUsage, ServiceUsageLine, SyncReport};
 
 use std::collections::HashMap;
@@ -29,10 +30,8 @@ use provisio_core::usage::{
 };
 use provisio_core::{ProductId, ServiceId};
 use provisio_store::SyncRun;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use utoipa::ToSchema;
 
 use crate::error::Problems;
 use crate::input::ActionInput;
@@ -73,30 +72,6 @@ impl Default for UsageOptions {
             max_pages: 10_000,
         }
     }
-}
-
-/// `POST /v1/usage/syncs`: which servers to sync (all with the usage capability when absent).
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SyncInput {
-    /// A server by id or name.
-    pub server: Option<RecordRef>,
-}
-
-/// `POST /v1/services/{id}/topups`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TopupInput {
-    /// The metric it adds quota to (`data`, `disk`, …).
-    #[schema(pattern = r"^[a-z][a-z0-9_]{0,63}$")]
-    pub metric: String,
-    /// How much, in the metric's unit; more than zero.
-    #[schema(exclusive_minimum = 0)]
-    pub amount: f64,
-    pub note: Option<String>,
-    /// The same key again returns the first top-up and adds nothing.
-    #[schema(min_length = 1, max_length = 200)]
-    pub idempotency_key: Option<String>,
 }
 
 /// A stored run as the API shows it; the per-server part is kept as JSON in the run.

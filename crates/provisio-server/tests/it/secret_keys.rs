@@ -200,7 +200,7 @@ async fn act(
                     *id,
                     action,
                     ActionInput {
-                        password: password.clone().map(SecretString::from),
+                        password: password.clone().map(|p| SecretString::from(p).into()),
                         ..Default::default()
                     },
                 )

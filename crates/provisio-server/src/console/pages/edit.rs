@@ -589,7 +589,7 @@ pub(crate) async fn service_save(
                 password: if pending {
                     sent.get("password")
                         .filter(|p| !p.is_empty())
-                        .map(|p| secrecy::SecretString::from(p.clone()))
+                        .map(|p| secrecy::SecretString::from(p.clone()).into())
                 } else {
                     None
                 },

@@ -632,7 +632,7 @@ pub(crate) async fn act(
         },
         Action::ChangePassword => {
             input.password =
-                given(&form.password).map(|p| secrecy::SecretString::from(p.to_string()));
+                given(&form.password).map(|p| secrecy::SecretString::from(p.to_string()).into());
         }
         Action::Terminate if given(&form.confirm) != Some(svc.username.as_str()) => {
             errors.push((
