@@ -155,12 +155,12 @@ pub async fn service_timelines_are_newest_first_and_bounded(s: S) {
         s.insert_events(&[
             NewEvent::new(
                 "service.suspend.before",
-                &format!("service:{}", svc.id),
+                format!("service:{}", svc.id),
                 serde_json::json!({"n": i}),
             ),
             NewEvent::new(
                 "service.suspend.before",
-                &format!("service:{}", other.id),
+                format!("service:{}", other.id),
                 serde_json::json!({"n": i}),
             ),
         ])
