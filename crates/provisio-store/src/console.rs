@@ -118,4 +118,37 @@ pub trait ConsoleStore: Send + Sync {
     async fn drop_breakers(&self, node: &str) -> Result<()>;
     /// The newest `limit` usage syncs, newest first.
     async fn recent_sync_runs(&self, limit: u32) -> Result<Vec<crate::SyncRun>>;
+    /// A service's timeline, newest first and bounded: its newest `limit` jobs (with the
+    /// attempts of the newest [`TIMELINE_ATTEMPTS`] of them), events of subject
+    /// `service:ID` and deliveries of that subject, each by its own index. `before` keeps
+    /// to jobs, events and deliveries older than that time (the timeline's "older" link).
+    async fn service_timeline(
+        &self,
+        service: provisio_core::ServiceId,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<ServiceTimeline>;
+    /// A product and every product up its `extends` chain, in one statement: the product
+    /// first, then its parent, up to the root (at most [`CHAIN_MAX`] levels; a cycle stops
+    /// there).
+    async fn product_chain_rows(
+        &self,
+        id: provisio_core::ProductId,
+    ) -> Result<Vec<provisio_core::product::Product>>;
 }
+
+/// What [`ConsoleStore::service_timeline`] reads, each list newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceTimeline {
+    pub jobs: Vec<provisio_core::job::Job>,
+    /// The attempts of the newest jobs, by job and attempt.
+    pub attempts: Vec<provisio_core::job::Attempt>,
+    pub events: Vec<provisio_core::event::Event>,
+    pub deliveries: Vec<provisio_core::handler::Delivery>,
+}
+
+/// How many of a timeline's newest jobs carry their attempts.
+pub const TIMELINE_ATTEMPTS: usize = 20;
+
+/// How far up an `extends` chain one read follows.
+pub const CHAIN_MAX: i64 = 64;

@@ -100,7 +100,7 @@ pub use actor::{acting, acting_at, current_actor, current_depth, inherit};
 pub use clock::{offset_from, warn_if_off, Clock, Sample, WARN_OFFSET};
 pub use console::{
     BreakerRecord, ConsoleOverview, ConsoleSession, ConsoleStore, OverviewWindow, ServerActivity,
-    COUNT_CAP, FAILED_SAMPLE,
+    ServiceTimeline, CHAIN_MAX, COUNT_CAP, FAILED_SAMPLE, TIMELINE_ATTEMPTS,
 };
 pub use error::StoreError;
 pub use group::{DirectWrite, GroupWrite};

@@ -852,7 +852,10 @@ macro_rules! impl_store {
             ) -> $crate::Result<provisio_core::page::Page<provisio_core::job::Job>> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT * FROM jobs WHERE 1 = 1");
                 if let Some(s) = f.state {
-                    qb.push(" AND state = ").push_bind(s.as_str());
+                    // A literal (the state names are a closed set of identifiers), so that a
+                    // partial index on one state (`ix_jobs_failed_by`) is seen to apply:
+                    // SQLite's planner cannot tell from a bound value.
+                    qb.push(" AND state = '").push(s.as_str()).push("'");
                 }
                 if f.open_only {
                     qb.push(" AND state IN ('pending', 'running')");

@@ -70,26 +70,77 @@ macro_rules! impl_console_store {
             ) -> $crate::Result<$crate::ConsoleOverview> {
                 use $crate::rows::{from_ts, ts};
                 use provisio_core::ServerId;
+                // The parts are independent: run side by side, each on a pool connection of
+                // its own, the page waits for the slowest rather than for their sum.
                 // Each state counted up to the cap through the (state, id) index.
-                let counted: Vec<(String, i64)> = sqlx::query_as(
+                let counted = sqlx::query_as::<_, (String, i64)>(
                     "SELECT 'failed' AS st, COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'failed' LIMIT $1) AS f \
                      UNION ALL SELECT 'pending', COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'pending' LIMIT $1) AS p \
                      UNION ALL SELECT 'running', COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'running' LIMIT $1) AS r",
                 )
                 .bind($crate::COUNT_CAP)
-                .fetch_all(&self.pool)
-                .await?;
-                let by_state = counted.into_iter().filter(|c| c.1 > 0).collect();
+                .fetch_all(&self.pool);
                 // One pass over the recent range of `ix_jobs_finished` gives both the states
                 // and the chart. Grouped by an expression, so that no planner walks the state
                 // index over every job for its order instead.
-                let recent: Vec<(i64, String, i64)> = sqlx::query_as(
+                let recent = sqlx::query_as::<_, (i64, String, i64)>(
                     "SELECT (finished_at / 60000000) * 60000000 AS m, state || '' AS st, COUNT(*) FROM jobs \
                      WHERE finished_at IS NOT NULL AND finished_at >= $1 GROUP BY m, st ORDER BY m, st",
                 )
                 .bind(ts(w.chart_since))
-                .fetch_all(&self.pool)
-                .await?;
+                .fetch_all(&self.pool);
+                let failed = sqlx::query_as::<_, (i64, Option<String>, Option<String>, i64)>(
+                    // The newest failed jobs, read through the (state, id) index: grouping
+                    // straight from the table lets a planner walk a server-led index over
+                    // every job instead, and a backlog's breakdown does not need every row.
+                    "SELECT server_id, error_kind, SUBSTR(COALESCE(last_error, ''), 1, 120) AS e, COUNT(*) AS n \
+                     FROM (SELECT server_id, error_kind, last_error FROM jobs WHERE state = 'failed' \
+                           ORDER BY id DESC LIMIT $1) AS f \
+                     GROUP BY server_id, error_kind, e ORDER BY n DESC, server_id LIMIT 50",
+                )
+                .bind($crate::FAILED_SAMPLE)
+                .fetch_all(&self.pool);
+                let errors = sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT j.server_id, COUNT(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id \
+                     WHERE a.started_at >= $1 AND a.outcome IN ('transient', 'permanent', 'unknown') GROUP BY j.server_id",
+                )
+                .bind(ts(w.errors_since))
+                .fetch_all(&self.pool);
+                // One statement for every server, each part a short walk of the
+                // (server, state, id) index, rather than two round trips per server.
+                let servers = sqlx::query_as::<_, (i64, i64, Option<i64>)>(
+                    "SELECT s.id, \
+                       (SELECT COUNT(*) FROM jobs j WHERE j.server_id = s.id AND j.state = 'running'), \
+                       (SELECT j.finished_at FROM jobs j WHERE j.server_id = s.id AND j.state = 'done' \
+                        ORDER BY j.id DESC LIMIT 1) \
+                     FROM servers s ORDER BY s.id",
+                )
+                .fetch_all(&self.pool);
+                let deliveries = sqlx::query_as::<_, (i64, i64, Option<String>)>(
+                    "SELECT handler_id, COUNT(*), MAX(last_error) FROM deliveries \
+                     WHERE state IN ('pending', 'failed') AND last_error IS NOT NULL \
+                     GROUP BY handler_id ORDER BY handler_id",
+                )
+                .fetch_all(&self.pool);
+                let breakers = sqlx::query_as::<_, (i64, String, String, i64, Option<i64>, i64)>(
+                    "SELECT server_id, node, state, since, open_until, seq FROM server_breakers \
+                     WHERE seen_at >= $1 ORDER BY server_id, node",
+                )
+                .bind(ts(w.seen_since))
+                .fetch_all(&self.pool);
+                let last_sync = sqlx::query_as::<_, (i64, String, i64)>(
+                    "SELECT id, state, started_at FROM usage_syncs ORDER BY id DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool);
+                let last_audit = sqlx::query_as::<_, (i64, i64, String, Option<i64>)>(
+                    "SELECT id, server_id, state, finished_at FROM audits ORDER BY id DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool);
+                let (counted, recent, failed, errors, servers, deliveries, breakers, last_sync, last_audit) =
+                    tokio::try_join!(
+                        counted, recent, failed, errors, servers, deliveries, breakers, last_sync, last_audit
+                    )?;
+                let by_state = counted.into_iter().filter(|c| c.1 > 0).collect();
                 let mut finished = std::collections::BTreeMap::<String, i64>::new();
                 let mut per_minute: Vec<(chrono::DateTime<chrono::Utc>, i64)> = Vec::new();
                 for (m, st, n) in recent {
@@ -100,36 +151,6 @@ macro_rules! impl_console_store {
                         _ => per_minute.push((at, n)),
                     }
                 }
-                let failed: Vec<(i64, Option<String>, Option<String>, i64)> = sqlx::query_as(
-                    // The newest failed jobs, read through the (state, id) index: grouping
-                    // straight from the table lets a planner walk a server-led index over
-                    // every job instead, and a backlog's breakdown does not need every row.
-                    "SELECT server_id, error_kind, SUBSTR(COALESCE(last_error, ''), 1, 120) AS e, COUNT(*) AS n \
-                     FROM (SELECT server_id, error_kind, last_error FROM jobs WHERE state = 'failed' \
-                           ORDER BY id DESC LIMIT $1) AS f \
-                     GROUP BY server_id, error_kind, e ORDER BY n DESC, server_id LIMIT 50",
-                )
-                .bind($crate::FAILED_SAMPLE)
-                .fetch_all(&self.pool)
-                .await?;
-                let errors: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT j.server_id, COUNT(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id \
-                     WHERE a.started_at >= $1 AND a.outcome IN ('transient', 'permanent', 'unknown') GROUP BY j.server_id",
-                )
-                .bind(ts(w.errors_since))
-                .fetch_all(&self.pool)
-                .await?;
-                // One statement for every server, each part a short walk of the
-                // (server, state, id) index, rather than two round trips per server.
-                let servers: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(
-                    "SELECT s.id, \
-                       (SELECT COUNT(*) FROM jobs j WHERE j.server_id = s.id AND j.state = 'running'), \
-                       (SELECT j.finished_at FROM jobs j WHERE j.server_id = s.id AND j.state = 'done' \
-                        ORDER BY j.id DESC LIMIT 1) \
-                     FROM servers s ORDER BY s.id",
-                )
-                .fetch_all(&self.pool)
-                .await?;
                 let activity = servers
                     .into_iter()
                     .map(|(id, running, last)| {
@@ -141,30 +162,6 @@ macro_rules! impl_console_store {
                         })
                     })
                     .collect::<$crate::Result<Vec<_>>>()?;
-                let deliveries: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
-                    "SELECT handler_id, COUNT(*), MAX(last_error) FROM deliveries \
-                     WHERE state IN ('pending', 'failed') AND last_error IS NOT NULL \
-                     GROUP BY handler_id ORDER BY handler_id",
-                )
-                .fetch_all(&self.pool)
-                .await?;
-                let breakers: Vec<(i64, String, String, i64, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT server_id, node, state, since, open_until, seq FROM server_breakers \
-                     WHERE seen_at >= $1 ORDER BY server_id, node",
-                )
-                .bind(ts(w.seen_since))
-                .fetch_all(&self.pool)
-                .await?;
-                let last_sync: Option<(i64, String, i64)> = sqlx::query_as(
-                    "SELECT id, state, started_at FROM usage_syncs ORDER BY id DESC LIMIT 1",
-                )
-                .fetch_optional(&self.pool)
-                .await?;
-                let last_audit: Option<(i64, i64, String, Option<i64>)> = sqlx::query_as(
-                    "SELECT id, server_id, state, finished_at FROM audits ORDER BY id DESC LIMIT 1",
-                )
-                .fetch_optional(&self.pool)
-                .await?;
                 Ok($crate::ConsoleOverview {
                     by_state,
                     finished: finished.into_iter().collect(),
@@ -274,6 +271,98 @@ macro_rules! impl_console_store {
                         .fetch_all(&self.pool)
                         .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn service_timeline(
+                &self,
+                service: provisio_core::ServiceId,
+                before: Option<chrono::DateTime<chrono::Utc>>,
+                limit: u32,
+            ) -> $crate::Result<$crate::ServiceTimeline> {
+                use $crate::rows::ts;
+                // Past the newest time any row can have: one statement shape for both the
+                // first look and the "older" pages.
+                let before = before.map_or(i64::MAX, ts);
+                let limit = i64::from(limit);
+                let subject = format!("service:{}", service.0);
+                // Four short index walks, each newest first ((service_id, id) of jobs,
+                // (subject, id) of events and deliveries), run side by side on their own
+                // connections.
+                let jobs = sqlx::query_as::<_, $crate::rows::JobRow>(
+                    "SELECT * FROM jobs WHERE service_id = $1 AND created_at < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(service.0)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool);
+                let attempts = sqlx::query_as::<_, $crate::rows::AttemptRow>(
+                    "SELECT * FROM job_attempts WHERE job_id IN \
+                       (SELECT id FROM jobs WHERE service_id = $1 AND created_at < $2 ORDER BY id DESC LIMIT $3) \
+                     ORDER BY job_id, id",
+                )
+                .bind(service.0)
+                .bind(before)
+                .bind(limit.min($crate::TIMELINE_ATTEMPTS as i64))
+                .fetch_all(&self.pool);
+                let events = sqlx::query_as::<_, $crate::rows::EventRow>(
+                    "SELECT * FROM events WHERE subject = $1 AND at < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(&subject)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool);
+                let deliveries = sqlx::query_as::<_, $crate::rows_hooks::DeliveryRow>(
+                    "SELECT * FROM deliveries WHERE subject = $1 AND updated_at < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(&subject)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool);
+                let (jobs, attempts, events, deliveries) =
+                    tokio::try_join!(jobs, attempts, events, deliveries)?;
+                Ok($crate::ServiceTimeline {
+                    jobs: jobs.into_iter().map(TryInto::try_into).collect::<$crate::Result<_>>()?,
+                    attempts: attempts
+                        .into_iter()
+                        .map(TryInto::try_into)
+                        .collect::<$crate::Result<_>>()?,
+                    events: events.into_iter().map(TryInto::try_into).collect::<$crate::Result<_>>()?,
+                    deliveries: deliveries
+                        .into_iter()
+                        .map(TryInto::try_into)
+                        .collect::<$crate::Result<_>>()?,
+                })
+            }
+
+            async fn product_chain_rows(
+                &self,
+                id: provisio_core::ProductId,
+            ) -> $crate::Result<Vec<provisio_core::product::Product>> {
+                // The chain in one recursive statement rather than one round trip per level.
+                let rows: Vec<$crate::rows::ProductRow> = sqlx::query_as(
+                    "WITH RECURSIVE chain(id, depth) AS ( \
+                       SELECT CAST($1 AS BIGINT), CAST(0 AS BIGINT) \
+                       UNION ALL \
+                       SELECT p.extends, chain.depth + 1 FROM chain JOIN products p ON p.id = chain.id \
+                       WHERE p.extends IS NOT NULL AND chain.depth < $2) \
+                     SELECT p.* FROM chain JOIN products p ON p.id = chain.id ORDER BY chain.depth",
+                )
+                .bind(id.0)
+                .bind($crate::CHAIN_MAX)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut seen = std::collections::HashSet::new();
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let p: provisio_core::product::Product = r.try_into()?;
+                    // A cycle repeats its products up to the depth bound: the first
+                    // repeat ends the chain, and the engine's resolver names the cycle.
+                    if !seen.insert(p.id) {
+                        break;
+                    }
+                    out.push(p);
+                }
+                Ok(out)
             }
         }
     };

@@ -31,19 +31,15 @@ impl Engine {
         &self,
         candidate: &Product,
     ) -> Result<std::result::Result<Vec<Product>, provisio_core::product::ExtendsError>> {
-        // Chains are short; fetch parents one by one into a map the pure resolver reads.
+        // The parents in one read (a recursive statement), into a map the pure resolver
+        // reads; the candidate itself, maybe not yet stored as it is, ends the walk.
         let mut known: HashMap<ProductId, Product> = HashMap::new();
-        let mut next = candidate.extends;
-        while let Some(id) = next {
-            if id == candidate.id || known.contains_key(&id) {
-                break;
-            }
-            match self.store.get_product(id).await? {
-                Some(p) => {
-                    next = p.extends;
-                    known.insert(id, p);
+        if let Some(parent) = candidate.extends.filter(|&p| p != candidate.id) {
+            for p in self.store.product_chain_rows(parent).await? {
+                if p.id == candidate.id {
+                    break;
                 }
-                None => break,
+                known.insert(p.id, p);
             }
         }
         Ok(resolve_chain(candidate, |id| {

@@ -1,8 +1,9 @@
 //! The console's forms in a real headless Chromium (the harness of `console.rs`), on both
 //! databases: redelivering a failed delivery, an audit's fixes shown as a dry run and then
 //! applied, a balance transaction (and a bad amount refused next to its field), and a
-//! server's settings edited with its secret left blank and kept. Each test saves a
-//! screenshot under `target/console-screenshots/`.
+//! server's settings edited with its secret left blank and kept, then a product's settings,
+//! set-up and client fields (a bad client field name refused next to its field). Each test
+//! saves a screenshot under `target/console-screenshots/`.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -277,6 +278,37 @@ async fn a_server_edited_with_its_secret_left_blank_keeps_it(db: Db) {
     b.wait_text("#products", "package=c").await;
     let (_, p) = app.get("/v1/products/plan").await;
     assert_eq!(p["settings"]["package"], "c", "{p}");
+    // Its set-up and client fields: a bad client field name is refused next to its field,
+    // with the REST route's message, and nothing changes.
+    b.click("#products a[href$='/edit']").await;
+    b.wait_text("h1", "Edit product plan").await;
+    b.choose("#f-auto_setup", "manual").await;
+    b.fill("#f-client_fields", "Pass Key=pass_key").await;
+    b.click("#save").await;
+    b.wait_text(
+        "#f-client_fields-error",
+        "custom field key 'Pass Key' must be 1 to 64 of a-z",
+    )
+    .await;
+    let (_, p) = app.get("/v1/products/plan").await;
+    assert_eq!(p["auto_setup"], "on_order", "{p}");
+    assert_eq!(p["client_fields"], json!({}), "{p}");
+    // A set-up no select offers is refused with its own message.
+    let csrf = b.csrf().await;
+    assert_eq!(
+        b.post_from_page(
+            "/console/products/plan/edit",
+            &format!("csrf={csrf}&auto_setup=sometimes")
+        )
+        .await,
+        422
+    );
+    b.fill("#f-client_fields", "pass_key=pass_key").await;
+    b.click("#save").await;
+    b.wait_text("#products", "package=c").await;
+    let (_, p) = app.get("/v1/products/plan").await;
+    assert_eq!(p["auto_setup"], "manual", "{p}");
+    assert_eq!(p["client_fields"], json!({"pass_key": "pass_key"}), "{p}");
     // A readonly key is shown no edit link, and its forged form is refused.
     let readonly = app
         .make_key(json!({"name": "look", "role": "readonly"}))

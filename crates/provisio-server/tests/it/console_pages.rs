@@ -1,6 +1,7 @@
 //! Console pages read over plain HTTP with a signed-in session (no browser): the breaker
 //! state each worker node publishes on the overview, a product's `extends` chain with the
-//! effective settings, and a usage sync's progress while it runs and after.
+//! effective settings, a usage sync's progress while it runs and after, and a long
+//! timeline's newest part with its "Older" link.
 
 use std::time::{Duration, Instant};
 
@@ -318,7 +319,85 @@ async fn usage_sync_page_shows_progress(db: Db) {
     app.stop().await;
 }
 
+/// A service with more jobs than one look reads: its page shows the newest part of the
+/// timeline and an "Older" link to the rest, whose page no longer refreshes itself.
+async fn a_long_timeline_shows_the_newest_and_links_older(db: Db) {
+    let app = spawn_app_with(db, "").await;
+    let w = super::world(&app).await;
+    let service = provisio_core::ServiceId(w.service_a);
+    let server = app.engine.get_service(service).await.unwrap().server_id;
+    // Refused jobs (as a gate's refusal stores them) need no worker, so 60 are quick.
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let j = app
+            .engine
+            .store()
+            .insert_refused_job(
+                service,
+                &provisio_core::job::NewJob {
+                    server_id: server,
+                    action: provisio_core::module::Action::Suspend,
+                    params: Default::default(),
+                    idempotency_key: format!("timeline-{i}"),
+                    max_attempts: 1,
+                    run_after: app.engine.now(),
+                    trace_id: provisio_core::trace::TraceId::random(),
+                },
+                &format!("refused {i}"),
+            )
+            .await
+            .unwrap();
+        ids.push(j.id.0);
+    }
+    let console = Console::sign_in(&app).await;
+    let page = format!("/console/services/{}", w.service_a);
+    let (status, html) = console.get(&page).await;
+    assert_eq!(status, 200, "{html}");
+    let newest = part_of(&html, "timeline", "table");
+    assert!(
+        newest.contains(&format!("job {} suspend", ids[59])),
+        "{newest}"
+    );
+    assert!(
+        !newest.contains(&format!("job {} suspend", ids[0])),
+        "{newest}"
+    );
+    assert!(
+        html.contains("hx-select=\"#timeline\""),
+        "the newest part refreshes"
+    );
+    let older = html
+        .split("href=\"")
+        .find_map(|r| {
+            let link = r.split('"').next()?;
+            (r.contains("id=\"timeline-older\"") && link.contains("before="))
+                .then(|| link.replace("&amp;", "&"))
+        })
+        .expect("an older link");
+    let (status, html) = console.get(&older).await;
+    assert_eq!(status, 200, "{html}");
+    let rest = part_of(&html, "timeline", "table");
+    assert!(rest.contains(&format!("job {} suspend", ids[0])), "{rest}");
+    assert!(
+        !rest.contains(&format!("job {} suspend", ids[59])),
+        "{rest}"
+    );
+    assert!(
+        !html.contains("hx-select=\"#timeline\""),
+        "an older part stays as it is"
+    );
+    // Every job is on one of the two parts.
+    for id in &ids {
+        let line = format!("job {id} suspend");
+        assert!(newest.contains(&line) || rest.contains(&line), "{line}");
+    }
+    let (status, _) = console.get(&format!("{page}?before=soon")).await;
+    assert_eq!(status, 400);
+    app.stop().await;
+}
+
 on_both!(
+    a_long_timeline_shows_the_newest_and_links_older,
     breaker_opens_and_closes_on_the_overview,
     product_page_shows_the_chain_and_effective_settings,
     usage_sync_page_shows_progress,

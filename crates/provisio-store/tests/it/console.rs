@@ -119,3 +119,125 @@ pub async fn console_sessions_expire_and_end(s: S) {
     let o = s.console_overview(window(later)).await.unwrap();
     assert!(o.breakers.is_empty());
 }
+
+/// A service's page reads its newest jobs (the newest with their attempts) and events,
+/// none of another service's, and an older part from a time on.
+pub async fn service_timelines_are_newest_first_and_bounded(s: S) {
+    use provisio_core::event::NewEvent;
+    use provisio_core::module::Action;
+    let w = crate::suite::world(&s).await;
+    let service = |name: &str| crate::suite::new_service(w.client, w.product, w.server, name);
+    let (svc, _) = s
+        .insert_service_with_job(&service("timeline"), None)
+        .await
+        .unwrap();
+    let (other, _) = s
+        .insert_service_with_job(&service("other"), None)
+        .await
+        .unwrap();
+    let job = || provisio_core::job::NewJob {
+        server_id: w.server,
+        action: Action::Suspend,
+        params: provisio_core::settings::Settings::new(),
+        idempotency_key: format!("k-{}", rand::random::<u64>()),
+        max_attempts: 3,
+        run_after: Utc::now(),
+        trace_id: provisio_core::trace::TraceId::random(),
+    };
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        // A refused job carries one attempt saying why.
+        let j = s
+            .insert_refused_job(svc.id, &job(), &format!("refused {i}"))
+            .await
+            .unwrap();
+        ids.push(j.id);
+        s.insert_events(&[
+            NewEvent::new(
+                "service.suspend.before",
+                format!("service:{}", svc.id),
+                serde_json::json!({"n": i}),
+            ),
+            NewEvent::new(
+                "service.suspend.before",
+                format!("service:{}", other.id),
+                serde_json::json!({"n": i}),
+            ),
+        ])
+        .await
+        .unwrap();
+    }
+    s.insert_refused_job(other.id, &job(), "not this one")
+        .await
+        .unwrap();
+    let t = s.service_timeline(svc.id, None, 25).await.unwrap();
+    let newest: Vec<_> = ids.iter().rev().take(25).copied().collect();
+    assert_eq!(t.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), newest);
+    let with: std::collections::BTreeSet<_> = t.attempts.iter().map(|a| a.job_id).collect();
+    let want: std::collections::BTreeSet<_> = ids
+        .iter()
+        .rev()
+        .take(provisio_store::TIMELINE_ATTEMPTS)
+        .copied()
+        .collect();
+    assert_eq!(with, want);
+    assert_eq!(t.events.len(), 25);
+    let subject = format!("service:{}", svc.id);
+    assert!(t.events.iter().all(|e| e.subject == subject));
+    assert!(
+        t.events.windows(2).all(|p| p[0].id > p[1].id),
+        "newest first"
+    );
+    assert!(t.deliveries.is_empty());
+    // The older part: what was created before the oldest job shown.
+    let cut = t.jobs.last().unwrap().created_at;
+    let older = s.service_timeline(svc.id, Some(cut), 25).await.unwrap();
+    let rest: Vec<_> = ids.iter().rev().skip(25).copied().collect();
+    assert_eq!(older.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), rest);
+    assert!(older.events.iter().all(|e| e.at < cut));
+    let all = s
+        .list_events(
+            &provisio_store::EventFilter {
+                subject: Some(subject.clone()),
+                ..Default::default()
+            },
+            provisio_core::page::PageRequest::first(100),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(all.len(), 30);
+    assert_eq!(
+        older.events.len(),
+        all.iter().filter(|e| e.at < cut).count().min(25)
+    );
+}
+
+/// A product's `extends` chain in one read, the product first.
+pub async fn product_chains_are_read_up_to_the_root(s: S) {
+    use crate::suite::new_product;
+    let base = s.insert_product(&new_product("base", None)).await.unwrap();
+    let plus = s
+        .insert_product(&new_product("plus", Some(base.id)))
+        .await
+        .unwrap();
+    let max = s
+        .insert_product(&new_product("max", Some(plus.id)))
+        .await
+        .unwrap();
+    let ids =
+        |c: Vec<provisio_core::product::Product>| c.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.product_chain_rows(max.id).await.unwrap()),
+        vec![max.id, plus.id, base.id]
+    );
+    assert_eq!(
+        ids(s.product_chain_rows(base.id).await.unwrap()),
+        vec![base.id]
+    );
+    assert!(s
+        .product_chain_rows(provisio_core::ProductId(999_999))
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -93,4 +93,6 @@ on_both!(
     concurrent_writes_fail_alone_and_are_read_when_answered,
     orders_are_stored_with_their_announcements,
     console_sessions_expire_and_end,
+    service_timelines_are_newest_first_and_bounded,
+    product_chains_are_read_up_to_the_root,
 );

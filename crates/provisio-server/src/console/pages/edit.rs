@@ -797,7 +797,67 @@ async fn product_inputs(
                 .map(|g| g.to_string())
                 .unwrap_or_default(),
         ),
+        Input::select(
+            "auto_setup",
+            "Set up",
+            p.auto_setup.as_str(),
+            &AUTO_SETUP.map(|a| a.as_str()),
+        ),
+        client_fields_input(&p.client_fields),
     ])
+}
+
+const AUTO_SETUP: [provisio_core::product::AutoSetup; 3] = [
+    provisio_core::product::AutoSetup::OnOrder,
+    provisio_core::product::AutoSetup::OnAccept,
+    provisio_core::product::AutoSetup::Manual,
+];
+
+fn client_fields_input(map: &provisio_core::product::ClientFieldMap) -> Input {
+    let mut i = Input::new(
+        "client_fields",
+        "Client fields (one client_field=module_output a line)",
+        "textarea",
+        map.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    i.help = "Outputs copied into the client's custom fields when an action succeeds; \
+              the lines replace the whole map."
+        .into();
+    i
+}
+
+/// The `auto_setup` a form asks for, or the field's message.
+fn auto_setup(
+    errors: &mut Vec<(String, String)>,
+    sent: &Sent,
+    inputs: &[Input],
+) -> Option<provisio_core::product::AutoSetup> {
+    let v = text(sent, inputs, "auto_setup")?;
+    let found = provisio_core::product::AutoSetup::parse(&v);
+    if found.is_none() {
+        errors.push((
+            "auto_setup".into(),
+            format!("auto_setup: '{v}' is not on_order, on_accept or manual"),
+        ));
+    }
+    found
+}
+
+/// The `client_fields` map the textarea holds, when it changed. A line without `=` maps
+/// to an empty output, which the engine refuses with its own message for that field.
+fn client_fields(sent: &Sent, inputs: &[Input]) -> Option<provisio_core::product::ClientFieldMap> {
+    text(sent, inputs, "client_fields").map(|v| {
+        v.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+                None => (l.trim().to_string(), String::new()),
+            })
+            .collect()
+    })
 }
 
 fn product_labels(p: &provisio_core::product::Product) -> (String, String, String) {
@@ -860,16 +920,22 @@ pub(crate) async fn product_save(
     let inputs = product_inputs(&state, &p).await?;
     let settings = setting_inputs(&schema, &p.settings);
     let sent = sent(form);
+    let mut errors = Vec::new();
+    let auto_setup = auto_setup(&mut errors, &sent, &inputs);
     let result = match settings_patch(&settings, &sent) {
-        Err(errors) => Err((errors, "the form has errors".to_string())),
+        Err(mut more) => {
+            errors.append(&mut more);
+            Err((errors, "the form has errors".to_string()))
+        }
+        Ok(_) if !errors.is_empty() => Err((errors, "the form has errors".to_string())),
         Ok(patch_settings) => {
             let patch = ProductPatch {
                 name: text(&sent, &inputs, "name"),
                 extends: patch_text(&sent, &inputs, "extends"),
                 server_group: patch_text(&sent, &inputs, "server_group"),
                 settings: patch_settings,
-                auto_setup: None,
-                client_fields: None,
+                auto_setup,
+                client_fields: client_fields(&sent, &inputs),
             };
             state
                 .app

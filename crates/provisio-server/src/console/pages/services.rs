@@ -15,7 +15,7 @@ use provisio_core::service::{Service, ServiceStatus};
 use provisio_core::{ClientId, ServiceId};
 use provisio_engine::input::RecordRef;
 use provisio_engine::ActionInput;
-use provisio_store::{DeliveryFilter, EventFilter, JobFilter, ProductFilter, ServiceFilter};
+use provisio_store::{ProductFilter, ServiceFilter};
 use serde::Deserialize;
 
 use super::form::{problem_fields, unprocessable, FormPage};
@@ -181,6 +181,10 @@ struct ServicePage {
     outputs: Vec<(String, String)>,
     usage: Vec<(String, String, String)>,
     timeline: Vec<Moment>,
+    /// The next older part of the timeline, when this one did not reach its start.
+    older: Option<String>,
+    /// An older part is shown: it is not refreshed, and links back to the newest.
+    paged: bool,
     actions: Vec<ActionButton>,
     login: bool,
     may_edit: bool,
@@ -235,13 +239,22 @@ async fn offered(
         .collect())
 }
 
+/// How many of each kind (jobs, events, deliveries) one look at a timeline reads.
+const TIMELINE_LIMIT: u32 = 50;
+
+/// A timeline page older than the newest: moments before this time (microseconds).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct TimelineQuery {
+    before: Option<String>,
+}
+
 async fn service_page(
     state: &ConsoleState,
     s: &Session,
     headers: &HeaderMap,
     svc: Service,
-    login_url: Option<String>,
-    login_error: Option<String>,
+    before: Option<DateTime<Utc>>,
+    (login_url, login_error): (Option<String>, Option<String>),
 ) -> PageResult {
     let engine = &state.app.engine;
     let id = svc.id;
@@ -264,30 +277,34 @@ async fn service_page(
     } else {
         format!("#{}", svc.product_id)
     };
-    let mut timeline = Vec::new();
-    let jobs = engine
-        .list_jobs(
-            &JobFilter {
-                service_id: Some(id),
-                ..Default::default()
-            },
-            PageRequest::first(PageRequest::MAX_LIMIT),
-        )
-        .await?;
-    // The newest jobs carry their attempts; older ones are one line each.
-    let newest: Vec<_> = jobs.items.iter().rev().take(20).map(|j| j.id).collect();
-    // Read together: one after another they cost a round trip each, which on PostgreSQL
-    // was most of the page's time.
-    let mut attempts: std::collections::HashMap<_, _> = futures::future::try_join_all(
-        newest
-            .iter()
-            .map(|&j| async move { engine.store().job_attempts(j).await.map(|a| (j, a)) }),
-    )
-    .await
-    .map_err(provisio_engine::EngineError::from)?
+    let see_events = s.may(Method::GET, "/v1/events");
+    let see_deliveries = see_events && s.may(Method::GET, "/v1/deliveries");
+    // The newest of each kind, read together by their own indexes: a service with years
+    // of history costs what one with a week does.
+    let read = engine
+        .store()
+        .service_timeline(id, before, TIMELINE_LIMIT)
+        .await
+        .map_err(provisio_engine::EngineError::from)?;
+    // Where a kind filled its share, older rows of the other kinds may be missing too:
+    // the page shows what is newer than the latest such cut, the "older" link the rest.
+    let full = |n: usize| n >= TIMELINE_LIMIT as usize;
+    let cut = [
+        full(read.jobs.len()).then(|| read.jobs.last().map(|j| j.created_at)),
+        (see_events && full(read.events.len())).then(|| read.events.last().map(|e| e.at)),
+        (see_deliveries && full(read.deliveries.len()))
+            .then(|| read.deliveries.last().map(|d| d.updated_at)),
+    ]
     .into_iter()
-    .collect();
-    for j in &jobs.items {
+    .flatten()
+    .flatten()
+    .max();
+    let mut attempts: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
+    for a in read.attempts {
+        attempts.entry(a.job_id).or_default().push(a);
+    }
+    let mut timeline = Vec::new();
+    for j in &read.jobs {
         timeline.push(Moment {
             at: j.created_at,
             when: when(j.created_at),
@@ -297,34 +314,20 @@ async fn service_page(
             detail: j.last_error.clone().unwrap_or_default(),
             link: Some(format!("/console/queue/{}", j.id)),
         });
-        if let Some(list) = attempts.remove(&j.id) {
-            for a in list {
-                timeline.push(Moment {
-                    at: a.started_at,
-                    when: when(a.started_at),
-                    kind: "attempt",
-                    what: format!("job {} attempt {} ({} ms)", j.id, a.attempt, a.duration_ms),
-                    state: a.outcome,
-                    detail: a.message.unwrap_or_default(),
-                    link: None,
-                });
-            }
+        for a in attempts.remove(&j.id).unwrap_or_default() {
+            timeline.push(Moment {
+                at: a.started_at,
+                when: when(a.started_at),
+                kind: "attempt",
+                what: format!("job {} attempt {} ({} ms)", j.id, a.attempt, a.duration_ms),
+                state: a.outcome,
+                detail: a.message.unwrap_or_default(),
+                link: None,
+            });
         }
     }
-    if s.may(Method::GET, "/v1/events") {
-        let events = engine
-            .list_events(
-                &EventFilter {
-                    subject: Some(format!("service:{id}")),
-                    scope: s.caller().scope,
-                    ..Default::default()
-                },
-                PageRequest::first(PageRequest::MAX_LIMIT),
-            )
-            .await?;
-        let see_deliveries = s.may(Method::GET, "/v1/deliveries");
-        let recent: Vec<_> = events.items.iter().rev().take(20).map(|e| e.id).collect();
-        for e in &events.items {
+    if see_events {
+        for e in &read.events {
             timeline.push(Moment {
                 at: e.at,
                 when: when(e.at),
@@ -338,35 +341,30 @@ async fn service_page(
                     .unwrap_or_default(),
                 link: None,
             });
-            if see_deliveries && recent.contains(&e.id) {
-                let ds = engine
-                    .list_deliveries(
-                        &DeliveryFilter {
-                            event_id: Some(e.id),
-                            ..Default::default()
-                        },
-                        PageRequest::first(100),
-                    )
-                    .await?;
-                for d in ds.items {
-                    timeline.push(Moment {
-                        at: d.updated_at,
-                        when: when(d.updated_at),
-                        kind: "delivery",
-                        what: format!(
-                            "delivery {} of {} to handler {}",
-                            d.id,
-                            e.kind.as_str(),
-                            d.handler_id
-                        ),
-                        state: d.state.as_str().to_string(),
-                        detail: d.last_error.unwrap_or_default(),
-                        link: Some(format!("/console/deliveries/{}", d.id)),
-                    });
-                }
-            }
         }
     }
+    if see_deliveries {
+        for d in read.deliveries {
+            timeline.push(Moment {
+                at: d.updated_at,
+                when: when(d.updated_at),
+                kind: "delivery",
+                what: format!(
+                    "delivery {} of {} to handler {}",
+                    d.id,
+                    d.event_type.as_str(),
+                    d.handler_id
+                ),
+                state: d.state.as_str().to_string(),
+                detail: d.last_error.unwrap_or_default(),
+                link: Some(format!("/console/deliveries/{}", d.id)),
+            });
+        }
+    }
+    if let Some(cut) = cut {
+        timeline.retain(|m| m.at >= cut);
+    }
+    let older = cut.map(|c| format!("/console/services/{}?before={}", id, c.timestamp_micros()));
     timeline.sort_by_key(|m| std::cmp::Reverse(m.at));
     let mut usage = Vec::new();
     if s.may(Method::GET, "/v1/services/{id}/usage") {
@@ -424,6 +422,8 @@ async fn service_page(
         outputs: pairs(&outputs),
         usage,
         timeline,
+        older,
+        paged: before.is_some(),
         actions,
         login,
         may_edit: s.may(Method::PATCH, "/v1/services/{id}"),
@@ -446,10 +446,17 @@ pub(crate) async fn service(
     Extension(s): Extension<Session>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<TimelineQuery>,
 ) -> PageResult {
     s.need(Method::GET, "/v1/services/{id}")?;
+    let before = parse_id("before", given(&q.before))?
+        .map(|t| {
+            DateTime::<Utc>::from_timestamp_micros(t)
+                .ok_or_else(|| super::bad_query("before", "must be a time in microseconds"))
+        })
+        .transpose()?;
     let svc = seen(&state, &s, &id).await?;
-    service_page(&state, &s, &headers, svc, None, None).await
+    service_page(&state, &s, &headers, svc, before, (None, None)).await
 }
 
 pub(crate) async fn login_url(
@@ -462,10 +469,10 @@ pub(crate) async fn login_url(
     let svc = seen(&state, &s, &id).await?;
     s.caller().may_run("login_url")?;
     match state.app.engine.login_url(svc.id, None).await {
-        Ok(url) => service_page(&state, &s, &headers, svc, Some(url), None).await,
+        Ok(url) => service_page(&state, &s, &headers, svc, None, (Some(url), None)).await,
         Err(e) => {
             let p = ApiError::from(e).into_problem();
-            service_page(&state, &s, &headers, svc, None, Some(p.detail)).await
+            service_page(&state, &s, &headers, svc, None, (None, Some(p.detail))).await
         }
     }
 }
