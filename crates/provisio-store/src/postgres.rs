@@ -13,6 +13,7 @@ use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Clock, Result, Store as _, StoreError};
+use provisio_core::job::Job;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -79,15 +80,56 @@ impl PgStore {
 
     const LOCK_CLAUSE: &'static str = " FOR UPDATE SKIP LOCKED";
 
-    /// Claims from all processes take turns (a transaction-scoped advisory lock), so the
-    /// running count per server they read is exact and `max_concurrent` holds globally.
-    /// A claim is one short transaction, so the turns cost little.
+    /// Delivery and rule-run claims from all processes take turns (a transaction-scoped
+    /// advisory lock of their own, so they never wait behind job claims).
     async fn begin_claim(&self) -> Result<sqlx::Transaction<'_, Postgres>> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(847001)")
+        sqlx::query("SELECT pg_advisory_xact_lock(847002)")
             .execute(&mut *tx)
             .await?;
         Ok(tx)
+    }
+
+    /// A job claim is one call of `provisio_claim_jobs` (migration 0016): it takes the job
+    /// claims' advisory lock, so claims from all processes take turns and the running
+    /// counts they read are exact (`max_concurrent` holds globally), then reads capacity
+    /// and claims in one statement. One round trip, with the same text whatever the batch
+    /// (arrays, not a bind per id), so the prepared statement is reused.
+    async fn claim_once(&self, req: &crate::ClaimRequest<'_>) -> Result<Option<Vec<Job>>> {
+        let asked = std::time::Instant::now();
+        let mut conn = self.pool.acquire().await?;
+        // The lease starts when the claim gets its turn: the wait for a connection is
+        // counted here, the wait for the lock inside the function.
+        let waited = chrono::Duration::from_std(asked.elapsed()).unwrap_or_default();
+        let now = crate::rows::ts(req.now + waited);
+        let window = (req.lease_until - req.now)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
+        let (capped, caps): (Vec<i64>, Vec<i64>) = req
+            .allowance
+            .iter()
+            .map(|(s, a)| (s.0, i64::from(*a)))
+            .unzip();
+        let finishing: Vec<i64> = req.finishing.iter().map(|j| j.0).collect();
+        let rows: Vec<crate::rows::JobRow> =
+            sqlx::query_as("SELECT * FROM provisio_claim_jobs($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(req.owner)
+                .bind(now)
+                .bind(crate::rows::ts(req.lease_until + waited))
+                .bind(now - window)
+                .bind(i64::from(req.max_total))
+                .bind(&capped)
+                .bind(&caps)
+                .bind(&finishing)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut jobs = rows
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect::<Result<Vec<Job>>>()?;
+        jobs.sort_by_key(|j| j.id);
+        Ok(Some(jobs))
     }
 
     /// The versions of the migrations this build carries.

@@ -4,7 +4,8 @@
 
 /// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field (reads) and
 /// inherent `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
-/// `begin_claim()`, `clock_samples()` and `LOCK_CLAUSE`.
+/// `begin_claim()`, `claim_once()` (a database's claim in one statement, if it has one),
+/// `clock_samples()` and `LOCK_CLAUSE`.
 /// Marks a worker as present (see `claim_tx`).
 pub(crate) const PRESENCE_UPSERT: &str =
     "INSERT INTO queue_workers (owner, seen_at) VALUES ($1, $2) \
@@ -897,6 +898,9 @@ macro_rules! impl_store {
                 &self,
                 req: &$crate::ClaimRequest<'_>,
             ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+                if let Some(jobs) = self.claim_once(req).await? {
+                    return Ok(jobs);
+                }
                 let asked = std::time::Instant::now();
                 let mut tx = self.begin_claim().await?;
                 // The lease starts when the claim gets its turn: under load the wait for a

@@ -160,6 +160,14 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// SQLite claims through `claim_tx` under its write lock: one writer, no round trips.
+    async fn claim_once(
+        &self,
+        _req: &crate::ClaimRequest<'_>,
+    ) -> Result<Option<Vec<provisio_core::job::Job>>> {
+        Ok(None)
+    }
+
     /// The versions of the migrations this build carries.
     fn known_migrations() -> impl Iterator<Item = i64> {
         MIGRATOR
