@@ -62,7 +62,9 @@ BEGIN
     )
     UPDATE jobs SET state = 'running', lease_owner = p_owner,
         lease_until = p_lease_until + waited, updated_at = p_now + waited
-    FROM picked WHERE jobs.id = picked.id
+    -- An array, so the claimed rows are found by their key rather than by a join the
+    -- planner may make a scan of the whole table.
+    WHERE jobs.id = ANY (ARRAY(SELECT p.id FROM picked p))
     RETURNING jobs.*;
 END
 $$;
