@@ -265,7 +265,12 @@ impl PgStore {
             .collect();
         let actors: Vec<Option<String>> = chunk
             .iter()
-            .map(|e| e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()))
+            .map(|e| {
+                e.actor
+                    .as_ref()
+                    .map(|a| a.stored())
+                    .or_else(|| current.clone())
+            })
             .collect();
         let depths: Vec<i64> = chunk
             .iter()

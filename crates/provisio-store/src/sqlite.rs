@@ -198,7 +198,8 @@ impl SqliteStore {
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
     {
-        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(format!("SELECT * FROM {table} WHERE id IN ("));
+        let mut qb =
+            sqlx::QueryBuilder::<Sqlite>::new(format!("SELECT * FROM {table} WHERE id IN ("));
         let mut sep = qb.separated(", ");
         for id in ids {
             sep.push_bind(*id);
@@ -286,7 +287,12 @@ impl SqliteStore {
                 .push_bind(now)
                 .push_bind(&e.subject)
                 .push_bind(sqlx::types::Json(&e.payload))
-                .push_bind(e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()))
+                .push_bind(
+                    e.actor
+                        .as_ref()
+                        .map(|a| a.stored())
+                        .or_else(|| current.clone()),
+                )
                 .push_bind(i64::from(e.depth.unwrap_or(depth)));
         });
         qb.build().execute(&mut **tx).await?;

@@ -303,7 +303,8 @@ async fn queue_loop(
         let claim_now = free > 0 && (claim_due || batch.len() > claimed_for);
         // Outcomes wait a tick for more to write with them (their slots are free already):
         // fewer, fuller transactions, each the same few statements.
-        let tick_left = batch_since.map_or(OUTCOME_TICK, |t| OUTCOME_TICK.saturating_sub(t.elapsed()));
+        let tick_left =
+            batch_since.map_or(OUTCOME_TICK, |t| OUTCOME_TICK.saturating_sub(t.elapsed()));
         let write_due = |batch: &Vec<Finished>, writes: &JoinSet<_>, left: std::time::Duration| {
             !batch.is_empty()
                 && writes.len() < MAX_WRITES
@@ -409,7 +410,8 @@ async fn queue_loop(
                 }
             }
         }
-        let tick_left = batch_since.map_or(OUTCOME_TICK, |t| OUTCOME_TICK.saturating_sub(t.elapsed()));
+        let tick_left =
+            batch_since.map_or(OUTCOME_TICK, |t| OUTCOME_TICK.saturating_sub(t.elapsed()));
         if !write_due(&batch, &writes, tick_left) {
             continue;
         }
