@@ -4,7 +4,8 @@
 
 /// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field (reads) and
 /// inherent `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
-/// `begin_claim()`, `clock_samples()` and `LOCK_CLAUSE`.
+/// `begin_claim()`, `claim_once()` (a database's claim in one statement, if it has one),
+/// `clock_samples()` and `LOCK_CLAUSE`.
 /// Marks a worker as present (see `claim_tx`).
 pub(crate) const PRESENCE_UPSERT: &str =
     "INSERT INTO queue_workers (owner, seen_at) VALUES ($1, $2) \
@@ -901,6 +902,9 @@ macro_rules! impl_store {
                 &self,
                 req: &$crate::ClaimRequest<'_>,
             ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+                if let Some(jobs) = self.claim_once(req).await? {
+                    return Ok(jobs);
+                }
                 let asked = std::time::Instant::now();
                 let mut tx = self.begin_claim().await?;
                 // The lease starts when the claim gets its turn: under load the wait for a
@@ -1401,43 +1405,7 @@ macro_rules! impl_store {
         // costs more than the row, and the writer is shared with every claim.
         let mut held_ids = std::collections::HashSet::new();
         for chunk in updates.chunks(200) {
-            let mut qb = sqlx::QueryBuilder::<$db>::new(
-                "UPDATE jobs SET state = v.column2, attempts = v.column3, run_after = v.column4, \
-                 needs_lookup = v.column5, last_error = v.column6, error_kind = v.column7, \
-                 lease_owner = NULL, lease_until = NULL, finished_at = v.column8, updated_at = ",
-            );
-            qb.push_bind(now).push(" FROM (VALUES ");
-            for (i, u) in chunk.iter().enumerate() {
-                if i > 0 {
-                    qb.push(", ");
-                }
-                // Casts name each column's type; PostgreSQL cannot infer it from VALUES.
-                qb.push("(CAST(")
-                    .push_bind(u.job_id.0)
-                    .push(" AS BIGINT), CAST(")
-                    .push_bind(u.state.as_str())
-                    .push(" AS TEXT), CAST(")
-                    .push_bind(i64::from(u.attempts))
-                    .push(" AS BIGINT), CAST(")
-                    .push_bind($crate::rows::ts(u.run_after))
-                    .push(" AS BIGINT), CAST(")
-                    .push_bind(u.needs_lookup)
-                    .push(" AS BOOLEAN), CAST(")
-                    .push_bind(u.last_error.as_deref())
-                    .push(" AS TEXT), CAST(")
-                    .push_bind(u.error_kind.map($crate::rows::error_kind_str))
-                    .push(" AS TEXT), CAST(")
-                    .push_bind(u.state.is_final().then_some(now))
-                    .push(" AS BIGINT), CAST(")
-                    .push_bind(&u.owner)
-                    .push(" AS TEXT))");
-            }
-            qb.push(
-                ") AS v WHERE jobs.id = v.column1 AND jobs.state = 'running' \
-                 AND jobs.lease_owner = v.column9 RETURNING jobs.id",
-            );
-            let ids: Vec<i64> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
-            held_ids.extend(ids);
+            held_ids.extend(<$store>::write_job_outcomes(tx, now, chunk).await?);
         }
         // A job not updated was taken over by another worker after our lease ran
         // out; it will look the account up and finish the job itself.
@@ -1450,19 +1418,7 @@ macro_rules! impl_store {
             .map(|(u, _)| u)
             .collect();
         for chunk in held.chunks(200) {
-            let mut qb = sqlx::QueryBuilder::<$db>::new(
-                "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, message) ",
-            );
-            qb.push_values(chunk, |mut b, u| {
-                let a = &u.attempt;
-                b.push_bind(u.job_id.0)
-                    .push_bind(i64::from(a.attempt))
-                    .push_bind($crate::rows::ts(a.started_at))
-                    .push_bind(a.duration_ms)
-                    .push_bind(&a.outcome)
-                    .push_bind(a.message.as_deref());
-            });
-            qb.build().execute(&mut **tx).await?;
+            <$store>::insert_attempts(tx, chunk).await?;
         }
         // Service changes of the same shape (the same columns set) go in one statement each.
         let mut shapes: std::collections::BTreeMap<[bool; 6], Vec<(&$crate::JobUpdate, &$crate::ServiceChange)>> =
@@ -1643,20 +1599,9 @@ macro_rules! impl_store {
             events: &[provisio_core::event::NewEvent],
         ) -> $crate::Result<()> {
             let now = $crate::rows::ts(now);
-            let current = $crate::actor::stored();
-            let depth = $crate::actor::current_depth();
-            // Rows of one VALUES list are inserted in order, so ids keep the events' order.
+            // Rows are inserted in the events' order, so ids keep it.
             for chunk in events.chunks(200) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO events (type, at, subject, payload, actor, depth) ");
-                qb.push_values(chunk, |mut b, e| {
-                    b.push_bind(e.kind.as_str())
-                        .push_bind(now)
-                        .push_bind(&e.subject)
-                        .push_bind(sqlx::types::Json(&e.payload))
-                        .push_bind(e.actor.as_ref().map(|a| a.stored()).or_else(|| current.clone()))
-                        .push_bind(i64::from(e.depth.unwrap_or(depth)));
-                });
-                qb.build().execute(&mut **tx).await?;
+                <$store>::insert_event_rows(tx, now, chunk).await?;
             }
             Ok(())
         }
@@ -2013,13 +1958,7 @@ macro_rules! impl_store {
         {
             let mut out = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(500) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT * FROM {table} WHERE id IN ("));
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                let rows: Vec<R> = qb.build_query_as().fetch_all(pool).await?;
+                let rows: Vec<R> = <$store>::select_by_ids(pool, table, chunk).await?;
                 for r in rows {
                     out.push(T::try_from(r)?);
                 }

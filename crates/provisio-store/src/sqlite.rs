@@ -160,6 +160,14 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// SQLite claims through `claim_tx` under its write lock: one writer, no round trips.
+    async fn claim_once(
+        &self,
+        _req: &crate::ClaimRequest<'_>,
+    ) -> Result<Option<Vec<provisio_core::job::Job>>> {
+        Ok(None)
+    }
+
     /// The versions of the migrations this build carries.
     fn known_migrations() -> impl Iterator<Item = i64> {
         MIGRATOR
@@ -182,3 +190,112 @@ impl_usage_store!(SqliteStore, Sqlite);
 impl_idempotency_store!(SqliteStore, Sqlite);
 impl_console_store!(SqliteStore, Sqlite);
 impl_secret_store!(SqliteStore, Sqlite);
+
+/// The multi-row writes of outcomes and events, as VALUES lists (one bind per value).
+impl SqliteStore {
+    /// The rows of `table` with these ids (at most a few hundred).
+    async fn select_by_ids<R>(pool: &SqlitePool, table: &str, ids: &[i64]) -> Result<Vec<R>>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        let mut qb =
+            sqlx::QueryBuilder::<Sqlite>::new(format!("SELECT * FROM {table} WHERE id IN ("));
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        Ok(qb.build_query_as().fetch_all(pool).await?)
+    }
+
+    /// Writes job states where the job still runs under the update's owner; the ids written.
+    async fn write_job_outcomes(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        now: i64,
+        chunk: &[crate::JobUpdate],
+    ) -> Result<Vec<i64>> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+            "UPDATE jobs SET state = v.column2, attempts = v.column3, run_after = v.column4, \
+             needs_lookup = v.column5, last_error = v.column6, error_kind = v.column7, \
+             lease_owner = NULL, lease_until = NULL, finished_at = v.column8, updated_at = ",
+        );
+        qb.push_bind(now).push(" FROM (VALUES ");
+        for (i, u) in chunk.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push("(CAST(")
+                .push_bind(u.job_id.0)
+                .push(" AS BIGINT), ")
+                .push_bind(u.state.as_str())
+                .push(", ")
+                .push_bind(i64::from(u.attempts))
+                .push(", ")
+                .push_bind(crate::rows::ts(u.run_after))
+                .push(", ")
+                .push_bind(u.needs_lookup)
+                .push(", ")
+                .push_bind(u.last_error.as_deref())
+                .push(", ")
+                .push_bind(u.error_kind.map(crate::rows::error_kind_str))
+                .push(", ")
+                .push_bind(u.state.is_final().then_some(now))
+                .push(", ")
+                .push_bind(&u.owner)
+                .push(")");
+        }
+        qb.push(
+            ") AS v WHERE jobs.id = v.column1 AND jobs.state = 'running' \
+             AND jobs.lease_owner = v.column9 RETURNING jobs.id",
+        );
+        Ok(qb.build_query_scalar().fetch_all(&mut **tx).await?)
+    }
+
+    async fn insert_attempts(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        chunk: &[&crate::JobUpdate],
+    ) -> Result<()> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO job_attempts (job_id, attempt, started_at, duration_ms, outcome, message) ",
+        );
+        qb.push_values(chunk, |mut b, u| {
+            let a = &u.attempt;
+            b.push_bind(u.job_id.0)
+                .push_bind(i64::from(a.attempt))
+                .push_bind(crate::rows::ts(a.started_at))
+                .push_bind(a.duration_ms)
+                .push_bind(&a.outcome)
+                .push_bind(a.message.as_deref());
+        });
+        qb.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Rows of one VALUES list are inserted in order, so ids keep the events' order.
+    async fn insert_event_rows(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        now: i64,
+        chunk: &[provisio_core::event::NewEvent],
+    ) -> Result<()> {
+        let current = crate::actor::stored();
+        let depth = crate::actor::current_depth();
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (type, at, subject, payload, actor, depth) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.kind.as_str())
+                .push_bind(now)
+                .push_bind(&e.subject)
+                .push_bind(sqlx::types::Json(&e.payload))
+                .push_bind(
+                    e.actor
+                        .as_ref()
+                        .map(|a| a.stored())
+                        .or_else(|| current.clone()),
+                )
+                .push_bind(i64::from(e.depth.unwrap_or(depth)));
+        });
+        qb.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+}

@@ -123,7 +123,7 @@ async fn a_job_claimed_again_before_its_retry_was_settled_keeps_its_lease() {
         async || waiting_on(&mut watch, "relation", "%INSERT INTO job_attempts%").await,
     )
     .await;
-    // Claims take this advisory lock in their transaction (`begin_claim`).
+    // Claims take this advisory lock first (`provisio_claim_jobs`, migration 0016).
     let mut hold_claims = claim_lock.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(847001)")
         .execute(&mut *hold_claims)
@@ -133,7 +133,7 @@ async fn a_job_claimed_again_before_its_retry_was_settled_keeps_its_lease() {
     wait_until(
         "a claim to wait for its turn",
         Duration::from_secs(10),
-        async || waiting_on(&mut watch, "advisory", "%pg_advisory_xact_lock%").await,
+        async || waiting_on(&mut watch, "advisory", "%provisio_claim_jobs%").await,
     )
     .await;
     hold_writes.rollback().await.unwrap();
