@@ -126,16 +126,26 @@ impl Browser {
             .is_empty()
     }
 
+    /// Clicks `css` once it is there. An htmx swap between finding the element and clicking
+    /// it leaves a stale reference and no click: the element is then found anew, as a
+    /// person would click the redrawn one.
     pub(crate) async fn click(&self, css: &str) {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        for tries_left in (0..5).rev() {
+            let e = self
+                .client
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+            match e.click().await {
+                Ok(()) => return,
+                Err(err) if err.is_stale_element_reference() && tries_left > 0 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => panic!("clicking {css}: {err}"),
+            }
+        }
     }
 
     pub(crate) async fn fill(&self, css: &str, value: &str) {
