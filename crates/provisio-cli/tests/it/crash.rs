@@ -4,7 +4,7 @@
 //! with exactly one remote create.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -56,20 +56,7 @@ async fn all_services(http: &reqwest::Client, base: &str, key: &str) -> Vec<Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_loses_nothing_and_doubles_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let modules = dir.path().join("modules");
-    std::fs::create_dir(&modules).unwrap();
-    let example: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "..",
-        "examples",
-        "modules",
-        "example-accounts.py",
-    ]
-    .iter()
-    .collect();
-    std::fs::copy(&example, modules.join("example-accounts.py")).unwrap();
+    let dir = crate::dir_with_example_module();
     std::fs::write(
         dir.path().join("provisio.toml"),
         r#"
@@ -140,7 +127,7 @@ settings = { package = "plan" }
     }
 
     // Kill it hard once a good part of the creates reached the remote, none of them all.
-    let effects_file = modules.join("example-effects.jsonl");
+    let effects_file = dir.path().join("modules").join("example-effects.jsonl");
     let deadline = Instant::now() + Duration::from_secs(300);
     while effects(&effects_file).len() < SERVICES / 4 {
         assert!(Instant::now() < deadline, "creates did not progress");

@@ -29,6 +29,26 @@ impl Drop for Served {
     }
 }
 
+/// A temporary directory whose `modules/` holds the example `script` module
+/// (`examples/modules/example-accounts.py`), for a `provisio.toml` the test writes beside it.
+fn dir_with_example_module() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    let example: std::path::PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "..",
+        "examples",
+        "modules",
+        "example-accounts.py",
+    ]
+    .iter()
+    .collect();
+    std::fs::copy(&example, modules.join("example-accounts.py")).unwrap();
+    dir
+}
+
 /// Starts `provisio serve` on port 0 in `dir` (so parallel tests never race for a port),
 /// logging to `dir/log`, and returns it with the address it reports listening on.
 pub fn spawn_serve(dir: &Path, args: &[&str], log: &str) -> (Child, String) {

@@ -11,20 +11,7 @@ use crate::{spawn_serve, Served};
 
 /// `serve` over a `script` server `box` (the example module) and the product `plan`.
 fn serve_with_example_module() -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let modules = dir.path().join("modules");
-    std::fs::create_dir(&modules).unwrap();
-    let example: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "..",
-        "examples",
-        "modules",
-        "example-accounts.py",
-    ]
-    .iter()
-    .collect();
-    std::fs::copy(&example, modules.join("example-accounts.py")).unwrap();
+    let dir = crate::dir_with_example_module();
     std::fs::write(
         dir.path().join("provisio.toml"),
         r#"

@@ -126,19 +126,22 @@ impl Browser {
             .is_empty()
     }
 
+    /// `css`, once it is in the page (within 10 s).
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
     /// Clicks `css` once it is there. An htmx swap between finding the element and clicking
     /// it leaves a stale reference and no click: the element is then found anew, as a
     /// person would click the redrawn one.
     pub(crate) async fn click(&self, css: &str) {
         for tries_left in (0..5).rev() {
-            let e = self
-                .client
-                .wait()
-                .at_most(Duration::from_secs(10))
-                .for_element(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no element {css}: {e}"));
-            match e.click().await {
+            match self.element(css).await.click().await {
                 Ok(()) => return,
                 Err(err) if err.is_stale_element_reference() && tries_left > 0 => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -149,13 +152,7 @@ impl Browser {
     }
 
     pub(crate) async fn fill(&self, css: &str, value: &str) {
-        let e = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        let e = self.element(css).await;
         e.clear().await.unwrap();
         e.send_keys(value).await.unwrap();
     }
