@@ -59,6 +59,7 @@ macro_rules! impl_store {
             async fn close(&self) {
                 self.pool.close().await;
                 self.writer().close().await;
+                self.close_queue().await;
             }
 
             fn clock(&self) -> &$crate::Clock {
@@ -997,7 +998,7 @@ macro_rules! impl_store {
             }
 
             async fn finish_jobs(&self, updates: &[$crate::JobUpdate]) -> $crate::Result<Vec<bool>> {
-                let mut wr = self.write().await?;
+                let mut wr = self.queue_write().await?;
                 let mut tx = wr.begin().await?;
                 let applied = finish_tx(&mut tx, self.clock.now(), updates, Self::ROW_LOCK).await?;
                 tx.commit().await?;

@@ -148,6 +148,13 @@ impl SqliteStore {
         Backend::Sqlite
     }
 
+    /// Outcome writes join the other writes' groups: SQLite has one writer.
+    async fn queue_write(&self) -> Result<GroupWrite<'_>> {
+        self.write().await
+    }
+
+    async fn close_queue(&self) {}
+
     /// SQLite has one writer at a time, so no row locks are needed in a claim.
     /// Locks a row read in a transaction that will write it back.
     const ROW_LOCK: &'static str = "";
