@@ -273,3 +273,20 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enable_and_disable_set_the_status_and_neither_keeps_it() {
+        assert_eq!(status(true, false), Some(HandlerStatus::Enabled));
+        assert_eq!(status(false, true), Some(HandlerStatus::Disabled));
+        assert_eq!(status(false, false), None);
+        let patch = HandlerPatch {
+            status: status(false, false),
+            ..Default::default()
+        };
+        assert!(require_changes(&patch, "--enable").is_err());
+    }
+}

@@ -86,3 +86,35 @@ pub async fn revoke(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     ctx.api.revoke_key(id).await?;
     output::emit(&format!("revoked key {name}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_key_spec_is_the_body_the_api_reads() {
+        let spec = KeySpec {
+            name: "portal-7".into(),
+            role: "client".into(),
+            client: Some(7),
+            reseller: None,
+            actions: vec!["login_url".into()],
+            reveal_secrets: false,
+            expires_at: None,
+        };
+        assert_eq!(
+            serde_json::to_value(spec.body().unwrap()).unwrap(),
+            json!({"name": "portal-7", "role": "client", "client_id": 7, "actions": ["login_url"]})
+        );
+        let bad = KeySpec {
+            role: "root".into(),
+            ..spec
+        };
+        assert!(bad
+            .body()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--role \"root\""));
+    }
+}

@@ -193,3 +193,47 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_action_takes_only_its_own_options() {
+        let order = RuleAction {
+            action: Some("create_service".into()),
+            product: Some("basic".into()),
+            reason: Some("ignored".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            order.build(),
+            Some(Action::CreateService {
+                product: "basic".into(),
+                server: None
+            })
+        );
+        let suspend = RuleAction {
+            action: Some("suspend_services".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            suspend.build(),
+            Some(Action::SuspendServices {
+                reason: "non-payment".into()
+            })
+        );
+        let lift = RuleAction {
+            action: Some("unsuspend_services".into()),
+            only_reason: Some("non-payment".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            lift.build(),
+            Some(Action::UnsuspendServices {
+                only_reason: Some("non-payment".into())
+            })
+        );
+        assert_eq!(RuleAction::default().build(), None);
+    }
+}
