@@ -12,12 +12,15 @@ use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::problem::Problem;
 use crate::requests::{
-    ActionInput, AuditInput, ClientCreate, LoginUrlRequest, ProductCreate, ResolveBody,
-    RetryFailedBody, ServerCreate, ServiceCreate, SyncInput, TopupInput, TransactionCreate,
+    ActionInput, AuditInput, CleanupRequest, ClientCreate, ClientPatch, CollectQuery, GroupRequest,
+    HandlerCreate, HandlerPatch, KeyCreate, LoginUrlRequest, MembersQuery, ProductCreate,
+    ProductPatch, ResellerCreate, ResellerInput, ResolveBody, RetryFailedBody, RuleCreate,
+    RulePatch, ServerCreate, ServerPatch, ServiceCreate, ServicePatch, SyncInput, TopupInput,
+    TransactionCreate,
 };
 use crate::views::{
     Audit, ClientBatchAnswer, ClientView, Collected, ConnectionTestView, DeliveryDetailView,
@@ -242,21 +245,21 @@ impl Client {
         self.get("/v1/clients", query).await
     }
 
-    /// A merge patch of the client (`custom_fields` keys set to `null` are removed).
+    /// Changes what the patch names (`custom_fields` keys set to `None` are removed).
     pub async fn update_client(
         &self,
         id: i64,
-        changes: &Map<String, Value>,
+        changes: &ClientPatch,
     ) -> Result<ClientView, ApiError> {
         self.patch(&format!("/v1/clients/{id}"), changes).await
     }
 
+    // The archive, rotate-secret and redeliver routes read no body, so none is sent.
     pub async fn archive_client(&self, id: i64) -> Result<ClientView, ApiError> {
-        let empty = Map::new();
-        self.post(
+        self.post::<(), _>(
             &format!("/v1/clients/{id}/archive"),
             &[],
-            Some(&empty),
+            None,
             Duration::ZERO,
         )
         .await
@@ -298,6 +301,16 @@ impl Client {
             .await
     }
 
+    /// Changes what the patch names (`settings` keys set to `null` are removed).
+    pub async fn update_server(
+        &self,
+        key: &str,
+        changes: &ServerPatch,
+    ) -> Result<ServerView, ApiError> {
+        self.patch(&format!("/v1/servers/{}", segment(key)), changes)
+            .await
+    }
+
     /// Tries the server's settings against the remote, outside the queue.
     pub async fn test_server(&self, key: &str) -> Result<ConnectionTestView, ApiError> {
         self.post::<(), _>(
@@ -317,6 +330,16 @@ impl Client {
     /// `key`: the product's id or name.
     pub async fn get_product(&self, key: &str) -> Result<ProductView, ApiError> {
         self.get(&format!("/v1/products/{}", segment(key)), &[])
+            .await
+    }
+
+    /// Changes what the patch names (`settings` keys set to `null` remove the override).
+    pub async fn update_product(
+        &self,
+        key: &str,
+        changes: &ProductPatch,
+    ) -> Result<ProductView, ApiError> {
+        self.patch(&format!("/v1/products/{}", segment(key)), changes)
             .await
     }
 
@@ -345,6 +368,15 @@ impl Client {
 
     pub async fn list_services(&self, query: &Query<'_>) -> Result<List<ServiceView>, ApiError> {
         self.get("/v1/services", query).await
+    }
+
+    /// Changes what the patch names; username and password only while pending.
+    pub async fn update_service(
+        &self,
+        id: i64,
+        changes: &ServicePatch,
+    ) -> Result<ServiceView, ApiError> {
+        self.patch(&format!("/v1/services/{id}"), changes).await
     }
 
     pub async fn service_password(&self, id: i64) -> Result<PasswordView, ApiError> {
@@ -469,7 +501,7 @@ impl Client {
 
     /// Makes a key (`name`, `role`, and a scope for client and reseller keys); the answer
     /// holds the key, which is never shown again.
-    pub async fn create_key(&self, spec: &Value) -> Result<NewKeyView, ApiError> {
+    pub async fn create_key(&self, spec: &KeyCreate) -> Result<NewKeyView, ApiError> {
         self.post("/v1/keys", &[], Some(spec), Duration::ZERO).await
     }
 
@@ -498,7 +530,7 @@ impl Client {
 
     /// Creates a gate or notify handler; an `http` handler's signing secret is in this
     /// answer only.
-    pub async fn create_handler(&self, body: &Map<String, Value>) -> Result<HandlerView, ApiError> {
+    pub async fn create_handler(&self, body: &HandlerCreate) -> Result<HandlerView, ApiError> {
         self.post("/v1/handlers", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -506,7 +538,7 @@ impl Client {
     pub async fn update_handler(
         &self,
         key: &str,
-        changes: &Map<String, Value>,
+        changes: &HandlerPatch,
     ) -> Result<HandlerView, ApiError> {
         self.patch(&format!("/v1/handlers/{}", segment(key)), changes)
             .await
@@ -522,7 +554,7 @@ impl Client {
         self.post(
             &format!("/v1/handlers/{}/rotate-secret", segment(key)),
             &[],
-            Some(&Map::new()),
+            None::<&()>,
             Duration::ZERO,
         )
         .await
@@ -542,7 +574,7 @@ impl Client {
         self.post(
             &format!("/v1/deliveries/{id}/redeliver"),
             &[],
-            Some(&Map::new()),
+            None::<&()>,
             Duration::ZERO,
         )
         .await
@@ -559,16 +591,12 @@ impl Client {
         self.get(&format!("/v1/rules/{}", segment(key)), &[]).await
     }
 
-    pub async fn create_rule(&self, body: &Value) -> Result<RuleView, ApiError> {
+    pub async fn create_rule(&self, body: &RuleCreate) -> Result<RuleView, ApiError> {
         self.post("/v1/rules", &[], Some(body), Duration::ZERO)
             .await
     }
 
-    pub async fn update_rule(
-        &self,
-        key: &str,
-        changes: &Map<String, Value>,
-    ) -> Result<RuleView, ApiError> {
+    pub async fn update_rule(&self, key: &str, changes: &RulePatch) -> Result<RuleView, ApiError> {
         self.patch(&format!("/v1/rules/{}", segment(key)), changes)
             .await
     }
@@ -592,8 +620,7 @@ impl Client {
         self.get(&format!("/v1/resellers/{id}"), &[]).await
     }
 
-    /// `{"name": …, "status"?: "active"|"suspended"}`.
-    pub async fn create_reseller(&self, body: &Value) -> Result<ResellerView, ApiError> {
+    pub async fn create_reseller(&self, body: &ResellerCreate) -> Result<ResellerView, ApiError> {
         self.post("/v1/resellers", &[], Some(body), Duration::ZERO)
             .await
     }
@@ -601,42 +628,42 @@ impl Client {
     pub async fn update_reseller(
         &self,
         id: i64,
-        changes: &Map<String, Value>,
+        changes: &ResellerInput,
     ) -> Result<ResellerView, ApiError> {
         self.patch(&format!("/v1/resellers/{id}"), changes).await
     }
 
     // --- collect, invoice groups, clean-up ----------------------------------------------
 
-    /// One page of `collect` (`{"fields": […], "filters": {…}}`; `limit`, `cursor`).
+    /// One page of `collect` (`limit`, `cursor`).
     pub async fn collect(
         &self,
-        body: &Value,
+        body: &CollectQuery,
         query: &Query<'_>,
     ) -> Result<List<Collected>, ApiError> {
         self.post("/v1/collect", query, Some(body), Duration::ZERO)
             .await
     }
 
-    /// One page of an invoice group's members (`children_only`, `limit`, `after`).
+    /// One page of an invoice group's members.
     pub async fn group_members(
         &self,
         invoice: &str,
-        query: &Query<'_>,
+        query: &MembersQuery,
     ) -> Result<GroupMembers, ApiError> {
-        self.get(&format!("/v1/groups/{}", segment(invoice)), query)
+        self.get(&format!("/v1/groups/{}", segment(invoice)), &query.pairs())
             .await
     }
 
     /// Runs `op` on one page of the group's members; a `wait` in the body holds the answer
-    /// up to `hold`.
+    /// that long, and the timeout grows by as much.
     pub async fn group_operation(
         &self,
         invoice: &str,
         op: GroupOp,
-        body: &Value,
-        hold: Duration,
+        body: &GroupRequest,
     ) -> Result<GroupResult, ApiError> {
+        let hold = Duration::from_secs(body.wait.unwrap_or(0));
         let op = serde_json::to_value(op)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
@@ -650,8 +677,8 @@ impl Client {
         .await
     }
 
-    /// `{"dry_run"?, "after"?}`: the services it terminates (or would).
-    pub async fn cleanup(&self, body: &Value) -> Result<Vec<MemberResult>, ApiError> {
+    /// The services the clean-up terminates (or would).
+    pub async fn cleanup(&self, body: &CleanupRequest) -> Result<Vec<MemberResult>, ApiError> {
         self.post("/v1/cleanup", &[], Some(body), Duration::ZERO)
             .await
     }

@@ -94,7 +94,7 @@ pub async fn key_create(
     spec: &crate::commands::key::KeySpec,
 ) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
-    let input: provisio_engine::keys::KeyCreate = serde_json::from_value(spec.body())?;
+    let input = spec.body()?;
     let store = open_store(file, database_url).await?;
     let new = provisio_engine::keys::create_api_key(store.as_ref(), &input).await;
     store.close().await;

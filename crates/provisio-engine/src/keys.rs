@@ -4,16 +4,13 @@
 //! A fast hash is right here (unlike for passwords): the key is random, not chosen by a
 //! person, so there is nothing to guess, and every request must verify it cheaply.
 
-use chrono::{DateTime, Utc};
 use provisio_core::access::{Reseller, ResellerStatus, Role, Scope, NON_ACTION_GRANTS};
 use provisio_core::page::{Page, PageRequest};
 use provisio_core::text::DisplayName;
 use provisio_core::ResellerId;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 
 use provisio_store::{ApiKey, NewApiKey, Store};
 
@@ -28,46 +25,8 @@ pub struct NewKey {
     pub record: ApiKey,
 }
 
-/// What a key is made with.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyCreate {
-    /// 1 to 100 of `a-z A-Z 0-9 . _ -`, unique among keys in use.
-    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    pub name: String,
-    pub role: Role,
-    /// The client a `client` key is held to (required for that role, refused otherwise).
-    #[serde(default)]
-    pub client_id: Option<i64>,
-    /// The reseller a `reseller` key is held to (required for that role, refused otherwise).
-    #[serde(default)]
-    pub reseller_id: Option<i64>,
-    /// For `client` keys: the actions it may run (service actions in snake_case, plus
-    /// `login_url` and `usage`); by default change_password, login_url and usage.
-    #[serde(default)]
-    pub actions: Option<Vec<String>>,
-    /// Whether the key may read service passwords; not for `readonly` keys.
-    #[serde(default)]
-    pub reveal_secrets: bool,
-    /// When the key stops working; it never does when absent.
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-impl KeyCreate {
-    /// A key of `role` with nothing else set: how `provisio key create NAME` starts.
-    pub fn named(name: &str, role: Role) -> Self {
-        Self {
-            name: name.into(),
-            role,
-            client_id: None,
-            reseller_id: None,
-            actions: None,
-            reveal_secrets: false,
-            expires_at: None,
-        }
-    }
-}
+// The bodies are the API's wire types, defined once in `provisio-api`.
+pub use provisio_api::requests::{KeyCreate, ResellerInput};
 
 pub fn hash_key(key: &str) -> String {
     let d = Sha256::digest(key.as_bytes());
@@ -209,18 +168,6 @@ impl KeyRefusal {
             KeyRefusal::ResellerSuspended => "the API key's reseller is suspended",
         }
     }
-}
-
-/// Checks a reseller's name and status for create and change.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResellerInput {
-    #[schema(
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
-    pub name: Option<String>,
-    pub status: Option<ResellerStatus>,
 }
 
 impl Engine {

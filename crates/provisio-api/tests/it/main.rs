@@ -5,3 +5,4 @@ mod app;
 mod client;
 mod retry_after;
 mod roundtrip;
+mod typed;

@@ -1,11 +1,12 @@
 //! `provisio client ...`: the customers whose services Provisio provisions.
 
-use provisio_api::requests::{ClientCreate, TransactionCreate};
+use std::collections::BTreeMap;
+
+use provisio_api::requests::{ClientCreate, ClientPatch, TransactionCreate};
 use provisio_api::views::{ClientView, TransactionView};
 use provisio_core::client::TransactionKind;
-use serde_json::{Map, Value};
 
-use super::{parse_field, require_changes, Ctx, Paging, Records};
+use super::{parse_field, require_changes, wire_name, Ctx, Paging, Records};
 use crate::output::{self, col, Column};
 
 #[derive(clap::Subcommand, Debug)]
@@ -214,28 +215,25 @@ fn edit_body(
     status: Option<String>,
     fields: Vec<(String, String)>,
     unset_fields: Vec<String>,
-) -> anyhow::Result<Map<String, Value>> {
-    let mut body = Map::new();
-    let plain = [("name", name), ("email", email), ("status", status)];
-    for (key, value) in plain {
-        if let Some(value) = value {
-            body.insert(key.into(), value.into());
-        }
-    }
-    let mut custom = Map::new();
+) -> anyhow::Result<ClientPatch> {
+    let mut custom: BTreeMap<String, Option<String>> = BTreeMap::new();
     for (key, value) in fields {
-        custom.insert(key, value.into());
+        custom.insert(key, Some(value));
     }
     for key in unset_fields {
         if custom.contains_key(&key) {
             anyhow::bail!("custom field '{key}' is both set and unset");
         }
-        // null removes the key on the server.
-        custom.insert(key, Value::Null);
+        // None is written as null, which removes the key on the server.
+        custom.insert(key, None);
     }
-    if !custom.is_empty() {
-        body.insert("custom_fields".into(), Value::Object(custom));
-    }
+    let body = ClientPatch {
+        name,
+        email,
+        status: status.map(|s| wire_name("--status", &s)).transpose()?,
+        custom_fields: (!custom.is_empty()).then_some(custom),
+        ..Default::default()
+    };
     require_changes(&body, "--name, --email, --status, --field, --unset-field")?;
     Ok(body)
 }
@@ -257,8 +255,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            Value::Object(body),
+            serde_json::to_value(&body).unwrap(),
             json!({"email": "a@b.example", "custom_fields": {"pass_key": "k1", "old": null}})
+        );
+        let archived = edit_body(None, None, Some("archived".into()), vec![], vec![]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&archived).unwrap(),
+            json!({"status": "archived"})
         );
     }
 

@@ -2,11 +2,10 @@
 //! `collect` reads the field and filter notations of seed 003 (`[service.parent_invoice:X]`,
 //! `["service,parent_invoice":X]`, `[service:[parent_invoice:X]]`) and `key=value` words.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, bail};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use provisio_api::requests::{CleanupRequest, CollectQuery, GroupRequest, MembersQuery, RecordRef};
 use provisio_api::views::{Collected, GroupMembers, GroupOp, GroupResult, MemberResult};
 use serde::Serialize;
 
@@ -206,14 +205,13 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
 }
 
 pub async fn collect(args: CollectArgs, ctx: &Ctx) -> anyhow::Result<()> {
-    let fields = parse_fields(&args.fields)?;
-    let mut filters = Map::new();
+    let mut body = CollectQuery {
+        fields: parse_fields(&args.fields)?,
+        ..Default::default()
+    };
     for f in &args.filters {
-        for (k, v) in parse_filter(f)? {
-            filters.insert(k, v.into());
-        }
+        body.filters.extend(parse_filter(f)?);
     }
-    let body = json!({"fields": fields, "filters": filters});
     let mut items: Vec<Collected> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -387,17 +385,16 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 members: Vec::new(),
                 next: None,
             };
-            let mut after: Option<String> = None;
+            let mut query = MembersQuery {
+                children_only,
+                limit: Some(page_size),
+                after: None,
+            };
             loop {
-                let query = [
-                    ("children_only", children_only.to_string()),
-                    ("limit", page_size.to_string()),
-                    ("after", after.take().unwrap_or_default()),
-                ];
                 let page = ctx.api.group_members(&invoice, &query).await?;
                 shown.members.extend(page.members);
                 match page.next {
-                    Some(n) => after = Some(n),
+                    Some(n) => query.after = Some(n),
                     None => break,
                 }
             }
@@ -408,6 +405,7 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
             set,
             common,
         } => {
+            // Settings are the module's own, free-form: a JSON value each, or text.
             let mut settings = Map::new();
             for s in set {
                 let (k, v) = s
@@ -417,35 +415,36 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
                     serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
                 settings.insert(k.to_string(), value);
             }
-            (
-                invoice,
-                GroupOp::Edit,
-                json!({"settings": settings}),
-                common,
-            )
+            let body = GroupRequest {
+                settings: Some(settings),
+                ..Default::default()
+            };
+            (invoice, GroupOp::Edit, body, common)
         }
         GroupCmd::Suspend {
             invoice,
             reason,
             common,
         } => {
-            let mut b = json!({});
-            if let Some(r) = reason {
-                b["reason"] = r.into();
-            }
-            (invoice, GroupOp::Suspend, b, common)
+            let body = GroupRequest {
+                reason,
+                ..Default::default()
+            };
+            (invoice, GroupOp::Suspend, body, common)
         }
-        GroupCmd::Activate { invoice, common } => (invoice, GroupOp::Activate, json!({}), common),
+        GroupCmd::Activate { invoice, common } => {
+            (invoice, GroupOp::Activate, GroupRequest::default(), common)
+        }
         GroupCmd::Delete {
             invoice,
             since,
             common,
         } => {
-            let mut b = json!({});
-            if let Some(s) = since {
-                b["since"] = s.into();
-            }
-            (invoice, GroupOp::Delete, b, common)
+            let body = GroupRequest {
+                since,
+                ..Default::default()
+            };
+            (invoice, GroupOp::Delete, body, common)
         }
         GroupCmd::Transfer {
             invoice,
@@ -453,36 +452,31 @@ pub async fn group(cmd: GroupCmd, ctx: &Ctx) -> anyhow::Result<()> {
             server,
             common,
         } => {
-            let mut b = json!({});
-            if let Some(c) = client {
-                b["client"] = c.into();
-            }
-            if let Some(s) = server {
-                b["server"] = super::id_or_name(&s);
-            }
-            (invoice, GroupOp::Transfer, b, common)
+            let body = GroupRequest {
+                client: client.map(RecordRef::Id),
+                server: server.as_deref().map(RecordRef::from_segment),
+                ..Default::default()
+            };
+            (invoice, GroupOp::Transfer, body, common)
         }
     };
-    body["dry_run"] = common.dry_run.into();
-    body["children_only"] = common.children_only.into();
-    if let Some(w) = common.wait {
-        body["wait"] = w.into();
-    }
-    body["limit"] = common.page_size.into();
+    body.dry_run = common.dry_run;
+    body.children_only = common.children_only;
+    // The server may hold each answer while the members' jobs run.
+    body.wait = common.wait;
+    body.limit = Some(common.page_size);
     // The server acts on a page of members per request: follow `next` so the command
     // still covers the whole group.
-    // The server may hold each answer while the members' jobs run.
-    let hold = Duration::from_secs(common.wait.unwrap_or(0));
     let mut whole: Option<GroupResult> = None;
     loop {
-        let page = ctx.api.group_operation(&invoice, op, &body, hold).await?;
+        let page = ctx.api.group_operation(&invoice, op, &body).await?;
         let next = page.next.clone();
         match &mut whole {
             Some(w) => w.members.extend(page.members),
             None => whole = Some(page),
         }
         match next {
-            Some(n) => body["after"] = n.into(),
+            Some(n) => body.after = Some(n),
             None => break,
         }
     }
@@ -505,10 +499,10 @@ pub struct CleanupArgs {
 }
 
 pub async fn cleanup(args: CleanupArgs, ctx: &Ctx) -> anyhow::Result<()> {
-    let mut body = json!({"dry_run": args.dry_run});
-    if let Some(a) = args.after {
-        body["after"] = a.into();
-    }
+    let body = CleanupRequest {
+        dry_run: args.dry_run,
+        after: args.after,
+    };
     let members = ctx.api.cleanup(&body).await?;
     if ctx.output == Format::Json {
         return output::print_json(&serde_json::to_value(&members)?);

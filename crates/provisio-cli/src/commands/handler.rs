@@ -2,10 +2,11 @@
 //! log (`deliveries`, `delivery`, `redeliver`).
 
 use anyhow::Context as _;
+use provisio_api::requests::{HandlerCreate, HandlerPatch};
 use provisio_api::views::{DeliveryView, HandlerView};
-use serde_json::{json, Map, Value};
+use provisio_core::handler::{EmailTemplate, HandlerStatus};
 
-use super::{Ctx, Paging, Records};
+use super::{require_changes, wire_name, Ctx, Paging, Records};
 use crate::output::{self, col, Column};
 
 #[derive(clap::Subcommand, Debug)]
@@ -140,9 +141,12 @@ const DELIVERY_COLUMNS: &[Column] = &[
     col("LAST ERROR", "/last_error"),
 ];
 
-fn put<T: Into<Value>>(body: &mut Map<String, Value>, key: &str, value: Option<T>) {
-    if let Some(v) = value {
-        body.insert(key.into(), v.into());
+/// `--enable` and `--disable` (clap keeps them apart): the status to set, if any.
+fn status(enable: bool, disable: bool) -> Option<HandlerStatus> {
+    match (enable, disable) {
+        (true, _) => Some(HandlerStatus::Enabled),
+        (false, true) => Some(HandlerStatus::Disabled),
+        (false, false) => None,
     }
 }
 
@@ -164,31 +168,31 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             disable_after_secs,
             disabled,
         } => {
-            let mut body = Map::new();
-            body.insert("name".into(), name.into());
-            body.insert("kind".into(), kind.into());
-            body.insert("phase".into(), phase.into());
-            body.insert("events".into(), json!(events));
-            put(&mut body, "url", endpoint);
-            put(&mut body, "script", script);
-            put(&mut body, "timeout_ms", timeout_ms);
-            put(&mut body, "order", order);
-            put(&mut body, "on_error", on_error);
-            put(&mut body, "disable_after_secs", disable_after_secs);
-            if disabled {
-                body.insert("status".into(), "disabled".into());
-            }
+            let mut body = HandlerCreate::new(
+                &name,
+                wire_name("--kind", &kind)?,
+                wire_name("--phase", &phase)?,
+                events,
+            );
+            body.url = endpoint;
+            body.script = script;
+            body.timeout_ms = timeout_ms;
+            body.order = order;
+            body.on_error = on_error.map(|o| wire_name("--on-error", &o)).transpose()?;
+            body.disable_after_secs = disable_after_secs;
+            body.status = disabled.then_some(HandlerStatus::Disabled);
             if email_to.is_some() || email_subject.is_some() || email_body_file.is_some() {
                 let text = match &email_body_file {
                     Some(f) => std::fs::read_to_string(f)
                         .with_context(|| format!("reading {}", f.display()))?,
                     None => String::new(),
                 };
-                body.insert(
-                    "email".into(),
-                    json!({"to": email_to.unwrap_or_default(),
-                           "subject": email_subject.unwrap_or_default(), "body": text}),
-                );
+                // Missing parts go as empty, so the server names each one that is required.
+                body.email = Some(EmailTemplate {
+                    to: email_to.unwrap_or_default(),
+                    subject: email_subject.unwrap_or_default(),
+                    body: text,
+                });
             }
             let h = ctx.api.create_handler(&body).await?;
             if h.secret.is_some() && ctx.output == output::Format::Table {
@@ -224,30 +228,25 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             enable,
             disable,
         } => {
-            let mut body = Map::new();
-            put(&mut body, "name", name);
-            put(&mut body, "events", events.map(|e| json!(e)));
-            put(&mut body, "url", endpoint);
-            put(&mut body, "script", script);
-            put(&mut body, "timeout_ms", timeout_ms);
-            put(&mut body, "order", order);
-            put(&mut body, "on_error", on_error);
-            put(&mut body, "disable_after_secs", disable_after_secs);
-            if enable {
-                body.insert("status".into(), "enabled".into());
-            }
-            if disable {
-                body.insert("status".into(), "disabled".into());
-            }
-            HANDLERS
-                .edit(
-                    ctx,
-                    &handler,
-                    body,
-                    "--name, --events, --endpoint, --script, --timeout-ms, --order, --on-error, \
+            let body = HandlerPatch {
+                name,
+                url: endpoint,
+                script,
+                email: None,
+                events,
+                status: status(enable, disable),
+                timeout_ms,
+                order,
+                on_error: on_error.map(|o| wire_name("--on-error", &o)).transpose()?,
+                disable_after_secs,
+            };
+            require_changes(
+                &body,
+                "--name, --events, --endpoint, --script, --timeout-ms, --order, --on-error, \
                  --disable-after-secs, --enable, --disable",
-                )
-                .await
+            )?;
+            let changed = ctx.api.update_handler(&handler, &body).await?;
+            output::print_record(ctx.output, &changed)
         }
         HandlerCmd::Delete { handler } => HANDLERS.delete(ctx, &handler).await,
         HandlerCmd::RotateSecret { handler } => {
@@ -272,5 +271,22 @@ pub async fn run(cmd: HandlerCmd, ctx: &Ctx) -> anyhow::Result<()> {
         HandlerCmd::Redeliver { id } => {
             output::print_record(ctx.output, &ctx.api.redeliver(id).await?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enable_and_disable_set_the_status_and_neither_keeps_it() {
+        assert_eq!(status(true, false), Some(HandlerStatus::Enabled));
+        assert_eq!(status(false, true), Some(HandlerStatus::Disabled));
+        assert_eq!(status(false, false), None);
+        let patch = HandlerPatch {
+            status: status(false, false),
+            ..Default::default()
+        };
+        assert!(require_changes(&patch, "--enable").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! `provisio key ...`: API keys, over the REST API with an admin key, or directly on the
 //! database (`--database-url` or `--config`) to bootstrap access before any key exists.
 
-use serde_json::{json, Value};
+use provisio_api::requests::KeyCreate;
+use serde_json::Value;
 
 use super::Ctx;
 use crate::output::{self, col, Column};
@@ -33,25 +34,17 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
-    pub fn body(&self) -> Value {
-        let mut b = json!({
-            "name": self.name,
-            "role": self.role,
-            "reveal_secrets": self.reveal_secrets,
-        });
-        if let Some(c) = self.client {
-            b["client_id"] = json!(c);
-        }
-        if let Some(r) = self.reseller {
-            b["reseller_id"] = json!(r);
-        }
-        if !self.actions.is_empty() {
-            b["actions"] = json!(self.actions);
-        }
-        if let Some(t) = self.expires_at {
-            b["expires_at"] = json!(t);
-        }
-        b
+    /// The key to make, the same over the API and on the database.
+    pub fn body(&self) -> anyhow::Result<KeyCreate> {
+        Ok(KeyCreate {
+            name: self.name.clone(),
+            role: super::wire_name("--role", &self.role)?,
+            client_id: self.client,
+            reseller_id: self.reseller,
+            actions: (!self.actions.is_empty()).then(|| self.actions.clone()),
+            reveal_secrets: self.reveal_secrets,
+            expires_at: self.expires_at,
+        })
     }
 }
 
@@ -69,7 +62,7 @@ pub const COLUMNS: &[Column] = &[
 
 /// Makes a key over the API and prints it alone on stdout: it is not shown again.
 pub async fn create(ctx: &Ctx, spec: &KeySpec) -> anyhow::Result<()> {
-    let made = ctx.api.create_key(&spec.body()).await?;
+    let made = ctx.api.create_key(&spec.body()?).await?;
     output::emit(&made.key)
 }
 
@@ -92,4 +85,36 @@ pub async fn revoke(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let id = live_key_id(keys.as_array().map(Vec::as_slice).unwrap_or_default(), name)?;
     ctx.api.revoke_key(id).await?;
     output::emit(&format!("revoked key {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_key_spec_is_the_body_the_api_reads() {
+        let spec = KeySpec {
+            name: "portal-7".into(),
+            role: "client".into(),
+            client: Some(7),
+            reseller: None,
+            actions: vec!["login_url".into()],
+            reveal_secrets: false,
+            expires_at: None,
+        };
+        assert_eq!(
+            serde_json::to_value(spec.body().unwrap()).unwrap(),
+            json!({"name": "portal-7", "role": "client", "client_id": 7, "actions": ["login_url"]})
+        );
+        let bad = KeySpec {
+            role: "root".into(),
+            ..spec
+        };
+        assert!(bad
+            .body()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--role \"root\""));
+    }
 }

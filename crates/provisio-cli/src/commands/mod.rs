@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use provisio_api::requests::Patch;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -89,19 +90,6 @@ impl<T: DeserializeOwned + Serialize> Records<T> {
     pub async fn show(&self, ctx: &Ctx, key: &str) -> anyhow::Result<()> {
         let record: T = ctx.api.get(&self.path(key), &[]).await?;
         crate::output::print_record(ctx.output, &record)
-    }
-
-    /// Sends the changes the options gave; `options` names them when there were none.
-    pub async fn edit(
-        &self,
-        ctx: &Ctx,
-        key: &str,
-        changes: Map<String, Value>,
-        options: &str,
-    ) -> anyhow::Result<()> {
-        require_changes(&changes, options)?;
-        let changed: T = ctx.api.patch(&self.path(key), &changes).await?;
-        crate::output::print_record(ctx.output, &changed)
     }
 
     pub async fn delete(&self, ctx: &Ctx, key: &str) -> anyhow::Result<()> {
@@ -273,28 +261,31 @@ pub fn read_password() -> anyhow::Result<SecretString> {
     read_stdin_line("the password").map(SecretString::from)
 }
 
-/// A record named by id or by name, as the API's `id-or-name` body fields take it: digits
-/// are an id, anything else a name.
-pub fn id_or_name(s: &str) -> Value {
-    s.parse::<i64>()
-        .map_or_else(|_| Value::String(s.to_string()), Value::from)
+/// Reads an option's value (one clap has already checked against the wire names, such as
+/// `--status archived`) as the API's enum of those names.
+pub fn wire_name<T: DeserializeOwned>(flag: &str, value: &str) -> anyhow::Result<T> {
+    use serde::de::value::{Error, StrDeserializer};
+    T::deserialize(StrDeserializer::<Error>::new(value))
+        .map_err(|e| anyhow!("{flag} {value:?}: {e}"))
 }
 
 /// Fails with a message listing the options when an edit would change nothing, rather than
-/// sending an empty PATCH that looks like success.
-pub fn require_changes(body: &Map<String, Value>, options: &str) -> anyhow::Result<()> {
-    if body.is_empty() {
+/// sending an empty PATCH that looks like success. A typed patch leaves out what it keeps,
+/// so one that changes nothing is written as `{}`.
+pub fn require_changes<P: Serialize>(patch: &P, options: &str) -> anyhow::Result<()> {
+    let written = serde_json::to_value(patch)?;
+    if written.as_object().is_some_and(Map::is_empty) {
         bail!("nothing to change: give at least one of {options}");
     }
     Ok(())
 }
 
-/// A PATCH value for a field that `--no-X` clears: the new value, `null`, or nothing.
-pub fn clearable(value: Option<String>, clear: bool) -> Option<Value> {
-    if clear {
-        Some(Value::Null)
-    } else {
-        value.map(Value::String)
+/// A patch of a field that `--no-X` clears: the new value, a clearing, or no change.
+pub fn clearable(value: Option<String>, clear: bool) -> Patch<String> {
+    match (value, clear) {
+        (_, true) => Patch::Clear,
+        (Some(v), false) => Patch::Set(v),
+        (None, false) => Patch::Keep,
     }
 }
 
@@ -443,9 +434,38 @@ mod tests {
     }
 
     #[test]
-    fn digits_name_records_by_id() {
-        assert_eq!(id_or_name("12"), json!(12));
-        assert_eq!(id_or_name("basic"), json!("basic"));
+    fn wire_names_read_as_the_api_enums() {
+        use provisio_core::client::ClientStatus;
+        let s: ClientStatus = wire_name("--status", "archived").unwrap();
+        assert_eq!(s, ClientStatus::Archived);
+        let e = wire_name::<ClientStatus>("--status", "gone").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--status \"gone\": unknown variant"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn clearing_wins_and_nothing_keeps() {
+        assert_eq!(clearable(Some("g".into()), false), Patch::Set("g".into()));
+        assert_eq!(clearable(Some("g".into()), true), Patch::Clear);
+        assert_eq!(clearable(None, false), Patch::Keep);
+    }
+
+    #[test]
+    fn an_empty_patch_is_refused_and_a_clearing_is_not() {
+        use provisio_api::requests::ProductPatch;
+        let e = require_changes(&ProductPatch::default(), "--name").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "nothing to change: give at least one of --name"
+        );
+        let clear = ProductPatch {
+            extends: Patch::Clear,
+            ..Default::default()
+        };
+        assert!(require_changes(&clear, "--name").is_ok());
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! `provisio product ...`: what is sold, its module settings, and the plans that extend it.
 
-use provisio_api::requests::ProductCreate;
-use provisio_api::views::ProductView;
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
-use super::{clearable, Ctx, NewSettings, Paging, Records, SettingsChanges};
+use provisio_api::requests::{ProductCreate, ProductPatch};
+use provisio_api::views::{ProductView, UsagePolicy};
+use provisio_core::usage::OnExceed;
+
+use super::{
+    clearable, require_changes, wire_name, Ctx, NewSettings, Paging, Records, SettingsChanges,
+};
 use crate::output::{self, col, Column};
 
 const AUTO_SETUP: [&str; 3] = ["on_order", "on_accept", "manual"];
@@ -139,9 +143,8 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 extends,
                 server_group,
                 settings: settings.build()?.unwrap_or_default(),
-                // clap has checked the value against the names.
                 auto_setup: auto_setup
-                    .map(|a| serde_json::from_value(Value::String(a)))
+                    .map(|a| wire_name("--auto-setup", &a))
                     .transpose()?,
                 client_fields: None,
             };
@@ -163,37 +166,26 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
             settings,
             auto_setup,
         } => {
-            let mut body = Map::new();
-            if let Some(name) = name {
-                body.insert("name".into(), name.into());
-            }
-            if let Some(value) = clearable(extends, no_extends) {
-                body.insert("extends".into(), value);
-            }
-            if let Some(value) = clearable(server_group, no_server_group) {
-                body.insert("server_group".into(), value);
-            }
-            if let Some(settings) = settings.build()? {
-                body.insert("settings".into(), Value::Object(settings));
-            }
-            if let Some(auto_setup) = auto_setup {
-                body.insert("auto_setup".into(), auto_setup.into());
-            }
-            PRODUCTS
-                .edit(
-                    ctx,
-                    &product,
-                    body,
-                    "--name, --extends, --no-extends, --server-group, --no-server-group, \
+            let body = ProductPatch {
+                name,
+                extends: clearable(extends, no_extends),
+                server_group: clearable(server_group, no_server_group),
+                settings: settings.build()?,
+                auto_setup: auto_setup
+                    .map(|a| wire_name("--auto-setup", &a))
+                    .transpose()?,
+                client_fields: None,
+            };
+            require_changes(
+                &body,
+                "--name, --extends, --no-extends, --server-group, --no-server-group, \
                  --set, --unset, --set-stdin, --auto-setup",
-                )
-                .await
+            )?;
+            let changed = ctx.api.update_product(&product, &body).await?;
+            output::print_record(ctx.output, &changed)
         }
         ProductCmd::UsagePolicy { product } => {
-            let p: Value = ctx
-                .api
-                .get(&format!("{}/usage-policy", path(&product)), &[])
-                .await?;
+            let p = ctx.api.get_usage_policy(&product).await?;
             output::print_record(ctx.output, &p)
         }
         ProductCmd::SetUsagePolicy {
@@ -203,38 +195,67 @@ pub async fn run(cmd: ProductCmd, ctx: &Ctx) -> anyhow::Result<()> {
             on_exceed,
             to_product,
         } => {
-            let mut map = Map::new();
-            for l in limits {
-                let (metric, setting) = l
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("--limit {l:?}: expected METRIC=SETTING"))?;
-                map.insert(metric.to_string(), setting.into());
-            }
-            let mut body = serde_json::json!({"limits": map, "metrics": metrics});
-            match on_exceed.as_deref() {
-                Some("suspend") => body["on_exceed"] = serde_json::json!({"action": "suspend"}),
-                Some(_) => {
-                    body["on_exceed"] = serde_json::json!({"action": "change_package",
-                                                           "product": to_product.unwrap_or_default()})
-                }
-                None => {}
-            }
-            let p: Value = ctx
-                .api
-                .put(&format!("{}/usage-policy", path(&product)), &body)
-                .await?;
+            let body = usage_policy(limits, metrics, on_exceed.as_deref(), to_product)?;
+            let p = ctx.api.set_usage_policy(&product, &body).await?;
             output::print_record(ctx.output, &p)
         }
         ProductCmd::DeleteUsagePolicy { product } => {
-            ctx.api
-                .delete(&format!("{}/usage-policy", path(&product)))
-                .await?;
+            ctx.api.delete_usage_policy(&product).await?;
             output::print_deleted(ctx.output, "usage policy of product", &product)
         }
         ProductCmd::Delete { product } => PRODUCTS.delete(ctx, &product).await,
     }
 }
 
-fn path(product: &str) -> String {
-    PRODUCTS.path(product)
+/// The policy `set-usage-policy` sends; clap has checked `--on-exceed` and that
+/// `change_package` names its product.
+fn usage_policy(
+    limits: Vec<String>,
+    metrics: Vec<String>,
+    on_exceed: Option<&str>,
+    to_product: Option<String>,
+) -> anyhow::Result<UsagePolicy> {
+    let mut map = BTreeMap::new();
+    for l in limits {
+        let (metric, setting) = l
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--limit {l:?}: expected METRIC=SETTING"))?;
+        map.insert(metric.to_string(), setting.to_string());
+    }
+    let on_exceed = match on_exceed {
+        None => None,
+        Some("suspend") => Some(OnExceed::Suspend),
+        Some(_) => Some(OnExceed::ChangePackage {
+            product: to_product.unwrap_or_default(),
+        }),
+    };
+    Ok(UsagePolicy {
+        limits: map,
+        metrics,
+        on_exceed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_usage_policy_names_its_limits_and_action() {
+        let p = usage_policy(
+            vec!["data=data_cap".into()],
+            vec!["data".into()],
+            Some("change_package"),
+            Some("throttled".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!({"limits": {"data": "data_cap"}, "metrics": ["data"],
+                   "on_exceed": {"action": "change_package", "product": "throttled"}})
+        );
+        let e = usage_policy(vec!["data".into()], vec![], None, None).unwrap_err();
+        assert!(e.to_string().contains("METRIC=SETTING"), "{e}");
+    }
 }

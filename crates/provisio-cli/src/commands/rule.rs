@@ -1,10 +1,11 @@
 //! `provisio rule ...`: automation rules (on an event, after a grace period, act on the
 //! client's services) and the record of their firings (`runs`).
 
+use provisio_api::requests::{RuleCreate, RulePatch};
 use provisio_api::views::{RuleRun, RuleView};
-use serde_json::{json, Map, Value};
+use provisio_core::rule::RuleAction as Action;
 
-use super::{Ctx, Paging, Records};
+use super::{require_changes, Ctx, Paging, Records};
 use crate::output::{self, col, Column};
 
 #[derive(clap::Args, Debug, Default)]
@@ -27,30 +28,21 @@ pub struct RuleAction {
 }
 
 impl RuleAction {
-    fn build(self) -> Option<Value> {
-        let kind = self.action?;
-        let mut a = Map::new();
-        a.insert("kind".into(), kind.clone().into());
-        match kind.as_str() {
-            "create_service" => {
-                a.insert("product".into(), self.product.unwrap_or_default().into());
-                if let Some(s) = self.server {
-                    a.insert("server".into(), s.into());
-                }
-            }
-            "suspend_services" => {
-                a.insert(
-                    "reason".into(),
-                    self.reason.unwrap_or_else(|| "non-payment".into()).into(),
-                );
-            }
-            _ => {
-                if let Some(r) = self.only_reason {
-                    a.insert("only_reason".into(), r.into());
-                }
-            }
-        }
-        Some(Value::Object(a))
+    /// The action `--action` names (clap has checked it is one of the three), with the
+    /// options that belong to it; a missing product goes as empty, so the server names it.
+    fn build(self) -> Option<Action> {
+        Some(match self.action?.as_str() {
+            "create_service" => Action::CreateService {
+                product: self.product.unwrap_or_default(),
+                server: self.server,
+            },
+            "suspend_services" => Action::SuspendServices {
+                reason: self.reason.unwrap_or_else(|| "non-payment".into()),
+            },
+            _ => Action::UnsuspendServices {
+                only_reason: self.only_reason,
+            },
+        })
     }
 }
 
@@ -147,13 +139,13 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
             let action = action
                 .build()
                 .ok_or_else(|| anyhow::anyhow!("--action is required"))?;
-            let mut body = json!({"name": name, "on": on, "action": action});
-            if let Some(d) = delay_secs {
-                body["delay_secs"] = d.into();
-            }
-            if disabled {
-                body["enabled"] = false.into();
-            }
+            let body = RuleCreate {
+                name,
+                on,
+                action,
+                delay_secs,
+                enabled: disabled.then_some(false),
+            };
             let rule = ctx.api.create_rule(&body).await?;
             output::print_record(ctx.output, &rule)
         }
@@ -179,30 +171,19 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
             enable,
             disable,
         } => {
-            let mut body = Map::new();
-            if let Some(n) = name {
-                body.insert("name".into(), n.into());
-            }
-            if let Some(o) = on {
-                body.insert("on".into(), o.into());
-            }
-            if let Some(d) = delay_secs {
-                body.insert("delay_secs".into(), d.into());
-            }
-            if let Some(a) = action.build() {
-                body.insert("action".into(), a);
-            }
-            if enable || disable {
-                body.insert("enabled".into(), enable.into());
-            }
-            RULES
-                .edit(
-                    ctx,
-                    &rule,
-                    body,
-                    "--name, --on, --delay-secs, --action, --enable, --disable",
-                )
-                .await
+            let body = RulePatch {
+                name,
+                on,
+                action: action.build(),
+                delay_secs,
+                enabled: (enable || disable).then_some(enable),
+            };
+            require_changes(
+                &body,
+                "--name, --on, --delay-secs, --action, --enable, --disable",
+            )?;
+            let changed = ctx.api.update_rule(&rule, &body).await?;
+            output::print_record(ctx.output, &changed)
         }
         RuleCmd::Delete { rule } => RULES.delete(ctx, &rule).await,
         RuleCmd::Runs { rule, paging } => {
@@ -210,5 +191,49 @@ pub async fn run(cmd: RuleCmd, ctx: &Ctx) -> anyhow::Result<()> {
             let items: Vec<RuleRun> = ctx.list("/v1/rule-runs", &filters, &paging).await?;
             output::print_list(ctx.output, &items, RUN_COLUMNS, "rule runs")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_action_takes_only_its_own_options() {
+        let order = RuleAction {
+            action: Some("create_service".into()),
+            product: Some("basic".into()),
+            reason: Some("ignored".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            order.build(),
+            Some(Action::CreateService {
+                product: "basic".into(),
+                server: None
+            })
+        );
+        let suspend = RuleAction {
+            action: Some("suspend_services".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            suspend.build(),
+            Some(Action::SuspendServices {
+                reason: "non-payment".into()
+            })
+        );
+        let lift = RuleAction {
+            action: Some("unsuspend_services".into()),
+            only_reason: Some("non-payment".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            lift.build(),
+            Some(Action::UnsuspendServices {
+                only_reason: Some("non-payment".into())
+            })
+        );
+        assert_eq!(RuleAction::default().build(), None);
     }
 }

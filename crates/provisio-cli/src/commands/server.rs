@@ -1,10 +1,10 @@
 //! `provisio server ...`: the remote systems that modules drive, with their credentials and limits.
 
-use provisio_api::requests::ServerCreate;
+use provisio_api::requests::{Patch, ServerCreate, ServerPatch};
 use provisio_api::views::ServerView;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Ctx, NewSettings, Paging, Records, SettingsChanges};
+use super::{require_changes, Ctx, NewSettings, Paging, Records, SettingsChanges};
 use crate::output::{self, col, Column, Format};
 
 #[derive(clap::Subcommand, Debug)]
@@ -158,36 +158,25 @@ pub async fn run(cmd: ServerCmd, ctx: &Ctx) -> anyhow::Result<()> {
             enable,
             disable,
         } => {
-            let mut body = Map::new();
-            if let Some(name) = name {
-                body.insert("name".into(), name.into());
-            }
-            if let Some(group) = group {
-                body.insert("group".into(), group.into());
-            }
-            if let Some(settings) = settings.build()? {
-                body.insert("settings".into(), Value::Object(settings));
-            }
-            if let Some(n) = max_concurrent {
-                body.insert("max_concurrent".into(), n.into());
-            }
-            if unlimited {
-                body.insert("max_per_second".into(), Value::Null);
-            } else if let Some(n) = max_per_second {
-                body.insert("max_per_second".into(), n.into());
-            }
-            if enable || disable {
-                body.insert("enabled".into(), enable.into());
-            }
-            SERVERS
-                .edit(
-                    ctx,
-                    &server,
-                    body,
-                    "--name, --group, --set, --unset, --set-stdin, --max-concurrent, \
+            let body = ServerPatch {
+                name,
+                group,
+                settings: settings.build()?,
+                max_concurrent,
+                max_per_second: match (unlimited, max_per_second) {
+                    (true, _) => Patch::Clear,
+                    (false, Some(n)) => Patch::Set(n),
+                    (false, None) => Patch::Keep,
+                },
+                enabled: (enable || disable).then_some(enable),
+            };
+            require_changes(
+                &body,
+                "--name, --group, --set, --unset, --set-stdin, --max-concurrent, \
                  --max-per-second, --unlimited, --enable, --disable",
-                )
-                .await
+            )?;
+            let changed = ctx.api.update_server(&server, &body).await?;
+            output::print_record(ctx.output, &changed)
         }
         ServerCmd::Delete { server } => SERVERS.delete(ctx, &server).await,
         ServerCmd::Test { server } => {

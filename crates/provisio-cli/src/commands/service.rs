@@ -4,14 +4,19 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use provisio_api::requests::{ActionInput, LoginUrlRequest, RecordRef, ServiceCreate};
+use provisio_api::requests::{
+    ActionInput, LoginUrlRequest, RecordRef, Secret, ServiceCreate, ServicePatch,
+};
 use provisio_api::views::{JobView, ServiceView};
 use provisio_core::module::Action;
 use provisio_core::ClientId;
-use secrecy::{ExposeSecret as _, SecretString};
-use serde_json::{json, Map, Value};
+use secrecy::SecretString;
+use serde_json::json;
 
-use super::{clearable, queue, read_password, Ctx, NewSettings, Paging, Records, SettingsChanges};
+use super::{
+    clearable, queue, read_password, require_changes, Ctx, NewSettings, Paging, Records,
+    SettingsChanges,
+};
 use crate::output::{self, col, Column, Format};
 
 const STATUSES: [&str; 5] = ["pending", "active", "suspended", "terminated", "failed"];
@@ -289,31 +294,21 @@ pub async fn run(cmd: ServiceCmd, ctx: &Ctx) -> anyhow::Result<()> {
             settings,
         } => {
             let password = password_stdin.then(read_password).transpose()?;
-            let mut body = Map::new();
-            if let Some(username) = username {
-                body.insert("username".into(), username.into());
-            }
-            if let Some(password) = password {
-                body.insert("password".into(), password.expose_secret().into());
-            }
-            if let Some(value) = clearable(invoice, no_invoice) {
-                body.insert("invoice".into(), value);
-            }
-            if let Some(value) = clearable(parent_invoice, no_parent_invoice) {
-                body.insert("parent_invoice".into(), value);
-            }
-            if let Some(settings) = settings.build()? {
-                body.insert("settings".into(), Value::Object(settings));
-            }
-            SERVICES
-                .edit(
-                    ctx,
-                    &id.to_string(),
-                    body,
-                    "--username, --password-stdin, --invoice, --no-invoice, --parent-invoice, \
+            let body = ServicePatch {
+                username,
+                password: password.map(Secret::from),
+                invoice: clearable(invoice, no_invoice),
+                parent_invoice: clearable(parent_invoice, no_parent_invoice),
+                settings: settings.build()?,
+                ..Default::default()
+            };
+            require_changes(
+                &body,
+                "--username, --password-stdin, --invoice, --no-invoice, --parent-invoice, \
                  --no-parent-invoice, --set, --unset, --set-stdin",
-                )
-                .await
+            )?;
+            let changed = ctx.api.update_service(id, &body).await?;
+            output::print_record(ctx.output, &changed)
         }
         ServiceCmd::Delete { id } => SERVICES.delete(ctx, &id.to_string()).await,
         ServiceCmd::Password { id } => {
@@ -445,6 +440,7 @@ fn path(id: i64) -> String {
 mod tests {
     use super::*;
     use clap::Parser as _;
+    use serde_json::Value;
 
     #[derive(clap::Parser, Debug)]
     struct Cli {

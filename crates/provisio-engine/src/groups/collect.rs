@@ -8,26 +8,6 @@ use super::*;
 /// largest limit): filters checked per service cannot make one request read everything.
 const SCAN_PER_LIMIT: u32 = 10;
 
-/// What `collect` selects and shows.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CollectQuery {
-    /// Dotted fields to show (`service.username`, `product.settings.quota`, `client.email`);
-    /// empty: a summary of each service.
-    #[serde(default)]
-    pub fields: Vec<String>,
-    /// Dotted field → value, all of which must match: `service.parent_invoice`,
-    /// `service.status`, `client.id`, `product.name`, `server.name`, `service.settings.X`,
-    /// `product.settings.X`, `client.custom_fields.X`, `service.suspended_since` (a duration
-    /// such as `30d`, or `now`: suspended at least that long).
-    #[serde(default)]
-    pub filters: BTreeMap<String, String>,
-    /// The records the caller's key is held to. Set by the server from the key, never read
-    /// from the body.
-    #[serde(skip)]
-    pub scope: Option<provisio_core::access::Scope>,
-}
-
 const DEFAULT_FIELDS: [&str; 7] = [
     "service.username",
     "service.status",

@@ -11,8 +11,8 @@ mod collect;
 mod sign_on;
 
 pub use crate::durations::{describe, parse_since};
-pub use collect::CollectQuery;
-// The answers are the API's wire types, defined once in `provisio-api`.
+// The bodies and answers are the API's wire types, defined once in `provisio-api`.
+pub use provisio_api::requests::{CleanupRequest, CollectQuery, GroupRequest};
 pub use provisio_api::views::{Collected, GroupOp, GroupResult, MemberResult};
 
 use std::collections::hash_map::Entry;
@@ -28,9 +28,7 @@ use provisio_core::service::{Service, ServiceStatus};
 use provisio_core::settings::{Mode, Settings};
 use provisio_core::{ClientId, ProductId, ServerId, ServiceId};
 use provisio_store::ServiceFilter;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use utoipa::ToSchema;
 
 use crate::error::Problems;
 use crate::input::ActionInput;
@@ -87,50 +85,6 @@ pub struct MemberPage {
     pub members: Vec<Service>,
     /// Where the next page starts; `None` when no member is left.
     pub next: Option<GroupCursor>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GroupRequest {
-    /// Say what each member would undergo; change nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Leave out the master (the service whose `invoice` is the group's).
-    #[serde(default)]
-    pub children_only: bool,
-    /// delete: only members suspended at least this long (`now`, `30d`).
-    #[serde(default)]
-    pub since: Option<String>,
-    /// suspend: the reason (`admin` when absent).
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// edit: product settings to override on each member (`{"quota": 5000}`); `null`
-    /// removes an override.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub settings: Option<Settings>,
-    /// transfer: the client that gets the members.
-    #[serde(default)]
-    pub client: Option<RecordRef>,
-    /// transfer: the server (same module) the members move to: each is created there, and
-    /// removed from its source only after that succeeded.
-    #[serde(default)]
-    pub server: Option<RecordRef>,
-    /// Wait up to this many seconds (at most 300) for the members' jobs and report how
-    /// they ended.
-    #[serde(default)]
-    pub wait: Option<u64>,
-    /// Members this request acts on: 1 to 10,000; 1,000 when absent. A larger group is
-    /// acted on a page at a time: repeat the request with `after` set to `next`.
-    #[serde(default)]
-    pub limit: Option<u32>,
-    /// Continue after this point: the `next` of the previous page.
-    #[serde(default)]
-    pub after: Option<String>,
-    /// The records the caller's key is held to: members and the transfer's client must be
-    /// inside it. Set by the server from the key, never read from the body.
-    #[serde(skip)]
-    pub scope: Option<provisio_core::access::Scope>,
 }
 
 fn member(

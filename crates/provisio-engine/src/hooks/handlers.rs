@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use provisio_core::event::{EventPattern, CATALOGUE};
 use provisio_core::handler::{
-    Delivery, DeliveryAttempt, EmailTemplate, Handler, HandlerKind, HandlerStatus, NewHandler,
-    OnError, Phase,
+    Delivery, DeliveryAttempt, EmailTemplate, Handler, HandlerKind, NewHandler, OnError, Phase,
 };
 use provisio_core::page::{Page, PageRequest};
 use provisio_core::text::Handle;
@@ -14,8 +13,6 @@ use provisio_core::webhook;
 use provisio_core::DeliveryId;
 use provisio_store::{DeliveryFilter, HandlerFilter};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use crate::error::Problems;
 use crate::input::RecordRef;
@@ -31,67 +28,8 @@ pub const DISABLE_AFTER_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=30 * 86_
 const MAX_TARGET_LEN: usize = 2_000;
 const MAX_TEMPLATE_LEN: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HandlerCreate {
-    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    pub name: String,
-    pub kind: HandlerKind,
-    /// `http`: where the JSON is POSTed.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `script`: the executable, relative to the handlers directory.
-    #[serde(default)]
-    pub script: Option<String>,
-    /// `email`: the templates.
-    #[serde(default)]
-    pub email: Option<EmailTemplate>,
-    /// Event types or wildcard patterns (`service.*`).
-    #[schema(schema_with = crate::input::schemas::event_patterns)]
-    pub events: Vec<String>,
-    pub phase: Phase,
-    #[serde(default)]
-    pub status: Option<HandlerStatus>,
-    /// 100 to 60000; 5000 for gates and 15000 for notify handlers when absent.
-    #[serde(default)]
-    #[schema(minimum = 100, maximum = 60000)]
-    pub timeout_ms: Option<u64>,
-    /// Gates run in ascending order; 0 when absent.
-    #[serde(default)]
-    pub order: Option<i32>,
-    /// Gates only: what a failing or silent gate means; `forbid` when absent.
-    #[serde(default)]
-    pub on_error: Option<OnError>,
-    /// Notify only: a handler failing this long (seconds) without a success is disabled;
-    /// the instance default when absent.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 2592000)]
-    pub disable_after_secs: Option<u64>,
-    /// `http`: the signing secret (`whsec_` and base64 of 24 to 64 bytes); generated when
-    /// absent and shown once.
-    #[serde(default)]
-    #[schema(value_type = Option<String>, pattern = r"^whsec_(([A-Za-z0-9+/]{4}){8,20}([A-Za-z0-9+/]{4}|[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?|([A-Za-z0-9+/]{4}){21}[A-Za-z0-9+/][AQgw]==)$")]
-    pub secret: Option<SecretString>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HandlerPatch {
-    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    pub name: Option<String>,
-    pub url: Option<String>,
-    pub script: Option<String>,
-    pub email: Option<EmailTemplate>,
-    #[schema(schema_with = crate::input::schemas::event_patterns_patch)]
-    pub events: Option<Vec<String>>,
-    pub status: Option<HandlerStatus>,
-    #[schema(minimum = 100, maximum = 60000)]
-    pub timeout_ms: Option<u64>,
-    pub order: Option<i32>,
-    pub on_error: Option<OnError>,
-    #[schema(minimum = 1, maximum = 2592000)]
-    pub disable_after_secs: Option<u64>,
-}
+// The bodies are the API's wire types, defined once in `provisio-api`.
+pub use provisio_api::requests::{HandlerCreate, HandlerPatch};
 
 /// A stored handler and, right after creation or rotation, its secret in clear.
 #[derive(Debug)]
@@ -319,7 +257,7 @@ impl Engine {
                 p.push("secret", "not_applicable", "applies only to http handlers");
                 None
             }
-            (Some(s), _) => parse_secret(&mut p, s),
+            (Some(s), _) => parse_secret(&mut p, s.as_secret()),
             (None, HandlerKind::Http) => Some(webhook::Secret::generate()),
             (None, _) => None,
         };

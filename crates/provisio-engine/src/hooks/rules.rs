@@ -14,8 +14,6 @@ use provisio_core::service::ServiceStatus;
 use provisio_core::text::Handle;
 use provisio_core::{ClientId, RuleId, ServiceId};
 use provisio_store::ServiceFilter;
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use crate::error::Problems;
 use crate::input::ActionInput;
@@ -26,36 +24,8 @@ use crate::{Engine, EngineError, Result};
 pub const MAX_DELAY_SECS: u64 = 366 * 86_400;
 const RUN_LEASE: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RuleCreate {
-    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    pub name: String,
-    /// The event that fires it: a `client.*` event, or a `service.*` one (acting on the
-    /// service's client).
-    #[schema(schema_with = crate::input::schemas::rule_on)]
-    pub on: String,
-    pub action: RuleAction,
-    /// Seconds to wait after the event (grace period); 0 when absent.
-    #[serde(default)]
-    #[schema(maximum = 31_622_400)]
-    pub delay_secs: Option<u64>,
-    #[serde(default)]
-    pub enabled: Option<bool>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RulePatch {
-    #[schema(max_length = 100, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    pub name: Option<String>,
-    #[schema(schema_with = crate::input::schemas::rule_on_patch)]
-    pub on: Option<String>,
-    pub action: Option<RuleAction>,
-    #[schema(maximum = 31_622_400)]
-    pub delay_secs: Option<u64>,
-    pub enabled: Option<bool>,
-}
+// The bodies are the API's wire types, defined once in `provisio-api`.
+pub use provisio_api::requests::{RuleCreate, RulePatch};
 
 impl Engine {
     async fn check_rule(

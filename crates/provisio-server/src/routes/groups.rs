@@ -5,10 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::Method;
 use provisio_core::ServiceId;
 use provisio_engine::groups::{
-    CollectQuery, Collected, GroupOp, GroupRequest, GroupResult, MemberResult,
+    CleanupRequest, CollectQuery, Collected, GroupOp, GroupRequest, GroupResult, MemberResult,
 };
-use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{client_rule, rule, Access, Caller, READ_BILLING, WRITE_BILLING, WRITE_SETUP};
@@ -16,7 +14,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Json, OptionalJson, Query};
 use crate::views::{GroupMembers, List, LoginUrl};
 use crate::AppState;
-use provisio_api::requests::LoginUrlRequest;
+use provisio_api::requests::{LoginUrlRequest, MembersQuery};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -54,19 +52,6 @@ async fn collect(
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let found = app.engine.collect(&body, page).await?;
     Ok(axum::Json(List::from_page(found, |c| c)))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct MembersQuery {
-    /// Leave out the master.
-    #[serde(default)]
-    children_only: bool,
-    /// Members per page: 1 to 10,000; 1,000 when absent.
-    limit: Option<u32>,
-    /// The `next` of the previous page.
-    after: Option<String>,
 }
 
 /// The live services of an invoice group (`invoice` or `parent_invoice` equal to it), masters first, then children, a page at a time.
@@ -128,18 +113,6 @@ async fn group_operation(
     })?;
     let r = app.engine.group_operation(&invoice, op, body).await?;
     Ok(axum::Json(r))
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CleanupRequest {
-    /// Say what would be terminated; change nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Suspended at least this long (`30 days`); the configured
-    /// `cleanup.terminate_suspended_after` when absent.
-    #[serde(default)]
-    pub after: Option<String>,
 }
 
 /// Terminate services suspended longer than the clean-up threshold (or list them with `dry_run`).

@@ -3,11 +3,9 @@
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
-use provisio_core::access::ResellerStatus;
+use provisio_api::requests::ResellerCreate;
 use provisio_core::ResellerId;
 use provisio_engine::keys::ResellerInput;
-use serde::Deserialize;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::access::{rule, Access, READ_SETUP, WRITE_SETUP};
@@ -39,19 +37,6 @@ async fn list_resellers(
     let page = super::page(q.limit, q.cursor.as_deref())?;
     let found = app.engine.list_resellers(page).await?;
     Ok(axum::Json(List::from_page(found, ResellerView::from)))
-}
-
-/// A new reseller: unlike a change, it must be named.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResellerCreate {
-    #[schema(
-        max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
-    name: String,
-    #[serde(default)]
-    status: Option<ResellerStatus>,
 }
 
 /// Create a reseller (`active` when no status is given).
