@@ -35,15 +35,19 @@ struct Unit {
 }
 
 pub(super) struct OrderLane {
-    queue: mpsc::UnboundedSender<Unit>,
+    queue: std::sync::Mutex<mpsc::UnboundedSender<Unit>>,
+    group: Group,
+    clock: Clock,
 }
 
 impl OrderLane {
     /// Must be called inside a Tokio runtime; the lane's task ends with the lane.
     pub(super) fn start(group: Group, clock: Clock) -> Self {
-        let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(group, clock, rx));
-        Self { queue }
+        Self {
+            queue: std::sync::Mutex::new(spawn(group.clone(), clock.clone())),
+            group,
+            clock,
+        }
     }
 
     /// Stores one caller's orders with their events; answers once they are committed.
@@ -53,20 +57,38 @@ impl OrderLane {
         announce: Announce,
     ) -> Result<Stored> {
         let (answer, answered) = oneshot::channel();
-        let unit = Unit {
+        let mut unit = Unit {
             orders: orders.to_vec(),
             announce,
             actor: crate::current_actor(),
             depth: crate::current_depth(),
             answer,
         };
-        if self.queue.send(unit).is_err() {
-            return Err(stopped());
+        {
+            let mut queue = self
+                .queue
+                .lock()
+                .expect("the lane's sender is never held across a panic");
+            if let Err(mpsc::error::SendError(back)) = queue.send(unit) {
+                // The lane went with the runtime that started it (a store opened in one
+                // runtime and used in another): start it again in this one.
+                *queue = spawn(self.group.clone(), self.clock.clone());
+                unit = back;
+                if queue.send(unit).is_err() {
+                    return Err(stopped());
+                }
+            }
         }
         // The write runs in the lane's task: a caller that stops waiting cuts off neither
         // its own orders nor the others'.
         answered.await.unwrap_or_else(|_| Err(stopped()))
     }
+}
+
+fn spawn(group: Group, clock: Clock) -> mpsc::UnboundedSender<Unit> {
+    let (queue, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(group, clock, rx));
+    queue
 }
 
 fn stopped() -> StoreError {

@@ -266,3 +266,40 @@ pub async fn concurrent_orders_keep_their_cause_and_fail_alone(s: S) {
         50
     );
 }
+
+/// A SQLite store opened in one runtime and used in another after the first has ended
+/// (its lane and flusher ended with it): orders are still stored, and answered only once
+/// committed.
+#[test]
+fn orders_are_stored_after_the_opening_runtime_ends() {
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (db, w) = first.block_on(async {
+        let db = crate::harness::sqlite().await;
+        let w = world(&db.store).await;
+        (db, w)
+    });
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let s = db.store.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let s = s.clone();
+            tasks.spawn(async move {
+                s.insert_service_with_job(
+                    &new_service(w.client, w.product, w.server, &format!("late{i}")),
+                    None,
+                )
+                .await
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            let (service, _) = r.unwrap().unwrap();
+            assert!(s.get_service(service.id).await.unwrap().is_some());
+        }
+        assert_eq!(
+            s.count_services(&ServiceFilter::default()).await.unwrap(),
+            8
+        );
+    });
+}
