@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 
 use crate::{Result, StoreError};
 
-/// The shared writer of one SQLite store.
+/// The shared writer of one SQLite store; its clones share it.
+#[derive(Clone)]
 pub(crate) struct Group {
     writer: SqlitePool,
     state: Arc<Mutex<State>>,
@@ -42,7 +43,7 @@ struct State {
 
 impl Group {
     /// Must be called inside a Tokio runtime: it starts the flusher, which ends when the
-    /// group is dropped.
+    /// group and its clones are dropped.
     pub(crate) fn new(writer: SqlitePool) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let (wake, rx) = mpsc::channel(1);
@@ -89,24 +90,43 @@ impl GroupWrite<'_> {
 
     /// Hands the writer on and waits until the transaction holding this caller's released
     /// savepoint has committed (or failed to).
-    pub async fn durable(mut self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        let mut guard = self.guard.take().expect("durable() is called once");
-        if guard.conn.is_none() {
-            // Nothing was begun, so nothing waits to be committed.
-            return Ok(());
-        }
-        guard.waiting.push(tx);
+    pub async fn durable(self) -> Result<()> {
+        self.hand_on().await
+    }
+
+    /// Hands the writer on at once (the next caller may write into the same transaction
+    /// while this one waits) and answers, when awaited, whether the transaction holding
+    /// this caller's released savepoint committed. The answer owns what it needs, so a
+    /// caller that writes for others can leave the waiting to another task.
+    pub(crate) fn hand_on(
+        mut self,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let mut guard = self.guard.take().expect("hand_on() is called once");
+        // Nothing was begun, so nothing waits to be committed.
+        let rx = guard.conn.is_some().then(|| {
+            let (tx, rx) = oneshot::channel();
+            guard.waiting.push(tx);
+            rx
+        });
         drop(guard);
-        if let Err(mpsc::error::TrySendError::Closed(())) = self.group.wake.try_send(()) {
-            // The flusher went with the runtime that started it: commit here instead of
-            // waiting for an answer that would never come.
-            flush(&self.group.state).await;
-        }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(commit_failed(e)),
-            Err(_) => Err(commit_failed("the writer stopped before committing".into())),
+        let closed = rx.is_some()
+            && matches!(
+                self.group.wake.try_send(()),
+                Err(mpsc::error::TrySendError::Closed(()))
+            );
+        let state = self.group.state.clone();
+        async move {
+            let Some(rx) = rx else { return Ok(()) };
+            if closed {
+                // The flusher went with the runtime that started it: commit here instead
+                // of waiting for an answer that would never come.
+                flush(&state).await;
+            }
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(commit_failed(e)),
+                Err(_) => Err(commit_failed("the writer stopped before committing".into())),
+            }
         }
     }
 }

@@ -117,8 +117,9 @@ pub use usage::{AccountRow, AuditFinish, NewAudit, SyncRun, UsageApplied, UsageS
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Makes the events announcing one stored order from its service and job
-/// ([`Store::insert_orders`]).
-pub type Announce = dyn for<'a> Fn(&'a Service, Option<&'a Job>) -> Vec<NewEvent> + Send + Sync;
+/// ([`Store::insert_orders`]). A plain function, not a closure: on SQLite the orders of
+/// concurrent callers are written together by one task, which makes each caller's events.
+pub type Announce = for<'a> fn(&'a Service, Option<&'a Job>) -> Vec<NewEvent>;
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,7 +456,7 @@ pub trait Store:
     async fn insert_orders(
         &self,
         orders: &[(NewService, Option<NewJob>)],
-        announce: &Announce,
+        announce: Announce,
     ) -> Result<Vec<(Service, Option<Job>)>>;
     /// Stores a job and the events announcing it (`service.<action>.before`) together.
     async fn enqueue_job(

@@ -109,6 +109,22 @@ impl PgStore {
         Ok(crate::group::DirectWrite(self.pool.acquire().await?))
     }
 
+    /// One caller's orders in a transaction of its own: the server commits concurrent
+    /// callers' transactions together itself.
+    async fn store_orders(
+        &self,
+        orders: &[(
+            provisio_core::service::NewService,
+            Option<provisio_core::job::NewJob>,
+        )],
+        announce: crate::Announce,
+    ) -> Result<Vec<(provisio_core::service::Service, Option<Job>)>> {
+        let mut tx = self.pool.begin().await?;
+        let out = orders_tx(&mut tx, self.clock.now(), orders, announce, Self::ROW_LOCK).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// Rows another claimer is taking are skipped rather than waited for.
     /// Locks a row read in a transaction that will write it back.
     const ROW_LOCK: &'static str = " FOR UPDATE";

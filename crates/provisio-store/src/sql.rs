@@ -14,6 +14,14 @@ pub(crate) const PRESENCE_UPSERT: &str =
 /// Orders per multi-row statement (14 parameters each, well under SQLite's bound).
 pub(crate) const ORDERS_PER_STATEMENT: usize = 100;
 
+/// The announcement of orders stored without events (bulk fills, the store's own tests).
+pub(crate) fn unannounced(
+    _: &provisio_core::service::Service,
+    _: Option<&provisio_core::job::Job>,
+) -> Vec<provisio_core::event::NewEvent> {
+    Vec::new()
+}
+
 /// Items given in braces after the types join the impl (a database's own methods).
 macro_rules! impl_store {
     ($store:ty, $db:ty $(, { $($own:item)* })?) => {
@@ -677,12 +685,12 @@ macro_rules! impl_store {
                 s: &provisio_core::service::NewService,
                 job: Option<&provisio_core::job::NewJob>,
             ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
-                let mut wr = self.write().await?;
-                let mut tx = wr.begin().await?;
-                let out = insert_service_tx(&mut tx, self.clock.now(), s, job).await?;
-                tx.commit().await?;
-                wr.durable().await?;
-                Ok(out)
+                let mut stored = self
+                    .insert_orders(&[(s.clone(), job.cloned())], $crate::sql::unannounced)
+                    .await?;
+                stored
+                    .pop()
+                    .ok_or_else(|| $crate::StoreError::Corrupt("a stored order was not returned".into()))
             }
 
             async fn insert_services_with_jobs(
@@ -691,13 +699,7 @@ macro_rules! impl_store {
             ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
                 let mut wr = self.write().await?;
                 let mut tx = wr.begin().await?;
-                let servers: std::collections::BTreeSet<i64> =
-                    orders.iter().map(|(s, _)| s.server_id.0).collect();
-                lock_loads(&mut tx, &servers, Self::ROW_LOCK).await?;
-                let mut out = Vec::with_capacity(orders.len());
-                for (s, job) in orders {
-                    out.push(insert_service_tx(&mut tx, self.clock.now(), s, job.as_ref()).await?);
-                }
+                let out = orders_tx(&mut tx, self.clock.now(), orders, $crate::sql::unannounced, Self::ROW_LOCK).await?;
                 tx.commit().await?;
                 wr.durable().await?;
                 Ok(out)
@@ -706,23 +708,12 @@ macro_rules! impl_store {
             async fn insert_orders(
                 &self,
                 orders: &[(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
-                announce: &$crate::Announce,
+                announce: $crate::Announce,
             ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
-                let mut wr = self.write().await?;
-                let mut tx = wr.begin().await?;
-                let servers: std::collections::BTreeSet<i64> =
-                    orders.iter().map(|(s, _)| s.server_id.0).collect();
-                lock_loads(&mut tx, &servers, Self::ROW_LOCK).await?;
-                let now = self.clock.now();
-                let out = insert_orders_tx(&mut tx, now, orders).await?;
-                let events: Vec<_> = out
-                    .iter()
-                    .flat_map(|(service, job)| announce(service, job.as_ref()))
-                    .collect();
-                insert_events_tx(&mut tx, now, &events).await?;
-                tx.commit().await?;
-                wr.durable().await?;
-                Ok(out)
+                if orders.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.store_orders(orders, announce).await
             }
 
             async fn enqueue_job(
@@ -1695,6 +1686,28 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        /// Orders with the events `announce` makes from their stored rows, in the open
+        /// transaction `tx`: every write of orders (one caller's, or on SQLite the lane's
+        /// for several callers) goes through here.
+        async fn orders_tx(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            now: chrono::DateTime<chrono::Utc>,
+            orders: &[(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
+            announce: $crate::Announce,
+            row_lock: &str,
+        ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
+            let servers: std::collections::BTreeSet<i64> =
+                orders.iter().map(|(s, _)| s.server_id.0).collect();
+            lock_loads(tx, &servers, row_lock).await?;
+            let out = insert_orders_tx(tx, now, orders).await?;
+            let events: Vec<_> = out
+                .iter()
+                .flat_map(|(service, job)| announce(service, job.as_ref()))
+                .collect();
+            insert_events_tx(tx, now, &events).await?;
+            Ok(out)
+        }
+
         /// Orders in a few multi-row statements: every statement on SQLite's one writer is
         /// a round trip to its thread, and a group commit may carry dozens of orders. Rows
         /// of one VALUES list are inserted in order, so ascending ids give the input's order.
@@ -1790,42 +1803,6 @@ macro_rules! impl_store {
                 }
             }
             Ok(out)
-        }
-
-        async fn insert_service_tx(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            at: chrono::DateTime<chrono::Utc>,
-            s: &provisio_core::service::NewService,
-            job: Option<&provisio_core::job::NewJob>,
-        ) -> $crate::Result<(provisio_core::service::Service, Option<provisio_core::job::Job>)> {
-            let now = $crate::rows::ts(at);
-            let row: $crate::rows::ServiceRow = sqlx::query_as(
-                "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
-                 invoice, parent_invoice, settings, outputs, created_at, updated_at, order_key, external_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING *",
-            )
-            .bind(s.client_id.0)
-            .bind(s.product_id.0)
-            .bind(s.server_id.0)
-            .bind(s.username.as_str())
-            .bind(&s.password.0)
-            .bind(s.status.as_str())
-            .bind(s.invoice.as_ref().map(|v| v.as_str()))
-            .bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
-            .bind(sqlx::types::Json(&s.settings))
-            .bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
-            .bind(now)
-            .bind(now)
-            .bind(s.order_key.as_deref())
-            .bind(s.external_id.as_ref().map(|v| v.as_str()))
-            .fetch_one(&mut **tx)
-            .await?;
-            let service: provisio_core::service::Service = row.try_into()?;
-            let job = match job {
-                Some(j) => Some(insert_job(tx, at, service.id, j).await?),
-                None => None,
-            };
-            Ok((service, job))
         }
 
         async fn insert_client_tx(

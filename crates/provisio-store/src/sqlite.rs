@@ -17,6 +17,8 @@ use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Clock, Result, Store as _, StoreError};
 
+mod lane;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub struct SqliteStore {
@@ -27,6 +29,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Groups the write transactions of concurrent callers into one commit.
     group: Group,
+    /// Writes the orders of concurrent callers in shared statements.
+    lane: lane::OrderLane,
     clock: Clock,
     /// Dropped with the store, which ends the checkpoint task.
     _checkpoints: mpsc::Sender<()>,
@@ -39,6 +43,12 @@ const WRITER_AUTOCHECKPOINT: u32 = 20_000;
 
 /// The writer's page cache (SQLite's default is 2 MiB a connection).
 const WRITER_CACHE_KIB: u32 = 32 * 1024;
+
+/// Rows a connection's thread may hand over before the reader takes them.
+const ROW_CHANNEL: usize = 1024;
+
+/// How much of the database file each connection maps into memory for reading.
+const MMAP_BYTES: u64 = 1 << 30;
 
 /// How often the background checkpoint copies committed WAL frames into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -91,7 +101,15 @@ impl SqliteStore {
             // (possibly) the last ones on power loss, and is several times faster than FULL.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // A connection's thread hands rows over in a bounded channel; at the default
+            // (50) a claim or a batch read of a few hundred rows puts its thread to sleep
+            // and wakes it again every 50 rows.
+            .row_buffer_size(ROW_CHANNEL)
+            // Pages are read from a mapping of the file instead of copied in by a read
+            // call each: a reader's page cache starts empty after every write (SQLite
+            // drops it when the WAL has changed), so these reads are most of its work.
+            .pragma("mmap_size", MMAP_BYTES.to_string());
         // A connection to a local file does not go stale, so the pool's ping before each
         // use would only cost a round trip to the connection's thread.
         // The writer checkpoints only as a backstop: the checkpoints (each with its fsyncs)
@@ -111,10 +129,12 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(opts)
             .await?;
+        let group = Group::new(writer.clone());
         let store = Self {
             _checkpoints: checkpoints(pool.clone()),
             pool,
-            group: Group::new(writer.clone()),
+            lane: lane::OrderLane::start(group.clone(), clock.clone()),
+            group,
             writer,
             clock,
         };
@@ -142,6 +162,23 @@ impl SqliteStore {
     /// A write transaction's turn: committed together with the others waiting beside it.
     async fn write(&self) -> Result<GroupWrite<'_>> {
         self.group.write().await
+    }
+
+    /// Through the lane: the orders of callers that arrive together share statements.
+    async fn store_orders(
+        &self,
+        orders: &[(
+            provisio_core::service::NewService,
+            Option<provisio_core::job::NewJob>,
+        )],
+        announce: crate::Announce,
+    ) -> Result<
+        Vec<(
+            provisio_core::service::Service,
+            Option<provisio_core::job::Job>,
+        )>,
+    > {
+        self.lane.store(orders, announce).await
     }
 
     fn backend_kind() -> Backend {

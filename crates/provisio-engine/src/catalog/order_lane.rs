@@ -96,7 +96,7 @@ async fn write(store: &dyn Store, orders: Vec<Pending>) {
     let work = async {
         let rows: Vec<_> = orders.iter().map(|p| p.order.clone()).collect();
         match store
-            .insert_orders(&rows, &super::services::announce_create)
+            .insert_orders(&rows, super::services::announce_create)
             .await
         {
             Ok(stored) if stored.len() == orders.len() => {
@@ -111,7 +111,7 @@ async fn write(store: &dyn Store, orders: Vec<Pending>) {
                     let one = store
                         .insert_orders(
                             std::slice::from_ref(&p.order),
-                            &super::services::announce_create,
+                            super::services::announce_create,
                         )
                         .await
                         .and_then(|mut v| {

@@ -152,7 +152,7 @@ impl Engine {
             .iter()
             .map(|(_, o)| (o.new.clone(), o.job.clone()))
             .collect();
-        let stored = match self.store.insert_orders(&rows, &announce_create).await {
+        let stored = match self.store.insert_orders(&rows, announce_create).await {
             Ok(all) => all.into_iter().map(Ok).collect(),
             // One order conflicts with a record (a username or external id taken, perhaps
             // by another order of this batch): store each alone, so only that one fails.
@@ -161,7 +161,7 @@ impl Engine {
                 for row in rows.chunks(1) {
                     each.push(
                         self.store
-                            .insert_orders(row, &announce_create)
+                            .insert_orders(row, announce_create)
                             .await
                             .map_err(EngineError::from)
                             .and_then(|mut one| {

@@ -101,7 +101,7 @@ pub async fn orders_are_stored_with_their_announcements(s: S) {
         ),
         (new_service(w.client, w.product, w.server, "o2"), None),
     ];
-    let stored = s.insert_orders(&orders, &announce).await.unwrap();
+    let stored = s.insert_orders(&orders, announce).await.unwrap();
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[0].0.username.as_str(), "o1");
     let first_job = stored[0].1.as_ref().expect("the first order's job").id;
@@ -140,7 +140,7 @@ pub async fn orders_are_stored_with_their_announcements(s: S) {
             Some(job("o4")),
         ),
     ];
-    match s.insert_orders(&clash, &announce).await {
+    match s.insert_orders(&clash, announce).await {
         Err(StoreError::Conflict { field }) => assert_eq!(field, "username"),
         other => panic!("{other:?}"),
     }
@@ -160,4 +160,146 @@ pub async fn orders_are_stored_with_their_announcements(s: S) {
         events.items.len(),
         "no announcement of the failed batch"
     );
+}
+
+/// Concurrent callers of `insert_orders` (on SQLite written together by the order lane):
+/// each caller's orders are stored all or none, a caller whose order takes a username
+/// fails alone, and every stored job and event carries its own caller's actor and depth.
+pub async fn concurrent_orders_keep_their_cause_and_fail_alone(s: S) {
+    use provisio_core::access::Actor;
+    let w = world(&s).await;
+    let announce = |svc: &provisio_core::service::Service, _: Option<&provisio_core::job::Job>| {
+        vec![NewEvent::new(
+            "service.create.before",
+            format!("service:{}", svc.id),
+            json!({}),
+        )]
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30u32 {
+        let s = s.clone();
+        // Every fifth caller's second order takes the same username: one of those six
+        // callers is stored, the other five fail with both their orders.
+        let second = if i % 5 == 0 {
+            "dup".to_string()
+        } else {
+            format!("b{i}")
+        };
+        let actor = if i % 2 == 0 {
+            Actor::Rule { id: i64::from(i) }
+        } else {
+            Actor::Scheduler
+        };
+        let depth = i % 3;
+        let job = |key: String| provisio_core::job::NewJob {
+            server_id: w.server,
+            action: provisio_core::module::Action::Create,
+            params: provisio_core::settings::Settings::new(),
+            idempotency_key: key,
+            max_attempts: 3,
+            run_after: chrono::Utc::now(),
+            trace_id: provisio_core::trace::TraceId::random(),
+        };
+        let orders = vec![
+            (
+                new_service(w.client, w.product, w.server, &format!("a{i}")),
+                Some(job(format!("a{i}"))),
+            ),
+            (
+                new_service(w.client, w.product, w.server, &second),
+                Some(job(format!("b{i}"))),
+            ),
+        ];
+        tasks.spawn(provisio_store::acting_at(
+            actor.clone(),
+            depth,
+            async move {
+                let stored = s.insert_orders(&orders, announce).await;
+                (i, actor, depth, stored)
+            },
+        ));
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (i, actor, depth, stored) = r.unwrap();
+        match stored {
+            Ok(stored) => {
+                ok += 1;
+                assert_eq!(stored.len(), 2);
+                assert_eq!(stored[0].0.username.as_str(), format!("a{i}"));
+                for (service, job) in &stored {
+                    // Answered only after the commit: another connection reads it back.
+                    let read = s.get_service(service.id).await.unwrap().expect("stored");
+                    assert_eq!(read.username, service.username);
+                    let job = job.as_ref().expect("a create job");
+                    assert_eq!(job.service_id, service.id);
+                    assert_eq!(job.actor.as_ref().map(Actor::stored), Some(actor.stored()));
+                    let events = s
+                        .list_events(
+                            &provisio_store::EventFilter {
+                                subject: Some(format!("service:{}", service.id)),
+                                ..Default::default()
+                            },
+                            provisio_core::page::PageRequest::first(10),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(events.items.len(), 1);
+                    assert_eq!(
+                        events.items[0].actor.as_ref().map(Actor::stored),
+                        Some(actor.stored())
+                    );
+                    assert_eq!(events.items[0].depth, depth);
+                }
+            }
+            Err(StoreError::Conflict { field }) => {
+                assert_eq!(field, "username");
+                assert_eq!(i % 5, 0, "only a caller with the shared username fails");
+                conflicts += 1;
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (25, 5));
+    assert_eq!(
+        s.count_services(&ServiceFilter::default()).await.unwrap(),
+        50
+    );
+}
+
+/// A SQLite store opened in one runtime and used in another after the first has ended
+/// (its lane and flusher ended with it): orders are still stored, and answered only once
+/// committed.
+#[test]
+fn orders_are_stored_after_the_opening_runtime_ends() {
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (db, w) = first.block_on(async {
+        let db = crate::harness::sqlite().await;
+        let w = world(&db.store).await;
+        (db, w)
+    });
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let s = db.store.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let s = s.clone();
+            tasks.spawn(async move {
+                s.insert_service_with_job(
+                    &new_service(w.client, w.product, w.server, &format!("late{i}")),
+                    None,
+                )
+                .await
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            let (service, _) = r.unwrap().unwrap();
+            assert!(s.get_service(service.id).await.unwrap().is_some());
+        }
+        assert_eq!(
+            s.count_services(&ServiceFilter::default()).await.unwrap(),
+            8
+        );
+    });
 }
