@@ -288,17 +288,18 @@ async fn queue_loop(
             }
             servers_loaded = Instant::now();
         }
-        // Jobs whose outcome is about to be written no longer take a place.
-        let executing = shared
-            .inflight
-            .lock()
-            .unwrap()
-            .len()
-            .saturating_sub(batch.len() + writing.len());
+        // Jobs whose outcome is about to be written no longer take a place, but no more
+        // than `max_in_flight` of them wait for their write: past that the writes are the
+        // limit, and claiming ahead of them only adds leases to renew and ids to every
+        // claim's finishing list.
+        let held = shared.inflight.lock().unwrap().len();
+        let executing = held.saturating_sub(batch.len() + writing.len());
+        let max = opts.max_in_flight as usize;
         let free = if stopping {
             0
         } else {
-            (opts.max_in_flight as usize).saturating_sub(executing)
+            max.saturating_sub(executing)
+                .min((2 * max).saturating_sub(held))
         };
         let claim_now = free > 0 && (claim_due || batch.len() > claimed_for);
         // Outcomes wait a tick for more to write with them (their slots are free already):
