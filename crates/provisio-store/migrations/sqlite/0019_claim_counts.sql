@@ -1,2 +1,3 @@
--- Nothing on SQLite: PostgreSQL's 0019 rewrites its claim function (claim_tx is SQLite's).
+-- Nothing on SQLite: PostgreSQL's 0019 rewrites its claim function and notification trigger
+-- (SQLite claims in claim_tx and sends no notifications).
 SELECT 1;
