@@ -121,6 +121,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// concurrent callers are written together by one task, which makes each caller's events.
 pub type Announce = for<'a> fn(&'a Service, Option<&'a Job>) -> Vec<NewEvent>;
 
+/// Orders as a store writes them: each service with the job that provisions it, if any.
+pub(crate) type Orders = Vec<(
+    provisio_core::service::NewService,
+    Option<provisio_core::job::NewJob>,
+)>;
+
+/// Orders as stored, in the order given.
+pub(crate) type Stored = Vec<(Service, Option<Job>)>;
+
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -118,7 +118,7 @@ impl PgStore {
             Option<provisio_core::job::NewJob>,
         )],
         announce: crate::Announce,
-    ) -> Result<Vec<(provisio_core::service::Service, Option<Job>)>> {
+    ) -> Result<crate::Stored> {
         let mut tx = self.pool.begin().await?;
         let out = orders_tx(&mut tx, self.clock.now(), orders, announce, Self::ROW_LOCK).await?;
         tx.commit().await?;

@@ -169,12 +169,7 @@ impl SqliteStore {
             Option<provisio_core::job::NewJob>,
         )],
         announce: crate::Announce,
-    ) -> Result<
-        Vec<(
-            provisio_core::service::Service,
-            Option<provisio_core::job::Job>,
-        )>,
-    > {
+    ) -> Result<crate::Stored> {
         self.lane.store(orders, announce).await
     }
 

@@ -12,18 +12,15 @@
 //! so only the caller at fault fails.
 
 use provisio_core::access::Actor;
-use provisio_core::job::{Job, NewJob};
-use provisio_core::service::{NewService, Service};
+use provisio_core::job::NewJob;
+use provisio_core::service::NewService;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::group::{Group, GroupWrite};
-use crate::{Announce, Clock, Result, StoreError};
+use crate::{Announce, Clock, Orders, Result, StoreError, Stored};
 
 /// Callers taken into one write at most; the orders are split into statements below.
 const MAX_CALLERS: usize = 256;
-
-type Orders = Vec<(NewService, Option<NewJob>)>;
-type Stored = Vec<(Service, Option<Job>)>;
 
 /// One caller's orders: stored all together or not at all.
 struct Unit {
