@@ -29,6 +29,7 @@ pub(crate) async fn measure(
     let b = SlowBench::start(latency_ms, servers, concurrency, "create", db).await?;
     let engine = &b.engine;
     enqueue(engine, n, b.client, &b.servers, b.product).await?;
+    let start = std::time::Instant::now();
     let worker = provisio_engine::worker::spawn(engine.clone(), provisio_server::worker_name());
     let cpu0 = cpu_secs();
     let secs = drain(engine, Duration::from_secs(1800)).await;
@@ -41,6 +42,7 @@ pub(crate) async fn measure(
         secs / limit
     );
     println!("{}", b.held_line("latency", n, secs, &cpu));
+    println!("{}", b.gaps_line("latency", start, secs));
     engine.store().close().await;
     Ok((secs, limit))
 }

@@ -35,10 +35,15 @@ pub fn config_with_key(
     key: &secrecy::SecretString,
     extra: &str,
 ) -> anyhow::Result<Config> {
+    // `PROVISIO_BENCH_STANDBY` sets `jobs.standby` (default 8) to compare runs with and
+    // without jobs held ahead.
+    let standby = std::env::var("PROVISIO_BENCH_STANDBY")
+        .map(|v| format!("standby = {}\n", v.parse::<u32>().unwrap_or(8)))
+        .unwrap_or_default();
     let text = format!(
         "database_url = {db:?}\nsecret_key = {key:?}\nsecret_key_file = {skf:?}\nadmin_key_file = {akf:?}\n\
          [outbound]\nallow = [\"127.0.0.1/32\"]\n\
-         [jobs]\nretry_schedule = [\"1s\", \"1s\", \"1s\"]\nmax_in_flight = 512\npoll_interval_ms = 10\nlease_seconds = 60\n{extra}\n",
+         [jobs]\nretry_schedule = [\"1s\", \"1s\", \"1s\"]\nmax_in_flight = 512\npoll_interval_ms = 10\nlease_seconds = 60\n{standby}{extra}\n",
         key = secrecy::ExposeSecret::expose_secret(key),
         skf = dir.join("secret.key").display().to_string(),
         akf = dir.join("admin.key").display().to_string(),

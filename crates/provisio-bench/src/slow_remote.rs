@@ -18,6 +18,8 @@ pub struct SlowRemote {
     base: String,
     held_us: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    /// When each request came in and was answered.
+    calls: Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>,
 }
 
 impl SlowRemote {
@@ -26,14 +28,16 @@ impl SlowRemote {
         let addr = listener.local_addr()?;
         let held_us = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let (h, r) = (held_us.clone(), requests.clone());
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (h, r, c) = (held_us.clone(), requests.clone(), calls.clone());
         let app = axum::Router::new().fallback(move || {
-            let (h, r) = (h.clone(), r.clone());
+            let (h, r, c) = (h.clone(), r.clone(), c.clone());
             async move {
                 let t = Instant::now();
                 tokio::time::sleep(delay).await;
                 h.fetch_add(t.elapsed().as_micros() as u64, Relaxed);
                 r.fetch_add(1, Relaxed);
+                c.lock().unwrap().push((t, Instant::now()));
                 axum::Json(json!({"id": "x"}))
             }
         });
@@ -44,6 +48,7 @@ impl SlowRemote {
             base: format!("http://{addr}"),
             held_us,
             requests,
+            calls,
         })
     }
 
@@ -108,6 +113,33 @@ impl SlowBench {
         format!(
             "{label} the remote held each request {held:.2} ms on average (timer overshoot); with that L the bound is {bound:.2}s, ratio {:.3}; {cpu}",
             secs / bound
+        )
+    }
+
+    /// The third line: where the time past the bound went, from the remote's own record of
+    /// each call: before the first call (start-up and first claim), after the last answer
+    /// (the last outcomes written, the bench's look for the end), and the slots left idle
+    /// in between, per call.
+    pub fn gaps_line(&self, label: &str, start: Instant, secs: f64) -> String {
+        let calls = self.remote.calls.lock().unwrap();
+        let (Some(first), Some(last)) = (
+            calls.iter().map(|c| c.0).min(),
+            calls.iter().map(|c| c.1).max(),
+        ) else {
+            return format!("{label} no call reached the remote");
+        };
+        let span = last.duration_since(first).as_secs_f64();
+        let busy: f64 = calls
+            .iter()
+            .map(|c| c.1.duration_since(c.0).as_secs_f64())
+            .sum();
+        let idle_ms = (span * self.slots - busy).max(0.0) / calls.len() as f64 * 1000.0;
+        let after = (secs - last.duration_since(start).as_secs_f64()).max(0.0);
+        format!(
+            "{label} the first call came {:.1} ms after the start, the last answer {:.1} ms before the end; between them the slots were busy {:.1}% of the time, {idle_ms:.2} ms idle per call",
+            first.duration_since(start).as_secs_f64() * 1000.0,
+            after * 1000.0,
+            100.0 * busy / (span * self.slots).max(f64::MIN_POSITIVE),
         )
     }
 

@@ -175,6 +175,11 @@ pub struct JobOptions {
     pub call_timeout: Duration,
     /// Jobs one worker runs at once, over all servers.
     pub max_in_flight: u32,
+    /// Jobs per server a worker holds on standby beyond the server's free places (at most
+    /// its fair share of them; none on a server with a rate limit or an open breaker): each
+    /// begins the moment one of the worker's own calls to that server ends, in the place
+    /// that call frees, without waiting for a claim. 0 turns standby off.
+    pub standby: u32,
     /// How often a worker looks for due jobs when nothing woke it.
     pub poll_interval: Duration,
     /// How often it looks while the database wakes it (PostgreSQL LISTEN): only for what
@@ -193,6 +198,7 @@ impl Default for JobOptions {
             lease: Duration::from_secs(60),
             call_timeout: Duration::from_secs(15 * 60),
             max_in_flight: 256,
+            standby: 8,
             poll_interval: Duration::from_millis(200),
             fallback_poll: Duration::from_secs(2),
             drain: Duration::from_secs(30),

@@ -670,6 +670,10 @@ pub struct JobsConfig {
     pub call_timeout_seconds: u64,
     /// Jobs one process runs at once.
     pub max_in_flight: u32,
+    /// Jobs per server a process holds claimed ahead, each begun the moment one of its own
+    /// calls to that server ends (0: none; at most its fair share of the server's places).
+    #[serde(default = "default_standby")]
+    pub standby: u32,
     /// Milliseconds between looks for due jobs when nothing woke the worker.
     pub poll_interval_ms: u64,
     /// Milliseconds between those looks on PostgreSQL while its notifications of queued
@@ -696,6 +700,7 @@ impl Default for JobsConfig {
             lease_seconds: 60,
             call_timeout_seconds: 900,
             max_in_flight: 256,
+            standby: default_standby(),
             poll_interval_ms: 200,
             fallback_poll_ms: 2000,
             breaker_failures: 5,
@@ -719,6 +724,10 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         humantime::DurationError::NumberOverflow => format!("'{s}' is out of range for a duration"),
         _ => format!("'{s}' is not a duration such as 30s, 5m, 2h or 1d"),
     })
+}
+
+fn default_standby() -> u32 {
+    8
 }
 
 impl JobsConfig {
@@ -751,6 +760,7 @@ impl JobsConfig {
             lease: std::time::Duration::from_secs(self.lease_seconds),
             call_timeout: std::time::Duration::from_secs(self.call_timeout_seconds.max(1)),
             max_in_flight: self.max_in_flight,
+            standby: self.standby,
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
             fallback_poll: std::time::Duration::from_millis(self.fallback_poll_ms),
             drain: std::time::Duration::from_secs(self.drain_seconds),

@@ -264,6 +264,23 @@ pub struct ClaimRequest<'a> {
     /// The claimer's jobs that have finished their remote call but not yet had their
     /// outcome written: their slots may be reused while they still hold the lease.
     pub finishing: &'a [JobId],
+    /// How many jobs to hold on standby beyond the free places, per server named (at most
+    /// the claimer's fair share; none where `allowance` names the server): leased, not yet
+    /// taking a place, ready to begin the moment one of the claimer's own jobs on that
+    /// server ends its call. Servers not named get none.
+    pub standby: &'a HashMap<ServerId, u32>,
+    /// The claimer's standby jobs it has already begun in a finished job's place (that
+    /// job's outcome, not yet written, will hand the place over): neither promoted again
+    /// nor counted as held.
+    pub started: &'a [JobId],
+}
+
+/// What a claim took: the jobs to begin now (among them standby jobs of the claimer's
+/// promoted into free places) and the jobs put on standby.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claimed {
+    pub run: Vec<Job>,
+    pub standby: Vec<Job>,
 }
 
 /// How a service changes when its job succeeds (or create finally fails).
@@ -302,6 +319,9 @@ pub struct JobUpdate {
     pub service: Option<ServiceChange>,
     /// Announced with the outcome, in the same transaction.
     pub events: Vec<NewEvent>,
+    /// The claimer's standby job begun in this job's place when its call ended: the same
+    /// transaction makes it take the place (whether or not this job's lease still held).
+    pub handed_to: Option<JobId>,
 }
 
 /// What applying a balance transaction did.
@@ -492,7 +512,12 @@ pub trait Store:
     /// Leases due jobs: per server at most `max_concurrent` running in all (across every
     /// process) and the request's allowance; never a job whose service has an earlier job
     /// still pending or running.
-    async fn claim_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>>;
+    async fn claim_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<Job>> {
+        Ok(self.claim_ahead(req).await?.run)
+    }
+    /// Claims as [`Store::claim_jobs`] does, and also the standby jobs `req.standby` asks
+    /// for; promotes the claimer's standby jobs into free places before newer jobs.
+    async fn claim_ahead(&self, req: &ClaimRequest<'_>) -> Result<Claimed>;
     /// Marks the worker `owner` as present at `now` (its share of every server's slots is
     /// counted among the workers seen within a lease), or, with `present` false, as gone.
     async fn queue_presence(&self, owner: &str, now: DateTime<Utc>, present: bool) -> Result<()>;
@@ -506,6 +531,9 @@ pub trait Store:
     /// Hands running jobs of `owner` back to the queue at once (pending, lookup first, lease
     /// cleared): a stopping worker whose calls for them were cancelled. Returns how many.
     async fn release_jobs(&self, owner: &str, ids: &[JobId], now: DateTime<Utc>) -> Result<u64>;
+    /// Hands standby jobs of `owner` that it never began back to the queue as they were
+    /// (pending, lease cleared, no lookup added). Returns how many.
+    async fn release_standby(&self, owner: &str, ids: &[JobId], now: DateTime<Utc>) -> Result<u64>;
     /// Puts running jobs whose lease expired back to pending, marked for a lookup first
     /// (their worker died mid-action: the outcome is unknown).
     async fn requeue_expired(&self, now: DateTime<Utc>) -> Result<u64>;

@@ -141,12 +141,12 @@ impl PgStore {
         Ok(tx)
     }
 
-    /// A job claim is one call of `provisio_claim_jobs` (migration 0016): it takes the job
+    /// A job claim is one call of `provisio_claim_jobs` (migrations 0016, 0020): it takes the job
     /// claims' advisory lock, so claims from all processes take turns and the running
     /// counts they read are exact (`max_concurrent` holds globally), then reads capacity
     /// and claims in one statement. One round trip, with the same text whatever the batch
     /// (arrays, not a bind per id), so the prepared statement is reused.
-    async fn claim_once(&self, req: &crate::ClaimRequest<'_>) -> Result<Option<Vec<Job>>> {
+    async fn claim_once(&self, req: &crate::ClaimRequest<'_>) -> Result<Option<crate::Claimed>> {
         let asked = std::time::Instant::now();
         let mut conn = self.queue.acquire().await?;
         // The lease starts when the claim gets its turn: the wait for a connection is
@@ -163,24 +163,41 @@ impl PgStore {
             .map(|(s, a)| (s.0, i64::from(*a)))
             .unzip();
         let finishing: Vec<i64> = req.finishing.iter().map(|j| j.0).collect();
-        let rows: Vec<crate::rows::JobRow> =
-            sqlx::query_as("SELECT * FROM provisio_claim_jobs($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(req.owner)
-                .bind(now)
-                .bind(crate::rows::ts(req.lease_until + waited))
-                .bind(now - window)
-                .bind(i64::from(req.max_total))
-                .bind(&capped)
-                .bind(&caps)
-                .bind(&finishing)
-                .fetch_all(&mut *conn)
-                .await?;
-        let mut jobs = rows
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect::<Result<Vec<Job>>>()?;
-        jobs.sort_by_key(|j| j.id);
-        Ok(Some(jobs))
+        let started: Vec<i64> = req.started.iter().map(|j| j.0).collect();
+        let (ahead_at, ahead): (Vec<i64>, Vec<i64>) = req
+            .standby
+            .iter()
+            .map(|(s, n)| (s.0, i64::from(*n)))
+            .unzip();
+        let rows: Vec<crate::rows::JobRow> = sqlx::query_as(
+            "SELECT * FROM provisio_claim_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(req.owner)
+        .bind(now)
+        .bind(crate::rows::ts(req.lease_until + waited))
+        .bind(now - window)
+        .bind(i64::from(req.max_total))
+        .bind(&capped)
+        .bind(&caps)
+        .bind(&finishing)
+        .bind(&ahead_at)
+        .bind(&ahead)
+        .bind(&started)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = crate::Claimed::default();
+        for row in rows {
+            let standby = row.standby();
+            let job: Job = row.try_into()?;
+            if standby {
+                out.standby.push(job);
+            } else {
+                out.run.push(job);
+            }
+        }
+        out.run.sort_by_key(|j| j.id);
+        out.standby.sort_by_key(|j| j.id);
+        Ok(Some(out))
     }
 
     /// The versions of the migrations this build carries.

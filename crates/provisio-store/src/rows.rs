@@ -357,6 +357,15 @@ pub(crate) struct JobRow {
     depth: i64,
     #[sqlx(default)]
     trace_id: Option<String>,
+    #[sqlx(default)]
+    standby: bool,
+}
+
+impl JobRow {
+    /// Claimed ahead of a free place (migration 0020).
+    pub(crate) fn standby(&self) -> bool {
+        self.standby
+    }
 }
 
 /// A stored actor; one this version cannot read is left out rather than failing the row.

@@ -890,10 +890,10 @@ macro_rules! impl_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
-            async fn claim_jobs(
+            async fn claim_ahead(
                 &self,
                 req: &$crate::ClaimRequest<'_>,
-            ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+            ) -> $crate::Result<$crate::Claimed> {
                 if let Some(jobs) = self.claim_once(req).await? {
                     return Ok(jobs);
                 }
@@ -969,6 +969,27 @@ macro_rules! impl_store {
                     );
                     qb.push_bind($crate::rows::ts(now))
                         .push(" WHERE state = 'running' AND lease_owner = ")
+                        .push_bind(owner);
+                    $crate::push_ids(&mut qb, chunk);
+                    total += qb.build().execute(self.writer()).await?.rows_affected();
+                }
+                Ok(total)
+            }
+
+            async fn release_standby(
+                &self,
+                owner: &str,
+                ids: &[provisio_core::job::JobId],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let mut total = 0;
+                for chunk in ids.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE jobs SET state = 'pending', standby = FALSE, lease_owner = NULL, \
+                         lease_until = NULL, updated_at = ",
+                    );
+                    qb.push_bind($crate::rows::ts(now))
+                        .push(" WHERE standby AND state = 'running' AND lease_owner = ")
                         .push_bind(owner);
                     $crate::push_ids(&mut qb, chunk);
                     total += qb.build().execute(self.writer()).await?.rows_affected();
@@ -1284,17 +1305,38 @@ macro_rules! impl_store {
             tx: &mut sqlx::Transaction<'_, $db>,
             req: &$crate::ClaimRequest<'_>,
             lock_clause: &str,
-        ) -> $crate::Result<Vec<provisio_core::job::Job>> {
+        ) -> $crate::Result<$crate::Claimed> {
         let now = $crate::rows::ts(req.now);
         // Each worker seen within a lease's length (`queue_presence`: at start, then every
         // third of a lease) gets an equal share of every server's slots, so a node that
         // refills its freed slots at once cannot keep another out.
         let window = (req.lease_until - req.now).num_microseconds().unwrap_or(0).max(0);
+        // The claimer's standby jobs not yet begun, which take no place: promoted first into
+        // the places found free (they are older than anything still pending).
+        let mut hq = sqlx::QueryBuilder::<$db>::new(
+            "SELECT server_id, id FROM jobs WHERE standby AND state = 'running' AND lease_owner = ",
+        );
+        hq.push_bind(req.owner);
+        if !req.started.is_empty() {
+            hq.push(" AND id NOT IN (");
+            let mut sep = hq.separated(", ");
+            for id in req.started {
+                sep.push_bind(id.0);
+            }
+            hq.push(")");
+        }
+        hq.push(" ORDER BY server_id, id");
+        let held: Vec<(i64, i64)> = hq.build_query_as().fetch_all(&mut **tx).await?;
+        let mut held_by: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for (server, id) in held {
+            held_by.entry(server).or_default().push(id);
+        }
         let mut cq = sqlx::QueryBuilder::<$db>::new(
             "SELECT s.id, s.max_concurrent, \
-               (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running') AS running, \
+               (SELECT COUNT(*) FROM jobs r WHERE r.server_id = s.id AND r.state = 'running' \
+                AND NOT r.standby) AS running, \
                (SELECT COUNT(*) FROM jobs o WHERE o.server_id = s.id AND o.state = 'running' \
-                AND o.lease_owner = ",
+                AND NOT o.standby AND o.lease_owner = ",
         );
         cq.push_bind(req.owner)
             .push(") AS own, (SELECT COUNT(*) FROM queue_workers w WHERE w.seen_at >= ")
@@ -1304,7 +1346,8 @@ macro_rules! impl_store {
             cq.push("CAST(0 AS BIGINT) AS finishing");
         } else {
             // Only jobs still running under this claimer's lease: one taken over by another
-            // worker may be running again.
+            // worker may be running again. A standby job only finishes once begun, in a
+            // place it was handed: that place is free again.
             cq.push(
                 "(SELECT COUNT(*) FROM jobs f WHERE f.server_id = s.id AND f.state = 'running' \
                  AND f.lease_owner = ",
@@ -1323,65 +1366,120 @@ macro_rules! impl_store {
         )
         .push_bind(now)
         .push(")");
+        if !held_by.is_empty() {
+            cq.push(" OR s.id IN (");
+            let mut sep = cq.separated(", ");
+            for id in held_by.keys() {
+                sep.push_bind(*id);
+            }
+            cq.push(")");
+        }
+        cq.push(" ORDER BY s.id");
         let caps: Vec<$crate::rows::CapacityRow> = cq.build_query_as().fetch_all(&mut **tx).await?;
         let mut budget = req.max_total as i64;
-        let mut qb = sqlx::QueryBuilder::<$db>::new(
-            "UPDATE jobs SET state = 'running', lease_owner = ",
-        );
-        qb.push_bind(req.owner)
-            .push(", lease_until = ")
-            .push_bind($crate::rows::ts(req.lease_until))
-            .push(", updated_at = ")
-            .push_bind(now)
-            .push(" WHERE id IN (");
-        let mut any = false;
+        let mut promoted: Vec<i64> = Vec::new();
+        // Per server: how many pending jobs to take, and how many of those go on standby.
+        let mut wanted: Vec<(i64, i64, i64)> = Vec::new();
         for c in caps {
-            if budget <= 0 {
-                break;
-            }
-            let own = req
+            let cap = req
                 .allowance
                 .get(&provisio_core::ServerId(c.id))
-                .map(|a| i64::from(*a))
-                .unwrap_or(i64::MAX);
+                .map(|a| i64::from(*a));
+            let held = held_by.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
             // The claimer's own running jobs whose remote call is over hold no slot.
             let live = c.live.max(1);
             let share = (c.max_concurrent + live - 1) / live;
             let free = (c.max_concurrent - c.running + c.finishing)
                 .min(share - c.own + c.finishing)
-                .min(own)
-                .min(budget);
-            if free <= 0 {
+                .min(cap.unwrap_or(i64::MAX))
+                .min(budget)
+                .max(0);
+            budget -= free;
+            let promote = free.min(held.len() as i64);
+            promoted.extend(&held[..promote as usize]);
+            let fresh = free - promote;
+            // Held ahead only where nothing but `max_concurrent` limits the server: a rate
+            // or an open breaker decides each start on its own.
+            let ahead = if cap.is_none() {
+                let wanted = req
+                    .standby
+                    .get(&provisio_core::ServerId(c.id))
+                    .map_or(0, |n| i64::from(*n));
+                (wanted.min(share) - (held.len() as i64 - promote)).max(0)
+            } else {
+                0
+            };
+            if fresh + ahead > 0 {
+                wanted.push((c.id, fresh, ahead));
+            }
+        }
+        let mut run_ids: Vec<i64> = promoted;
+        let mut standby_ids: Vec<i64> = Vec::new();
+        if !wanted.is_empty() {
+            let mut pq = sqlx::QueryBuilder::<$db>::new("");
+            for (i, (server, fresh, ahead)) in wanted.iter().enumerate() {
+                if i > 0 {
+                    pq.push(" UNION ALL ");
+                }
+                pq.push("SELECT * FROM (SELECT j.server_id, j.id FROM jobs j WHERE j.server_id = ")
+                    .push_bind(*server)
+                    .push(" AND j.state = 'pending' AND j.run_after <= ")
+                    .push_bind(now)
+                    .push(
+                        " AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.service_id = j.service_id \
+                         AND e.id < j.id AND e.state IN ('pending', 'running')) ORDER BY j.id LIMIT ",
+                    )
+                    .push_bind(fresh + ahead)
+                    .push(lock_clause)
+                    .push(") AS c");
+            }
+            let picked: Vec<(i64, i64)> = pq.build_query_as().fetch_all(&mut **tx).await?;
+            let mut taken: std::collections::HashMap<i64, i64> = Default::default();
+            for (server, id) in picked {
+                let n = taken.entry(server).or_default();
+                *n += 1;
+                let fresh = wanted.iter().find(|w| w.0 == server).map_or(0, |w| w.1);
+                if *n > fresh {
+                    standby_ids.push(id);
+                } else {
+                    run_ids.push(id);
+                }
+            }
+        }
+        let mut out = $crate::Claimed::default();
+        for (ids, standby) in [(run_ids, false), (standby_ids, true)] {
+            if ids.is_empty() {
                 continue;
             }
-            budget -= free;
-            if any {
-                qb.push(" UNION ALL ");
-            }
-            any = true;
-            qb.push("SELECT id FROM (SELECT j.id FROM jobs j WHERE j.server_id = ")
-                .push_bind(c.id)
-                .push(" AND j.state = 'pending' AND j.run_after <= ")
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "UPDATE jobs SET state = 'running', lease_owner = ",
+            );
+            qb.push_bind(req.owner)
+                .push(", lease_until = ")
+                .push_bind($crate::rows::ts(req.lease_until))
+                .push(", updated_at = ")
                 .push_bind(now)
-                .push(
-                    " AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.service_id = j.service_id \
-                     AND e.id < j.id AND e.state IN ('pending', 'running')) ORDER BY j.id LIMIT ",
-                )
-                .push_bind(free)
-                .push(lock_clause)
-                .push(") AS c");
+                .push(", standby = ")
+                .push_bind(standby)
+                .push(" WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for id in &ids {
+                sep.push_bind(*id);
+            }
+            qb.push(") RETURNING *");
+            let rows: Vec<$crate::rows::JobRow> = qb.build_query_as().fetch_all(&mut **tx).await?;
+            let mut jobs = rows
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<$crate::Result<Vec<provisio_core::job::Job>>>()?;
+            jobs.sort_by_key(|j| j.id);
+            if standby {
+                out.standby = jobs;
+            } else {
+                out.run = jobs;
+            }
         }
-        if !any {
-            return Ok(Vec::new());
-        }
-        qb.push(") RETURNING *");
-        let rows: Vec<$crate::rows::JobRow> = qb.build_query_as().fetch_all(&mut **tx).await?;
-        let mut jobs = rows
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect::<$crate::Result<Vec<provisio_core::job::Job>>>()?;
-        jobs.sort_by_key(|j| j.id);
-        Ok(jobs)
+        Ok(out)
     }
 
         /// Writes job outcomes with their attempts, service changes and events; says per
@@ -1403,6 +1501,30 @@ macro_rules! impl_store {
         // out; it will look the account up and finish the job itself.
         let applied: Vec<bool> =
             updates.iter().map(|u| held_ids.contains(&u.job_id.0)).collect();
+        // Standby jobs begun in these jobs' places take them now, in the same transaction,
+        // so a server's count of places taken stays the same; whether or not the finished
+        // job's lease held, the standby job is running under this owner's.
+        let handed: Vec<(&str, provisio_core::job::JobId)> = updates
+            .iter()
+            .filter_map(|u| u.handed_to.map(|h| (u.owner.as_str(), h)))
+            .collect();
+        for chunk in handed.chunks(200) {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "UPDATE jobs SET standby = FALSE WHERE standby AND state = 'running' AND (",
+            );
+            for (i, (owner, id)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" OR ");
+                }
+                qb.push("(id = ")
+                    .push_bind(id.0)
+                    .push(" AND lease_owner = ")
+                    .push_bind(*owner)
+                    .push(")");
+            }
+            qb.push(")");
+            qb.build().execute(&mut **tx).await?;
+        }
         let held: Vec<&$crate::JobUpdate> = updates
             .iter()
             .zip(&applied)

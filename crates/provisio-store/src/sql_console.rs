@@ -107,10 +107,12 @@ macro_rules! impl_console_store {
                 .bind(ts(w.errors_since))
                 .fetch_all(&self.pool);
                 // One statement for every server, each part a short walk of the
-                // (server, state, id) index, rather than two round trips per server.
+                // (server, state, id) index, rather than two round trips per server. Jobs
+                // held on standby (migration 0020) take no place and are not counted.
                 let servers = sqlx::query_as::<_, (i64, i64, Option<i64>)>(
                     "SELECT s.id, \
-                       (SELECT COUNT(*) FROM jobs j WHERE j.server_id = s.id AND j.state = 'running'), \
+                       (SELECT COUNT(*) FROM jobs j WHERE j.server_id = s.id AND j.state = 'running' \
+                        AND NOT j.standby), \
                        (SELECT j.finished_at FROM jobs j WHERE j.server_id = s.id AND j.state = 'done' \
                         ORDER BY j.id DESC LIMIT 1) \
                      FROM servers s ORDER BY s.id",

@@ -197,10 +197,7 @@ impl SqliteStore {
     }
 
     /// SQLite claims through `claim_tx` under its write lock: one writer, no round trips.
-    async fn claim_once(
-        &self,
-        _req: &crate::ClaimRequest<'_>,
-    ) -> Result<Option<Vec<provisio_core::job::Job>>> {
+    async fn claim_once(&self, _req: &crate::ClaimRequest<'_>) -> Result<Option<crate::Claimed>> {
         Ok(None)
     }
 

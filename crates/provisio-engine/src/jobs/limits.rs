@@ -41,6 +41,8 @@ struct ServerLimit {
     refilled: Instant,
     failures: u32,
     breaker: BreakerState,
+    /// A moving mean of the server's call times, in seconds (`None` before the first).
+    call_secs: Option<f64>,
 }
 
 /// Limits for every server this worker sends to.
@@ -76,7 +78,34 @@ impl Limits {
             refilled: now,
             failures: 0,
             breaker: BreakerState::Closed,
+            call_secs: None,
         })
+    }
+
+    /// Records how long one call to the server took.
+    pub fn took(&mut self, server: ServerId, call: std::time::Duration, now: Instant) {
+        let l = self.entry(server, now);
+        let t = call.as_secs_f64();
+        l.call_secs = Some(l.call_secs.map_or(t, |m| m + (t - m) / 16.0));
+    }
+
+    /// The servers worth holding `n` jobs ahead for: those nothing but `max_concurrent`
+    /// limits (no rate, breaker closed) whose calls take at least `min_call` on average.
+    /// Below that a claim (a millisecond or a few) is no small part of a call, and the
+    /// places a finished call frees are as quickly refilled by the next claim.
+    pub fn standby(&self, n: u32, min_call: std::time::Duration) -> HashMap<ServerId, u32> {
+        if n == 0 {
+            return HashMap::new();
+        }
+        self.servers
+            .iter()
+            .filter(|(_, l)| {
+                l.rate.is_none()
+                    && l.breaker == BreakerState::Closed
+                    && l.call_secs.is_some_and(|m| m >= min_call.as_secs_f64())
+            })
+            .map(|(id, _)| (*id, n))
+            .collect()
     }
 
     /// Sets a server's rate (actions per second; `None` is unlimited).
@@ -202,6 +231,36 @@ mod tests {
         // Unlimited servers are not in the allowance map.
         l.configure(ServerId(2), None, t0);
         assert!(!l.allowance(t0).contains_key(&ServerId(2)));
+    }
+
+    #[test]
+    fn standby_only_for_slow_servers_without_rate_or_open_breaker() {
+        let t0 = Instant::now();
+        let mut l = Limits::new(BreakerOptions {
+            failures_to_open: 1,
+            open_for: Duration::from_secs(10),
+        });
+        let (slow, quick, rated, broken) = (ServerId(1), ServerId(2), ServerId(3), ServerId(4));
+        for s in [slow, quick, rated, broken] {
+            l.configure(s, None, t0);
+        }
+        l.configure(rated, Some(100), t0);
+        let min = Duration::from_millis(5);
+        assert!(l.standby(8, min).is_empty(), "no call seen yet");
+        for _ in 0..20 {
+            l.took(slow, Duration::from_millis(50), t0);
+            l.took(quick, Duration::from_micros(300), t0);
+            l.took(rated, Duration::from_millis(50), t0);
+            l.took(broken, Duration::from_millis(50), t0);
+        }
+        l.finished(broken, false, t0);
+        assert_eq!(l.standby(8, min), HashMap::from([(slow, 8)]));
+        assert!(l.standby(0, min).is_empty(), "0 turns it off");
+        // The mean follows the calls: a server that became quick loses its standby.
+        for _ in 0..100 {
+            l.took(slow, Duration::from_millis(1), t0);
+        }
+        assert!(l.standby(8, min).is_empty());
     }
 
     #[test]

@@ -159,6 +159,59 @@ impl Shared {
 /// What a finished execution reports to the writer.
 struct Finished {
     update: JobUpdate,
+    server: ServerId,
+}
+
+/// A job claimed on standby, waiting for a place on its server; its records are filled in
+/// by the task that read the claim's (`pre`), or read by the job itself if it begins first.
+struct Waiting {
+    job: Job,
+    pre: Option<Preloaded>,
+}
+
+/// The standby jobs this worker holds and has not begun, oldest first per server.
+#[derive(Default)]
+struct Standby {
+    by_server: HashMap<ServerId, std::collections::VecDeque<Waiting>>,
+    /// Begun in a finished job's place whose outcome (which hands the place over) is not
+    /// yet written: still standby in the database.
+    begun: HashSet<JobId>,
+}
+
+impl Standby {
+    fn len(&self) -> usize {
+        self.by_server.values().map(|q| q.len()).sum()
+    }
+
+    fn take(&mut self, server: ServerId) -> Option<Waiting> {
+        let q = self.by_server.get_mut(&server)?;
+        let w = q.pop_front();
+        if q.is_empty() {
+            self.by_server.remove(&server);
+        }
+        w
+    }
+
+    /// A held job the database promoted into a free place.
+    fn remove(&mut self, server: ServerId, id: JobId) -> Option<Waiting> {
+        let q = self.by_server.get_mut(&server)?;
+        let at = q.iter().position(|w| w.job.id == id)?;
+        let w = q.remove(at);
+        if q.is_empty() {
+            self.by_server.remove(&server);
+        }
+        w
+    }
+
+    fn fill(&mut self, server: ServerId, id: JobId, pre: Preloaded) {
+        if let Some(w) = self
+            .by_server
+            .get_mut(&server)
+            .and_then(|q| q.iter_mut().find(|w| w.job.id == id))
+        {
+            w.pre = Some(pre);
+        }
+    }
 }
 
 /// A job's service and client, read for a whole claimed batch at once.
@@ -211,8 +264,22 @@ async fn queue_loop(
     let mut batch_since: Option<Instant> = None;
     // How many of `batch` the last claim already counted as free slots.
     let mut claimed_for = 0;
-    let mut writes: JoinSet<(Vec<Finished>, Vec<bool>)> = JoinSet::new();
+    let mut writes: JoinSet<WriteDone> = JoinSet::new();
     let mut writing: HashSet<JobId> = HashSet::new();
+    // Jobs held ahead, and the finished jobs that handed their place to one of them (not
+    // free places for a claim: the standby job took them) until their outcome is written.
+    let mut standby = Standby::default();
+    let mut handing: HashSet<JobId> = HashSet::new();
+    // How many of `batch` have been offered a standby job to hand their place to.
+    let mut offered = 0;
+    // The claim in flight: the turns go on meanwhile, so a call that ends during a claim
+    // hands its place to a standby job at once rather than after the claim.
+    let mut claiming: Option<futures::future::BoxFuture<'static, ClaimDone>> = None;
+    let mut claimed: Option<ClaimDone> = None;
+    // A write settled in the wait below (see the turn's start).
+    let mut written_since_claim = false;
+    // The records of standby jobs, read after their claim.
+    let (pre_tx, mut pre_rx) = mpsc::unbounded_channel::<(ServerId, JobId, Preloaded)>();
     let mut servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
     let mut claim_due = true;
     let mut held_back = false;
@@ -235,10 +302,38 @@ async fn queue_loop(
         while running.try_join_next().is_some() {}
         // No claim just for a write: the jobs it lets through (a finished job's service's
         // next) are announced on PostgreSQL, and wait for the next turn or poll on SQLite.
+        // Except while jobs are held on standby: a write that hands places over may leave
+        // places free that no later finish will announce, with held jobs waiting for them.
+        if !standby.by_server.is_empty() && written_since_claim {
+            claim_due = true;
+        }
+        written_since_claim = false;
         while let Some(done) = writes.try_join_next() {
-            if let Ok((written, applied)) = done {
-                settle(&shared, written, applied, &mut writing, &mut next_retry);
+            if let Ok(done) = done {
+                settle(
+                    &shared,
+                    done,
+                    &mut writing,
+                    &mut handing,
+                    &mut standby,
+                    &mut next_retry,
+                );
+                if !standby.by_server.is_empty() {
+                    claim_due = true;
+                }
             }
+        }
+        if let Some(done) = claimed.take() {
+            let turn = Turn {
+                running: &mut running,
+                standby: &mut standby,
+                claim_due: &mut claim_due,
+                servers_loaded: &mut servers_loaded,
+            };
+            took(&shared, &tx, &pre_tx, done, turn, batch.is_empty()).await;
+        }
+        while let Ok((server, id, pre)) = pre_rx.try_recv() {
+            standby.fill(server, id, pre);
         }
         // Read before draining: once no batch runs, every outcome is already in the channel.
         let idle = running.is_empty();
@@ -254,6 +349,34 @@ async fn queue_loop(
             batch_since = Some(Instant::now());
         }
         let stopping = stop.is_stopping();
+        // A stopping worker begins nothing new: the jobs it holds ahead go back at once,
+        // as they were (never begun, so no lookup), for the other nodes to take.
+        if stopping && standby.len() > 0 {
+            release_standby(&shared, &mut standby).await;
+        }
+        // A finished call's place goes straight to a job held for its server, if any, while
+        // nothing but `max_concurrent` limits that server (no rate, breaker closed).
+        if !stopping {
+            let capped = shared.limits.lock().unwrap().allowance(Instant::now());
+            for f in batch.iter_mut().skip(offered) {
+                if capped.contains_key(&f.server) {
+                    continue;
+                }
+                let Some(w) = standby.take(f.server) else {
+                    continue;
+                };
+                f.update.handed_to = Some(w.job.id);
+                handing.insert(f.update.job_id);
+                standby.begun.insert(w.job.id);
+                shared
+                    .limits
+                    .lock()
+                    .unwrap()
+                    .started(w.job.server_id, Instant::now());
+                running.spawn(run_job(shared.clone(), tx.clone(), w.job, w.pre));
+            }
+        }
+        offered = batch.len();
         // Past the drain, calls still running are cancelled; the next turns write the
         // outcomes that came in before, and what is left is handed back below.
         let drained = stopping
@@ -265,7 +388,7 @@ async fn queue_loop(
             while running.join_next().await.is_some() {}
             continue;
         }
-        if stopping && idle && batch.is_empty() && writes.is_empty() {
+        if stopping && idle && batch.is_empty() && writes.is_empty() && claiming.is_none() {
             release_unfinished(&shared).await;
             // The other nodes may take this one's share at once.
             if let Err(e) = engine
@@ -293,7 +416,7 @@ async fn queue_loop(
         // limit, and claiming ahead of them only adds leases to renew and ids to every
         // claim's finishing list.
         let held = shared.inflight.lock().unwrap().len();
-        let executing = held.saturating_sub(batch.len() + writing.len());
+        let executing = held.saturating_sub(batch.len() + writing.len() + standby.len());
         let max = opts.max_in_flight as usize;
         let free = if stopping {
             0
@@ -301,7 +424,7 @@ async fn queue_loop(
             max.saturating_sub(executing)
                 .min((2 * max).saturating_sub(held))
         };
-        let claim_now = free > 0 && (claim_due || batch.len() > claimed_for);
+        let claim_now = claiming.is_none() && free > 0 && (claim_due || batch.len() > claimed_for);
         // Outcomes wait a tick for more to write with them (their slots are free already):
         // fewer, fuller transactions, each the same few statements.
         let tick_left =
@@ -335,9 +458,14 @@ async fn queue_loop(
                 _ = stop.stopped(), if !stopping => {}
                 _ = tokio::time::sleep(tick_left), if tick => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
+                done = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
+                    claiming = None;
+                    claimed = Some(done);
+                }
                 Some(done) = writes.join_next(), if !writes.is_empty() => {
-                    if let Ok((written, applied)) = done {
-                        settle(&shared, written, applied, &mut writing, &mut next_retry);
+                    if let Ok(done) = done {
+                        settle(&shared, done, &mut writing, &mut handing, &mut standby, &mut next_retry);
+                        written_since_claim = true;
                     }
                 }
             }
@@ -348,12 +476,18 @@ async fn queue_loop(
                 .iter()
                 .map(|f| f.update.job_id)
                 .chain(writing.iter().copied())
+                .filter(|id| !handing.contains(id))
                 .collect();
+            let begun: Vec<JobId> = standby.begun.iter().copied().collect();
             claimed_for = batch.len();
-            let (allowance, rate_held) = {
+            let (allowance, rate_held, ahead) = {
                 let mut l = shared.limits.lock().unwrap();
                 let a = l.allowance(Instant::now());
-                (a, l.rate_exhausted())
+                (
+                    a,
+                    l.rate_exhausted(),
+                    l.standby(opts.standby, STANDBY_MIN_CALL),
+                )
             };
             // Rate tokens and a closing breaker announce nothing: look again soon.
             held_back = !rate_held.is_empty() || allowance.values().any(|a| *a == 0);
@@ -363,53 +497,26 @@ async fn queue_loop(
                 }
             }
             let now = engine.now();
-            let req = ClaimRequest {
-                owner: &shared.owner,
-                now,
-                lease_until: now + chrono::Duration::from_std(opts.lease).unwrap_or_default(),
-                max_total: free as u32,
-                allowance: &allowance,
-                finishing: &finishing,
-            };
-            match engine.store.claim_jobs(&req).await {
-                Ok(jobs) => {
-                    // A full claim may have left more due right away.
-                    claim_due = jobs.len() == free;
-                    for job in &jobs {
-                        let waited = (now - job.run_after).num_microseconds().unwrap_or(0);
-                        crate::metrics::queue_wait(waited as f64 / 1e6);
-                    }
-                    if !jobs.is_empty() {
-                        let now = Instant::now();
-                        let mut probes = Vec::new();
-                        {
-                            let mut inflight = shared.inflight.lock().unwrap();
-                            let mut limits = shared.limits.lock().unwrap();
-                            for job in &jobs {
-                                if !limits.knows(job.server_id) {
-                                    // A server created since the last read: fetch its rate soon.
-                                    servers_loaded = now - std::time::Duration::from_secs(3600);
-                                }
-                                inflight.insert(job.id, job.attempts + 1);
-                                if let Some(state) = limits.started(job.server_id, now) {
-                                    probes.push(shared.transition(job.server_id, state));
-                                }
-                            }
-                        }
-                        for t in probes {
-                            shared.publish(t);
-                        }
-                        running.spawn(run_batch(shared.clone(), tx.clone(), jobs));
-                    }
+            let lease_until = now + chrono::Duration::from_std(opts.lease).unwrap_or_default();
+            let store = engine.store.clone();
+            let owner = shared.owner.clone();
+            claiming = Some(Box::pin(async move {
+                let req = ClaimRequest {
+                    owner: &owner,
+                    now,
+                    lease_until,
+                    max_total: free as u32,
+                    allowance: &allowance,
+                    finishing: &finishing,
+                    standby: &ahead,
+                    started: &begun,
+                };
+                ClaimDone {
+                    result: store.claim_ahead(&req).await,
+                    asked: now,
+                    free,
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming jobs failed; will try again");
-                    claim_due = true;
-                    if batch.is_empty() {
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                }
-            }
+            }));
         }
         let tick_left =
             batch_since.map_or(OUTCOME_TICK, |t| OUTCOME_TICK.saturating_sub(t.elapsed()));
@@ -419,6 +526,7 @@ async fn queue_loop(
         let written = std::mem::take(&mut batch);
         batch_since = None;
         claimed_for = 0;
+        offered = 0;
         writing.extend(written.iter().map(|f| f.update.job_id));
         let store = engine.store.clone();
         writes.spawn(async move {
@@ -429,7 +537,7 @@ async fn queue_loop(
                     .catch_unwind()
                     .await
                 {
-                    Ok(Ok(applied)) => return (written, applied),
+                    Ok(Ok(applied)) => return (written, applied, true),
                     // Keep the outcomes and try again: losing them would mean running the
                     // actions a second time (after a lookup) when the lease runs out.
                     Ok(Err(e)) => {
@@ -440,13 +548,119 @@ async fn queue_loop(
                     Err(_) => {
                         tracing::error!("writing job outcomes panicked; the jobs will be looked up when their leases end");
                         let lost = vec![false; written.len()];
-                        return (written, lost);
+                        return (written, lost, false);
                     }
                 }
             }
         });
     }
 }
+
+/// A claim's answer, with what it was asked under.
+struct ClaimDone {
+    result: provisio_store::Result<provisio_store::Claimed>,
+    asked: chrono::DateTime<Utc>,
+    free: usize,
+}
+
+/// The parts of the turns' state a claim's answer changes.
+struct Turn<'a> {
+    running: &'a mut JoinSet<()>,
+    standby: &'a mut Standby,
+    claim_due: &'a mut bool,
+    servers_loaded: &'a mut Instant,
+}
+
+/// Takes in a claim's answer: begins the jobs to run (held jobs the claim promoted with
+/// the records read for them), holds the standby ones.
+async fn took(
+    shared: &Arc<Shared>,
+    tx: &mpsc::UnboundedSender<Finished>,
+    pre_tx: &mpsc::UnboundedSender<(ServerId, JobId, Preloaded)>,
+    done: ClaimDone,
+    turn: Turn<'_>,
+    nothing_to_write: bool,
+) {
+    let claimed = match done.result {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming jobs failed; will try again");
+            *turn.claim_due = true;
+            if nothing_to_write {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            return;
+        }
+    };
+    // A full claim may have left more due right away.
+    *turn.claim_due = claimed.run.len() == done.free;
+    let mut jobs = Vec::with_capacity(claimed.run.len());
+    let mut promoted = Vec::new();
+    for job in claimed.run {
+        match turn.standby.remove(job.server_id, job.id) {
+            Some(w) => promoted.push((job, w.pre)),
+            // Begun here already, in a finished job's place while this claim was in flight
+            // (its `started` did not name it yet), or in one whose handing over was never
+            // written (a write that panicked). It must not run twice; the place the claim
+            // gave it stays unused until that finished job's outcome is written.
+            None if turn.standby.begun.contains(&job.id) => {
+                tracing::debug!(job = %job.id, "a claim promoted a standby job already begun");
+            }
+            None => jobs.push(job),
+        }
+    }
+    for job in claimed.standby.iter().chain(&jobs) {
+        let waited = (done.asked - job.run_after).num_microseconds().unwrap_or(0);
+        crate::metrics::queue_wait(waited as f64 / 1e6);
+    }
+    let now = Instant::now();
+    let mut probes = Vec::new();
+    {
+        let mut inflight = shared.inflight.lock().unwrap();
+        let mut limits = shared.limits.lock().unwrap();
+        for job in &claimed.standby {
+            inflight.insert(job.id, job.attempts + 1);
+            turn.standby
+                .by_server
+                .entry(job.server_id)
+                .or_default()
+                .push_back(Waiting {
+                    job: job.clone(),
+                    pre: None,
+                });
+        }
+        for job in jobs.iter().chain(promoted.iter().map(|(j, _)| j)) {
+            if !limits.knows(job.server_id) {
+                // A server created since the last read: fetch its rate soon.
+                *turn.servers_loaded = now - std::time::Duration::from_secs(3600);
+            }
+            inflight.insert(job.id, job.attempts + 1);
+            if let Some(state) = limits.started(job.server_id, now) {
+                probes.push(shared.transition(job.server_id, state));
+            }
+        }
+    }
+    for t in probes {
+        shared.publish(t);
+    }
+    for (job, pre) in promoted {
+        turn.running
+            .spawn(run_job(shared.clone(), tx.clone(), job, pre));
+    }
+    if !jobs.is_empty() || !claimed.standby.is_empty() {
+        turn.running.spawn(run_batch(
+            shared.clone(),
+            tx.clone(),
+            jobs,
+            claimed.standby,
+            pre_tx.clone(),
+        ));
+    }
+}
+
+/// Servers whose calls take less than this on average get no jobs held ahead (see
+/// `Limits::standby`).
+const STANDBY_MIN_CALL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// How long the first outcome of a batch waits for others before it is written, and how
 /// many are written at once without waiting. A finished job's slot is free before its
@@ -461,11 +675,16 @@ const MAX_WRITES: usize = 1;
 
 /// After an outcome write: frees the jobs' places, announces those whose lease still held,
 /// and notes the earliest retry written back.
+/// A write's outcomes, per outcome whether its lease still held, and whether the write
+/// committed at all (not when it panicked).
+type WriteDone = (Vec<Finished>, Vec<bool>, bool);
+
 fn settle(
     shared: &Shared,
-    written: Vec<Finished>,
-    applied: Vec<bool>,
+    (written, applied, written_ok): WriteDone,
     writing: &mut HashSet<JobId>,
+    handing: &mut HashSet<JobId>,
+    standby: &mut Standby,
     next_retry: &mut Option<Instant>,
 ) {
     let engine = &shared.engine;
@@ -480,6 +699,18 @@ fn settle(
     for (f, held) in written.into_iter().zip(applied) {
         let id = f.update.job_id;
         writing.remove(&id);
+        // Written with this outcome (whether or not its lease held): the standby job now
+        // takes the place. A write that panicked wrote nothing; the job stays named as
+        // begun, so a claim that promotes it does not start it again, until its own
+        // outcome is settled.
+        if handing.remove(&id) {
+            if let Some(to) = f.update.handed_to {
+                if written_ok {
+                    standby.begun.remove(&to);
+                }
+            }
+        }
+        standby.begun.remove(&id);
         {
             let mut inflight = shared.inflight.lock().unwrap();
             if inflight.get(&id) == Some(&f.update.attempts) {
@@ -494,15 +725,39 @@ fn settle(
     }
 }
 
-/// Runs a claimed batch: reads its records together, then each job on its own.
-async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, jobs: Vec<Job>) {
-    let mut preloaded = preload(&shared.engine, &jobs).await;
+/// Runs a claimed batch: reads its records together (and those of the jobs it put on
+/// standby, handed back through `held_tx`), then each job on its own.
+async fn run_batch(
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Finished>,
+    jobs: Vec<Job>,
+    held: Vec<Job>,
+    held_tx: mpsc::UnboundedSender<(ServerId, JobId, Preloaded)>,
+) {
+    let ids = jobs.iter().chain(&held).map(|j| j.service_id).collect();
+    let mut preloaded = preload(&shared.engine, ids).await;
+    for h in &held {
+        if let Some(p) = preloaded.remove(&h.service_id) {
+            let _ = held_tx.send((h.server_id, h.id, p));
+        }
+    }
     let mut set = JoinSet::new();
     for job in jobs {
         let pre = preloaded.remove(&job.service_id);
-        let shared = shared.clone();
-        let tx = tx.clone();
-        set.spawn(async move {
+        set.spawn(run_job(shared.clone(), tx.clone(), job, pre));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Runs one job and reports its outcome through `tx`.
+async fn run_job(
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Finished>,
+    job: Job,
+    pre: Option<Preloaded>,
+) {
+    {
+        {
             use futures::FutureExt as _;
             let server = job.server_id;
             let labels = if crate::metrics::enabled() {
@@ -516,34 +771,28 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
             let t0 = Instant::now();
             let action = job.action.clone();
             // A job queued before trace ids were kept gets one for this attempt only.
-            let trace =
-                TraceContext::in_trace(job.trace_id.unwrap_or_else(TraceId::random));
+            let trace = TraceContext::in_trace(job.trace_id.unwrap_or_else(TraceId::random));
             let span = crate::trace::attempt_span(&job, trace);
-            let attempt = provisio_modules::trace::scope(
-                trace,
-                execute(&shared, job.clone(), pre),
-            )
-            .instrument(span.clone());
+            let attempt = provisio_modules::trace::scope(trace, execute(&shared, job.clone(), pre))
+                .instrument(span.clone());
             // A panic in the engine's own handling of the job (the module's are caught at
             // the call) still costs one attempt: the job goes back with a lookup first and
             // its slot and lease are released like any other outcome's.
-            let (update, health) =
-                match std::panic::AssertUnwindSafe(attempt)
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(done) => done,
-                    Err(payload) => {
-                        let why = crate::jobs::call::panic_message(payload.as_ref());
-                        tracing::error!(job = %job.id, service = %job.service_id, panic = %why, "running a job panicked");
-                        (panicked(&shared, &job, why).await, Some(false))
-                    }
-                };
+            let (update, health) = match std::panic::AssertUnwindSafe(attempt).catch_unwind().await
+            {
+                Ok(done) => done,
+                Err(payload) => {
+                    let why = crate::jobs::call::panic_message(payload.as_ref());
+                    tracing::error!(job = %job.id, service = %job.service_id, panic = %why, "running a job panicked");
+                    (panicked(&shared, &job, why).await, Some(false))
+                }
+            };
             // Before the outcome is written (which frees the server's slot), so a breaker
             // that opens now holds back the next claim.
             if let Some(h) = health {
                 let changed = {
                     let mut limits = shared.limits.lock().unwrap();
+                    limits.took(server, t0.elapsed(), Instant::now());
                     limits
                         .finished(server, h, Instant::now())
                         .map(|state| shared.transition(server, state))
@@ -568,22 +817,28 @@ async fn run_batch(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Finished>, job
             });
             if let Some(l) = &labels {
                 crate::metrics::in_flight(l, -1.0);
-                crate::metrics::job_attempt(l, action.as_str(), &update.attempt.outcome, t0.elapsed());
+                crate::metrics::job_attempt(
+                    l,
+                    action.as_str(),
+                    &update.attempt.outcome,
+                    t0.elapsed(),
+                );
             }
-            let _ = tx.send(Finished { update });
-        });
+            let _ = tx.send(Finished { update, server });
+        }
     }
-    while set.join_next().await.is_some() {}
 }
 
 /// Reads the services and clients of a claimed batch in two queries rather than two per
 /// job. A failed read only means each job reads its own.
-async fn preload(engine: &Engine, jobs: &[Job]) -> HashMap<provisio_core::ServiceId, Preloaded> {
+async fn preload(
+    engine: &Engine,
+    ids: Vec<provisio_core::ServiceId>,
+) -> HashMap<provisio_core::ServiceId, Preloaded> {
     let mut out = HashMap::new();
-    if jobs.is_empty() {
+    if ids.is_empty() {
         return out;
     }
-    let ids: Vec<_> = jobs.iter().map(|j| j.service_id).collect();
     let Ok(services) = engine.store.get_services(&ids).await else {
         return out;
     };
@@ -710,6 +965,33 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: Shutdown) {
                 tracing::warn!(error = %e, "marking this worker present failed");
             }
         }
+    }
+}
+
+/// Hands back the standby jobs a stopping worker holds and has not begun, as they were:
+/// pending, no lookup (no call was made), for the other nodes to take at once.
+async fn release_standby(shared: &Shared, standby: &mut Standby) {
+    let ids: Vec<JobId> = std::mem::take(&mut standby.by_server)
+        .into_values()
+        .flatten()
+        .map(|w| w.job.id)
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    {
+        let mut inflight = shared.inflight.lock().unwrap();
+        for id in &ids {
+            inflight.remove(id);
+        }
+    }
+    if let Err(e) = shared
+        .engine
+        .store
+        .release_standby(&shared.owner, &ids, shared.engine.now())
+        .await
+    {
+        tracing::warn!(error = %e, jobs = ids.len(), "handing back standby jobs failed; their leases will expire instead");
     }
 }
 
@@ -1134,6 +1416,7 @@ async fn run(
         },
         service: None,
         events: Vec::new(),
+        handed_to: None,
     };
     let finish = |mut u: JobUpdate, outcome: &str, message: Option<String>| {
         u.attempt.duration_ms = t0.elapsed().as_millis() as i64;
@@ -1253,6 +1536,7 @@ async fn panicked(shared: &Shared, job: &Job, why: String) -> JobUpdate {
         },
         service: None,
         events: Vec::new(),
+        handed_to: None,
     };
     let finish = |mut u: JobUpdate, outcome: &str, message: Option<String>| {
         u.attempt.outcome = outcome.to_string();

@@ -12,3 +12,4 @@ mod outcomes;
 mod placement;
 mod retention;
 mod shutdown;
+mod standby;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use provisio_core::job::{Attempt, JobState, NewJob};
+use provisio_core::job::{Attempt, JobId, JobState, NewJob};
 use provisio_core::module::{Action, ErrorKind};
 use provisio_core::page::PageRequest;
 use provisio_core::secret::Sealed;
@@ -17,6 +17,9 @@ use provisio_store::{ClaimRequest, JobFilter, JobUpdate, ServiceChange, Store};
 use crate::suite::{new_client, new_product, new_server};
 
 type S = Arc<dyn Store>;
+
+static NO_STANDBY: std::sync::LazyLock<HashMap<ServerId, u32>> =
+    std::sync::LazyLock::new(HashMap::new);
 
 fn job(server: ServerId, action: Action) -> NewJob {
     NewJob {
@@ -78,6 +81,8 @@ fn claim<'a>(
         max_total,
         allowance,
         finishing: &[],
+        standby: &NO_STANDBY,
+        started: &[],
     }
 }
 
@@ -102,6 +107,7 @@ fn done(j: &provisio_core::job::Job, owner: &str, service: Option<ServiceChange>
         },
         service,
         events: Vec::new(),
+        handed_to: None,
     }
 }
 
@@ -248,6 +254,118 @@ pub async fn finishing_jobs_free_their_slots(s: S) {
         vec![true]
     );
     assert!(claim_finishing("w1", vec![j1.id]).await.is_empty());
+}
+
+pub async fn standby_jobs_take_no_place_until_handed_one(s: S) {
+    let (srv, _) = setup(&s, 2).await;
+    let none = HashMap::new();
+    let ahead = |owner: &'static str, standby: u32, finishing: Vec<JobId>, started: Vec<JobId>| {
+        let s = s.clone();
+        async move {
+            let none = HashMap::new();
+            let ahead = HashMap::from([(srv, standby)]);
+            let mut req = claim(owner, 100, &none);
+            req.standby = &ahead;
+            req.finishing = &finishing;
+            req.started = &started;
+            s.claim_ahead(&req).await.unwrap()
+        }
+    };
+    // Two places: two to run, two more held ahead, all four leased to w1.
+    let first = ahead("w1", 5, vec![], vec![]).await;
+    assert_eq!(first.run.len(), 2, "max_concurrent caps what runs");
+    assert_eq!(
+        first.standby.len(),
+        2,
+        "standby is capped by the fair share (2), not by 5"
+    );
+    for j in first.run.iter().chain(&first.standby) {
+        let stored = s.get_job(j.id).await.unwrap().unwrap();
+        assert_eq!(stored.state, JobState::Running);
+        assert_eq!(stored.lease_owner.as_deref(), Some("w1"));
+    }
+    assert!(
+        first.run[1].id < first.standby[0].id,
+        "the oldest run first"
+    );
+    // Standby jobs take no place, but the server is full and nothing is pending.
+    let other = ahead("w2", 5, vec![], vec![]).await;
+    assert!(other.run.is_empty() && other.standby.is_empty());
+
+    // The first call ends and hands its place to the first standby job (begun at once).
+    let (r0, r1) = (&first.run[0], &first.run[1]);
+    let (h0, h1) = (&first.standby[0], &first.standby[1]);
+    // Before the handing over is written, a claim that knows h0 began finds no free
+    // place (r0's is h0's) and does not promote h0.
+    let mid = ahead("w1", 5, vec![], vec![h0.id]).await;
+    assert!(mid.run.is_empty() && mid.standby.is_empty(), "{mid:?}");
+    let mut handed = done(r0, "w1", None);
+    handed.handed_to = Some(h0.id);
+    assert_eq!(s.finish_jobs(&[handed]).await.unwrap(), vec![true]);
+    // r1 and h0 take the two places; h1 is still held.
+    let full = ahead("w1", 5, vec![], vec![]).await;
+    assert!(full.run.is_empty() && full.standby.is_empty(), "{full:?}");
+    assert!(s
+        .claim_jobs(&claim("w2", 100, &none))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // r1 ends with no handing over: its place is free, and the held job is promoted into
+    // it before anything newer.
+    let extra = s
+        .enqueue_job(r1.service_id, &job(srv, Action::Suspend), &[])
+        .await
+        .unwrap();
+    let promoted = ahead("w1", 5, vec![r1.id], vec![]).await;
+    assert_eq!(
+        promoted.run.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![h1.id],
+        "the held job first; r1's service's next job waits for r1's outcome"
+    );
+    assert!(promoted.standby.is_empty());
+    assert_eq!(
+        s.finish_jobs(&[done(r1, "w1", None)]).await.unwrap(),
+        vec![true]
+    );
+    // Both places taken (h0, h1): the suspend is held ahead, then handed back unbegun.
+    let held = ahead("w1", 5, vec![], vec![]).await;
+    assert!(held.run.is_empty());
+    assert_eq!(
+        held.standby.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![extra.id]
+    );
+    assert_eq!(
+        s.release_standby("w1", &[extra.id, h0.id], Utc::now())
+            .await
+            .unwrap(),
+        1,
+        "only a job still on standby goes back (h0 took a place)"
+    );
+    let back = s.get_job(extra.id).await.unwrap().unwrap();
+    assert_eq!(back.state, JobState::Pending);
+    assert!(
+        back.lease_owner.is_none() && !back.needs_lookup,
+        "never begun: no lookup"
+    );
+}
+
+pub async fn standby_is_not_held_where_a_cap_decides(s: S) {
+    let (srv, _) = setup(&s, 2).await;
+    let capped = HashMap::from([(srv, 1)]);
+    let ahead = HashMap::from([(srv, 5)]);
+    let mut req = claim("w1", 100, &capped);
+    req.standby = &ahead;
+    let c = s.claim_ahead(&req).await.unwrap();
+    assert_eq!(c.run.len(), 1, "the allowance caps the claim");
+    assert!(
+        c.standby.is_empty(),
+        "a rate or breaker decides each start: none held ahead"
+    );
+    // Not asked for: nothing held ahead either.
+    let none = HashMap::new();
+    let c = s.claim_ahead(&claim("w1", 100, &none)).await.unwrap();
+    assert_eq!((c.run.len(), c.standby.len()), (1, 0));
 }
 
 pub async fn batched_outcomes_write_every_row(s: S) {

@@ -33,6 +33,9 @@ async fn assert_counts_match(s: &S, servers: &[ServerId], when: &str) -> HashMap
     loads
 }
 
+static NO_STANDBY: std::sync::LazyLock<HashMap<ServerId, u32>> =
+    std::sync::LazyLock::new(HashMap::new);
+
 fn svc(c: ClientId, p: ProductId, srv: ServerId, name: &str, status: ServiceStatus) -> NewService {
     let mut n = new_service(c, p, srv, name);
     n.status = status;
@@ -60,6 +63,7 @@ fn finished(j: &provisio_core::job::Job, change: ServiceChange) -> JobUpdate {
         },
         service: Some(change),
         events: Vec::new(),
+        handed_to: None,
     }
 }
 
@@ -170,6 +174,8 @@ pub async fn server_loads_match_counts_after_every_change(s: S) {
                 max_total: 3,
                 allowance: &none,
                 finishing: &[],
+                standby: &NO_STANDBY,
+                started: &[],
             })
             .await
             .unwrap();

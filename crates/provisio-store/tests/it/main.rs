@@ -65,6 +65,8 @@ on_both!(
     claims_respect_order_and_capacity,
     allowance_and_total_cap_claims,
     finishing_jobs_free_their_slots,
+    standby_jobs_take_no_place_until_handed_one,
+    standby_is_not_held_where_a_cap_decides,
     batched_outcomes_write_every_row,
     many_jobs_queue_in_one_call,
     jobs_keep_their_trace_id,
