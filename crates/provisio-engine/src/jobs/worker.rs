@@ -278,6 +278,8 @@ async fn queue_loop(
     let mut claimed: Option<ClaimDone> = None;
     // A write settled in the wait below (see the turn's start).
     let mut written_since_claim = false;
+    // Writes ended but not yet settled (see the turn's start).
+    let mut unsettled: Vec<WriteDone> = Vec::new();
     // The records of standby jobs, read after their claim.
     let (pre_tx, mut pre_rx) = mpsc::unbounded_channel::<(ServerId, JobId, Preloaded)>();
     let mut servers_loaded = Instant::now() - std::time::Duration::from_secs(3600);
@@ -308,8 +310,25 @@ async fn queue_loop(
             claim_due = true;
         }
         written_since_claim = false;
+        // A claim's answer is taken in before any write that ended after it was asked: a
+        // standby job begun while the claim was in flight may be among the jobs it
+        // promoted, and only until that job's write is settled is it known as begun here.
+        if let Some(done) = claimed.take() {
+            let turn = Turn {
+                running: &mut running,
+                standby: &mut standby,
+                claim_due: &mut claim_due,
+                servers_loaded: &mut servers_loaded,
+            };
+            took(&shared, &tx, &pre_tx, done, turn, batch.is_empty()).await;
+        }
         while let Some(done) = writes.try_join_next() {
             if let Ok(done) = done {
+                unsettled.push(done);
+            }
+        }
+        if claiming.is_none() {
+            for done in unsettled.drain(..) {
                 settle(
                     &shared,
                     done,
@@ -322,15 +341,6 @@ async fn queue_loop(
                     claim_due = true;
                 }
             }
-        }
-        if let Some(done) = claimed.take() {
-            let turn = Turn {
-                running: &mut running,
-                standby: &mut standby,
-                claim_due: &mut claim_due,
-                servers_loaded: &mut servers_loaded,
-            };
-            took(&shared, &tx, &pre_tx, done, turn, batch.is_empty()).await;
         }
         while let Ok((server, id, pre)) = pre_rx.try_recv() {
             standby.fill(server, id, pre);
@@ -388,7 +398,13 @@ async fn queue_loop(
             while running.join_next().await.is_some() {}
             continue;
         }
-        if stopping && idle && batch.is_empty() && writes.is_empty() && claiming.is_none() {
+        if stopping
+            && idle
+            && batch.is_empty()
+            && writes.is_empty()
+            && unsettled.is_empty()
+            && claiming.is_none()
+        {
             release_unfinished(&shared).await;
             // The other nodes may take this one's share at once.
             if let Err(e) = engine
@@ -464,7 +480,7 @@ async fn queue_loop(
                 }
                 Some(done) = writes.join_next(), if !writes.is_empty() => {
                     if let Ok(done) = done {
-                        settle(&shared, done, &mut writing, &mut handing, &mut standby, &mut next_retry);
+                        unsettled.push(done);
                         written_since_claim = true;
                     }
                 }

@@ -11,6 +11,8 @@ use serde_json::json;
 
 use crate::harness::{fresh_pg_url, Script, TestEngine};
 
+const JOBS: usize = 240;
+
 /// Holds every create for `hold`, counting how many are in a call at once.
 struct Counted {
     hold: Duration,
@@ -32,8 +34,9 @@ impl Script for Counted {
     }
 }
 
-/// Two nodes on one database, a server of 3 places, calls of 30 ms (long enough for jobs
-/// to be held ahead): never more than 3 calls at once, every create called once, all done.
+/// Two nodes on one database, a server of 3 places, 240 calls of 6 ms (long enough for
+/// jobs to be held ahead, short enough for claims, handings over and outcome writes to
+/// cross often): never more than 3 calls at once, every create called once, all done.
 async fn two_nodes_keep_the_cap(t: TestEngine) {
     t.engine
         .update_server(
@@ -46,13 +49,13 @@ async fn two_nodes_keep_the_cap(t: TestEngine) {
         .await
         .unwrap();
     let counted = Arc::new(Counted {
-        hold: Duration::from_millis(30),
+        hold: Duration::from_millis(6),
         now: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
     });
     assert!(t.module.script.set(counted.clone()).is_ok());
     let mut services = Vec::new();
-    for i in 0..40 {
+    for i in 0..JOBS {
         services.push(t.order("auto", &format!("sb{i}"), json!({})).await);
     }
     let second = t.another_engine(|o| o.jobs.standby = 8);
@@ -83,12 +86,12 @@ async fn two_nodes_keep_the_cap(t: TestEngine) {
         .engine
         .list_jobs(
             &Default::default(),
-            provisio_core::page::PageRequest::first(100),
+            provisio_core::page::PageRequest::first(500),
         )
         .await
         .unwrap()
         .items;
-    assert_eq!(jobs.len(), 40);
+    assert_eq!(jobs.len(), JOBS);
     for j in &jobs {
         let done = t
             .engine
