@@ -961,19 +961,7 @@ macro_rules! impl_store {
                 ids: &[provisio_core::job::JobId],
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<u64> {
-                let mut total = 0;
-                for chunk in ids.chunks(500) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "UPDATE jobs SET state = 'pending', needs_lookup = TRUE, lease_owner = NULL, \
-                         lease_until = NULL, updated_at = ",
-                    );
-                    qb.push_bind($crate::rows::ts(now))
-                        .push(" WHERE state = 'running' AND lease_owner = ")
-                        .push_bind(owner);
-                    $crate::push_ids(&mut qb, chunk);
-                    total += qb.build().execute(self.writer()).await?.rows_affected();
-                }
-                Ok(total)
+                hand_back(self.writer(), owner, ids, now, false).await
             }
 
             async fn release_standby(
@@ -982,19 +970,7 @@ macro_rules! impl_store {
                 ids: &[provisio_core::job::JobId],
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<u64> {
-                let mut total = 0;
-                for chunk in ids.chunks(500) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "UPDATE jobs SET state = 'pending', standby = FALSE, lease_owner = NULL, \
-                         lease_until = NULL, updated_at = ",
-                    );
-                    qb.push_bind($crate::rows::ts(now))
-                        .push(" WHERE standby AND state = 'running' AND lease_owner = ")
-                        .push_bind(owner);
-                    $crate::push_ids(&mut qb, chunk);
-                    total += qb.build().execute(self.writer()).await?.rows_affected();
-                }
-                Ok(total)
+                hand_back(self.writer(), owner, ids, now, true).await
             }
 
             async fn requeue_expired(&self, now: chrono::DateTime<chrono::Utc>) -> $crate::Result<u64> {
@@ -1301,6 +1277,33 @@ macro_rules! impl_store {
 
         /// Claims due jobs within each server's free slots, in a transaction that holds the
         /// claim lock (see `begin_claim`).
+        /// Puts `owner`'s running jobs among `ids` back to pending, lease cleared: those a
+        /// stopping worker cancelled (marked for a lookup first), or with `standby_only` the
+        /// standby jobs it never began (as they were: no call was made).
+        async fn hand_back(
+            writer: &sqlx::Pool<$db>,
+            owner: &str,
+            ids: &[provisio_core::job::JobId],
+            now: chrono::DateTime<chrono::Utc>,
+            standby_only: bool,
+        ) -> $crate::Result<u64> {
+            let (set, only) = if standby_only {
+                ("standby = FALSE", " WHERE standby AND state = 'running' AND lease_owner = ")
+            } else {
+                ("needs_lookup = TRUE", " WHERE state = 'running' AND lease_owner = ")
+            };
+            let mut total = 0;
+            for chunk in ids.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "UPDATE jobs SET state = 'pending', {set}, lease_owner = NULL, lease_until = NULL, updated_at = "
+                ));
+                qb.push_bind($crate::rows::ts(now)).push(only).push_bind(owner);
+                $crate::push_ids(&mut qb, chunk);
+                total += qb.build().execute(writer).await?.rows_affected();
+            }
+            Ok(total)
+        }
+
         async fn claim_tx(
             tx: &mut sqlx::Transaction<'_, $db>,
             req: &$crate::ClaimRequest<'_>,
