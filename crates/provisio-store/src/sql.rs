@@ -1507,26 +1507,22 @@ macro_rules! impl_store {
         // Standby jobs begun in these jobs' places take them now, in the same transaction,
         // so a server's count of places taken stays the same; whether or not the finished
         // job's lease held, the standby job is running under this owner's.
-        let handed: Vec<(&str, provisio_core::job::JobId)> = updates
-            .iter()
-            .filter_map(|u| u.handed_to.map(|h| (u.owner.as_str(), h)))
-            .collect();
-        for chunk in handed.chunks(200) {
-            let mut qb = sqlx::QueryBuilder::<$db>::new(
-                "UPDATE jobs SET standby = FALSE WHERE standby AND state = 'running' AND (",
-            );
-            for (i, (owner, id)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    qb.push(" OR ");
-                }
-                qb.push("(id = ")
-                    .push_bind(id.0)
-                    .push(" AND lease_owner = ")
-                    .push_bind(*owner)
-                    .push(")");
+        let mut handed: std::collections::BTreeMap<&str, Vec<provisio_core::job::JobId>> =
+            Default::default();
+        for u in updates {
+            if let Some(to) = u.handed_to {
+                handed.entry(u.owner.as_str()).or_default().push(to);
             }
-            qb.push(")");
-            qb.build().execute(&mut **tx).await?;
+        }
+        for (owner, ids) in &handed {
+            for chunk in ids.chunks(500) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE jobs SET standby = FALSE WHERE standby AND state = 'running' AND lease_owner = ",
+                );
+                qb.push_bind(*owner);
+                $crate::push_ids(&mut qb, chunk);
+                qb.build().execute(&mut **tx).await?;
+            }
         }
         let held: Vec<&$crate::JobUpdate> = updates
             .iter()

@@ -276,8 +276,6 @@ async fn queue_loop(
     // hands its place to a standby job at once rather than after the claim.
     let mut claiming: Option<futures::future::BoxFuture<'static, ClaimDone>> = None;
     let mut claimed: Option<ClaimDone> = None;
-    // A write settled in the wait below (see the turn's start).
-    let mut written_since_claim = false;
     // Writes ended but not yet settled (see the turn's start).
     let mut unsettled: Vec<WriteDone> = Vec::new();
     // The records of standby jobs, read after their claim.
@@ -304,12 +302,8 @@ async fn queue_loop(
         while running.try_join_next().is_some() {}
         // No claim just for a write: the jobs it lets through (a finished job's service's
         // next) are announced on PostgreSQL, and wait for the next turn or poll on SQLite.
-        // Except while jobs are held on standby: a write that hands places over may leave
-        // places free that no later finish will announce, with held jobs waiting for them.
-        if !standby.by_server.is_empty() && written_since_claim {
-            claim_due = true;
-        }
-        written_since_claim = false;
+        // Except while jobs are held on standby (below): a write that hands places over may
+        // leave places free that no later finish will announce, with held jobs waiting.
         // A claim's answer is taken in before any write that ended after it was asked: a
         // standby job begun while the claim was in flight may be among the jobs it
         // promoted, and only until that job's write is settled is it known as begun here.
@@ -366,7 +360,7 @@ async fn queue_loop(
         }
         // A finished call's place goes straight to a job held for its server, if any, while
         // nothing but `max_concurrent` limits that server (no rate, breaker closed).
-        if !stopping {
+        if !stopping && !standby.by_server.is_empty() && batch.len() > offered {
             let capped = shared.limits.lock().unwrap().allowance(Instant::now());
             for f in batch.iter_mut().skip(offered) {
                 if capped.contains_key(&f.server) {
@@ -481,7 +475,6 @@ async fn queue_loop(
                 Some(done) = writes.join_next(), if !writes.is_empty() => {
                     if let Ok(done) = done {
                         unsettled.push(done);
-                        written_since_claim = true;
                     }
                 }
             }
