@@ -664,13 +664,14 @@ macro_rules! impl_store {
                     return Ok(Default::default());
                 }
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT server_id, live_services FROM server_loads WHERE server_id IN (",
+                    "SELECT server_id, CAST(SUM(live_services) AS BIGINT) FROM server_loads WHERE server_id IN (",
                 );
                 let mut sep = qb.separated(", ");
                 for s in servers {
                     sep.push_bind(s.0);
                 }
-                qb.push(")");
+                // PostgreSQL keeps a server's count in shards (migration 0022); SQLite in one row.
+                qb.push(") GROUP BY server_id");
                 let rows: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
                 Ok(rows
                     .into_iter()
@@ -1788,7 +1789,9 @@ macro_rules! impl_store {
         /// SQLite, whose one writer needs no row locks), before a transaction that changes
         /// services on several of them: the triggers keeping `server_loads` would otherwise
         /// lock them in whatever order the services come, and two such transactions could
-        /// each wait for the other.
+        /// each wait for the other. Every shard of each server's count (migration 0022) is
+        /// locked, so two such transactions meet on their first shared row, whichever rows
+        /// their triggers then change.
         async fn lock_loads(
             tx: &mut sqlx::Transaction<'_, $db>,
             servers: &std::collections::BTreeSet<i64>,
@@ -1802,7 +1805,7 @@ macro_rules! impl_store {
             for s in servers {
                 sep.push_bind(*s);
             }
-            qb.push(") ORDER BY server_id").push(row_lock);
+            qb.push(") ORDER BY server_id, shard").push(row_lock);
             let _: Vec<i64> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
             Ok(())
         }

@@ -248,3 +248,73 @@ pub async fn server_loads_match_counts_after_every_change(s: S) {
         .unwrap();
     assert_eq!(total, live);
 }
+
+/// On PostgreSQL, two transactions ordering on the same server do not wait for each
+/// other's commit: each connection adds to its own shard of the count (migration 0022).
+/// With one row per server the second insert waited on the first's row lock until that
+/// commit, so orders for one server were written one at a time.
+#[tokio::test]
+async fn orders_on_one_server_do_not_wait_for_each_other_on_postgres() {
+    use sqlx::{Connection, PgConnection};
+    let url = crate::harness::fresh_pg_url().await;
+    let store = provisio_store::PgStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let s: S = Arc::new(store);
+    let c = s
+        .insert_client(&new_client("Shards", "sh@l.test"), &[])
+        .await
+        .unwrap()
+        .id;
+    let p = s.insert_product(&new_product("p", None)).await.unwrap().id;
+    let srv = s.insert_server(&new_server("one")).await.unwrap().id;
+    // Two connections whose backends add to different shards (process id modulo 16).
+    let mut conns: Vec<(PgConnection, i32)> = Vec::new();
+    while conns.len() < 2 {
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if conns.iter().all(|(_, other)| other % 16 != pid % 16) {
+            conns.push((conn, pid));
+        }
+    }
+    let (mut first, _) = conns.remove(0);
+    let (mut second, _) = conns.remove(0);
+    let insert = |name: &'static str| {
+        sqlx::query(
+            "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
+             settings, outputs, created_at, updated_at) VALUES ($1, $2, $3, $4, 'sealed', 'active', '{}', '{}', 0, 0)",
+        )
+        .bind(c.0)
+        .bind(p.0)
+        .bind(srv.0)
+        .bind(name)
+    };
+    sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+    insert("first").execute(&mut first).await.unwrap();
+    // Left open: the second insert must not wait for it (it would fail after the timeout).
+    sqlx::query("BEGIN").execute(&mut second).await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '3s'")
+        .execute(&mut second)
+        .await
+        .unwrap();
+    insert("second")
+        .execute(&mut second)
+        .await
+        .expect("an order on the same server waited for another transaction's commit");
+    sqlx::query("COMMIT").execute(&mut second).await.unwrap();
+    assert_counts_match(&s, &[srv], "with one order committed and one open").await;
+    sqlx::query("COMMIT").execute(&mut first).await.unwrap();
+    let loads = assert_counts_match(&s, &[srv], "after both commits").await;
+    assert_eq!(loads[&srv], 2);
+    // A change rolled back leaves the count as it was.
+    sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+    sqlx::query("UPDATE services SET status = 'terminated' WHERE username = 'first'")
+        .execute(&mut first)
+        .await
+        .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut first).await.unwrap();
+    let loads = assert_counts_match(&s, &[srv], "after a rolled-back change").await;
+    assert_eq!(loads[&srv], 2);
+}
