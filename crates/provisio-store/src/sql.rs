@@ -1276,8 +1276,6 @@ macro_rules! impl_store {
             }
         }
 
-        /// Claims due jobs within each server's free slots, in a transaction that holds the
-        /// claim lock (see `begin_claim`).
         /// Puts `owner`'s running jobs among `ids` back to pending, lease cleared: those a
         /// stopping worker cancelled (marked for a lookup first), or with `standby_only` the
         /// standby jobs it never began (as they were: no call was made).
@@ -1305,6 +1303,8 @@ macro_rules! impl_store {
             Ok(total)
         }
 
+        /// Claims due jobs within each server's free slots, in a transaction that holds the
+        /// claim lock (see `begin_claim`).
         async fn claim_tx(
             tx: &mut sqlx::Transaction<'_, $db>,
             req: &$crate::ClaimRequest<'_>,
