@@ -14,12 +14,18 @@
 //!
 //! The connection goes back to the pool after each commit, so the claims and single
 //! statements that use the writer pool directly still get their turn between groups.
+//!
+//! A holder of the lock that finds no group open may instead take the writer for a
+//! transaction of its own ([`GroupWrite::unshared`]): it commits and answers its callers
+//! itself, in the same round trip as its statements, and nobody waits for a flusher.
 
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteTransactionManager;
-use sqlx::{Connection, Database, Sqlite, SqlitePool, Transaction, TransactionManager};
+use sqlx::{
+    Connection, Database, Sqlite, SqliteConnection, SqlitePool, Transaction, TransactionManager,
+};
 use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 
 use crate::{Result, StoreError};
@@ -39,6 +45,8 @@ struct State {
     conn: Option<PoolConnection<Sqlite>>,
     /// Callers whose savepoints were released into the open transaction.
     waiting: Vec<oneshot::Sender<std::result::Result<(), String>>>,
+    /// Savepoints named by [`GroupWrite::savepoint_name`] in the open transaction.
+    named: u32,
 }
 
 impl Group {
@@ -60,6 +68,7 @@ impl Group {
         Ok(GroupWrite {
             guard: Some(self.state.clone().lock_owned().await),
             group: self,
+            own: None,
         })
     }
 }
@@ -69,10 +78,66 @@ impl Group {
 pub struct GroupWrite<'a> {
     guard: Option<OwnedMutexGuard<State>>,
     group: &'a Group,
+    /// The writer taken by [`GroupWrite::unshared`], outside any group transaction.
+    own: Option<PoolConnection<Sqlite>>,
 }
 
 impl GroupWrite<'_> {
     pub async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>> {
+        Ok(self.connection().await?.begin().await?)
+    }
+
+    /// Whether a group transaction is open: writes before this one wait in it for their
+    /// commit.
+    pub(crate) fn joins_open_group(&self) -> bool {
+        self.guard
+            .as_ref()
+            .expect("the guard is held until durable() or drop")
+            .conn
+            .is_some()
+    }
+
+    /// The writer, for a caller that brackets its statements in `BEGIN IMMEDIATE` and
+    /// `COMMIT` of its own, so a whole transaction can be one round trip to the connection's
+    /// thread. Only while no group transaction is open ([`GroupWrite::joins_open_group`]);
+    /// the caller must leave no transaction open on it (or [`GroupWrite::discard_unshared`]
+    /// it). It goes back to the pool with this turn.
+    pub(crate) async fn unshared(&mut self) -> Result<&mut SqliteConnection> {
+        assert!(
+            !self.joins_open_group(),
+            "the writer is inside an open group transaction"
+        );
+        if self.own.is_none() {
+            self.own = Some(self.group.writer.acquire().await?);
+        }
+        Ok(self.own.as_mut().expect("taken above"))
+    }
+
+    /// Closes the writer taken by [`GroupWrite::unshared`] instead of returning it to the
+    /// pool: a transaction may still be open on it. The pool opens a new one when asked.
+    pub(crate) async fn discard_unshared(&mut self) {
+        if let Some(conn) = self.own.take() {
+            let _ = conn.detach().close().await;
+        }
+    }
+
+    /// A savepoint name used by no other write in the group's open transaction, for a caller
+    /// of [`GroupWrite::connection`]: rolling back to it can only undo this caller's write,
+    /// whatever savepoints the writes before it left open.
+    pub(crate) fn savepoint_name(&mut self) -> String {
+        let state = self
+            .guard
+            .as_mut()
+            .expect("the guard is held until durable() or drop");
+        state.named += 1;
+        format!("group_write_{}", state.named)
+    }
+
+    /// The writer inside the group's open transaction, for a caller that sends its own
+    /// savepoint with its statements (one round trip to the connection's thread, where
+    /// [`GroupWrite::begin`] and its commit are one each). What its savepoint holds, released
+    /// or left open, is committed with the group: SQLite's COMMIT ends every savepoint.
+    pub(crate) async fn connection(&mut self) -> Result<&mut SqliteConnection> {
         let state = self
             .guard
             .as_mut()
@@ -84,8 +149,7 @@ impl GroupWrite<'_> {
             SqliteTransactionManager::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await?;
             state.conn = Some(conn);
         }
-        let conn = state.conn.as_mut().expect("opened above");
-        Ok(conn.begin().await?)
+        Ok(state.conn.as_mut().expect("opened above"))
     }
 
     /// Hands the writer on and waits until the transaction holding this caller's released
@@ -101,6 +165,7 @@ impl GroupWrite<'_> {
     pub(crate) fn hand_on(
         mut self,
     ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        drop(self.own.take());
         let mut guard = self.guard.take().expect("hand_on() is called once");
         // Nothing was begun, so nothing waits to be committed.
         let rx = guard.conn.is_some().then(|| {
@@ -135,6 +200,8 @@ impl Drop for GroupWrite<'_> {
     /// A caller that returns early (an error, nothing to change) still lets the group that
     /// it was part of be committed.
     fn drop(&mut self) {
+        // The writer goes back to the pool before the next caller's turn begins.
+        drop(self.own.take());
         if let Some(guard) = self.guard.take() {
             drop(guard);
             let _ = self.group.wake.try_send(());
@@ -161,6 +228,7 @@ async fn flush(state: &Mutex<State>) {
         return;
     };
     let waiting = std::mem::take(&mut st.waiting);
+    st.named = 0;
     let result = SqliteTransactionManager::commit(&mut conn).await;
     if let Err(e) = &result {
         tracing::error!(error = %e, callers = waiting.len(), "group commit failed");

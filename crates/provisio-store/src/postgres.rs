@@ -319,7 +319,7 @@ impl PgStore {
 
     /// Inserted in the order of `chunk` (`WITH ORDINALITY`), so ids keep the events' order.
     async fn insert_event_rows(
-        tx: &mut sqlx::Transaction<'_, Postgres>,
+        conn: &mut sqlx::PgConnection,
         now: i64,
         chunk: &[provisio_core::event::NewEvent],
     ) -> Result<()> {
@@ -356,7 +356,7 @@ impl PgStore {
         .bind(&payloads)
         .bind(&actors)
         .bind(&depths)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }

@@ -14,6 +14,64 @@ pub(crate) const PRESENCE_UPSERT: &str =
 /// Orders per multi-row statement (14 parameters each, well under SQLite's bound).
 pub(crate) const ORDERS_PER_STATEMENT: usize = 100;
 
+/// How a new job's row names its service.
+pub(crate) enum JobService<'a> {
+    /// The id of a service stored before.
+    Id(i64),
+    /// The live service on this server with this username, inserted earlier in the same
+    /// list of statements: at most one, by the partial unique index
+    /// `ux_services_server_username`, which finds it.
+    Live(i64, &'a str),
+}
+
+/// The services of `expected` orders, in the orders' order, from their inserted rows.
+pub(crate) fn stored_services(
+    expected: usize,
+    mut rows: Vec<crate::rows::ServiceRow>,
+) -> crate::Result<Vec<provisio_core::service::Service>> {
+    if rows.len() != expected {
+        return Err(crate::StoreError::Corrupt(format!(
+            "{expected} services inserted, {} returned",
+            rows.len()
+        )));
+    }
+    rows.sort_by_key(crate::rows::ServiceRow::id);
+    rows.into_iter()
+        .map(provisio_core::service::Service::try_from)
+        .collect()
+}
+
+/// Each service with its job, if it was ordered with one; `expected` jobs were inserted.
+pub(crate) fn pair_orders(
+    services: Vec<provisio_core::service::Service>,
+    expected: usize,
+    rows: Vec<crate::rows::JobRow>,
+) -> crate::Result<
+    Vec<(
+        provisio_core::service::Service,
+        Option<provisio_core::job::Job>,
+    )>,
+> {
+    let mut jobs = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        let job: provisio_core::job::Job = row.try_into()?;
+        jobs.insert(job.service_id, job);
+    }
+    if jobs.len() != expected {
+        return Err(crate::StoreError::Corrupt(format!(
+            "{expected} jobs inserted, {} returned",
+            jobs.len()
+        )));
+    }
+    Ok(services
+        .into_iter()
+        .map(|s| {
+            let job = jobs.remove(&s.id);
+            (s, job)
+        })
+        .collect())
+}
+
 /// The announcement of orders stored without events (bulk fills, the store's own tests).
 pub(crate) fn unannounced(
     _: &provisio_core::service::Service,
@@ -1708,14 +1766,14 @@ macro_rules! impl_store {
         }
 
         async fn insert_events_tx(
-            tx: &mut sqlx::Transaction<'_, $db>,
+            conn: &mut <$db as sqlx::Database>::Connection,
             now: chrono::DateTime<chrono::Utc>,
             events: &[provisio_core::event::NewEvent],
         ) -> $crate::Result<()> {
             let now = $crate::rows::ts(now);
             // Rows are inserted in the events' order, so ids keep it.
             for chunk in events.chunks(200) {
-                <$store>::insert_event_rows(tx, now, chunk).await?;
+                <$store>::insert_event_rows(conn, now, chunk).await?;
             }
             Ok(())
         }
@@ -1836,97 +1894,103 @@ macro_rules! impl_store {
         /// a round trip to its thread, and a group commit may carry dozens of orders. Rows
         /// of one VALUES list are inserted in order, so ascending ids give the input's order.
         async fn insert_orders_tx(
-            tx: &mut sqlx::Transaction<'_, $db>,
+            conn: &mut <$db as sqlx::Database>::Connection,
             at: chrono::DateTime<chrono::Utc>,
             orders: &[(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
         ) -> $crate::Result<Vec<(provisio_core::service::Service, Option<provisio_core::job::Job>)>> {
             let now = $crate::rows::ts(at);
-            let actor = $crate::actor::stored();
-            let depth = i64::from($crate::actor::current_depth());
             let mut out = Vec::with_capacity(orders.len());
             for chunk in orders.chunks($crate::sql::ORDERS_PER_STATEMENT) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
-                     invoice, parent_invoice, settings, outputs, created_at, updated_at, order_key, external_id) ",
-                );
-                qb.push_values(chunk, |mut b, (s, _)| {
-                    b.push_bind(s.client_id.0)
-                        .push_bind(s.product_id.0)
-                        .push_bind(s.server_id.0)
-                        .push_bind(s.username.as_str())
-                        .push_bind(&s.password.0)
-                        .push_bind(s.status.as_str())
-                        .push_bind(s.invoice.as_ref().map(|v| v.as_str()))
-                        .push_bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
-                        .push_bind(sqlx::types::Json(&s.settings))
-                        .push_bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(s.order_key.as_deref())
-                        .push_bind(s.external_id.as_ref().map(|v| v.as_str()));
-                });
-                qb.push(" RETURNING *");
-                let mut rows: Vec<$crate::rows::ServiceRow> =
-                    qb.build_query_as().fetch_all(&mut **tx).await?;
-                if rows.len() != chunk.len() {
-                    return Err($crate::StoreError::Corrupt(format!(
-                        "{} services inserted, {} returned",
-                        chunk.len(),
-                        rows.len()
-                    )));
-                }
-                rows.sort_by_key($crate::rows::ServiceRow::id);
-                let services = rows
-                    .into_iter()
-                    .map(provisio_core::service::Service::try_from)
-                    .collect::<$crate::Result<Vec<_>>>()?;
-                let with_jobs: Vec<(provisio_core::ServiceId, &provisio_core::job::NewJob)> = services
+                let mut qb = sqlx::QueryBuilder::<$db>::new("");
+                push_services_insert(&mut qb, now, chunk);
+                let rows: Vec<$crate::rows::ServiceRow> =
+                    qb.build_query_as().fetch_all(&mut *conn).await?;
+                let services = $crate::sql::stored_services(chunk.len(), rows)?;
+                let with_jobs: Vec<($crate::sql::JobService<'_>, &provisio_core::job::NewJob)> = services
                     .iter()
                     .zip(chunk)
-                    .filter_map(|(s, (_, j))| j.as_ref().map(|j| (s.id, j)))
+                    .filter_map(|(s, (_, j))| j.as_ref().map(|j| ($crate::sql::JobService::Id(s.id.0), j)))
                     .collect();
-                let mut jobs = std::collections::HashMap::new();
+                let mut jobs = Vec::new();
                 if !with_jobs.is_empty() {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
-                         max_attempts, run_after, created_at, updated_at, actor, depth, trace_id) ",
-                    );
-                    qb.push_values(&with_jobs, |mut b, (service, j)| {
-                        b.push_bind(service.0)
-                            .push_bind(j.server_id.0)
-                            .push_bind(j.action.as_str())
-                            .push_bind("pending")
-                            .push_bind(sqlx::types::Json(&j.params))
-                            .push_bind(&j.idempotency_key)
-                            .push_bind(i64::from(j.max_attempts))
-                            .push_bind($crate::rows::ts(j.run_after))
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(actor.clone())
-                            .push_bind(depth)
-                            .push_bind(j.trace_id.to_string());
-                    });
-                    qb.push(" RETURNING *");
-                    let rows: Vec<$crate::rows::JobRow> =
-                        qb.build_query_as().fetch_all(&mut **tx).await?;
-                    for row in rows {
-                        let job: provisio_core::job::Job = row.try_into()?;
-                        jobs.insert(job.service_id, job);
-                    }
-                    if jobs.len() != with_jobs.len() {
-                        return Err($crate::StoreError::Corrupt(format!(
-                            "{} jobs inserted, {} returned",
-                            with_jobs.len(),
-                            jobs.len()
-                        )));
-                    }
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("");
+                    push_jobs_insert(&mut qb, now, &with_jobs);
+                    jobs = qb.build_query_as().fetch_all(&mut *conn).await?;
                 }
-                for service in services {
-                    let job = jobs.remove(&service.id);
-                    out.push((service, job));
-                }
+                out.extend($crate::sql::pair_orders(services, with_jobs.len(), jobs)?);
             }
             Ok(out)
+        }
+
+        /// `INSERT INTO services … RETURNING *` for `chunk`, pushed onto `qb`.
+        fn push_services_insert<'a>(
+            qb: &mut sqlx::QueryBuilder<'a, $db>,
+            now: i64,
+            chunk: &'a [(provisio_core::service::NewService, Option<provisio_core::job::NewJob>)],
+        ) {
+            qb.push(
+                "INSERT INTO services (client_id, product_id, server_id, username, password, status, \
+                 invoice, parent_invoice, settings, outputs, created_at, updated_at, order_key, external_id) ",
+            );
+            qb.push_values(chunk, |mut b, (s, _)| {
+                b.push_bind(s.client_id.0)
+                    .push_bind(s.product_id.0)
+                    .push_bind(s.server_id.0)
+                    .push_bind(s.username.as_str())
+                    .push_bind(&s.password.0)
+                    .push_bind(s.status.as_str())
+                    .push_bind(s.invoice.as_ref().map(|v| v.as_str()))
+                    .push_bind(s.parent_invoice.as_ref().map(|v| v.as_str()))
+                    .push_bind(sqlx::types::Json(&s.settings))
+                    .push_bind(sqlx::types::Json(provisio_core::settings::Settings::new()))
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(s.order_key.as_deref())
+                    .push_bind(s.external_id.as_ref().map(|v| v.as_str()));
+            });
+            qb.push(" RETURNING *");
+        }
+
+        /// `INSERT INTO jobs … RETURNING *` for `jobs` (not empty), pushed onto `qb`, stamped
+        /// with the current actor and depth.
+        fn push_jobs_insert<'a>(
+            qb: &mut sqlx::QueryBuilder<'a, $db>,
+            now: i64,
+            jobs: &[($crate::sql::JobService<'a>, &'a provisio_core::job::NewJob)],
+        ) {
+            let actor = $crate::actor::stored();
+            let depth = i64::from($crate::actor::current_depth());
+            qb.push(
+                "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
+                 max_attempts, run_after, created_at, updated_at, actor, depth, trace_id) ",
+            );
+            qb.push_values(jobs, |mut b, (service, j)| {
+                match service {
+                    $crate::sql::JobService::Id(id) => {
+                        b.push_bind(*id);
+                    }
+                    $crate::sql::JobService::Live(server, username) => {
+                        b.push("(SELECT id FROM services WHERE server_id = ")
+                            .push_bind_unseparated(*server)
+                            .push_unseparated(" AND username = ")
+                            .push_bind_unseparated(*username)
+                            .push_unseparated(" AND status <> 'terminated')");
+                    }
+                }
+                b.push_bind(j.server_id.0)
+                    .push_bind(j.action.as_str())
+                    .push_bind("pending")
+                    .push_bind(sqlx::types::Json(&j.params))
+                    .push_bind(&j.idempotency_key)
+                    .push_bind(i64::from(j.max_attempts))
+                    .push_bind($crate::rows::ts(j.run_after))
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(actor.clone())
+                    .push_bind(depth)
+                    .push_bind(j.trace_id.to_string());
+            });
+            qb.push(" RETURNING *");
         }
 
         async fn insert_client_tx(

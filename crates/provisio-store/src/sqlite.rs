@@ -306,15 +306,26 @@ impl SqliteStore {
 
     /// Rows of one VALUES list are inserted in order, so ids keep the events' order.
     async fn insert_event_rows(
-        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        conn: &mut sqlx::SqliteConnection,
         now: i64,
         chunk: &[provisio_core::event::NewEvent],
     ) -> Result<()> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("");
+        Self::push_event_rows(&mut qb, now, chunk);
+        qb.build().execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// `INSERT INTO events …` for `chunk`, pushed onto `qb`, stamped with the current actor
+    /// and depth where an event names none.
+    fn push_event_rows<'a>(
+        qb: &mut sqlx::QueryBuilder<'a, Sqlite>,
+        now: i64,
+        chunk: &'a [provisio_core::event::NewEvent],
+    ) {
         let current = crate::actor::stored();
         let depth = crate::actor::current_depth();
-        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (type, at, subject, payload, actor, depth) ",
-        );
+        qb.push("INSERT INTO events (type, at, subject, payload, actor, depth) ");
         qb.push_values(chunk, |mut b, e| {
             b.push_bind(e.kind.as_str())
                 .push_bind(now)
@@ -328,7 +339,5 @@ impl SqliteStore {
                 )
                 .push_bind(i64::from(e.depth.unwrap_or(depth)));
         });
-        qb.build().execute(&mut **tx).await?;
-        Ok(())
     }
 }

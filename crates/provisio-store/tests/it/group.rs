@@ -267,6 +267,73 @@ pub async fn concurrent_orders_keep_their_cause_and_fail_alone(s: S) {
     );
 }
 
+/// Every job is stored with its own order's service, also where a live service has the
+/// same username on the same server as a terminated one ordered beside it (an imported
+/// history, say), and whether the orders arrive alone or together.
+pub async fn jobs_are_stored_with_their_own_service(s: S) {
+    let w = world(&s).await;
+    let job = |key: String| provisio_core::job::NewJob {
+        server_id: w.server,
+        action: provisio_core::module::Action::Create,
+        params: provisio_core::settings::Settings::new(),
+        idempotency_key: key,
+        max_attempts: 3,
+        run_after: chrono::Utc::now(),
+        trace_id: provisio_core::trace::TraceId::random(),
+    };
+    let (live, _) = s
+        .insert_service_with_job(&new_service(w.client, w.product, w.server, "twin"), None)
+        .await
+        .unwrap();
+    let mut gone = new_service(w.client, w.product, w.server, "twin");
+    gone.status = provisio_core::service::ServiceStatus::Terminated;
+    let (stored, job_of_gone) = s
+        .insert_service_with_job(&gone, Some(&job("gone".into())))
+        .await
+        .unwrap();
+    assert_ne!(stored.id, live.id);
+    assert_eq!(job_of_gone.expect("its job").service_id, stored.id);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let s = s.clone();
+        let orders = vec![
+            (
+                new_service(w.client, w.product, w.server, &format!("p{i}")),
+                Some(job(format!("p{i}"))),
+            ),
+            (
+                new_service(w.client, w.product, w.server, &format!("q{i}")),
+                None,
+            ),
+            (
+                new_service(w.client, w.product, w.server, &format!("r{i}")),
+                Some(job(format!("r{i}"))),
+            ),
+        ];
+        tasks.spawn(async move {
+            s.insert_orders(&orders, |_, _| Vec::new())
+                .await
+                .map(|stored| (i, stored))
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (i, stored) = r.unwrap().unwrap();
+        let names: Vec<&str> = stored.iter().map(|(s, _)| s.username.as_str()).collect();
+        assert_eq!(names, [format!("p{i}"), format!("q{i}"), format!("r{i}")]);
+        for (service, job) in &stored {
+            match job {
+                Some(job) => {
+                    assert_eq!(job.service_id, service.id);
+                    assert_eq!(job.idempotency_key, service.username.as_str());
+                    let read = s.get_job(job.id).await.unwrap().expect("stored");
+                    assert_eq!(read.service_id, service.id);
+                }
+                None => assert!(service.username.as_str().starts_with('q')),
+            }
+        }
+    }
+}
+
 /// A SQLite store opened in one runtime and used in another after the first has ended
 /// (its lane and flusher ended with it): orders are still stored, and answered only once
 /// committed.

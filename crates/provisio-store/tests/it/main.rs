@@ -95,6 +95,7 @@ on_both!(
     concurrent_writes_fail_alone_and_are_read_when_answered,
     orders_are_stored_with_their_announcements,
     concurrent_orders_keep_their_cause_and_fail_alone,
+    jobs_are_stored_with_their_own_service,
     console_sessions_expire_and_end,
     service_timelines_are_newest_first_and_bounded,
     product_chains_are_read_up_to_the_root,
