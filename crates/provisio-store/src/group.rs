@@ -23,17 +23,16 @@ use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteTransactionManager;
-use sqlx::{
-    Connection, Database, Sqlite, SqliteConnection, SqlitePool, Transaction, TransactionManager,
-};
+use sqlx::{Connection, Database, Sqlite, SqliteConnection, Transaction, TransactionManager};
 use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 
+use crate::sqlite::{Conn, Conns};
 use crate::{Result, StoreError};
 
 /// The shared writer of one SQLite store; its clones share it.
 #[derive(Clone)]
 pub(crate) struct Group {
-    writer: SqlitePool,
+    writer: Conns,
     state: Arc<Mutex<State>>,
     /// Wakes the flusher; a full channel already holds a wake-up, which is as good.
     wake: mpsc::Sender<()>,
@@ -42,7 +41,7 @@ pub(crate) struct Group {
 #[derive(Default)]
 struct State {
     /// The writer connection while a group's transaction is open.
-    conn: Option<PoolConnection<Sqlite>>,
+    conn: Option<Conn>,
     /// Callers whose savepoints were released into the open transaction.
     waiting: Vec<oneshot::Sender<std::result::Result<(), String>>>,
     /// Savepoints named by [`GroupWrite::savepoint_name`] in the open transaction.
@@ -52,7 +51,7 @@ struct State {
 impl Group {
     /// Must be called inside a Tokio runtime: it starts the flusher, which ends when the
     /// group and its clones are dropped.
-    pub(crate) fn new(writer: SqlitePool) -> Self {
+    pub(crate) fn new(writer: Conns) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let (wake, rx) = mpsc::channel(1);
         tokio::spawn(flusher(state.clone(), rx));
@@ -79,7 +78,7 @@ pub struct GroupWrite<'a> {
     guard: Option<OwnedMutexGuard<State>>,
     group: &'a Group,
     /// The writer taken by [`GroupWrite::unshared`], outside any group transaction.
-    own: Option<PoolConnection<Sqlite>>,
+    own: Option<Conn>,
 }
 
 impl GroupWrite<'_> {
@@ -117,7 +116,7 @@ impl GroupWrite<'_> {
     /// pool: a transaction may still be open on it. The pool opens a new one when asked.
     pub(crate) async fn discard_unshared(&mut self) {
         if let Some(conn) = self.own.take() {
-            let _ = conn.detach().close().await;
+            conn.close().await;
         }
     }
 
@@ -237,7 +236,7 @@ async fn flush(state: &Mutex<State>) {
         let clean = SqliteTransactionManager::rollback(&mut conn).await.is_ok()
             && <Sqlite as Database>::TransactionManager::get_transaction_depth(&conn) == 0;
         if !clean {
-            let _ = conn.close().await;
+            conn.close().await;
         }
     } else {
         drop(conn);

@@ -13,6 +13,9 @@ use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Clock, Result, Store as _, StoreError};
+
+/// What `impl_store!` names this store's pools by.
+type DbPool = PgPool;
 use provisio_core::job::Job;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -131,10 +134,17 @@ impl PgStore {
 
     const LOCK_CLAUSE: &'static str = " FOR UPDATE SKIP LOCKED";
 
+    /// The connection a claim runs on.
+    async fn claim_conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// Delivery and rule-run claims from all processes take turns (a transaction-scoped
     /// advisory lock of their own, so they never wait behind job claims).
-    async fn begin_claim(&self) -> Result<sqlx::Transaction<'_, Postgres>> {
-        let mut tx = self.pool.begin().await?;
+    async fn begin_claim(
+        conn: &mut sqlx::pool::PoolConnection<Postgres>,
+    ) -> Result<sqlx::Transaction<'_, Postgres>> {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(847002)")
             .execute(&mut *tx)
             .await?;

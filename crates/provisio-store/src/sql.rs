@@ -2,10 +2,6 @@
 //! (`$n` parameters, `RETURNING`, partial indexes), so one body serves both pools; only
 //! connection set-up, migrations and (later) job claiming differ per database.
 
-/// Implements [`crate::Store`] for a type with a `pool: sqlx::Pool<$db>` field (reads) and
-/// inherent `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
-/// `begin_claim()`, `claim_once()` (a database's claim in one statement, if it has one),
-/// `clock_samples()` and `LOCK_CLAUSE`.
 /// Marks a worker as present (see `claim_tx`).
 pub(crate) const PRESENCE_UPSERT: &str =
     "INSERT INTO queue_workers (owner, seen_at) VALUES ($1, $2) \
@@ -81,6 +77,12 @@ pub(crate) fn unannounced(
 }
 
 /// Items given in braces after the types join the impl (a database's own methods).
+/// Implements [`crate::Store`] for a type with a `pool: DbPool` field (reads; `DbPool` a
+/// type the store's module names, whose references are `sqlx::Executor`s) and inherent
+/// `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
+/// `claim_conn()` and `begin_claim(conn)` (a claim's connection and its transaction),
+/// `claim_once()` (a database's claim in one statement, if it has one), `clock_samples()`
+/// and `LOCK_CLAUSE`.
 macro_rules! impl_store {
     ($store:ty, $db:ty $(, { $($own:item)* })?) => {
         #[async_trait::async_trait]
@@ -957,7 +959,8 @@ macro_rules! impl_store {
                     return Ok(jobs);
                 }
                 let asked = std::time::Instant::now();
-                let mut tx = self.begin_claim().await?;
+                let mut conn = self.claim_conn().await?;
+                let mut tx = Self::begin_claim(&mut conn).await?;
                 // The lease starts when the claim gets its turn: under load the wait for a
                 // connection and for the other claimers must not eat into it.
                 let waited = chrono::Duration::from_std(asked.elapsed()).unwrap_or_default();
@@ -1338,7 +1341,7 @@ macro_rules! impl_store {
         /// stopping worker cancelled (marked for a lookup first), or with `standby_only` the
         /// standby jobs it never began (as they were: no call was made).
         async fn hand_back(
-            writer: &sqlx::Pool<$db>,
+            writer: &DbPool,
             owner: &str,
             ids: &[provisio_core::job::JobId],
             now: chrono::DateTime<chrono::Utc>,
@@ -2114,7 +2117,7 @@ macro_rules! impl_store {
 
         /// The rows of `table` with these ids, as records, in no particular order.
         async fn by_ids<R, T>(
-            pool: &sqlx::Pool<$db>,
+            pool: &DbPool,
             table: &str,
             ids: &[i64],
         ) -> $crate::Result<Vec<T>>

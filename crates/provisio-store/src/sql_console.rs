@@ -10,7 +10,8 @@ macro_rules! impl_console_store {
                 s: &$crate::ConsoleSession,
             ) -> $crate::Result<()> {
                 use $crate::rows::ts;
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
                     .bind(ts(s.created_at))
                     .execute(&mut *tx)

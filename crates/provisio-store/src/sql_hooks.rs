@@ -238,7 +238,8 @@ macro_rules! impl_hook_store {
                 limit: u32,
             ) -> $crate::Result<Vec<provisio_core::handler::Delivery>> {
                 let now = $crate::rows::ts(now);
-                let mut tx = self.begin_claim().await?;
+                let mut conn = self.claim_conn().await?;
+                let mut tx = Self::begin_claim(&mut conn).await?;
                 let sql = format!(
                     "UPDATE deliveries SET state = 'running', lease_owner = $1, lease_until = $2, \
                      updated_at = $3 WHERE id IN (SELECT id FROM (SELECT d.id FROM deliveries d \
@@ -558,7 +559,8 @@ macro_rules! impl_hook_store {
                 limit: u32,
             ) -> $crate::Result<Vec<provisio_core::rule::RuleRun>> {
                 let now = $crate::rows::ts(now);
-                let mut tx = self.begin_claim().await?;
+                let mut conn = self.claim_conn().await?;
+                let mut tx = Self::begin_claim(&mut conn).await?;
                 let sql = format!(
                     "UPDATE rule_runs SET state = 'running', lease_until = $1, updated_at = $2 \
                      WHERE id IN (SELECT id FROM (SELECT r.id FROM rule_runs r WHERE r.state = 'pending' \

@@ -3,8 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::Sqlite;
 use tokio::sync::mpsc;
 
 use crate::clock::Sample;
@@ -17,16 +17,22 @@ use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Clock, Result, Store as _, StoreError};
 
+mod conns;
 mod lane;
+
+pub(crate) use conns::{Conn, Conns};
+
+/// What `impl_store!` names this store's pools by.
+type DbPool = Conns;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub struct SqliteStore {
     /// Readers: WAL lets them run beside the writer.
-    pool: SqlitePool,
+    pool: Conns,
     /// The one writer connection. SQLite admits one writer at a time anyway; queueing
     /// writers here, in async code, beats letting them sleep in SQLite's busy handler.
-    writer: SqlitePool,
+    writer: Conns,
     /// Groups the write transactions of concurrent callers into one commit.
     group: Group,
     /// Writes the orders of concurrent callers in shared statements.
@@ -53,7 +59,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Copies the WAL into the database file on a reader connection, beside the writer, so a
 /// commit only appends to the WAL. `PASSIVE` never waits for readers or the writer and
 /// changes no durability: a committed transaction is in the WAL either way.
-fn checkpoints(pool: SqlitePool) -> mpsc::Sender<()> {
+fn checkpoints(pool: Conns) -> mpsc::Sender<()> {
     let (stop, mut stopped) = mpsc::channel::<()>(1);
     tokio::spawn(async move {
         loop {
@@ -107,25 +113,18 @@ impl SqliteStore {
         // in the process's resident size, and an idle `serve` over 1,000,000 services rose
         // from 44 MiB to 817 MiB with 1 GiB mapped, against the 200 MiB bound
         // (`provisio-bench memory`).
-        // A connection to a local file does not go stale, so the pool's ping before each
-        // use would only cost a round trip to the connection's thread.
+        // The pools are the store's own (`conns`): sqlx's pings each connection on its way
+        // back, a round trip to the connection's thread that a local file never needs.
         // The writer checkpoints only as a backstop: the checkpoints (each with its fsyncs)
         // run beside it, see `checkpoints`. Its page cache is larger than the readers', as
         // every insert lands in every index of the table it writes.
         let writer_opts = opts
             .clone()
             .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string())
-            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(writer_opts)
-            .await?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .test_before_acquire(false)
-            .connect_with(opts)
-            .await?;
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+            .pragma("temp_store", "memory");
+        let writer = Conns::open(writer_opts, 1).await?;
+        let pool = Conns::open(opts, 8).await?;
         let group = Group::new(writer.clone());
         let store = Self {
             _checkpoints: checkpoints(pool.clone()),
@@ -152,7 +151,7 @@ impl SqliteStore {
         }])
     }
 
-    fn writer(&self) -> &SqlitePool {
+    fn writer(&self) -> &Conns {
         &self.writer
     }
 
@@ -190,10 +189,15 @@ impl SqliteStore {
 
     const LOCK_CLAUSE: &'static str = "";
 
+    /// The connection a claim runs on: the writer.
+    async fn claim_conn(&self) -> Result<Conn> {
+        Ok(self.writer.acquire().await?)
+    }
+
     /// A claim reads then writes: take the write lock up front, or a writer that commits in
     /// between would make the upgrade fail.
-    async fn begin_claim(&self) -> Result<sqlx::Transaction<'_, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin_claim(conn: &mut Conn) -> Result<sqlx::Transaction<'_, Sqlite>> {
+        Ok(sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await?)
     }
 
     /// SQLite claims through `claim_tx` under its write lock: one writer, no round trips.
@@ -210,8 +214,9 @@ impl SqliteStore {
     }
 
     async fn run_migrations(&self) -> Result<()> {
+        let mut conn = self.writer.acquire().await?;
         MIGRATOR
-            .run(&self.writer)
+            .run_direct(&mut *conn)
             .await
             .map_err(StoreError::Migrate)
     }
@@ -227,7 +232,7 @@ impl_secret_store!(SqliteStore, Sqlite);
 /// The multi-row writes of outcomes and events, as VALUES lists (one bind per value).
 impl SqliteStore {
     /// The rows of `table` with these ids (at most a few hundred).
-    async fn select_by_ids<R>(pool: &SqlitePool, table: &str, ids: &[i64]) -> Result<Vec<R>>
+    async fn select_by_ids<R>(pool: &Conns, table: &str, ids: &[i64]) -> Result<Vec<R>>
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
     {
