@@ -800,30 +800,15 @@ macro_rules! impl_store {
                 let mut out = Vec::with_capacity(jobs.len());
                 let mut wr = self.write().await?;
                 let mut tx = wr.begin().await?;
-                let actor = $crate::actor::stored();
                 // Many rows per statement: a group operation queues thousands, and every
                 // statement on the one writer delays the worker's next turn.
                 for chunk in jobs.chunks(200) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO jobs (service_id, server_id, action, state, params, idempotency_key, \
-                         max_attempts, run_after, created_at, updated_at, actor, depth, trace_id) ",
-                    );
-                    qb.push_values(chunk, |mut b, (service, j, _)| {
-                        b.push_bind(service.0)
-                            .push_bind(j.server_id.0)
-                            .push_bind(j.action.as_str())
-                            .push_bind("pending")
-                            .push_bind(sqlx::types::Json(&j.params))
-                            .push_bind(&j.idempotency_key)
-                            .push_bind(i64::from(j.max_attempts))
-                            .push_bind($crate::rows::ts(j.run_after))
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(actor.clone())
-                            .push_bind(i64::from($crate::actor::current_depth()))
-                            .push_bind(j.trace_id.to_string());
-                    });
-                    qb.push(" RETURNING *");
+                    let rows_of: Vec<_> = chunk
+                        .iter()
+                        .map(|(service, j, _)| ($crate::sql::JobService::Id(service.0), j))
+                        .collect();
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("");
+                    push_jobs_insert(&mut qb, now, &rows_of);
                     let rows: Vec<$crate::rows::JobRow> =
                         qb.build_query_as().fetch_all(&mut *tx).await?;
                     // RETURNING promises no order: match rows to jobs by key, and jobs that

@@ -191,15 +191,7 @@ pub async fn concurrent_orders_keep_their_cause_and_fail_alone(s: S) {
             Actor::Scheduler
         };
         let depth = i % 3;
-        let job = |key: String| provisio_core::job::NewJob {
-            server_id: w.server,
-            action: provisio_core::module::Action::Create,
-            params: provisio_core::settings::Settings::new(),
-            idempotency_key: key,
-            max_attempts: 3,
-            run_after: chrono::Utc::now(),
-            trace_id: provisio_core::trace::TraceId::random(),
-        };
+        let job = |key: String| create_job(w.server, key);
         let orders = vec![
             (
                 new_service(w.client, w.product, w.server, &format!("a{i}")),
@@ -272,15 +264,7 @@ pub async fn concurrent_orders_keep_their_cause_and_fail_alone(s: S) {
 /// history, say), and whether the orders arrive alone or together.
 pub async fn jobs_are_stored_with_their_own_service(s: S) {
     let w = world(&s).await;
-    let job = |key: String| provisio_core::job::NewJob {
-        server_id: w.server,
-        action: provisio_core::module::Action::Create,
-        params: provisio_core::settings::Settings::new(),
-        idempotency_key: key,
-        max_attempts: 3,
-        run_after: chrono::Utc::now(),
-        trace_id: provisio_core::trace::TraceId::random(),
-    };
+    let job = |key: String| create_job(w.server, key);
     let (live, _) = s
         .insert_service_with_job(&new_service(w.client, w.product, w.server, "twin"), None)
         .await
@@ -369,4 +353,17 @@ fn orders_are_stored_after_the_opening_runtime_ends() {
             8
         );
     });
+}
+
+/// A create job on `server` under `key`, due now.
+fn create_job(server: provisio_core::ServerId, key: String) -> provisio_core::job::NewJob {
+    provisio_core::job::NewJob {
+        server_id: server,
+        action: provisio_core::module::Action::Create,
+        params: provisio_core::settings::Settings::new(),
+        idempotency_key: key,
+        max_attempts: 3,
+        run_after: chrono::Utc::now(),
+        trace_id: provisio_core::trace::TraceId::random(),
+    }
 }
