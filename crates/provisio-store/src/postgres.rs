@@ -13,10 +13,10 @@ use crate::sql_idempotency::impl_idempotency_store;
 use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Clock, Result, Store as _, StoreError};
+use provisio_core::job::Job;
 
 /// What `impl_store!` names this store's pools by.
 type DbPool = PgPool;
-use provisio_core::job::Job;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 

@@ -76,13 +76,13 @@ pub(crate) fn unannounced(
     Vec::new()
 }
 
-/// Items given in braces after the types join the impl (a database's own methods).
 /// Implements [`crate::Store`] for a type with a `pool: DbPool` field (reads; `DbPool` a
 /// type the store's module names, whose references are `sqlx::Executor`s) and inherent
 /// `writer()` (the pool writes go to), `backend_kind()`, `run_migrations()`,
 /// `claim_conn()` and `begin_claim(conn)` (a claim's connection and its transaction),
 /// `claim_once()` (a database's claim in one statement, if it has one), `clock_samples()`
 /// and `LOCK_CLAUSE`.
+/// Items given in braces after the types join the impl (a database's own methods).
 macro_rules! impl_store {
     ($store:ty, $db:ty $(, { $($own:item)* })?) => {
         #[async_trait::async_trait]
@@ -803,12 +803,12 @@ macro_rules! impl_store {
                 // Many rows per statement: a group operation queues thousands, and every
                 // statement on the one writer delays the worker's next turn.
                 for chunk in jobs.chunks(200) {
-                    let rows_of: Vec<_> = chunk
+                    let by_id: Vec<_> = chunk
                         .iter()
                         .map(|(service, j, _)| ($crate::sql::JobService::Id(service.0), j))
                         .collect();
                     let mut qb = sqlx::QueryBuilder::<$db>::new("");
-                    push_jobs_insert(&mut qb, now, &rows_of);
+                    push_jobs_insert(&mut qb, now, &by_id);
                     let rows: Vec<$crate::rows::JobRow> =
                         qb.build_query_as().fetch_all(&mut *tx).await?;
                     // RETURNING promises no order: match rows to jobs by key, and jobs that

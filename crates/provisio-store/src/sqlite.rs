@@ -113,7 +113,7 @@ impl SqliteStore {
         // in the process's resident size, and an idle `serve` over 1,000,000 services rose
         // from 44 MiB to 817 MiB with 1 GiB mapped, against the 200 MiB bound
         // (`provisio-bench memory`).
-        // The pools are the store's own (`conns`): sqlx's pings each connection on its way
+        // The pools are the store's own (`conns`): sqlx's pool pings each connection on its way
         // back, a round trip to the connection's thread that a local file never needs.
         // The writer checkpoints only as a backstop: the checkpoints (each with its fsyncs)
         // run beside it, see `checkpoints`. Its page cache is larger than the readers', as
