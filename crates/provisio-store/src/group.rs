@@ -21,7 +21,6 @@
 
 use std::sync::Arc;
 
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteTransactionManager;
 use sqlx::{Connection, Database, Sqlite, SqliteConnection, Transaction, TransactionManager};
 use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
@@ -250,15 +249,16 @@ async fn flush(state: &Mutex<State>) {
 
 /// A turn at a pool that needs no grouping (PostgreSQL, whose server commits concurrent
 /// transactions itself): a connection, its transaction, and nothing to wait for after.
-pub struct DirectWrite<DB: Database>(pub(crate) PoolConnection<DB>);
+pub struct DirectWrite<DB: Database>(pub(crate) crate::conns::Conn<DB>);
 
 impl<DB: Database> DirectWrite<DB> {
     pub async fn begin(&mut self) -> Result<Transaction<'_, DB>> {
         Ok(self.0.begin().await?)
     }
 
-    /// The transaction's own commit was the durable one.
-    pub async fn durable(self) -> Result<()> {
+    /// The transaction's own commit was the durable one, and the connection is sound.
+    pub async fn durable(mut self) -> Result<()> {
+        self.0.ended_cleanly();
         Ok(())
     }
 }

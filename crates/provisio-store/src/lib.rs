@@ -60,6 +60,7 @@ where
 
 mod actor;
 mod clock;
+mod conns;
 mod console;
 mod error;
 mod group;
@@ -355,8 +356,12 @@ impl JobNotifications {
     /// The channel the jobs trigger (migration 0014) notifies.
     pub(crate) const CHANNEL: &'static str = "provisio_jobs";
 
-    pub(crate) async fn listen(pool: &sqlx::PgPool) -> Result<Self> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    /// Listens on a connection of its own, from a pool of one that reconnects it.
+    pub(crate) async fn listen(options: &sqlx::postgres::PgConnectOptions) -> Result<Self> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options.clone());
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
         listener.listen(Self::CHANNEL).await?;
         Ok(Self { listener })
     }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::str::FromStr as _;
+
+use sqlx::postgres::PgConnectOptions;
 use sqlx::Postgres;
 
 use crate::clock::{Sample, SAMPLES};
@@ -15,21 +17,32 @@ use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Clock, Result, Store as _, StoreError};
 use provisio_core::job::Job;
 
-/// What `impl_store!` names this store's pools by.
-type DbPool = PgPool;
+/// The store's pools (see [`crate::conns`]), and what `impl_store!` names them by.
+type Conns = crate::conns::Conns<Postgres>;
+type Conn = crate::conns::Conn<Postgres>;
+type DbPool = Conns;
+
+/// An idle connection older than this is checked before it is lent: the server, or
+/// something between, may have closed it meanwhile.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// A worker claims and writes outcomes one at a time each: one connection for each.
 const QUEUE_CONNECTIONS: u32 = 2;
 
+/// How long a caller waits for a connection before its request fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct PgStore {
-    pool: PgPool,
+    pool: Conns,
     /// The worker's claims and outcome writes, on connections of their own: they run one
     /// at a time per worker, so two connections kept open keep their prepared statements
     /// and plans warm, where the shared pool would hand each claim the least recently used
     /// of sixteen, each compiling the claim function and planning anew.
-    queue: PgPool,
+    queue: Conns,
+    /// What job notifications' listening connections are opened with.
+    options: PgConnectOptions,
     clock: Clock,
 }
 
@@ -40,30 +53,36 @@ impl PgStore {
 
     /// Connects with `clock` as this node's clock, and sets it to the database's time.
     pub async fn connect_with_clock(url: &str, clock: Clock) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
-        let queue = PgPoolOptions::new()
-            .max_connections(QUEUE_CONNECTIONS)
-            .min_connections(QUEUE_CONNECTIONS)
-            .idle_timeout(None)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // The queue's statements take arrays, so one generic plan fits every
-                    // batch; without this each connection plans its first five calls
-                    // of each anew (custom plans), a millisecond apiece for the claim.
-                    use sqlx::Executor as _;
-                    conn.execute("SET plan_cache_mode = force_generic_plan")
-                        .await?;
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
-        let store = Self { pool, queue, clock };
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = Conns::open(
+            options.clone(),
+            crate::conns::Settings {
+                max: 16,
+                init: None,
+                check_idle_after: Some(CHECK_IDLE_AFTER),
+                acquire_timeout: Some(ACQUIRE_TIMEOUT),
+            },
+        )
+        .await?;
+        let queue = Conns::open(
+            options.clone(),
+            crate::conns::Settings {
+                max: QUEUE_CONNECTIONS,
+                // The queue's statements take arrays, so one generic plan fits every
+                // batch; without this each connection plans its first five calls of each
+                // anew (custom plans), a millisecond apiece for the claim.
+                init: Some("SET plan_cache_mode = force_generic_plan"),
+                check_idle_after: Some(CHECK_IDLE_AFTER),
+                acquire_timeout: Some(ACQUIRE_TIMEOUT),
+            },
+        )
+        .await?;
+        let store = Self {
+            pool,
+            queue,
+            options,
+            clock,
+        };
         crate::clock::warn_if_off(store.sync_clock().await?);
         Ok(store)
     }
@@ -100,10 +119,11 @@ impl PgStore {
                 received,
             });
         }
+        conn.ended_cleanly();
         Ok(samples)
     }
 
-    fn writer(&self) -> &PgPool {
+    fn writer(&self) -> &Conns {
         &self.pool
     }
 
@@ -122,9 +142,11 @@ impl PgStore {
         )],
         announce: crate::Announce,
     ) -> Result<crate::Stored> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let out = orders_tx(&mut tx, self.clock.now(), orders, announce, Self::ROW_LOCK).await?;
         tx.commit().await?;
+        conn.ended_cleanly();
         Ok(out)
     }
 
@@ -135,15 +157,13 @@ impl PgStore {
     const LOCK_CLAUSE: &'static str = " FOR UPDATE SKIP LOCKED";
 
     /// The connection a claim runs on.
-    async fn claim_conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+    async fn claim_conn(&self) -> Result<Conn> {
         Ok(self.pool.acquire().await?)
     }
 
     /// Delivery and rule-run claims from all processes take turns (a transaction-scoped
     /// advisory lock of their own, so they never wait behind job claims).
-    async fn begin_claim(
-        conn: &mut sqlx::pool::PoolConnection<Postgres>,
-    ) -> Result<sqlx::Transaction<'_, Postgres>> {
+    async fn begin_claim(conn: &mut Conn) -> Result<sqlx::Transaction<'_, Postgres>> {
         let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(847002)")
             .execute(&mut *tx)
@@ -195,6 +215,7 @@ impl PgStore {
         .bind(&started)
         .fetch_all(&mut *conn)
         .await?;
+        conn.ended_cleanly();
         let mut out = crate::Claimed::default();
         for row in rows {
             let standby = row.standby();
@@ -219,13 +240,19 @@ impl PgStore {
     }
 
     async fn run_migrations(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
+        let mut conn = self.pool.acquire().await?;
+        MIGRATOR
+            .run_direct(&mut *conn)
+            .await
+            .map_err(StoreError::Migrate)?;
+        conn.ended_cleanly();
+        Ok(())
     }
 }
 
 impl_store!(PgStore, Postgres, {
     async fn job_notifications(&self) -> Result<Option<crate::JobNotifications>> {
-        Ok(Some(crate::JobNotifications::listen(&self.pool).await?))
+        Ok(Some(crate::JobNotifications::listen(&self.options).await?))
     }
 });
 impl_hook_store!(PgStore, Postgres);
@@ -238,7 +265,7 @@ impl_secret_store!(PgStore, Postgres);
 /// text is the same for every batch size, so each connection prepares it once.
 impl PgStore {
     /// The rows of `table` with these ids, in one statement whatever their number.
-    async fn select_by_ids<R>(pool: &PgPool, table: &str, ids: &[i64]) -> Result<Vec<R>>
+    async fn select_by_ids<R>(pool: &Conns, table: &str, ids: &[i64]) -> Result<Vec<R>>
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {

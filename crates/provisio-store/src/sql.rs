@@ -956,6 +956,7 @@ macro_rules! impl_store {
                 };
                 let jobs = claim_tx(&mut tx, &req, Self::LOCK_CLAUSE).await?;
                 tx.commit().await?;
+                conn.ended_cleanly();
                 Ok(jobs)
             }
 

@@ -28,6 +28,7 @@ macro_rules! impl_console_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                conn.ended_cleanly();
                 Ok(())
             }
 

@@ -259,6 +259,7 @@ macro_rules! impl_hook_store {
                     .fetch_all(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                conn.ended_cleanly();
                 let mut out = rows
                     .into_iter()
                     .map(TryInto::try_into)
@@ -575,6 +576,7 @@ macro_rules! impl_hook_store {
                     .fetch_all(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                conn.ended_cleanly();
                 let mut out = rows
                     .into_iter()
                     .map(TryInto::try_into)

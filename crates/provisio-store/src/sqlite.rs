@@ -17,10 +17,21 @@ use crate::sql_secrets::impl_secret_store;
 use crate::sql_usage::impl_usage_store;
 use crate::{Backend, Clock, Result, Store as _, StoreError};
 
-mod conns;
 mod lane;
 
-pub(crate) use conns::{Conn, Conns};
+/// The SQLite store's pools (see [`crate::conns`]): a local file needs no check of idle
+/// connections.
+pub(crate) type Conns = crate::conns::Conns<Sqlite>;
+pub(crate) type Conn = crate::conns::Conn<Sqlite>;
+
+fn sqlite_pool(max: u32) -> crate::conns::Settings {
+    crate::conns::Settings {
+        max,
+        init: None,
+        check_idle_after: None,
+        acquire_timeout: None,
+    }
+}
 
 /// What `impl_store!` names this store's pools by.
 type DbPool = Conns;
@@ -123,8 +134,8 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string())
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
             .pragma("temp_store", "memory");
-        let writer = Conns::open(writer_opts, 1).await?;
-        let pool = Conns::open(opts, 8).await?;
+        let writer = Conns::open(writer_opts, sqlite_pool(1)).await?;
+        let pool = Conns::open(opts, sqlite_pool(8)).await?;
         let group = Group::new(writer.clone());
         let store = Self {
             _checkpoints: checkpoints(pool.clone()),
