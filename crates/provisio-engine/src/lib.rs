@@ -233,6 +233,8 @@ pub struct Engine {
     catalog: catalog::cache::CatalogCache,
     /// Single orders that arrive together, stored in one write.
     order_lane: catalog::order_lane::OrderLane,
+    /// Placement's reads of server loads, shared by the orders that ask together.
+    load_reads: catalog::load_reads::LoadReads,
 }
 
 impl Engine {
@@ -270,6 +272,7 @@ impl Engine {
             heartbeats: Default::default(),
             catalog: Default::default(),
             order_lane: Default::default(),
+            load_reads: Default::default(),
         }
     }
 

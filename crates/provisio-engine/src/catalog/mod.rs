@@ -3,6 +3,7 @@
 
 pub(crate) mod cache;
 mod clients;
+pub(crate) mod load_reads;
 pub(crate) mod order_lane;
 mod products;
 mod servers;

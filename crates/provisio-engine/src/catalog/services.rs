@@ -54,18 +54,16 @@ impl Engine {
             }
         };
         // The counts the store keeps with every service change, all in one read: counting
-        // the services themselves would cost more with every service ordered.
+        // the services themselves would cost more with every service ordered. Orders that
+        // ask together share the read (`load_reads`).
         let ids: Vec<ServerId> = candidates.iter().map(|s| s.id).collect();
-        let loads = self.store.server_loads(&ids).await?;
-        let mut best: Option<(i64, Server)> = None;
-        for s in candidates {
-            let load =
-                loads.get(&s.id).copied().unwrap_or(0) + extra.get(&s.id).copied().unwrap_or(0);
-            if best.as_ref().is_none_or(|(l, _)| load < *l) {
-                best = Some((load, s));
-            }
-        }
-        Ok(best.map(|(_, s)| s))
+        let round = match self.load_reads.read(&self.store, &ids).await {
+            Some(round) => round,
+            None => std::sync::Arc::new(super::load_reads::Round::alone(
+                self.store.server_loads(&ids).await?,
+            )),
+        };
+        Ok(round.place(candidates, extra))
     }
 
     /// The enabled servers of the product's module (and group), from the store.
