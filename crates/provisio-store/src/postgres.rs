@@ -1,8 +1,7 @@
 //! The PostgreSQL store: for several `serve` processes sharing one database.
 
-use std::time::Duration;
-
 use std::str::FromStr as _;
+use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::Postgres;
